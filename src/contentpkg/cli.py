@@ -1,0 +1,320 @@
+"""The ``cpk`` command line: argument parsing and output formatting only.
+
+Each command calls one function of the core and formats what it returns.
+Core modules are imported inside the command functions, so a command pays
+only for what it uses (``cpk run`` must stay light).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from contentpkg import __version__
+from contentpkg.errors import CpkError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def _open_store() -> Any:
+    from contentpkg.store import Store
+
+    return Store.open()
+
+
+# --- store -------------------------------------------------------------------
+
+
+def cmd_store_add(args: argparse.Namespace) -> int:
+    from contentpkg.store.add import add_path
+
+    result = add_path(_open_store(), Path(args.path), args.name, args.version)
+    entry = result.entry
+    if args.json:
+        print(json.dumps({"path": str(entry.path), "created": result.created}))
+    else:
+        verb = "added" if result.created else "already present"
+        print(f"{verb}: {entry.dirname}", file=sys.stderr)
+        print(entry.path)
+    return 0
+
+
+def _version_key(version: str) -> tuple[int, Any]:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return (0, Version(version))
+    except InvalidVersion:
+        return (1, version)
+
+
+def cmd_store_ls(args: argparse.Namespace) -> int:
+    from fnmatch import fnmatchcase
+
+    store = _open_store()
+    entries = [
+        e
+        for e in store.entries()
+        if args.pattern is None
+        or fnmatchcase(e.name, args.pattern)
+        or fnmatchcase(e.dirname, args.pattern)
+    ]
+    entries.sort(key=lambda e: (e.name, _version_key(e.version), e.short_hash))
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": e.name,
+                        "version": e.version,
+                        "hash": e.short_hash,
+                        "size": e.size,
+                        "kind": e.kind,
+                        "layer": e.layer.role,
+                        "path": str(e.path),
+                    }
+                    for e in entries
+                ],
+                indent=1,
+            )
+        )
+        return 0
+    if not entries:
+        print("no entries" + (f" match {args.pattern!r}" if args.pattern else ""), file=sys.stderr)
+        return 0
+    rows = [
+        [e.name, e.version, e.short_hash[:12], _human(e.size), e.kind, e.layer.role]
+        for e in entries
+    ]
+    print(_table(rows, ["NAME", "VERSION", "HASH", "SIZE", "KIND", "LAYER"]))
+    return 0
+
+
+def cmd_store_path(args: argparse.Namespace) -> int:
+    print(_open_store().resolve(args.spec).path)
+    return 0
+
+
+def cmd_store_info(args: argparse.Namespace) -> int:
+    entry = _open_store().resolve(args.spec)
+    meta = dict(entry.metadata)
+    if args.json:
+        meta["path"] = str(entry.path)
+        meta["layer"] = entry.layer.role
+        print(json.dumps(meta, indent=1, sort_keys=True))
+        return 0
+    lines = [
+        ("entry", entry.dirname),
+        ("path", str(entry.path)),
+        ("layer", entry.layer.role),
+        ("kind", entry.kind),
+        ("content hash", entry.content_hash),
+        ("size", f"{_human(entry.size)} in {meta.get('file_count', '?')} files"),
+        ("source", str(meta.get("source") or "-")),
+        ("source hash", str(meta.get("source_hash") or "-")),
+        ("created", str(meta.get("created", "-"))),
+    ]
+    for key in ("dependencies", "references"):
+        if meta.get(key):
+            lines.append((key, ", ".join(map(str, meta[key]))))
+    if meta.get("provides"):
+        lines.append(("provides", json.dumps(meta["provides"], sort_keys=True)))
+    width = max(len(k) for k, _ in lines)
+    print("\n".join(f"{k + ':':<{width + 1}} {v}" for k, v in lines))
+    return 0
+
+
+def cmd_store_verify(args: argparse.Namespace) -> int:
+    from contentpkg.store.entry import Spec
+    from contentpkg.store.verify import verify
+
+    store = _open_store()
+    entries = store.match(Spec.parse(args.spec)) if args.spec else store.entries()
+    if args.spec and not entries:
+        raise CpkError(f"no entry matches {args.spec!r}")
+    problems = verify(entries)
+    for p in problems:
+        print(f"corrupt: {p.entry.dirname} [{p.entry.layer.role}]: {p.message}")
+    bad = len({p.entry.dirname for p in problems})
+    print(
+        f"verified {len(entries)} entries: {len(entries) - bad} intact, {bad} corrupt",
+        file=sys.stderr,
+    )
+    return 1 if problems else 0
+
+
+def cmd_store_gc(args: argparse.Namespace) -> int:
+    from contentpkg.store.gc import collect
+
+    report = collect(_open_store(), dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for name in report.pruned_roots:
+        print(f"{'would prune' if args.dry_run else 'pruned'} dangling root: {name}")
+    for name, size in report.removed:
+        print(f"{verb}: {name} ({_human(size)})")
+    print(
+        f"{verb} {len(report.removed)} entries, {_human(report.freed)}; "
+        f"{report.live} entries reachable from roots",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    store = _open_store()
+    status = 0
+    for name in args.files:
+        path = Path(name)
+        sha256, found = store.identify(path)
+        inside = store.containing(path)
+        if inside is not None and all(e.dirname != inside[0].dirname for e, _ in found):
+            # A path inside the store but not (yet) in the files table.
+            found.insert(0, inside)
+        if not found:
+            print(f"{name}: unknown (sha256 {sha256})")
+            status = 1
+        for entry, rel in found:
+            print(
+                f"{name}: {entry.name} {entry.version} {entry.short_hash[:12]} "
+                f"[{entry.layer.role}] {entry.path / rel}"
+            )
+    return status
+
+
+# --- parser ------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cpk",
+        description="contentpkg: every package version stored once, by content hash, "
+        "and composed per process into the environment a program needs.",
+    )
+    parser.add_argument("--version", action="version", version=f"cpk {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    store = commands.add_parser(
+        "store",
+        help="add, list, inspect, verify and collect store entries",
+        description="The content-addressed store: entries name,version,hash, layered as "
+        "project (.cpk/store), user ($CPK_HOME) and system ($CPK_STORE_PATH) stores.",
+    )
+    store_cmds = store.add_subparsers(dest="store_command", metavar="SUBCOMMAND")
+    store.set_defaults(func=lambda _args: _usage(store))
+
+    p = store_cmds.add_parser(
+        "add",
+        help="add a file or directory as an entry",
+        description="Copy a file or a directory tree into the user "
+        "store as one immutable entry, atomically.",
+    )
+    p.add_argument("path", help="file or directory to add")
+    p.add_argument("--name", required=True, help="package name (no commas or slashes)")
+    p.add_argument("--version", required=True, help="package version (no commas or slashes)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_store_add)
+
+    p = store_cmds.add_parser(
+        "ls",
+        help="list entries of every layer",
+        description="List entries: name, version, short hash, size, kind and layer.",
+    )
+    p.add_argument("pattern", nargs="?", help="glob over the name or name,version,hash")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(func=cmd_store_ls)
+
+    spec_help = "name[,version[,hash-prefix]], or an entry's path"
+    p = store_cmds.add_parser(
+        "path",
+        help="print an entry's directory",
+        description="Print the directory of the one entry SPEC names.",
+    )
+    p.add_argument("spec", help=spec_help)
+    p.set_defaults(func=cmd_store_path)
+
+    p = store_cmds.add_parser(
+        "info",
+        help="show an entry's metadata",
+        description="Show the metadata of the one entry SPEC names.",
+    )
+    p.add_argument("spec", help=spec_help)
+    p.add_argument("--json", action="store_true", help="print the metadata as JSON")
+    p.set_defaults(func=cmd_store_info)
+
+    p = store_cmds.add_parser(
+        "verify",
+        help="recompute content hashes",
+        description="Recompute the content hash of every entry (or "
+        "those SPEC names) and list each corrupt one; exit 1 if any.",
+    )
+    p.add_argument("spec", nargs="?", help="name[,version[,hash-prefix]]")
+    p.set_defaults(func=cmd_store_verify)
+
+    p = store_cmds.add_parser(
+        "gc",
+        help="remove entries no root reaches",
+        description="Remove user-store entries that no root under "
+        "$CPK_HOME/roots reaches, and prune dangling roots.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    p.set_defaults(func=cmd_store_gc)
+
+    p = commands.add_parser(
+        "identify",
+        help="say which entry a file came from",
+        description="Hash each FILE and name the store entries and "
+        "paths that hold the same bytes; exit 1 if one is unknown.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_identify)
+    return parser
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Handler | None = getattr(args, "func", None)
+    if func is None:
+        return _usage(parser)
+    try:
+        return func(args)
+    except CpkError as exc:
+        print(f"cpk: error: {exc}", file=sys.stderr)
+        for line in exc.details:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        # Files that vanish or refuse access are input problems, not bugs.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"cpk: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("cpk: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,301 @@
+"""Adding entries: validate, stage, hash, seal, publish with one rename.
+
+Every kind of package (a plain tree, a wheel, an ELF file, a ``.deb``) comes
+in through :func:`add_built`: a *populate* callback writes the content into a
+private staging slot, and this module does the rest the same way for all:
+check what was written, hash it, write the metadata, make it read-only, flush
+it to disk, record it in the lookup tables, and ``rename(2)`` it into place.
+A crash at any point leaves staging debris, never a partial entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from contentpkg.errors import CpkError
+from contentpkg.store import lookup
+from contentpkg.store.entry import (
+    ENTRY_JSON,
+    FILES_JSON,
+    METADATA_FORMAT,
+    Entry,
+    check_part,
+    dump_files,
+    dump_metadata,
+)
+from contentpkg.store.hashing import (
+    DERIVED_DIRS,
+    META_DIR,
+    FileRecord,
+    content_hash,
+    scan_tree,
+    short_hash,
+)
+from contentpkg.store.layers import Store
+from contentpkg.store.locks import collector_lock
+from contentpkg.store.staging import Slot, clean_stale, fsync_dir, sync_filesystem
+
+#: populate(slot_dir) writes the content; it may return the records it
+#: computed while writing (saving a second read), or None to have them scanned.
+Populate = Callable[[Path], "list[FileRecord] | None"]
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class AddResult:
+    entry: Entry
+    created: bool  # False when an identical entry was already in the store
+
+
+def add_built(
+    store: Store,
+    name: str,
+    version: str,
+    kind: str,
+    populate: Populate,
+    *,
+    source: str | None = None,
+    source_hash: str | None = None,
+    extra: dict[str, Any] | None = None,
+    references: Iterable[str] = (),
+    extra_file_rows: Iterable[tuple[str, str]] = (),
+) -> AddResult:
+    """Build an entry in staging with populate and publish it atomically.
+
+    ``extra`` is merged into the metadata (dependencies, provides, per-file
+    facts of a kind); ``references`` names other entries this one needs (gc
+    keeps them alive with it); ``extra_file_rows`` are more (sha256, path)
+    pairs for the lookup table, such as an ELF file's hash before patching.
+    """
+    check_part("name", name)
+    check_part("version", version)
+    store.ensure()
+    root = store.user.root
+    clean_stale(root)
+    with collector_lock(root), Slot(root) as slot:
+        records = populate(slot.path)
+        if records is None:
+            records = scan_tree(slot.path)
+        _check_staged(slot.path, records)
+        full_hash = content_hash(records)
+        dirname = f"{name},{version},{short_hash(full_hash)}"
+        existing = store.entry(dirname)
+        if existing is not None:
+            if source_hash:
+                lookup.link_source(root, source_hash, dirname)
+            return AddResult(existing, created=False)
+
+        meta: dict[str, Any] = {
+            "format": METADATA_FORMAT,
+            "kind": kind,
+            "name": name,
+            "version": version,
+            "content_hash": full_hash,
+            "source": source,
+            "source_hash": source_hash,
+            "size": sum(r.size for r in records),
+            "file_count": sum(1 for r in records if r.kind in "fx"),
+            "dependencies": [],
+            "provides": {},
+            "references": sorted(set(references)),
+            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        meta.update(extra or {})
+        meta_dir = slot.path / META_DIR
+        meta_dir.mkdir()
+        (meta_dir / ENTRY_JSON).write_bytes(dump_metadata(meta))
+        (meta_dir / FILES_JSON).write_bytes(dump_files(records))
+        _seal(slot.path)
+        sync_filesystem(slot.path)
+
+        rows = [(r.value, r.path) for r in records if r.kind in "fx"]
+        lookup.record_files(root, dirname, [*rows, *extra_file_rows])
+        final = root / dirname
+        created = slot.publish(final)
+        if created:
+            # The top directory stays writable until here: moving a directory
+            # to another parent needs write permission on it.
+            os.chmod(final, 0o555)
+            fsync_dir(root)
+        if source_hash:
+            lookup.link_source(root, source_hash, dirname)
+        entry = store.user.entry(dirname)
+        assert entry is not None
+        return AddResult(entry, created)
+
+
+def _check_staged(root: Path, records: list[FileRecord]) -> None:
+    """Refuse what an entry must never hold, whoever wrote the slot."""
+    real_root = os.path.realpath(root)
+    for r in records:
+        if r.kind == "?":
+            raise CpkError(f"{r.path}: special file; entries hold only files, dirs and symlinks")
+        if r.kind == "l":
+            target = r.value
+            resolved = os.path.realpath(root / r.path)
+            if os.path.isabs(target) or not (
+                resolved == real_root or resolved.startswith(real_root + os.sep)
+            ):
+                raise CpkError(f"{r.path}: symlink to {target!r} points outside the tree")
+
+
+def _seal(root: Path) -> None:
+    """Make every file and directory below root read-only (root itself last).
+
+    Files keep their owner's executable bit as the only mode information;
+    setuid and setgid are refused rather than silently dropped.
+    """
+    for dirpath, dirnames, filenames in os.walk(root):
+        for f in filenames:
+            full = os.path.join(dirpath, f)
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                rel = os.path.relpath(full, root)
+                raise CpkError(f"{rel}: setuid/setgid file refused")
+            mode = 0o555 if st.st_mode & stat.S_IXUSR else 0o444
+            if stat.S_IMODE(st.st_mode) != mode:
+                os.chmod(full, mode)
+        for d in dirnames:
+            full = os.path.join(dirpath, d)
+            if not os.path.islink(full):
+                os.chmod(full, 0o555)
+
+
+def add_path(store: Store, src: Path, name: str, version: str) -> AddResult:
+    """Add a file or a directory tree as a generic entry.
+
+    A file becomes an entry holding that one file under its own name; a
+    directory becomes an entry holding the directory's contents.
+    """
+    check_part("name", name)
+    check_part("version", version)
+    try:
+        st = os.stat(src)
+    except OSError as exc:
+        raise CpkError(f"{src}: {exc.strerror}") from None
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise CpkError(f"{src}: not a regular file or directory")
+    _check_source(src, st)  # before anything is written
+
+    def populate(dest: Path) -> list[FileRecord]:
+        if stat.S_ISDIR(st.st_mode):
+            return copy_tree(src, dest)
+        digest, size, mode = _copy_file(src, dest / src.name)
+        return [FileRecord(src.name, "x" if mode & stat.S_IXUSR else "f", digest, size)]
+
+    # No source hash: for a tree it would equal the content hash, and a
+    # single file's own hash is already in the files table.
+    return add_built(store, name, version, "generic", populate, source=str(src.absolute()))
+
+
+def _check_source(src: Path, st: os.stat_result) -> None:
+    """Walk the input once without writing, so bad input changes nothing."""
+    if stat.S_ISREG(st.st_mode):
+        _check_mode(src.name, st)
+        return
+    real_root = os.path.realpath(src)
+    for dirpath, dirnames, filenames in os.walk(src):
+        rel_dir = os.path.relpath(dirpath, src)
+        if rel_dir == "." and (META_DIR in dirnames or META_DIR in filenames):
+            raise CpkError(f"{src}/{META_DIR}: name reserved for entry metadata")
+        dirnames[:] = [d for d in dirnames if d not in DERIVED_DIRS]
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            lst = os.lstat(full)
+            if stat.S_ISLNK(lst.st_mode):
+                target = os.readlink(full)
+                resolved = os.path.realpath(full)
+                inside = resolved == real_root or resolved.startswith(real_root + os.sep)
+                if os.path.isabs(target) or not inside:
+                    raise CpkError(f"{full}: symlink to {target!r} points outside the tree")
+                if name in dirnames:
+                    dirnames.remove(name)  # os.walk does not follow it; be explicit
+            elif stat.S_ISDIR(lst.st_mode):
+                continue
+            else:
+                _check_mode(rel, lst, full)
+
+
+def _check_mode(rel: str, st: os.stat_result, shown: str | None = None) -> None:
+    shown = shown or rel
+    mode = st.st_mode
+    if not stat.S_ISREG(mode):
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a special file"
+        )
+        raise CpkError(f"{shown}: is {kind}; entries hold only files, directories and symlinks")
+    if mode & (stat.S_ISUID | stat.S_ISGID):
+        raise CpkError(f"{shown}: has the setuid or setgid bit; the store refuses such files")
+
+
+def copy_tree(src: Path, dest: Path) -> list[FileRecord]:
+    """Copy a checked tree into dest, hashing each file as it is copied."""
+    records: list[FileRecord] = []
+    stack = [("", os.fspath(src))]
+    while stack:
+        prefix, directory = stack.pop()
+        with os.scandir(directory) as it:
+            items = list(it)
+        for item in items:
+            if item.name in DERIVED_DIRS:
+                continue
+            rel = prefix + item.name
+            target = dest / rel
+            if item.is_symlink():
+                link = os.readlink(item.path)
+                os.symlink(link, target)
+                records.append(FileRecord(rel, "l", link))
+            elif item.is_dir(follow_symlinks=False):
+                os.mkdir(target, 0o755)
+                records.append(FileRecord(rel, "d", ""))
+                stack.append((rel + "/", item.path))
+            else:
+                digest, size, mode = _copy_file(Path(item.path), target)
+                records.append(FileRecord(rel, "x" if mode & stat.S_IXUSR else "f", digest, size))
+    return records
+
+
+def _copy_file(src: Path, dst: Path) -> tuple[str, int, int]:
+    """Copy one file, hashing the bytes that were written; (hex, size, mode).
+
+    The file is created with its final read-only mode: permissions are
+    checked at open, so writing through the descriptor still works, and the
+    seal pass has nothing left to change.
+    """
+    fd_in = os.open(src, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd_in)
+        _check_mode(str(src), st)  # it may have changed since the check pass
+        mode = 0o555 if st.st_mode & stat.S_IXUSR else 0o444
+        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        h = hashlib.sha256()
+        size = 0
+        try:
+            while chunk := os.read(fd_in, _CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd_out, view) :]
+        finally:
+            os.close(fd_out)
+    finally:
+        os.close(fd_in)
+    return h.hexdigest(), size, mode

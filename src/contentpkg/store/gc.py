@@ -1,0 +1,161 @@
+"""Garbage collection: keep what roots reach, remove the rest of the user store.
+
+A root is a symlink under ``$CPK_HOME/roots/``. It may point at:
+
+* a store entry (or anything inside one): that entry is live;
+* a directory holding ``.cpk/refs`` (a view, an env dir, a profile
+  generation): every entry listed there is live;
+* a file (a refs file written for a lock file): every entry listed in it.
+
+A refs file lists one entry per line, by directory name or by path. Liveness
+then follows each live entry's ``references`` metadata to a fixed point.
+Roots whose target has gone are pruned. Only the user layer is swept; the
+project and system layers are read-only to cpk.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from contentpkg.store import lookup
+from contentpkg.store.entry import Entry, parse_dirname
+from contentpkg.store.layers import Store
+from contentpkg.store.locks import LOCKS, collector_lock
+from contentpkg.store.staging import Slot, clean_stale
+
+REFS = ".cpk/refs"
+
+
+@dataclass
+class GcReport:
+    removed: list[tuple[str, int]] = field(default_factory=list)  # (entry, bytes)
+    pruned_roots: list[str] = field(default_factory=list)
+    live: int = 0
+    dry_run: bool = False
+
+    @property
+    def freed(self) -> int:
+        return sum(size for _, size in self.removed)
+
+
+def write_refs(path: Path, entries: list[Entry]) -> None:
+    """Write a refs file listing entries (for views, env dirs, lock roots)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text("".join(f"{e.dirname}\n" for e in entries))
+    os.replace(tmp, path)
+
+
+def add_root(store: Store, name: str, target: Path) -> Path:
+    """Create or replace roots/<name> → target atomically."""
+    store.ensure()
+    link = store.roots_dir / name
+    tmp = link.with_name(f".{name}.{os.getpid()}.tmp")
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(os.path.abspath(target), tmp)
+    os.replace(tmp, link)
+    return link
+
+
+def _names_in_refs(path: Path) -> list[str]:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return []
+    names = []
+    for line in text.splitlines():
+        name = line.strip().rstrip("/").rsplit("/", 1)[-1]
+        if parse_dirname(name):
+            names.append(name)
+    return names
+
+
+def _root_names(store: Store, target: Path) -> list[str]:
+    """Entry names a root's target keeps alive."""
+    inside = store.containing(target)
+    if inside is not None:
+        return [inside[0].dirname]
+    return _names_in_refs(target / REFS if target.is_dir() else target)
+
+
+def _disk_usage(path: Path) -> int:
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def live_entries(store: Store, report: GcReport | None = None) -> set[str]:
+    """Names of every entry a root reaches; prunes dangling roots if asked."""
+    pending: list[str] = []
+    try:
+        roots = sorted(os.listdir(store.roots_dir))
+    except FileNotFoundError:
+        roots = []
+    for name in roots:
+        link = store.roots_dir / name
+        if name.startswith("."):
+            continue
+        if not os.path.exists(link):
+            if report is not None:
+                report.pruned_roots.append(name)
+                if not report.dry_run:
+                    os.unlink(link)
+            continue
+        pending.extend(_root_names(store, Path(os.path.realpath(link))))
+    live: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in live:
+            continue
+        live.add(name)
+        entry = store.entry(name)
+        if entry is not None:
+            try:
+                refs = entry.metadata.get("references", [])
+            except Exception:
+                refs = []
+            pending.extend(r for r in refs if isinstance(r, str))
+    return live
+
+
+def collect(store: Store, dry_run: bool = False) -> GcReport:
+    """Remove every user-store entry no root reaches."""
+    report = GcReport(dry_run=dry_run)
+    root = store.user.root
+    if not root.is_dir():
+        return report
+    with collector_lock(root, exclusive=True):
+        if not dry_run:
+            clean_stale(root)
+        live = live_entries(store, report)
+        report.live = len(live)
+        dead = sorted(
+            (e for e in store.user.entries() if e.dirname not in live), key=lambda e: e.dirname
+        )
+        for entry in dead:
+            size = _disk_usage(entry.path)
+            if not dry_run:
+                os.chmod(entry.path, 0o755)  # moving a directory needs write on it
+                with Slot(root) as slot:
+                    # Disappear atomically first, then delete at leisure: a
+                    # crash mid-delete leaves debris in staging, not half an
+                    # entry in the store.
+                    os.rename(entry.path, slot.path)
+                try:
+                    os.unlink(root / LOCKS / f"{entry.dirname}.lock")
+                except FileNotFoundError:
+                    pass
+            report.removed.append((entry.dirname, size))
+        if not dry_run and dead:
+            names = {e.dirname for e in dead}
+            lookup.forget(root, names)
+            lookup.unlink_sources(root, names)
+    return report

@@ -1,0 +1,196 @@
+"""Layered stores: project, user and system, searched in that order.
+
+A *layer* is a directory of entries. The user store (``$CPK_HOME/store``,
+default ``$XDG_DATA_HOME/contentpkg/store``) is the only one written to; a
+project store (``.cpk/store`` in the project or an ancestor directory) and
+system stores (``CPK_STORE_PATH``, colon-separated) are read-only to cpk. An
+entry name is the same content wherever it is found, so the first layer that
+has it serves it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from contentpkg.errors import CpkError
+from contentpkg.store import lookup
+from contentpkg.store.entry import Entry, Spec, parse_dirname
+from contentpkg.store.hashing import hash_file
+
+
+def user_home() -> Path:
+    """The user's contentpkg directory (store, roots, views, profiles)."""
+    home = os.environ.get("CPK_HOME")
+    if home:
+        return Path(home).expanduser().absolute()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("contentpkg", appauthor=False))
+
+
+def find_project_store(start: Path) -> Path | None:
+    """The nearest ``.cpk/store`` at or above start."""
+    for directory in (start, *start.parents):
+        candidate = directory / ".cpk" / "store"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One directory of entries and its role in the lookup order."""
+
+    root: Path
+    role: str  # "project", "user" or "system"
+    writable: bool
+
+    def entry(self, dirname: str) -> Entry | None:
+        parts = parse_dirname(dirname)
+        if parts is None or not (self.root / dirname).is_dir():
+            return None
+        return Entry(self.root / dirname, *parts, layer=self)
+
+    def entries(self) -> list[Entry]:
+        try:
+            names = os.listdir(self.root)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        result = []
+        for dirname in names:
+            parts = parse_dirname(dirname)
+            if parts is not None:
+                result.append(Entry(self.root / dirname, *parts, layer=self))
+        return result
+
+    def find_source(self, source_hash: str) -> Entry | None:
+        dirname = lookup.find_source(self.root, source_hash)
+        return self.entry(dirname) if dirname else None
+
+    def find_files(self, sha256: str) -> list[tuple[Entry, str]]:
+        rows = lookup.find_files(self.root, sha256, writable=self.writable)
+        if rows is None:
+            # A read-only layer shipped without a table: read file lists.
+            rows = [
+                (e.dirname, r.path)
+                for e in self.entries()
+                for r in e.file_records()
+                if r.value == sha256
+            ]
+        found = []
+        for dirname, path in rows:
+            entry = self.entry(dirname)
+            if entry is not None:
+                found.append((entry, path))
+        return found
+
+
+class Store:
+    """All layers together: lookups search each, writes go to the user layer."""
+
+    def __init__(self, home: Path, layers: list[Layer]) -> None:
+        self.home = home
+        self.layers = layers
+        self.user = next(layer for layer in layers if layer.role == "user")
+
+    @classmethod
+    def open(cls, cwd: Path | None = None) -> Store:
+        home = user_home()
+        layers = []
+        project = find_project_store(cwd or Path.cwd())
+        if project is not None:
+            layers.append(Layer(project, "project", writable=False))
+        layers.append(Layer(home / "store", "user", writable=True))
+        for path in os.environ.get("CPK_STORE_PATH", "").split(":"):
+            if path:
+                layers.append(Layer(Path(path).expanduser().absolute(), "system", writable=False))
+        return cls(home, layers)
+
+    @property
+    def roots_dir(self) -> Path:
+        return self.home / "roots"
+
+    def ensure(self) -> None:
+        """Create the user store's directories (only writers need them)."""
+        self.user.root.mkdir(parents=True, exist_ok=True)
+        self.roots_dir.mkdir(parents=True, exist_ok=True)
+
+    def entries(self) -> list[Entry]:
+        """Every entry, the first layer's copy when several layers hold one."""
+        seen: dict[str, Entry] = {}
+        for layer in self.layers:
+            for entry in layer.entries():
+                seen.setdefault(entry.dirname, entry)
+        return list(seen.values())
+
+    def entry(self, dirname: str) -> Entry | None:
+        for layer in self.layers:
+            entry = layer.entry(dirname)
+            if entry is not None:
+                return entry
+        return None
+
+    def match(self, spec: Spec) -> list[Entry]:
+        return sorted(
+            (e for e in self.entries() if spec.matches(e.name, e.version, e.short_hash)),
+            key=lambda e: e.dirname,
+        )
+
+    def resolve(self, text: str) -> Entry:
+        """The one entry a spec names; an error naming candidates otherwise."""
+        if "/" in text and os.path.isdir(text):
+            return self._entry_at(Path(text))
+        spec = Spec.parse(text)
+        found = self.match(spec)
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            names = sorted({e.name for e in self.entries() if e.name.lower() == spec.name.lower()})
+            hint = f" (did you mean {', '.join(names)}?)" if names else ""
+            raise CpkError(f"no entry matches {str(spec)!r}{hint}")
+        raise CpkError(
+            f"{str(spec)!r} is ambiguous: {len(found)} entries match; add a version or hash prefix",
+            details=[f"{e.dirname}  [{e.layer.role}]" for e in found],
+        )
+
+    def _entry_at(self, path: Path) -> Entry:
+        real = path.resolve()
+        for layer in self.layers:
+            if real.parent == layer.root.resolve():
+                entry = layer.entry(real.name)
+                if entry is not None:
+                    return entry
+        raise CpkError(f"{path}: not an entry of any store layer")
+
+    def find_source(self, source_hash: str) -> Entry | None:
+        """The entry made from source_hash (a wheel's, a .deb's sha256)."""
+        for layer in self.layers:
+            entry = layer.find_source(source_hash)
+            if entry is not None:
+                return entry
+        return None
+
+    def containing(self, path: Path) -> tuple[Entry, str] | None:
+        """The entry a path is or lies inside (symlinks resolved), and the rest."""
+        real = path.resolve()
+        for layer in self.layers:
+            root = layer.root.resolve()
+            if real.is_relative_to(root) and real != root:
+                rel = real.relative_to(root)
+                entry = layer.entry(rel.parts[0])
+                if entry is not None:
+                    return entry, "/".join(rel.parts[1:])
+        return None
+
+    def identify(self, path: Path) -> tuple[str, list[tuple[Entry, str]]]:
+        """Hash a file and find every entry and path that holds it."""
+        if not path.is_file():
+            raise CpkError(f"{path}: not a regular file")
+        sha256, _ = hash_file(path)
+        found: dict[tuple[str, str], tuple[Entry, str]] = {}
+        for layer in self.layers:
+            for entry, rel in layer.find_files(sha256):
+                found.setdefault((entry.dirname, rel), (entry, rel))
+        return sha256, list(found.values())

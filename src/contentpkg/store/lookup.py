@@ -1,0 +1,160 @@
+"""Lookup tables: from a source hash, or any file's own hash, to entries.
+
+Two tables, each tuned to its reader:
+
+* **sources** (``<store>/.sources/<algo>-<hex>`` → ``../<entry>``): one
+  symlink per source hash. Finding the entries of a lock file is one
+  ``readlink`` each, with nothing imported, which keeps ``cpk run`` fast;
+  ``symlink(2)`` is atomic, so concurrent writers need no lock.
+* **files** (``<store>/.files.sqlite``): every stored file's sha256 with its
+  entry and path, for ``cpk identify`` and for finding which entry provides a
+  library. Tens of thousands of rows per entry would be as many symlinks;
+  SQLite (WAL, busy timeout) takes them in one transaction.
+
+Both are derived data: rows are written before the entry is published and
+checked against the store on the way out, so a crash leaves at worst a row
+naming an entry that does not exist, which readers skip and ``gc`` prunes;
+:func:`rebuild` recreates both from the entries' metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+SOURCES = ".sources"
+FILES_DB = ".files.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    sha256 TEXT NOT NULL,
+    entry TEXT NOT NULL,
+    path TEXT NOT NULL,
+    PRIMARY KEY (sha256, entry, path)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS files_by_entry ON files (entry);
+"""
+
+
+def _source_key(source_hash: str) -> str:
+    algo, _, value = source_hash.partition(":")
+    return f"{algo}-{value}" if value else algo
+
+
+def link_source(store_root: Path, source_hash: str, dirname: str) -> None:
+    """Point source_hash at an entry unless a live link is already there."""
+    area = store_root / SOURCES
+    area.mkdir(exist_ok=True)
+    link = area / _source_key(source_hash)
+    target = f"../{dirname}"
+    try:
+        os.symlink(target, link)
+    except FileExistsError:
+        if os.path.exists(link):
+            return
+        # The old target was collected: replace the dangling link atomically.
+        tmp = area / f".{link.name}.{os.getpid()}"
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        os.symlink(target, tmp)
+        os.rename(tmp, link)
+
+
+def find_source(store_root: Path, source_hash: str) -> str | None:
+    """The entry directory name made from source_hash, if it exists."""
+    link = store_root / SOURCES / _source_key(source_hash)
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return None
+    dirname = target.rsplit("/", 1)[-1]
+    return dirname if os.path.isdir(store_root / dirname) else None
+
+
+def unlink_sources(store_root: Path, dirnames: set[str]) -> None:
+    """Remove source links that point at any of dirnames (after gc)."""
+    area = store_root / SOURCES
+    try:
+        names = os.listdir(area)
+    except FileNotFoundError:
+        return
+    for name in names:
+        try:
+            if os.readlink(area / name).rsplit("/", 1)[-1] in dirnames:
+                os.unlink(area / name)
+        except OSError:
+            continue
+
+
+def _connect(store_root: Path, writable: bool) -> sqlite3.Connection | None:
+    path = store_root / FILES_DB
+    if writable:
+        conn = sqlite3.connect(path, timeout=120, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+        return conn
+    if not path.exists():
+        return None
+    uri = path.resolve().as_uri() + "?mode=ro"
+    return sqlite3.connect(uri, uri=True, timeout=120, isolation_level=None)
+
+
+def record_files(store_root: Path, dirname: str, rows: Iterable[tuple[str, str]]) -> None:
+    """Record (sha256, path) rows for the entry dirname in one transaction."""
+    conn = _connect(store_root, writable=True)
+    assert conn is not None
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT OR IGNORE INTO files (sha256, entry, path) VALUES (?, ?, ?)",
+            ((sha, dirname, path) for sha, path in rows),
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def find_files(store_root: Path, sha256: str, writable: bool) -> list[tuple[str, str]] | None:
+    """(entry, path) pairs holding a file with this hash; None if no table."""
+    try:
+        conn = _connect(store_root, writable=writable)
+    except sqlite3.Error:
+        return None
+    if conn is None:
+        return None
+    try:
+        rows = conn.execute(
+            "SELECT entry, path FROM files WHERE sha256 = ? ORDER BY entry, path", (sha256,)
+        ).fetchall()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return [(e, p) for e, p in rows if os.path.isdir(store_root / e)]
+
+
+def forget(store_root: Path, dirnames: Iterable[str]) -> None:
+    """Drop the rows of removed entries."""
+    conn = _connect(store_root, writable=True)
+    assert conn is not None
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("DELETE FROM files WHERE entry = ?", ((d,) for d in dirnames))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def known_entries(store_root: Path) -> set[str]:
+    """Entry names that have rows in the files table."""
+    conn = _connect(store_root, writable=True)
+    assert conn is not None
+    try:
+        return {row[0] for row in conn.execute("SELECT DISTINCT entry FROM files")}
+    finally:
+        conn.close()
