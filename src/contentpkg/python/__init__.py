@@ -1,0 +1,1 @@
+"""Python packages: index client, resolver, lock file, wheels, sdists, views."""

@@ -1,0 +1,18 @@
+"""Every test gets its own store and cache: nothing touches the user's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def cpk_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path_factory.mktemp("cpk-home")
+    monkeypatch.setenv("CPK_HOME", str(home))
+    monkeypatch.setenv("CPK_CACHE_DIR", str(tmp_path_factory.mktemp("cpk-cache")))
+    monkeypatch.delenv("CPK_STORE_PATH", raising=False)
+    monkeypatch.delenv("CPK_INDEX_URL", raising=False)
+    monkeypatch.delenv("CPK_EXTRA_INDEX_URL", raising=False)
+    return home
