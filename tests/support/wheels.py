@@ -191,9 +191,9 @@ def make_sdist(
     members: dict[str, bytes] = {
         "PKG-INFO": pkg_info.encode(),
         "pyproject.toml": (
-            '[build-system]\nrequires = []\nbuild-backend = "inline_backend"\n'
-            'backend-path = ["."]\n'
-        ).encode(),
+            b'[build-system]\nrequires = []\nbuild-backend = "inline_backend"\n'
+            b'backend-path = ["."]\n'
+        ),
         "inline_backend.py": INLINE_BACKEND.encode(),
         "build-requires.txt": "".join(f"{r}\n" for r in build_requires).encode(),
     }
