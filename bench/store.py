@@ -1,0 +1,133 @@
+"""Benchmark: `cpk store add` against `sha256sum` over the same files.
+
+Two trees: 10,000 small files, and a few large files. For each, it times
+(medians of several runs, page cache warm for both sides):
+
+* ``sha256sum``: the floor, reading and hashing every byte once;
+* ``cpk hash``: contentpkg's content hash of the tree, in process;
+* ``cpk store add``: the real command, a fresh store each run (copy, hash,
+  seal, sync, publish), including the interpreter's start-up.
+
+and prints each as a ratio to ``sha256sum`` measured in the same run. The
+machines are noisy: read the ratios, not the seconds.
+
+    python bench/store.py [--runs 5] [--small 10000] [--large 4 --large-mib 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from contentpkg.store.staging import remove_tree  # entries are read-only
+
+
+def make_small_tree(root: Path, count: int) -> None:
+    rng = __import__("random").Random(0)
+    for i in range(count):
+        d = root / f"d{i % 100:02d}" / f"e{i % 7}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"file{i}.txt").write_bytes(rng.randbytes(rng.randint(100, 4000)))
+
+
+def make_large_tree(root: Path, count: int, mib: int) -> None:
+    root.mkdir(parents=True)
+    for i in range(count):
+        with open(root / f"blob{i}.bin", "wb") as f:
+            for _ in range(mib):
+                f.write(os.urandom(1 << 20))
+
+
+def median_time(fn: Callable[[], object], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def sha256sum(tree: Path) -> None:
+    files = [str(p) for p in tree.rglob("*") if p.is_file()]
+    # xargs-style batches keep the command line within limits.
+    for i in range(0, len(files), 2000):
+        subprocess.run(["sha256sum", *files[i : i + 2000]], check=True, stdout=subprocess.DEVNULL)
+
+
+def cpk_hash(tree: Path) -> None:
+    from contentpkg.store.hashing import tree_hash
+
+    tree_hash(tree)
+
+
+def cpk_add(tree: Path, work: Path) -> Callable[[], None]:
+    counter = iter(range(10**6))
+
+    def run() -> None:
+        home = work / f"home{next(counter)}"
+        env = dict(os.environ, CPK_HOME=str(home))
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "contentpkg",
+                "store",
+                "add",
+                str(tree),
+                "--name",
+                "bench",
+                "--version",
+                "1",
+            ],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--small", type=int, default=10_000)
+    parser.add_argument("--large", type=int, default=4)
+    parser.add_argument("--large-mib", type=int, default=64)
+    args = parser.parse_args()
+    if shutil.which("sha256sum") is None:
+        sys.exit("bench/store.py needs sha256sum (coreutils)")
+
+    with tempfile.TemporaryDirectory(prefix="cpk-bench-") as tmp:
+        work = Path(tmp)
+        trees = {
+            f"{args.small} small files": work / "small",
+            f"{args.large} x {args.large_mib} MiB": work / "large",
+        }
+        make_small_tree(trees[f"{args.small} small files"], args.small)
+        make_large_tree(trees[f"{args.large} x {args.large_mib} MiB"], args.large, args.large_mib)
+        print(f"{'tree':<22} {'sha256sum':>10} {'cpk hash':>18} {'cpk store add':>22}")
+        for label, tree in trees.items():
+            sha256sum(tree)  # warm the page cache for both sides
+            base = median_time(lambda t=tree: sha256sum(t), args.runs)
+            hashed = median_time(lambda t=tree: cpk_hash(t), args.runs)
+            added = median_time(cpk_add(tree, work), args.runs)
+            for home in work.glob("home*"):
+                remove_tree(home)
+            print(
+                f"{label:<22} {base:>9.3f}s {hashed:>8.3f}s ({hashed / base:4.1f}x)"
+                f" {added:>10.3f}s ({added / base:4.1f}x)"
+            )
+        print("ratios are cpk time / sha256sum time, medians of", args.runs, "runs")
+
+
+if __name__ == "__main__":
+    main()
