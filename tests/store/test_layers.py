@@ -133,3 +133,25 @@ def test_cli_help_and_version() -> None:
         assert proc.returncode == 0 and proc.stdout.startswith("usage: cpk"), args
     bare = run_cpk("store")
     assert bare.returncode == 2 and "SUBCOMMAND" in bare.stderr
+
+
+def test_source_hash_finds_an_identical_entry_in_a_read_only_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contentpkg.store.add import add_built
+
+    def populate(dest: Path) -> None:
+        (dest / "payload").write_text("same bytes")
+
+    old = os.environ["CPK_HOME"]
+    monkeypatch.setenv("CPK_HOME", str(tmp_path / "sys"))
+    in_system = add_built(Store.open(), "pkg", "1", "generic", populate).entry
+    monkeypatch.setenv("CPK_HOME", old)
+    monkeypatch.setenv("CPK_STORE_PATH", str(in_system.path.parent))
+    store = Store.open()
+    assert store.find_source("sha256:" + "ab" * 32) is None
+    again = add_built(store, "pkg", "1", "generic", populate, source_hash="sha256:" + "ab" * 32)
+    assert not again.created and again.entry.layer.role == "system"
+    found = Store.open().find_source("sha256:" + "ab" * 32)
+    assert found is not None and found.path == in_system.path
+    assert [e.layer.role for e in Store.open().entries()] == ["system"]

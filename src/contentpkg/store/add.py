@@ -90,7 +90,7 @@ def add_built(
         existing = store.entry(dirname)
         if existing is not None:
             if source_hash:
-                lookup.link_source(root, source_hash, dirname)
+                lookup.link_source(root, source_hash, existing.path)
             return AddResult(existing, created=False)
 
         meta: dict[str, Any] = {
@@ -126,7 +126,7 @@ def add_built(
             os.chmod(final, 0o555)
             fsync_dir(root)
         if source_hash:
-            lookup.link_source(root, source_hash, dirname)
+            lookup.link_source(root, source_hash, final)
         entry = store.user.entry(dirname)
         assert entry is not None
         return AddResult(entry, created)

@@ -65,9 +65,9 @@ class Layer:
                 result.append(Entry(self.root / dirname, *parts, layer=self))
         return result
 
-    def find_source(self, source_hash: str) -> Entry | None:
-        dirname = lookup.find_source(self.root, source_hash)
-        return self.entry(dirname) if dirname else None
+    def find_source(self, source_hash: str) -> Path | None:
+        """Path of the entry made from source_hash, possibly in another layer."""
+        return lookup.find_source(self.root, source_hash)
 
     def find_files(self, sha256: str) -> list[tuple[Entry, str]]:
         rows = lookup.find_files(self.root, sha256, writable=self.writable)
@@ -167,7 +167,14 @@ class Store:
     def find_source(self, source_hash: str) -> Entry | None:
         """The entry made from source_hash (a wheel's, a .deb's sha256)."""
         for layer in self.layers:
-            entry = layer.find_source(source_hash)
+            path = layer.find_source(source_hash)
+            if path is None:
+                continue
+            owner = next((o for o in self.layers if o.root == path.parent), None)
+            entry = owner.entry(path.name) if owner else None
+            if entry is None:  # a layer reached under another spelling
+                found = self.containing(path)
+                entry = found[0] if found and not found[1] else None
             if entry is not None:
                 return entry
         return None

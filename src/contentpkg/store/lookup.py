@@ -43,12 +43,19 @@ def _source_key(source_hash: str) -> str:
     return f"{algo}-{value}" if value else algo
 
 
-def link_source(store_root: Path, source_hash: str, dirname: str) -> None:
-    """Point source_hash at an entry unless a live link is already there."""
+def link_source(store_root: Path, source_hash: str, entry_path: Path) -> None:
+    """Point source_hash at an entry unless a live link is already there.
+
+    An entry of this store is linked relatively (``../name,version,hash``) so
+    the store can move; an identical entry found in a read-only layer is
+    linked by absolute path, so the user store still finds it next time
+    instead of unpacking the source again.
+    """
     area = store_root / SOURCES
     area.mkdir(exist_ok=True)
     link = area / _source_key(source_hash)
-    target = f"../{dirname}"
+    same_store = entry_path.parent == store_root
+    target = f"../{entry_path.name}" if same_store else os.fspath(entry_path)
     try:
         os.symlink(target, link)
     except FileExistsError:
@@ -64,15 +71,16 @@ def link_source(store_root: Path, source_hash: str, dirname: str) -> None:
         os.rename(tmp, link)
 
 
-def find_source(store_root: Path, source_hash: str) -> str | None:
-    """The entry directory name made from source_hash, if it exists."""
+def find_source(store_root: Path, source_hash: str) -> Path | None:
+    """The entry directory made from source_hash, if it still exists."""
     link = store_root / SOURCES / _source_key(source_hash)
     try:
         target = os.readlink(link)
     except OSError:
         return None
-    dirname = target.rsplit("/", 1)[-1]
-    return dirname if os.path.isdir(store_root / dirname) else None
+    path = store_root / SOURCES / target if not os.path.isabs(target) else Path(target)
+    path = Path(os.path.normpath(path))
+    return path if os.path.isdir(path) else None
 
 
 def unlink_sources(store_root: Path, dirnames: set[str]) -> None:
@@ -84,7 +92,8 @@ def unlink_sources(store_root: Path, dirnames: set[str]) -> None:
         return
     for name in names:
         try:
-            if os.readlink(area / name).rsplit("/", 1)[-1] in dirnames:
+            target = os.readlink(area / name)
+            if not os.path.isabs(target) and target.rsplit("/", 1)[-1] in dirnames:
                 os.unlink(area / name)
         except OSError:
             continue
