@@ -1,0 +1,552 @@
+"""HTTP for the index client: one connection pool, a page cache, retries, downloads.
+
+This is written by hand on urllib3 because the HTTP caching libraries of the
+field (CacheControl, hishel) are built for ``requests`` and ``httpx``; cpk
+depends on neither, and the caching an index client needs is small: index
+pages are revalidated with ``ETag`` / ``Last-Modified`` and kept fresh for
+``Cache-Control: max-age``, while archives and metadata files are immutable
+and cached by their hash elsewhere, never by URL.
+
+urllib3 is imported lazily so that asking for the cache directory (as the
+interpreter facts do) never loads the HTTP stack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from contentpkg.errors import CpkError
+from contentpkg.progress import QUIET, Reporter
+from contentpkg.store.hashing import hash_file
+
+if TYPE_CHECKING:
+    import urllib3
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_CHUNK = 1 << 16
+_CACHE_FORMAT = "http-v1"
+# 408/429 are the server asking us to come back later; 5xx are its failures.
+_RETRY_STATUS = frozenset({408, 429})
+_MAX_RETRY_AFTER = 10.0
+
+
+def default_cache_dir() -> Path:
+    """The user's cache directory: ``CPK_CACHE_DIR`` or the platform's default."""
+    env = os.environ.get("CPK_CACHE_DIR")
+    if env:
+        return Path(env).expanduser().absolute()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("contentpkg", appauthor=False))
+
+
+def is_file_url(url: str) -> bool:
+    return url.startswith("file:")
+
+
+def file_url_path(url: str) -> Path:
+    """The local path a ``file:`` URL names (host must be empty or localhost)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise CpkError(f"{url}: file URLs on other hosts are not supported")
+    return Path(urllib.request.url2pathname(parts.path))
+
+
+def redact(url: str) -> str:
+    """A URL fit for messages: credentials in it are replaced by ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+@dataclass(frozen=True)
+class Page:
+    """An index or find-links page as fetched (or as served from the cache)."""
+
+    url: str  # the final URL after redirects: relative links resolve against it
+    content_type: str
+    body: bytes
+    from_cache: bool = False
+
+
+class _Retryable(Exception):
+    """One attempt failed in a way another attempt may not (5xx, reset, truncation)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _CacheControl:
+    """The few Cache-Control directives a client cache acts on."""
+
+    def __init__(self, header: str | None) -> None:
+        self.max_age: int | None = None
+        self.no_cache = False
+        self.no_store = False
+        for part in (header or "").split(","):
+            key, _, value = part.strip().partition("=")
+            key = key.strip().lower()
+            if key == "max-age":
+                try:
+                    self.max_age = max(0, int(value.strip().strip('"')))
+                except ValueError:
+                    self.max_age = 0
+            elif key == "no-cache":
+                self.no_cache = True
+            elif key == "no-store":
+                self.no_store = True
+
+
+class HttpSession:
+    """Connection reuse, cached pages, bounded retries and verified downloads.
+
+    ``retries`` is the number of extra attempts after a retryable failure;
+    the waits between them grow as ``backoff * 2**n``. ``offline`` forbids
+    the network: cached pages are still served (whatever their age, as
+    ``uv --offline`` does) and anything else raises a CpkError naming the URL.
+    """
+
+    def __init__(
+        self,
+        cache_dir: Path | None = None,
+        *,
+        offline: bool = False,
+        retries: int = 3,
+        backoff: float = 0.25,
+        timeout: float = 30.0,
+        jobs: int = 8,
+    ) -> None:
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.offline = offline
+        self.retries = max(0, retries)
+        self.backoff = max(0.0, backoff)
+        self.timeout = timeout
+        self.jobs = max(1, jobs)
+        self._pool: urllib3.PoolManager | None = None
+        self._pool_lock = threading.Lock()
+
+    # -- plumbing ---------------------------------------------------------
+
+    @property
+    def pool(self) -> urllib3.PoolManager:
+        with self._pool_lock:
+            if self._pool is None:
+                import urllib3
+
+                from contentpkg import __version__
+
+                self._pool = urllib3.PoolManager(
+                    num_pools=32,
+                    # Parallel downloads from one host share its pool; block=False
+                    # lets a burst open extra connections instead of waiting.
+                    maxsize=max(10, self.jobs),
+                    headers={"User-Agent": f"contentpkg/{__version__}"},
+                    timeout=urllib3.Timeout(connect=min(10.0, self.timeout), read=self.timeout),
+                    # Retries are ours (below): urllib3's do not cover a body
+                    # truncated while streaming, and we want one policy for all.
+                    retries=urllib3.Retry(
+                        total=None, connect=0, read=0, status=0, other=0, redirect=10
+                    ),
+                )
+            return self._pool
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.clear()
+                self._pool = None
+
+    def _check_online(self, url: str, what: str) -> None:
+        if self.offline:
+            raise CpkError(f"{redact(url)}: offline mode, {what} is not allowed")
+
+    def _with_retries(self, url: str, attempt: Callable[[], T], label: str | None = None) -> T:
+        """Run attempt, again after retryable failures, with exponential backoff.
+
+        The final error names label (a file name) or else the URL.
+        """
+        for n in range(self.retries + 1):
+            try:
+                return attempt()
+            except _Retryable as exc:
+                if n == self.retries:
+                    tries = "1 attempt" if n == 0 else f"{n + 1} attempts"
+                    message = f"{label or redact(url)}: {exc} (gave up after {tries})"
+                    details = [f"from {redact(url)}"] if label else []
+                    raise CpkError(message, details=details) from None
+                delay = self.backoff * (2**n)
+                if exc.retry_after is not None:
+                    delay = max(delay, min(exc.retry_after, _MAX_RETRY_AFTER))
+                if delay:
+                    time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _request(
+        self, url: str, headers: dict[str, str], *, stream: bool = False
+    ) -> urllib3.BaseHTTPResponse:
+        """One request; network failures and server errors become _Retryable."""
+        import urllib3
+
+        try:
+            response = self.pool.request(
+                "GET", url, headers=headers, preload_content=not stream, redirect=True
+            )
+        except urllib3.exceptions.MaxRetryError as exc:
+            raise _Retryable(_describe_network_error(exc.reason or exc)) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise _Retryable(_describe_network_error(exc)) from None
+        except OSError as exc:
+            raise _Retryable(_describe_network_error(exc)) from None
+        status = response.status
+        if status >= 500 or status in _RETRY_STATUS:
+            retry_after = _retry_after(response.headers.get("Retry-After"))
+            if stream:
+                response.drain_conn()
+                response.release_conn()
+            raise _Retryable(f"HTTP {status} {response.reason or ''}".rstrip(), retry_after)
+        return response
+
+    # -- pages ------------------------------------------------------------
+
+    def _cache_paths(self, url: str, accept: str) -> Path:
+        key = hashlib.sha256(f"{url}\n{accept}".encode()).hexdigest()
+        return self.cache_dir / _CACHE_FORMAT / key[:2] / key
+
+    def _load_cached(self, path: Path) -> tuple[dict[str, Any], bytes] | None:
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            return None
+        header, sep, body = raw.partition(b"\n")
+        if not sep:
+            return None
+        try:
+            meta = json.loads(header)
+        except ValueError:
+            return None
+        if not isinstance(meta, dict):
+            return None
+        return meta, body
+
+    def _store_cached(self, path: Path, meta: dict[str, Any], body: bytes) -> None:
+        write_atomic(path, json.dumps(meta, sort_keys=True).encode() + b"\n" + body)
+
+    def fetch_page(self, url: str, accept: str = "text/html") -> Page | None:
+        """GET a page through the HTTP cache; None when the server says 404/410.
+
+        A cached page younger than its ``max-age`` is served without asking;
+        an older one (or one marked ``no-cache``) is revalidated with
+        ``If-None-Match`` / ``If-Modified-Since`` and served again on 304.
+        """
+        if is_file_url(url):
+            return self._file_page(url)
+        path = self._cache_paths(url, accept)
+        cached = self._load_cached(path)
+        if cached is not None:
+            meta, body = cached
+            page = Page(meta.get("url", url), meta.get("content_type", ""), body, True)
+            if self.offline:
+                return page
+            control = _CacheControl(meta.get("cache_control"))
+            age = time.time() - float(meta.get("stored", 0)) + float(meta.get("age", 0))
+            if not control.no_cache and control.max_age is not None and age < control.max_age:
+                return page
+        self._check_online(url, "fetching this page")
+        headers = {"Accept": accept}
+        if cached is not None:
+            if cached[0].get("etag"):
+                headers["If-None-Match"] = cached[0]["etag"]
+            if cached[0].get("last_modified"):
+                headers["If-Modified-Since"] = cached[0]["last_modified"]
+
+        def attempt() -> tuple[int, Any, bytes, str]:
+            import urllib3
+
+            response = self._request(url, headers)
+            try:
+                data = response.data
+            except urllib3.exceptions.HTTPError as exc:
+                raise _Retryable(_describe_network_error(exc)) from None
+            return response.status, response.headers, data, _final_url(url, response)
+
+        status, resp_headers, data, final_url = self._with_retries(url, attempt)
+        if status == 304 and cached is not None:
+            meta, body = cached
+            control_header = resp_headers.get("Cache-Control", meta.get("cache_control"))
+            meta.update(stored=time.time(), cache_control=control_header, age=_age(resp_headers))
+            if resp_headers.get("ETag"):
+                meta["etag"] = resp_headers["ETag"]
+            if not _CacheControl(control_header).no_store:
+                self._store_cached(path, meta, body)
+            return Page(meta.get("url", url), meta.get("content_type", ""), body, True)
+        if status in (404, 410):
+            return None
+        if status != 200:
+            raise CpkError(f"{redact(url)}: HTTP {status}")
+        content_type = resp_headers.get("Content-Type", "")
+        control = _CacheControl(resp_headers.get("Cache-Control"))
+        if control.no_store:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        else:
+            # Kept even without validators: offline mode serves whatever is here.
+            meta = {
+                "url": final_url,
+                "content_type": content_type,
+                "etag": resp_headers.get("ETag"),
+                "last_modified": resp_headers.get("Last-Modified"),
+                "cache_control": resp_headers.get("Cache-Control"),
+                "age": _age(resp_headers),
+                "stored": time.time(),
+            }
+            self._store_cached(path, meta, data)
+        return Page(final_url, content_type, data)
+
+    def _file_page(self, url: str) -> Page | None:
+        path = file_url_path(url)
+        if path.is_dir():
+            # A static PEP 503 index keeps each page as index.html in its directory.
+            index = path / "index.html"
+            if not index.is_file():
+                return None
+            path = index
+        try:
+            return Page(path.as_uri(), "text/html", path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise CpkError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+    # -- small immutable files --------------------------------------------
+
+    def fetch_bytes(self, url: str) -> bytes | None:
+        """GET a small file (a PEP 658 metadata file) with retries, uncached.
+
+        None on 404/410. Truncated bodies are retried like server errors.
+        """
+        if is_file_url(url):
+            try:
+                return file_url_path(url).read_bytes()
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise CpkError(f"{url}: cannot read ({exc.strerror or exc})") from None
+        self._check_online(url, "downloading")
+
+        def attempt() -> tuple[int, bytes]:
+            import urllib3
+
+            response = self._request(url, {"Accept": "*/*"})
+            try:
+                return response.status, response.data
+            except urllib3.exceptions.HTTPError as exc:
+                raise _Retryable(_describe_network_error(exc)) from None
+
+        status, data = self._with_retries(url, attempt)
+        if status in (404, 410):
+            return None
+        if status != 200:
+            raise CpkError(f"{redact(url)}: HTTP {status}")
+        return data
+
+    # -- downloads --------------------------------------------------------
+
+    def download(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        sha256: str | None,
+        size: int | None = None,
+        reporter: Reporter = QUIET,
+    ) -> str:
+        """Stream url into dest, verifying sha256; return the file's sha256.
+
+        The bytes go to a temporary file in dest's directory, which is renamed
+        over dest only once the whole file is there and its hash matches, so a
+        failure leaves nothing behind and a reader never sees a partial file.
+        """
+        name = dest.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if sha256 is not None and dest.is_file() and hash_file(dest)[0] == sha256:
+            return sha256
+        if not is_file_url(url):
+            self._check_online(url, f"downloading {name}")
+        task = reporter.task(name, size)
+        shown = 0
+
+        def attempt() -> tuple[str, str]:
+            nonlocal shown
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{name}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    digest = hashlib.sha256()
+                    received = 0
+                    for chunk in self._stream(url, name, size):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        received += len(chunk)
+                        if received > shown:
+                            # After a retry, only bytes beyond what was shown count.
+                            task.advance(received - shown)
+                            shown = received
+                return tmp, digest.hexdigest()
+            except BaseException:
+                os.unlink(tmp)
+                raise
+
+        tmp, actual = self._with_retries(url, attempt, label=name)
+        if sha256 is not None and actual != sha256.lower():
+            os.unlink(tmp)
+            task.done(None)
+            raise CpkError(
+                f"{name}: sha256 mismatch (expected {sha256}, got {actual})",
+                details=[f"downloaded from {redact(url)}"],
+            )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+        task.done(f"downloaded {name}")
+        return actual
+
+    def _stream(self, url: str, name: str, size: int | None) -> Iterable[bytes]:
+        """Yield a file's bytes; truncation and resets raise _Retryable."""
+        if is_file_url(url):
+            path = file_url_path(url)
+            try:
+                with open(path, "rb") as f:
+                    while chunk := f.read(_CHUNK):
+                        yield chunk
+            except OSError as exc:
+                raise CpkError(f"{path}: cannot read ({exc.strerror or exc})") from None
+            return
+        import urllib3
+
+        response = self._request(url, {"Accept": "*/*"}, stream=True)
+        try:
+            if response.status in (404, 410):
+                raise CpkError(f"{name}: not found at {redact(url)} (HTTP {response.status})")
+            if response.status != 200:
+                raise CpkError(f"{name}: HTTP {response.status} from {redact(url)}")
+            expected = _content_length(response.headers.get("Content-Length"))
+            received = 0
+            try:
+                for chunk in response.stream(_CHUNK, decode_content=False):
+                    received += len(chunk)
+                    yield chunk
+            except urllib3.exceptions.HTTPError as exc:
+                got = f" (got {received} of {expected} bytes)" if expected is not None else ""
+                raise _Retryable(f"{_describe_network_error(exc)}{got}") from None
+            # enforce_content_length catches short bodies; this also catches a
+            # server whose Content-Length disagrees with the size the index gave.
+            want = expected if expected is not None else size
+            if want is not None and received != want:
+                raise _Retryable(f"truncated download (got {received} of {want} bytes)")
+        finally:
+            response.release_conn()
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """fn over items on the download threads, results in input order.
+
+        Every item runs even when one fails, so no download is abandoned
+        half-written; the first failure in input order is then raised.
+        """
+        items = list(items)
+        if len(items) <= 1:
+            return [fn(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(self.jobs, len(items))) as pool:
+            futures = [pool.submit(fn, item) for item in items]
+        return [future.result() for future in futures]
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a cache file whole or not at all; failures are ignored.
+
+    A cache that cannot be written only costs speed, never correctness, and
+    readers never see half a file because the rename is atomic.
+    """
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def _final_url(url: str, response: Any) -> str:
+    """The URL a response came from after redirects, which relative links need.
+
+    urllib3 records each hop; a Location header may itself be relative to
+    the URL of its hop.
+    """
+    history = response.retries.history if response.retries is not None else ()
+    if not history:
+        return url
+    last = history[-1]
+    return urllib.parse.urljoin(last.url or url, last.redirect_location or "")
+
+
+def _content_length(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _age(headers: Any) -> float:
+    try:
+        return float(headers.get("Age") or 0)
+    except ValueError:
+        return 0.0
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None  # an HTTP date: the exponential backoff will do
+
+
+def _describe_network_error(exc: BaseException) -> str:
+    """One short phrase for a network failure, without urllib3's object reprs."""
+    text = str(exc)
+    lowered = text.lower()
+    if "incompleteread" in lowered or "incomplete read" in lowered:
+        return "truncated response"
+    if "reset" in lowered or "connection aborted" in lowered or "remotedisconnected" in lowered:
+        return "connection reset"
+    if "refused" in lowered:
+        return "connection refused"
+    if "timed out" in lowered or "timeout" in lowered:
+        return "timed out"
+    if "name or service not known" in lowered or "nodename nor servname" in lowered:
+        return "unknown host"
+    cause = getattr(exc, "reason", None) or exc.__cause__ or exc.__context__
+    if cause is not None and cause is not exc and isinstance(cause, BaseException):
+        return _describe_network_error(cause)
+    return text.splitlines()[0] if text else type(exc).__name__

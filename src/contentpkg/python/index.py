@@ -1,0 +1,634 @@
+"""The package index client: the simple API (PEP 503/691), metadata files, downloads.
+
+An index answers "which files does project X have" with a page in JSON
+(PEP 691) or HTML (PEP 503); each file may come with a ``.metadata`` file
+(PEP 658/714) so that a resolver learns a wheel's dependencies without
+downloading the wheel. Find-links locations (a local directory, a ``file:``
+URL, or an HTML page of links) add files to whatever the indexes list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+import threading
+import urllib.parse
+import zipfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, TypeVar
+
+from packaging.tags import Tag
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    NormalizedName,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+from contentpkg.errors import CpkError
+from contentpkg.progress import QUIET, Reporter
+from contentpkg.python.dists import DistFile
+from contentpkg.python.http import (
+    HttpSession,
+    default_cache_dir,
+    file_url_path,
+    is_file_url,
+    redact,
+    write_atomic,
+)
+
+# Where to look is decided in a module of its own, light enough for the hot
+# path of ``cpk run`` (which must not import this client); re-exported here.
+from contentpkg.python.locations import DEFAULT_INDEX as DEFAULT_INDEX
+from contentpkg.python.locations import index_settings as index_settings
+from contentpkg.python.locations import index_url, location_url
+from contentpkg.store.hashing import hash_file
+
+T = TypeVar("T")
+
+# JSON first; HTML stays acceptable (at a lower q) so an index that only
+# speaks PEP 503 still answers the same request (PEP 691's negotiation).
+ACCEPT_SIMPLE = (
+    "application/vnd.pypi.simple.v1+json, "
+    "application/vnd.pypi.simple.v1+html;q=0.2, "
+    "text/html;q=0.01"
+)
+ACCEPT_HTML = "text/html"
+_JSON_TYPES = (
+    "application/vnd.pypi.simple.v1+json",
+    "application/vnd.pypi.simple.latest+json",
+    "application/json",
+)
+_SDIST_SUFFIXES = (".tar.gz", ".zip")
+_METADATA_CACHE = "metadata-v1"
+_ARCHIVE_CACHE = "archives-v1"
+
+
+# -- file names --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileName:
+    """What a distribution's file name says: project, version and wheel tags."""
+
+    name: NormalizedName
+    version: Version
+    tags: frozenset[Tag] | None  # None for an sdist
+    build: tuple[int, str] | tuple[()] = ()
+
+
+# Cached: a big project page lists thousands of files, and the page parser,
+# the client's name filter and the resolver each need every name parsed.
+@lru_cache(maxsize=1 << 16)
+def parse_filename(filename: str) -> FileName | None:
+    """Parse a wheel or sdist file name; None for anything else or anything invalid.
+
+    Indexes list files no installer can use (eggs, .exe, .tar.bz2, names with
+    invalid versions from before PEP 440); skipping them is what pip and uv do.
+    """
+    try:
+        if filename.endswith(".whl"):
+            name, version, build, tags = parse_wheel_filename(filename)
+            return FileName(name, version, tags, build)
+        if filename.endswith(_SDIST_SUFFIXES):
+            name, version = parse_sdist_filename(filename)
+            return FileName(name, version, None)
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+        return None
+    return None
+
+
+def _safe_filename(filename: str) -> bool:
+    # The name becomes a path in the download directory: it must stay there.
+    return (
+        bool(filename)
+        and not filename.startswith(".")
+        and not any(c in filename for c in "/\\\x00")
+        and all(ord(c) >= 32 for c in filename)
+    )
+
+
+# -- page parsing ------------------------------------------------------------
+
+
+def _hash_fragment(fragment: str) -> dict[str, str]:
+    algo, sep, value = fragment.partition("=")
+    algo = algo.lower()
+    if sep and value and algo in hashlib.algorithms_guaranteed:
+        return {algo: value.lower()}
+    return {}
+
+
+def _metadata_attr(value: str | None) -> dict[str, str] | None:
+    """A ``data-core-metadata`` value: "true", "<algo>=<hex>", or absent."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.lower() == "true" or value == "":
+        return {}
+    if value.lower() == "false":
+        return None
+    return _hash_fragment(value) if "=" in value else {}
+
+
+def _json_metadata(value: Any) -> dict[str, str] | None:
+    if isinstance(value, dict):
+        return {str(k).lower(): str(v).lower() for k, v in value.items()}
+    return {} if value is True else None
+
+
+def _check_api_version(version: str | None, url: str) -> None:
+    if version is None:
+        return
+    major = version.split(".", 1)[0]
+    if major.isdigit() and int(major) > 1:
+        raise CpkError(f"{redact(url)}: simple API version {version} is not supported (only 1.x)")
+
+
+class _LinkParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.base: str | None = None
+        self.anchors: list[dict[str, str | None]] = []
+        self.api_version: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self.anchors.append(dict(attrs))
+        elif tag == "base" and self.base is None:
+            self.base = dict(attrs).get("href")
+        elif tag == "meta":
+            values = dict(attrs)
+            if values.get("name") == "pypi:repository-version":
+                self.api_version = values.get("content")
+
+
+def _make_file(
+    url: str,
+    page_url: str,
+    index: str,
+    *,
+    hashes: Mapping[str, str] | None = None,
+    requires_python: str | None = None,
+    yanked: str | None = None,
+    core_metadata: dict[str, str] | None = None,
+    size: int | None = None,
+    upload_time: str | None = None,
+    filename: str | None = None,
+) -> DistFile | None:
+    absolute = urllib.parse.urljoin(page_url, url)
+    without_fragment, fragment = urllib.parse.urldefrag(absolute)
+    if filename is None:
+        path = urllib.parse.urlsplit(without_fragment).path
+        filename = urllib.parse.unquote(path.rsplit("/", 1)[-1])
+    if not _safe_filename(filename) or parse_filename(filename) is None:
+        return None
+    all_hashes = _hash_fragment(fragment) if fragment else {}
+    all_hashes.update({k.lower(): v.lower() for k, v in (hashes or {}).items()})
+    return DistFile(
+        filename=filename,
+        url=without_fragment,
+        hashes=all_hashes,
+        requires_python=requires_python or None,
+        yanked=yanked,
+        core_metadata=core_metadata,
+        size=size,
+        upload_time=upload_time,
+        index=index,
+    )
+
+
+def parse_html_page(body: bytes | str, page_url: str, index: str = "") -> list[DistFile]:
+    """The files a PEP 503 HTML page links to, relative links resolved.
+
+    Reads ``data-requires-python``, ``data-yanked`` (present means yanked,
+    its value is the reason) and the metadata attribute under both its PEP 714
+    name ``data-core-metadata`` and its older ``data-dist-info-metadata``.
+    """
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    parser = _LinkParser()
+    parser.feed(text)
+    parser.close()
+    _check_api_version(parser.api_version, page_url)
+    base = urllib.parse.urljoin(page_url, parser.base) if parser.base else page_url
+    files = []
+    for attrs in parser.anchors:
+        href = attrs.get("href")
+        if not href:
+            continue
+        yanked = attrs["data-yanked"] or "" if "data-yanked" in attrs else None
+        metadata_value = attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
+        if "data-core-metadata" in attrs or "data-dist-info-metadata" in attrs:
+            core = _metadata_attr(metadata_value if metadata_value is not None else "true")
+        else:
+            core = None
+        made = _make_file(
+            href,
+            base,
+            index,
+            requires_python=attrs.get("data-requires-python"),
+            yanked=yanked,
+            core_metadata=core,
+        )
+        if made is not None:
+            files.append(made)
+    return files
+
+
+def _text(item: Mapping[str, Any], key: str) -> str | None:
+    value = item.get(key)
+    return value if isinstance(value, str) else None
+
+
+def parse_json_page(body: bytes | str, page_url: str, index: str = "") -> list[DistFile]:
+    """The files of a PEP 691 JSON project page (``meta.api-version`` 1.x)."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise CpkError(f"{redact(page_url)}: invalid JSON project page ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+        raise CpkError(f"{redact(page_url)}: JSON project page without a 'files' list")
+    meta = data.get("meta")
+    _check_api_version(meta.get("api-version") if isinstance(meta, dict) else None, page_url)
+    files = []
+    for item in data["files"]:
+        if not isinstance(item, dict) or not isinstance(item.get("url"), str):
+            continue
+        yanked_value = item.get("yanked", False)
+        yanked = yanked_value if isinstance(yanked_value, str) else "" if yanked_value else None
+        core_value = item.get("core-metadata", item.get("dist-info-metadata"))
+        hashes = item.get("hashes") if isinstance(item.get("hashes"), dict) else {}
+        size = item.get("size")
+        made = _make_file(
+            item["url"],
+            page_url,
+            index,
+            hashes={str(k): str(v) for k, v in hashes.items()},
+            requires_python=_text(item, "requires-python"),
+            yanked=yanked,
+            core_metadata=_json_metadata(core_value),
+            size=size if isinstance(size, int) else None,
+            upload_time=_text(item, "upload-time"),
+            filename=_text(item, "filename"),
+        )
+        if made is not None:
+            files.append(made)
+    return files
+
+
+# -- archives ----------------------------------------------------------------
+
+
+def wheel_metadata_from_archive(path: Path, filename: str) -> bytes:
+    """The METADATA of a wheel file, found as ``<name>-<version>.dist-info/METADATA``."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            candidates = [
+                n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
+            ]
+            parsed = parse_filename(filename)
+            if parsed is not None and len(candidates) > 1:
+                candidates = [
+                    n for n in candidates if canonicalize_name(n.split("-", 1)[0]) == parsed.name
+                ] or candidates
+            if len(candidates) != 1:
+                raise CpkError(f"{filename}: wheel has no single .dist-info/METADATA")
+            return zf.read(candidates[0])
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise CpkError(f"{filename}: not a valid wheel ({exc})") from None
+
+
+def sdist_pkg_info(path: Path, filename: str) -> bytes:
+    """The top-level ``PKG-INFO`` of an sdist (``.tar.gz`` or ``.zip``)."""
+    try:
+        if filename.endswith(".zip"):
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if n.count("/") == 1]
+                member = next((n for n in names if n.endswith("/PKG-INFO")), None)
+                if member is not None:
+                    return zf.read(member)
+        else:
+            with tarfile.open(path, "r:*") as tf:
+                for info in tf:
+                    parts = info.name.strip("/").split("/")
+                    if len(parts) == 2 and parts[1] == "PKG-INFO" and info.isfile():
+                        handle = tf.extractfile(info)
+                        if handle is not None:
+                            return handle.read()
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise CpkError(f"{filename}: not a valid sdist ({exc})") from None
+    raise CpkError(f"{filename}: sdist has no PKG-INFO")
+
+
+# -- the client --------------------------------------------------------------
+
+
+class IndexClient:
+    """Ask indexes and find-links locations for files, metadata and archives.
+
+    With several indexes, the first index (in the given order) that lists
+    any file of a project is the only one asked about that project: uv's
+    default ``first-index`` strategy, which stops a public index from
+    shadowing a private package of the same name (dependency confusion).
+    Find-links files are always merged in, after the index's.
+
+    The client memoizes per instance and is safe to call from several
+    threads; :meth:`prefetch` uses that to fetch pages in the background.
+    """
+
+    def __init__(
+        self,
+        indexes: Sequence[str | os.PathLike[str]],
+        find_links: Sequence[str | os.PathLike[str]] = (),
+        *,
+        cache_dir: Path | None = None,
+        offline: bool = False,
+        reporter: Reporter = QUIET,
+        retries: int = 3,
+        backoff: float = 0.25,
+        jobs: int = 8,
+    ) -> None:
+        self.indexes = [index_url(u) for u in indexes]
+        self.find_links = [location_url(u, None) for u in find_links]
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.offline = offline
+        self.reporter = reporter
+        self.http = HttpSession(
+            self.cache_dir, offline=offline, retries=retries, backoff=backoff, jobs=jobs
+        )
+        self._lock = threading.Lock()
+        self._memo: dict[tuple[str, str], Future[Any]] = {}
+        self._background: ThreadPoolExecutor | None = None
+        self._jobs = jobs
+
+    def __enter__(self) -> IndexClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            background, self._background = self._background, None
+        if background is not None:
+            background.shutdown(wait=True, cancel_futures=True)
+        self.http.close()
+
+    def describe(self) -> str:
+        """Where projects are looked up, for messages ("no project named x on ...")."""
+        places = [redact(u) for u in self.indexes] + [redact(u) for u in self.find_links]
+        if not places:
+            return "no index"
+        return places[0] if len(places) == 1 else ", ".join(places[:-1]) + " or " + places[-1]
+
+    def _once(self, kind: str, key: str, compute: Callable[[], T]) -> T:
+        """compute() once per (kind, key), other callers wait for that answer."""
+        with self._lock:
+            future = self._memo.get((kind, key))
+            owner = future is None
+            if future is None:
+                future = self._memo[(kind, key)] = Future()
+        if owner:
+            try:
+                future.set_result(compute())
+            except BaseException as exc:
+                future.set_exception(exc)
+        return future.result()
+
+    # -- project pages ----------------------------------------------------
+
+    def project_files(self, name: str) -> list[DistFile]:
+        """Every wheel and sdist of a project, from the winning index and find-links.
+
+        An empty list means no index and no find-links location has it.
+        """
+        canonical = canonicalize_name(name)
+        return list(self._once("project", canonical, lambda: self._project_files(canonical)))
+
+    def _project_files(self, name: NormalizedName) -> list[DistFile]:
+        files: list[DistFile] = []
+        for index in self.indexes:
+            found = [f for f in self._index_files(index, name) if _file_name(f) == name]
+            if found:
+                files = found
+                break
+        seen = {f.filename for f in files}
+        for location in self.find_links:
+            for f in self._find_links_files(location):
+                if _file_name(f) == name and f.filename not in seen:
+                    files.append(f)
+                    seen.add(f.filename)
+        return [self._with_hash(f) for f in files]
+
+    def _index_files(self, index: str, name: NormalizedName) -> list[DistFile]:
+        url = f"{index}{name}/"
+        if is_file_url(url):
+            directory = file_url_path(url)
+            if directory.is_dir() and not (directory / "index.html").is_file():
+                # A plain directory tree (root/<project>/<files>) serves as a
+                # local index without anyone having to write index.html files.
+                return self._directory_files(directory, index)
+        page = self.http.fetch_page(url, ACCEPT_SIMPLE)
+        if page is None:
+            return []
+        content_type = page.content_type.split(";", 1)[0].strip().lower()
+        if content_type in _JSON_TYPES:
+            return parse_json_page(page.body, page.url, index)
+        return parse_html_page(page.body, page.url, index)
+
+    def _find_links_files(self, location: str) -> list[DistFile]:
+        return self._once("find-links", location, lambda: self._list_find_links(location))
+
+    def _list_find_links(self, location: str) -> list[DistFile]:
+        if is_file_url(location):
+            path = file_url_path(location)
+            if path.is_dir():
+                return self._directory_files(path, location)
+            if path.is_file() and parse_filename(path.name) is not None:
+                return self._local_files([path], location)
+            if not path.exists():
+                raise CpkError(f"find-links {path}: no such file or directory")
+        page = self.http.fetch_page(location, ACCEPT_HTML)
+        if page is None:
+            raise CpkError(f"find-links {redact(location)}: not found")
+        return parse_html_page(page.body, page.url, location)
+
+    def _directory_files(self, directory: Path, location: str) -> list[DistFile]:
+        try:
+            names = sorted(os.listdir(directory))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise CpkError(f"{directory}: cannot list ({exc.strerror or exc})") from None
+        paths = [
+            directory / n
+            for n in names
+            if _safe_filename(n) and parse_filename(n) is not None and (directory / n).is_file()
+        ]
+        return self._local_files(paths, location)
+
+    def _local_files(self, paths: Iterable[Path], location: str) -> list[DistFile]:
+        return [
+            DistFile(
+                filename=p.name, url=p.absolute().as_uri(), size=p.stat().st_size, index=location
+            )
+            for p in paths
+        ]
+
+    def _with_hash(self, file: DistFile) -> DistFile:
+        """A local file with its sha256 filled in, computed once per process.
+
+        Local files come without published hashes; hashing them gives the lock
+        file and the store the same sha256 an index would publish. Only the
+        files of a project someone asked for are hashed.
+        """
+        if file.sha256 is not None or not is_file_url(file.url):
+            return file
+        path = file_url_path(file.url)
+        try:
+            stat = path.stat()
+        except OSError:
+            return file
+        key = f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}"
+        digest = self._once("local-hash", key, lambda: hash_file(path)[0])
+        return replace(file, hashes={**file.hashes, "sha256": digest})
+
+    def background(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run fn(*args) on the client's worker threads, ignoring its outcome.
+
+        For work that only warms the memo (prefetching pages and metadata):
+        whoever later needs the answer gets it, or its error, from the memo.
+        """
+        with self._lock:
+            if self._background is None:
+                self._background = ThreadPoolExecutor(
+                    max_workers=self._jobs, thread_name_prefix="cpk-index"
+                )
+            background = self._background
+        try:
+            background.submit(_quietly, fn, *args)
+        except RuntimeError:
+            pass  # shut down meanwhile: nobody is waiting for this any more
+
+    def prefetch(self, names: Iterable[str]) -> None:
+        """Start fetching the pages of projects that will be asked for soon."""
+        for name in names:
+            if ("project", canonicalize_name(name)) not in self._memo:
+                self.background(self.project_files, name)
+
+    # -- metadata ---------------------------------------------------------
+
+    def metadata(self, file: DistFile) -> bytes:
+        """The core metadata (METADATA) of a wheel, as bytes.
+
+        From the PEP 658/714 ``.metadata`` file when the index offers one (its
+        hash verified), else from the wheel itself. Cached on disk by the
+        file's sha256, since a file with a given hash never changes.
+        """
+        return self._once("metadata", file.url, lambda: self._metadata(file))
+
+    def _metadata(self, file: DistFile) -> bytes:
+        sha = file.sha256
+        cache_path = None
+        if sha is not None:
+            cache_path = self.cache_dir / _METADATA_CACHE / sha[:2] / f"{sha}.metadata"
+            try:
+                return cache_path.read_bytes()
+            except OSError:
+                pass
+        data = None
+        if file.core_metadata is not None:
+            data = self.http.fetch_bytes(file.url + ".metadata")
+            if data is not None:
+                for algo, expected in file.core_metadata.items():
+                    if algo not in hashlib.algorithms_guaranteed:
+                        continue
+                    actual = hashlib.new(algo, data).hexdigest()
+                    if actual != expected.lower():
+                        raise CpkError(
+                            f"{file.filename}.metadata: {algo} mismatch "
+                            f"(expected {expected}, got {actual})",
+                            details=[f"downloaded from {redact(file.url)}.metadata"],
+                        )
+        if data is None:
+            if not file.is_wheel:
+                raise CpkError(f"{file.filename}: no metadata file; the sdist must be built")
+            data = wheel_metadata_from_archive(self.fetch_archive(file), file.filename)
+        if cache_path is not None:
+            write_atomic(cache_path, data)
+        return data
+
+    # -- archives ---------------------------------------------------------
+
+    def _archive_cache_path(self, file: DistFile) -> Path:
+        key = file.sha256 or "url-" + hashlib.sha256(file.url.encode()).hexdigest()
+        return self.cache_dir / _ARCHIVE_CACHE / key[:2] / key / file.filename
+
+    def fetch_archive(self, file: DistFile) -> Path:
+        """A local, verified copy of file (for reading metadata out of it).
+
+        Local files are used where they are; remote ones are downloaded once
+        into the cache, where :meth:`download` finds them again.
+        """
+        if is_file_url(file.url):
+            path = file_url_path(file.url)
+            if not path.is_file():
+                raise CpkError(f"{file.filename}: no such file {path}")
+            if file.sha256 is not None:
+                actual = self._once("local-verify", str(path), lambda: hash_file(path)[0])
+                if actual != file.sha256:
+                    raise CpkError(
+                        f"{file.filename}: sha256 mismatch (expected {file.sha256}, got {actual})"
+                    )
+            return path
+        target = self._archive_cache_path(file)
+
+        def fetch() -> Path:
+            self.http.download(
+                file.url, target, sha256=file.sha256, size=file.size, reporter=self.reporter
+            )
+            return target
+
+        return self._once("archive", file.url, fetch)
+
+    def download(self, file: DistFile, dest_dir: Path) -> Path:
+        """Download file into dest_dir (verifying its sha256) and return its path.
+
+        A file already fetched into the cache (to read its metadata) is
+        copied from there instead of downloaded again.
+        """
+        if not _safe_filename(file.filename):
+            raise CpkError(f"{file.filename!r}: not a safe file name")
+        dest = Path(dest_dir) / file.filename
+        source = file.url
+        cached = self._archive_cache_path(file)
+        if file.sha256 is not None and cached.is_file():
+            source = cached.as_uri()
+        self.http.download(source, dest, sha256=file.sha256, size=file.size, reporter=self.reporter)
+        return dest
+
+    def download_many(self, files: Sequence[DistFile], dest_dir: Path) -> list[Path]:
+        """Download several files in parallel; paths in the order of files."""
+        return self.http.map(lambda f: self.download(f, dest_dir), files)
+
+
+def _file_name(file: DistFile) -> NormalizedName | None:
+    parsed = parse_filename(file.filename)
+    return parsed.name if parsed is not None else None
+
+
+def _quietly(fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:
+        pass

@@ -1,0 +1,711 @@
+"""Resolve requirements into pins for one target interpreter, on resolvelib.
+
+resolvelib does the search (backtracking, conflict causes); this module is
+the provider that answers its questions from an :class:`IndexClient`:
+
+* Each project is an identifier, and so is each *extra* of a project
+  (``b[x]``). An extra's candidate depends on the project itself pinned to
+  the same version plus the dependencies the extra adds: the standard
+  approach (pip, uv), which keeps the base and all its extras on one version.
+* Which versions a requirement may use is decided per file: PEP 592 yanked
+  files only for an exact ``==``/``===`` pin, ``requires-python`` against the
+  target's version, wheels only when one of their tags is supported by the
+  *target* interpreter (best-ranked first), the sdist otherwise.
+* Pre-releases only when asked for, when a specifier names one, or when no
+  final release satisfies the requirement (pip's and uv's rule).
+* Dependencies come from metadata files (PEP 658), so resolving downloads no
+  wheel where the index serves them. Candidates are checked lazily, as pip
+  does: one whose metadata is broken, names another project, or requires
+  another Python is skipped and the next version tried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from packaging.markers import Marker
+from packaging.metadata import parse_email
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import InvalidVersion, Version
+from resolvelib import AbstractProvider, BaseReporter, Resolver
+from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep
+
+from contentpkg.errors import CpkError
+from contentpkg.python.dists import DistFile, Pin, Resolution
+from contentpkg.python.index import FileName, IndexClient, parse_filename, sdist_pkg_info
+from contentpkg.python.interpreter import InterpreterInfo
+
+if TYPE_CHECKING:
+    from contentpkg.store import Store
+
+SdistMetadata = Callable[[DistFile], bytes]
+
+_MAX_ROUNDS = 20000
+_STATIC_SDIST_METADATA = Version("2.2")
+
+
+# -- what the resolver juggles -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Req:
+    """One requirement on one identifier: a project, or one extra of it."""
+
+    name: NormalizedName
+    extra: str | None
+    specifier: SpecifierSet
+    text: str  # for messages: "b[x]>=1"
+    pinned: Version | None = None  # an extra's requirement on its own base version
+
+    @property
+    def identifier(self) -> str:
+        return self.name if self.extra is None else f"{self.name}[{self.extra}]"
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    name: NormalizedName
+    version: Version
+    extra: str | None
+    files: tuple[DistFile, ...] = field(compare=False)  # best wheel first, sdist last
+
+    @property
+    def identifier(self) -> str:
+        return self.name if self.extra is None else f"{self.name}[{self.extra}]"
+
+    def __str__(self) -> str:
+        return f"{self.identifier} {self.version}"
+
+
+@dataclass(frozen=True)
+class _Metadata:
+    requires_dist: tuple[Requirement, ...]
+    requires_python: str | None
+
+
+class _Unusable(Exception):
+    """A candidate that cannot be used, with the reason shown if nothing else works."""
+
+
+def _display(req: Requirement) -> str:
+    extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+    return f"{req.name}{extras}{req.specifier}"
+
+
+def _expand(req: Requirement) -> list[_Req]:
+    """A requirement with extras is one requirement per identifier it touches."""
+    name = canonicalize_name(req.name)
+    text = _display(req)
+    reqs = [_Req(name, None, req.specifier, text)]
+    for extra in sorted({canonicalize_name(e) for e in req.extras}):
+        reqs.append(_Req(name, extra, req.specifier, text))
+    return reqs
+
+
+def _exact_versions(specifier: SpecifierSet) -> tuple[set[Version], set[str]]:
+    """Versions a specifier names exactly (``==V`` without ``*``, ``===V``)."""
+    versions: set[Version] = set()
+    strings: set[str] = set()
+    for spec in specifier:
+        if spec.operator == "==" and not spec.version.endswith(".*"):
+            try:
+                versions.add(Version(spec.version))
+            except InvalidVersion:
+                pass
+        elif spec.operator == "===":
+            strings.add(spec.version)
+    return versions, strings
+
+
+def _rank_key(build: tuple[int, str] | tuple[()]) -> tuple[int, str]:
+    # Higher build numbers win ties between otherwise equal wheels.
+    return (-build[0], build[1]) if build else (1, "")
+
+
+@lru_cache(maxsize=4096)
+def _requires_python_ok(spec: str | None, target: Version) -> bool:
+    # Cached: most files of a project repeat a handful of specifiers.
+    if not spec:
+        return True
+    try:
+        return SpecifierSet(spec).contains(target, prereleases=True)
+    except InvalidSpecifier:
+        return True  # as pip does: a malformed constraint does not exclude
+
+
+class _Provider(AbstractProvider):  # type: ignore[type-arg]
+    def __init__(
+        self,
+        client: IndexClient,
+        python: InterpreterInfo,
+        *,
+        prereleases: bool,
+        constraints: Mapping[NormalizedName, list[SpecifierSet]],
+        preferences: Mapping[NormalizedName, Version],
+        store: Store | None,
+        sdist_metadata: SdistMetadata | None,
+        hashes: Mapping[NormalizedName, set[str]],
+    ) -> None:
+        self.client = client
+        self.python = python
+        self.target = Version(python.version)
+        self.env = dict(python.markers)
+        self.ranks = python.tag_ranks
+        self.prereleases = prereleases
+        self.constraints = constraints
+        self.preferences = preferences
+        self.store = store
+        self.sdist_metadata = sdist_metadata
+        self.hashes = hashes
+        self._releases: dict[str, dict[Version, list[tuple[DistFile, FileName]]]] = {}
+        self._newest_first: dict[str, list[Version]] = {}
+        self._usable: dict[tuple[str, Version, bool], tuple[DistFile, ...]] = {}
+        self._metadata: dict[tuple[str, Version], _Metadata | _Unusable] = {}
+        self._store_versions: dict[str, set[Version]] = {}
+        self.dependencies: dict[_Candidate, list[_Req]] = {}
+        self.root_names: set[str] = set()
+
+    # -- index data -----------------------------------------------------
+
+    def releases(self, name: str) -> dict[Version, list[tuple[DistFile, FileName]]]:
+        found = self._releases.get(name)
+        if found is None:
+            found = {}
+            for file in self.client.project_files(name):
+                parsed = parse_filename(file.filename)
+                if parsed is not None and parsed.name == name:
+                    found.setdefault(parsed.version, []).append((file, parsed))
+            self._releases[name] = found
+        return found
+
+    def newest_first(self, name: str) -> list[Version]:
+        found = self._newest_first.get(name)
+        if found is None:
+            found = self._newest_first[name] = sorted(self.releases(name), reverse=True)
+        return found
+
+    def usable_files(self, name: str, version: Version, yanked_ok: bool) -> tuple[DistFile, ...]:
+        """A release's files the target can use: wheels best tag first, then one sdist."""
+        key = (name, version, yanked_ok)
+        found = self._usable.get(key)
+        if found is None:
+            found = self._usable[key] = self._usable_files(name, version, yanked_ok)
+        return found
+
+    def _usable_files(self, name: str, version: Version, yanked_ok: bool) -> tuple[DistFile, ...]:
+        entries = self.releases(name)[version]
+        allowed = self.hashes.get(name)
+        wheels: list[tuple[int, tuple[int, str], DistFile]] = []
+        sdists: list[DistFile] = []
+        for file, parsed in entries:
+            if file.yanked is not None and not yanked_ok:
+                continue
+            if not _requires_python_ok(file.requires_python, self.target):
+                continue
+            if allowed is not None and not any(
+                f"{algo}:{value}" in allowed for algo, value in file.hashes.items()
+            ):
+                continue
+            if parsed.tags is None:
+                sdists.append(file)
+                continue
+            rank = min((self.ranks[t] for t in parsed.tags if t in self.ranks), default=None)
+            if rank is not None:
+                wheels.append((rank, _rank_key(parsed.build), file))
+        wheels.sort(key=lambda w: (w[0], w[1], w[2].filename))
+        # One sdist per release: .tar.gz is the standard form (PEP 625).
+        sdists.sort(key=lambda f: (not f.filename.endswith(".tar.gz"), f.filename))
+        return tuple(w[2] for w in wheels) + tuple(sdists[:1])
+
+    def in_store(self, name: str, version: Version) -> bool:
+        if self.store is None:
+            return False
+        if name not in self._store_versions:
+            from contentpkg.store.entry import Spec
+
+            versions = set()
+            for entry in self.store.match(Spec(name)):
+                try:
+                    versions.add(Version(entry.version))
+                except InvalidVersion:
+                    continue
+            self._store_versions[name] = versions
+        if version in self._store_versions[name]:
+            return True
+        return any(
+            file.sha256 and self.store.find_source(f"sha256:{file.sha256}")
+            for file, _ in self.releases(name)[version]
+        )
+
+    def metadata(
+        self, name: NormalizedName, version: Version, files: Sequence[DistFile]
+    ) -> _Metadata:
+        key = (name, version)
+        found = self._metadata.get(key)
+        if found is None:
+            try:
+                found = self._read_metadata(name, version, files[0])
+            except _Unusable as exc:
+                found = exc
+            self._metadata[key] = found
+        if isinstance(found, _Unusable):
+            raise found
+        return found
+
+    def _read_metadata(self, name: NormalizedName, version: Version, file: DistFile) -> _Metadata:
+        if file.is_wheel or file.core_metadata is not None:
+            data = self.client.metadata(file)
+        elif self.sdist_metadata is not None:
+            data = self.sdist_metadata(file)
+        else:
+            data = self._static_sdist_metadata(file)
+        raw, _ = parse_email(data)
+        meta_name = raw.get("name")
+        if meta_name is None or canonicalize_name(meta_name) != name:
+            raise _Unusable(f"its metadata names project {meta_name!r}")
+        try:
+            meta_version = Version(raw.get("version", ""))
+        except InvalidVersion:
+            raise _Unusable(f"its metadata has invalid version {raw.get('version')!r}") from None
+        if meta_version != version:
+            raise _Unusable(f"its metadata says version {meta_version}")
+        requires = []
+        for line in raw.get("requires_dist", []):
+            try:
+                requires.append(Requirement(line))
+            except InvalidRequirement:
+                raise _Unusable(f"its metadata has an invalid requirement {line!r}") from None
+        requires_python = raw.get("requires_python")
+        if not _requires_python_ok(requires_python, self.target):
+            raise _Unusable(f"requires Python {requires_python}")
+        return _Metadata(tuple(requires), requires_python)
+
+    def _static_sdist_metadata(self, file: DistFile) -> bytes:
+        """PKG-INFO, when PEP 643 makes it trustworthy without a build."""
+        data = sdist_pkg_info(self.client.fetch_archive(file), file.filename)
+        raw, _ = parse_email(data)
+        version_text = raw.get("metadata_version", "0")
+        try:
+            static = Version(version_text) >= _STATIC_SDIST_METADATA
+        except InvalidVersion:
+            static = False
+        dynamic = {d.lower() for d in raw.get("dynamic", [])}
+        if static and "requires-dist" not in dynamic:
+            return data
+        why = "requires-dist is dynamic" if static else f"metadata version {version_text}"
+        raise CpkError(f"{file.filename}: dependencies unknown without a build ({why})")
+
+    # -- resolvelib's questions -----------------------------------------
+
+    def identify(self, requirement_or_candidate: _Req | _Candidate) -> str:
+        return requirement_or_candidate.identifier
+
+    def get_preference(
+        self,
+        identifier: str,
+        resolutions: Mapping[str, _Candidate],
+        candidates: Mapping[str, Iterator[_Candidate]],
+        information: Mapping[str, Iterator[Any]],
+        backtrack_causes: Sequence[Any],
+    ) -> tuple[bool, bool, bool, str]:
+        infos = list(information[identifier])
+        pinned = any(
+            i.requirement.pinned is not None or _exact_versions(i.requirement.specifier)[0]
+            for i in infos
+        )
+        direct = any(i.parent is None for i in infos)
+        backtracking = any(c.requirement.identifier == identifier for c in backtrack_causes)
+        return (not pinned, not backtracking, not direct, identifier)
+
+    def find_matches(
+        self,
+        identifier: str,
+        requirements: Mapping[str, Iterator[_Req]],
+        incompatibilities: Mapping[str, Iterator[_Candidate]],
+    ) -> Callable[[], Iterator[_Candidate]]:
+        reqs = list(requirements.get(identifier, ()))
+        name = canonicalize_name(identifier.split("[", 1)[0])
+        extra = identifier[len(name) + 1 : -1] if "[" in identifier else None
+        bad = {c.version for c in incompatibilities.get(identifier, ())}
+
+        def candidates() -> Iterator[_Candidate]:
+            # Lazy: resolvelib usually takes the first candidate, so most
+            # versions of a big project never have their files examined.
+            for version, files in self.matching_versions(name, reqs):
+                if version in bad:
+                    continue
+                try:
+                    self.metadata(name, version, files)
+                except _Unusable:
+                    continue
+                yield _Candidate(name, version, extra, files)
+
+        return candidates
+
+    def matching_versions(
+        self, name: NormalizedName, reqs: Sequence[_Req]
+    ) -> Iterator[tuple[Version, tuple[DistFile, ...]]]:
+        """Versions (with their usable files) allowed by reqs, most preferred first."""
+        specs = [r.specifier for r in reqs] + list(self.constraints.get(name, ()))
+        pins = {r.pinned for r in reqs if r.pinned is not None}
+        exact: set[Version] = set(pins)
+        exact_strings: set[str] = set()
+        for spec in specs:
+            versions, strings = _exact_versions(spec)
+            exact |= versions
+            exact_strings |= strings
+        matching = [
+            v
+            for v in self.newest_first(name)
+            if not (pins and any(v != p for p in pins))
+            and all(s.contains(v, prereleases=True) for s in specs)
+        ]
+
+        def usable(version: Version) -> tuple[DistFile, ...]:
+            yanked_ok = version in exact or str(version) in exact_strings
+            return self.usable_files(name, version, yanked_ok)
+
+        allow_pre = self.prereleases or any(s.prereleases for s in specs) or bool(pins)
+        # Pre-releases stay only when no final release is usable.
+        if not allow_pre and any(not v.is_prerelease and usable(v) for v in matching):
+            matching = [v for v in matching if not v.is_prerelease]
+        preferred = self.preferences.get(name)
+        if preferred is not None or self.store is not None:
+            # Stable sort: the lock's version, then versions in the store, newest first.
+            matching.sort(key=lambda v: (v != preferred, not self.in_store(name, v)))
+        for version in matching:
+            files = usable(version)
+            if files:
+                yield version, files
+
+    def is_satisfied_by(self, requirement: _Req, candidate: _Candidate) -> bool:
+        if requirement.pinned is not None:
+            return candidate.version == requirement.pinned
+        return requirement.specifier.contains(candidate.version, prereleases=True)
+
+    def get_dependencies(self, candidate: _Candidate) -> list[_Req]:
+        found = self.dependencies.get(candidate)
+        if found is not None:
+            return found
+        meta = self.metadata(candidate.name, candidate.version, candidate.files)
+        base_env = {**self.env, "extra": ""}
+        deps: list[_Req] = []
+        if candidate.extra is not None:
+            v = candidate.version
+            deps.append(
+                _Req(candidate.name, None, SpecifierSet(f"=={v}"), f"{candidate.name}=={v}", v)
+            )
+            extra_env = {**self.env, "extra": candidate.extra}
+        for req in meta.requires_dist:
+            if candidate.extra is None:
+                applies = req.marker is None or self._evaluate(req.marker, base_env, candidate)
+            else:
+                applies = (
+                    req.marker is not None
+                    and self._evaluate(req.marker, extra_env, candidate)
+                    and not self._evaluate(req.marker, base_env, candidate)
+                )
+            if not applies:
+                continue
+            if req.url:
+                raise CpkError(
+                    f"{candidate}: depends on {req.name} @ {req.url}; "
+                    "direct URL dependencies are not supported"
+                )
+            expanded = _expand(req)
+            if candidate.extra is None and canonicalize_name(req.name) == candidate.name:
+                expanded = [r for r in expanded if r.extra is not None]  # a self-reference
+            deps.extend(expanded)
+        self.dependencies[candidate] = deps
+        self._prefetch(deps)
+        return deps
+
+    def _evaluate(self, marker: Marker, env: dict[str, str], candidate: _Candidate) -> bool:
+        try:
+            return marker.evaluate(env)
+        except Exception as exc:  # packaging raises several types for bad markers
+            raise CpkError(f"{candidate}: cannot evaluate marker {str(marker)!r} ({exc})") from None
+
+    def _prefetch(self, deps: list[_Req]) -> None:
+        """Fetch pages and the likely metadata of upcoming projects in parallel.
+
+        The resolver asks serially; fetching ahead lets the network answers
+        overlap. It changes nothing but timing: whatever is fetched is what
+        the resolver would have fetched itself.
+        """
+        pending = [r for r in deps if r.extra is None and r.name not in self._releases]
+        if pending:
+            self.client.background(self._warm, pending)
+
+    def _warm(self, reqs: list[_Req]) -> None:
+        for req in reqs:
+            self.client.background(self._warm_one, req)
+
+    def _warm_one(self, req: _Req) -> None:
+        best: tuple[Version, DistFile] | None = None
+        for file in self.client.project_files(req.name):
+            parsed = parse_filename(file.filename)
+            if parsed is None or parsed.tags is None or file.yanked is not None:
+                continue
+            if parsed.version.is_prerelease or not req.specifier.contains(parsed.version):
+                continue
+            if not any(t in self.ranks for t in parsed.tags):
+                continue
+            if not _requires_python_ok(file.requires_python, self.target):
+                continue
+            if best is None or parsed.version > best[0]:
+                best = (parsed.version, file)
+        if best is not None and best[1].core_metadata is not None:
+            self.client.metadata(best[1])
+
+
+# -- explaining failures -------------------------------------------------------
+
+
+class _Explainer:
+    def __init__(self, provider: _Provider) -> None:
+        self.p = provider
+
+    def who(self, parent: _Candidate | None) -> str:
+        return "requested:" if parent is None else f"{parent} requires"
+
+    def exclusion(self, name: NormalizedName, version: Version, reqs: Sequence[_Req]) -> str:
+        """Why one version that matches the specifiers was not used."""
+        p = self.p
+        entries = p.releases(name)[version]
+        files = [f for f, _ in entries]
+        if all(f.yanked is not None for f in files):
+            reasons = sorted({f.yanked for f in files if f.yanked})
+            return "is yanked" + (f" ({reasons[0]})" if reasons else "")
+        live = [f for f in files if f.yanked is None]
+        if not any(_requires_python_ok(f.requires_python, p.target) for f in live):
+            spec = next(f.requires_python for f in live if f.requires_python)
+            return f"requires Python {spec} (target is {p.target})"
+        if not p.usable_files(name, version, yanked_ok=False):
+            return "has no wheel for the target interpreter and no sdist"
+        failure = p._metadata.get((name, version))
+        if isinstance(failure, _Unusable):
+            return str(failure)
+        if version.is_prerelease and not p.prereleases:
+            return "is a pre-release (allow pre-releases to use it)"
+        return "conflicts with the other requirements"
+
+    def lines_for(self, name: NormalizedName, infos: list[Any]) -> tuple[str, list[str]]:
+        reqs = [i.requirement for i in infos]
+        p = self.p
+        releases = p.releases(name)
+        lines = []
+        seen = set()
+        for info in infos:
+            line = f"{self.who(info.parent)} {info.requirement.text}"
+            if line not in seen:
+                seen.add(line)
+                lines.append(line)
+        if not releases:
+            summary = f"no project named {name} on {p.client.describe()}"
+            return summary, lines
+        texts = sorted({r.text for r in reqs})
+        if len(texts) > 1:
+            word = "both" if len(texts) == 2 else "all of them"
+            lines.append(f"no version of {name} satisfies {word}")
+            return f"conflicting requirements for {name}", lines
+        specs = [r.specifier for r in reqs] + list(p.constraints.get(name, ()))
+        pins = {r.pinned for r in reqs if r.pinned is not None}
+        matching = [
+            v
+            for v in sorted(releases, reverse=True)
+            if all(s.contains(v, prereleases=True) for s in specs) and (not pins or v in pins)
+        ]
+        if not matching:
+            available = ", ".join(str(v) for v in sorted(releases, reverse=True)[:8])
+            more = ", ..." if len(releases) > 8 else ""
+            lines.append(f"no version of {name} matches {texts[0]} (available: {available}{more})")
+            return f"no version of {name} matches {texts[0]}", lines
+        for version in matching[:5]:
+            lines.append(f"{name} {version} {self.exclusion(name, version, reqs)}")
+        return f"no usable version of {name} matches {texts[0]}", lines
+
+    def chain(self, candidate: _Candidate, limit: int = 4) -> list[str]:
+        """How a root requirement led to candidate: "top 1.0 requires h>=2", ...
+
+        Walks back through the dependencies seen during the search, taking
+        the first parent (by name) whose requirement admits the candidate;
+        a project that the roots name directly needs no explanation.
+        """
+        p = self.p
+        lines: list[str] = []
+        current = candidate
+        seen = {current.name}
+        while len(lines) < limit and current.name not in p.root_names:
+            parents = sorted(
+                (
+                    (parent, req)
+                    for parent, reqs in p.dependencies.items()
+                    for req in reqs
+                    if req.name == current.name
+                    and req.pinned is None
+                    and req.specifier.contains(current.version, prereleases=True)
+                    and parent.name not in seen
+                ),
+                key=lambda pr: (str(pr[0]), pr[1].text),
+            )
+            if not parents:
+                break
+            parent, req = parents[0]
+            lines.insert(0, f"{parent} requires {req.text}")
+            seen.add(parent.name)
+            current = parent
+        return lines
+
+    def explain(self, causes: Sequence[Any]) -> CpkError:
+        by_name: dict[NormalizedName, list[Any]] = {}
+        for cause in causes:
+            by_name.setdefault(cause.requirement.name, []).append(cause)
+        summaries = []
+        details: list[str] = []
+        for cause in sorted(causes, key=lambda c: str(c.parent or "")):
+            if cause.parent is not None:
+                for line in self.chain(cause.parent):
+                    if line not in details:
+                        details.append(line)
+        for name in sorted(by_name):
+            infos = sorted(
+                by_name[name],
+                key=lambda i: (i.parent is not None, str(i.parent or ""), i.requirement.text),
+            )
+            summary, lines = self.lines_for(name, infos)
+            summaries.append(summary)
+            details.extend(lines)
+        unknown = [s for s in summaries if s.startswith("no project named")]
+        summary = unknown[0] if unknown else "; ".join(summaries)
+        return CpkError(summary, details=details)
+
+
+# -- entry point ---------------------------------------------------------------
+
+
+def _parse(req: str | Requirement, what: str) -> Requirement:
+    if isinstance(req, Requirement):
+        return req
+    try:
+        return Requirement(req)
+    except InvalidRequirement as exc:
+        raise CpkError(f"invalid {what} {req!r}: {exc}") from None
+
+
+def resolve(
+    requirements: Sequence[str | Requirement],
+    client: IndexClient,
+    python: InterpreterInfo,
+    *,
+    prereleases: bool = False,
+    prefer_store: Store | None = None,
+    constraints: Iterable[str | Requirement] = (),
+    upgrade: bool = True,
+    preferences: Mapping[str, str] | None = None,
+    sdist_metadata: SdistMetadata | None = None,
+    hashes: Mapping[str, Iterable[str]] | None = None,
+) -> Resolution:
+    """Pin every package the requirements need on the target interpreter python.
+
+    ``constraints`` narrow versions without adding packages; ``preferences``
+    (name -> version, e.g. from an existing lock) are tried first unless
+    ``upgrade``, as uv keeps locked versions; ``prefer_store`` tries versions
+    already in the store before newer ones; ``hashes`` (name ->
+    ``"algo:hex"`` strings, from ``--hash``) admits only files with one of
+    those hashes. ``sdist_metadata`` builds an sdist's metadata when a
+    release has no usable wheel; without it, an sdist's static PKG-INFO
+    (Metadata-Version 2.2+, requires-dist not dynamic) is used or the
+    resolution fails saying the sdist must be built.
+
+    The result is deterministic: the same inputs and index state give the
+    same pins, and pins are sorted by name.
+    """
+    roots_given = [_parse(r, "requirement") for r in requirements]
+    env = {**python.markers, "extra": ""}
+    roots: list[_Req] = []
+    for req in roots_given:
+        if req.url:
+            raise CpkError(f"{req}: direct URL requirements are not supported")
+        try:
+            applies = req.marker is None or req.marker.evaluate(env)
+        except Exception as exc:
+            raise CpkError(f"{req}: cannot evaluate its marker ({exc})") from None
+        if applies:
+            roots.extend(_expand(req))
+    constraint_specs: dict[NormalizedName, list[SpecifierSet]] = {}
+    for item in constraints:
+        req = _parse(item, "constraint")
+        if req.marker is None or req.marker.evaluate(env):
+            constraint_specs.setdefault(canonicalize_name(req.name), []).append(req.specifier)
+    preferred: dict[NormalizedName, Version] = {}
+    if not upgrade:
+        for name, version in (preferences or {}).items():
+            try:
+                preferred[canonicalize_name(name)] = Version(version)
+            except InvalidVersion:
+                continue
+    allowed = {
+        canonicalize_name(name): {h.lower().replace("=", ":", 1) for h in values}
+        for name, values in (hashes or {}).items()
+    }
+    provider = _Provider(
+        client,
+        python,
+        prereleases=prereleases,
+        constraints=constraint_specs,
+        preferences=preferred,
+        store=prefer_store,
+        sdist_metadata=sdist_metadata,
+        hashes=allowed,
+    )
+    provider.root_names = {r.name for r in roots}
+    client.prefetch(sorted(provider.root_names))
+    resolver: Resolver[_Req, _Candidate, str] = Resolver(provider, BaseReporter())
+    try:
+        result = resolver.resolve(roots, max_rounds=_MAX_ROUNDS)
+    except ResolutionImpossible as exc:
+        raise _Explainer(provider).explain(exc.causes) from None
+    except ResolutionTooDeep:
+        raise CpkError(
+            f"resolution gave up after {_MAX_ROUNDS} rounds of backtracking",
+            details=["narrow the requirements (or add constraints) and try again"],
+        ) from None
+    return _resolution(provider, result.mapping, roots_given, python)
+
+
+def _resolution(
+    provider: _Provider,
+    mapping: Mapping[str, _Candidate],
+    roots: list[Requirement],
+    python: InterpreterInfo,
+) -> Resolution:
+    by_name: dict[NormalizedName, list[_Candidate]] = {}
+    for candidate in mapping.values():
+        by_name.setdefault(candidate.name, []).append(candidate)
+    pins: dict[str, Pin] = {}
+    for name in sorted(by_name):
+        base = next(c for c in by_name[name] if c.extra is None)
+        deps = {
+            r.name for c in by_name[name] for r in provider.get_dependencies(c) if r.name != name
+        }
+        meta = provider.metadata(name, base.version, base.files)
+        pins[name] = Pin(
+            name=name,
+            version=str(base.version),
+            files=base.files,
+            dependencies=tuple(sorted(deps)),
+            requires_python=meta.requires_python or base.files[0].requires_python,
+            index=base.files[0].index,
+        )
+    return Resolution(
+        pins=pins, requirements=roots, python_version=python.version, markers=dict(python.markers)
+    )
+
+
+__all__ = ["SdistMetadata", "resolve"]
