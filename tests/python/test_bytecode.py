@@ -1,0 +1,339 @@
+"""Bytecode: compiled into an entry once per interpreter, unchecked-hash,
+used by imports that write nothing, safe under concurrency."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support.wheels import make_wheel
+
+import contentpkg
+from contentpkg.errors import CpkError
+from contentpkg.python.bytecode import bytecode_marker, compiled_tags, ensure_bytecode
+from contentpkg.python.wheel import add_wheel
+from contentpkg.store import Entry, Store
+from contentpkg.store.add import add_path
+from contentpkg.store.verify import verify_entry
+
+TAG = sys.implementation.cache_tag
+SRC = str(Path(contentpkg.__file__).parent.parent)
+
+
+def demo_entry(tmp_path: Path, extra: dict[str, str] | None = None) -> Entry:
+    files = {
+        "demo/__init__.py": "from demo.sub.mod import VALUE\n",
+        "demo/sub/__init__.py": "",
+        "demo/sub/mod.py": "VALUE = 42\n",
+        "demo/README.txt": "not python\n",
+        "demo_single.py": "SINGLE = True\n",
+        **(extra or {}),
+    }
+    wheel = make_wheel(tmp_path / "wheels", "demo", "1.0", files=files)
+    return add_wheel(Store.open(), wheel).entry
+
+
+def pyc_files(entry: Entry) -> dict[str, bytes]:
+    found = {}
+    for dirpath, _, filenames in os.walk(entry.path / "site-packages"):
+        for name in filenames:
+            if name.endswith(".pyc"):
+                full = Path(dirpath) / name
+                found[full.relative_to(entry.path).as_posix()] = full.read_bytes()
+    return found
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
+    """(inode, mtime, mode) of everything below root: any rewrite shows."""
+    snap = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            snap[os.path.relpath(full, root)] = (st.st_ino, st.st_mtime_ns, st.st_mode)
+    return snap
+
+
+def dir_modes(root: Path) -> dict[str, int]:
+    return {
+        os.path.relpath(dirpath, root): stat.S_IMODE(os.stat(dirpath).st_mode)
+        for dirpath, _, _ in os.walk(root)
+    }
+
+
+def assert_sealed(entry: Entry) -> None:
+    for rel, mode in dir_modes(entry.path).items():
+        assert mode == 0o555, rel
+    for rel in pyc_files(entry):
+        assert stat.S_IMODE(os.stat(entry.path / rel).st_mode) == 0o444, rel
+
+
+def test_compiles_unchecked_hash_pyc_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Neither "do not write bytecode" nor a cache prefix may change where or
+    # whether the entry's bytecode is written.
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.setattr(sys, "pycache_prefix", str(tmp_path / "prefix"))
+    entry = demo_entry(tmp_path)
+    assert compiled_tags(entry) == []
+
+    assert ensure_bytecode(Store.open(), entry) is True
+    pycs = pyc_files(entry)
+    assert sorted(pycs) == sorted(
+        f"site-packages/{d}__pycache__/{m}.{TAG}.pyc"
+        for d, m in [
+            ("demo/", "__init__"),
+            ("demo/sub/", "__init__"),
+            ("demo/sub/", "mod"),
+            ("", "demo_single"),
+        ]
+    )
+    for data in pycs.values():
+        assert data[:4] == importlib.util.MAGIC_NUMBER
+        # PEP 552 flags word: bit 0 hash-based, bit 1 check_source; 0b01 is
+        # "unchecked hash".
+        assert int.from_bytes(data[4:8], "little") == 0b01
+    assert not (tmp_path / "prefix").exists()
+    assert compiled_tags(entry) == [TAG]
+    assert_sealed(entry)
+    assert verify_entry(entry) == []  # __pycache__ and the marker are not content
+
+    before = snapshot(entry.path)
+    assert ensure_bytecode(Store.open(), entry) is True
+    assert snapshot(entry.path) == before  # the second call did nothing
+
+
+def test_imports_use_the_bytecode_and_write_nothing(tmp_path: Path) -> None:
+    entry = demo_entry(tmp_path)
+    assert ensure_bytecode(Store.open(), entry)
+    site = entry.path / "site-packages"
+    before = snapshot(entry.path)
+    code = (
+        f"import sys; sys.path.insert(0, {str(site)!r}); "
+        "import demo, demo_single; print(demo.VALUE)"
+    )
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    for flags in (["-I"], []):
+        proc = subprocess.run(
+            [sys.executable, *flags, "-v", "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert proc.stdout.strip() == "42"
+        # importlib's verbose trace names the .pyc each code object came from.
+        for rel in ("demo/__init__", "demo/sub/mod", "demo_single"):
+            package, _, module = rel.rpartition("/")
+            pyc = site / package / "__pycache__" / f"{module}.{TAG}.pyc"
+            assert f"code object from '{pyc}'" in proc.stderr
+    assert snapshot(entry.path) == before
+
+
+def test_files_that_do_not_compile_are_skipped(tmp_path: Path) -> None:
+    entry = demo_entry(
+        tmp_path,
+        {
+            "demo/tests/__init__.py": "",
+            "demo/tests/py2_only.py": "print 'hello'\n",
+            "demo/tests/ok.py": "OK = 1\n",
+        },
+    )
+    assert ensure_bytecode(Store.open(), entry) is True
+    cache = entry.path / "site-packages" / "demo" / "tests" / "__pycache__"
+    assert sorted(os.listdir(cache)) == [f"__init__.{TAG}.pyc", f"ok.{TAG}.pyc"]
+    marker = json.loads(bytecode_marker(entry, TAG).read_text())
+    assert marker["skipped"] == ["demo/tests/py2_only.py"]
+    assert_sealed(entry)
+    assert verify_entry(entry) == []
+
+
+RACER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from contentpkg.store import Store
+    from contentpkg.python.bytecode import ensure_bytecode
+
+    dirname, go = sys.argv[1], sys.argv[2]
+    store = Store.open()
+    entry = store.entry(dirname)
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    ok = ensure_bytecode(store, entry)
+    seen = {}
+    for dirpath, _, files in os.walk(entry.path / "site-packages"):
+        for f in files:
+            if f.endswith(".pyc"):
+                st = os.stat(os.path.join(dirpath, f))
+                seen[os.path.join(dirpath, f)] = [st.st_ino, st.st_mtime_ns]
+    print(json.dumps([ok, seen]))
+    """
+)
+
+
+def test_concurrent_callers_compile_once(tmp_path: Path) -> None:
+    modules = {f"demo/m{i:03}.py": f"def f{i}(x):\n    return x + {i}\n" for i in range(300)}
+    entry = demo_entry(tmp_path, modules)
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": SRC}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, entry.dirname, str(go)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    go.touch()
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out))
+    assert all(ok for ok, _ in results)
+    # Each caller saw, right after its call, exactly the final files: had
+    # any of them compiled after another had returned, inodes would differ.
+    final = results[0][1]
+    assert len(final) == 304
+    assert all(seen == final for _, seen in results)
+    current = {p: [os.stat(p).st_ino, os.stat(p).st_mtime_ns] for p in final}
+    assert current == final
+    assert_sealed(entry)
+    assert verify_entry(entry) == []
+    assert compiled_tags(entry) == [TAG]
+
+
+def test_interrupted_compilation_is_redone(tmp_path: Path) -> None:
+    entry = demo_entry(tmp_path)
+    assert ensure_bytecode(Store.open(), entry)
+    # As if a run died after writing one torn .pyc and before its marker.
+    marker = bytecode_marker(entry, TAG)
+    torn = entry.path / "site-packages" / "demo" / "sub" / "__pycache__" / f"mod.{TAG}.pyc"
+    os.chmod(marker.parent, 0o755)
+    os.unlink(marker)
+    os.chmod(marker.parent, 0o555)
+    os.chmod(torn.parent, 0o755)
+    torn.unlink()
+    torn.write_bytes(importlib.util.MAGIC_NUMBER)
+    os.chmod(torn.parent, 0o555)
+
+    assert ensure_bytecode(Store.open(), entry)
+    assert int.from_bytes(torn.read_bytes()[4:8], "little") == 0b01
+    assert len(torn.read_bytes()) > 16
+    assert_sealed(entry)
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """What an interpreter probe reports (an InterpreterInfo-like object)."""
+
+    executable: str
+    cache_tag: str | None
+    magic_number: str | None = None
+
+
+def test_interpreter_without_bytecode_cache(tmp_path: Path) -> None:
+    entry = demo_entry(tmp_path)
+    before = snapshot(entry.path)
+    assert ensure_bytecode(Store.open(), entry, Interpreter(sys.executable, None)) is False
+    assert snapshot(entry.path) == before
+
+
+def test_interpreter_info_of_the_running_interpreter(tmp_path: Path, target: object) -> None:
+    entry = demo_entry(tmp_path)
+    assert ensure_bytecode(Store.open(), entry, target) is True
+    assert compiled_tags(entry) == [TAG]
+
+
+def test_interpreter_given_by_path(tmp_path: Path) -> None:
+    entry = demo_entry(tmp_path)
+    assert ensure_bytecode(Store.open(), entry, Path(sys.executable)) is True
+    assert compiled_tags(entry) == [TAG]
+    with pytest.raises(CpkError, match=r"no-such-python: no such file$"):
+        ensure_bytecode(Store.open(), entry, tmp_path / "no-such-python")
+
+
+def test_compiling_with_another_interpreter_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bytecode format other than this process's (as a pre-release of the
+    # same version has) makes cpk run the interpreter's own compileall.
+    entry = demo_entry(tmp_path, {"demo/py2.py": "exec 'x'\n"})
+    other = Interpreter(sys.executable, TAG, magic_number="00000000")
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")  # the child ignores it (-I)
+    monkeypatch.setenv("PYTHONPYCACHEPREFIX", str(tmp_path / "prefix"))
+    assert ensure_bytecode(Store.open(), entry, other) is True
+    assert not (tmp_path / "prefix").exists()
+    pycs = pyc_files(entry)
+    assert len(pycs) == 4
+    assert all(int.from_bytes(d[4:8], "little") == 0b01 for d in pycs.values())
+    assert json.loads(bytecode_marker(entry, TAG).read_text())["skipped"] == ["demo/py2.py"]
+    assert_sealed(entry)
+    assert verify_entry(entry) == []
+
+
+def _other_python() -> str | None:
+    """An interpreter of another minor version on PATH that really runs."""
+    own = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    for minor in range(8, 16):
+        name = f"python3.{minor}"
+        path = shutil.which(name)
+        if name == own or path is None:
+            continue
+        proc = subprocess.run([path, "-I", "-c", "pass"], capture_output=True, check=False)
+        if proc.returncode == 0:
+            return path
+    return None
+
+
+def test_compiling_for_another_python_version(tmp_path: Path) -> None:
+    other = _other_python()
+    if other is None:
+        pytest.skip("no other Python version on PATH")
+    entry = demo_entry(tmp_path)
+    assert ensure_bytecode(Store.open(), entry, other) is True
+    tags = compiled_tags(entry)
+    assert len(tags) == 1 and tags[0] != TAG
+    assert f"__init__.{tags[0]}.pyc" in os.listdir(
+        entry.path / "site-packages" / "demo" / "__pycache__"
+    )
+    assert ensure_bytecode(Store.open(), entry) is True
+    assert compiled_tags(entry) == sorted([tags[0], TAG])
+    assert_sealed(entry)
+
+
+def test_entry_in_a_read_only_layer_is_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = demo_entry(tmp_path)
+    system = Path(os.environ["CPK_HOME"]) / "store"
+    monkeypatch.setenv("CPK_HOME", str(tmp_path / "other-home"))
+    monkeypatch.setenv("CPK_STORE_PATH", str(system))
+    store = Store.open()
+    found = store.entry(entry.dirname)
+    assert found is not None and found.layer.role == "system"
+    before = snapshot(found.path)
+    assert ensure_bytecode(store, found) is False
+    assert snapshot(found.path) == before
+
+
+def test_entry_without_site_packages(tmp_path: Path) -> None:
+    src = tmp_path / "tree"
+    (src / "share").mkdir(parents=True)
+    (src / "share" / "tool.py").write_text("x = 1\n")
+    entry = add_path(Store.open(), src, "tree", "1").entry
+    assert ensure_bytecode(Store.open(), entry) is True
+    assert not (entry.path / "share" / "__pycache__").exists()
+    assert compiled_tags(entry) == [TAG]
+    assert verify_entry(entry) == []
