@@ -1,0 +1,665 @@
+"""The PEP 751 lock file, ``pylock.toml``: writing it reproducibly, reading it fast.
+
+A cpk lock is a single-environment lock: it records what the resolver chose
+for one target interpreter and platform (``environments`` says which), so no
+package carries a marker and every package is installed. What PEP 751 has no
+key for lives under ``[tool.cpk]``: the fingerprint of the inputs (to tell a
+stale lock without resolving) and, per package, the file chosen for the
+target, so ``cpk run`` needs no wheel-tag logic.
+
+Reading is on the hot path of ``cpk run`` (DESIGN.md invariant 6): this
+module imports only the standard library at import time, and the writer
+imports ``tomli_w`` and ``datetime`` when it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from contentpkg.errors import CpkError
+
+if TYPE_CHECKING:
+    from contentpkg.python.dists import DistFile, Pin, Resolution
+
+LOCK_FILENAME = "pylock.toml"
+LOCK_VERSION = "1.0"
+
+# Marker variables that describe the target in ``environments``: the ones
+# wheel selection and common markers depend on.
+_ENVIRONMENT_KEYS = (
+    "implementation_name",
+    "platform_machine",
+    "platform_system",
+    "python_full_version",
+    "sys_platform",
+)
+
+
+class LockedFile:
+    """One wheel or sdist of a locked package.
+
+    ``url`` is always absolute: files recorded by ``path`` (relative to the
+    lock) are turned into ``file:`` URLs on reading. ``upload_time`` is the
+    ISO 8601 text of the TOML datetime.
+    """
+
+    __slots__ = ("filename", "hashes", "size", "upload_time", "url")
+
+    def __init__(
+        self,
+        filename: str,
+        url: str,
+        hashes: dict[str, str],
+        size: int | None = None,
+        upload_time: str | None = None,
+    ) -> None:
+        self.filename = filename
+        self.url = url
+        self.hashes = hashes
+        self.size = size
+        self.upload_time = upload_time
+
+    @property
+    def sha256(self) -> str | None:
+        return self.hashes.get("sha256")
+
+    @property
+    def is_wheel(self) -> bool:
+        return self.filename.endswith(".whl")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LockedFile):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __repr__(self) -> str:
+        return f"LockedFile({self.filename!r}, sha256={self.sha256!r})"
+
+
+class LockedPackage:
+    """One ``[[packages]]`` entry.
+
+    ``file`` is the file cpk installs for the lock's environment: the one
+    ``[packages.tool.cpk].file`` names, else the only wheel, else the sdist;
+    None for a local directory, or for a foreign lock listing several wheels
+    without saying which (the caller then picks by tags). The ``url``,
+    ``filename``, ``sha256``, ``size`` and ``is_wheel`` properties describe
+    that file.
+    """
+
+    __slots__ = (
+        "dependencies",
+        "directory",
+        "editable",
+        "file",
+        "index",
+        "marker",
+        "name",
+        "requires_python",
+        "sdist",
+        "version",
+        "wheels",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        version: str | None,
+        *,
+        wheels: tuple[LockedFile, ...] = (),
+        sdist: LockedFile | None = None,
+        file: LockedFile | None = None,
+        dependencies: tuple[str, ...] = (),
+        index: str = "",
+        requires_python: str | None = None,
+        marker: str | None = None,
+        directory: Path | None = None,
+        editable: bool = False,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.wheels = wheels
+        self.sdist = sdist
+        self.file = file
+        self.dependencies = dependencies
+        self.index = index
+        self.requires_python = requires_python
+        self.marker = marker
+        self.directory = directory
+        self.editable = editable
+
+    @property
+    def url(self) -> str | None:
+        return self.file.url if self.file else None
+
+    @property
+    def filename(self) -> str | None:
+        return self.file.filename if self.file else None
+
+    @property
+    def sha256(self) -> str | None:
+        return self.file.sha256 if self.file else None
+
+    @property
+    def size(self) -> int | None:
+        return self.file.size if self.file else None
+
+    @property
+    def is_wheel(self) -> bool:
+        return self.file is not None and self.file.is_wheel
+
+    def __repr__(self) -> str:
+        return f"LockedPackage({self.name!r}, {self.version!r})"
+
+
+class Lock:
+    """A read lock file. ``fingerprint`` is None for a lock cpk did not write.
+
+    ``lock_version`` is kept so the CLI can warn about a newer minor version,
+    as PEP 751 asks (the core never prints).
+    """
+
+    __slots__ = (
+        "created_by",
+        "environments",
+        "fingerprint",
+        "lock_version",
+        "packages",
+        "path",
+        "python_version",
+        "requires_python",
+    )
+
+    def __init__(
+        self,
+        path: Path,
+        packages: list[LockedPackage],
+        *,
+        fingerprint: str | None = None,
+        created_by: str = "",
+        requires_python: str | None = None,
+        environments: tuple[str, ...] = (),
+        python_version: str | None = None,
+        lock_version: str = LOCK_VERSION,
+    ) -> None:
+        self.path = path
+        self.lock_version = lock_version
+        self.packages = packages
+        self.fingerprint = fingerprint
+        self.created_by = created_by
+        self.requires_python = requires_python
+        self.environments = environments
+        self.python_version = python_version
+
+    def by_name(self) -> dict[str, LockedPackage]:
+        return {package.name: package for package in self.packages}
+
+    def __repr__(self) -> str:
+        return f"Lock({str(self.path)!r}, {len(self.packages)} packages)"
+
+
+_SEPARATORS = re.compile(r"[-_.]+")
+
+
+def _normalize(name: str) -> str:
+    """PEP 503 normalisation; names cpk wrote are normalized already, and
+    skipping the regex for them is a third of the warm read time."""
+    if name.islower() and "_" not in name and "." not in name and "--" not in name:
+        return name
+    return _SEPARATORS.sub("-", name).lower()
+
+
+# --------------------------------------------------------------------------
+# reading
+
+
+def read_lock(path: Path, *, cache_dir: Path | None = None) -> Lock:
+    """Read and check a ``pylock.toml``; any problem is one CpkError line.
+
+    ``tomllib`` is pure Python and takes ~15 ms for a 100-package lock, too
+    much for the hot path of ``cpk run``. With ``cache_dir`` the parsed TOML
+    is kept in ``cache_dir/locks/`` as ``marshal`` data keyed by the sha256
+    of the lock's bytes (content-addressed, so no stat race can serve a
+    stale parse), and a warm read costs ~1 ms: read, hash, unmarshal, check.
+    """
+    path = Path(path)
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        raise CpkError(f"{path}: no lock file") from None
+    except OSError as error:
+        raise CpkError(f"{path}: cannot read lock file: {error.strerror}") from None
+    if cache_dir is None:
+        return _parse_lock(path, _decode(path, blob))
+    import hashlib
+    import marshal
+
+    key = hashlib.sha256(blob).hexdigest()
+    cached = Path(cache_dir) / "locks" / f"{key}.{marshal.version}.marshal"
+    data = None
+    try:
+        data = marshal.loads(cached.read_bytes())
+    except (OSError, EOFError, ValueError, TypeError):
+        pass
+    if not isinstance(data, dict):
+        data = _decode(path, blob)
+        try:
+            _store_cache(cached, marshal.dumps(data))
+        except (OSError, ValueError):
+            pass  # a cache that cannot be written only costs speed
+    return _parse_lock(path, data)
+
+
+def _decode(path: Path, blob: bytes) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(blob.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise CpkError(f"{path}: lock file is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as error:
+        raise CpkError(f"{path}: lock file is not valid TOML ({error})") from None
+    # Dates become ISO strings: marshal cannot hold them, and cached and
+    # uncached reads must give the same values.
+    return _plain(data)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    return value.isoformat()  # datetime, date, time: all TOML has besides
+
+
+def _store_cache(target: Path, data: bytes) -> None:
+    # http.write_atomic does the same, but this runs on the hot path of
+    # ``cpk run``, which must not import the HTTP module (~25 ms of imports).
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}")
+    try:
+        temp.write_bytes(data)
+        os.replace(temp, target)
+    finally:
+        if temp.exists():
+            temp.unlink()
+
+
+def _parse_lock(path: Path, data: dict[str, Any]) -> Lock:
+    version = data.get("lock-version")
+    if version is None:
+        raise CpkError(f"{path}: not a PEP 751 lock file (no lock-version)")
+    if not isinstance(version, str):
+        raise CpkError(f'{path}: lock-version must be a string like "1.0"')
+    # PEP 751: refuse a newer major version; a newer minor is readable.
+    if version.split(".", 1)[0] != "1":
+        raise CpkError(f"{path}: lock-version {version} is not supported (cpk reads 1.x)")
+    packages = data.get("packages")
+    if not isinstance(packages, list):
+        raise CpkError(f"{path}: lock file has no [[packages]] array")
+    tool = data.get("tool")
+    cpk = tool.get("cpk") if isinstance(tool, dict) else None
+    if not isinstance(cpk, dict):
+        cpk = {}
+    base = os.path.dirname(os.path.abspath(path))
+    environments = data.get("environments") or ()
+    fingerprint = cpk.get("inputs-fingerprint")
+    return Lock(
+        path,
+        [_parse_package(path, base, entry) for entry in packages],
+        fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+        created_by=str(data.get("created-by", "")),
+        requires_python=data.get("requires-python"),
+        environments=tuple(environments) if isinstance(environments, list) else (),
+        python_version=cpk.get("python"),
+        lock_version=version,
+    )
+
+
+def _parse_package(path: Path, base: str, entry: Any) -> LockedPackage:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise CpkError(f"{path}: a [[packages]] entry has no name")
+    name = _normalize(entry["name"])
+    version = entry.get("version")
+    where = f"{path}: package {name}"
+    for unsupported in ("vcs", "archive"):
+        if unsupported in entry:
+            raise CpkError(f"{where}: {unsupported} sources are not supported by cpk")
+
+    wheels: tuple[LockedFile, ...] = ()
+    raw_wheels = entry.get("wheels")
+    if raw_wheels is not None:
+        if not isinstance(raw_wheels, list):
+            raise CpkError(f"{where}: wheels must be an array of tables")
+        wheels = tuple(_parse_file(where, base, w, "wheel") for w in raw_wheels)
+    sdist = None
+    if entry.get("sdist") is not None:
+        sdist = _parse_file(where, base, entry["sdist"], "sdist")
+    directory = None
+    editable = False
+    raw_dir = entry.get("directory")
+    if raw_dir is not None:
+        if not isinstance(raw_dir, dict) or not isinstance(raw_dir.get("path"), str):
+            raise CpkError(f"{where}: directory needs a path")
+        directory = Path(os.path.normpath(os.path.join(base, raw_dir["path"])))
+        editable = raw_dir.get("editable") is True
+    if directory is None:
+        if not isinstance(version, str):
+            raise CpkError(f"{where}: no version")
+        if not wheels and sdist is None:
+            raise CpkError(f"{where}: no wheels, sdist or directory")
+
+    chosen = None
+    tool = entry.get("tool")
+    cpk = tool.get("cpk") if isinstance(tool, dict) else None
+    wanted = cpk.get("file") if isinstance(cpk, dict) else None
+    if wanted is not None:
+        for candidate in (*wheels, sdist):
+            if candidate is not None and candidate.filename == wanted:
+                chosen = candidate
+                break
+        else:
+            raise CpkError(f"{where}: the chosen file {wanted} is not among its files")
+    elif directory is None:
+        if len(wheels) == 1:
+            chosen = wheels[0]
+        elif not wheels:
+            chosen = sdist
+
+    dependencies: list[str] = []
+    for dep in entry.get("dependencies") or ():
+        dep_name = dep.get("name") if isinstance(dep, dict) else None
+        if not isinstance(dep_name, str):
+            raise CpkError(f"{where}: a dependency has no name")
+        dependencies.append(_normalize(dep_name))
+    index = entry.get("index")
+    return LockedPackage(
+        name,
+        version if isinstance(version, str) else None,
+        wheels=wheels,
+        sdist=sdist,
+        file=chosen,
+        dependencies=tuple(dependencies),
+        index=index if isinstance(index, str) else "",
+        requires_python=entry.get("requires-python"),
+        marker=entry.get("marker"),
+        directory=directory,
+        editable=editable,
+    )
+
+
+def _parse_file(where: str, base: str, entry: Any, kind: str) -> LockedFile:
+    if not isinstance(entry, dict):
+        raise CpkError(f"{where}: a {kind} entry is not a table")
+    url = entry.get("url")
+    local = entry.get("path")
+    name = entry.get("name")
+    if isinstance(url, str):
+        location = url
+    elif isinstance(local, str):
+        location = Path(os.path.normpath(os.path.join(base, local))).as_uri()
+    else:
+        raise CpkError(f"{where}: a {kind} has neither url nor path")
+    if not isinstance(name, str):
+        # PEP 751 lets the name be implied by the url or path.
+        name = (url if isinstance(url, str) else local).rsplit("/", 1)[-1].split("#", 1)[0]
+        if isinstance(url, str):
+            from urllib.parse import unquote
+
+            name = unquote(name.split("?", 1)[0])
+    hashes = entry.get("hashes")
+    if not isinstance(hashes, dict) or not hashes:
+        raise CpkError(f"{where}: {kind} {name} has no hashes")
+    size = entry.get("size")
+    uploaded = entry.get("upload-time")
+    return LockedFile(
+        name,
+        location,
+        hashes,
+        size if isinstance(size, int) else None,
+        uploaded if isinstance(uploaded, str) else None,
+    )
+
+
+def lock_is_fresh(path: Path, fingerprint: str, *, cache_dir: Path | None = None) -> bool:
+    """Whether the lock at ``path`` exists and was written for these inputs.
+
+    A missing lock is stale, and so is a valid lock another tool wrote (it
+    has no cpk fingerprint; :func:`write_lock` then refuses to replace it
+    unless forced). A malformed one is an error: the user should see what is
+    wrong with it. Callers that go on to use the lock should call
+    :func:`read_lock` once and compare ``lock.fingerprint`` themselves.
+    """
+    if not os.path.exists(path):
+        return False
+    return read_lock(path, cache_dir=cache_dir).fingerprint == fingerprint
+
+
+def lock_to_requirements_pins(lock: Lock) -> dict[str, str]:
+    """The locked versions by name, as preferences for the next resolution."""
+    return {p.name: p.version for p in lock.packages if p.version and p.directory is None}
+
+
+# --------------------------------------------------------------------------
+# writing
+
+
+def write_lock(
+    path: Path,
+    resolution: Resolution,
+    inputs_fingerprint: str,
+    *,
+    created_by: str = "cpk",
+    directories: Mapping[str, tuple[Path, bool]] | None = None,
+    force: bool = False,
+) -> bool:
+    """Write ``resolution`` as a ``pylock.toml``; return whether the bytes changed.
+
+    ``directories`` maps a package name to (local path, editable) for
+    packages that come from a local directory (``[tool.cpk.sources]``, the
+    project itself); they are written as ``directory`` entries with a path
+    relative to the lock. The output depends on nothing but the arguments
+    (no clock, no absolute paths), so an unchanged resolution rewrites
+    nothing and the file keeps its mtime.
+
+    A lock another tool wrote (its ``created-by`` differs) is not replaced
+    unless ``force``: it may be someone's only record of an environment. A
+    file that does not parse is replaced, since regenerating is how a lock
+    with merge-conflict markers gets fixed.
+    """
+    path = Path(path)
+    text = render_lock(path, resolution, inputs_fingerprint, created_by, directories or {})
+    data = text.encode("utf-8")
+    try:
+        old = path.read_bytes()
+    except FileNotFoundError:
+        old = None
+    except OSError as error:
+        raise CpkError(f"{path}: cannot read lock file: {error.strerror}") from None
+    if old == data:
+        return False
+    if old is not None and not force:
+        author = _author(old)
+        if author and author != created_by:
+            raise CpkError(f"{path}: written by {author}, not {created_by}; not replacing it")
+    _atomic_write(path, data)
+    return True
+
+
+def _author(blob: bytes) -> str | None:
+    try:
+        author = tomllib.loads(blob.decode("utf-8")).get("created-by")
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    return author if isinstance(author, str) else None
+
+
+def render_lock(
+    path: Path,
+    resolution: Resolution,
+    inputs_fingerprint: str,
+    created_by: str = "cpk",
+    directories: Mapping[str, tuple[Path, bool]] | None = None,
+) -> str:
+    """The text :func:`write_lock` writes for ``path`` (paths are relative to it)."""
+    import tomli_w
+
+    base = os.path.dirname(os.path.abspath(path))
+    dirs = {_normalize(name): value for name, value in (directories or {}).items()}
+    pins = {_normalize(pin.name): pin for pin in resolution.pins.values()}
+    packages = [
+        _render_package(path, base, pins[name], pins, dirs.get(name)) for name in sorted(pins)
+    ]
+    major, minor = resolution.python_version.split(".")[:2]
+    document: dict[str, Any] = {
+        "lock-version": LOCK_VERSION,
+        "environments": [_environment_marker(resolution)],
+        "requires-python": f"=={major}.{minor}.*",
+        "created-by": created_by,
+        "packages": packages,
+        "tool": {
+            "cpk": {
+                "inputs-fingerprint": inputs_fingerprint,
+                "python": resolution.python_version,
+                # For people reading the lock; the fingerprint is what decides.
+                "requirements": sorted({str(r) for r in resolution.requirements}),
+            }
+        },
+    }
+    return tomli_w.dumps(document)
+
+
+def _environment_marker(resolution: Resolution) -> str:
+    values = {k: v for k, v in resolution.markers.items() if k in _ENVIRONMENT_KEYS}
+    values["python_full_version"] = resolution.python_version
+    clauses = []
+    for key in sorted(values):
+        value = values[key]
+        quote = '"' if "'" in value else "'"
+        clauses.append(f"{key} == {quote}{value}{quote}")
+    return " and ".join(clauses)
+
+
+def _render_package(
+    path: Path,
+    base: str,
+    pin: Pin,
+    pins: Mapping[str, Pin],
+    directory: tuple[Path, bool] | None,
+) -> dict[str, Any]:
+    name = _normalize(pin.name)
+    where = f"{path}: package {name}"
+    package: dict[str, Any] = {"name": name, "version": pin.version}
+    if pin.requires_python:
+        package["requires-python"] = pin.requires_python
+    dependencies = sorted({_normalize(d) for d in pin.dependencies})
+    for dep in dependencies:
+        if dep not in pins:
+            raise CpkError(f"{where}: depends on {dep}, which the resolution does not hold")
+    if dependencies:
+        package["dependencies"] = [{"name": dep} for dep in dependencies]
+    index = pin.index or next((f.index for f in pin.files if f.index), "")
+    if index.startswith(("https://", "http://")):
+        package["index"] = index
+
+    if directory is not None:
+        # PEP 751: no version for a source tree, which may change under the lock.
+        del package["version"]
+        local, editable = directory
+        package["directory"] = {
+            "path": _relative(Path(local), base),
+            "editable": bool(editable),
+        }
+        return package
+
+    wheels = [f for f in pin.files if f.is_wheel]
+    sdists = [f for f in pin.files if not f.is_wheel]
+    if not wheels and not sdists:
+        raise CpkError(f"{where}: the resolution has no file for it")
+    # Pin.files lists wheels best tag first: the first is what cpk installs.
+    chosen = wheels[0] if wheels else sdists[0]
+    if sdists:
+        package["sdist"] = _render_file(where, base, sdists[0])
+    if wheels:
+        unique = {w.filename: w for w in reversed(wheels)}
+        package["wheels"] = [_render_file(where, base, unique[n]) for n in sorted(unique)]
+    package["tool"] = {"cpk": {"file": chosen.filename}}
+    return package
+
+
+def _render_file(where: str, base: str, dist: DistFile) -> dict[str, Any]:
+    if not dist.sha256:
+        raise CpkError(f"{where}: {dist.filename} has no sha256 (the index gave none)")
+    entry: dict[str, Any] = {"name": dist.filename}
+    uploaded = _upload_time(dist.upload_time)
+    if uploaded is not None:
+        entry["upload-time"] = uploaded
+    url = dist.url.split("#", 1)[0]  # a #sha256= fragment repeats hashes
+    if url.startswith("file:"):
+        from urllib.parse import unquote, urlsplit
+
+        entry["path"] = _relative(Path(unquote(urlsplit(url).path)), base)
+    else:
+        entry["url"] = url
+    if dist.size is not None:
+        entry["size"] = dist.size
+    entry["hashes"] = {alg: dist.hashes[alg].lower() for alg in sorted(dist.hashes)}
+    return entry
+
+
+def _upload_time(value: str | None) -> Any:
+    """The index's upload time as a UTC datetime, which PEP 751 wants as a
+    TOML datetime; None when absent or unreadable (it is informational)."""
+    if not value:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _relative(target: Path, base: str) -> str:
+    try:
+        return Path(os.path.relpath(target, base)).as_posix()
+    except ValueError:  # another drive on Windows: no relative form exists
+        return target.as_posix()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write beside the target and rename over it, so readers (a concurrent
+    ``cpk run``) see the old lock or the new one, never half of one."""
+    directory = path.parent
+    temp = directory / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    try:
+        # os.open with 0o666 lets the umask decide the mode, as for any new file.
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as stream:
+                stream.write(data)
+                stream.flush()
+                os.fsync(stream.fileno())
+            try:
+                os.chmod(temp, path.stat().st_mode & 0o7777)
+            except FileNotFoundError:
+                pass
+            os.replace(temp, path)
+        except BaseException:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+            raise
+    except OSError as error:
+        raise CpkError(f"{path}: cannot write lock file: {error.strerror}") from None
