@@ -203,6 +203,148 @@ def cmd_identify(args: argparse.Namespace) -> int:
     return status
 
 
+# --- python ------------------------------------------------------------------
+
+
+def _python_options(args: argparse.Namespace) -> Any:
+    from contentpkg.progress import terminal_reporter
+    from contentpkg.python.operations import Options
+
+    return Options(
+        project=Path(args.project).absolute() if getattr(args, "project", None) else None,
+        python=args.python,
+        index_url=args.index_url,
+        extra_index_urls=args.extra_index_url or [],
+        find_links=args.find_links or [],
+        offline=args.offline,
+        prereleases=args.prerelease,
+        prefer_store=args.prefer_store,
+        extras=getattr(args, "extra", None) or [],
+        groups=getattr(args, "group", None) or [],
+        reporter=terminal_reporter(sys.stderr),
+    )
+
+
+def _close(options: Any) -> None:
+    close = getattr(options.reporter, "close", None)
+    if close is not None:
+        close()
+
+
+def _print_lock(outcome: Any) -> None:
+    name = outcome.path.name
+    if outcome.fresh:
+        print(f"{name} is up to date ({outcome.packages} packages)", file=sys.stderr)
+    elif outcome.changed:
+        print(f"locked {outcome.packages} packages into {name}", file=sys.stderr)
+    else:
+        print(f"{name} unchanged after re-locking ({outcome.packages} packages)", file=sys.stderr)
+
+
+def _print_items(items: list[Any], every: bool = False) -> None:
+    for item in items:
+        if every:
+            print(f"{item.name} {item.version}  {item.entry.path}")
+        elif item.how != "present":
+            print(f"{item.how} {item.name} {item.version}  {item.entry.dirname}")
+    fetched = sum(1 for i in items if i.how == "fetched")
+    built = sum(1 for i in items if i.how == "built")
+    present = sum(1 for i in items if i.how == "present")
+    print(
+        f"{len(items)} packages in the store: {fetched} fetched, {built} built, "
+        f"{present} already present",
+        file=sys.stderr,
+    )
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    from contentpkg.python.operations import lock_project
+
+    options = _python_options(args)
+    try:
+        outcome = lock_project(
+            options,
+            upgrade=args.upgrade,
+            upgrade_packages=args.upgrade_package or [],
+            check=args.check,
+        )
+    finally:
+        _close(options)
+    if args.check and not outcome.fresh:
+        print(f"{outcome.path.name} is out of date; run 'cpk lock'", file=sys.stderr)
+        return 1
+    _print_lock(outcome)
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from contentpkg.python.operations import sync_project
+
+    options = _python_options(args)
+    try:
+        outcome = sync_project(options, frozen=args.frozen, locked=args.locked)
+    finally:
+        _close(options)
+    if outcome.lock is not None:
+        _print_lock(outcome.lock)
+    _print_items(outcome.items)
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from contentpkg.python.operations import fetch
+
+    options = _python_options(args)
+    try:
+        outcome = fetch(args.requirements, options)
+    finally:
+        _close(options)
+    _print_items(outcome.items, every=True)
+    return 0
+
+
+def _add_index_options(p: argparse.ArgumentParser, project: bool = True) -> None:
+    if project:
+        p.add_argument(
+            "--project",
+            metavar="DIR",
+            help="the project directory (default: found upward from here)",
+        )
+    p.add_argument(
+        "--python",
+        metavar="PY",
+        help="target interpreter: a path, a command, or a version like 3.12",
+    )
+    p.add_argument("--index-url", metavar="URL", help="the main package index (default: PyPI)")
+    p.add_argument(
+        "--extra-index-url",
+        metavar="URL",
+        action="append",
+        help="another index, asked before the main one (repeatable)",
+    )
+    p.add_argument(
+        "--find-links",
+        "-f",
+        metavar="DIR|URL",
+        action="append",
+        help="a directory or page of wheels and sdists (repeatable)",
+    )
+    p.add_argument("--prerelease", action="store_true", help="allow pre-releases everywhere")
+    p.add_argument(
+        "--prefer-store", action="store_true", help="prefer versions already in the store"
+    )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="use only cached index pages and the store; no network",
+    )
+
+
+def _add_selection_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--extra", metavar="NAME", action="append", help="include an extra")
+    p.add_argument("--group", metavar="NAME", action="append", help="include a dependency group")
+
+
 # --- parser ------------------------------------------------------------------
 
 
@@ -280,6 +422,63 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     p.set_defaults(func=cmd_store_gc)
+
+    p = commands.add_parser(
+        "lock",
+        help="resolve the project's dependencies into pylock.toml",
+        description="Resolve the project's declared dependencies (pyproject.toml or "
+        "requirements.txt) for the target interpreter and write a PEP 751 pylock.toml. "
+        "Does nothing when the lock is up to date with its inputs.",
+    )
+    _add_index_options(p)
+    upgrade = p.add_mutually_exclusive_group()
+    upgrade.add_argument(
+        "--upgrade",
+        "-U",
+        action="store_true",
+        help="re-resolve everything to the newest allowed versions",
+    )
+    upgrade.add_argument(
+        "--upgrade-package",
+        "-P",
+        metavar="NAME",
+        action="append",
+        help="let only this package move (repeatable)",
+    )
+    p.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 when the lock is out of date"
+    )
+    _add_selection_options(p)
+    p.set_defaults(func=cmd_lock)
+
+    p = commands.add_parser(
+        "sync",
+        help="make every package of the lock present in the store",
+        description="Lock if the inputs changed, then fetch (or build) every locked "
+        "package that the store lacks, and compile its bytecode.",
+    )
+    _add_index_options(p)
+    frozen = p.add_mutually_exclusive_group()
+    frozen.add_argument(
+        "--frozen", action="store_true", help="use pylock.toml as it is, without checking it"
+    )
+    frozen.add_argument(
+        "--locked",
+        action="store_true",
+        help="fail if pylock.toml is out of date instead of re-locking",
+    )
+    _add_selection_options(p)
+    p.set_defaults(func=cmd_sync)
+
+    p = commands.add_parser(
+        "fetch",
+        help="resolve requirements and put them into the store",
+        description="Resolve REQ... and fetch or build each resolved package into "
+        "the store, without any lock file or environment.",
+    )
+    p.add_argument("requirements", nargs="+", metavar="REQ", help="a PEP 508 requirement")
+    _add_index_options(p, project=False)
+    p.set_defaults(func=cmd_fetch)
 
     p = commands.add_parser(
         "identify",

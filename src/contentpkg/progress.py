@@ -44,3 +44,60 @@ class _Quiet:
 
 
 QUIET: Reporter = _Quiet()
+
+
+class _RichTask:
+    def __init__(self, reporter: _RichReporter, task_id: int) -> None:
+        self._reporter = reporter
+        self._id = task_id
+
+    def advance(self, amount: int) -> None:
+        self._reporter.progress.advance(self._id, amount)  # type: ignore[arg-type]
+
+    def done(self, message: str | None = None) -> None:
+        self._reporter.progress.remove_task(self._id)  # type: ignore[arg-type]
+        if message:
+            self._reporter.progress.console.print(f"[dim]{message}[/dim]", highlight=False)
+
+
+class _RichReporter:
+    """Transient progress bars on stderr; rich is imported only here."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TransferSpeedColumn,
+        )
+
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self.progress.start()
+
+    def task(self, label: str, total: int | None = None) -> Task:
+        return _RichTask(self, self.progress.add_task(label, total=total))
+
+    def note(self, message: str) -> None:
+        self.progress.console.print(message, highlight=False)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def terminal_reporter(stream: object) -> Reporter:
+    """Progress bars when stream is a terminal, :data:`QUIET` otherwise."""
+    isatty = getattr(stream, "isatty", None)
+    if isatty is not None and isatty():
+        return _RichReporter()
+    return QUIET

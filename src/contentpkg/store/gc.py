@@ -5,7 +5,10 @@ A root is a symlink under ``$CPK_HOME/roots/``. It may point at:
 * a store entry (or anything inside one): that entry is live;
 * a directory holding ``.cpk/refs`` (a view, an env dir, a profile
   generation): every entry listed there is live;
-* a file (a refs file written for a lock file): every entry listed in it.
+* a ``pylock.toml``: every entry made from a file the lock names (found by
+  source hash), so a project's lock keeps its packages and a deleted
+  project's root dangles and is pruned;
+* any other file (a refs file): every entry listed in it.
 
 A refs file lists one entry per line, by directory name or by path. Liveness
 then follows each live entry's ``references`` metadata to a fixed point.
@@ -78,7 +81,30 @@ def _root_names(store: Store, target: Path) -> list[str]:
     inside = store.containing(target)
     if inside is not None:
         return [inside[0].dirname]
-    return _names_in_refs(target / REFS if target.is_dir() else target)
+    if target.is_dir():
+        return _names_in_refs(target / REFS)
+    if target.name.endswith(".toml"):
+        return _names_in_lock(store, target)
+    return _names_in_refs(target)
+
+
+def _names_in_lock(store: Store, path: Path) -> list[str]:
+    """Entries a PEP 751 lock file reaches through its files' hashes."""
+    from contentpkg.errors import CpkError
+    from contentpkg.python.lockfile import read_lock
+
+    try:
+        lock = read_lock(path)
+    except CpkError:
+        return []  # not a lock we can read: it keeps nothing alive
+    names = []
+    for package in lock.packages:
+        for file in (*package.wheels, package.sdist):
+            if file is not None and file.sha256:
+                entry = store.find_source(f"sha256:{file.sha256}")
+                if entry is not None:
+                    names.append(entry.dirname)
+    return names
 
 
 def _disk_usage(path: Path) -> int:

@@ -1,0 +1,128 @@
+"""Benchmark: resolve and fetch a real project from PyPI, cpk against uv.
+
+The project depends on flask, requests, rich, pydantic, httpx, sqlalchemy,
+pytest, black, jinja2, click, attrs, numpy, pyyaml and boto3. For each tool,
+in the same run and with the same interpreter:
+
+* cold: empty store and caches, resolve and fetch everything
+  (``cpk sync`` against ``uv sync``, which also links a venv);
+* warm re-lock: caches warm, lock file deleted, resolve again
+  (``cpk lock`` against ``uv lock``);
+* size: the store (``$CPK_HOME``) against uv's cache directory.
+
+Times are medians of ``--runs`` runs; the network and the machine are noisy,
+so read the ratios. Needs network access to PyPI and ``uv`` on PATH (it is in
+the test extras).
+
+    python bench/python_fetch.py [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from contentpkg.store.staging import remove_tree  # entries are read-only
+
+DEPENDENCIES = [
+    "flask", "requests", "rich", "pydantic", "httpx", "sqlalchemy", "pytest",
+    "black", "jinja2", "click", "attrs", "numpy", "pyyaml", "boto3",
+]  # fmt: skip
+
+
+def write_project(root: Path) -> None:
+    root.mkdir(parents=True)
+    deps = "".join(f'    "{d}",\n' for d in DEPENDENCIES)
+    (root / "pyproject.toml").write_text(
+        "[project]\n"
+        'name = "bench-app"\n'
+        'version = "0"\n'
+        f'requires-python = ">={sys.version_info.major}.{sys.version_info.minor}"\n'
+        f"dependencies = [\n{deps}]\n"
+        "\n[tool.uv]\npackage = false\n"
+    )
+
+
+def du(path: Path) -> int:
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)  # fmt: skip
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    uv = shutil.which("uv")
+    if uv is None:
+        sys.exit("bench/python_fetch.py needs uv on PATH (pip install uv)")
+    cpk = [sys.executable, "-m", "contentpkg"]
+
+    results: dict[str, list[float]] = {
+        k: [] for k in ("cpk-cold", "uv-cold", "cpk-warm", "uv-warm")
+    }
+    sizes: dict[str, int] = {}
+    for _ in range(args.runs):
+        with tempfile.TemporaryDirectory(prefix="cpk-bench-") as tmp:
+            work = Path(tmp)
+            env = dict(os.environ)
+            env.update(
+                CPK_HOME=str(work / "cpk-home"),
+                CPK_CACHE_DIR=str(work / "cpk-cache"),
+                UV_CACHE_DIR=str(work / "uv-cache"),
+                UV_PYTHON=sys.executable,
+                UV_PYTHON_DOWNLOADS="never",
+                UV_NO_PROGRESS="1",
+            )
+            write_project(work / "cpk-proj")
+            write_project(work / "uv-proj")
+            results["cpk-cold"].append(timed([*cpk, "sync"], work / "cpk-proj", env))
+            results["uv-cold"].append(timed([uv, "sync"], work / "uv-proj", env))
+            (work / "cpk-proj" / "pylock.toml").unlink()
+            (work / "uv-proj" / "uv.lock").unlink()
+            results["cpk-warm"].append(timed([*cpk, "lock"], work / "cpk-proj", env))
+            results["uv-warm"].append(timed([uv, "lock"], work / "uv-proj", env))
+            sizes["cpk store"] = du(work / "cpk-home")
+            sizes["cpk cache"] = du(work / "cpk-cache")
+            sizes["uv cache"] = du(work / "uv-cache")
+            remove_tree(work / "cpk-home")
+
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(f"{'measure':<26} {'cpk':>9} {'uv':>9} {'cpk/uv':>7}")
+    print(f"{'cold resolve+fetch':<26} {med['cpk-cold']:>8.2f}s {med['uv-cold']:>8.2f}s "
+          f"{med['cpk-cold'] / med['uv-cold']:>6.2f}x")  # fmt: skip
+    print(f"{'warm re-lock':<26} {med['cpk-warm']:>8.2f}s {med['uv-warm']:>8.2f}s "
+          f"{med['cpk-warm'] / med['uv-warm']:>6.2f}x")  # fmt: skip
+    mib = 1 << 20
+    cpk_total = sizes["cpk store"] + sizes["cpk cache"]
+    uv_total = sizes["uv cache"]
+    print(f"{'store+cache vs uv cache':<26} {cpk_total / mib:>7.1f}M {uv_total / mib:>7.1f}M "
+          f"{cpk_total / uv_total:>6.2f}x")  # fmt: skip
+    print(
+        f"  (cpk store {sizes['cpk store'] / mib:.1f} MiB, cpk http cache "
+        f"{sizes['cpk cache'] / mib:.1f} MiB)"
+    )
+    print(f"medians of {args.runs} runs; ratios are cpk / uv")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,433 @@
+"""What ``cpk lock``, ``cpk sync`` and ``cpk fetch`` do, start to finish.
+
+Each operation wires the parts together in one place: the project's inputs,
+the target interpreter, the index client, the resolver, the lock file, and
+the store (wheels unpacked, sdists built, bytecode compiled). The CLI only
+parses arguments and prints the outcome these functions return.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from contentpkg.errors import CpkError
+from contentpkg.progress import QUIET, Reporter
+from contentpkg.python.dists import DistFile, Pin, Resolution
+from contentpkg.python.http import default_cache_dir
+from contentpkg.python.index import IndexClient, index_settings
+from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
+from contentpkg.python.lockfile import (
+    LOCK_FILENAME,
+    Lock,
+    LockedPackage,
+    lock_to_requirements_pins,
+    read_lock,
+    write_lock,
+)
+from contentpkg.python.project import ProjectInputs, find_project, inputs_fingerprint, load_project
+from contentpkg.store import Entry, Store
+from contentpkg.store.locks import collector_lock
+
+#: Build requirements may themselves come as sdists needing builds; a chain
+#: deeper than this is a cycle (setuptools needing setuptools from source).
+_MAX_BUILD_DEPTH = 4
+
+
+@dataclass
+class Options:
+    """What every Python command accepts: where to look, for which Python."""
+
+    project: Path | None = None
+    python: str | None = None
+    index_url: str | None = None
+    extra_index_urls: list[str] = field(default_factory=list)
+    find_links: list[str] = field(default_factory=list)
+    offline: bool = False
+    prereleases: bool = False
+    prefer_store: bool = False
+    extras: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    reporter: Reporter = QUIET
+
+
+@dataclass
+class LockOutcome:
+    path: Path
+    fresh: bool  # the lock was already up to date (nothing resolved)
+    changed: bool  # the file's bytes changed
+    packages: int
+
+
+@dataclass
+class Materialized:
+    """One pin or locked package made present in the store."""
+
+    name: str
+    version: str
+    entry: Entry
+    how: str  # "present", "fetched" or "built"
+
+
+@dataclass
+class SyncOutcome:
+    lock: LockOutcome | None
+    items: list[Materialized]
+
+    def count(self, how: str) -> int:
+        return sum(1 for item in self.items if item.how == how)
+
+
+class _Session:
+    """The store, the target interpreter and the index client for one command."""
+
+    def __init__(
+        self, options: Options, project_root: Path | None, inputs: ProjectInputs | None
+    ) -> None:
+        self.options = options
+        self.store = Store.open(project_root)
+        self.python: InterpreterInfo = interpreter_info(options.python)
+        self.cache_dir = default_cache_dir()
+        self.settings = _index_places(options, inputs)
+        self._client: IndexClient | None = None
+        self._depth = 0
+
+    @property
+    def client(self) -> IndexClient:
+        if self._client is None:
+            indexes, links = self.settings
+            self._client = IndexClient(
+                indexes,
+                links,
+                cache_dir=self.cache_dir,
+                offline=self.options.offline,
+                reporter=self.options.reporter,
+            )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    # -- resolution ---------------------------------------------------------
+
+    def resolve(
+        self,
+        requirements: Sequence[str],
+        *,
+        preferences: dict[str, str] | None = None,
+        upgrade: bool = True,
+        hashes: dict[str, tuple[str, ...]] | None = None,
+    ) -> Resolution:
+        from contentpkg.python.resolver import resolve
+
+        return resolve(
+            list(requirements),
+            self.client,
+            self.python,
+            prereleases=self.options.prereleases,
+            prefer_store=self.store if self.options.prefer_store else None,
+            preferences=preferences,
+            upgrade=upgrade,
+            sdist_metadata=self._sdist_metadata,
+            hashes=hashes,
+        )
+
+    def _sdist_metadata(self, file: DistFile) -> bytes:
+        from contentpkg.python.sdist import sdist_metadata
+
+        path = self.client.fetch_archive(file)
+        return sdist_metadata(
+            path,
+            python=self.python,
+            resolve_build_requires=self._build_requires,
+            reporter=self.options.reporter,
+        )
+
+    def _build_requires(self, requirements: list[str]) -> list[Entry]:
+        """Resolve and store a build environment's requirements."""
+        if not requirements:
+            return []
+        if self._depth >= _MAX_BUILD_DEPTH:
+            raise CpkError(
+                f"build requirements nest deeper than {_MAX_BUILD_DEPTH} levels "
+                f"({', '.join(requirements)}): a package needs itself to build"
+            )
+        self._depth += 1
+        try:
+            resolution = self.resolve(requirements)
+            return [item.entry for item in self.materialize_pins(resolution.pins.values())]
+        finally:
+            self._depth -= 1
+
+    # -- into the store -----------------------------------------------------
+
+    def materialize_pins(self, pins: Iterable[Pin]) -> list[Materialized]:
+        wanted = []
+        for pin in sorted(pins, key=lambda p: p.name):
+            if not pin.files:
+                raise CpkError(f"{pin.name} {pin.version}: no file to install")
+            wanted.append((pin.name, pin.version, pin.files[0]))
+        return self._materialize(wanted)
+
+    def materialize_lock(self, lock: Lock) -> list[Materialized]:
+        wanted = []
+        for package in lock.packages:
+            if package.directory is not None:
+                continue  # local checkouts are used in place, never stored
+            file = package.file or _pick_wheel(package, self.python)
+            if file is None or package.version is None:
+                raise CpkError(f"{lock.path}: {package.name} has no file for this environment")
+            wanted.append(
+                (
+                    package.name,
+                    package.version,
+                    DistFile(file.filename, file.url, dict(file.hashes), size=file.size),
+                )
+            )
+        return self._materialize(wanted)
+
+    def _materialize(self, wanted: list[tuple[str, str, DistFile]]) -> list[Materialized]:
+        from contentpkg.python.bytecode import ensure_bytecode
+        from contentpkg.python.wheel import add_wheel
+        from contentpkg.store import lookup
+
+        items: list[Materialized] = []
+        missing: list[tuple[str, str, DistFile]] = []
+        for name, version, file in wanted:
+            if not file.sha256:
+                raise CpkError(f"{file.filename}: no sha256 published; refusing to install it")
+            entry = self.store.find_source(f"sha256:{file.sha256}")
+            if entry is not None:
+                items.append(Materialized(name, version, entry, "present"))
+            else:
+                missing.append((name, version, file))
+        if missing:
+            with tempfile.TemporaryDirectory(prefix="cpk-fetch-", dir=self._scratch()) as tmp:
+                paths = self.client.download_many([f for _, _, f in missing], Path(tmp))
+                for (name, version, file), path in zip(missing, paths, strict=True):
+                    how = "fetched"
+                    wheel, wheel_sha = path, file.sha256
+                    if not file.is_wheel:
+                        wheel, wheel_sha = self._build(path), None
+                        how = "built"
+                    result = add_wheel(
+                        self.store, wheel, expected_sha256=wheel_sha, source=file.url
+                    )
+                    if not file.is_wheel:
+                        # The lock names the sdist: remember which entry it made.
+                        lookup.link_source(
+                            self.store.user.root, f"sha256:{file.sha256}", result.entry.path
+                        )
+                    items.append(Materialized(name, version, result.entry, how))
+                    self.options.reporter.note(f"{how} {name} {version}")
+        for item in items:
+            ensure_bytecode(self.store, item.entry, self.python)
+        return sorted(items, key=lambda i: i.name)
+
+    def _build(self, sdist: Path) -> Path:
+        from contentpkg.python.sdist import build_sdist_wheel
+
+        return build_sdist_wheel(
+            sdist,
+            python=self.python,
+            resolve_build_requires=self._build_requires,
+            reporter=self.options.reporter,
+        )
+
+    def _scratch(self) -> Path:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        return self.cache_dir
+
+
+def _pick_wheel(package: LockedPackage, python: InterpreterInfo) -> object | None:
+    """For a foreign lock listing several wheels: the best one for python."""
+    from packaging.utils import parse_wheel_filename
+
+    ranks = python.tag_ranks
+    best, best_rank = None, None
+    for wheel in package.wheels:
+        try:
+            tags = parse_wheel_filename(wheel.filename)[3]
+        except ValueError:
+            continue
+        rank = min((ranks[t] for t in tags if t in ranks), default=None)
+        if rank is not None and (best_rank is None or rank < best_rank):
+            best, best_rank = wheel, rank
+    return best or package.sdist
+
+
+def _index_places(options: Options, inputs: ProjectInputs | None) -> tuple[list[str], list[str]]:
+    """Indexes and find-links: the command line's, else index_settings' rules.
+
+    ``--extra-index-url`` alone adds indexes in front of whatever the
+    environment or the project configures, as pip and uv do; ``--index-url``
+    replaces the primary one.
+    """
+    tool = inputs.index_table if inputs is not None else {}
+    root = inputs.root if inputs is not None else None
+    links = options.find_links or None
+    indexes, found_links = index_settings(None, links, tool, project_dir=root)
+    if options.index_url is not None or options.extra_index_urls:
+        primary = [options.index_url] if options.index_url is not None else indexes
+        indexes, _ = index_settings(
+            [*options.extra_index_urls, *primary], links, tool, project_dir=root
+        )
+    return indexes, found_links
+
+
+def _project_root(options: Options) -> tuple[Path, ProjectInputs]:
+    start = options.project or Path.cwd()
+    root = find_project(start) if options.project is None else start
+    if root is None:
+        raise CpkError(f"{start}: no pyproject.toml or requirements.txt here or above")
+    inputs = load_project(root, extras=options.extras, groups=options.groups)
+    return root, inputs
+
+
+def _check_requires_python(inputs: ProjectInputs, python: InterpreterInfo) -> None:
+    if not inputs.requires_python:
+        return
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    try:
+        spec = SpecifierSet(inputs.requires_python)
+    except InvalidSpecifier:
+        raise CpkError(
+            f"{inputs.input_file}: requires-python {inputs.requires_python!r} is not valid"
+        ) from None
+    if not spec.contains(python.version, prereleases=True):
+        raise CpkError(
+            f"{inputs.input_file}: requires Python {inputs.requires_python}, "
+            f"but {python.executable} is {python.version}"
+        )
+
+
+def _lock(
+    session: _Session,
+    root: Path,
+    inputs: ProjectInputs,
+    *,
+    upgrade: bool,
+    upgrade_packages: Sequence[str],
+    check: bool,
+) -> tuple[LockOutcome, Lock | None]:
+    from packaging.utils import canonicalize_name
+
+    _check_requires_python(inputs, session.python)
+    fingerprint = inputs_fingerprint(
+        inputs,
+        python_version=session.python.version,
+        index_settings=session.settings,
+        markers=session.python.markers,
+    )
+    path = root / LOCK_FILENAME
+    old: Lock | None = None
+    if path.is_file():
+        try:
+            old = read_lock(path, cache_dir=session.cache_dir)
+        except CpkError:
+            old = None  # unreadable (a merge conflict): relock from scratch
+    fresh = old is not None and old.fingerprint == fingerprint
+    if fresh and not upgrade and not upgrade_packages:
+        assert old is not None
+        return LockOutcome(path, True, False, len(old.packages)), old
+    if check:
+        return LockOutcome(path, False, False, len(old.packages) if old else 0), None
+    preferences: dict[str, str] = {}
+    if old is not None and not upgrade:
+        skip = {canonicalize_name(n) for n in upgrade_packages}
+        preferences = {
+            n: v
+            for n, v in lock_to_requirements_pins(old).items()
+            if canonicalize_name(n) not in skip
+        }
+    resolution = session.resolve(
+        inputs.requirements,
+        preferences=preferences,
+        upgrade=upgrade or not preferences,
+        hashes=inputs.hashes,
+    )
+    changed = write_lock(path, resolution, fingerprint)
+    return LockOutcome(path, False, changed, len(resolution.pins)), read_lock(
+        path, cache_dir=session.cache_dir
+    )
+
+
+def lock_project(
+    options: Options,
+    *,
+    upgrade: bool = False,
+    upgrade_packages: Sequence[str] = (),
+    check: bool = False,
+) -> LockOutcome:
+    """Write the project's ``pylock.toml`` if its inputs changed (or asked to)."""
+    root, inputs = _project_root(options)
+    session = _Session(options, root, inputs)
+    try:
+        outcome, _ = _lock(
+            session, root, inputs, upgrade=upgrade, upgrade_packages=upgrade_packages, check=check
+        )
+        return outcome
+    finally:
+        session.close()
+
+
+def sync_project(options: Options, *, frozen: bool = False, locked: bool = False) -> SyncOutcome:
+    """Make every package of the project's lock present in the store.
+
+    Locks first when the inputs changed, unless ``frozen`` (use the lock as
+    it is) or ``locked`` (fail when it is stale), as ``uv sync`` does. The
+    lock file becomes a gc root, so its entries stay while it exists.
+    """
+    root, inputs = _project_root(options)
+    session = _Session(options, root, inputs)
+    try:
+        path = root / LOCK_FILENAME
+        lock_outcome: LockOutcome | None = None
+        if frozen:
+            if not path.is_file():
+                raise CpkError(f"{path}: no lock file (--frozen uses it as it is)")
+            lock = read_lock(path, cache_dir=session.cache_dir)
+        else:
+            lock_outcome, lock = _lock(
+                session, root, inputs, upgrade=False, upgrade_packages=(), check=locked
+            )
+            if lock is None:
+                raise CpkError(f"{path}: the lock is out of date with the project (--locked)")
+        store = session.store
+        store.ensure()
+        with collector_lock(store.user.root):
+            items = session.materialize_lock(lock)
+            root_lock(store, path)
+        return SyncOutcome(lock_outcome, items)
+    finally:
+        session.close()
+
+
+def root_lock(store: Store, lock_path: Path) -> Path:
+    """Make a project's lock file a gc root (pruned once the file is gone)."""
+    from contentpkg.store.gc import add_root
+
+    key = hashlib.sha256(os.fsencode(lock_path.absolute())).hexdigest()[:20]
+    return add_root(store, f"lock-{key}", lock_path.absolute())
+
+
+def fetch(requirements: Sequence[str], options: Options) -> SyncOutcome:
+    """Resolve requirements and make them present in the store; no lock file."""
+    if not requirements:
+        raise CpkError("fetch: name at least one requirement")
+    session = _Session(options, options.project, None)
+    try:
+        resolution = session.resolve(requirements)
+        store = session.store
+        store.ensure()
+        with collector_lock(store.user.root):
+            items = session.materialize_pins(resolution.pins.values())
+        return SyncOutcome(None, items)
+    finally:
+        session.close()

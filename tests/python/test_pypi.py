@@ -1,0 +1,54 @@
+"""Against the real PyPI (marked network; run with ``pytest -m network``)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from support.cli import run_cpk
+
+pytestmark = pytest.mark.network
+
+DEPENDENCIES = [
+    "flask", "requests", "rich", "pydantic", "httpx", "sqlalchemy", "pytest",
+    "black", "jinja2", "click", "attrs", "numpy", "pyyaml", "boto3",
+]  # fmt: skip
+
+
+def test_lock_and_sync_match_uv(tmp_path: Path) -> None:
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not installed (it is in the test extras)")
+    project = tmp_path / "app"
+    project.mkdir()
+    deps = "".join(f'  "{d}",\n' for d in DEPENDENCIES)
+    (project / "pyproject.toml").write_text(
+        f'[project]\nname = "app"\nversion = "0"\ndependencies = [\n{deps}]\n'
+    )
+    run_cpk("lock", cwd=project, check=True)
+    lock = tomllib.loads((project / "pylock.toml").read_text())
+    ours = {(p["name"], p["version"]) for p in lock["packages"]}
+
+    (tmp_path / "req.in").write_text("\n".join(DEPENDENCIES) + "\n")
+    out = subprocess.run(
+        [uv, "pip", "compile", str(tmp_path / "req.in"), "--python", sys.executable,
+         "--no-header", "--no-annotate", "--quiet"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    theirs = set()
+    for line in out.splitlines():
+        if "==" in line:
+            name, version = line.split(";")[0].strip().split("==")
+            theirs.add((name.lower().replace("_", "-").replace(".", "-"), version))
+    assert ours == theirs
+
+    sync = run_cpk("sync", cwd=project, check=True)
+    assert "numpy" in sync.stdout + sync.stderr
+    # Everything is in the store now: a second sync needs no network at all.
+    again = run_cpk("sync", "--offline", cwd=project, check=True)
+    assert again.returncode == 0
+    assert run_cpk("store", "verify").returncode == 0
