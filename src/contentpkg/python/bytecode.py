@@ -23,6 +23,7 @@ import py_compile
 import stat
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -293,3 +294,47 @@ def _write_marker(entry: Entry, marker: Path, target: _Target, skipped: list[str
                 os.chmod(path, mode)
             except OSError:
                 pass
+
+
+def ensure_bytecode_many(
+    store: Store, entries: Sequence[Entry], python: Any = None, jobs: int | None = None
+) -> None:
+    """:func:`ensure_bytecode` for many entries, on every core.
+
+    Compiling is CPU-bound and holds the GIL, so the work is spread over
+    worker processes (spawned, not forked: the caller may hold HTTP threads),
+    largest entries first so no core idles at the end. Entries already done
+    cost one stat each and never start a worker.
+    """
+    target = _target(python)
+    if target is None:
+        return
+    todo = [
+        e
+        for e in entries
+        if e.layer.writable and not os.path.exists(bytecode_marker(e, target.cache_tag))
+    ]
+    jobs = min(jobs or os.cpu_count() or 1, len(todo))
+    if jobs <= 1:
+        for entry in todo:
+            ensure_bytecode(store, entry, python)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    todo.sort(key=lambda e: e.size, reverse=True)
+    executable = getattr(python, "executable", None) if python is not None else None
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        list(pool.map(_ensure_in_worker, [str(e.path) for e in todo], [executable] * len(todo)))
+
+
+def _ensure_in_worker(entry_path: str, executable: str | None) -> bool:
+    """Run in a worker process: find the entry again and compile it."""
+    from contentpkg.store import Store
+
+    store = Store.open(Path(entry_path))
+    found = store.containing(Path(entry_path))
+    if found is None:
+        raise CpkError(f"{entry_path}: entry is no longer in the store")
+    return ensure_bytecode(store, found[0], executable)

@@ -617,6 +617,21 @@ class IndexClient:
         self.http.download(source, dest, sha256=file.sha256, size=file.size, reporter=self.reporter)
         return dest
 
+    def forget_archive(self, file: DistFile) -> None:
+        """Drop the cached copy of file once its content is in the store.
+
+        The store then holds everything the archive had; keeping both would
+        double the disk a package costs. Its metadata stays cached (small).
+        """
+        if is_file_url(file.url):
+            return
+        cached = self._archive_cache_path(file)
+        try:
+            cached.unlink()
+            cached.parent.rmdir()
+        except OSError:
+            pass
+
     def download_many(self, files: Sequence[DistFile], dest_dir: Path) -> list[Path]:
         """Download several files in parallel; paths in the order of files."""
         return self.http.map(lambda f: self.download(f, dest_dir), files)

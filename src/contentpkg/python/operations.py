@@ -192,9 +192,7 @@ class _Session:
         return self._materialize(wanted)
 
     def _materialize(self, wanted: list[tuple[str, str, DistFile]]) -> list[Materialized]:
-        from contentpkg.python.bytecode import ensure_bytecode
-        from contentpkg.python.wheel import add_wheel
-        from contentpkg.store import lookup
+        from contentpkg.python.bytecode import ensure_bytecode_many
 
         items: list[Materialized] = []
         missing: list[tuple[str, str, DistFile]] = []
@@ -208,26 +206,35 @@ class _Session:
                 missing.append((name, version, file))
         if missing:
             with tempfile.TemporaryDirectory(prefix="cpk-fetch-", dir=self._scratch()) as tmp:
-                paths = self.client.download_many([f for _, _, f in missing], Path(tmp))
-                for (name, version, file), path in zip(missing, paths, strict=True):
-                    how = "fetched"
-                    wheel, wheel_sha = path, file.sha256
-                    if not file.is_wheel:
-                        wheel, wheel_sha = self._build(path), None
-                        how = "built"
-                    result = add_wheel(
-                        self.store, wheel, expected_sha256=wheel_sha, source=file.url
-                    )
-                    if not file.is_wheel:
-                        # The lock names the sdist: remember which entry it made.
-                        lookup.link_source(
-                            self.store.user.root, f"sha256:{file.sha256}", result.entry.path
-                        )
-                    items.append(Materialized(name, version, result.entry, how))
-                    self.options.reporter.note(f"{how} {name} {version}")
-        for item in items:
-            ensure_bytecode(self.store, item.entry, self.python)
+                wheels = [m for m in missing if m[2].is_wheel]
+                # Downloading and unpacking wait on the network and the disk,
+                # not the CPU: threads overlap them, as the GIL is released.
+                items.extend(self.client.http.map(lambda m: self._add(m, Path(tmp)), wheels))
+                # Builds resolve their own requirements through this session,
+                # whose state is not shared between threads: one at a time.
+                items.extend(self._add(m, Path(tmp)) for m in missing if not m[2].is_wheel)
+        ensure_bytecode_many(self.store, [item.entry for item in items], self.python)
         return sorted(items, key=lambda i: i.name)
+
+    def _add(self, item: tuple[str, str, DistFile], tmp: Path) -> Materialized:
+        """Download one file and make its entry (building an sdist first)."""
+        from contentpkg.python.wheel import add_wheel
+        from contentpkg.store import lookup
+
+        name, version, file = item
+        path = self.client.download(file, tmp)
+        if file.is_wheel:
+            result = add_wheel(self.store, path, expected_sha256=file.sha256, source=file.url)
+            how = "fetched"
+        else:
+            result = add_wheel(self.store, self._build(path), source=file.url)
+            # The lock names the sdist: remember which entry it made.
+            lookup.link_source(self.store.user.root, f"sha256:{file.sha256}", result.entry.path)
+            how = "built"
+        self.client.forget_archive(file)
+        path.unlink(missing_ok=True)
+        self.options.reporter.note(f"{how} {name} {version}")
+        return Materialized(name, version, result.entry, how)
 
     def _build(self, sdist: Path) -> Path:
         from contentpkg.python.sdist import build_sdist_wheel

@@ -460,7 +460,11 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
                 continue
             if best is None or parsed.version > best[0]:
                 best = (parsed.version, file)
-        if best is not None and best[1].core_metadata is not None:
+        # Without a PEP 658 file the wheel itself is fetched: the likely
+        # choice, which a sync would download next anyway (into the archive
+        # cache that the download reuses), so fetching it early costs nothing
+        # extra unless the resolver backtracks away from it.
+        if best is not None and (best[1].core_metadata is not None or best[1].is_wheel):
             self.client.metadata(best[1])
 
 
