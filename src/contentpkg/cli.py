@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -172,7 +173,7 @@ def cmd_store_gc(args: argparse.Namespace) -> int:
     verb = "would remove" if args.dry_run else "removed"
     for name in report.pruned_roots:
         print(f"{'would prune' if args.dry_run else 'pruned'} dangling root: {name}")
-    for name, size in report.removed:
+    for name, size in [*report.removed_environments, *report.removed]:
         print(f"{verb}: {name} ({_human(size)})")
     print(
         f"{verb} {len(report.removed)} entries, {_human(report.freed)}; "
@@ -226,7 +227,10 @@ def _python_options(args: argparse.Namespace) -> Any:
 
 
 def _close(options: Any) -> None:
-    close = getattr(options.reporter, "close", None)
+    """Stop the progress display, if one was started."""
+    # A run's reporter is made lazily: never create one just to close it.
+    reporter = options._reporter if isinstance(options, _RunOptions) else options.reporter
+    close = getattr(reporter, "close", None)
     if close is not None:
         close()
 
@@ -301,6 +305,62 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         _close(options)
     _print_items(outcome.items, every=True)
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The hot path: nothing heavy is imported unless something must be made."""
+    from contentpkg.python.run import RunRequest, exec_in, prepare
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise CpkError("run: name a command to run (cpk run CMD...)")
+    request = RunRequest(command, args.with_ or [], frozen=args.frozen, locked=args.locked)
+    options = _RunOptions(args)
+    prepared = prepare(options, request)
+    _close(options)
+    for note in prepared.notes:
+        print(f"cpk: {note}", file=sys.stderr)
+    for conflict in prepared.conflicts:
+        print(
+            f"cpk: warning: {conflict.path} is installed by both {conflict.winner} and "
+            f"{conflict.loser}; using {conflict.winner.split(',')[0]}'s (declared first)",
+            file=sys.stderr,
+        )
+    if command[0].endswith(".py") and os.path.isfile(command[0]):
+        command = ["python", *command]  # a script runs with the environment's python
+    exec_in(prepared.env, command)
+    return 0  # not reached: exec replaced this process
+
+
+class _RunOptions:
+    """Options for run, with the progress reporter made only if needed.
+
+    The hot path never touches ``reporter``, so ``rich`` is never imported
+    when the environment is already there.
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.project = Path(args.project).absolute() if args.project else None
+        self.python = args.python
+        self.index_url = args.index_url
+        self.extra_index_urls = args.extra_index_url or []
+        self.find_links = args.find_links or []
+        self.offline = args.offline
+        self.prereleases = args.prerelease
+        self.prefer_store = args.prefer_store
+        self.extras = args.extra or []
+        self.groups = args.group or []
+        self._reporter: Any = None
+
+    @property
+    def reporter(self) -> Any:
+        if self._reporter is None:
+            from contentpkg.progress import terminal_reporter
+
+            self._reporter = terminal_reporter(sys.stderr)
+        return self._reporter
 
 
 def _add_index_options(p: argparse.ArgumentParser, project: bool = True) -> None:
@@ -479,6 +539,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("requirements", nargs="+", metavar="REQ", help="a PEP 508 requirement")
     _add_index_options(p, project=False)
     p.set_defaults(func=cmd_fetch)
+
+    p = commands.add_parser(
+        "run",
+        help="run a command in the project's environment",
+        description="Find the project (or the PEP 723 script CMD runs), lock and sync "
+        "if needed, compose its environment from the store, and exec CMD in it: a "
+        "console script of the environment, python, or any program.",
+    )
+    _add_index_options(p)
+    p.add_argument(
+        "--with",
+        dest="with_",
+        metavar="REQ",
+        action="append",
+        help="add a requirement for this run only (the lock is not changed)",
+    )
+    frozen = p.add_mutually_exclusive_group()
+    frozen.add_argument("--frozen", action="store_true", help="use pylock.toml as it is")
+    frozen.add_argument(
+        "--locked",
+        action="store_true",
+        help="fail if pylock.toml is out of date instead of re-locking",
+    )
+    _add_selection_options(p)
+    p.add_argument(
+        "command", nargs=argparse.REMAINDER, metavar="CMD...", help="the command and its arguments"
+    )
+    p.set_defaults(func=cmd_run)
 
     p = commands.add_parser(
         "identify",

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from contentpkg.errors import CpkError
 from contentpkg.progress import QUIET, Reporter
+from contentpkg.python.locations import default_cache_dir, write_atomic
 from contentpkg.store.hashing import hash_file
 
 if TYPE_CHECKING:
@@ -42,16 +43,6 @@ _CACHE_FORMAT = "http-v1"
 # 408/429 are the server asking us to come back later; 5xx are its failures.
 _RETRY_STATUS = frozenset({408, 429})
 _MAX_RETRY_AFTER = 10.0
-
-
-def default_cache_dir() -> Path:
-    """The user's cache directory: ``CPK_CACHE_DIR`` or the platform's default."""
-    env = os.environ.get("CPK_CACHE_DIR")
-    if env:
-        return Path(env).expanduser().absolute()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("contentpkg", appauthor=False))
 
 
 def is_file_url(url: str) -> bool:
@@ -475,27 +466,6 @@ class HttpSession:
         with ThreadPoolExecutor(max_workers=min(self.jobs, len(items))) as pool:
             futures = [pool.submit(fn, item) for item in items]
         return [future.result() for future in futures]
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a cache file whole or not at all; failures are ignored.
-
-    A cache that cannot be written only costs speed, never correctness, and
-    readers never see half a file because the rename is atomic.
-    """
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 def _final_url(url: str, response: Any) -> str:

@@ -195,25 +195,25 @@ def interpreter_info(
 ) -> InterpreterInfo:
     """Facts about the interpreter python names; None means the running one.
 
-    The running interpreter (``None`` or exactly ``sys.executable``) answers
-    in-process; any other is run once and its answer cached.
+    Every answer is cached on disk, keyed by the binary's real path, size
+    and mtime: another interpreter is asked once by running the probe; the
+    running one computes its facts in-process on a miss. The cache makes the
+    running interpreter's facts one small file read on ``cpk run``'s hot
+    path, instead of importing ``packaging.tags`` and probing the libc.
     """
-    if python is None or os.fspath(python) == sys.executable:
-        return _running()
-    path = find_python(python)
+    running = python is None or os.fspath(python) == sys.executable
+    path = Path(sys.executable) if running else find_python(python)  # type: ignore[arg-type]
     try:
         real = path.resolve(strict=True)
         stat = real.stat()
     except OSError as exc:
         raise CpkError(f"python {python}: cannot read ({exc.strerror or exc})") from None
-    # http.py imports urllib3 only when a request is made: this stays light.
-    from contentpkg.python.http import default_cache_dir, write_atomic
+    from contentpkg.python.locations import default_cache_dir, write_atomic
 
     if cache_dir is None:
         cache_dir = default_cache_dir()
     import packaging
 
-    packaging_dir = str(Path(packaging.__file__).resolve().parent.parent)
     # packaging's version is in the key: its tag logic is part of the answer.
     key_text = f"{real}\0{stat.st_size}\0{stat.st_mtime_ns}\0{packaging.__version__}"
     key = hashlib.sha256(key_text.encode()).hexdigest()
@@ -222,6 +222,23 @@ def interpreter_info(
         return InterpreterInfo.from_json(json.loads(cache_file.read_text()), str(path))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
+    if running:
+        info = _running()
+        data = info.to_json()
+    else:
+        data = _probe(path, python)  # type: ignore[arg-type]
+        info = InterpreterInfo.from_json(data, str(path))
+    try:
+        write_atomic(cache_file, json.dumps(data, sort_keys=True).encode())
+    except OSError:
+        pass  # a read-only cache only costs the next run a probe
+    return info
+
+
+def _probe(path: Path, python: str | os.PathLike[str]) -> dict[str, Any]:
+    import packaging
+
+    packaging_dir = str(Path(packaging.__file__).resolve().parent.parent)
     try:
         proc = subprocess.run(
             [str(path), "-I", "-S", "-c", _PROBE, packaging_dir],
@@ -240,8 +257,7 @@ def interpreter_info(
         )
     try:
         data = json.loads(proc.stdout)
-        info = InterpreterInfo.from_json(data, str(path))
+        InterpreterInfo.from_json(data, str(path))
     except (ValueError, KeyError, TypeError, AttributeError):
         raise CpkError(f"python {python}: unexpected answer to the interpreter probe") from None
-    write_atomic(cache_file, json.dumps(data, sort_keys=True).encode())
-    return info
+    return data

@@ -22,6 +22,39 @@ from contentpkg.errors import CpkError
 DEFAULT_INDEX = "https://pypi.org/simple/"
 
 
+def default_cache_dir() -> Path:
+    """The user's cache directory: ``CPK_CACHE_DIR`` or the platform's default."""
+    env = os.environ.get("CPK_CACHE_DIR")
+    if env:
+        return Path(env).expanduser().absolute()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("contentpkg", appauthor=False))
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a cache file whole or not at all; failures are ignored.
+
+    A cache that cannot be written only costs speed, never correctness, and
+    readers never see half a file because the rename is atomic.
+    """
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        import tempfile
+
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
 def location_url(value: str | os.PathLike[str], base: Path | None) -> str:
     """An index or find-links location as a URL; local paths become ``file:`` URLs."""
     value = os.fspath(value)

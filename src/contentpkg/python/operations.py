@@ -14,13 +14,14 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from contentpkg.errors import CpkError
 from contentpkg.progress import QUIET, Reporter
 from contentpkg.python.dists import DistFile, Pin, Resolution
-from contentpkg.python.http import default_cache_dir
 from contentpkg.python.index import IndexClient, index_settings
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
+from contentpkg.python.locations import default_cache_dir
 from contentpkg.python.lockfile import (
     LOCK_FILENAME,
     Lock,
@@ -322,7 +323,14 @@ def _lock(
     upgrade: bool,
     upgrade_packages: Sequence[str],
     check: bool,
+    path: Path | None = None,
+    base: Lock | None = None,
 ) -> tuple[LockOutcome, Lock | None]:
+    """Lock inputs into path (the project's pylock.toml unless given).
+
+    Versions of the existing lock, else of ``base`` (the project's lock under
+    a ``--with`` run), are kept unless upgrading, as uv keeps them.
+    """
     from packaging.utils import canonicalize_name
 
     _check_requires_python(inputs, session.python)
@@ -332,7 +340,8 @@ def _lock(
         index_settings=session.settings,
         markers=session.python.markers,
     )
-    path = root / LOCK_FILENAME
+    if path is None:
+        path = root / LOCK_FILENAME
     old: Lock | None = None
     if path.is_file():
         try:
@@ -346,11 +355,12 @@ def _lock(
     if check:
         return LockOutcome(path, False, False, len(old.packages) if old else 0), None
     preferences: dict[str, str] = {}
-    if old is not None and not upgrade:
+    keep = old if old is not None else base
+    if keep is not None and not upgrade:
         skip = {canonicalize_name(n) for n in upgrade_packages}
         preferences = {
             n: v
-            for n, v in lock_to_requirements_pins(old).items()
+            for n, v in lock_to_requirements_pins(keep).items()
             if canonicalize_name(n) not in skip
         }
     resolution = session.resolve(
@@ -359,6 +369,7 @@ def _lock(
         upgrade=upgrade or not preferences,
         hashes=inputs.hashes,
     )
+    path.parent.mkdir(parents=True, exist_ok=True)
     changed = write_lock(path, resolution, fingerprint)
     return LockOutcome(path, False, changed, len(resolution.pins)), read_lock(
         path, cache_dir=session.cache_dir
@@ -436,5 +447,93 @@ def fetch(requirements: Sequence[str], options: Options) -> SyncOutcome:
         with collector_lock(store.user.root):
             items = session.materialize_pins(resolution.pins.values())
         return SyncOutcome(None, items)
+    finally:
+        session.close()
+
+
+def environment_for(
+    options: Options, request: Any, inputs: ProjectInputs | None, python: Any
+) -> Any:
+    """``cpk run``'s cold path: lock, sync and compose what the hot path lacked.
+
+    The project's own lock is written next to it; a script's, and a
+    ``--with`` run's, live in the cache under their inputs' fingerprint, so
+    the project's lock never changes for them.
+    """
+    from dataclasses import replace
+
+    from contentpkg.python.run import (
+        Prepared,
+        _declared_order,
+        _env_for,
+        derived_lock_path,
+        link_dot_venv,
+    )
+    from contentpkg.python.views import ensure_view
+
+    root = inputs.root if inputs is not None else Path.cwd()
+    session = _Session(options, root, inputs)
+    notes: list[str] = []
+    try:
+        store = session.store
+        store.ensure()
+        with collector_lock(store.user.root):
+            base: Lock | None = None
+            if inputs is not None and inputs.kind != "script":
+                path = root / LOCK_FILENAME
+                if request.frozen:
+                    if not path.is_file():
+                        raise CpkError(f"{path}: no lock file (--frozen uses it as it is)")
+                    base = read_lock(path, cache_dir=session.cache_dir)
+                else:
+                    _, base = _lock(
+                        session, root, inputs, upgrade=False, upgrade_packages=(),
+                        check=request.locked,
+                    )  # fmt: skip
+                    if base is None:
+                        raise CpkError(
+                            f"{path}: the lock is out of date with the project (--locked)"
+                        )
+                root_lock(store, path)
+            lock = base
+            run_inputs = inputs
+            if inputs is None or inputs.kind == "script" or request.with_requirements:
+                if inputs is None:
+                    run_inputs = ProjectInputs(
+                        root=root, input_file=root, kind="script",
+                        requirements=list(request.with_requirements),
+                    )  # fmt: skip
+                else:
+                    run_inputs = replace(
+                        inputs,
+                        kind="script" if request.with_requirements else inputs.kind,
+                        requirements=[*inputs.requirements, *request.with_requirements],
+                    )
+                fingerprint = inputs_fingerprint(
+                    run_inputs, python_version=session.python.version,
+                    index_settings=session.settings, markers=session.python.markers,
+                )  # fmt: skip
+                derived = derived_lock_path(session.cache_dir, fingerprint)
+                _, lock = _lock(
+                    session, root, run_inputs, upgrade=False, upgrade_packages=(),
+                    check=False, path=derived, base=base,
+                )  # fmt: skip
+            assert lock is not None and run_inputs is not None
+            items = session.materialize_lock(lock)
+            by_name = [(item.name, item.entry) for item in items]
+            ordered = _declared_order(by_name, lock, run_inputs)
+            view = ensure_view(store, ordered, session.python)
+            env = _env_for(store, view.path, session.python, run_inputs, build=True)
+            assert env is not None
+            if inputs is not None and inputs.kind != "script" and not request.with_requirements:
+                note = link_dot_venv(store, inputs, env)
+                if note:
+                    notes.append(note)
+            elif inputs is not None and inputs.kind == "script":
+                from contentpkg.store.gc import add_root
+
+                key = hashlib.sha256(os.fsencode(inputs.input_file)).hexdigest()[:20]
+                add_root(store, f"script-{key}", view.path)
+        return Prepared(env, session.python, inputs, view.conflicts if view.created else [], notes)
     finally:
         session.close()

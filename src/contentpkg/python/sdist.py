@@ -30,8 +30,8 @@ from typing import IO, TYPE_CHECKING, Any
 from contentpkg.errors import CpkError
 from contentpkg.progress import QUIET, Reporter, Task
 from contentpkg.python.buildenv import BuildEnv, discard_tree
-from contentpkg.python.http import default_cache_dir
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
+from contentpkg.python.locations import default_cache_dir
 from contentpkg.python.wheel import stays_inside
 from contentpkg.store.hashing import hash_file
 

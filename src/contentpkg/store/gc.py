@@ -34,13 +34,14 @@ REFS = ".cpk/refs"
 @dataclass
 class GcReport:
     removed: list[tuple[str, int]] = field(default_factory=list)  # (entry, bytes)
+    removed_environments: list[tuple[str, int]] = field(default_factory=list)
     pruned_roots: list[str] = field(default_factory=list)
     live: int = 0
     dry_run: bool = False
 
     @property
     def freed(self) -> int:
-        return sum(size for _, size in self.removed)
+        return sum(size for _, size in [*self.removed, *self.removed_environments])
 
 
 def write_refs(path: Path, entries: list[Entry]) -> None:
@@ -118,8 +119,28 @@ def _disk_usage(path: Path) -> int:
     return total
 
 
-def live_entries(store: Store, report: GcReport | None = None) -> set[str]:
-    """Names of every entry a root reaches; prunes dangling roots if asked."""
+#: Directories of composed environments under the user's home (views, the
+#: per-project overlays on them): caches, alive while a root reaches them.
+ENVIRONMENT_DIRS = ("views", "envs")
+
+
+def _environment_of(store: Store, target: Path) -> Path | None:
+    """The view or overlay directory target lies in, if any."""
+    for area in ENVIRONMENT_DIRS:
+        base = Path(os.path.realpath(store.home / area))
+        if target.is_relative_to(base) and target != base:
+            return base / target.relative_to(base).parts[0]
+    return None
+
+
+def live_entries(
+    store: Store, report: GcReport | None = None, environments: set[Path] | None = None
+) -> set[str]:
+    """Names of every entry a root reaches; prunes dangling roots if asked.
+
+    ``environments`` receives the view and overlay directories roots reach
+    (an overlay keeps its view alive too).
+    """
     pending: list[str] = []
     try:
         roots = sorted(os.listdir(store.roots_dir))
@@ -135,7 +156,15 @@ def live_entries(store: Store, report: GcReport | None = None) -> set[str]:
                 if not report.dry_run:
                     os.unlink(link)
             continue
-        pending.extend(_root_names(store, Path(os.path.realpath(link))))
+        target = Path(os.path.realpath(link))
+        env = _environment_of(store, target)
+        if env is not None and environments is not None:
+            environments.add(env)
+            view = env / ".cpk" / "view"
+            if view.is_symlink():
+                environments.add(Path(os.path.realpath(view)))
+                pending.extend(_root_names(store, Path(os.path.realpath(view))))
+        pending.extend(_root_names(store, env if env is not None else target))
     live: set[str] = set()
     while pending:
         name = pending.pop()
@@ -161,8 +190,10 @@ def collect(store: Store, dry_run: bool = False) -> GcReport:
     with collector_lock(root, exclusive=True):
         if not dry_run:
             clean_stale(root)
-        live = live_entries(store, report)
+        environments: set[Path] = set()
+        live = live_entries(store, report, environments)
         report.live = len(live)
+        _sweep_environments(store, environments, report)
         dead = sorted(
             (e for e in store.user.entries() if e.dirname not in live), key=lambda e: e.dirname
         )
@@ -185,3 +216,31 @@ def collect(store: Store, dry_run: bool = False) -> GcReport:
             lookup.forget(root, names)
             lookup.unlink_sources(root, names)
     return report
+
+
+def _sweep_environments(store: Store, live: set[Path], report: GcReport) -> None:
+    """Remove views and overlays no root reaches (they are rebuilt on demand).
+
+    Each goes first by one rename to a hidden name, so a concurrent reader
+    sees it whole or not at all; builders hold the collector lock shared.
+    """
+    from contentpkg.store.staging import remove_tree
+
+    for area in ENVIRONMENT_DIRS:
+        base = store.home / area
+        try:
+            names = sorted(os.listdir(base))
+        except FileNotFoundError:
+            continue
+        real_base = Path(os.path.realpath(base))
+        for name in names:
+            if name.startswith("."):
+                continue
+            if real_base / name in live:
+                continue
+            size = _disk_usage(base / name)
+            report.removed_environments.append((f"{area}/{name}", size))
+            if not report.dry_run:
+                doomed = base / f".staging-gc-{name}-{os.getpid()}"
+                os.rename(base / name, doomed)
+                remove_tree(doomed)

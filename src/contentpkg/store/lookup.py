@@ -20,9 +20,12 @@ naming an entry that does not exist, which readers skip and ``gc`` prunes;
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlite3
 
 SOURCES = ".sources"
 FILES_DB = ".files.sqlite"
@@ -100,6 +103,8 @@ def unlink_sources(store_root: Path, dirnames: set[str]) -> None:
 
 
 def _connect(store_root: Path, writable: bool) -> sqlite3.Connection | None:
+    import sqlite3  # not at module level: source lookups on the hot path need none
+
     path = store_root / FILES_DB
     if writable:
         conn = sqlite3.connect(path, timeout=120, isolation_level=None)
@@ -130,6 +135,8 @@ def record_files(store_root: Path, dirname: str, rows: Iterable[tuple[str, str]]
 
 def find_files(store_root: Path, sha256: str, writable: bool) -> list[tuple[str, str]] | None:
     """(entry, path) pairs holding a file with this hash; None if no table."""
+    import sqlite3
+
     try:
         conn = _connect(store_root, writable=writable)
     except sqlite3.Error:

@@ -14,7 +14,6 @@ it, so a directory without a lock file is debris too.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import os
@@ -22,6 +21,7 @@ import secrets
 import stat
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 STAGING = ".staging"
 
@@ -177,7 +177,7 @@ def remove_tree(path: Path) -> None:
     os.rmdir(path)
 
 
-_libc: ctypes.CDLL | None = None
+_libc: Any = None
 
 
 def sync_filesystem(path: Path) -> None:
@@ -190,6 +190,8 @@ def sync_filesystem(path: Path) -> None:
     """
     global _libc
     if _libc is None:
+        import ctypes  # only writers sync; readers never pay for loading it
+
         _libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:

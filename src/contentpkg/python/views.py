@@ -1,0 +1,325 @@
+"""Views: virtualenv-shaped directories made of links into the store.
+
+A view looks like a virtualenv to CPython and to every tool (``pyvenv.cfg``,
+``bin/python``, ``bin/<console scripts>``, ``lib/pythonX.Y/site-packages``),
+but its site-packages holds symlinks to each wheel entry's top-level names
+and ``.dist-info`` directories instead of copies.
+
+Why a farm of symlinks rather than a meta-path finder over a prebuilt index,
+the other way to keep imports as cheap as a plain virtualenv's:
+
+* Every tool that scans site-packages (``importlib.metadata``, ``pkgutil``,
+  ``pkg_resources``, ``site``'s ``.pth`` processing, editors, type checkers)
+  sees an ordinary directory: nothing of Python's import system is replaced.
+* ``sys.path`` holds one site-packages, so an import costs one directory
+  lookup whatever the number of packages, exactly as in a virtualenv.
+* Building costs one symlink per top-level name (a few per package), not per
+  file; only directories shared by several distributions (PEP 420 and
+  legacy namespaces, ``__pycache__`` of top-level modules) become real
+  directories, recursively, holding links to each provider's children.
+
+A shared library's ``$ORIGIN`` is the path it was opened under, so C
+extensions that find vendored libraries next to themselves (numpy's
+``numpy.libs``) keep working through a linked package directory.
+
+Views are keyed by the interpreter and the exact ordered list of entries, so
+projects with equal locks share one; they are built in a staging directory
+and renamed into place, so a view is whole or absent. Which view a root
+reaches keeps it (and its entries) alive in ``gc``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from contentpkg.errors import CpkError
+from contentpkg.python.interpreter import InterpreterInfo
+from contentpkg.store import Entry, Store
+from contentpkg.store.hashing import b32
+from contentpkg.store.staging import remove_tree
+
+VIEW_FORMAT = 1
+VIEWS = "views"
+VIEW_JSON = "view.json"
+SITE = "site-packages"
+PYCACHE = "__pycache__"
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """One path that two distributions both install, with different bytes."""
+
+    path: str  # relative to site-packages (or to the prefix, for data)
+    winner: str  # entry dirname whose file is used: the first declared
+    loser: str
+
+
+@dataclass
+class View:
+    path: Path
+    python: InterpreterInfo
+    entries: list[str]
+    conflicts: list[Conflict] = field(default_factory=list)
+    created: bool = False
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.path / "bin"
+
+    @property
+    def site_packages(self) -> Path:
+        return self.path / self.python.site_packages
+
+    @property
+    def python_path(self) -> Path:
+        return self.bin_dir / "python"
+
+
+def view_key(python: InterpreterInfo, entries: Sequence[str]) -> str:
+    """The name of the view of entries (ordered dirnames) for python."""
+    h = hashlib.sha256(f"cpk-view-{VIEW_FORMAT}\0".encode())
+    h.update(os.fsencode(python.base_executable or python.executable) + b"\0")
+    h.update(python.version.encode() + b"\0")
+    for dirname in entries:
+        h.update(dirname.encode() + b"\0")
+    return b32(h.digest())[:32]
+
+
+def views_dir(store: Store) -> Path:
+    return store.home / VIEWS
+
+
+def find_view(store: Store, python: InterpreterInfo, entries: Sequence[str]) -> Path | None:
+    """The existing view of entries, without building anything (hot path)."""
+    path = views_dir(store) / view_key(python, entries)
+    return path if (path / ".cpk" / VIEW_JSON).is_file() else None
+
+
+def ensure_view(store: Store, entries: Sequence[Entry], python: InterpreterInfo) -> View:
+    """The view of entries (first declared first) for python, built if missing.
+
+    Concurrent builders of one view race harmlessly: each builds privately
+    and renames; the loser discards its copy and uses the winner's.
+    """
+    names = [e.dirname for e in entries]
+    final = views_dir(store) / view_key(python, names)
+    meta = final / ".cpk" / VIEW_JSON
+    if meta.is_file():
+        return _load(final, python)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.parent / f".staging-{final.name}-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        staging.mkdir()
+        conflicts = _build(staging, final, entries, python)
+        os.rename(staging, final)
+        created = True
+    except OSError as exc:
+        if not meta.is_file():
+            raise CpkError(f"cannot build the view in {final.parent}: {exc}") from None
+        created = False  # another process published the same view first
+    finally:
+        if staging.exists():
+            remove_tree(staging)
+    view = _load(final, python)
+    view.created = created
+    if created:
+        view.conflicts = conflicts
+    return view
+
+
+def _load(path: Path, python: InterpreterInfo) -> View:
+    data = json.loads((path / ".cpk" / VIEW_JSON).read_text())
+    conflicts = [Conflict(**c) for c in data.get("conflicts", [])]
+    return View(path, python, list(data["entries"]), conflicts)
+
+
+def clean_stale_views(store: Store) -> None:
+    """Remove half-built views left by crashed builders (older than an hour)."""
+    import time
+
+    root = views_dir(store)
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name.startswith(".staging-"):
+            path = root / name
+            try:
+                if time.time() - path.stat().st_mtime > 3600:
+                    remove_tree(path)
+            except OSError:
+                pass
+
+
+# --- building ---------------------------------------------------------------------
+
+
+def _build(root: Path, final: Path, entries: Sequence[Entry], python: InterpreterInfo) -> list:
+    """Write the view into root; paths inside it name final (where it will live)."""
+    for entry in entries:
+        if entry.kind != "wheel":
+            raise CpkError(f"{entry.dirname}: a {entry.kind} entry cannot be in a Python view")
+    write_skeleton(root, python, prompt="cpk")
+    site = root / python.site_packages
+    site.mkdir(parents=True)
+    conflicts: list[Conflict] = []
+    link_merged(site, [(e.dirname, e.path / SITE) for e in entries], conflicts, "")
+    link_merged(
+        root,
+        [(e.dirname, e.path / "data") for e in entries],
+        conflicts,
+        "",
+        skip_top={"bin", "lib", "pyvenv.cfg", ".cpk", "include"},
+    )
+    for entry in entries:
+        headers = entry.path / "headers"
+        if headers.is_dir():
+            target = root / "include" / "site" / f"python{python.short_version}"
+            target.mkdir(parents=True, exist_ok=True)
+            name = entry.name
+            if not (target / name).exists():
+                os.symlink(headers, target / name)
+    write_scripts(root / "bin", final / "bin" / "python", entries, root_final=final)
+    meta = root / ".cpk"
+    meta.mkdir()
+    (meta / "refs").write_text("".join(f"{e.dirname}\n" for e in entries))
+    data = {
+        "format": VIEW_FORMAT,
+        "python": python.base_executable or python.executable,
+        "version": python.version,
+        "entries": [e.dirname for e in entries],
+        "conflicts": [c.__dict__ for c in conflicts],
+    }
+    (meta / VIEW_JSON).write_text(json.dumps(data, indent=1) + "\n")
+    return conflicts
+
+
+def write_skeleton(root: Path, python: InterpreterInfo, prompt: str) -> None:
+    """``pyvenv.cfg`` and ``bin/python*``: what makes CPython treat root as a venv.
+
+    ``home`` is the real installation's bin directory (where CPython finds
+    its standard library, as venv writes it); the interpreter links point at
+    the real binary, so ``sys.executable`` is the view's ``bin/python`` and a
+    subprocess started with it lands in the same environment.
+    """
+    base = python.base_executable or python.executable
+    version = ".".join(map(str, python.version_info))
+    (root / "pyvenv.cfg").write_text(
+        f"home = {os.path.dirname(base)}\n"
+        "include-system-site-packages = false\n"
+        f"version = {version}\n"
+        f"executable = {base}\n"
+        f"prompt = {prompt}\n",
+        encoding="utf-8",
+    )
+    bin_dir = root / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    major = python.version_info[0]
+    for name in ("python", f"python{major}", f"python{python.short_version}"):
+        os.symlink(base, bin_dir / name)
+
+
+def link_merged(
+    dest: Path,
+    providers: Sequence[tuple[str, Path]],
+    conflicts: list[Conflict],
+    prefix: str,
+    skip_top: Iterable[str] = (),
+) -> None:
+    """Fill dest with links to the children of each provider directory.
+
+    A name only one provider has becomes one symlink (a whole package in
+    one link); a directory several providers have becomes a real directory,
+    merged recursively; a file several have goes to the first provider, and
+    a differing copy is recorded as a conflict.
+    """
+    skip = set(skip_top)
+    children: dict[str, list[tuple[str, Path]]] = {}
+    for owner, directory in providers:
+        try:
+            names = os.listdir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in names:
+            if name in skip or (not prefix and name == ".cpk"):
+                continue
+            children.setdefault(name, []).append((owner, directory / name))
+    for name in sorted(children):
+        found = children[name]
+        target = dest / name
+        if len(found) == 1:
+            os.symlink(found[0][1], target)
+            continue
+        dirs = [(o, p) for o, p in found if p.is_dir() and not p.is_symlink()]
+        if len(dirs) == len(found):
+            target.mkdir()
+            link_merged(target, dirs, conflicts, f"{prefix}{name}/")
+            continue
+        first_owner, first = found[0]
+        os.symlink(first, target)
+        for owner, other in found[1:]:
+            if not _same_file(first, other):
+                conflicts.append(Conflict(f"{prefix}{name}", first_owner, owner))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.is_dir() or b.is_dir():
+            return False
+        if a.stat().st_size != b.stat().st_size:
+            return False
+        return a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
+
+
+def write_scripts(
+    bin_dir: Path, python: Path, entries: Sequence[Entry], root_final: Path | None = None
+) -> None:
+    """Console and GUI scripts of the entries, and their data-scheme scripts.
+
+    Scripts name the view's interpreter by absolute path (the view does not
+    move); the first entry to claim a name wins, as on PATH, and no package
+    may replace ``python`` itself.
+    """
+    from installer.scripts import Script
+
+    taken = {p.name for p in bin_dir.iterdir()}
+    for entry in entries:
+        meta = entry.metadata.get("python") or {}
+        points = meta.get("entry_points") or {}
+        for section, group in (("console", "console_scripts"), ("gui", "gui_scripts")):
+            for name, value in sorted((points.get(group) or {}).items()):
+                module, _, attr = str(value).partition(":")
+                attr = attr.split("[")[0].strip()
+                if not attr or name in taken or "/" in name or name.startswith("."):
+                    continue
+                _, data = Script(name, module.strip(), attr, section).generate(
+                    os.fspath(python), "posix"
+                )
+                _write_executable(bin_dir / name, data)
+                taken.add(name)
+        scripts = entry.path / "scripts"
+        if scripts.is_dir():
+            for path in sorted(scripts.iterdir()):
+                if path.name in taken or not path.is_file():
+                    continue
+                data = path.read_bytes()
+                # The wheel spec's "#!python" marks a script to be pointed
+                # at the environment's interpreter on install.
+                if data.startswith((b"#!python", b"#!/usr/bin/env python")):
+                    data = b"#!" + os.fsencode(python) + data[data.index(b"\n") :]
+                _write_executable(bin_dir / path.name, data)
+                taken.add(path.name)
+
+
+def _write_executable(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    path.chmod(0o755)
