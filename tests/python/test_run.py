@@ -18,9 +18,14 @@ from support.wheels import make_wheel
 @pytest.fixture
 def index(tmp_path: Path):
     root = tmp_path / "dists"
-    make_wheel(root, "alpha", "1.0", requires_dist=["beta>=1"],
-               entry_points={"console_scripts": {"alpha-tool": "alpha:main"}},
-               files={"alpha/__init__.py": "def main():\n    print('alpha tool ran')\n"})  # fmt: skip
+    make_wheel(
+        root,
+        "alpha",
+        "1.0",
+        requires_dist=["beta>=1"],
+        entry_points={"console_scripts": {"alpha-tool": "alpha:main"}},
+        files={"alpha/__init__.py": "def main():\n    print('alpha tool ran')\n"},
+    )
     make_wheel(root, "beta", "1.0")
     make_wheel(root, "gamma", "1.0")
     with LocalIndex(root) as served:
@@ -59,8 +64,9 @@ def test_run_imports_only_declared_dependencies(tmp_path: Path, index: LocalInde
     # Editors find it: .venv links to the environment.
     assert (root / ".venv").is_symlink()
     venv_python = root / ".venv" / "bin" / "python"
-    out = subprocess.run([venv_python, "-c", "import alpha; print('ok')"], capture_output=True,
-                         text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [venv_python, "-c", "import alpha; print('ok')"], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "ok"
 
 
@@ -77,17 +83,20 @@ def test_console_scripts_exit_status_and_the_project_itself(
     # Editable: a change in the checkout is seen at once, without re-syncing.
     (root / "src" / "proj" / "__init__.py").write_text("def cli():\n    print('changed')\n")
     assert run(index, root, "proj-cli").stdout.strip() == "changed"
-    meta = run(index, root, "python", "-c",
-               "import importlib.metadata as m; print(m.version('proj'), m.version('alpha'))")  # fmt: skip
+    meta = run(
+        index,
+        root,
+        "python",
+        "-c",
+        "import importlib.metadata as m; print(m.version('proj'), m.version('alpha'))",
+    )
     assert meta.stdout.split() == ["0.1", "1.0"]
     assert run(index, root, "python", "-c", "raise SystemExit(7)").returncode == 7
     killed = run(index, root, "python", "-c", "import os, signal; os.kill(os.getpid(), 15)")
     assert killed.returncode == -signal.SIGTERM
 
 
-def test_subprocesses_and_spawn_see_the_same_environment(
-    tmp_path: Path, index: LocalIndex
-) -> None:
+def test_subprocesses_and_spawn_see_the_same_environment(tmp_path: Path, index: LocalIndex) -> None:
     root = project(tmp_path, "alpha")
     code = textwrap.dedent(
         """
@@ -122,13 +131,24 @@ def test_hot_path_imports_nothing_heavy(tmp_path: Path, index: LocalIndex) -> No
         cli.main(["run", "python", "-c", "pass"])
         """
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
-                          env=dict(os.environ))  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, env=dict(os.environ)
+    )
     assert proc.returncode == 0, proc.stderr
     loaded = set(proc.stdout.split())
-    heavy = {"resolvelib", "urllib3", "rich", "tomli_w", "packaging", "installer",
-             "contentpkg.python.resolver", "contentpkg.python.operations",
-             "contentpkg.python.http", "sqlite3", "ssl"}  # fmt: skip
+    heavy = {
+        "resolvelib",
+        "urllib3",
+        "rich",
+        "tomli_w",
+        "packaging",
+        "installer",
+        "contentpkg.python.resolver",
+        "contentpkg.python.operations",
+        "contentpkg.python.http",
+        "sqlite3",
+        "ssl",
+    }
     assert not heavy & loaded, heavy & loaded
 
 
@@ -146,8 +166,17 @@ def test_with_adds_a_requirement_for_one_run(tmp_path: Path, index: LocalIndex) 
     root = project(tmp_path, "alpha")
     run(index, root, "python", "-c", "pass", check=True)
     lock = (root / "pylock.toml").read_bytes()
-    proc = run_cpk("run", "--index-url", index.url, "--with", "gamma", "python", "-c",
-                   "import gamma, alpha; print('both')", cwd=root)  # fmt: skip
+    proc = run_cpk(
+        "run",
+        "--index-url",
+        index.url,
+        "--with",
+        "gamma",
+        "python",
+        "-c",
+        "import gamma, alpha; print('both')",
+        cwd=root,
+    )
     assert proc.stdout.strip() == "both", proc.stderr
     assert (root / "pylock.toml").read_bytes() == lock
     again = run(index, root, "python", "-c", "import gamma")
@@ -156,15 +185,17 @@ def test_with_adds_a_requirement_for_one_run(tmp_path: Path, index: LocalIndex) 
 
 def test_pep723_script_runs_in_its_own_environment(tmp_path: Path, index: LocalIndex) -> None:
     script = tmp_path / "tool.py"
-    script.write_text(textwrap.dedent(
-        """\
+    script.write_text(
+        textwrap.dedent(
+            """\
         # /// script
         # dependencies = ["gamma"]
         # ///
         import gamma, importlib.util
         print("gamma", gamma.__version__, importlib.util.find_spec("alpha") is None)
         """
-    ))  # fmt: skip
+        )
+    )
     proc = run_cpk("run", "--index-url", index.url, script, cwd=tmp_path)
     assert proc.stdout.strip() == "gamma 1.0 True", proc.stderr
     assert not (tmp_path / "pylock.toml").exists()
@@ -173,8 +204,18 @@ def test_pep723_script_runs_in_its_own_environment(tmp_path: Path, index: LocalI
 def test_gc_keeps_environments_a_root_reaches(tmp_path: Path, index: LocalIndex) -> None:
     root = project(tmp_path, "alpha")
     run(index, root, "python", "-c", "pass", check=True)
-    run_cpk("run", "--index-url", index.url, "--with", "gamma", "python", "-c", "pass",
-            cwd=root, check=True)  # fmt: skip
+    run_cpk(
+        "run",
+        "--index-url",
+        index.url,
+        "--with",
+        "gamma",
+        "python",
+        "-c",
+        "pass",
+        cwd=root,
+        check=True,
+    )
     home = Path(os.environ["CPK_HOME"])
     views = sorted(os.listdir(home / "views"))
     assert len(views) == 2  # the project's, and the throwaway --with one
