@@ -334,6 +334,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0  # not reached: exec replaced this process
 
 
+def cmd_shell(args: argparse.Namespace) -> int:
+    """A subshell in the environment: nothing to source, exit to leave it."""
+    from contentpkg.python.run import RunRequest, exec_in, prepare
+
+    shell = os.environ.get("SHELL") or "/bin/sh"
+    request = RunRequest([shell], frozen=args.frozen, locked=args.locked)
+    options = _RunOptions(args)
+    prepared = prepare(options, request)
+    _close(options)
+    for note in prepared.notes:
+        print(f"cpk: {note}", file=sys.stderr)
+    os.environ["CPK_SHELL"] = os.fspath(prepared.env)
+    os.environ["VIRTUAL_ENV_PROMPT"] = (prepared.inputs and prepared.inputs.name) or "cpk"
+    if sys.stdin.isatty():
+        print(f"cpk: entering {prepared.env}; exit to leave", file=sys.stderr)
+    exec_in(prepared.env, [shell])
+    return 0  # not reached
+
+
 class _RunOptions:
     """Options for run, with the progress reporter made only if needed.
 
@@ -353,6 +372,7 @@ class _RunOptions:
         self.extras = args.extra or []
         self.groups = args.group or []
         self._reporter: Any = None
+        self.with_requirements = getattr(args, "with_", None) or []
 
     @property
     def reporter(self) -> Any:
@@ -567,6 +587,24 @@ def build_parser() -> argparse.ArgumentParser:
         "command", nargs=argparse.REMAINDER, metavar="CMD...", help="the command and its arguments"
     )
     p.set_defaults(func=cmd_run)
+
+    p = commands.add_parser(
+        "shell",
+        help="start a subshell in the project's environment",
+        description="Start $SHELL with the project's environment first on PATH and "
+        "VIRTUAL_ENV set, made as for 'cpk run'. Nothing is sourced into your shell: "
+        "exit the subshell and everything is as it was.",
+    )
+    _add_index_options(p)
+    frozen = p.add_mutually_exclusive_group()
+    frozen.add_argument("--frozen", action="store_true", help="use pylock.toml as it is")
+    frozen.add_argument(
+        "--locked",
+        action="store_true",
+        help="fail if pylock.toml is out of date instead of re-locking",
+    )
+    _add_selection_options(p)
+    p.set_defaults(func=cmd_shell)
 
     p = commands.add_parser(
         "identify",
