@@ -52,3 +52,23 @@ def test_lock_and_sync_match_uv(tmp_path: Path) -> None:
     again = run_cpk("sync", "--offline", cwd=project, check=True)
     assert again.returncode == 0
     assert run_cpk("store", "verify").returncode == 0
+
+
+def test_cpk_run_pytest_from_an_empty_store(tmp_path: Path) -> None:
+    project = tmp_path / "app"
+    (project / "tests").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "app"\nversion = "0"\ndependencies = ["rich>=13", "attrs"]\n'
+        '[dependency-groups]\ndev = ["pytest>=8"]\n'
+    )
+    (project / "tests" / "test_app.py").write_text(
+        "import attrs, rich\n\n"
+        "def test_versions():\n"
+        "    assert rich.__file__ and attrs.__version__\n"
+    )
+    proc = run_cpk("run", "pytest", "-q", "-p", "no:cacheprovider", cwd=project)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout
+    # Warm: the same run again needs no network at all.
+    again = run_cpk("run", "--offline", "pytest", "-q", "-p", "no:cacheprovider", cwd=project)
+    assert again.returncode == 0 and "1 passed" in again.stdout
