@@ -101,20 +101,12 @@ class BuildEnv:
         return self.path / self.interpreter.site_packages
 
     def _create(self, sites: Sequence[Path]) -> None:
-        base = self.interpreter.base_executable
-        # "home" is where CPython looks for its standard library (and where
-        # venv points it): the directory of the real installation's binary.
-        cfg = (
-            f"home = {os.path.dirname(os.path.abspath(base))}\n"
-            "include-system-site-packages = false\n"
-            f"version = {'.'.join(map(str, self.interpreter.version_info))}\n"
-            f"executable = {base}\n"
-        )
-        (self.path / "pyvenv.cfg").write_text(cfg, encoding="utf-8")
-        self.bin_dir.mkdir()
-        major = self.interpreter.version_info[0]
-        for name in ("python", f"python{major}", f"python{self.interpreter.short_version}"):
-            os.symlink(base, self.bin_dir / name)
+        # The same skeleton and scripts as a view's: what makes CPython treat
+        # the directory as a venv, and console scripts on PATH (some backends
+        # run tools such as cmake, ninja or cython by name).
+        from contentpkg.python.views import write_scripts, write_skeleton
+
+        write_skeleton(self.path, self.interpreter, prompt="cpk-build")
         self.site_packages.mkdir(parents=True)
         # One import line, executed by site at start-up: addsitedir appends
         # each entry's site-packages and processes the .pth files it holds,
@@ -125,28 +117,7 @@ class BuildEnv:
         paths = ", ".join(ascii(os.fspath(s)) for s in sites)
         line = f"import site; list(map(site.addsitedir, ({paths},)))\n" if sites else ""
         (self.site_packages / _PTH_NAME).write_text(line, encoding="ascii")
-        self._write_scripts()
-
-    def _write_scripts(self) -> None:
-        """Console scripts of the entries on PATH: some backends run tools
-        (cmake, ninja, cython) by name rather than importing them."""
-        from installer.scripts import Script
-
-        python = os.fspath(self.python)
-        for entry in self.entries:
-            meta = entry.metadata.get("python") or {}
-            scripts = (meta.get("entry_points") or {}).get("console_scripts") or {}
-            for name, target in scripts.items():
-                module, _, attr = str(target).partition(":")
-                attr = attr.split("[")[0].strip()
-                if not attr or "/" in name or name.startswith(".") or name.startswith("python"):
-                    continue  # never let a package replace the interpreter
-                path = self.bin_dir / name
-                if path.exists():
-                    continue  # first entry wins, as on PATH
-                _, data = Script(name, module.strip(), attr, "console").generate(python, "posix")
-                path.write_bytes(data)
-                path.chmod(0o755)
+        write_scripts(self.bin_dir, self.python, self.entries)
 
     def environ(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment a hook runs with: cleaned, venv active."""
