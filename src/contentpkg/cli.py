@@ -420,6 +420,20 @@ def _add_index_options(p: argparse.ArgumentParser, project: bool = True) -> None
     )
 
 
+def _add_lock_use_options(p: argparse.ArgumentParser) -> None:
+    """--frozen/--locked, and which extras and groups: for sync, run and shell."""
+    frozen = p.add_mutually_exclusive_group()
+    frozen.add_argument(
+        "--frozen", action="store_true", help="use pylock.toml as it is, without checking it"
+    )
+    frozen.add_argument(
+        "--locked",
+        action="store_true",
+        help="fail if pylock.toml is out of date instead of re-locking",
+    )
+    _add_selection_options(p)
+
+
 def _add_selection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extra", metavar="NAME", action="append", help="include an extra")
     p.add_argument("--group", metavar="NAME", action="append", help="include a dependency group")
@@ -538,16 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
         "package that the store lacks, and compile its bytecode.",
     )
     _add_index_options(p)
-    frozen = p.add_mutually_exclusive_group()
-    frozen.add_argument(
-        "--frozen", action="store_true", help="use pylock.toml as it is, without checking it"
-    )
-    frozen.add_argument(
-        "--locked",
-        action="store_true",
-        help="fail if pylock.toml is out of date instead of re-locking",
-    )
-    _add_selection_options(p)
+    _add_lock_use_options(p)
     p.set_defaults(func=cmd_sync)
 
     p = commands.add_parser(
@@ -575,14 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="add a requirement for this run only (the lock is not changed)",
     )
-    frozen = p.add_mutually_exclusive_group()
-    frozen.add_argument("--frozen", action="store_true", help="use pylock.toml as it is")
-    frozen.add_argument(
-        "--locked",
-        action="store_true",
-        help="fail if pylock.toml is out of date instead of re-locking",
-    )
-    _add_selection_options(p)
+    _add_lock_use_options(p)
     p.add_argument(
         "command", nargs=argparse.REMAINDER, metavar="CMD...", help="the command and its arguments"
     )
@@ -596,14 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
         "exit the subshell and everything is as it was.",
     )
     _add_index_options(p)
-    frozen = p.add_mutually_exclusive_group()
-    frozen.add_argument("--frozen", action="store_true", help="use pylock.toml as it is")
-    frozen.add_argument(
-        "--locked",
-        action="store_true",
-        help="fail if pylock.toml is out of date instead of re-locking",
-    )
-    _add_selection_options(p)
+    _add_lock_use_options(p)
     p.set_defaults(func=cmd_shell)
 
     p = commands.add_parser(
