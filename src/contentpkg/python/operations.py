@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,13 @@ from contentpkg.python.lockfile import (
     read_lock,
     write_lock,
 )
-from contentpkg.python.project import ProjectInputs, find_project, inputs_fingerprint, load_project
+from contentpkg.python.project import (
+    ProjectInputs,
+    add_url_sources,
+    find_project,
+    inputs_fingerprint,
+    load_project,
+)
 from contentpkg.store import Entry, Store
 from contentpkg.store.locks import collector_lock
 
@@ -96,6 +102,10 @@ class _Session:
         self.settings = _index_places(options, inputs)
         self._client: IndexClient | None = None
         self._depth = 0
+        # Worker processes for bytecode (None: one per core). Inside someone
+        # else's process (contentpkg.use()), spawned workers would re-run
+        # that program's __main__, so the runtime compiles in-process.
+        self.bytecode_jobs: int | None = None
 
     @property
     def client(self) -> IndexClient:
@@ -123,6 +133,7 @@ class _Session:
         preferences: dict[str, str] | None = None,
         upgrade: bool = True,
         hashes: dict[str, tuple[str, ...]] | None = None,
+        local_sources: dict[str, Path] | None = None,
     ) -> Resolution:
         from contentpkg.python.resolver import resolve
 
@@ -136,6 +147,7 @@ class _Session:
             upgrade=upgrade,
             sdist_metadata=self._sdist_metadata,
             hashes=hashes,
+            local_sources=local_sources,
         )
 
     def _sdist_metadata(self, file: DistFile) -> bytes:
@@ -170,6 +182,13 @@ class _Session:
     def materialize_pins(self, pins: Iterable[Pin]) -> list[Materialized]:
         wanted = []
         for pin in sorted(pins, key=lambda p: p.name):
+            if pin.directory is not None:
+                # Said rather than skipped: a caller composing its own
+                # environment (fetch, use()) would otherwise silently lack it.
+                raise CpkError(
+                    f"{pin.name}: the local checkout {pin.directory} is used in place "
+                    "by projects, not fetched into the store"
+                )
             if not pin.files:
                 raise CpkError(f"{pin.name} {pin.version}: no file to install")
             wanted.append((pin.name, pin.version, pin.files[0]))
@@ -214,7 +233,9 @@ class _Session:
                 # Builds resolve their own requirements through this session,
                 # whose state is not shared between threads: one at a time.
                 items.extend(self._add(m, Path(tmp)) for m in missing if not m[2].is_wheel)
-        ensure_bytecode_many(self.store, [item.entry for item in items], self.python)
+        ensure_bytecode_many(
+            self.store, [item.entry for item in items], self.python, jobs=self.bytecode_jobs
+        )
         return sorted(items, key=lambda i: i.name)
 
     def _add(self, item: tuple[str, str, DistFile], tmp: Path) -> Materialized:
@@ -368,12 +389,32 @@ def _lock(
         preferences=preferences,
         upgrade=upgrade or not preferences,
         hashes=inputs.hashes,
+        local_sources={name: source.path for name, source in inputs.sources.items()},
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    changed = write_lock(path, resolution, fingerprint)
+    directories = _directories(resolution, inputs)
+    changed = write_lock(path, resolution, fingerprint, directories=directories)
     return LockOutcome(path, False, changed, len(resolution.pins)), read_lock(
         path, cache_dir=session.cache_dir
     )
+
+
+def _directories(resolution: Resolution, inputs: ProjectInputs) -> dict[str, tuple[Path, bool]]:
+    """The lock's ``directory`` packages: each pin served from a checkout,
+    with the editable flag its source declares.
+
+    A non-editable source is used in place all the same (the overlay puts
+    every source directory on ``sys.path``): a wheel built from it into the
+    store would go stale silently, since only its metadata files are in the
+    inputs' fingerprint, not its code. The flag is kept for what the lock
+    says to other tools.
+    """
+    found = {}
+    for name, pin in resolution.pins.items():
+        if pin.directory is not None:
+            source = inputs.sources.get(name)
+            found[name] = (Path(pin.directory), source is not None and source.editable)
+    return found
 
 
 def lock_project(
@@ -508,7 +549,12 @@ def environment_for(
                         inputs,
                         kind="script" if request.with_requirements else inputs.kind,
                         requirements=[*inputs.requirements, *request.with_requirements],
+                        sources=dict(inputs.sources),
                     )
+                # A --with file: URL names a checkout relative to where cpk
+                # runs, as on pip's command line; as a source it reaches the
+                # resolver, the fingerprint and the overlay.
+                add_url_sources(request.with_requirements, Path.cwd(), "--with", run_inputs.sources)
                 fingerprint = inputs_fingerprint(
                     run_inputs, python_version=session.python.version,
                     index_settings=session.settings, markers=session.python.markers,
@@ -535,5 +581,106 @@ def environment_for(
                 key = hashlib.sha256(os.fsencode(inputs.input_file)).hexdigest()[:20]
                 add_root(store, f"script-{key}", view.path)
         return Prepared(env, session.python, inputs, view.conflicts if view.created else [], notes)
+    finally:
+        session.close()
+
+
+class _InstalledFirst:
+    """An index client that answers itself for distributions already installed.
+
+    Each installed project gets exactly one release, the installed version,
+    described by the installed metadata, so the resolver treats it as any
+    other candidate (its dependencies are followed, a requirement it does
+    not meet is a conflict) without asking an index, which may not list
+    that version at all (a local build, an editable checkout). pip's
+    resolver does the same with its installed candidates. Everything else
+    is the real client's business.
+    """
+
+    def __init__(
+        self, client: IndexClient, installed: Mapping[str, tuple[str, bytes]], tag: str
+    ) -> None:
+        from packaging.utils import canonicalize_name
+
+        self._client = client
+        self._files: dict[str, DistFile] = {}
+        self._metadata: dict[str, bytes] = {}
+        for name, (version, metadata) in installed.items():
+            key = canonicalize_name(name)
+            url = f"installed:{key}"
+            # A wheel name with the target's best tag: always usable, and the
+            # only file of the only release, so no other version is chosen.
+            filename = f"{key.replace('-', '_')}-{version}-{tag}.whl"
+            self._files[key] = DistFile(filename, url, index="installed")
+            self._metadata[url] = metadata
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def project_files(self, name: str) -> list[DistFile]:
+        from packaging.utils import canonicalize_name
+
+        found = self._files.get(canonicalize_name(name))
+        return [found] if found is not None else self._client.project_files(name)
+
+    def prefetch(self, names: Iterable[str]) -> None:
+        from packaging.utils import canonicalize_name
+
+        self._client.prefetch([n for n in names if canonicalize_name(n) not in self._files])
+
+    def metadata(self, file: DistFile) -> bytes:
+        found = self._metadata.get(file.url)
+        return found if found is not None else self._client.metadata(file)
+
+
+def materialize_requirements(
+    requirements: Sequence[str],
+    options: Options,
+    *,
+    constraints: Iterable[str] = (),
+    installed: Mapping[str, tuple[str, bytes]] | None = None,
+    bytecode_jobs: int | None = None,
+) -> list[Materialized]:
+    """Resolve requirements and make what they add present in the store.
+
+    For callers that compose their own environment (``contentpkg.use()``):
+    no lock file, no view, no root (the caller roots what it keeps, holding
+    the collector lock around this call). ``constraints`` narrow versions
+    without adding packages, as pip's ``-c``. ``installed`` maps project
+    names to the (version, core metadata) of distributions already present
+    where the packages will be used: each is taken as it is, without asking
+    an index, and is not materialized. ``bytecode_jobs`` as
+    :func:`~contentpkg.python.bytecode.ensure_bytecode_many`'s ``jobs``.
+    Returns the materialized packages only, sorted by name.
+    """
+    from packaging.utils import canonicalize_name
+
+    from contentpkg.python.resolver import resolve
+
+    if not requirements:
+        raise CpkError("name at least one requirement")
+    session = _Session(options, options.project, None)
+    session.bytecode_jobs = bytecode_jobs
+    try:
+        present = {canonicalize_name(n) for n in installed or {}}
+        client: Any = session.client
+        if installed:
+            client = _InstalledFirst(client, installed, session.python.tags[0])
+        resolution = resolve(
+            list(requirements),
+            client,
+            session.python,
+            prereleases=options.prereleases,
+            prefer_store=session.store if options.prefer_store else None,
+            constraints=list(constraints),
+            sdist_metadata=session._sdist_metadata,
+        )
+        pins = [pin for name, pin in resolution.pins.items() if name not in present]
+        if not pins:
+            return []
+        store = session.store
+        store.ensure()
+        with collector_lock(store.user.root):
+            return session.materialize_pins(pins)
     finally:
         session.close()

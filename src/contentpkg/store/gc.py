@@ -119,6 +119,19 @@ def _disk_usage(path: Path) -> int:
     return total
 
 
+#: A contentpkg.use() farm unused this long (seconds) is collected with its root.
+RUNTIME_MAX_AGE = 30 * 24 * 3600
+
+
+def _unused_for(link: Path, seconds: float) -> bool:
+    import time
+
+    try:
+        return time.time() - os.stat(link).st_mtime > seconds
+    except OSError:
+        return False  # dangling: the ordinary pruning below handles it
+
+
 #: Directories of composed environments under the user's home (views, the
 #: per-project overlays on them): caches, alive while a root reaches them.
 ENVIRONMENT_DIRS = ("views", "envs")
@@ -149,6 +162,17 @@ def live_entries(
     for name in roots:
         link = store.roots_dir / name
         if name.startswith("."):
+            continue
+        if name.startswith("runtime-") and _unused_for(link, RUNTIME_MAX_AGE):
+            # contentpkg.use() farms have no owner that could delete them;
+            # use() touches a farm each time, so age says it is forgotten.
+            if report is not None and not report.dry_run:
+                from contentpkg.store.staging import remove_tree
+
+                remove_tree(Path(os.path.realpath(link)))
+                os.unlink(link)
+            if report is not None:
+                report.pruned_roots.append(name)
             continue
         if not os.path.exists(link):
             if report is not None:
