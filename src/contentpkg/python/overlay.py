@@ -9,11 +9,17 @@ a tiny virtualenv-shaped directory per project:
 * ``pyvenv.cfg`` and ``bin/python``, like the view's;
 * in site-packages, one ``.pth`` line that adds the view's site-packages
   with ``site.addsitedir`` (so the view's own ``.pth`` files run too: two
-  site directories on ``sys.path`` whatever the number of packages), one
+  site directories on ``sys.path`` whatever the number of packages) and
+  names the view's prefix in ``site.PREFIXES`` (so ``site.getsitepackages()``
+  lists the directory that holds the packages, as in a virtualenv), one
   ``.pth`` path per editable source tree, and a ``.dist-info`` per editable
   project (static PEP 621 metadata, PEP 610 ``direct_url.json`` marking it
   editable), so ``importlib.metadata`` and entry points see it;
-* ``bin/`` with every console script, written for the overlay's python.
+* ``bin/`` with every console script, written for the overlay's python;
+* a link to each data-scheme directory of the view (``share/``, ``etc/``,
+  ``include/``...), since packages find their data under ``sys.prefix``
+  (``sys.prefix/share/jupyter``, ``sysconfig.get_path("data")``) and the
+  overlay, not the view, is ``sys.prefix``.
 
 Its key covers the view, the project's path and the bytes of its metadata
 files, so an existing overlay is current and the hot path only checks that
@@ -38,7 +44,8 @@ from contentpkg.store.hashing import b32
 from contentpkg.store.staging import remove_tree
 
 ENVS = "envs"
-_FORMAT = 1
+# 2: site.PREFIXES names the view; links to its data directories.
+_FORMAT = 2
 
 
 def overlay_needed(inputs: ProjectInputs) -> bool:
@@ -84,9 +91,15 @@ def ensure_overlay(
         site = staging / python.site_packages
         site.mkdir(parents=True)
         view_site = view / python.site_packages
+        # site runs the line while it walks the overlay's own site dirs (a
+        # list made before the walk), so adding to PREFIXES cannot make it
+        # process the view twice; it only makes getsitepackages() name it.
         (site / "_cpk_view.pth").write_text(
-            f"import site; site.addsitedir({os.fspath(view_site)!a})\n", encoding="ascii"
+            f"import site; site.addsitedir({os.fspath(view_site)!a}); "
+            f"site.PREFIXES.append({os.fspath(view)!a})\n",
+            encoding="ascii",
         )
+        _link_data_dirs(staging, view)
         scripts: dict[str, str] = {}
         for root in _editables(inputs):
             meta = _static_metadata(root)
@@ -108,6 +121,21 @@ def ensure_overlay(
         if staging.exists():
             remove_tree(staging)
     return final
+
+
+#: What the overlay makes itself, rather than taking from the view.
+_OWN = frozenset({"bin", "lib", "lib64", "pyvenv.cfg", ".cpk"})
+
+
+def _link_data_dirs(overlay: Path, view: Path) -> None:
+    """Link each data-scheme directory of the view into the overlay's root.
+
+    The view already merged every distribution's ``.data/data`` (and its
+    headers) at its root, so one link per top-level name is enough.
+    """
+    for name in sorted(os.listdir(view)):
+        if name not in _OWN:
+            os.symlink(view / name, overlay / name)
 
 
 def _static_metadata(root: Path) -> dict[str, Any]:

@@ -63,7 +63,7 @@ RUNTIME_DIR = "runtime"
 RUNTIME_JSON = "runtime.json"
 SITE = "site-packages"
 #: Bumped when a farm's layout changes, so older farms are not reused.
-_FORMAT = 1
+_FORMAT = 2  # 2: bytecode linked only from the winning distribution
 
 # One use() at a time per process: two threads adding packages at once
 # would each pin the other's half-added distributions. Re-entrant, because

@@ -15,8 +15,14 @@ the other way to keep imports as cheap as a plain virtualenv's:
   lookup whatever the number of packages, exactly as in a virtualenv.
 * Building costs one symlink per top-level name (a few per package), not per
   file; only directories shared by several distributions (PEP 420 and
-  legacy namespaces, ``__pycache__`` of top-level modules) become real
-  directories, recursively, holding links to each provider's children.
+  legacy namespaces) become real directories, recursively, holding links to
+  each provider's children. In those, ``__pycache__`` is merged too, one
+  link per ``.pyc``, taken from the distribution whose source won (see
+  :func:`link_merged`).
+* A distribution with ``.data`` (scripts, data, headers) or entry-point
+  scripts gets a real ``.dist-info`` directory whose ``RECORD`` names where
+  the view put those files, as pip rewrites it on install; every other
+  ``.dist-info`` is one link (see :func:`_write_records`).
 
 A shared library's ``$ORIGIN`` is the path it was opened under, so C
 extensions that find vendored libraries next to themselves (numpy's
@@ -30,7 +36,10 @@ reaches keeps it (and its entries) alive in ``gc``.
 
 from __future__ import annotations
 
+import base64
+import csv
 import hashlib
+import io
 import json
 import os
 import secrets
@@ -44,7 +53,8 @@ from contentpkg.store import Entry, Store
 from contentpkg.store.hashing import b32
 from contentpkg.store.staging import remove_tree
 
-VIEW_FORMAT = 1
+# 2: merged ``__pycache__`` per source owner; RECORD rewritten for ``.data``.
+VIEW_FORMAT = 2
 VIEWS = "views"
 VIEW_JSON = "view.json"
 SITE = "site-packages"
@@ -186,7 +196,8 @@ def _build(root: Path, final: Path, entries: Sequence[Entry], python: Interprete
             name = entry.name
             if not (target / name).exists():
                 os.symlink(headers, target / name)
-    write_scripts(root / "bin", final / "bin" / "python", entries, root_final=final)
+    written = write_scripts(root / "bin", final / "bin" / "python", entries, root_final=final)
+    _write_records(root, site, entries, written, python)
     meta = root / ".cpk"
     meta.mkdir()
     (meta / "refs").write_text("".join(f"{e.dirname}\n" for e in entries))
@@ -239,6 +250,15 @@ def link_merged(
     one link); a directory several providers have becomes a real directory,
     merged recursively; a file several have goes to the first provider, and
     a differing copy is recorded as a conflict.
+
+    ``__pycache__`` is the exception: it is derived from the sources beside
+    it, so it is never a conflict, and each ``.pyc`` must come from the
+    provider whose source is linked. Every entry compiles its own copy of a
+    shared file (a pkgutil-style ``__init__.py`` in each portion), and those
+    differ in ``co_filename`` alone: reporting them would warn about files
+    no one wrote, and taking a ``.pyc`` from another provider than its
+    source's would run the wrong code, because the entries' bytecode is
+    unchecked-hash (PEP 552) and never compared with the source.
     """
     skip = set(skip_top)
     children: dict[str, list[tuple[str, Path]]] = {}
@@ -251,11 +271,15 @@ def link_merged(
             if name in skip or (not prefix and name == ".cpk"):
                 continue
             children.setdefault(name, []).append((owner, directory / name))
+    owners: dict[str, str] = {}  # file name -> the provider whose copy is linked
     for name in sorted(children):
         found = children[name]
         target = dest / name
+        if name == PYCACHE:
+            continue  # after the sources, whose owners it needs
         if len(found) == 1:
             os.symlink(found[0][1], target)
+            owners[name] = found[0][0]
             continue
         dirs = [(o, p) for o, p in found if p.is_dir() and not p.is_symlink()]
         if len(dirs) == len(found):
@@ -264,9 +288,34 @@ def link_merged(
             continue
         first_owner, first = found[0]
         os.symlink(first, target)
+        owners[name] = first_owner
         for owner, other in found[1:]:
             if not _same_file(first, other):
                 conflicts.append(Conflict(f"{prefix}{name}", first_owner, owner))
+    caches = [(o, p) for o, p in children.get(PYCACHE, ()) if p.is_dir() and not p.is_symlink()]
+    if caches:
+        _link_bytecode(dest / PYCACHE, caches, owners)
+
+
+def _link_bytecode(dest: Path, caches: Sequence[tuple[str, Path]], owners: dict[str, str]) -> None:
+    """A real ``__pycache__`` of links, each ``.pyc`` from its source's owner.
+
+    ``mod.cpython-311.pyc`` and ``mod.cpython-311.opt-1.pyc`` belong to
+    ``mod.py``; a ``.pyc`` whose source's owner did not compile it is left
+    out (the import compiles in memory: slower, still the right code), and
+    one without a source here goes to the first provider.
+    """
+    dest.mkdir()
+    for owner, directory in caches:
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            continue
+        for name in names:
+            source = name.split(".", 1)[0] + ".py"
+            if owners.get(source, owner) != owner or os.path.lexists(dest / name):
+                continue
+            os.symlink(directory / name, dest / name)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -282,17 +331,20 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def write_scripts(
     bin_dir: Path, python: Path, entries: Sequence[Entry], root_final: Path | None = None
-) -> None:
+) -> dict[str, list[str]]:
     """Console and GUI scripts of the entries, and their data-scheme scripts.
 
     Scripts name the view's interpreter by absolute path (the view does not
     move); the first entry to claim a name wins, as on PATH, and no package
-    may replace ``python`` itself.
+    may replace ``python`` itself. Returns the names each entry (by
+    dirname) wrote, which its ``RECORD`` in the view then lists.
     """
     from installer.scripts import Script
 
     taken = {p.name for p in bin_dir.iterdir()}
+    written: dict[str, list[str]] = {}
     for entry in entries:
+        mine = written.setdefault(entry.dirname, [])
         meta = entry.metadata.get("python") or {}
         points = meta.get("entry_points") or {}
         for section, group in (("console", "console_scripts"), ("gui", "gui_scripts")):
@@ -306,6 +358,7 @@ def write_scripts(
                 )
                 _write_executable(bin_dir / name, data)
                 taken.add(name)
+                mine.append(name)
         scripts = entry.path / "scripts"
         if scripts.is_dir():
             for path in sorted(scripts.iterdir()):
@@ -318,6 +371,84 @@ def write_scripts(
                     data = b"#!" + os.fsencode(python) + data[data.index(b"\n") :]
                 _write_executable(bin_dir / path.name, data)
                 taken.add(path.name)
+                mine.append(path.name)
+    return written
+
+
+def _write_records(
+    root: Path,
+    site: Path,
+    entries: Sequence[Entry],
+    written: dict[str, list[str]],
+    python: InterpreterInfo,
+) -> None:
+    """Make ``RECORD`` name the files where the view installed them.
+
+    A wheel's RECORD lists ``<name>-<ver>.data/scripts/x``; an installed
+    distribution's lists ``../../../bin/x`` (pip and installer rewrite it),
+    and ``importlib.metadata.files()``, ``pip show -f`` and uninstallers
+    resolve those rows against site-packages. The entry keeps the wheel's
+    RECORD (it is what the wheel said), so the view gives each distribution
+    that has ``.data`` or entry-point scripts a real ``.dist-info`` of links
+    with a rewritten RECORD: purelib/platlib rows become site-packages
+    paths, scripts ``bin/``, data the prefix, headers ``include/site``,
+    and the generated console/GUI scripts are added, as pip adds them.
+    Only those distributions pay for it, a few files each.
+    """
+    for entry in entries:
+        meta = entry.metadata.get("python") or {}
+        dist_info = meta.get("dist_info")
+        mine = written.get(entry.dirname, [])
+        schemes = [d for d in ("scripts", "data", "headers") if (entry.path / d).is_dir()]
+        if not dist_info or not (schemes or mine):
+            continue
+        link = site / dist_info
+        source = entry.path / SITE / dist_info
+        if not link.is_symlink() or os.readlink(link) != os.fspath(source):
+            continue  # another distribution's dist-info won the name
+        try:
+            rows = list(csv.reader(io.StringIO((source / "RECORD").read_text(encoding="utf-8"))))
+        except (OSError, UnicodeDecodeError, csv.Error):
+            continue
+        data_dir = dist_info[: -len(".dist-info")] + ".data/"
+        headers = root / "include" / "site" / f"python{python.short_version}" / entry.name
+        out: list[list[str]] = []
+        listed: set[str] = set()
+        for row in rows:
+            if not row or row[0] == f"{dist_info}/RECORD":
+                continue
+            path = row[0]
+            if not path.startswith(data_dir):
+                out.append(row)
+                continue
+            scheme, _, rest = path[len(data_dir) :].partition("/")
+            if scheme in ("purelib", "platlib"):
+                out.append([rest, *row[1:]])
+            elif scheme == "scripts":
+                if rest in mine:  # else an earlier entry's script has the name
+                    out.append(_row(root / "bin" / rest, site))
+                    listed.add(rest)
+            elif scheme == "data":
+                out.append([os.path.relpath(root / rest, site), *row[1:]])
+            elif scheme == "headers":
+                out.append([os.path.relpath(headers / rest, site), *row[1:]])
+        out += [_row(root / "bin" / name, site) for name in mine if name not in listed]
+        out.append([f"{dist_info}/RECORD", "", ""])
+        link.unlink()
+        link.mkdir()
+        for child in sorted(os.listdir(source)):
+            if child != "RECORD":
+                os.symlink(source / child, link / child)
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows(out)
+        (link / "RECORD").write_text(text.getvalue(), encoding="utf-8")
+
+
+def _row(path: Path, site: Path) -> list[str]:
+    """A RECORD row for a file the view wrote (a script), hashed as written."""
+    data = path.read_bytes()
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return [os.path.relpath(path, site), f"sha256={digest}", str(len(data))]
 
 
 def _write_executable(path: Path, data: bytes) -> None:
