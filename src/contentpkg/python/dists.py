@@ -54,6 +54,10 @@ class Pin:
     first, and the sdist when there is one (used only when no wheel fits).
     ``dependencies`` are the normalized names this pin requires in the
     resolved environment (after markers and extras).
+
+    ``directory`` is set (an absolute path) for a package served from a local
+    checkout (``[tool.cpk.sources]`` or a ``file:`` URL): it is used in place,
+    so ``files`` is empty and nothing is fetched or stored for it.
     """
 
     name: str  # PEP 503 normalized
@@ -62,6 +66,7 @@ class Pin:
     dependencies: tuple[str, ...] = ()
     requires_python: str | None = None
     index: str = ""
+    directory: str | None = None
 
 
 @dataclass

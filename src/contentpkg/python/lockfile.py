@@ -465,7 +465,9 @@ def write_lock(
     ``directories`` maps a package name to (local path, editable) for
     packages that come from a local directory (``[tool.cpk.sources]``, the
     project itself); they are written as ``directory`` entries with a path
-    relative to the lock. The output depends on nothing but the arguments
+    relative to the lock. A pin the resolver took from a local checkout
+    (``Pin.directory``) is written so too, as not editable, when
+    ``directories`` does not name it. The output depends on nothing but the arguments
     (no clock, no absolute paths), so an unchanged resolution rewrites
     nothing and the file keeps its mtime.
 
@@ -514,6 +516,9 @@ def render_lock(
     base = os.path.dirname(os.path.abspath(path))
     dirs = {_normalize(name): value for name, value in (directories or {}).items()}
     pins = {_normalize(pin.name): pin for pin in resolution.pins.values()}
+    for name, pin in pins.items():
+        if pin.directory is not None and name not in dirs:
+            dirs[name] = (Path(pin.directory), False)
     packages = [
         _render_package(path, base, pins[name], pins, dirs.get(name)) for name in sorted(pins)
     ]

@@ -339,6 +339,7 @@ def _load_pyproject(file: Path, selection: _Selection, validate: bool) -> Projec
         _validate(out, file)
         if requires_python is not None:
             _validate_specifier(requires_python, file, "[project].requires-python")
+    add_url_sources(out, root, str(file), sources)
 
     return ProjectInputs(
         root=root,
@@ -564,12 +565,74 @@ def _source(
     name: str, raw_path: str, base: Path, editable: bool, where: str, check: bool
 ) -> Source:
     path = Path(os.path.normpath(base / os.path.expanduser(raw_path)))
-    if check or editable:
-        if editable and not path.is_dir():
-            raise CpkError(f"{where}: {raw_path} is not a directory (editable needs one)")
-        if not path.exists():
-            raise CpkError(f"{where}: {raw_path} does not exist")
+    if editable and not path.is_dir():
+        raise CpkError(f"{where}: {raw_path} is not a directory (editable needs one)")
+    # Checked even when ``check`` is off (the hot path): one stat, and a
+    # missing checkout is then named as written, not later by the resolver
+    # under its absolute path.
+    if not path.exists():
+        raise CpkError(f"{where}: {raw_path} does not exist")
     return Source(name=name, path=path, editable=editable)
+
+
+def add_url_sources(
+    requirements: Iterable[str], base: Path, where: str, sources: dict[str, Source]
+) -> None:
+    """Record the checkout each ``name @ file:...`` requirement names as a source.
+
+    A PEP 508 ``file:`` URL is the standard way for a requirement to name a
+    local checkout; as a source it goes where ``[tool.cpk.sources]`` entries
+    go: into the fingerprint (with its metadata files), to the resolver, and
+    onto ``sys.path`` through the overlay. It is not editable (pip installs
+    such a URL as a copy), but cpk uses every source directory in place.
+    Relative URLs (``file:../B``, which ``packaging`` accepts) are relative
+    to base, the directory of the file naming them. A requirement whose
+    marker excludes the target still records its source: markers need
+    ``packaging``, and this runs on the hot path of ``cpk run``.
+    """
+    for req in requirements:
+        source = _url_source(req, base, where)
+        if source is None:
+            continue
+        known = sources.get(source.name)
+        if known is None:
+            sources[source.name] = source
+        elif known.path != source.path:
+            raise CpkError(
+                f"{where}: {req!r} names {source.path}, but {source.name} "
+                f"already comes from {known.path}"
+            )
+
+
+def _url_source(req: str, base: Path, where: str) -> Source | None:
+    """The source of one requirement if it is ``name[extras] @ file:...``.
+
+    Parsed by hand rather than by ``packaging``, for the hot path.
+    """
+    match = _NAME.match(req)
+    if not match:
+        return None
+    rest = req[match.end() :].lstrip()
+    if rest.startswith("["):
+        close = rest.find("]")
+        if close < 0:
+            return None
+        rest = rest[close + 1 :].lstrip()
+    if not rest.startswith("@"):
+        return None
+    url = _split_marker(rest[1:].strip())[0].strip()
+    if not url.startswith("file:"):
+        return None
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise CpkError(f"{where}: {req!r}: a file: URL on another host is not supported")
+    raw = unquote(parts.path)
+    path = Path(os.path.normpath(base / raw))
+    if not path.exists():
+        raise CpkError(f"{where}: {raw} does not exist (named by {req!r})")
+    return Source(name=canonical_name(match.group(1)), path=path)
 
 
 def _location(link: str, base: Path) -> str:
@@ -706,6 +769,7 @@ class _RequirementsReader:
             req = name
         elif self.validate:
             _validate([req], file, lineno)
+        add_url_sources([req], file.parent, where, self.sources)
         self.requirements.append(req)
         if hashes:
             match = _NAME.match(req)
@@ -872,6 +936,7 @@ def read_script_metadata(script: Path, *, validate: bool = True) -> ScriptInputs
         _validate(requirements, script)
         if requires_python is not None:
             _validate_specifier(requires_python, script, "script metadata 'requires-python'")
+    add_url_sources(requirements, root, str(script), sources)
     return ScriptInputs(
         root=root,
         input_file=script,

@@ -17,13 +17,20 @@ the provider that answers its questions from an :class:`IndexClient`:
   wheel where the index serves them. Candidates are checked lazily, as pip
   does: one whose metadata is broken, names another project, or requires
   another Python is skipped and the next version tried.
+* A name with a local source (a checkout named in ``[tool.cpk.sources]``, or
+  a ``name @ file:`` requirement) has exactly one candidate, the checkout,
+  described by its static PEP 621 ``[project]`` table; its dependencies are
+  resolved from the index like any others. See :func:`resolve`.
 """
 
 from __future__ import annotations
 
+import os
+import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from packaging.markers import Marker
@@ -47,6 +54,10 @@ SdistMetadata = Callable[[DistFile], bytes]
 
 _MAX_ROUNDS = 20000
 _STATIC_SDIST_METADATA = Version("2.2")
+# What a checkout whose [project].version is dynamic is called in pins and
+# messages: knowing the real version needs a build, and the checkout is what
+# gets imported whatever it says (the overlay's dist-info says "0+editable").
+_DYNAMIC_VERSION = Version("0+dynamic")
 
 
 # -- what the resolver juggles -------------------------------------------------
@@ -90,6 +101,133 @@ class _Metadata:
 
 class _Unusable(Exception):
     """A candidate that cannot be used, with the reason shown if nothing else works."""
+
+
+@dataclass(frozen=True)
+class _Local:
+    """A local checkout standing for a project: its one candidate's facts.
+
+    ``version_known`` is False when ``[project].version`` is dynamic: then
+    ``version`` is a placeholder and version specifiers on the project are
+    not checked (see :func:`resolve`).
+    """
+
+    path: Path
+    version: Version
+    version_known: bool
+    metadata: _Metadata
+    dynamic_extras: bool
+
+
+def _load_local(name: NormalizedName, path: Path, target: Version) -> _Local:
+    """Read a checkout's static PEP 621 metadata, or say why it cannot be used.
+
+    Only ``[project]`` is read: a backend's dynamic metadata needs a PEP 517
+    build of the directory, which cpk does not do yet (sdists, with their
+    own ``_Build`` in :mod:`sdist`, are another matter). The checkout's own
+    ``[tool.cpk.sources]`` are not read either: the project being locked
+    decides where every name comes from, as a workspace root does in uv.
+    """
+    label = f"{name} ({path})"
+    if not path.exists():
+        raise CpkError(f"{label}: local source does not exist")
+    if not path.is_dir():
+        raise CpkError(
+            f"{label}: local source is a file; cpk uses local checkouts (directories) "
+            "in place (put a wheel in a find-links directory instead)"
+        )
+    pyproject = path / "pyproject.toml"
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CpkError(
+            f"{label}: no pyproject.toml [project] table; "
+            "dynamic metadata needs a build; not supported yet"
+        ) from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise CpkError(f"{pyproject}: cannot read project metadata ({exc})") from None
+    project = data.get("project")
+    if not isinstance(project, dict):
+        raise CpkError(
+            f"{label}: no [project] table in pyproject.toml; "
+            "dynamic metadata needs a build; not supported yet"
+        )
+    meta_name = project.get("name")
+    if not isinstance(meta_name, str) or canonicalize_name(meta_name) != name:
+        raise CpkError(f"{label}: its pyproject.toml names project {meta_name!r}, not {name!r}")
+    dynamic = project.get("dynamic") or []
+    if not isinstance(dynamic, list):
+        raise CpkError(f"{pyproject}: [project].dynamic must be a list of strings")
+    if "dependencies" in dynamic:
+        raise CpkError(
+            f"{label}: dynamic metadata needs a build; not supported yet "
+            "([project].dependencies is dynamic)"
+        )
+    raw_version = project.get("version")
+    if "version" in dynamic or raw_version is None:
+        version, known = _DYNAMIC_VERSION, False
+    else:
+        try:
+            version, known = Version(str(raw_version)), True
+        except InvalidVersion:
+            raise CpkError(f"{pyproject}: invalid [project].version {raw_version!r}") from None
+    requires_python = project.get("requires-python")
+    if requires_python is not None and not isinstance(requires_python, str):
+        raise CpkError(f"{pyproject}: [project].requires-python must be a string")
+    if not _requires_python_ok(requires_python, target):
+        raise CpkError(f"{label}: requires Python {requires_python} (target is {target})")
+
+    def parse(text: object, where: str) -> Requirement:
+        try:
+            return Requirement(str(text))
+        except InvalidRequirement as exc:
+            raise CpkError(f"{pyproject}: {where}: invalid requirement {text!r} ({exc})") from None
+
+    dependencies = project.get("dependencies") or []
+    if not isinstance(dependencies, list):
+        raise CpkError(f"{pyproject}: [project].dependencies must be a list")
+    requires = [parse(d, "[project].dependencies") for d in dependencies]
+    optional = project.get("optional-dependencies") or {}
+    if not isinstance(optional, dict):
+        raise CpkError(f"{pyproject}: [project.optional-dependencies] must be a table")
+    for extra, reqs in optional.items():
+        key = canonicalize_name(extra)
+        where = f"[project.optional-dependencies].{extra}"
+        if not isinstance(reqs, list):
+            raise CpkError(f"{pyproject}: {where} must be a list")
+        for text in reqs:
+            # As a wheel's METADATA says it: the extra becomes a marker,
+            # which get_dependencies evaluates as for any other candidate.
+            req = parse(text, where)
+            clause = f'extra == "{key}"'
+            req.marker = Marker(f"({req.marker}) and {clause}" if req.marker else clause)
+            requires.append(req)
+    return _Local(
+        path=path,
+        version=version,
+        version_known=known,
+        metadata=_Metadata(tuple(requires), requires_python),
+        dynamic_extras="optional-dependencies" in dynamic,
+    )
+
+
+def _file_url_path(url: str) -> Path | None:
+    """The absolute local path of a ``file:`` URL; None if it is relative.
+
+    Raises for URLs that name no local file (another scheme, another host).
+    """
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        raise CpkError(
+            f"{url}: direct URL requirements are not supported (only file: URLs "
+            "of local directories)"
+        )
+    path = unquote(parts.path)
+    if not os.path.isabs(path):
+        return None
+    return Path(os.path.normpath(path))
 
 
 def _display(req: Requirement) -> str:
@@ -150,6 +288,7 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         store: Store | None,
         sdist_metadata: SdistMetadata | None,
         hashes: Mapping[NormalizedName, set[str]],
+        local: Mapping[NormalizedName, Path] | None = None,
     ) -> None:
         self.client = client
         self.python = python
@@ -169,6 +308,18 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         self._store_versions: dict[str, set[Version]] = {}
         self.dependencies: dict[_Candidate, list[_Req]] = {}
         self.root_names: set[str] = set()
+        self.local_paths: dict[NormalizedName, Path] = dict(local or {})
+        self._local: dict[NormalizedName, _Local] = {}
+
+    # -- local checkouts ------------------------------------------------
+
+    def local(self, name: NormalizedName) -> _Local:
+        """The checkout serving name (read once, on first need: a source
+        nothing requires is never read, so it may be broken harmlessly)."""
+        found = self._local.get(name)
+        if found is None:
+            found = self._local[name] = _load_local(name, self.local_paths[name], self.target)
+        return found
 
     # -- index data -----------------------------------------------------
 
@@ -245,6 +396,8 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
     def metadata(
         self, name: NormalizedName, version: Version, files: Sequence[DistFile]
     ) -> _Metadata:
+        if name in self.local_paths:
+            return self.local(name).metadata
         key = (name, version)
         found = self._metadata.get(key)
         if found is None:
@@ -314,8 +467,12 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         backtrack_causes: Sequence[Any],
     ) -> tuple[bool, bool, bool, str]:
         infos = list(information[identifier])
+        # A local checkout is a single candidate, like an exact pin: decide
+        # it first, so its dependencies constrain the search early.
         pinned = any(
-            i.requirement.pinned is not None or _exact_versions(i.requirement.specifier)[0]
+            i.requirement.pinned is not None
+            or _exact_versions(i.requirement.specifier)[0]
+            or i.requirement.name in self.local_paths
             for i in infos
         )
         direct = any(i.parent is None for i in infos)
@@ -332,6 +489,8 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         name = canonicalize_name(identifier.split("[", 1)[0])
         extra = identifier[len(name) + 1 : -1] if "[" in identifier else None
         bad = {c.version for c in incompatibilities.get(identifier, ())}
+        if name in self.local_paths:
+            return self._local_matches(name, extra, reqs, bad)
 
         def candidates() -> Iterator[_Candidate]:
             # Lazy: resolvelib usually takes the first candidate, so most
@@ -344,6 +503,33 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
                 except _Unusable:
                     continue
                 yield _Candidate(name, version, extra, files)
+
+        return candidates
+
+    def _local_matches(
+        self, name: NormalizedName, extra: str | None, reqs: Sequence[_Req], bad: set[Version]
+    ) -> Callable[[], Iterator[_Candidate]]:
+        """The checkout as the only candidate, if the requirements admit it."""
+        local = self.local(name)
+        if extra is not None and local.dynamic_extras:
+            raise CpkError(
+                f"{name} ({local.path}): dynamic metadata needs a build; not supported yet "
+                f"([project].optional-dependencies is dynamic, and extra {extra!r} is asked for)"
+            )
+        candidate = _Candidate(name, local.version, extra, ())
+        specs = list(self.constraints.get(name, ()))
+        ok = (
+            local.version not in bad
+            and all(self.is_satisfied_by(r, candidate) for r in reqs)
+            and (
+                not local.version_known
+                or all(s.contains(local.version, prereleases=True) for s in specs)
+            )
+        )
+
+        def candidates() -> Iterator[_Candidate]:
+            if ok:
+                yield candidate
 
         return candidates
 
@@ -386,6 +572,10 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
     def is_satisfied_by(self, requirement: _Req, candidate: _Candidate) -> bool:
         if requirement.pinned is not None:
             return candidate.version == requirement.pinned
+        if candidate.name in self.local_paths and not self.local(candidate.name).version_known:
+            # A dynamic version is unknown without a build; the checkout is
+            # what the project asked for, so it is taken at its word.
+            return True
         return requirement.specifier.contains(candidate.version, prereleases=True)
 
     def get_dependencies(self, candidate: _Candidate) -> list[_Req]:
@@ -412,10 +602,18 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
                 )
             if not applies:
                 continue
-            if req.url:
+            if req.url and canonicalize_name(req.name) not in self.local_paths:
+                # With a local source for the name, the project's choice wins
+                # over where a dependency says it comes from (as uv's sources
+                # do); without one there is nowhere cpk could get it from.
+                hint = (
+                    f"; declare {req.name} in the project's [tool.cpk.sources]"
+                    if req.url.startswith("file:")
+                    else ""
+                )
                 raise CpkError(
                     f"{candidate}: depends on {req.name} @ {req.url}; "
-                    "direct URL dependencies are not supported"
+                    f"direct URL dependencies are not supported{hint}"
                 )
             expanded = _expand(req)
             if candidate.extra is None and canonicalize_name(req.name) == candidate.name:
@@ -438,7 +636,11 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         overlap. It changes nothing but timing: whatever is fetched is what
         the resolver would have fetched itself.
         """
-        pending = [r for r in deps if r.extra is None and r.name not in self._releases]
+        pending = [
+            r
+            for r in deps
+            if r.extra is None and r.name not in self._releases and r.name not in self.local_paths
+        ]
         if pending:
             self.client.background(self._warm, pending)
 
@@ -502,7 +704,6 @@ class _Explainer:
     def lines_for(self, name: NormalizedName, infos: list[Any]) -> tuple[str, list[str]]:
         reqs = [i.requirement for i in infos]
         p = self.p
-        releases = p.releases(name)
         lines = []
         seen = set()
         for info in infos:
@@ -510,6 +711,12 @@ class _Explainer:
             if line not in seen:
                 seen.add(line)
                 lines.append(line)
+        if name in p.local_paths:
+            local = p.local(name)
+            texts = ", ".join(sorted({r.text for r in reqs}))
+            lines.append(f"{name} comes from the local checkout {local.path}")
+            return f"{name} {local.version} (local) does not satisfy {texts}", lines
+        releases = p.releases(name)
         if not releases:
             summary = f"no project named {name} on {p.client.describe()}"
             return summary, lines
@@ -614,6 +821,7 @@ def resolve(
     preferences: Mapping[str, str] | None = None,
     sdist_metadata: SdistMetadata | None = None,
     hashes: Mapping[str, Iterable[str]] | None = None,
+    local_sources: Mapping[str, Path] | None = None,
 ) -> Resolution:
     """Pin every package the requirements need on the target interpreter python.
 
@@ -627,21 +835,43 @@ def resolve(
     (Metadata-Version 2.2+, requires-dist not dynamic) is used or the
     resolution fails saying the sdist must be built.
 
+    ``local_sources`` (name -> directory, e.g. a project's
+    ``[tool.cpk.sources]``) serve those names from local checkouts, wherever
+    in the graph they are required, and whatever URL a dependency names for
+    them. A root requirement ``name @ file:///abs/dir`` adds a source too; a
+    relative ``file:`` URL must be among ``local_sources`` (the project
+    resolves it against its own directory), since nothing here knows what it
+    is relative to. A checkout's one candidate takes its version, its
+    dependencies and its extras from the static ``[project]`` table; a
+    dynamic version satisfies every specifier (it is unknown without a
+    build), dynamic dependencies are an error. The checkout's own
+    ``[tool.cpk.sources]`` are ignored. Its pin has ``directory`` set and no
+    files: it is used in place, never fetched.
+
     The result is deterministic: the same inputs and index state give the
     same pins, and pins are sorted by name.
     """
     roots_given = [_parse(r, "requirement") for r in requirements]
     env = {**python.markers, "extra": ""}
+    local = {canonicalize_name(n): Path(p) for n, p in (local_sources or {}).items()}
     roots: list[_Req] = []
     for req in roots_given:
-        if req.url:
-            raise CpkError(f"{req}: direct URL requirements are not supported")
         try:
             applies = req.marker is None or req.marker.evaluate(env)
         except Exception as exc:
             raise CpkError(f"{req}: cannot evaluate its marker ({exc})") from None
-        if applies:
-            roots.extend(_expand(req))
+        if not applies:
+            continue
+        name = canonicalize_name(req.name)
+        if req.url and name not in local:
+            path = _file_url_path(req.url)
+            if path is None:
+                raise CpkError(
+                    f"{req}: a relative file: URL needs a project to be relative to "
+                    "(declare the checkout in [tool.cpk.sources])"
+                )
+            local[name] = path
+        roots.extend(_expand(req))
     constraint_specs: dict[NormalizedName, list[SpecifierSet]] = {}
     for item in constraints:
         req = _parse(item, "constraint")
@@ -667,9 +897,10 @@ def resolve(
         store=prefer_store,
         sdist_metadata=sdist_metadata,
         hashes=allowed,
+        local=local,
     )
     provider.root_names = {r.name for r in roots}
-    client.prefetch(sorted(provider.root_names))
+    client.prefetch(sorted(provider.root_names - set(local)))
     resolver: Resolver[_Req, _Candidate, str] = Resolver(provider, BaseReporter())
     try:
         result = resolver.resolve(roots, max_rounds=_MAX_ROUNDS)
@@ -698,6 +929,17 @@ def _resolution(
         deps = {
             r.name for c in by_name[name] for r in provider.get_dependencies(c) if r.name != name
         }
+        if name in provider.local_paths:
+            local = provider.local(name)
+            pins[name] = Pin(
+                name=name,
+                version=str(base.version),
+                files=(),
+                dependencies=tuple(sorted(deps)),
+                requires_python=local.metadata.requires_python,
+                directory=os.fspath(local.path),
+            )
+            continue
         meta = provider.metadata(name, base.version, base.files)
         pins[name] = Pin(
             name=name,
