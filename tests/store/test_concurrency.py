@@ -143,3 +143,29 @@ def test_cleanup_spares_a_live_writer(tmp_path: Path) -> None:
         holder.wait()
     clean_stale(root)
     assert os.listdir(root / STAGING) == []
+
+
+def test_threads_opening_a_fresh_lookup_table_at_once(tmp_path: Path) -> None:
+    """Switching a new SQLite file to WAL is not covered by its busy timeout."""
+    import threading
+
+    from contentpkg.store import lookup
+
+    for trial in range(30):
+        root = tmp_path / f"s{trial}"
+        root.mkdir()
+        errors: list[BaseException] = []
+
+        def record(i: int, root: Path = root, errors: list = errors) -> None:
+            try:
+                lookup.record_files(root, f"e{i},1,{'0' * 32}", [("ab" * 32, f"f{i}")])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=record, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [], errors
+        assert len(lookup.known_entries(root)) == 3

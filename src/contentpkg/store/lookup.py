@@ -108,7 +108,8 @@ def _connect(store_root: Path, writable: bool) -> sqlite3.Connection | None:
     path = store_root / FILES_DB
     if writable:
         conn = sqlite3.connect(path, timeout=120, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            _enable_wal(store_root, conn)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(_SCHEMA)
         return conn
@@ -116,6 +117,30 @@ def _connect(store_root: Path, writable: bool) -> sqlite3.Connection | None:
         return None
     uri = path.resolve().as_uri() + "?mode=ro"
     return sqlite3.connect(uri, uri=True, timeout=120, isolation_level=None)
+
+
+def _enable_wal(store_root: Path, conn: sqlite3.Connection) -> None:
+    """Switch a new database to WAL, once, whoever gets there first.
+
+    Changing the journal mode takes an exclusive lock that SQLite's busy
+    handler does not wait for, so two processes opening a fresh store at
+    once would see "database is locked". A file lock orders them; the mode
+    is stored in the database, so later connections skip this.
+    """
+    import sqlite3
+    import time
+
+    from contentpkg.store.locks import LOCKS, flocked
+
+    with flocked(store_root / LOCKS / "files-db.lock"):
+        for attempt in range(50):
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError:
+                # A reader still in rollback mode from before the switch.
+                time.sleep(0.02 * (attempt + 1))
+        conn.execute("PRAGMA journal_mode=WAL")
 
 
 def record_files(store_root: Path, dirname: str, rows: Iterable[tuple[str, str]]) -> None:
