@@ -181,10 +181,12 @@ def _declared_order(
     seen: set[str] = set()
     while queue:
         name = queue.pop(0)
-        if name in seen or name not in by_name:
+        if name in seen:
             continue
         seen.add(name)
-        ordered.append(name)
+        if name in by_name:
+            ordered.append(name)
+        # Local checkouts have no entry but their dependencies do: follow them.
         queue.extend(deps.get(name, ()))
     ordered.extend(sorted(n for n in by_name if n not in seen))
     return [by_name[n] for n in ordered]
