@@ -4,4 +4,7 @@ import sys
 
 from contentpkg.cli import main
 
-sys.exit(main())
+# The guard matters: bytecode is compiled in spawned worker processes, which
+# import the main module again and must not run the command a second time.
+if __name__ == "__main__":
+    sys.exit(main())
