@@ -60,7 +60,9 @@ def test_run_imports_only_declared_dependencies(tmp_path: Path, index: LocalInde
     )
     proc = run(index, root, "python", "-c", code)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["True", "True", "True", "2"]  # view + overlay
+    # No [build-system]: the project is not a package (as in uv), so it runs
+    # in the shared view itself, with one site-packages.
+    assert proc.stdout.split() == ["True", "True", "True", "1"]
     # Editors find it: .venv links to the environment.
     assert (root / ".venv").is_symlink()
     venv_python = root / ".venv" / "bin" / "python"
@@ -73,7 +75,11 @@ def test_run_imports_only_declared_dependencies(tmp_path: Path, index: LocalInde
 def test_console_scripts_exit_status_and_the_project_itself(
     tmp_path: Path, index: LocalIndex
 ) -> None:
-    root = project(tmp_path, "alpha", body='[project.scripts]\nproj-cli = "proj:cli"\n')
+    body = (
+        '[project.scripts]\nproj-cli = "proj:cli"\n'
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
+    )
+    root = project(tmp_path, "alpha", body=body)
     (root / "src" / "proj").mkdir(parents=True)
     (root / "src" / "proj" / "__init__.py").write_text(
         "def cli():\n    print('proj cli, editable')\n"
@@ -227,5 +233,6 @@ def test_gc_keeps_environments_a_root_reaches(tmp_path: Path, index: LocalIndex)
     (root / ".venv").unlink()
     (root / "pylock.toml").unlink()
     run_cpk("store", "gc", check=True)
-    assert os.listdir(home / "views") == [] and os.listdir(home / "envs") == []
+    assert os.listdir(home / "views") == []
+    assert not (home / "envs").exists() or os.listdir(home / "envs") == []
     assert [n for n in os.listdir(home / "store") if not n.startswith(".")] == []

@@ -608,8 +608,10 @@ def parity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parity]:
     (project / "src" / "proj").mkdir(parents=True)
     (project / "src" / "proj" / "__init__.py").write_text("")
     listed = "".join(f'  "{r}",\n' for r in requirements)
+    # A [build-system] makes the project a package: it runs in an overlay.
     (project / "pyproject.toml").write_text(
         f'[project]\nname = "proj"\nversion = "0.1"\ndependencies = [\n{listed}]\n'
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
     )
     plain = root / "plain"
     plain.mkdir()

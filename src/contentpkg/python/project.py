@@ -35,7 +35,15 @@ REQUIREMENTS_TXT = "requirements.txt"
 # lock written by an older cpk reads as stale rather than as wrongly fresh.
 _FINGERPRINT_FORMAT = "cpk-inputs-1"
 
-_TOOL_KEYS = ("default-groups", "extra-index-url", "find-links", "index-url", "no-index", "sources")
+_TOOL_KEYS = (
+    "default-groups",
+    "extra-index-url",
+    "find-links",
+    "index-url",
+    "no-index",
+    "package",
+    "sources",
+)
 _SOURCE_KEYS = ("editable", "path")
 
 # PEP 723's reference regex, verbatim: the spec defines the block by it.
@@ -347,7 +355,7 @@ def _load_pyproject(file: Path, selection: _Selection, validate: bool) -> Projec
         kind="pyproject",
         name=name,
         version=version,
-        installable="build-system" in data or project is not None,
+        installable=_is_package(data, tool, file) and project is not None,
         requirements=_dedupe(out),
         requires_python=requires_python,
         extras=selected_extras,
@@ -357,6 +365,21 @@ def _load_pyproject(file: Path, selection: _Selection, validate: bool) -> Projec
         tool=tool,
         files=(file,),
     )
+
+
+def _is_package(data: dict[str, Any], tool: dict[str, Any], file: Path) -> bool:
+    """Whether the project itself is installed (editable) into its environment.
+
+    As in uv: a project with a ``[build-system]`` is a package; one without
+    is only a set of dependencies, unless ``[tool.cpk] package`` says
+    otherwise.
+    """
+    package = tool.get("package")
+    if package is None:
+        return "build-system" in data
+    if not isinstance(package, bool):
+        raise CpkError(f"{file}: [tool.cpk] package must be true or false")
+    return package
 
 
 def _select(
