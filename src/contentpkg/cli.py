@@ -7,18 +7,19 @@ only for what it uses (``cpk run`` must stay light).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contentpkg import __version__
 from contentpkg.errors import CpkError
 
-Handler = Callable[[argparse.Namespace], int]
+if TYPE_CHECKING:
+    import argparse
+
+Handler = Callable[["argparse.Namespace"], int]
 
 
 def _human(size: int) -> str:
@@ -49,6 +50,8 @@ def _open_store() -> Any:
 
 
 def cmd_store_add(args: argparse.Namespace) -> int:
+    import json
+
     from contentpkg.store.add import add_path
 
     result = add_path(_open_store(), Path(args.path), args.name, args.version)
@@ -72,6 +75,7 @@ def _version_key(version: str) -> tuple[int, Any]:
 
 
 def cmd_store_ls(args: argparse.Namespace) -> int:
+    import json
     from fnmatch import fnmatchcase
 
     store = _open_store()
@@ -119,6 +123,8 @@ def cmd_store_path(args: argparse.Namespace) -> int:
 
 
 def cmd_store_info(args: argparse.Namespace) -> int:
+    import json
+
     entry = _open_store().resolve(args.spec)
     meta = dict(entry.metadata)
     if args.json:
@@ -320,6 +326,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = _RunOptions(args)
     prepared = prepare(options, request)
     _close(options)
+    if args.raw_argv[:1] == ["run"]:
+        from contentpkg.python.runmemo import write_memo
+
+        prefix = ["python"] if command[0].endswith(".py") and os.path.isfile(command[0]) else []
+        write_memo(args.raw_argv[1:], os.fspath(prepared.env), *prepared.memo_facts(), prefix)
     for note in prepared.notes:
         print(f"cpk: {note}", file=sys.stderr)
     for conflict in prepared.conflicts:
@@ -443,6 +454,8 @@ def _add_selection_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="cpk",
         description="contentpkg: every package version stored once, by content hash, "
@@ -614,8 +627,20 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["run"]:
+        # The hot path: exec straight from the memo of the last run when
+        # nothing it depended on changed (no parser built, nothing parsed).
+        from contentpkg.python.runmemo import try_fast
+
+        try:
+            try_fast(raw[1:])
+        except CpkError as exc:
+            print(f"cpk: error: {exc}", file=sys.stderr)
+            return 1
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(raw)
+    args.raw_argv = raw
     func: Handler | None = getattr(args, "func", None)
     if func is None:
         return _usage(parser)

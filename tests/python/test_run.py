@@ -236,3 +236,30 @@ def test_gc_keeps_environments_a_root_reaches(tmp_path: Path, index: LocalIndex)
     assert os.listdir(home / "views") == []
     assert not (home / "envs").exists() or os.listdir(home / "envs") == []
     assert [n for n in os.listdir(home / "store") if not n.startswith(".")] == []
+
+
+def test_warm_runs_notice_every_change_that_matters(tmp_path: Path, index: LocalIndex) -> None:
+    """The hot path execs from a memo: each input it depends on must void it."""
+    root = project(tmp_path, "alpha")
+    sub = root / "deeper" / "still"
+    sub.mkdir(parents=True)
+    assert run(index, sub, "python", "-c", "import alpha").returncode == 0
+    assert run(index, sub, "python", "-c", "import alpha").returncode == 0  # from the memo
+    # A new dependency in pyproject.toml is seen at once.
+    project(tmp_path, "alpha", "gamma")
+    assert run(index, sub, "python", "-c", "import gamma").returncode == 0
+    # A project appearing between here and the root takes over.
+    (root / "deeper" / "pyproject.toml").write_text(
+        '[project]\nname = "inner"\nversion = "0"\ndependencies = ["beta"]\n'
+    )
+    inner = run(index, sub, "python", "-c", "import beta, importlib.util as u; "
+                "print(u.find_spec('alpha') is None)")  # fmt: skip
+    assert inner.stdout.strip() == "True", inner.stderr
+    (root / "deeper" / "pyproject.toml").unlink()
+    # An environment removed behind cpk's back is rebuilt, not exec'd into.
+    home = Path(os.environ["CPK_HOME"])
+    run_cpk("store", "gc", check=True)  # nothing to remove: all rooted
+    for view in (home / "views").iterdir():
+        subprocess.run(["chmod", "-R", "u+w", view], check=True)
+        subprocess.run(["rm", "-rf", view], check=True)
+    assert run(index, sub, "python", "-c", "import alpha, gamma").returncode == 0

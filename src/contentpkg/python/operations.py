@@ -580,7 +580,8 @@ def environment_for(
 
                 key = hashlib.sha256(os.fsencode(inputs.input_file)).hexdigest()[:20]
                 add_root(store, f"script-{key}", view.path)
-        return Prepared(env, session.python, inputs, view.conflicts if view.created else [], notes)
+        conflicts = view.conflicts if view.created else []
+        return Prepared(env, session.python, inputs, conflicts, notes, lock_path=lock.path)
     finally:
         session.close()
 

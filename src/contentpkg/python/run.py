@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,10 @@ from contentpkg.python.project import (
     load_project,
     read_script_metadata,
 )
+from contentpkg.python.runmemo import exec_in
 from contentpkg.store import Entry, Store
+
+__all__ = ["Prepared", "RunRequest", "exec_in", "prepare"]
 
 ENVS = "envs"
 
@@ -51,6 +53,49 @@ class Prepared:
     inputs: ProjectInputs | None
     conflicts: list = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    lock_path: Path | None = None
+
+    def memo_facts(self) -> tuple[list[str], list[str], list[str]]:
+        """(inputs, absent, exists) for :func:`runmemo.write_memo`: every file
+        whose change could change this decision, the project files whose
+        appearance could, and what must still be there to use ``env``."""
+        inputs = [os.path.realpath(self.python.executable)]
+        absent: list[str] = []
+        if self.inputs is not None:
+            inputs += [os.fspath(f) for f in self.inputs.files]
+            for source in self.inputs.sources.values():
+                inputs += [os.fspath(source.path / n) for n in _METADATA_FILES]
+            if self.inputs.kind != "script":
+                absent += _discovery_absent(self.inputs.root)
+        if self.lock_path is not None:
+            inputs.append(os.fspath(self.lock_path))
+        exists = [os.fspath(self.env / "pyvenv.cfg")]
+        view = self.env / ".cpk" / "view"
+        if view.is_symlink():
+            exists.append(os.path.realpath(view))
+        dot = self.inputs.root / ".venv" if self.inputs is not None else None
+        if dot is not None and os.path.islink(dot) and os.readlink(dot) == os.fspath(self.env):
+            exists.append(os.fspath(dot))
+        return inputs, absent, exists
+
+
+_METADATA_FILES = ("pyproject.toml", "setup.cfg", "setup.py")
+
+
+def _discovery_absent(root: Path) -> list[str]:
+    """Project files that, by appearing, would make run find another project:
+    any between the working directory and the root, and a pyproject.toml
+    above a requirements.txt project (it would win)."""
+    cwd = Path.cwd()
+    absent = []
+    if cwd.is_relative_to(root):
+        here = cwd
+        while here != root:
+            absent += [os.fspath(here / "pyproject.toml"), os.fspath(here / "requirements.txt")]
+            here = here.parent
+    if not (root / "pyproject.toml").exists():
+        absent += [os.fspath(d / "pyproject.toml") for d in (root, *root.parents)]
+    return absent
 
 
 def script_of(command: Sequence[str]) -> Path | None:
@@ -137,7 +182,7 @@ def prepare(options: object, request: RunRequest) -> Prepared:
         if view is not None:
             env = _env_for(store, view, python, inputs, build=False)
             if env is not None:
-                return Prepared(env, python, inputs)
+                return Prepared(env, python, inputs, lock_path=lock_path)
 
     # Something is missing: lock, fetch, build the view (the cold path).
     from contentpkg.python.operations import environment_for
@@ -254,32 +299,3 @@ def link_dot_venv(store: Store, inputs: ProjectInputs, env: Path) -> str | None:
     key = hashlib.sha256(os.fsencode(dot)).hexdigest()[:20]
     add_root(store, f"venv-{key}", dot)
     return None
-
-
-def exec_in(env: Path, command: Sequence[str]) -> None:
-    """Replace this process with command, run inside env.
-
-    The environment's ``bin/`` comes first on ``PATH`` and ``VIRTUAL_ENV``
-    names it, as an activated virtualenv would; ``python`` means the
-    environment's interpreter. Exit status and signals are the command's own,
-    since there is no cpk process left to stand between.
-    """
-    bin_dir = env / "bin"
-    environ = dict(os.environ)
-    environ["VIRTUAL_ENV"] = os.fspath(env)
-    environ["PATH"] = os.pathsep.join([os.fspath(bin_dir), environ.get("PATH", os.defpath)])
-    environ.pop("PYTHONHOME", None)
-    environ.pop("__PYVENV_LAUNCHER__", None)
-    program = command[0]
-    if "/" not in program:
-        candidate = bin_dir / program
-        if os.access(candidate, os.X_OK):
-            program = os.fspath(candidate)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        os.execvpe(program, [command[0], *command[1:]], environ)
-    except FileNotFoundError:
-        raise CpkError(f"{command[0]}: command not found in the environment or on PATH") from None
-    except PermissionError:
-        raise CpkError(f"{command[0]}: permission denied") from None
