@@ -263,3 +263,16 @@ def test_warm_runs_notice_every_change_that_matters(tmp_path: Path, index: Local
         subprocess.run(["chmod", "-R", "u+w", view], check=True)
         subprocess.run(["rm", "-rf", view], check=True)
     assert run(index, sub, "python", "-c", "import alpha, gamma").returncode == 0
+
+
+def test_launchers_are_the_scripts_installer_writes() -> None:
+    """Views write entry-point scripts by hand (installer's package import is
+    slow); they must stay byte-identical to what installer would write."""
+    from installer.scripts import Script
+
+    from contentpkg.python.views import launcher
+
+    for python in ("/env/bin/python", "/with space/bin/python", "/" + "x" * 140 + "/python"):
+        for module, attr in (("pkg", "main"), ("pkg.cli", "app.run")):
+            expected = Script("tool", module, attr, "console").generate(python, "posix")[1]
+            assert launcher(Path(python), module, attr) == expected

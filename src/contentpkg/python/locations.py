@@ -139,3 +139,25 @@ def index_settings(
     else:
         find_links = [location_url(u, project_dir) for u in tool_links]
     return list(dict.fromkeys(indexes)), list(dict.fromkeys(find_links))
+
+
+def command_line_places(options: Any, inputs: Any) -> tuple[list[str], list[str]]:
+    """Indexes and find-links for a command: its options, else :func:`index_settings`.
+
+    ``--extra-index-url`` alone adds indexes in front of whatever the
+    environment or the project configures, as pip and uv do; ``--index-url``
+    replaces the primary one. ``options`` has ``index_url``,
+    ``extra_index_urls`` and ``find_links``; ``inputs`` is the project's
+    (or None). Locking and ``cpk run``'s freshness check both call this, so
+    a lock is judged under the settings it was made with.
+    """
+    tool = inputs.index_table if inputs is not None else {}
+    root = inputs.root if inputs is not None else None
+    links = getattr(options, "find_links", None) or None
+    index_url = getattr(options, "index_url", None)
+    extras = list(getattr(options, "extra_index_urls", None) or [])
+    indexes, found_links = index_settings(None, links, tool, project_dir=root)
+    if index_url is not None or extras:
+        primary = [index_url] if index_url is not None else indexes
+        indexes, _ = index_settings([*extras, *primary], links, tool, project_dir=root)
+    return indexes, found_links

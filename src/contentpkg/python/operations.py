@@ -19,7 +19,7 @@ from typing import Any
 from contentpkg.errors import CpkError
 from contentpkg.progress import QUIET, Reporter
 from contentpkg.python.dists import DistFile, Pin, Resolution
-from contentpkg.python.index import IndexClient, index_settings
+from contentpkg.python.index import IndexClient
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
 from contentpkg.python.locations import default_cache_dir
 from contentpkg.python.lockfile import (
@@ -291,22 +291,9 @@ def _pick_wheel(package: LockedPackage, python: InterpreterInfo) -> object | Non
 
 
 def _index_places(options: Options, inputs: ProjectInputs | None) -> tuple[list[str], list[str]]:
-    """Indexes and find-links: the command line's, else index_settings' rules.
+    from contentpkg.python.locations import command_line_places
 
-    ``--extra-index-url`` alone adds indexes in front of whatever the
-    environment or the project configures, as pip and uv do; ``--index-url``
-    replaces the primary one.
-    """
-    tool = inputs.index_table if inputs is not None else {}
-    root = inputs.root if inputs is not None else None
-    links = options.find_links or None
-    indexes, found_links = index_settings(None, links, tool, project_dir=root)
-    if options.index_url is not None or options.extra_index_urls:
-        primary = [options.index_url] if options.index_url is not None else indexes
-        indexes, _ = index_settings(
-            [*options.extra_index_urls, *primary], links, tool, project_dir=root
-        )
-    return indexes, found_links
+    return command_line_places(options, inputs)
 
 
 def _project_root(options: Options) -> tuple[Path, ProjectInputs]:
@@ -503,18 +490,10 @@ def environment_for(
     """
     from dataclasses import replace
 
-    from contentpkg.python.run import (
-        Prepared,
-        _declared_order,
-        _env_for,
-        derived_lock_path,
-        link_dot_venv,
-    )
-    from contentpkg.python.views import ensure_view
+    from contentpkg.python.run import compose, derived_lock_path
 
     root = inputs.root if inputs is not None else Path.cwd()
     session = _Session(options, root, inputs)
-    notes: list[str] = []
     try:
         store = session.store
         store.ensure()
@@ -567,21 +546,7 @@ def environment_for(
             assert lock is not None and run_inputs is not None
             items = session.materialize_lock(lock)
             by_name = [(item.name, item.entry) for item in items]
-            ordered = _declared_order(by_name, lock, run_inputs)
-            view = ensure_view(store, ordered, session.python)
-            env = _env_for(store, view.path, session.python, run_inputs, build=True)
-            assert env is not None
-            if inputs is not None and inputs.kind != "script" and not request.with_requirements:
-                note = link_dot_venv(store, inputs, env)
-                if note:
-                    notes.append(note)
-            elif inputs is not None and inputs.kind == "script":
-                from contentpkg.store.gc import add_root
-
-                key = hashlib.sha256(os.fsencode(inputs.input_file)).hexdigest()[:20]
-                add_root(store, f"script-{key}", view.path)
-        conflicts = view.conflicts if view.created else []
-        return Prepared(env, session.python, inputs, conflicts, notes, lock_path=lock.path)
+            return compose(store, session.python, run_inputs, inputs, lock, by_name, request)
     finally:
         session.close()
 

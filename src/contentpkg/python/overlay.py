@@ -209,14 +209,13 @@ def _write_editable(site: Path, root: Path, meta: dict[str, Any]) -> None:
 
 
 def _write_project_scripts(bin_dir: Path, python: Path, scripts: dict[str, str]) -> None:
-    from installer.scripts import Script
+    from contentpkg.python.views import launcher
 
     for name, value in sorted(scripts.items()):
         module, _, attr = str(value).partition(":")
         attr = attr.split("[")[0].strip()
         if not attr or "/" in name or name.startswith(".") or name.startswith("python"):
             continue
-        _, data = Script(name, module.strip(), attr, "console").generate(os.fspath(python), "posix")
         path = bin_dir / name
-        path.write_bytes(data)
+        path.write_bytes(launcher(python, module.strip(), attr))
         path.chmod(0o755)

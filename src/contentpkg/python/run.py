@@ -139,7 +139,7 @@ def derived_lock_path(cache_dir: Path, fingerprint: str) -> Path:
 
 def prepare(options: object, request: RunRequest) -> Prepared:
     """The environment to run in: found on the hot path, else made."""
-    from contentpkg.python.locations import default_cache_dir, index_settings
+    from contentpkg.python.locations import command_line_places, default_cache_dir
 
     inputs = _inputs(options, request)
     python = interpreter_info(getattr(options, "python", None))
@@ -149,10 +149,7 @@ def prepare(options: object, request: RunRequest) -> Prepared:
     lock: Lock | None = None
     lock_path: Path | None = None
     if inputs is not None and not request.with_requirements:
-        settings = index_settings(
-            _cli_indexes(options), getattr(options, "find_links", None) or None,
-            inputs.index_table, project_dir=inputs.root,
-        )  # fmt: skip
+        settings = command_line_places(options, inputs)
         fingerprint = inputs_fingerprint(
             inputs, python_version=python.version, index_settings=settings,
             markers=python.markers,
@@ -183,6 +180,14 @@ def prepare(options: object, request: RunRequest) -> Prepared:
             env = _env_for(store, view, python, inputs, build=False)
             if env is not None:
                 return Prepared(env, python, inputs, lock_path=lock_path)
+        # A fresh lock and every entry in the store: only the view (or the
+        # overlay) is missing, which needs neither the resolver nor the network.
+        from contentpkg.store.locks import collector_lock
+
+        assert lock is not None
+        store.ensure()
+        with collector_lock(store.user.root):
+            return compose(store, python, inputs, inputs, lock, entries, request)
 
     # Something is missing: lock, fetch, build the view (the cold path).
     from contentpkg.python.operations import environment_for
@@ -190,12 +195,39 @@ def prepare(options: object, request: RunRequest) -> Prepared:
     return environment_for(options, request, inputs, python)
 
 
-def _cli_indexes(options: object) -> list[str] | None:
-    index_url = getattr(options, "index_url", None)
-    extras = list(getattr(options, "extra_index_urls", None) or [])
-    if index_url is None and not extras:
-        return None
-    return [*extras, index_url] if index_url else None
+def compose(
+    store: Store,
+    python: InterpreterInfo,
+    run_inputs: ProjectInputs,
+    inputs: ProjectInputs | None,
+    lock: Lock,
+    entries: list[tuple[str, Entry]],
+    request: RunRequest,
+) -> Prepared:
+    """Build (or find) the view of entries and the project's overlay on it,
+    link ``.venv`` and make the gc root. The caller holds the collector lock.
+
+    ``run_inputs`` decides order and overlay (the project plus any ``--with``
+    requirements); ``inputs`` is the project or script as found, or None.
+    """
+    from contentpkg.python.views import ensure_view
+
+    ordered = _declared_order(entries, lock, run_inputs)
+    view = ensure_view(store, ordered, python)
+    env = _env_for(store, view.path, python, run_inputs, build=True)
+    assert env is not None
+    notes: list[str] = []
+    if inputs is not None and inputs.kind != "script" and not request.with_requirements:
+        note = link_dot_venv(store, inputs, env)
+        if note:
+            notes.append(note)
+    elif inputs is not None and inputs.kind == "script":
+        from contentpkg.store.gc import add_root
+
+        key = hashlib.sha256(os.fsencode(inputs.input_file)).hexdigest()[:20]
+        add_root(store, f"script-{key}", view.path)
+    conflicts = view.conflicts if view.created else []
+    return Prepared(env, python, inputs, conflicts, notes, lock_path=lock.path)
 
 
 def _entries_of(store: Store, lock: Lock) -> list[tuple[str, Entry]] | None:

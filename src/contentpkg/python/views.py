@@ -329,6 +329,44 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def shebang(python: Path) -> bytes:
+    """The first line(s) that run a script with python.
+
+    Linux truncates a ``#!`` line at 127 bytes and splits it at spaces, so a
+    long or spaced interpreter path goes through ``/bin/sh``, the trick pip
+    and installer use.
+    """
+    path = os.fsencode(python)
+    if len(path) + 2 <= 127 and b" " not in path:
+        return b"#!" + path + b"\n"
+    import shlex
+
+    quoted = shlex.quote(os.fsdecode(path)).encode()
+    return b"#!/bin/sh\n'''exec' " + quoted + b' "$0" "$@"\n' + b"' '''\n"
+
+
+def launcher(python: Path, module: str, attr: str) -> bytes:
+    """A console or GUI script for entry point ``module:attr``.
+
+    Written here rather than with installer's Script: importing the
+    installer package loads its whole install machinery (21 ms measured),
+    on every view built, for these few lines, which are the ones pip and
+    installer write.
+    """
+    return (
+        shebang(python)
+        + (
+            "# -*- coding: utf-8 -*-\n"
+            "import re\n"
+            "import sys\n"
+            f"from {module} import {attr.split('.')[0]}\n"
+            'if __name__ == "__main__":\n'
+            '    sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])\n'
+            f"    sys.exit({attr}())\n"
+        ).encode()
+    )
+
+
 def write_scripts(
     bin_dir: Path, python: Path, entries: Sequence[Entry], root_final: Path | None = None
 ) -> dict[str, list[str]]:
@@ -339,24 +377,19 @@ def write_scripts(
     may replace ``python`` itself. Returns the names each entry (by
     dirname) wrote, which its ``RECORD`` in the view then lists.
     """
-    from installer.scripts import Script
-
     taken = {p.name for p in bin_dir.iterdir()}
     written: dict[str, list[str]] = {}
     for entry in entries:
         mine = written.setdefault(entry.dirname, [])
         meta = entry.metadata.get("python") or {}
         points = meta.get("entry_points") or {}
-        for section, group in (("console", "console_scripts"), ("gui", "gui_scripts")):
+        for group in ("console_scripts", "gui_scripts"):
             for name, value in sorted((points.get(group) or {}).items()):
                 module, _, attr = str(value).partition(":")
                 attr = attr.split("[")[0].strip()
                 if not attr or name in taken or "/" in name or name.startswith("."):
                     continue
-                _, data = Script(name, module.strip(), attr, section).generate(
-                    os.fspath(python), "posix"
-                )
-                _write_executable(bin_dir / name, data)
+                _write_executable(bin_dir / name, launcher(python, module.strip(), attr))
                 taken.add(name)
                 mine.append(name)
         scripts = entry.path / "scripts"
@@ -368,7 +401,7 @@ def write_scripts(
                 # The wheel spec's "#!python" marks a script to be pointed
                 # at the environment's interpreter on install.
                 if data.startswith((b"#!python", b"#!/usr/bin/env python")):
-                    data = b"#!" + os.fsencode(python) + data[data.index(b"\n") :]
+                    data = shebang(python) + data[data.index(b"\n") + 1 :]
                 _write_executable(bin_dir / path.name, data)
                 taken.add(path.name)
                 mine.append(path.name)
