@@ -13,6 +13,12 @@ the other way to keep imports as cheap as a plain virtualenv's:
   sees an ordinary directory: nothing of Python's import system is replaced.
 * ``sys.path`` holds one site-packages, so an import costs one directory
   lookup whatever the number of packages, exactly as in a virtualenv.
+  Measured with bench/python_run.py against uv's ``.venv`` holding the same
+  packages and bytecode: importing all of them took 1.02x as long for 44
+  PyPI packages and 1.05x for 500 small ones (the kernel following one more
+  link per package), where a ``sys.path`` entry per package costs several
+  times more at a few hundred packages, and a meta-path finder would put
+  Python code in front of every import.
 * Building costs one symlink per top-level name (a few per package), not per
   file; only directories shared by several distributions (PEP 420 and
   legacy namespaces) become real directories, recursively, holding links to
