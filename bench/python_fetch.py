@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from contentpkg.store.gc import disk_usage
 from contentpkg.store.staging import remove_tree  # entries are read-only
 
 DEPENDENCIES = [
@@ -48,17 +49,6 @@ def write_project(root: Path) -> None:
         f"dependencies = [\n{deps}]\n"
         "\n[tool.uv]\npackage = false\n"
     )
-
-
-def du(path: Path) -> int:
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in dirnames + filenames:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-            except OSError:
-                pass
-    return total
 
 
 def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
@@ -101,9 +91,9 @@ def main() -> None:
             (work / "uv-proj" / "uv.lock").unlink()
             results["cpk-warm"].append(timed([*cpk, "lock"], work / "cpk-proj", env))
             results["uv-warm"].append(timed([uv, "lock"], work / "uv-proj", env))
-            sizes["cpk store"] = du(work / "cpk-home")
-            sizes["cpk cache"] = du(work / "cpk-cache")
-            sizes["uv cache"] = du(work / "uv-cache")
+            sizes["cpk store"] = disk_usage(work / "cpk-home")
+            sizes["cpk cache"] = disk_usage(work / "cpk-cache")
+            sizes["uv cache"] = disk_usage(work / "uv-cache")
             remove_tree(work / "cpk-home")
 
     med = {k: statistics.median(v) for k, v in results.items()}

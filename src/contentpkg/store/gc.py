@@ -108,7 +108,7 @@ def _names_in_lock(store: Store, path: Path) -> list[str]:
     return names
 
 
-def _disk_usage(path: Path) -> int:
+def disk_usage(path: Path) -> int:
     total = 0
     for dirpath, dirnames, filenames in os.walk(path):
         for name in dirnames + filenames:
@@ -222,7 +222,7 @@ def collect(store: Store, dry_run: bool = False) -> GcReport:
             (e for e in store.user.entries() if e.dirname not in live), key=lambda e: e.dirname
         )
         for entry in dead:
-            size = _disk_usage(entry.path)
+            size = disk_usage(entry.path)
             if not dry_run:
                 os.chmod(entry.path, 0o755)  # moving a directory needs write on it
                 with Slot(root) as slot:
@@ -262,7 +262,7 @@ def _sweep_environments(store: Store, live: set[Path], report: GcReport) -> None
                 continue
             if real_base / name in live:
                 continue
-            size = _disk_usage(base / name)
+            size = disk_usage(base / name)
             report.removed_environments.append((f"{area}/{name}", size))
             if not report.dry_run:
                 doomed = base / f".staging-gc-{name}-{os.getpid()}"
