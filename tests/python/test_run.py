@@ -276,3 +276,10 @@ def test_launchers_are_the_scripts_installer_writes() -> None:
         for module, attr in (("pkg", "main"), ("pkg.cli", "app.run")):
             expected = Script("tool", module, attr, "console").generate(python, "posix")[1]
             assert launcher(Path(python), module, attr) == expected
+
+
+def test_a_bad_with_requirement_is_one_line(tmp_path: Path, index: LocalIndex) -> None:
+    root = project(tmp_path, "alpha")
+    proc = run_cpk("run", "--index-url", index.url, "--with", "bad req!!", "python", cwd=root)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "invalid requirement 'bad req!!'" in proc.stderr

@@ -181,7 +181,10 @@ def _load_local(name: NormalizedName, path: Path, target: Version) -> _Local:
         try:
             return Requirement(str(text))
         except InvalidRequirement as exc:
-            raise CpkError(f"{pyproject}: {where}: invalid requirement {text!r} ({exc})") from None
+            reason = str(exc).splitlines()[0]
+            raise CpkError(
+                f"{pyproject}: {where}: invalid requirement {text!r} ({reason})"
+            ) from None
 
     dependencies = project.get("dependencies") or []
     if not isinstance(dependencies, list):
@@ -806,7 +809,9 @@ def _parse(req: str | Requirement, what: str) -> Requirement:
     try:
         return Requirement(req)
     except InvalidRequirement as exc:
-        raise CpkError(f"invalid {what} {req!r}: {exc}") from None
+        # packaging's message ends with a caret drawing: keep its first line.
+        reason = str(exc).splitlines()[0]
+        raise CpkError(f"invalid {what} {req!r}: {reason}") from None
 
 
 def resolve(
