@@ -60,6 +60,12 @@ def canonical_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def requirement_name(requirement: str) -> str:
+    """The normalized project name a PEP 508 requirement string starts with."""
+    match = _NAME.match(requirement)
+    return canonical_name(match.group(1) if match else requirement.strip())
+
+
 @dataclass(frozen=True)
 class IndexSettings:
     """Where the project files say packages are looked for, as written.

@@ -25,6 +25,7 @@ from contentpkg.python.project import (
     inputs_fingerprint,
     load_project,
     read_script_metadata,
+    requirement_name,
 )
 from contentpkg.python.runmemo import exec_in
 from contentpkg.store import Entry, Store
@@ -253,7 +254,7 @@ def _declared_order(
     in this order wins."""
     by_name = dict(entries)
     deps = {p.name: p.dependencies for p in lock.packages} if lock is not None else {}
-    queue = [_req_name(r) for r in (inputs.requirements if inputs is not None else [])]
+    queue = [requirement_name(r) for r in (inputs.requirements if inputs is not None else [])]
     ordered: list[str] = []
     seen: set[str] = set()
     while queue:
@@ -267,14 +268,6 @@ def _declared_order(
         queue.extend(deps.get(name, ()))
     ordered.extend(sorted(n for n in by_name if n not in seen))
     return [by_name[n] for n in ordered]
-
-
-def _req_name(requirement: str) -> str:
-    import re
-
-    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
-    name = match.group(1) if match else requirement
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _env_for(
