@@ -1,0 +1,1 @@
+"""The ELF namespace: reading, RUNPATH patching, loader emulation, env dirs."""
