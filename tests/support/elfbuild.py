@@ -28,9 +28,7 @@ def _cc(args: Sequence[str]) -> None:
         raise AssertionError(f"cc {' '.join(args)} failed:\n{proc.stderr}")
 
 
-def _link_flags(
-    libs: Sequence[Path | str], rpath: str | None, runpath: str | None
-) -> list[str]:
+def _link_flags(libs: Sequence[Path | str], rpath: str | None, runpath: str | None) -> list[str]:
     flags: list[str] = []
     for lib in libs:
         lib = Path(lib)
@@ -62,11 +60,11 @@ def build_lib(
     out.parent.mkdir(parents=True, exist_ok=True)
     decls = "".join(f"const char *{c}(void);\n" for c in calls)
     body = (
-        f'static char buf[4096];\nconst char *{func}(void) {{\n'
+        f"static char buf[4096];\nconst char *{func}(void) {{\n"
         f'  snprintf(buf, sizeof buf, "%s", "{answer}");\n'
     )
     for c in calls:
-        body += f'  strncat(buf, ">", sizeof buf - strlen(buf) - 1);\n'
+        body += '  strncat(buf, ">", sizeof buf - strlen(buf) - 1);\n'
         body += f"  strncat(buf, {c}(), sizeof buf - strlen(buf) - 1);\n"
     body += "  return buf;\n}\n"
     src = out.with_suffix(out.suffix + ".c")
@@ -93,7 +91,12 @@ def build_exe(
     prints = "".join(f'  printf("%s\\n", {c}());\n' for c in calls)
     src = out.with_suffix(".c")
     src.write_text(
-        "#include <stdio.h>\n" + decls + extra_source + "int main(void) {\n" + prints + "  return 0;\n}\n"
+        "#include <stdio.h>\n"
+        + decls
+        + extra_source
+        + "int main(void) {\n"
+        + prints
+        + "  return 0;\n}\n"
     )
     _cc(["-o", str(out), str(src), *_link_flags(libs, rpath, runpath)])
     return out

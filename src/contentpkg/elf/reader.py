@@ -214,8 +214,10 @@ def _parse(data: bytes | mmap.mmap, name: str) -> ElfInfo:
         elif p_type == PT_DYNAMIC:
             dynamic = (p_offset, p_filesz)
         elif p_type == PT_INTERP:
-            interp = data[p_offset : p_offset + p_filesz].split(b"\0", 1)[0].decode(
-                "utf-8", "surrogateescape"
+            interp = (
+                data[p_offset : p_offset + p_filesz]
+                .split(b"\0", 1)[0]
+                .decode("utf-8", "surrogateescape")
             )
 
     base = dict(
