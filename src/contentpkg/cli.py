@@ -52,13 +52,23 @@ def _open_store() -> Any:
 def cmd_store_add(args: argparse.Namespace) -> int:
     import json
 
-    from contentpkg.store.add import add_path
+    from contentpkg.elf.package import add_package
 
-    result = add_path(_open_store(), Path(args.path), args.name, args.version)
+    requires = []
+    for text in args.requires or []:
+        namespace, sep, path = text.partition(":")
+        if not sep or not namespace or not path:
+            raise CpkError(f"--requires {text!r}: expected NAMESPACE:PATH, e.g. XDG_DATA_DIRS:x/y")
+        requires.append((namespace, path))
+    result, notes = add_package(
+        _open_store(), Path(args.path), args.name, args.version, requires=requires
+    )
     entry = result.entry
     if args.json:
-        print(json.dumps({"path": str(entry.path), "created": result.created}))
+        print(json.dumps({"path": str(entry.path), "created": result.created, "notes": notes}))
     else:
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
         verb = "added" if result.created else "already present"
         print(f"{verb}: {entry.dirname}", file=sys.stderr)
         print(entry.path)
@@ -475,13 +485,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = store_cmds.add_parser(
         "add",
-        help="add a file or directory as an entry",
-        description="Copy a file or a directory tree into the user "
-        "store as one immutable entry, atomically.",
+        help="add a file, a directory prefix or a .deb as an entry",
+        description="Copy a file, a directory tree (a prefix: bin/, lib/, share/...) or a "
+        "Debian .deb into the user store as one immutable entry, atomically. Every ELF "
+        "file in it gets RUNPATH $ORIGIN:$ORIGIN/<elfname>_deps:$ORIGIN/common_libs; "
+        "the entry records its hashes before and after, SONAME and DT_NEEDED.",
     )
-    p.add_argument("path", help="file or directory to add")
-    p.add_argument("--name", required=True, help="package name (no commas or slashes)")
-    p.add_argument("--version", required=True, help="package version (no commas or slashes)")
+    p.add_argument("path", help="file, directory or .deb to add")
+    p.add_argument("--name", help="package name (default: the .deb's, or the file's name)")
+    p.add_argument("--version", help="package version (needed unless PATH is a .deb)")
+    p.add_argument(
+        "--requires",
+        action="append",
+        metavar="NAMESPACE:PATH",
+        help="a plain file the package needs and the search path it is found on "
+        "(e.g. XDG_DATA_DIRS:foo/data.txt); repeatable",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_store_add)
 

@@ -67,6 +67,7 @@ def add_built(
     extra: dict[str, Any] | None = None,
     references: Iterable[str] = (),
     extra_file_rows: Iterable[tuple[str, str]] = (),
+    describe: Callable[[list[FileRecord]], dict[str, Any]] | None = None,
 ) -> AddResult:
     """Build an entry in staging with populate and publish it atomically.
 
@@ -74,6 +75,8 @@ def add_built(
     facts of a kind); ``references`` names other entries this one needs (gc
     keeps them alive with it); ``extra_file_rows`` are more (sha256, path)
     pairs for the lookup table, such as an ELF file's hash before patching.
+    ``describe(records)`` runs after populate, for metadata that depends on
+    what was written (what an unpacked package provides).
     """
     check_part("name", name)
     check_part("version", version)
@@ -109,6 +112,8 @@ def add_built(
             "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         meta.update(extra or {})
+        if describe is not None:
+            meta.update(describe(records))
         meta_dir = slot.path / META_DIR
         meta_dir.mkdir()
         (meta_dir / ENTRY_JSON).write_bytes(dump_metadata(meta))
@@ -117,6 +122,7 @@ def add_built(
         sync_filesystem(slot.path)
 
         rows = [(r.value, r.path) for r in records if r.kind in "fx"]
+        # Consumed only now: a populate callback may have filled it.
         lookup.record_files(root, dirname, [*rows, *extra_file_rows])
         final = root / dirname
         created = slot.publish(final)
@@ -185,7 +191,7 @@ def add_path(store: Store, src: Path, name: str, version: str) -> AddResult:
         raise CpkError(f"{src}: {exc.strerror}") from None
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
         raise CpkError(f"{src}: not a regular file or directory")
-    _check_source(src, st)  # before anything is written
+    check_source(src, st)  # before anything is written
 
     def populate(dest: Path) -> list[FileRecord]:
         if stat.S_ISDIR(st.st_mode):
@@ -198,7 +204,7 @@ def add_path(store: Store, src: Path, name: str, version: str) -> AddResult:
     return add_built(store, name, version, "generic", populate, source=str(src.absolute()))
 
 
-def _check_source(src: Path, st: os.stat_result) -> None:
+def check_source(src: Path, st: os.stat_result) -> None:
     """Walk the input once without writing, so bad input changes nothing."""
     if stat.S_ISREG(st.st_mode):
         _check_mode(src.name, st)

@@ -1,0 +1,323 @@
+"""Native packages into the store: an ELF file, a prefix tree, or a ``.deb``.
+
+A package is a set of files (seed 000 §5): programs, their libraries, man
+pages, documentation and translations travel together as one entry, laid
+out as a prefix (``bin/``, ``lib/``, ``share/``). Every dynamic ELF in it
+is patched to the store's RUNPATH on its way in (:mod:`.patching`), and the
+entry records, per ELF file, both hashes (before and after patching) and
+what the loader will read: SONAME, DT_NEEDED, the interpreter, class and
+machine. The hash before patching also goes into the store's file table,
+so ``cpk identify /usr/bin/jq`` finds the entry made from that very file.
+
+All checks run inside the staging slot, before anything is published: a
+malformed ELF, an ELF for another machine or a failed patch raises, and the
+slot is thrown away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from contentpkg.elf.patching import patch_file
+from contentpkg.elf.reader import (
+    ELF_MAGIC,
+    ElfError,
+    ElfInfo,
+    NotElf,
+    check_native,
+    read_elf,
+)
+from contentpkg.errors import CpkError
+from contentpkg.store.add import AddResult, add_built, check_source, copy_tree
+from contentpkg.store.entry import check_part
+from contentpkg.store.hashing import FileRecord
+from contentpkg.store.layers import Store
+
+#: Top-level directories whose executables a user runs (bound to PATH).
+_BIN_DIRS = ("bin/", "sbin/", "games/")
+
+_DEB_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "i686": "i386", "riscv64": "riscv64"}
+
+
+@dataclass
+class _Scan:
+    """What populate learnt about the files it wrote, for the metadata."""
+
+    elf: dict[str, dict[str, Any]] = field(default_factory=dict)
+    original_rows: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def add_package(
+    store: Store,
+    src: Path,
+    name: str | None = None,
+    version: str | None = None,
+    *,
+    requires: Sequence[tuple[str, str]] = (),
+) -> tuple[AddResult, list[str]]:
+    """Add src (an ELF file, a directory prefix or a ``.deb``) as one entry.
+
+    Returns the result and notes worth telling the user (dropped setuid
+    bits, say). ``requires`` lists plain files the package needs, as
+    (namespace, relative path) pairs, checked when an environment is bound.
+    """
+    try:
+        st = os.stat(src)
+    except OSError as exc:
+        raise CpkError(f"{src}: {exc.strerror}") from None
+    if stat.S_ISREG(st.st_mode) and _is_deb(src):
+        return _add_deb(store, src, name, version, requires)
+    if version is None:
+        raise CpkError(f"{src}: --version is needed (only a .deb carries its own)")
+    # A file's or directory's own name is the natural package name, as
+    # "cpk store add ./mytool --version 1.0" should need nothing more.
+    name = name or Path(os.path.realpath(src)).name
+    check_part("name", name)
+    check_part("version", version)
+    if stat.S_ISDIR(st.st_mode):
+        check_source(src, st)
+        return _add(store, src, name, version, lambda d: copy_tree(src, d), None, requires)
+    if not stat.S_ISREG(st.st_mode):
+        raise CpkError(f"{src}: not a regular file, directory or .deb")
+    with open(src, "rb") as f:
+        head = f.read(4)
+    if head != ELF_MAGIC:
+        from contentpkg.store.add import add_path
+
+        return add_path(store, src, name, version), []
+    info = read_elf(src)  # malformed: one line, before anything is staged
+    check_native(info, src)
+    where = "bin" if info.is_executable else "lib"
+    real_name = Path(os.path.realpath(src)).name  # libfoo.so.1 -> libfoo.so.1.2.3
+
+    def populate(dest: Path) -> None:
+        os.mkdir(dest / where)
+        copy_tree_file(src, dest / where / real_name)
+        if where == "lib" and info.soname and info.soname != real_name:
+            os.symlink(real_name, dest / where / info.soname)
+
+    return _add(store, src, name, version, populate, _sha256(src), requires)
+
+
+def copy_tree_file(src: Path, dest: Path) -> None:
+    """Copy one file, keeping only its executable bit (as entries do)."""
+    mode = 0o755 if os.stat(src).st_mode & stat.S_IXUSR else 0o644
+    with open(src, "rb") as fi, open(dest, "xb") as fo:
+        while chunk := fi.read(1 << 20):
+            fo.write(chunk)
+    os.chmod(dest, mode)
+
+
+def _is_deb(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == b"!<arch>\n"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _add_deb(
+    store: Store,
+    src: Path,
+    name: str | None,
+    version: str | None,
+    requires: Sequence[tuple[str, str]],
+) -> tuple[AddResult, list[str]]:
+    from contentpkg.elf.deb import extract_data, read_deb
+
+    pkg = read_deb(src)
+    host = _DEB_ARCH.get(os.uname().machine, os.uname().machine)
+    if pkg.architecture not in ("all", host):
+        raise CpkError(f"{src}: package for {pkg.architecture}, this machine runs {host}")
+    # Debian epochs ("1:2.3-1") use a colon, which entry names cannot hold;
+    # the epoch only orders versions, so the name drops it and the metadata
+    # keeps the whole version.
+    deb_version = pkg.version
+    version = version or deb_version.split(":", 1)[-1]
+    name = name or pkg.name
+    check_part("name", name)
+    check_part("version", version)
+    notes: list[str] = []
+
+    def populate(dest: Path) -> None:
+        notes.extend(extract_data(pkg, dest))
+
+    extra = {
+        "deb": {
+            "package": pkg.name,
+            "version": deb_version,
+            "architecture": pkg.architecture,
+            "depends": pkg.depends,
+            "pre_depends": pkg.pre_depends,
+            "provides": pkg.provides,
+            "description": pkg.control.get("Description", "").split("\n", 1)[0],
+        },
+        "dependencies": [
+            " | ".join(n if c is None else f"{n} ({c})" for n, c in group)
+            for group in [*pkg.pre_depends, *pkg.depends]
+        ],
+    }
+    result, more = _add(
+        store, src, name, version, populate, pkg.sha256, requires, extra=extra, notes=notes
+    )
+    return result, more
+
+
+def _add(
+    store: Store,
+    src: Path,
+    name: str,
+    version: str,
+    write: Callable[[Path], object],
+    source_hash: str | None,
+    requires: Sequence[tuple[str, str]],
+    *,
+    extra: dict[str, Any] | None = None,
+    notes: list[str] | None = None,
+) -> tuple[AddResult, list[str]]:
+    scan = _Scan(notes=notes if notes is not None else [])
+
+    def populate(dest: Path) -> list[FileRecord] | None:
+        write(dest)
+        _patch_tree(dest, scan)
+        return None
+
+    def describe(records: list[FileRecord]) -> dict[str, Any]:
+        return {
+            "kind": "elf" if scan.elf else "generic",
+            "elf": scan.elf,
+            "provides": provides_of(records, scan.elf),
+            "requires": [{"namespace": ns, "path": p} for ns, p in requires],
+            "notes": scan.notes,
+        }
+
+    result = add_built(
+        store,
+        name,
+        version,
+        "generic",  # describe() says "elf" once it has seen the files
+        populate,
+        source=str(src.absolute()),
+        source_hash=source_hash,
+        extra=extra,
+        extra_file_rows=scan.original_rows,  # filled by populate, read after it
+        describe=describe,
+    )
+    return result, scan.notes
+
+
+def _patch_tree(root: Path, scan: _Scan) -> None:
+    """Patch every dynamic ELF below root in place (inside the slot)."""
+    candidates: list[str] = []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for f in filenames:
+            full = os.path.join(dirpath, f)
+            if os.path.islink(full):
+                continue
+            with open(full, "rb") as fh:
+                if fh.read(4) == ELF_MAGIC:
+                    candidates.append(os.path.relpath(full, root))
+    if not candidates:
+        return
+
+    def one(rel: str) -> tuple[str, dict[str, Any], str]:
+        full = root / rel
+        try:
+            info = read_elf(full)
+        except NotElf:  # pragma: no cover - the magic was just read
+            raise
+        except ElfError as exc:
+            raise ElfError(str(exc).replace(str(full), rel)) from None
+        check_native(info, rel)
+        original = _sha256(full)
+        mode = os.stat(full).st_mode
+        tmp = full.with_name(full.name + ".cpk-patched")
+        patched = _patch(full, tmp, rel, info)
+        if tmp.exists():
+            os.chmod(tmp, 0o755 if mode & stat.S_IXUSR else 0o644)
+            os.replace(tmp, full)
+        facts = patched.facts()
+        facts["original_runpath"] = info.runpath
+        facts["original_rpath"] = info.rpath
+        facts["original_sha256"] = original
+        facts["sha256"] = _sha256(full)
+        return rel, facts, original
+
+    workers = min(8, (os.cpu_count() or 2) * 2, len(candidates))
+    with ThreadPoolExecutor(workers) as pool:
+        for rel, facts, original in pool.map(one, sorted(candidates)):
+            scan.elf[rel] = facts
+            if original != facts["sha256"]:
+                scan.original_rows.append((original, rel))
+
+
+def _patch(full: Path, tmp: Path, rel: str, info: ElfInfo) -> ElfInfo:
+    if not info.has_dynamic:
+        return info  # static: nothing to patch, the file stays as it is
+    return patch_file(full, tmp, rel, info)
+
+
+def provides_of(records: list[FileRecord], elf: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What the entry offers to each namespace ("what-where", seed 000 §2).
+
+    Keys are the search paths that find each kind of file: ``PATH`` for
+    programs, ``MANPATH`` for man pages, ``LD_LIBRARY_PATH`` for shared
+    libraries (with ``sonames`` mapping each SONAME to its file),
+    ``XDG_DATA_DIRS`` for other shared data, ``locale`` for translations,
+    ``INFOPATH`` for info manuals and ``doc`` for documentation.
+    """
+    out: dict[str, list[str]] = {}
+
+    def add(ns: str, path: str) -> None:
+        out.setdefault(ns, []).append(path)
+
+    kinds = {r.path: r for r in records}
+    for r in sorted(records, key=lambda r: r.path):
+        p = r.path
+        if r.kind == "d":
+            continue
+        if p.startswith(_BIN_DIRS) and p.count("/") == 1:
+            target = kinds.get(_resolve(p, kinds))
+            if target is not None and target.kind == "x":
+                add("PATH", p)
+        elif p.startswith("share/man/"):
+            add("MANPATH", p)
+        elif p.startswith("share/locale/"):
+            add("locale", p)
+        elif p.startswith("share/info/"):
+            add("INFOPATH", p)
+        elif p.startswith("share/doc/"):
+            add("doc", p)
+        elif p.startswith("share/"):
+            add("XDG_DATA_DIRS", p)
+    sonames = {}
+    for rel, facts in sorted(elf.items()):
+        if facts["type"] == "library" and facts["soname"]:
+            sonames.setdefault(facts["soname"], rel)
+            add("LD_LIBRARY_PATH", rel)
+    result: dict[str, Any] = dict(out)
+    if sonames:
+        result["sonames"] = sonames
+    return result
+
+
+def _resolve(path: str, kinds: dict[str, FileRecord], depth: int = 0) -> str:
+    """Follow symlinks inside the entry (``bin/x -> x.real``) by records."""
+    r = kinds.get(path)
+    if r is None or r.kind != "l" or depth > 40:
+        return path
+    target = os.path.normpath(os.path.join(os.path.dirname(path), r.value))
+    return _resolve(target, kinds, depth + 1)
