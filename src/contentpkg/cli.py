@@ -199,6 +199,70 @@ def cmd_store_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- native packages -----------------------------------------------------------
+
+
+def _split_libs(values: list[str] | None) -> list[Path]:
+    return [Path(p) for v in values or [] for p in v.split(",") if p]
+
+
+def _print_install(result: Any, verb: str) -> None:
+    where = result.where
+    if not result.changed:
+        print(f"{where}: already up to date; nothing changed", file=sys.stderr)
+        return
+    for path, entry in result.programs:
+        print(f"{verb} {where / path}  ({entry})", file=sys.stderr)
+    for lib in result.libraries:
+        origin = lib.entry or lib.source
+        print(f"  {lib.placed}  <- {origin}", file=sys.stderr)
+    if result.system:
+        print(f"  from the system: {', '.join(sorted(set(result.system)))}", file=sys.stderr)
+    for name in result.removed:
+        print(f"removed {name} from {where}", file=sys.stderr)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
+def _print_path_report(result: Any) -> None:
+    try:
+        from contentpkg.env.pathreport import format_lines, report_path
+    except ImportError:  # pragma: no cover - until the module lands
+        return
+    for path, _entry in result.programs:
+        report = report_path(_open_store(), Path(path).name, result.where / "bin")
+        for line in format_lines(report):
+            print(line, file=sys.stderr)
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from contentpkg.elf.envdir import install
+
+    if args.where is None:
+        raise CpkError("give WHERE, the directory to install into")
+    result = install(
+        _open_store(),
+        [args.spec],
+        Path(args.where),
+        libs=_split_libs(args.libs),
+        system_libs=args.system_libs,
+    )
+    _print_install(result, "installed")
+    if result.programs:
+        _print_path_report(result)
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from contentpkg.elf.envdir import remove
+
+    if args.where is None:
+        raise CpkError("give WHERE, the directory to remove from")
+    result = remove(_open_store(), args.names, Path(args.where))
+    _print_install(result, "kept")
+    return 0
+
+
 def cmd_identify(args: argparse.Namespace) -> int:
     store = _open_store()
     status = 0
@@ -628,6 +692,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_index_options(p)
     _add_lock_use_options(p)
     p.set_defaults(func=cmd_shell)
+
+    p = commands.add_parser(
+        "install",
+        help="install a package's programs with their libraries into an env dir",
+        description="Assemble WHERE as a relocatable env dir: each program as a real file "
+        "bin/<name>-<version> with bin/<name> linking to it, the shared library closure "
+        "from the store in lib/ (glibc from the system), share/ files, and a manifest of "
+        "back-references. Copy WHERE anywhere (cp -a, cp -rL, tar) and it keeps working.",
+    )
+    p.add_argument(
+        "spec", metavar="SPEC", help="name[,version[,hash-prefix]] of a package or an executable"
+    )
+    p.add_argument("where", metavar="WHERE", nargs="?", help="env dir to install into")
+    p.add_argument(
+        "--libs",
+        action="append",
+        metavar="DIR[,DIR...]",
+        help="env dirs whose libraries are reached by symlink instead of placed again",
+    )
+    p.add_argument(
+        "--system-libs",
+        action="store_true",
+        help="leave libraries no store entry provides to the system's loader",
+    )
+    p.set_defaults(func=cmd_install)
+
+    p = commands.add_parser(
+        "remove",
+        help="remove packages from an env dir",
+        description="Remove the named packages from WHERE, with the libraries only they "
+        "needed; files cpk did not install are left alone.",
+    )
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--from", dest="where", metavar="WHERE", help="env dir to remove from")
+    p.set_defaults(func=cmd_remove)
 
     p = commands.add_parser(
         "identify",

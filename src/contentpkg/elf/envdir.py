@@ -1,0 +1,732 @@
+"""Env dirs: relocatable directories of programs with their library closure.
+
+``cpk install SPEC WHERE`` makes WHERE hold what SPEC's programs need to run
+from WHERE, wherever WHERE is later copied (seed 000 §6-7):
+
+- ``bin/<name>-<version>``: each program as a real file, because the
+  loader takes an executable's ``$ORIGIN`` from its real path;
+  ``bin/<name>`` is a relative symlink to it.
+- ``lib/<soname>``: the shared closure, found through DT_NEEDED from store
+  entries that provide each soname; ``bin/common_libs -> ../lib``, so the
+  store's RUNPATH ``$ORIGIN/common_libs`` reaches it from ``bin/``, and a
+  library's own ``$ORIGIN`` (the path it was opened under, symlinks not
+  resolved) is ``bin/common_libs`` again, where its neighbours are.
+- ``bin/<elfname>_deps/<soname>``: a library build one program needs that
+  differs from the one in ``lib/``, with ``common_libs -> ../../lib``.
+- ``share/``: the packages' man pages, documentation, translations, data.
+- ``.cpk/manifest.json``: every file's back-reference (entry, path in the
+  entry, sha256), the installed requests, and what each entry provides;
+  ``.cpk/refs`` lists the entries, so gc keeps them while WHERE exists.
+
+Files are placed by reflink, else hard link, else copy: WHERE never points
+into the store, so ``cp -a``, ``cp -rL`` and ``tar`` of WHERE work after
+the entries are collected; a library found in a ``--libs`` env dir is the
+exception, reached by a symlink as the user asked. glibc's own libraries
+come from the system, as manylinux does.
+
+WHERE is changed in place, one file at a time by rename, against the
+manifest: files cpk did not put there are never touched, and a conflict
+with one is reported before anything changes. (A profile generation is a
+fresh WHERE, so profiles switch whole environments atomically.)
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from contentpkg.elf.versions import newest_first
+from contentpkg.errors import CpkError
+from contentpkg.store.entry import Entry, Spec
+from contentpkg.store.hashing import META_DIR
+from contentpkg.store.layers import Store
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+
+#: Sonames of glibc itself, taken from the system (manylinux's policy): a
+#: program must use the C library, loader and threads of the running system.
+_GLIBC = frozenset(
+    {
+        "libc.so.6",
+        "libm.so.6",
+        "libpthread.so.0",
+        "libdl.so.2",
+        "librt.so.1",
+        "libresolv.so.2",
+        "libutil.so.1",
+        "libanl.so.1",
+        "libnsl.so.1",
+        "libBrokenLocale.so.1",
+        "libmvec.so.1",
+        "libthread_db.so.1",
+        "libc_malloc_debug.so.0",
+        "libcrypt.so.1",
+    }
+)
+_LOADER = re.compile(r"ld-linux.*\.so\.\d+|ld64\.so\.\d+|ld\.so\.\d+")
+_DEPS_DIR = re.compile(r"\$\{?ORIGIN\}?/([^:/]+)_deps(?::|$)")
+_FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+
+
+def is_glibc(soname: str) -> bool:
+    return soname in _GLIBC or bool(_LOADER.fullmatch(soname))
+
+
+@dataclass(frozen=True)
+class LibChoice:
+    """Where one soname of the closure comes from and where it was put."""
+
+    soname: str
+    placed: str  # path in WHERE
+    entry: str | None  # the store entry, or None for a --libs file
+    source: str  # the entry's path, or the --libs file's path
+    needed_by: str
+
+
+@dataclass
+class InstallResult:
+    where: Path
+    changed: bool
+    programs: list[tuple[str, str]] = field(default_factory=list)  # (bin path, entry)
+    libraries: list[LibChoice] = field(default_factory=list)
+    system: list[str] = field(default_factory=list)  # glibc sonames left to the system
+    removed: list[str] = field(default_factory=list)  # requests removed
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Placement:
+    path: str  # relative to WHERE
+    kind: str  # "file", "link" (relative symlink inside WHERE), "extern" (symlink out)
+    source: str  # absolute file for "file", the link target otherwise
+    entry: str | None = None
+    entry_path: str | None = None
+    sha256: str = ""
+
+    def row(self) -> dict[str, Any]:
+        if self.kind == "file":
+            return {"entry": self.entry, "path": self.entry_path, "sha256": self.sha256}
+        return {"link": self.source, "entry": self.entry, "path": self.entry_path}
+
+
+# --- choosing entries ----------------------------------------------------------
+
+
+def find_package(store: Store, text: str) -> Entry:
+    """The entry SPEC names: a package, or the package holding an executable.
+
+    ``name`` alone takes the newest version (as apt and pip do); a version
+    or hash prefix narrows; several builds of one version are ambiguous.
+    """
+    spec = Spec.parse(text)
+    found = [e for e in store.match(spec) if e.kind != "wheel"]
+    if not found and spec.version is None and spec.hash_prefix is None:
+        found = [e for e in store.entries() if f"bin/{spec.name}" in _provided(e, "PATH")]
+    if not found:
+        raise CpkError(f"no package or executable in the store matches {text!r}")
+    ordered = newest_first(found, lambda e: e.version)
+    top = [e for e in ordered if e.version == ordered[0].version]
+    names = {e.name for e in top}
+    if len(top) > 1:
+        raise CpkError(
+            f"{text!r} is ambiguous: {len(top)} entries match; add a version or hash prefix",
+            details=[e.dirname for e in top] if len(names) == 1 else sorted(names),
+        )
+    return top[0]
+
+
+def _provided(entry: Entry, namespace: str) -> list[str]:
+    try:
+        value = entry.metadata.get("provides", {}).get(namespace, [])
+    except CpkError:
+        return []
+    return value if isinstance(value, list) else []
+
+
+class _Providers:
+    """soname -> (entry, file) over the whole store, read once per install."""
+
+    def __init__(self, store: Store) -> None:
+        self.by_soname: dict[str, list[tuple[Entry, str]]] = {}
+        self.by_package: dict[str, list[Entry]] = {}
+        for entry in store.entries():
+            try:
+                meta = entry.metadata
+            except CpkError:
+                continue
+            if meta.get("kind") != "elf":
+                continue
+            for soname, rel in (meta.get("provides", {}).get("sonames") or {}).items():
+                self.by_soname.setdefault(soname, []).append((entry, rel))
+            deb = meta.get("deb") or {}
+            for pkg in [deb.get("package"), entry.name]:
+                if pkg:
+                    self.by_package.setdefault(pkg, []).append(entry)
+
+    def candidates(self, soname: str, arch: tuple[Any, Any]) -> list[tuple[Entry, str]]:
+        out = []
+        for entry, rel in self.by_soname.get(soname, []):
+            facts = entry.metadata.get("elf", {}).get(rel, {})
+            if (facts.get("class"), facts.get("machine")) == arch:
+                out.append((entry, rel))
+        return out
+
+    def choose(
+        self, soname: str, arch: tuple[Any, Any], prefer: list[Entry]
+    ) -> tuple[Entry, str] | None:
+        """The requesting package itself, then its declared dependencies, then
+        the newest entry anywhere that provides soname for this machine."""
+        found = self.candidates(soname, arch)
+        if not found:
+            return None
+        rank = {e.dirname: i for i, e in enumerate(prefer)}
+        preferred = [c for c in found if c[0].dirname in rank]
+        if preferred:
+            return min(preferred, key=lambda c: rank[c[0].dirname])
+        return newest_first(found, lambda c: c[0].version)[0]
+
+    def dependency_entries(self, entry: Entry) -> list[Entry]:
+        """Entries for the packages entry's .deb metadata depends on."""
+        deb = entry.metadata.get("deb") or {}
+        out: list[Entry] = []
+        for group in [*deb.get("pre_depends", []), *deb.get("depends", [])]:
+            for alt in group:
+                name = alt[0] if isinstance(alt, list | tuple) else str(alt)
+                out.extend(newest_first(self.by_package.get(name, []), lambda e: e.version))
+        return out
+
+
+# --- planning ------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    files: dict[str, _Placement] = field(default_factory=dict)
+    result: InstallResult | None = None
+    missing: dict[str, set[str]] = field(default_factory=dict)  # soname -> needed by
+    common: dict[str, tuple[str, str]] = field(default_factory=dict)  # soname -> (entry, rel)
+
+
+def _records(entry: Entry) -> dict[str, Any]:
+    return {r.path: r for r in entry.file_records()}
+
+
+def _resolve_in_entry(entry: Entry, rel: str, records: dict[str, Any]) -> str:
+    for _ in range(40):
+        r = records.get(rel)
+        if r is None or r.kind != "l":
+            return rel
+        rel = os.path.normpath(os.path.join(os.path.dirname(rel), r.value))
+    raise CpkError(f"{entry.dirname}: symlink loop at {rel}")
+
+
+def _add_file(plan: _Plan, where: str, entry: Entry, rel: str, records: dict[str, Any]) -> None:
+    real = _resolve_in_entry(entry, rel, records)
+    rec = records.get(real)
+    if rec is None or rec.kind not in "fx":
+        raise CpkError(f"{entry.dirname}: {rel} points to {real}, which the entry lacks")
+    new = _Placement(where, "file", str(entry.path / real), entry.dirname, real, rec.value)
+    old = plan.files.get(where)
+    if old is not None and old.sha256 != new.sha256:
+        raise CpkError(
+            f"{where}: both {old.entry} ({old.entry_path}) and {entry.dirname} ({real}) "
+            "install this path with different content"
+        )
+    plan.files[where] = new
+
+
+def _add_link(plan: _Plan, where: str, target: str, entry: str | None, kind: str = "link") -> None:
+    plan.files[where] = _Placement(where, kind, target, entry)
+
+
+def _plan(
+    store: Store,
+    requests: list[Entry],
+    libs: list[Path],
+    system_libs: bool,
+) -> _Plan:
+    plan = _Plan()
+    result = InstallResult(where=Path(), changed=False)
+    plan.result = result
+    providers = _Providers(store)
+    libs_index = _libs_index(libs)
+    programs: set[str] = set()
+
+    for entry in requests:
+        records = _records(entry)
+        meta = entry.metadata
+        elf = meta.get("elf", {})
+        prefer = [entry, *providers.dependency_entries(entry)]
+        roots: list[tuple[str, str]] = []  # (entry rel of an ELF, its private deps dir name)
+
+        for rel in _provided(entry, "PATH"):
+            name = os.path.basename(rel)
+            real = _resolve_in_entry(entry, rel, records)
+            versioned = f"bin/{name}-{entry.version}"
+            _add_file(plan, versioned, entry, real, records)
+            if f"bin/{name}" in plan.files and name in programs:
+                result.notes.append(f"bin/{name}: now {entry.dirname}'s")
+            _add_link(plan, f"bin/{name}", f"{name}-{entry.version}", entry.dirname)
+            programs.add(name)
+            result.programs.append((f"bin/{name}", entry.dirname))
+            if real in elf:
+                roots.append((real, _deps_dir_name(elf[real], name)))
+        if not _provided(entry, "PATH"):
+            # A library package: its libraries are what was asked for.
+            for soname, rel in (meta.get("provides", {}).get("sonames") or {}).items():
+                _place_lib(plan, soname, entry, rel, records, None, "requested")
+                roots.append((rel, ""))
+        for rel in _share_files(entry):
+            _add_file(plan, rel, entry, rel, records)
+
+        for rel, deps_dir in roots:
+            _closure(plan, providers, libs_index, entry, rel, deps_dir, prefer, system_libs)
+
+    if plan.missing:
+        raise _missing_error(plan.missing, providers)
+    if any(p.path.startswith("lib/") for p in plan.files.values()):
+        _add_link(plan, "bin/common_libs", "../lib", None)
+    return plan
+
+
+def _deps_dir_name(facts: dict[str, Any], fallback: str) -> str:
+    m = _DEPS_DIR.search(facts.get("runpath") or "")
+    return m.group(1) if m else fallback
+
+
+def _share_files(entry: Entry) -> Iterable[str]:
+    provides = entry.metadata.get("provides", {})
+    for ns in ("MANPATH", "locale", "INFOPATH", "doc", "XDG_DATA_DIRS"):
+        for rel in provides.get(ns, []) or []:
+            if rel.startswith("share/"):
+                yield rel
+
+
+def _libs_index(libs: list[Path]) -> dict[str, Path]:
+    """soname -> file in a --libs env dir (its lib/, bin/common_libs or top)."""
+    index: dict[str, Path] = {}
+    for d in libs:
+        if not d.is_dir():
+            raise CpkError(f"--libs {d}: not a directory")
+        for sub in (d / "lib", d / "bin" / "common_libs", d):
+            if not sub.is_dir():
+                continue
+            for item in sorted(os.listdir(sub)):
+                if ".so" in item and (sub / item).is_file():
+                    index.setdefault(item, sub / item)
+    return index
+
+
+def _place_lib(
+    plan: _Plan,
+    soname: str,
+    entry: Entry,
+    rel: str,
+    records: dict[str, Any],
+    private: str | None,
+    needed_by: str,
+) -> str:
+    """Put a library in lib/ or, when lib/ has another build, in private."""
+    key = (entry.dirname, _resolve_in_entry(entry, rel, records))
+    common = plan.common.get(soname)
+    if common is None or common == key or private is None:
+        if common is None:
+            plan.common[soname] = key
+        where = f"lib/{soname}"
+        if common is not None and common != key:
+            raise CpkError(f"{soname}: two requested packages provide different builds")
+    else:
+        where = f"bin/{private}_deps/{soname}"
+        _add_link(plan, f"bin/{private}_deps/common_libs", "../../lib", None)
+    if where not in plan.files:
+        _add_file(plan, where, entry, rel, records)
+        assert plan.result is not None
+        plan.result.libraries.append(LibChoice(soname, where, entry.dirname, rel, needed_by))
+    return where
+
+
+def _closure(
+    plan: _Plan,
+    providers: _Providers,
+    libs_index: dict[str, Path],
+    entry: Entry,
+    root_rel: str,
+    deps_dir: str,
+    prefer: list[Entry],
+    system_libs: bool,
+) -> None:
+    """Breadth-first over DT_NEEDED from one program, as the loader goes."""
+    from contentpkg.elf.reader import read_elf
+
+    assert plan.result is not None
+    facts = entry.metadata.get("elf", {}).get(root_rel, {})
+    arch = (facts.get("class"), facts.get("machine"))
+    queue: list[tuple[str, str, dict[str, Any]]] = [(root_rel, entry.dirname, facts)]
+    seen: set[str] = set()
+    while queue:
+        name, _, f = queue.pop(0)
+        for soname in f.get("needed", []):
+            if soname in seen:
+                continue
+            seen.add(soname)
+            if is_glibc(soname):
+                if soname not in plan.result.system:
+                    plan.result.system.append(soname)
+                continue
+            if soname in libs_index:
+                target = libs_index[soname]
+                if f"lib/{soname}" not in plan.files:
+                    _add_link(plan, f"lib/{soname}", str(target), None, "extern")
+                    plan.result.libraries.append(
+                        LibChoice(soname, f"lib/{soname}", None, str(target), name)
+                    )
+                info = read_elf(target)
+                queue.append((str(target), "", info.facts()))
+                continue
+            chosen = providers.choose(soname, arch, prefer)
+            if chosen is None:
+                if system_libs:
+                    plan.result.system.append(soname)
+                else:
+                    plan.missing.setdefault(soname, set()).add(name)
+                continue
+            lib_entry, rel = chosen
+            records = _records(lib_entry)
+            _place_lib(plan, soname, lib_entry, rel, records, deps_dir or None, name)
+            lib_facts = lib_entry.metadata.get("elf", {}).get(
+                _resolve_in_entry(lib_entry, rel, records), {}
+            )
+            prefer.extend(e for e in providers.dependency_entries(lib_entry) if e not in prefer)
+            queue.append((f"{lib_entry.name}:{rel}", lib_entry.dirname, lib_facts))
+
+
+def _missing_error(missing: dict[str, set[str]], providers: _Providers) -> CpkError:
+    details = []
+    for soname in sorted(missing):
+        who = ", ".join(sorted(missing[soname]))
+        other = providers.by_soname.get(soname, [])
+        if other:
+            hint = "store entries for another machine: " + ", ".join(e.dirname for e, _ in other)
+        else:
+            hint = _system_hint(soname)
+        details.append(f"{soname} (needed by {who}): {hint}")
+    names = ", ".join(sorted(missing))
+    return CpkError(f"missing libraries: {names}; add the packages providing them", details)
+
+
+def _system_hint(soname: str) -> str:
+    """Where the system has the library, and which Debian package owns it."""
+    try:
+        from contentpkg.elf.ldcache import lookup_soname  # type: ignore[attr-defined]
+
+        paths = lookup_soname(soname)
+    except Exception:  # the cache is a hint here; its absence is not an error
+        paths = []
+    if not paths:
+        return "no store entry provides it, nor does the system"
+    path = paths[0]
+    owner = _dpkg_owner(path)
+    return f"no store entry provides it; the system has {path}" + (
+        f" (Debian package {owner}: apt-get download {owner})" if owner else ""
+    )
+
+
+def _dpkg_owner(path: str) -> str | None:
+    import subprocess
+
+    if shutil.which("dpkg-query") is None:
+        return None
+    for candidate in {path, os.path.realpath(path)}:
+        proc = subprocess.run(["dpkg-query", "-S", candidate], capture_output=True, text=True)
+        if proc.returncode == 0 and ":" in proc.stdout:
+            return proc.stdout.split(":", 1)[0].split(",")[0].strip()
+    return None
+
+
+# --- applying ------------------------------------------------------------------
+
+
+def read_manifest(where: Path) -> dict[str, Any] | None:
+    try:
+        with open(where / META_DIR / MANIFEST, "rb") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise CpkError(f"{where}: env dir manifest unreadable ({exc})") from None
+    if not isinstance(data, dict) or data.get("kind") != "envdir":
+        raise CpkError(f"{where}: {META_DIR}/{MANIFEST} is not an env dir manifest")
+    return data
+
+
+def installed_requests(store: Store, where: Path) -> list[Entry]:
+    """The entries WHERE was asked to hold, in the order they were asked."""
+    manifest = read_manifest(where) or {}
+    out = []
+    for item in manifest.get("installed", []):
+        entry = store.entry(item["entry"])
+        if entry is None:
+            raise CpkError(
+                f"{where}: entry {item['entry']} is no longer in the store; reinstall "
+                f"{item['name']} to rebuild this environment"
+            )
+        out.append(entry)
+    return out
+
+
+def install(
+    store: Store,
+    specs: list[str],
+    where: Path,
+    *,
+    libs: Iterable[Path] = (),
+    system_libs: bool = False,
+    base: Path | None = None,
+) -> InstallResult:
+    """Install what specs name into WHERE (created if missing).
+
+    ``base`` is an env dir whose requests WHERE starts from (the previous
+    generation of a profile, when WHERE is a new one).
+    """
+    wanted = [find_package(store, s) for s in specs]
+    where = Path(os.path.abspath(where))
+    with _locked(where):
+        current = installed_requests(store, base if base is not None else where)
+        requests = list(current)
+        fresh: list[Entry] = []
+        for entry in wanted:
+            if entry in requests or any(e.dirname == entry.dirname for e in requests):
+                continue
+            requests = [e for e in requests if e.name != entry.name]  # an upgrade
+            requests.append(entry)
+            fresh.append(entry)
+        if not fresh and base is None and read_manifest(where) is not None:
+            result = InstallResult(where=where, changed=False)
+            result.programs = [(p, e.dirname) for e in wanted for p in _bin_links(e)]
+            return result
+        return _apply(store, where, requests, list(libs), system_libs)
+
+
+def remove(
+    store: Store, names: list[str], where: Path, *, base: Path | None = None
+) -> InstallResult:
+    """Remove packages by name from WHERE; an unknown name is an error."""
+    where = Path(os.path.abspath(where))
+    with _locked(where):
+        current = installed_requests(store, base if base is not None else where)
+        have = {e.name for e in current}
+        unknown = [n for n in names if Spec.parse(n).name not in have]
+        if unknown:
+            raise CpkError(f"{where}: {', '.join(unknown)} not installed here")
+        drop = {Spec.parse(n).name for n in names}
+        kept = [e for e in current if e.name not in drop]
+        manifest = read_manifest(base if base is not None else where) or {}
+        libs = [Path(p) for p in manifest.get("libs", [])]
+        result = _apply(store, where, kept, libs, bool(manifest.get("system_libs")))
+        result.removed = sorted(drop)
+        return result
+
+
+def _bin_links(entry: Entry) -> list[str]:
+    return [f"bin/{os.path.basename(p)}" for p in _provided(entry, "PATH")]
+
+
+class _locked:
+    """An exclusive flock on WHERE/.cpk/lock: installs into one WHERE queue."""
+
+    def __init__(self, where: Path) -> None:
+        self.where = where
+
+    def __enter__(self) -> None:
+        meta = self.where / META_DIR
+        meta.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(meta / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+def _apply(
+    store: Store, where: Path, requests: list[Entry], libs: list[Path], system_libs: bool
+) -> InstallResult:
+    plan = _plan(store, requests, libs, system_libs)
+    result = plan.result
+    assert result is not None
+    result.where = where
+    old = read_manifest(where) or {}
+    old_files: dict[str, dict[str, Any]] = old.get("files", {})
+
+    # Check everything before changing anything: a path cpk did not put in
+    # WHERE is the user's, and is never overwritten.
+    for rel in sorted(plan.files):
+        full = where / rel
+        if rel not in old_files and os.path.lexists(full) and not _same(full, plan.files[rel]):
+            raise CpkError(f"{full}: exists and was not installed by cpk; move it away first")
+
+    # A crash from here on leaves files the manifest must still own: record
+    # the union first, then change files, then record the result.
+    union = dict(old_files)
+    union.update({rel: p.row() for rel, p in plan.files.items()})
+    _write_manifest(where, {**old, "files": union, "installed": old.get("installed", [])}, None)
+
+    for rel in sorted(plan.files, key=lambda r: (r.count("/"), r)):
+        p = plan.files[rel]
+        if rel in old_files and old_files[rel] == p.row() and _same(where / rel, p):
+            continue
+        _put(where, p)
+        result.changed = True
+    for rel in sorted(set(old_files) - set(plan.files), reverse=True):
+        try:
+            os.unlink(where / rel)
+        except FileNotFoundError:
+            pass
+        result.changed = True
+        _prune_dirs(where, os.path.dirname(rel))
+
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "kind": "envdir",
+        "installed": [
+            {
+                "request": e.name,
+                "entry": e.dirname,
+                "name": e.name,
+                "version": e.version,
+                "executables": _provided(e, "PATH"),
+            }
+            for e in requests
+        ],
+        "entries": _entries_section(store, plan, requests),
+        "files": {rel: p.row() for rel, p in sorted(plan.files.items())},
+        "libs": [str(p) for p in libs],
+        "system_libs": system_libs,
+        "system": sorted(set(result.system)),
+    }
+    if manifest != old:
+        result.changed = True
+    _write_manifest(where, manifest, store)
+    return result
+
+
+def _entries_section(store: Store, plan: _Plan, requests: list[Entry]) -> dict[str, Any]:
+    names = {p.entry for p in plan.files.values() if p.entry} | {e.dirname for e in requests}
+    out = {}
+    for name in sorted(names):
+        entry = store.entry(name)
+        if entry is None:
+            continue
+        meta = entry.metadata
+        out[name] = {
+            "name": entry.name,
+            "version": entry.version,
+            "content_hash": meta.get("content_hash"),
+            "provides": {k: v for k, v in meta.get("provides", {}).items() if k != "sonames"},
+            "requires": meta.get("requires", []),
+        }
+    return out
+
+
+def _same(full: Path, p: _Placement) -> bool:
+    try:
+        if p.kind == "file":
+            if os.path.islink(full):
+                return False
+            return _sha256(full) == p.sha256
+        return os.path.islink(full) and os.readlink(full) == p.source
+    except OSError:
+        return False
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _put(where: Path, p: _Placement) -> None:
+    """Place one file or link atomically: build beside it, then rename."""
+    dest = where / p.path
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.cpk-{os.getpid()}")
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    if p.kind == "file":
+        place_file(Path(p.source), tmp)
+    else:
+        os.symlink(p.source, tmp)
+    if os.path.isdir(dest) and not os.path.islink(dest):
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+
+
+def place_file(src: Path, dest: Path) -> str:
+    """Reflink, else hard link, else copy src to dest; say which.
+
+    A reflink shares blocks but not the inode, so a user who edits the file
+    cannot corrupt the store; a hard link shares the (read-only) inode; a
+    copy is for other filesystems.
+    """
+    try:
+        with open(src, "rb") as fi:
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.ioctl(fd, _FICLONE, fi.fileno())
+            except OSError:
+                os.close(fd)
+                os.unlink(dest)
+            else:
+                os.close(fd)
+                os.chmod(dest, os.stat(src).st_mode & 0o555)
+                return "reflink"
+    except OSError:
+        if os.path.lexists(dest):
+            os.unlink(dest)
+    try:
+        os.link(src, dest)
+        return "hardlink"
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EACCES):
+            raise
+    shutil.copyfile(src, dest)
+    os.chmod(dest, os.stat(src).st_mode & 0o555)
+    return "copy"
+
+
+def _prune_dirs(where: Path, rel_dir: str) -> None:
+    while rel_dir and rel_dir != ".":
+        try:
+            os.rmdir(where / rel_dir)
+        except OSError:
+            return
+        rel_dir = os.path.dirname(rel_dir)
+
+
+def _write_manifest(where: Path, manifest: dict[str, Any], store: Store | None) -> None:
+    meta = where / META_DIR
+    meta.mkdir(parents=True, exist_ok=True)
+    tmp = meta / f".{MANIFEST}.{os.getpid()}"
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, meta / MANIFEST)
+    if store is None:
+        return
+    from contentpkg.store.gc import add_root, write_refs
+
+    entries = [e for e in (store.entry(n) for n in manifest.get("entries", {})) if e is not None]
+    write_refs(meta / "refs", entries)
+    # The root is named by WHERE's path, so re-installing reuses it and gc
+    # prunes it once WHERE is gone.
+    key = hashlib.sha256(str(where).encode()).hexdigest()[:16]
+    add_root(store, f"envdir-{key}", where)
