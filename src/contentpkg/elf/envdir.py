@@ -336,15 +336,16 @@ def _place_lib(
     private: str | None,
     needed_by: str,
 ) -> str:
-    """Put a library in lib/ or, when lib/ has another build, in private."""
-    key = (entry.dirname, _resolve_in_entry(entry, rel, records))
-    common = plan.common.get(soname)
-    if common is None or common == key or private is None:
-        if common is None:
-            plan.common[soname] = key
+    """Put a library in lib/, or in bin/<private>_deps/ when asked to."""
+    if private is None:
+        key = (entry.dirname, _resolve_in_entry(entry, rel, records))
+        common = plan.common.setdefault(soname, key)
+        if common != key:
+            raise CpkError(
+                f"{soname}: requested packages {common[0]} and {entry.dirname} "
+                "provide different builds"
+            )
         where = f"lib/{soname}"
-        if common is not None and common != key:
-            raise CpkError(f"{soname}: two requested packages provide different builds")
     else:
         where = f"bin/{private}_deps/{soname}"
         _add_link(plan, f"bin/{private}_deps/common_libs", "../../lib", None)
@@ -353,6 +354,15 @@ def _place_lib(
         assert plan.result is not None
         plan.result.libraries.append(LibChoice(soname, where, entry.dirname, rel, needed_by))
     return where
+
+
+@dataclass
+class _Choice:
+    entry: Entry
+    rel: str
+    records: dict[str, Any]
+    needed: list[str]
+    needed_by: str
 
 
 def _closure(
@@ -365,17 +375,27 @@ def _closure(
     prefer: list[Entry],
     system_libs: bool,
 ) -> None:
-    """Breadth-first over DT_NEEDED from one program, as the loader goes."""
+    """Choose and place one program's library closure.
+
+    The walk is breadth-first over DT_NEEDED, as the loader goes. A soname
+    whose chosen build differs from the one already in lib/ is private to
+    this program (``bin/<elfname>_deps/``). So is every library that reaches
+    a private one other than through the program's own DT_NEEDED: the
+    loader would search for it from that library's ``$ORIGIN``, and from
+    lib/ it would find lib/'s build.
+    """
     from contentpkg.elf.reader import read_elf
 
     assert plan.result is not None
     facts = entry.metadata.get("elf", {}).get(root_rel, {})
     arch = (facts.get("class"), facts.get("machine"))
-    queue: list[tuple[str, str, dict[str, Any]]] = [(root_rel, entry.dirname, facts)]
+    direct = set(facts.get("needed", []))
+    queue: list[tuple[str, list[str]]] = [(root_rel, list(facts.get("needed", [])))]
+    choices: dict[str, _Choice] = {}
     seen: set[str] = set()
     while queue:
-        name, _, f = queue.pop(0)
-        for soname in f.get("needed", []):
+        name, needed = queue.pop(0)
+        for soname in needed:
             if soname in seen:
                 continue
             seen.add(soname)
@@ -390,8 +410,7 @@ def _closure(
                     plan.result.libraries.append(
                         LibChoice(soname, f"lib/{soname}", None, str(target), name)
                     )
-                info = read_elf(target)
-                queue.append((str(target), "", info.facts()))
+                queue.append((str(target), list(read_elf(target).needed)))
                 continue
             chosen = providers.choose(soname, arch, prefer)
             if chosen is None:
@@ -402,12 +421,30 @@ def _closure(
                 continue
             lib_entry, rel = chosen
             records = _records(lib_entry)
-            _place_lib(plan, soname, lib_entry, rel, records, deps_dir or None, name)
-            lib_facts = lib_entry.metadata.get("elf", {}).get(
-                _resolve_in_entry(lib_entry, rel, records), {}
-            )
+            real = _resolve_in_entry(lib_entry, rel, records)
+            lib_needed = list(lib_entry.metadata.get("elf", {}).get(real, {}).get("needed", []))
+            choices[soname] = _Choice(lib_entry, rel, records, lib_needed, name)
             prefer.extend(e for e in providers.dependency_entries(lib_entry) if e not in prefer)
-            queue.append((f"{lib_entry.name}:{rel}", lib_entry.dirname, lib_facts))
+            queue.append((f"{lib_entry.dirname}/{rel}", lib_needed))
+
+    private: set[str] = set()
+    for soname, c in choices.items():
+        common = plan.common.get(soname)
+        if common is not None and common != (
+            c.entry.dirname,
+            _resolve_in_entry(c.entry, c.rel, c.records),
+        ):
+            private.add(soname)
+    changed = bool(private)
+    while changed:
+        changed = False
+        for soname, c in choices.items():
+            if soname not in private and any(n in private and n not in direct for n in c.needed):
+                private.add(soname)
+                changed = True
+    for soname, c in choices.items():
+        where = deps_dir if soname in private else None
+        _place_lib(plan, soname, c.entry, c.rel, c.records, where, c.needed_by)
 
 
 def _missing_error(missing: dict[str, set[str]], providers: _Providers) -> CpkError:
@@ -542,18 +579,36 @@ def _bin_links(entry: Entry) -> list[str]:
 
 
 class _locked:
-    """An exclusive flock on WHERE/.cpk/lock: installs into one WHERE queue."""
+    """An exclusive flock on WHERE/.cpk/lock: installs into one WHERE queue.
+
+    When the install fails, directories this lock had to create are removed
+    again, so a failed first install leaves no WHERE behind.
+    """
 
     def __init__(self, where: Path) -> None:
         self.where = where
+        self.created: list[Path] = []
 
     def __enter__(self) -> None:
         meta = self.where / META_DIR
+        for d in reversed([meta, *meta.parents]):
+            if not d.exists():
+                self.created.append(d)
         meta.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(meta / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None and self.created and read_manifest(self.where) is None:
+            try:
+                os.unlink(self.where / META_DIR / "lock")
+            except OSError:
+                pass
+            for d in reversed(self.created):
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    break
         os.close(self.fd)
 
 
