@@ -396,11 +396,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise CpkError("run: name a command to run (cpk run CMD...)")
-    request = RunRequest(command, args.with_ or [], frozen=args.frozen, locked=args.locked)
+    request = RunRequest(
+        command,
+        args.with_ or [],
+        frozen=args.frozen,
+        locked=args.locked,
+        with_elf=args.with_elf or [],
+    )
     options = _RunOptions(args)
     prepared = prepare(options, request)
     _close(options)
-    if args.raw_argv[:1] == ["run"]:
+    if args.with_elf:
+        _bind_elf(args.with_elf)
+    elif args.raw_argv[:1] == ["run"]:
         from contentpkg.python.runmemo import write_memo
 
         prefix = ["python"] if command[0].endswith(".py") and os.path.isfile(command[0]) else []
@@ -419,11 +427,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0  # not reached: exec replaced this process
 
 
+def _bind_elf(specs: list[str]) -> None:
+    """Put native packages into this process's environment, for the exec.
+
+    Libraries go on LD_LIBRARY_PATH: a name given to dlopen (ctypes.CDLL)
+    is searched there, and not through any RUNPATH of the interpreter's.
+    """
+    from contentpkg.elf.envdir import shared_env
+
+    env = shared_env(_open_store(), specs)
+    for var, value in (("LD_LIBRARY_PATH", env / "lib"), ("PATH", env / "bin")):
+        old = os.environ.get(var)
+        os.environ[var] = os.fspath(value) + (os.pathsep + old if old else "")
+
+
 def cmd_shell(args: argparse.Namespace) -> int:
     """A subshell in the environment: nothing to source, exit to leave it."""
+    if args.env is not None:  # a profile or env dir, not the project's environment
+        return _env_shell(args)
     from contentpkg.python.run import RunRequest, exec_in, prepare
 
-    shell = os.environ.get("SHELL") or "/bin/sh"
+    shell = args.shell or os.environ.get("SHELL") or "/bin/sh"
     request = RunRequest([shell], frozen=args.frozen, locked=args.locked)
     options = _RunOptions(args)
     prepared = prepare(options, request)
@@ -522,6 +546,225 @@ def _add_lock_use_options(p: argparse.ArgumentParser) -> None:
 def _add_selection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extra", metavar="NAME", action="append", help="include an extra")
     p.add_argument("--group", metavar="NAME", action="append", help="include a dependency group")
+
+
+# --- environments: profiles, bindings, exec, shell ------------------------------
+
+
+def _profile_args(args: argparse.Namespace) -> tuple[str, list[int]]:
+    """[NAME] N... → the profile name (default "default") and the numbers."""
+    from contentpkg.env.profiles import DEFAULT_PROFILE
+
+    words = list(args.args)
+    name = words.pop(0) if words and not words[0].isdigit() else DEFAULT_PROFILE
+    numbers = []
+    for word in words:
+        if not word.isdigit():
+            raise CpkError(f"{word!r}: not a generation number")
+        numbers.append(int(word))
+    return name, numbers
+
+
+def _local_time(moment: Any) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_profile_list(args: argparse.Namespace) -> int:
+    from contentpkg.env.profiles import generations, list_profiles
+
+    names = list_profiles()
+    if not names:
+        print("no profiles yet ('cpk install' makes the default one)", file=sys.stderr)
+        return 0
+    rows = []
+    for name in names:
+        gens = generations(name)
+        current = next((g for g in gens if g.current), None)
+        rows.append(
+            [
+                name,
+                str(current.number) if current else "?",
+                str(len(gens)),
+                _local_time(current.created) if current else "-",
+                (current.description if current else "") or "-",
+            ]
+        )
+    print(_table(rows, ["PROFILE", "CURRENT", "GENERATIONS", "SINCE", "DESCRIPTION"]))
+    return 0
+
+
+def cmd_profile_generations(args: argparse.Namespace) -> int:
+    import json
+
+    from contentpkg.env.profiles import DEFAULT_PROFILE, generations
+
+    name = args.name or DEFAULT_PROFILE
+    gens = generations(name)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "number": g.number,
+                        "created": g.created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "description": g.description,
+                        "changes": list(g.changes),
+                        "current": g.current,
+                        "user": g.user,
+                        "command": g.command,
+                        "path": str(g.path),
+                    }
+                    for g in gens
+                ],
+                indent=1,
+            )
+        )
+        return 0
+    # Like nix-env --list-generations: number, local date, what it was; and
+    # what changed, read from the manifests, so an upgrade says from what.
+    rows = [
+        [str(g.number), _local_time(g.created), g.description or "-", ", ".join(g.changes)]
+        for g in gens
+    ]
+    widths = [max([len(r[i]) for r in rows], default=0) for i in range(4)]
+    for g, row in zip(gens, rows, strict=True):
+        line = (
+            f"{row[0]:>{widths[0] + 3}}   {row[1]}   {row[2]:<{widths[2]}}   {row[3]:<{widths[3]}}"
+        )
+        print((line + "   (current)" if g.current else line).rstrip())
+    return 0
+
+
+def cmd_profile_switch(args: argparse.Namespace) -> int:
+    from contentpkg.env.profiles import DEFAULT_PROFILE, switch
+
+    name = args.name or DEFAULT_PROFILE
+    before = switch(name, args.number)
+    if before == args.number:
+        print(f"profile {name}: generation {args.number} is already current", file=sys.stderr)
+    else:
+        print(
+            f"profile {name}: switched from generation {before} to {args.number}", file=sys.stderr
+        )
+    return 0
+
+
+def cmd_profile_rollback(args: argparse.Namespace) -> int:
+    from contentpkg.env.profiles import DEFAULT_PROFILE, rollback
+
+    name = args.name or DEFAULT_PROFILE
+    before, after = rollback(name)
+    print(f"profile {name}: rolled back from generation {before} to {after}", file=sys.stderr)
+    return 0
+
+
+def cmd_profile_delete_generations(args: argparse.Namespace) -> int:
+    from contentpkg.env.profiles import delete_generations, parse_age
+
+    name, numbers = _profile_args(args)
+    if numbers and args.older_than:
+        raise CpkError("delete-generations: give generation numbers or --older-than, not both")
+    older = parse_age(args.older_than) if args.older_than else None
+    deleted = delete_generations(name, numbers or None, older)
+    if not deleted:
+        print(f"profile {name}: no generation to delete", file=sys.stderr)
+        return 0
+    listed = ", ".join(map(str, deleted))
+    print(
+        f"profile {name}: deleted generation{'s' if len(deleted) > 1 else ''} {listed}; "
+        "'cpk store gc' frees what only they used",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _warn_missing(env: Any) -> int:
+    """Report required plain files the env's search paths lack; return how many."""
+    from contentpkg.env.bindings import check_requirements
+
+    missing = check_requirements(env, os.environ)
+    for item in missing:
+        print(f"cpk: warning: {item.message()}", file=sys.stderr)
+    return len(missing)
+
+
+def _print_bindings(env: Any) -> None:
+    from contentpkg.env.bindings import IF_SET, REPORT
+
+    print(f"{env.label}: {env.path}")
+    installed = env.manifest.get("installed") or []
+    if installed:
+        names = [f"{i.get('name', '?')} {i.get('version', '')}".strip() for i in installed]
+        print(f"installed: {', '.join(names)}")
+    how = {IF_SET: "prepended only if already set", REPORT: "not exported"}
+    rows = [
+        [b.namespace, b.variable, ":".join(b.directories) or "-", how.get(b.how, "prepended")]
+        for b in env.bindings
+    ]
+    if rows:
+        print(_table(rows, ["NAMESPACE", "VARIABLE", "WHERE", "HOW"]))
+    for b in env.bindings:
+        if b.note:
+            print(f"  {b.namespace}: {b.note}")
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from contentpkg.env.bindings import default_shell, open_env, render
+
+    env = open_env(args.env)
+    missing = _warn_missing(env)
+    if args.list:
+        _print_bindings(env)
+    else:
+        sys.stdout.write(render(env, args.shell or default_shell(os.environ)))
+    return 1 if missing and args.check else 0
+
+
+def _exec_in_env(env: Any, command: list[str]) -> int:
+    """Replace this process by command with env's bindings; 127 if it is not found."""
+    from contentpkg.env.bindings import child_environ
+
+    child = child_environ(env, os.environ)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(command[0], command, child)
+    except FileNotFoundError:
+        print(f"cpk: error: {command[0]}: command not found in {env.label}", file=sys.stderr)
+        return 127
+    except PermissionError:
+        print(f"cpk: error: {command[0]}: permission denied", file=sys.stderr)
+        return 126
+    return 0  # not reached
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from contentpkg.env.bindings import open_env
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise CpkError("exec: name a command to run (cpk exec ENV -- CMD...)")
+    env = open_env(args.env)
+    _warn_missing(env)
+    return _exec_in_env(env, command)
+
+
+def _env_shell(args: argparse.Namespace) -> int:
+    """cpk shell ENV: a subshell with ENV's bindings; the caller's shell is untouched.
+
+    The bindings go into the child's environment only (exec of a new shell,
+    nothing sourced), so exiting the subshell is all it takes to leave.
+    """
+    from contentpkg.env.bindings import open_env
+
+    env = open_env(args.env)
+    _warn_missing(env)
+    shell = args.shell or os.environ.get("SHELL") or "/bin/sh"
+    if sys.stdin.isatty():
+        print(f"cpk: entering {env.label} ({env.path}); exit to leave", file=sys.stderr)
+    return _exec_in_env(env, [shell])
 
 
 # --- parser ------------------------------------------------------------------
@@ -676,6 +919,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="add a requirement for this run only (the lock is not changed)",
     )
+    p.add_argument(
+        "--with-elf",
+        dest="with_elf",
+        metavar="SPEC",
+        action="append",
+        help="add a native package from the store: its programs on PATH, its libraries "
+        "on the loader's path (so ctypes.CDLL('libfoo.so.1') finds them)",
+    )
     _add_lock_use_options(p)
     p.add_argument(
         "command", nargs=argparse.REMAINDER, metavar="CMD...", help="the command and its arguments"
@@ -684,11 +935,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "shell",
-        help="start a subshell in the project's environment",
+        help="start a subshell in the project's environment, or in ENV",
         description="Start $SHELL with the project's environment first on PATH and "
-        "VIRTUAL_ENV set, made as for 'cpk run'. Nothing is sourced into your shell: "
+        "VIRTUAL_ENV set, made as for 'cpk run'; or, given ENV (a profile name or an env "
+        "dir), with ENV's bindings and CPK_ENV set. Nothing is sourced into your shell: "
         "exit the subshell and everything is as it was.",
     )
+    p.add_argument("env", metavar="ENV", nargs="?", help="a profile name or a path to an env dir")
+    p.add_argument("--shell", metavar="SHELL", help="the shell to start (default: $SHELL)")
     _add_index_options(p)
     _add_lock_use_options(p)
     p.set_defaults(func=cmd_shell)
@@ -736,7 +990,100 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=cmd_identify)
+
+    _add_environment_commands(commands)
     return parser
+
+
+def _add_environment_commands(commands: Any) -> None:
+    """cpk profile, cpk env and cpk exec (cpk shell ENV is with shell above)."""
+    import argparse
+
+    from contentpkg.env.bindings import SHELLS
+
+    profile = commands.add_parser(
+        "profile",
+        help="list profiles, show their generations, switch, roll back, delete",
+        description="A profile is an alias symlink ($CPK_HOME/profiles/NAME) to a numbered "
+        "generation, each a complete env dir. Every install or remove makes a new "
+        "generation and switches the alias atomically; old generations stay (and keep "
+        "their store entries) until deleted. NAME defaults to 'default'.",
+    )
+    profile_cmds = profile.add_subparsers(dest="profile_command", metavar="SUBCOMMAND")
+    profile.set_defaults(func=lambda _args: _usage(profile))
+
+    p = profile_cmds.add_parser("list", help="list profiles and their current generations")
+    p.set_defaults(func=cmd_profile_list)
+
+    p = profile_cmds.add_parser(
+        "generations",
+        help="show a profile's history",
+        description="List every generation of the profile: number, date, what it was "
+        "made for, what changed, and which one is current.",
+    )
+    p.add_argument("name", metavar="NAME", nargs="?", help="profile (default: default)")
+    p.add_argument("--json", action="store_true", help="print the history as JSON")
+    p.set_defaults(func=cmd_profile_generations)
+
+    p = profile_cmds.add_parser(
+        "switch",
+        help="make generation N current",
+        description="Point the profile at generation N, with one atomic rename.",
+    )
+    p.add_argument("number", metavar="N", type=int, help="generation number")
+    p.add_argument("name", metavar="NAME", nargs="?", help="profile (default: default)")
+    p.set_defaults(func=cmd_profile_switch)
+
+    p = profile_cmds.add_parser(
+        "rollback",
+        help="switch to the generation before the current one",
+        description="Point the profile at the newest generation older than the current one.",
+    )
+    p.add_argument("name", metavar="NAME", nargs="?", help="profile (default: default)")
+    p.set_defaults(func=cmd_profile_rollback)
+
+    p = profile_cmds.add_parser(
+        "delete-generations",
+        help="delete old generations (never the current one)",
+        description="Delete generations N... of the profile, or every generation older "
+        "than AGE except the current one. Run 'cpk store gc' afterwards to free the store "
+        "entries only they used.",
+    )
+    p.add_argument("args", metavar="[NAME] N", nargs="*", help="profile name, then numbers")
+    p.add_argument("--older-than", metavar="AGE", help="an age like 30d, 12h or 2w")
+    p.set_defaults(func=cmd_profile_delete_generations)
+
+    p = commands.add_parser(
+        "env",
+        help="print an environment's bindings as shell code",
+        description="Print the bindings of ENV (a profile name, default 'default', or a "
+        "path to an env dir): PATH, MANPATH where man-db cannot derive it, XDG_DATA_DIRS, "
+        "and, as comments, what is found without a variable. Apply with "
+        'eval "$(cpk env)" (sh, bash, zsh) or cpk env --shell fish | source.',
+    )
+    p.add_argument("env", metavar="ENV", nargs="?", help="a profile name or an env dir")
+    p.add_argument(
+        "--shell", choices=SHELLS, help="dialect to print (default: from $SHELL, else sh)"
+    )
+    p.add_argument(
+        "--list", action="store_true", help="print a table of every binding instead of code"
+    )
+    p.add_argument(
+        "--check", action="store_true", help="exit 1 when a required plain file is missing"
+    )
+    p.set_defaults(func=cmd_env)
+
+    p = commands.add_parser(
+        "exec",
+        help="run one command in an environment",
+        description="Run CMD with ENV's bindings (and CPK_ENV) in its environment; the "
+        "exit status is CMD's.",
+    )
+    p.add_argument("env", metavar="ENV", help="a profile name or an env dir")
+    p.add_argument(
+        "command", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command to run"
+    )
+    p.set_defaults(func=cmd_exec)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

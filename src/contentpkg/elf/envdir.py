@@ -215,6 +215,7 @@ class _Plan:
     result: InstallResult | None = None
     missing: dict[str, set[str]] = field(default_factory=dict)  # soname -> needed by
     common: dict[str, tuple[str, str]] = field(default_factory=dict)  # soname -> (entry, rel)
+    symlink_libs: bool = False
 
 
 def _records(entry: Entry) -> dict[str, Any]:
@@ -254,8 +255,9 @@ def _plan(
     requests: list[Entry],
     libs: list[Path],
     system_libs: bool,
+    symlink_libs: bool = False,
 ) -> _Plan:
-    plan = _Plan()
+    plan = _Plan(symlink_libs=symlink_libs)
     result = InstallResult(where=Path(), changed=False)
     plan.result = result
     providers = _Providers(store)
@@ -350,7 +352,11 @@ def _place_lib(
         where = f"bin/{private}_deps/{soname}"
         _add_link(plan, f"bin/{private}_deps/common_libs", "../../lib", None)
     if where not in plan.files:
-        _add_file(plan, where, entry, rel, records)
+        if plan.symlink_libs:
+            real = _resolve_in_entry(entry, rel, records)
+            _add_link(plan, where, str(entry.path / real), entry.dirname, "extern")
+        else:
+            _add_file(plan, where, entry, rel, records)
         assert plan.result is not None
         plan.result.libraries.append(LibChoice(soname, where, entry.dirname, rel, needed_by))
     return where
@@ -529,11 +535,14 @@ def install(
     libs: Iterable[Path] = (),
     system_libs: bool = False,
     base: Path | None = None,
+    symlink_libs: bool = False,
 ) -> InstallResult:
     """Install what specs name into WHERE (created if missing).
 
     ``base`` is an env dir whose requests WHERE starts from (the previous
-    generation of a profile, when WHERE is a new one).
+    generation of a profile, when WHERE is a new one). ``symlink_libs``
+    links libraries to their store files instead of placing them, for
+    environments that live only as long as the store does (``cpk run``).
     """
     wanted = [find_package(store, s) for s in specs]
     where = Path(os.path.abspath(where))
@@ -551,7 +560,24 @@ def install(
             result = InstallResult(where=where, changed=False)
             result.programs = [(p, e.dirname) for e in wanted for p in _bin_links(e)]
             return result
-        return _apply(store, where, requests, list(libs), system_libs)
+        return _apply(store, where, requests, list(libs), system_libs, symlink_libs)
+
+
+def shared_env(store: Store, specs: list[str]) -> Path:
+    """An env dir of specs for processes to use while the store holds them.
+
+    Used by ``cpk run --with-elf``: keyed by the exact entries, so equal
+    requests share one directory, and built with libraries as symlinks into
+    the store (nothing placed, and ``/proc/self/maps`` names the store file).
+    """
+    from contentpkg.store.layers import user_home
+
+    entries = [find_package(store, s) for s in specs]
+    key = hashlib.sha256("\n".join(sorted(e.dirname for e in entries)).encode()).hexdigest()
+    where = user_home() / "envs" / f"elf-{key[:24]}"
+    if read_manifest(where) is None:
+        install(store, [e.dirname for e in entries], where, symlink_libs=True)
+    return where
 
 
 def remove(
@@ -613,9 +639,14 @@ class _locked:
 
 
 def _apply(
-    store: Store, where: Path, requests: list[Entry], libs: list[Path], system_libs: bool
+    store: Store,
+    where: Path,
+    requests: list[Entry],
+    libs: list[Path],
+    system_libs: bool,
+    symlink_libs: bool = False,
 ) -> InstallResult:
-    plan = _plan(store, requests, libs, system_libs)
+    plan = _plan(store, requests, libs, system_libs, symlink_libs)
     result = plan.result
     assert result is not None
     result.where = where

@@ -43,6 +43,7 @@ class RunRequest:
     with_requirements: list[str] = field(default_factory=list)
     frozen: bool = False
     locked: bool = False
+    with_elf: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -118,8 +119,8 @@ def _inputs(options: object, request: RunRequest) -> ProjectInputs | None:
     start = getattr(options, "project", None)
     root = start if start is not None else find_project(Path.cwd())
     if root is None:
-        if request.with_requirements:
-            return None  # an environment of --with requirements alone
+        if request.with_requirements or request.with_elf:
+            return None  # an environment of --with/--with-elf packages alone
         raise CpkError(
             f"{Path.cwd()}: no pyproject.toml or requirements.txt here or above "
             "(use --with REQ for a throwaway environment)"
