@@ -235,20 +235,60 @@ def _print_path_report(result: Any) -> None:
             print(line, file=sys.stderr)
 
 
+def _in_where_or_profile(args: argparse.Namespace, description: str, change: Any) -> Any:
+    """Run change(where, base, root) on WHERE, or on a new generation of a profile.
+
+    A profile's new generation is built complete beside the old one and
+    switched to with one rename; a change that turns out to be a no-op
+    leaves no generation behind.
+    """
+    if args.where is not None:
+        if args.profile is not None:
+            raise CpkError("give WHERE or --profile, not both")
+        return change(Path(args.where), None, True)
+    from contentpkg.env.profiles import Profile
+
+    profile = Profile(args.profile or "default")
+    with profile.begin(description, " ".join(["cpk", *args.raw_argv])) as tx:
+        result = change(tx.path, tx.previous, False)
+        if not result.changed:
+            tx.discard()
+            return result
+        result.where = profile.alias
+    return result
+
+
 def cmd_install(args: argparse.Namespace) -> int:
     from contentpkg.elf.envdir import install
 
-    if args.where is None:
-        raise CpkError("give WHERE, the directory to install into")
-    result = install(
-        _open_store(),
-        [args.spec],
-        Path(args.where),
-        libs=_split_libs(args.libs),
-        system_libs=args.system_libs,
+    store = _open_store()
+    tools = []
+    specs = [args.spec]
+    if args.python_tool:
+        from contentpkg.python.tools import tool_environment
+
+        options = _RunOptions(args)
+        try:
+            tools = [tool_environment(options, args.spec)]
+        finally:
+            _close(options)
+        specs = []
+    result = _in_where_or_profile(
+        args,
+        f"install {args.spec}",
+        lambda where, base, root: install(
+            store,
+            specs,
+            where,
+            tools=tools,
+            libs=_split_libs(args.libs),
+            system_libs=args.system_libs,
+            base=base,
+            root=root,
+        ),
     )
     _print_install(result, "installed")
-    if result.programs:
+    if result.programs and result.changed:
         _print_path_report(result)
     return 0
 
@@ -256,9 +296,12 @@ def cmd_install(args: argparse.Namespace) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     from contentpkg.elf.envdir import remove
 
-    if args.where is None:
-        raise CpkError("give WHERE, the directory to remove from")
-    result = remove(_open_store(), args.names, Path(args.where))
+    store = _open_store()
+    result = _in_where_or_profile(
+        args,
+        f"remove {' '.join(args.names)}",
+        lambda where, base, root: remove(store, args.names, where, base=base, root=root),
+    )
     _print_install(result, "kept")
     return 0
 
@@ -282,6 +325,54 @@ def cmd_identify(args: argparse.Namespace) -> int:
                 f"[{entry.layer.role}] {entry.path / rel}"
             )
     return status
+
+
+def cmd_ldd(args: argparse.Namespace) -> int:
+    import json
+
+    from contentpkg.elf.loader import resolve
+
+    report = resolve(args.file, explain=True)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=1))
+        return 0 if report.ok else 1
+    kind = "program" if report.mode == "exec" else "examined as ld.so --list does"
+    head = [kind, f"$ORIGIN {report.origin}"]
+    if report.interpreter:
+        head.append(f"interpreter {report.interpreter}")
+    print(f"{report.file} ({'; '.join(head)})")
+    if report.static:
+        print("  statically linked: no DT_NEEDED entries")
+    for obj in report.objects:
+        if obj.path is None:
+            print(f"  {obj.name} => not found")
+            why = f"searched {'; '.join(obj.searched)}" if obj.searched else "searched nothing"
+        else:
+            print(f"  {obj.name}" + (f" => {obj.path}" if obj.path != obj.name else ""))
+            why = obj.detail + (f" (in {obj.hwcaps})" if obj.hwcaps else "")
+        who = f"needed by {obj.requested_by}" if obj.requested_by else "not named by any DT_NEEDED"
+        print(f"      {who}; {why}")
+        for skipped in obj.skipped:
+            print(f"      passed over {skipped}")
+    overridden = [r for r in report.shared if r.would_find]
+    if overridden:
+        print("already loaded, ahead of the requester's own search:")
+        for r in overridden:
+            print(
+                f"  {r.name} needed by {r.requested_by}: uses {r.path}; "
+                f"its own search finds {r.would_find} ({r.would_reason})"
+            )
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    mapped = sum(1 for o in report.objects if o.path is not None)
+    missing = len(report.missing)
+    print(
+        f"{mapped} objects mapped" + (f", {missing} not found" if missing else ""),
+        file=sys.stderr,
+    )
+    if report.error:
+        print(f"cpk: error: the loader stops: {report.error}", file=sys.stderr)
+    return 0 if report.ok else 1
 
 
 # --- python ------------------------------------------------------------------
@@ -492,7 +583,9 @@ class _RunOptions:
         return self._reporter
 
 
-def _add_index_options(p: argparse.ArgumentParser, project: bool = True) -> None:
+def _add_index_options(
+    p: argparse.ArgumentParser, project: bool = True, interpreter: str = "--python"
+) -> None:
     if project:
         p.add_argument(
             "--project",
@@ -500,7 +593,8 @@ def _add_index_options(p: argparse.ArgumentParser, project: bool = True) -> None
             help="the project directory (default: found upward from here)",
         )
     p.add_argument(
-        "--python",
+        interpreter,
+        dest="python",
         metavar="PY",
         help="target interpreter: a path, a command, or a version like 3.12",
     )
@@ -970,7 +1064,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave libraries no store entry provides to the system's loader",
     )
-    p.set_defaults(func=cmd_install)
+    p.add_argument(
+        "--profile",
+        "-p",
+        metavar="NAME",
+        help="install into a new generation of this profile (the default without WHERE: 'default')",
+    )
+    p.add_argument(
+        "--python",
+        dest="python_tool",
+        action="store_true",
+        help="SPEC is a Python requirement: put its scripts in bin/, each running in "
+        "the tool's own view (like pipx or uv tool, with nothing copied)",
+    )
+    _add_index_options(p, project=False, interpreter="--interpreter")
+    p.set_defaults(func=cmd_install, project=None, extra=None, group=None)
 
     p = commands.add_parser(
         "remove",
@@ -980,6 +1088,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("--from", dest="where", metavar="WHERE", help="env dir to remove from")
+    p.add_argument(
+        "--profile", "-p", metavar="NAME", help="profile to remove from (default: 'default')"
+    )
     p.set_defaults(func=cmd_remove)
 
     p = commands.add_parser(
@@ -991,6 +1102,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=cmd_identify)
 
+    p = commands.add_parser(
+        "ldd",
+        help="explain where the loader finds each library of a program",
+        description="List every object glibc's loader maps for FILE, in its order, with "
+        "the path and the reason (which RPATH/RUNPATH element, LD_LIBRARY_PATH, "
+        "ld.so.cache, a system directory, glibc-hwcaps, already loaded) and what is "
+        "missing; exit 1 when something is missing. Programs are examined as the kernel "
+        "starts them, libraries as 'ld.so --list' does. Nothing is executed.",
+    )
+    p.add_argument("file", metavar="FILE", help="an ELF program or shared library")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_ldd)
+
     _add_environment_commands(commands)
     return parser
 
@@ -999,7 +1123,10 @@ def _add_environment_commands(commands: Any) -> None:
     """cpk profile, cpk env and cpk exec (cpk shell ENV is with shell above)."""
     import argparse
 
-    from contentpkg.env.bindings import SHELLS
+    # Spelled out, not imported from env.bindings: building the parser must
+    # not import the bindings module for every command (tests keep the two
+    # lists equal).
+    SHELLS = ("sh", "bash", "zsh", "fish")
 
     profile = commands.add_parser(
         "profile",

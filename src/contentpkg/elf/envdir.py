@@ -42,13 +42,16 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contentpkg.elf.versions import newest_first
 from contentpkg.errors import CpkError
 from contentpkg.store.entry import Entry, Spec
 from contentpkg.store.hashing import META_DIR
 from contentpkg.store.layers import Store
+
+if TYPE_CHECKING:
+    from contentpkg.python.tools import ToolEnv
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -527,40 +530,63 @@ def installed_requests(store: Store, where: Path) -> list[Entry]:
     return out
 
 
+def installed_tools(where: Path) -> list[ToolEnv]:
+    """The Python tools WHERE holds (``cpk install --python``)."""
+    from contentpkg.python.tools import ToolEnv
+
+    manifest = read_manifest(where) or {}
+    return [ToolEnv.from_row(r) for r in manifest.get("python_tools", [])]
+
+
 def install(
     store: Store,
     specs: list[str],
     where: Path,
     *,
+    tools: Iterable[ToolEnv] = (),
     libs: Iterable[Path] = (),
     system_libs: bool = False,
     base: Path | None = None,
     symlink_libs: bool = False,
+    root: bool = True,
 ) -> InstallResult:
-    """Install what specs name into WHERE (created if missing).
+    """Install what specs name, and Python tools, into WHERE (made if missing).
 
-    ``base`` is an env dir whose requests WHERE starts from (the previous
+    ``base`` is an env dir whose contents WHERE starts from (the previous
     generation of a profile, when WHERE is a new one). ``symlink_libs``
     links libraries to their store files instead of placing them, for
     environments that live only as long as the store does (``cpk run``).
+    ``root`` registers WHERE as a gc root (a profile's generations are
+    roots by being generations, so they need none).
     """
     wanted = [find_package(store, s) for s in specs]
     where = Path(os.path.abspath(where))
+    source = base if base is not None else where
     with _locked(where):
-        current = installed_requests(store, base if base is not None else where)
-        requests = list(current)
+        requests = installed_requests(store, source)
         fresh: list[Entry] = []
         for entry in wanted:
-            if entry in requests or any(e.dirname == entry.dirname for e in requests):
+            if any(e.dirname == entry.dirname for e in requests):
                 continue
             requests = [e for e in requests if e.name != entry.name]  # an upgrade
             requests.append(entry)
             fresh.append(entry)
-        if not fresh and base is None and read_manifest(where) is not None:
-            result = InstallResult(where=where, changed=False)
+        have_tools = installed_tools(source)
+        new_tools = [t for t in tools if t not in have_tools]
+        for tool in new_tools:
+            have_tools = [t for t in have_tools if t.name != tool.name] + [tool]
+        if not fresh and not new_tools and read_manifest(source) is not None:
+            # Already there: a no-op (a profile then discards its new generation).
+            result = InstallResult(where=source, changed=False)
             result.programs = [(p, e.dirname) for e in wanted for p in _bin_links(e)]
             return result
-        return _apply(store, where, requests, list(libs), system_libs, symlink_libs)
+        old = read_manifest(source) or {}
+        libs = list(libs) or [Path(p) for p in old.get("libs", [])]
+        system_libs = system_libs or bool(old.get("system_libs"))
+        result = _apply(store, where, requests, libs, system_libs, symlink_libs, have_tools, root)
+        for tool in new_tools:
+            result.programs += [(f"bin/{s}", f"{tool.name} (Python)") for s in tool.scripts]
+        return result
 
 
 def shared_env(store: Store, specs: list[str]) -> Path:
@@ -581,21 +607,26 @@ def shared_env(store: Store, specs: list[str]) -> Path:
 
 
 def remove(
-    store: Store, names: list[str], where: Path, *, base: Path | None = None
+    store: Store, names: list[str], where: Path, *, base: Path | None = None, root: bool = True
 ) -> InstallResult:
-    """Remove packages by name from WHERE; an unknown name is an error."""
+    """Remove packages or Python tools by name from WHERE; unknown names are errors."""
     where = Path(os.path.abspath(where))
+    source = base if base is not None else where
     with _locked(where):
-        current = installed_requests(store, base if base is not None else where)
-        have = {e.name for e in current}
-        unknown = [n for n in names if Spec.parse(n).name not in have]
-        if unknown:
-            raise CpkError(f"{where}: {', '.join(unknown)} not installed here")
+        current = installed_requests(store, source)
+        tools = installed_tools(source)
+        have = {e.name for e in current} | {t.name for t in tools}
         drop = {Spec.parse(n).name for n in names}
+        unknown = sorted(drop - have)
+        if unknown:
+            raise CpkError(f"{source}: {', '.join(unknown)} not installed here")
         kept = [e for e in current if e.name not in drop]
-        manifest = read_manifest(base if base is not None else where) or {}
+        kept_tools = [t for t in tools if t.name not in drop]
+        manifest = read_manifest(source) or {}
         libs = [Path(p) for p in manifest.get("libs", [])]
-        result = _apply(store, where, kept, libs, bool(manifest.get("system_libs")))
+        result = _apply(
+            store, where, kept, libs, bool(manifest.get("system_libs")), False, kept_tools, root
+        )
         result.removed = sorted(drop)
         return result
 
@@ -645,8 +676,17 @@ def _apply(
     libs: list[Path],
     system_libs: bool,
     symlink_libs: bool = False,
+    tools: list[ToolEnv] | None = None,
+    root: bool = True,
 ) -> InstallResult:
+    tools = tools or []
     plan = _plan(store, requests, libs, system_libs, symlink_libs)
+    for tool in tools:
+        for script in tool.scripts:
+            rel = f"bin/{script}"
+            if rel in plan.files:
+                raise CpkError(f"{rel}: both {plan.files[rel].entry} and {tool.name} provide it")
+            _add_link(plan, rel, os.path.join(tool.view, "bin", script), None, "extern")
     result = plan.result
     assert result is not None
     result.where = where
@@ -698,10 +738,11 @@ def _apply(
         "libs": [str(p) for p in libs],
         "system_libs": system_libs,
         "system": sorted(set(result.system)),
+        "python_tools": [t.row() for t in tools],
     }
     if manifest != old:
         result.changed = True
-    _write_manifest(where, manifest, store)
+    _write_manifest(where, manifest, store, root)
     return result
 
 
@@ -800,7 +841,9 @@ def _prune_dirs(where: Path, rel_dir: str) -> None:
         rel_dir = os.path.dirname(rel_dir)
 
 
-def _write_manifest(where: Path, manifest: dict[str, Any], store: Store | None) -> None:
+def _write_manifest(
+    where: Path, manifest: dict[str, Any], store: Store | None, root: bool = True
+) -> None:
     meta = where / META_DIR
     meta.mkdir(parents=True, exist_ok=True)
     tmp = meta / f".{MANIFEST}.{os.getpid()}"
@@ -810,8 +853,19 @@ def _write_manifest(where: Path, manifest: dict[str, Any], store: Store | None) 
         return
     from contentpkg.store.gc import add_root, write_refs
 
-    entries = [e for e in (store.entry(n) for n in manifest.get("entries", {})) if e is not None]
+    names = set(manifest.get("entries", {}))
+    views = []
+    for tool in manifest.get("python_tools", []):
+        names.update(tool.get("entries", []))
+        views.append(tool["view"])
+    entries = [e for e in (store.entry(n) for n in sorted(names)) if e is not None]
     write_refs(meta / "refs", entries)
+    # The views Python tools run in: gc keeps them while this env dir lists them.
+    tmp = meta / f".views.{os.getpid()}"
+    tmp.write_text("".join(f"{v}\n" for v in views))
+    os.replace(tmp, meta / "views")
+    if not root:
+        return
     # The root is named by WHERE's path, so re-installing reuses it and gc
     # prunes it once WHERE is gone.
     key = hashlib.sha256(str(where).encode()).hexdigest()[:16]

@@ -265,8 +265,10 @@ def _patch_tree(root: Path, scan: _Scan) -> None:
 
 
 def _patch(full: Path, tmp: Path, rel: str, info: ElfInfo) -> ElfInfo:
-    if not info.has_dynamic:
-        return info  # static: nothing to patch, the file stays as it is
+    if not info.has_dynamic or info.is_static:
+        # Static (and static-pie) programs never consult a search path, and
+        # patchelf's rewrite breaks a static-pie's self-relocation.
+        return info
     return patch_file(full, tmp, rel, info)
 
 

@@ -26,6 +26,10 @@ from pathlib import Path
 
 from contentpkg.elf.reader import ElfError, ElfInfo, read_elf
 
+# Fill sysconfig's variables now, in one thread: its first use is not
+# thread-safe before Python 3.13, and patchelf_command runs in a pool.
+sysconfig.get_config_vars()
+
 #: The one place the RUNPATH policy is written down.
 RUNPATH_TEMPLATE = "$ORIGIN:$ORIGIN/{elfname}_deps:$ORIGIN/common_libs"
 

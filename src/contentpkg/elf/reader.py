@@ -103,8 +103,22 @@ class ElfInfo:
 
     @property
     def is_executable(self) -> bool:
-        """A program (has an interpreter or is ET_EXEC), not only a library."""
-        return self.type == ET_EXEC or self.interpreter is not None
+        """A program, not only a library.
+
+        ET_EXEC, or a PIE (DF_1_PIE: static-pie programs have no
+        interpreter), or an interpreter without a SONAME: libc.so.6 has an
+        interpreter so it can be run, yet it is a library.
+        """
+        return (
+            self.type == ET_EXEC
+            or bool(self.flags_1 & DF_1_PIE)
+            or (self.interpreter is not None and self.soname is None)
+        )
+
+    @property
+    def is_static(self) -> bool:
+        """A program the kernel starts without the loader (static or static-pie)."""
+        return self.is_executable and self.interpreter is None
 
     @property
     def nodeflib(self) -> bool:

@@ -10,6 +10,10 @@ A root is a symlink under ``$CPK_HOME/roots/``. It may point at:
   project's root dangles and is pruned;
 * any other file (a refs file): every entry listed in it.
 
+Every profile generation (``profiles/<name>.gens/<N>``, see
+``contentpkg.env.profiles``) is a root too, through its ``.cpk/refs``, for as
+long as it exists: old generations keep their entries until deleted.
+
 A refs file lists one entry per line, by directory name or by path. Liveness
 then follows each live entry's ``references`` metadata to a fixed point.
 Roots whose target has gone are pruned. Only the user layer is swept; the
@@ -146,6 +150,50 @@ def _environment_of(store: Store, target: Path) -> Path | None:
     return None
 
 
+def _views_of(store: Store, env_dir: Path, environments: set[Path] | None) -> list[str]:
+    """Views an env dir's Python tools run in (its ``.cpk/views``), kept alive
+    with it; returns the entries those views list."""
+    try:
+        lines = (env_dir / ".cpk" / "views").read_text().split("\n")
+    except (OSError, UnicodeDecodeError):
+        return []
+    names: list[str] = []
+    for line in filter(None, lines):
+        view = Path(os.path.realpath(line))
+        if environments is not None and _environment_of(store, view) is not None:
+            environments.add(view)
+        names.extend(_root_names(store, view))
+    return names
+
+
+def _profile_generation_names(store: Store, environments: set[Path] | None = None) -> list[str]:
+    """Entries listed by every generation of every profile.
+
+    Walked rather than registered under roots/: a generation needs no second
+    record that could drift from it, and its number directory appearing (by
+    rename) or going (by rename) is exactly when it starts and stops
+    counting. Hidden names (staging, half-deleted) are not generations.
+    """
+    names: list[str] = []
+    profiles = store.home / "profiles"
+    try:
+        gens_dirs = [d for d in os.listdir(profiles) if not d.startswith(".")]
+    except FileNotFoundError:
+        return names
+    for gens in gens_dirs:
+        if os.path.islink(profiles / gens):
+            continue  # an alias: its target is one of the generations walked here
+        try:
+            numbers = os.listdir(profiles / gens)
+        except (NotADirectoryError, FileNotFoundError):
+            continue
+        for number in numbers:
+            if number.isdigit():
+                names.extend(_names_in_refs(profiles / gens / number / REFS))
+                names.extend(_views_of(store, profiles / gens / number, environments))
+    return names
+
+
 def live_entries(
     store: Store, report: GcReport | None = None, environments: set[Path] | None = None
 ) -> set[str]:
@@ -189,6 +237,9 @@ def live_entries(
                 environments.add(Path(os.path.realpath(view)))
                 pending.extend(_root_names(store, Path(os.path.realpath(view))))
         pending.extend(_root_names(store, env if env is not None else target))
+        if env is None and target.is_dir():
+            pending.extend(_views_of(store, target, environments))
+    pending.extend(_profile_generation_names(store, environments))
     live: set[str] = set()
     while pending:
         name = pending.pop()

@@ -1,0 +1,1 @@
+"""Environments: bindings, profiles and generations, shell integration, PATH reports."""

@@ -1,0 +1,97 @@
+"""Python tools for env dirs and profiles: ``cpk install --python black``.
+
+Like pipx or ``uv tool``, each tool gets an environment of its own, so it
+sees only its own dependencies; unlike them nothing is copied: the
+environment is an ordinary shared view (symlinks into the store, made as
+for ``cpk run --with black``), and the env dir's ``bin/<script>`` is a
+symlink to the view's script, whose ``#!`` line names the view's python.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from contentpkg.errors import CpkError
+
+
+@dataclass(frozen=True)
+class ToolEnv:
+    """One tool: what was asked, its view, and the scripts it offers."""
+
+    requirement: str
+    name: str
+    view: str
+    scripts: tuple[str, ...]
+    entries: tuple[str, ...]
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "requirement": self.requirement,
+            "name": self.name,
+            "view": self.view,
+            "scripts": list(self.scripts),
+            "entries": list(self.entries),
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ToolEnv:
+        return cls(
+            row["requirement"],
+            row["name"],
+            row["view"],
+            tuple(row.get("scripts", [])),
+            tuple(row.get("entries", [])),
+        )
+
+
+def tool_environment(options: Any, requirement: str) -> ToolEnv:
+    """Resolve, fetch and compose requirement's own view; list its scripts.
+
+    The working directory's project plays no part: a tool's environment
+    is the requirement alone, as ``uv tool install`` makes it.
+    """
+    from contentpkg.python.interpreter import interpreter_info
+    from contentpkg.python.operations import environment_for
+    from contentpkg.python.project import canonical_name, requirement_name
+    from contentpkg.python.run import RunRequest
+
+    name = canonical_name(requirement_name(requirement))
+    python = interpreter_info(getattr(options, "python", None))
+    prepared = environment_for(options, RunRequest(["python"], [requirement]), None, python)
+    view = Path(os.path.realpath(prepared.env))
+    scripts = _scripts_of(view, name)
+    if not scripts:
+        raise CpkError(f"{requirement}: {name} has no console or GUI scripts to install")
+    missing = [s for s in scripts if not os.access(view / "bin" / s, os.X_OK)]
+    if missing:
+        raise CpkError(f"{view}: the view lacks scripts {', '.join(missing)} of {name}")
+    refs = (view / ".cpk" / "refs").read_text().split()
+    return ToolEnv(requirement, name, str(view), tuple(scripts), tuple(refs))
+
+
+def _scripts_of(view: Path, name: str) -> list[str]:
+    """The console and GUI scripts the distribution name declares."""
+    from contentpkg.python.project import canonical_name
+
+    for site in view.glob("lib/python*/site-packages"):
+        for info in site.glob("*.dist-info"):
+            dist = info.name[: -len(".dist-info")].rsplit("-", 1)[0]
+            if canonical_name(dist) != name:
+                continue
+            parser = configparser.ConfigParser(interpolation=None, delimiters=("=",))
+            parser.optionxform = str  # type: ignore[assignment,method-assign]
+            try:
+                parser.read(info / "entry_points.txt", encoding="utf-8")
+            except configparser.Error as exc:
+                raise CpkError(f"{info}/entry_points.txt: unreadable ({exc})") from None
+            return sorted(
+                key
+                for section in ("console_scripts", "gui_scripts")
+                if parser.has_section(section)
+                for key in parser[section]
+            )
+    return []
