@@ -342,7 +342,8 @@ def cmd_ldd(args: argparse.Namespace) -> int:
         head.append(f"interpreter {report.interpreter}")
     print(f"{report.file} ({'; '.join(head)})")
     if report.static:
-        print("  statically linked: no DT_NEEDED entries")
+        how = "no DT_NEEDED entries" if report.interpreter else "the kernel runs it, no loader"
+        print(f"  statically linked: {how}")
     for obj in report.objects:
         if obj.path is None:
             print(f"  {obj.name} => not found")
@@ -351,6 +352,8 @@ def cmd_ldd(args: argparse.Namespace) -> int:
             print(f"  {obj.name}" + (f" => {obj.path}" if obj.path != obj.name else ""))
             why = obj.detail + (f" (in {obj.hwcaps})" if obj.hwcaps else "")
         who = f"needed by {obj.requested_by}" if obj.requested_by else "not named by any DT_NEEDED"
+        if obj.also_requested_by:
+            who += f" (and {len(obj.also_requested_by)} more)"
         print(f"      {who}; {why}")
         for skipped in obj.skipped:
             print(f"      passed over {skipped}")
@@ -861,6 +864,35 @@ def _env_shell(args: argparse.Namespace) -> int:
     return _exec_in_env(env, [shell])
 
 
+# --- path --------------------------------------------------------------------
+
+
+def cmd_path_add(args: argparse.Namespace) -> int:
+    from contentpkg.env.shellrc import add_to_path
+
+    result = add_to_path(args.directory, args.shell, dry_run=args.dry_run)
+    for change in result.changes:
+        shells = ", ".join(change.shells)
+        if change.action == "unchanged":
+            print(f"unchanged: {change.path} ({shells}) already adds {result.directory}")
+            continue
+        verb = {"created": "create", "updated": "update"}[change.action]
+        print(f"{'would ' + verb if args.dry_run else change.action}: {change.path} ({shells})")
+        if args.dry_run:
+            print("".join(f"    {line}\n" for line in change.block.splitlines()), end="")
+    if not result.exists:
+        print(f"note: {result.directory} does not exist (yet)", file=sys.stderr)
+    if result.changed and not args.dry_run:
+        if result.on_path_now:
+            print(f"{result.directory} is already on this shell's PATH", file=sys.stderr)
+        else:
+            print(
+                "to use it in this terminal: exec $SHELL (or open a new terminal)",
+                file=sys.stderr,
+            )
+    return 0
+
+
 # --- parser ------------------------------------------------------------------
 
 
@@ -1116,6 +1148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ldd)
 
     _add_environment_commands(commands)
+    _add_path_commands(commands)
     return parser
 
 
@@ -1211,6 +1244,36 @@ def _add_environment_commands(commands: Any) -> None:
         "command", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command to run"
     )
     p.set_defaults(func=cmd_exec)
+
+
+def _add_path_commands(commands: Any) -> None:
+    """cpk path add."""
+    path = commands.add_parser(
+        "path",
+        help="put a directory on PATH in your shell start-up files",
+        description="Edit your shell start-up files so that new shells have a directory "
+        "on PATH. A separate, explicit step: cpk install never does it.",
+    )
+    path_cmds = path.add_subparsers(dest="path_command", metavar="SUBCOMMAND")
+    path.set_defaults(func=lambda _args: _usage(path))
+    p = path_cmds.add_parser(
+        "add",
+        help="add DIR to PATH in sh/bash, zsh and fish start-up files",
+        description="Add DIR (made absolute; symlinks kept) first on PATH, in a marked "
+        "block of each start-up file: ~/.profile (sh), ~/.bashrc and bash's login file "
+        "(bash), ${ZDOTDIR:-~}/.zshenv (zsh), ~/.config/fish/conf.d/cpk-path.fish (fish). "
+        "Running it again changes nothing; another DIR joins the same block. Default "
+        "shells: sh, $SHELL, and every shell whose start-up files exist.",
+    )
+    p.add_argument("directory", metavar="DIR", help="the directory to add, e.g. WHERE/bin")
+    p.add_argument(
+        "--shell",
+        action="append",
+        choices=("sh", "bash", "zsh", "fish"),
+        help="a shell to configure (repeatable; default: see above)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="show the changes; write nothing")
+    p.set_defaults(func=cmd_path_add)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

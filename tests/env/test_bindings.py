@@ -329,12 +329,11 @@ def _make(path: Path) -> Path:
 
 
 def test_cli_offers_exactly_the_shells_bindings_renders() -> None:
+    import ast
     import inspect
 
     from contentpkg import cli
     from contentpkg.env.bindings import SHELLS
-
-    import ast
 
     line = next(x for x in inspect.getsource(cli).splitlines() if x.strip().startswith("SHELLS ="))
     assert ast.literal_eval(line.split("=", 1)[1].strip()) == tuple(SHELLS)
