@@ -472,11 +472,11 @@ def _missing_error(missing: dict[str, set[str]], providers: _Providers) -> CpkEr
 
 def _system_hint(soname: str) -> str:
     """Where the system has the library, and which Debian package owns it."""
-    try:
-        from contentpkg.elf.ldcache import lookup_soname  # type: ignore[attr-defined]
+    from contentpkg.elf.ldcache import entries_by_soname
 
-        paths = lookup_soname(soname)
-    except Exception:  # the cache is a hint here; its absence is not an error
+    try:
+        paths = [path for path, _flags, _hwcaps in entries_by_soname().get(soname, [])]
+    except CpkError:  # an unreadable cache only loses the hint
         paths = []
     if not paths:
         return "no store entry provides it, nor does the system"
