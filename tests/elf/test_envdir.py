@@ -222,3 +222,22 @@ def test_install_by_executable_name(app_store: Path) -> None:
     run_cpk("install", "apptool", where, check=True)
     assert os.readlink(where / "bin" / "apptool") == "apptool-3"
     assert _run(where / "bin" / "apptool") == "mid-1>base-1\n"
+
+
+def test_verify_checks_elf_records_against_the_files(app_store: Path) -> None:
+    """Metadata is outside the content hash; verify still catches an ELF
+    record that no longer says what the file does."""
+    entry = Path(run_cpk("store", "path", "app", check=True).stdout.strip())
+    assert run_cpk("store", "verify", "app").returncode == 0
+    meta_path = entry / ".cpk" / "entry.json"
+    meta = json.loads(meta_path.read_text())
+    meta["elf"]["bin/app"]["runpath"] = "/tmp/evil"
+    os.chmod(entry / ".cpk", 0o755)
+    os.chmod(meta_path, 0o644)
+    meta_path.write_text(json.dumps(meta))
+    proc = run_cpk("store", "verify", "app")
+    assert proc.returncode == 1
+    assert (
+        "bin/app: runpath is '$ORIGIN:$ORIGIN/app_deps:$ORIGIN/common_libs'"
+        in proc.stdout + proc.stderr
+    )

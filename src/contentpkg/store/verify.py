@@ -38,6 +38,46 @@ def verify_entry(entry: Entry) -> list[str]:
         problems.append("content hash mismatch: " + _describe(stored, actual))
     elif content_hash(stored) != recorded:
         problems.append("file list does not match the content hash")
+    if meta.get("elf"):
+        problems += _verify_elf(entry, meta["elf"], {r.path: r.value for r in actual})
+    return problems
+
+
+def _verify_elf(entry: Entry, elf: dict, actual: dict[str, str]) -> list[str]:
+    """Check what an ELF entry says of each file against the file itself.
+
+    The stored file must hash as recorded and still carry the recorded
+    RUNPATH, SONAME and DT_NEEDED (what the loader will read); its hash
+    before patching must be a well-formed sha256 that the store's file table
+    maps back to it, so ``cpk identify`` of the original keeps working.
+    """
+    from contentpkg.elf.reader import ElfError, read_elf
+    from contentpkg.store import lookup
+
+    problems = []
+    for rel, facts in sorted(elf.items()):
+        if actual.get(rel) != facts.get("sha256"):
+            problems.append(f"{rel}: hash differs from the ELF record")
+            continue
+        try:
+            info = read_elf(entry.path / rel)
+        except ElfError as exc:
+            problems.append(f"{rel}: {str(exc).split(': ', 1)[-1]}")
+            continue
+        for key, value in (
+            ("runpath", info.runpath),
+            ("soname", info.soname),
+            ("needed", list(info.needed)),
+        ):
+            if facts.get(key) != value:
+                problems.append(f"{rel}: {key} is {value!r}, recorded {facts.get(key)!r}")
+        original = str(facts.get("original_sha256", ""))
+        if len(original) != 64 or original.strip("0123456789abcdef"):
+            problems.append(f"{rel}: no valid hash of the original file recorded")
+        elif original != facts.get("sha256"):
+            rows = lookup.find_files(entry.layer.root, original, writable=False)
+            if rows is not None and (entry.dirname, rel) not in rows:
+                problems.append(f"{rel}: the original's hash is missing from the file table")
     return problems
 
 
