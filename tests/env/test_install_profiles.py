@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,31 @@ def test_python_tool_in_a_profile_runs_in_its_own_view(
     run_cpk("profile", "delete-generations", "--older-than", "0d", check=True)
     run_cpk("store", "gc", check=True)
     assert not target.exists()
+
+
+@needs_cc
+def test_concurrent_cpk_installs_into_one_profile_lose_nothing(
+    tmp_path: Path, cpk_home: Path
+) -> None:
+    names = [f"tool{i}" for i in range(6)]
+    for name in names:
+        _native(tmp_path, name, "1.0")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "contentpkg", "install", name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in names
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    alias = cpk_home / "profiles" / "default"
+    for name in names:
+        assert _answer(alias / "bin" / name) == f"{name} 1.0"
+    gens = sorted(
+        int(p.name) for p in (cpk_home / "profiles" / "default.gens").iterdir() if p.name.isdigit()
+    )
+    assert gens == list(range(1, len(names) + 1))  # one generation each, none lost
