@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from contentpkg.elf.versions import newest_first
 from contentpkg.errors import CpkError
 from contentpkg.store.entry import Entry, Spec
-from contentpkg.store.hashing import META_DIR
+from contentpkg.store.hashing import META_DIR, hash_file
 from contentpkg.store.layers import Store
 
 if TYPE_CHECKING:
@@ -769,18 +769,10 @@ def _same(full: Path, p: _Placement) -> bool:
         if p.kind == "file":
             if os.path.islink(full):
                 return False
-            return _sha256(full) == p.sha256
+            return hash_file(full)[0] == p.sha256
         return os.path.islink(full) and os.readlink(full) == p.source
     except OSError:
         return False
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _put(where: Path, p: _Placement) -> None:

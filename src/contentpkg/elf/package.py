@@ -16,7 +16,6 @@ slot is thrown away.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from collections.abc import Callable, Sequence
@@ -35,9 +34,9 @@ from contentpkg.elf.reader import (
     read_elf,
 )
 from contentpkg.errors import CpkError
-from contentpkg.store.add import AddResult, add_built, check_source, copy_tree
+from contentpkg.store.add import AddResult, add_built, check_source, copy_file, copy_tree
 from contentpkg.store.entry import check_part
-from contentpkg.store.hashing import FileRecord
+from contentpkg.store.hashing import FileRecord, hash_file
 from contentpkg.store.layers import Store
 
 #: Top-level directories whose executables a user runs (bound to PATH).
@@ -100,33 +99,16 @@ def add_package(
 
     def populate(dest: Path) -> None:
         os.mkdir(dest / where)
-        copy_tree_file(src, dest / where / real_name)
+        copy_file(Path(os.path.realpath(src)), dest / where / real_name)
         if where == "lib" and info.soname and info.soname != real_name:
             os.symlink(real_name, dest / where / info.soname)
 
-    return _add(store, src, name, version, populate, _sha256(src), requires)
-
-
-def copy_tree_file(src: Path, dest: Path) -> None:
-    """Copy one file, keeping only its executable bit (as entries do)."""
-    mode = 0o755 if os.stat(src).st_mode & stat.S_IXUSR else 0o644
-    with open(src, "rb") as fi, open(dest, "xb") as fo:
-        while chunk := fi.read(1 << 20):
-            fo.write(chunk)
-    os.chmod(dest, mode)
+    return _add(store, src, name, version, populate, hash_file(src)[0], requires)
 
 
 def _is_deb(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(8) == b"!<arch>\n"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _add_deb(
@@ -242,7 +224,7 @@ def _patch_tree(root: Path, scan: _Scan) -> None:
         except ElfError as exc:
             raise ElfError(str(exc).replace(str(full), rel)) from None
         check_native(info, rel)
-        original = _sha256(full)
+        original = hash_file(full)[0]
         mode = os.stat(full).st_mode
         tmp = full.with_name(full.name + ".cpk-patched")
         patched = _patch(full, tmp, rel, info)
@@ -253,7 +235,7 @@ def _patch_tree(root: Path, scan: _Scan) -> None:
         facts["original_runpath"] = info.runpath
         facts["original_rpath"] = info.rpath
         facts["original_sha256"] = original
-        facts["sha256"] = _sha256(full)
+        facts["sha256"] = hash_file(full)[0]
         return rel, facts, original
 
     workers = min(8, (os.cpu_count() or 2) * 2, len(candidates))

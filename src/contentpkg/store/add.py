@@ -196,7 +196,7 @@ def add_path(store: Store, src: Path, name: str, version: str) -> AddResult:
     def populate(dest: Path) -> list[FileRecord]:
         if stat.S_ISDIR(st.st_mode):
             return copy_tree(src, dest)
-        digest, size, mode = _copy_file(src, dest / src.name)
+        digest, size, mode = copy_file(src, dest / src.name)
         return [FileRecord(src.name, "x" if mode & stat.S_IXUSR else "f", digest, size)]
 
     # No source hash: for a tree it would equal the content hash, and a
@@ -273,12 +273,12 @@ def copy_tree(src: Path, dest: Path) -> list[FileRecord]:
                 records.append(FileRecord(rel, "d", ""))
                 stack.append((rel + "/", item.path))
             else:
-                digest, size, mode = _copy_file(Path(item.path), target)
+                digest, size, mode = copy_file(Path(item.path), target)
                 records.append(FileRecord(rel, "x" if mode & stat.S_IXUSR else "f", digest, size))
     return records
 
 
-def _copy_file(src: Path, dst: Path) -> tuple[str, int, int]:
+def copy_file(src: Path, dst: Path) -> tuple[str, int, int]:
     """Copy one file, hashing the bytes that were written; (hex, size, mode).
 
     The file is created with its final read-only mode: permissions are
