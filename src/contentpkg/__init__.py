@@ -4,7 +4,7 @@ Every package version is stored once, immutable, under ``name,version,hash``
 and composed per process into the environment a program needs.
 
 ``contentpkg.use("rich>=13")`` adds packages to the running interpreter
-(:func:`contentpkg.python.runtime.use`). It is loaded on first use, so
+(:func:`contentpkg.python.use.use`). It is loaded on first use, so
 ``import contentpkg`` stays as cheap as a version string.
 """
 
@@ -14,7 +14,7 @@ and composed per process into the environment a program needs.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from contentpkg.errors import CpkError
-    from contentpkg.python.runtime import use
+    from contentpkg.python.use import use
 
 __version__ = "0.1.0"
 __all__ = ["CpkError", "__version__", "use"]
@@ -23,7 +23,7 @@ __all__ = ["CpkError", "__version__", "use"]
 def __getattr__(name: str) -> object:
     # PEP 562: the attribute is imported the first time someone asks for it.
     if name == "use":
-        from contentpkg.python.runtime import use
+        from contentpkg.python.use import use
 
         return use
     if name == "CpkError":

@@ -1,9 +1,19 @@
-"""The one error type the core raises for anything a user can cause.
+"""The error types the core raises for anything a user can cause.
 
-The core never prints: it raises :class:`CpkError` with a single line that
-names the input and the problem, and ``cli.py`` turns it into a message and
-a non-zero exit status, never a traceback.
+The core never prints: it raises :class:`CpkError` (or a subclass) with a
+single line that names the input and the problem, and the command line turns
+it into a message and a non-zero exit status, never a traceback.
+
+Subclasses carry what went wrong as data, as resolvelib's
+``ResolutionImpossible(causes)`` and installer's ``InvalidRecordEntry``
+do, so code that can recover catches the narrow type and reads its fields
+instead of matching message text. Standard library only: the run memo's hot
+path imports this module.
 """
+
+from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class CpkError(Exception):
@@ -14,6 +24,97 @@ class CpkError(Exception):
     a conflict chain) that the CLI prints below the message.
     """
 
-    def __init__(self, message: str, details: list[str] | None = None) -> None:
+    def __init__(self, message: str, details: Sequence[str] | None = None) -> None:
         super().__init__(message)
-        self.details = details or []
+        self.details = list(details or [])
+
+
+class NotFoundError(CpkError):
+    """Something named does not exist: an entry spec, a project, a package."""
+
+    def __init__(self, message: str, *, what: str = "", details: Sequence[str] | None = None):
+        super().__init__(message, details)
+        self.what = what
+
+
+class AmbiguousSpecError(CpkError):
+    """A spec matched more than one entry; ``candidates`` lists them."""
+
+    def __init__(self, message: str, *, spec: str, candidates: Sequence[str]) -> None:
+        super().__init__(message, list(candidates))
+        self.spec = spec
+        self.candidates = list(candidates)
+
+
+class InvalidInputError(CpkError):
+    """A file given to cpk is malformed: a wheel, a ``.deb``, an ELF, a TOML file.
+
+    ``path`` names the input; the message says what is wrong with it.
+    """
+
+    def __init__(self, message: str, *, path: str = "", details: Sequence[str] | None = None):
+        super().__init__(message, details)
+        self.path = path
+
+
+class HashMismatchError(CpkError):
+    """Bytes did not hash to what a lock, an index, RECORD or the store expected."""
+
+    def __init__(self, message: str, *, subject: str, expected: str, actual: str) -> None:
+        super().__init__(message)
+        self.subject = subject
+        self.expected = expected
+        self.actual = actual
+
+
+class ResolutionError(CpkError):
+    """Requirements that no set of versions satisfies.
+
+    ``chains`` holds one line per conflicting requirement chain, as the
+    resolver found them (``a 1.0 requires b<2``).
+    """
+
+    def __init__(self, message: str, *, chains: Sequence[str] = ()) -> None:
+        super().__init__(message, list(chains))
+        self.chains = list(chains)
+
+
+class LockOutdatedError(CpkError):
+    """``--locked`` was given and the lock does not match the project's inputs."""
+
+
+class LockUnreadableError(InvalidInputError):
+    """A lock file exists but cannot be read (a merge conflict, a hand edit)."""
+
+
+class BuildError(CpkError):
+    """A PEP 517 build failed; ``log`` holds the backend's last output lines."""
+
+    def __init__(self, message: str, *, project: str, log: Sequence[str] = ()) -> None:
+        super().__init__(message, list(log))
+        self.project = project
+        self.log = list(log)
+
+
+class MissingLibraryError(CpkError):
+    """An ELF needs a soname that no chosen entry provides.
+
+    ``missing`` maps each soname to who needs it; ``searched`` lists where it
+    was looked for.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing: dict[str, list[str]],
+        searched: Sequence[str] = (),
+        details: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(message, details)
+        self.missing = missing
+        self.searched = list(searched)
+
+
+class ConflictError(CpkError):
+    """A change would overwrite something cpk did not put there."""

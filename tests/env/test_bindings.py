@@ -332,8 +332,8 @@ def test_cli_offers_exactly_the_shells_bindings_renders() -> None:
     import ast
     import inspect
 
-    from contentpkg import cli
+    from contentpkg.cli import parser
     from contentpkg.env.bindings import SHELLS
 
-    line = next(x for x in inspect.getsource(cli).splitlines() if x.strip().startswith("SHELLS ="))
+    line = next(x for x in inspect.getsource(parser).splitlines() if x.strip().startswith("SHELLS ="))
     assert ast.literal_eval(line.split("=", 1)[1].strip()) == tuple(SHELLS)

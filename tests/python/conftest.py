@@ -11,7 +11,7 @@ from packaging.markers import default_environment
 from packaging.tags import compatible_tags, cpython_tags
 from support.index import LocalIndex
 
-from contentpkg.python.index import IndexClient
+from contentpkg.python.index.client import IndexClient
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
 
 

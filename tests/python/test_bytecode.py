@@ -19,8 +19,8 @@ from support.wheels import make_wheel
 
 import contentpkg
 from contentpkg.errors import CpkError
-from contentpkg.python.bytecode import bytecode_marker, compiled_tags, ensure_bytecode
-from contentpkg.python.wheel import add_wheel
+from contentpkg.python.install.bytecode import bytecode_marker, compiled_tags, ensure_bytecode
+from contentpkg.python.install.wheel import add_wheel
 from contentpkg.store import Entry, Store
 from contentpkg.store.add import add_path
 from contentpkg.store.verify import verify_entry
@@ -161,7 +161,7 @@ RACER = textwrap.dedent(
     """
     import json, os, sys, time
     from contentpkg.store import Store
-    from contentpkg.python.bytecode import ensure_bytecode
+    from contentpkg.python.install.bytecode import ensure_bytecode
 
     dirname, go = sys.argv[1], sys.argv[2]
     store = Store.open()

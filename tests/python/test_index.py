@@ -12,14 +12,14 @@ from support.index import LocalIndex
 from support.wheels import make_sdist, make_wheel, wheel_metadata
 
 from contentpkg.errors import CpkError
-from contentpkg.python.dists import DistFile
-from contentpkg.python.index import (
+from contentpkg.python.index.client import (
     DEFAULT_INDEX,
     IndexClient,
     index_settings,
     parse_html_page,
     parse_json_page,
 )
+from contentpkg.python.index.dists import DistFile
 
 Factory = Callable[..., IndexClient]
 

@@ -19,11 +19,11 @@ from support.index import LocalIndex
 from support.wheels import make_wheel
 
 from contentpkg.errors import CpkError
-from contentpkg.python.index import IndexClient
+from contentpkg.python.index.client import IndexClient
 from contentpkg.python.interpreter import InterpreterInfo
-from contentpkg.python.lockfile import read_lock, render_lock
-from contentpkg.python.project import load_project
-from contentpkg.python.resolver import resolve
+from contentpkg.python.lock.pylock import read_lock, render_lock
+from contentpkg.python.project.inputs import load_project
+from contentpkg.python.resolve.resolver import resolve
 
 
 @pytest.fixture

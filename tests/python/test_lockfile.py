@@ -15,15 +15,15 @@ import pytest
 from packaging.requirements import Requirement
 
 from contentpkg.errors import CpkError
-from contentpkg.python.dists import DistFile, Pin, Resolution
-from contentpkg.python.lockfile import (
+from contentpkg.python.index.dists import DistFile, Pin, Resolution
+from contentpkg.python.lock.pylock import (
     LOCK_FILENAME,
     lock_is_fresh,
     lock_to_requirements_pins,
     read_lock,
     write_lock,
 )
-from contentpkg.python.project import inputs_fingerprint, load_project
+from contentpkg.python.project.inputs import inputs_fingerprint, load_project
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 INDEX = "https://index.example/simple"
@@ -152,7 +152,7 @@ def test_second_write_is_byte_identical_and_reports_no_change(tmp_path: Path) ->
     other.parent.mkdir()
     code = (
         "import sys; sys.path[:0] = sys.argv[3:];"
-        "from test_lockfile import sample; from contentpkg.python.lockfile import write_lock;"
+        "from test_lockfile import sample; from contentpkg.python.lock.pylock import write_lock;"
         "write_lock(__import__('pathlib').Path(sys.argv[1]), sample(), sys.argv[2])"
     )
     subprocess.run(
@@ -387,7 +387,7 @@ def test_reading_imports_nothing_heavy(tmp_path: Path) -> None:
     lock_path = tmp_path / LOCK_FILENAME
     write_lock(lock_path, sample(), "f" * 64)
     code = (
-        "import sys; from contentpkg.python.lockfile import read_lock;"
+        "import sys; from contentpkg.python.lock.pylock import read_lock;"
         "read_lock(sys.argv[1]);"
         "bad = [m for m in ('packaging', 'tomli_w', 'resolvelib', 'rich', 'urllib3')"
         " if m in sys.modules]; print(bad)"
@@ -412,8 +412,9 @@ def test_freshness_check_imports_nothing_heavy(tmp_path: Path) -> None:
     write_lock(tmp_path / LOCK_FILENAME, sample(), fingerprint)
     code = (
         "import sys; from pathlib import Path;"
-        "from contentpkg.python.lockfile import read_lock;"
-        "from contentpkg.python.project import find_project, load_project, inputs_fingerprint;"
+        "from contentpkg.python.lock.pylock import read_lock;"
+        "from contentpkg.python.project.inputs import ("
+        "find_project, load_project, inputs_fingerprint);"
         "root = find_project(Path(sys.argv[1]));"
         "fp = inputs_fingerprint(load_project(root, validate=False), python_version='3.11.7');"
         "lock = read_lock(root / 'pylock.toml', cache_dir=Path(sys.argv[1]) / 'cache');"

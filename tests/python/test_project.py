@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from contentpkg.errors import CpkError
-from contentpkg.python.project import (
+from contentpkg.python.project.inputs import (
     IndexSettings,
     ScriptInputs,
     canonical_requirement,
@@ -509,7 +509,7 @@ def test_fingerprint_index_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     """The fingerprint takes its places from ``index_settings``: given its
     answer, or (None) asking it with the project's own table, as ``cpk run``
     does. The project's raw table merges a requirements file's options."""
-    from contentpkg.python.locations import index_settings
+    from contentpkg.python.project.settings import index_settings
 
     monkeypatch.delenv("CPK_FIND_LINKS", raising=False)
     (tmp_path / "links").mkdir()

@@ -15,10 +15,10 @@ from support.index import LocalIndex
 from support.wheels import make_sdist, make_wheel, metadata_text
 
 from contentpkg.errors import CpkError
-from contentpkg.python.dists import DistFile, Resolution
-from contentpkg.python.index import IndexClient
+from contentpkg.python.index.client import IndexClient
+from contentpkg.python.index.dists import DistFile, Resolution
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
-from contentpkg.python.resolver import resolve
+from contentpkg.python.resolve.resolver import resolve
 from contentpkg.store import Store
 
 Factory = Callable[..., IndexClient]

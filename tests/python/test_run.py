@@ -149,9 +149,9 @@ def test_hot_path_imports_nothing_heavy(tmp_path: Path, index: LocalIndex) -> No
         "tomli_w",
         "packaging",
         "installer",
-        "contentpkg.python.resolver",
-        "contentpkg.python.operations",
-        "contentpkg.python.http",
+        "contentpkg.python.resolve.resolver",
+        "contentpkg.python.run.operations",
+        "contentpkg.python.index.http",
         "sqlite3",
         "ssl",
     }
@@ -270,7 +270,7 @@ def test_launchers_are_the_scripts_installer_writes() -> None:
     slow); they must stay byte-identical to what installer would write."""
     from installer.scripts import Script
 
-    from contentpkg.python.views import launcher
+    from contentpkg.python.envs.views import launcher
 
     for python in ("/env/bin/python", "/with space/bin/python", "/" + "x" * 140 + "/python"):
         for module, attr in (("pkg", "main"), ("pkg.cli", "app.run")):

@@ -157,8 +157,8 @@ def test_satisfied_use_loads_no_machinery(tmp_path: Path, cpk_home: Path) -> Non
             f"""
             import sys, contentpkg
             print(contentpkg.use("pytest", "packaging>=20", index_url={str(tmp_path)!r}))
-            heavy = ("resolvelib", "contentpkg.python.operations", "contentpkg.python.index",
-                     "contentpkg.store", "rich")
+            heavy = ("resolvelib", "contentpkg.python.run.operations",
+                     "contentpkg.python.index.client", "contentpkg.store", "rich")
             print(sorted(m for m in sys.modules if m.startswith(heavy)))
             """,
             None,
@@ -370,7 +370,7 @@ def test_import_contentpkg_stays_cheap() -> None:
     # Nothing but the package itself: not the runtime, the resolver, packaging.
     assert lines[0] == "['contentpkg']"
     # Asking for use() loads its module, still without the heavy machinery.
-    assert lines[1] == "contentpkg.python.runtime False False"
+    assert lines[1] == "contentpkg.python.use False False"
 
 
 def test_gc_collects_runtime_farms_unused_for_a_month(tmp_path: Path) -> None:

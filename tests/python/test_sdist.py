@@ -23,10 +23,10 @@ import pytest
 from support.wheels import make_sdist, metadata_text, normalize
 
 from contentpkg.errors import CpkError
-from contentpkg.python.buildenv import BuildEnv
-from contentpkg.python.http import default_cache_dir
+from contentpkg.python.build.buildenv import BuildEnv
+from contentpkg.python.build.sdist import DEFAULT_REQUIRES, build_sdist_wheel, sdist_metadata
+from contentpkg.python.index.http import default_cache_dir
 from contentpkg.python.interpreter import interpreter_info
-from contentpkg.python.sdist import DEFAULT_REQUIRES, build_sdist_wheel, sdist_metadata
 from contentpkg.store.add import add_built, add_path
 from contentpkg.store.entry import Entry
 from contentpkg.store.layers import Store
@@ -47,7 +47,7 @@ def wheel_entry(
     files: Mapping[str, str],
     console_scripts: Mapping[str, str] | None = None,
 ) -> Entry:
-    """A wheel entry in the layout python/wheel.py produces."""
+    """A wheel entry in the layout python/install/wheel.py produces."""
     dist = normalize(name)
 
     def populate(root: Path) -> None:

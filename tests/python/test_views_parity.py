@@ -911,7 +911,7 @@ def test_bytecode_is_taken_from_the_source_that_won(tmp_path: Path) -> None:
     conflicting module (as an entry in a read-only layer may not): none is
     linked, and the import compiles the winner's source in memory.
     """
-    from contentpkg.python.views import link_merged
+    from contentpkg.python.envs.views import link_merged
 
     tag = sys.implementation.cache_tag
     for who in ("first", "second"):

@@ -19,7 +19,7 @@ import pytest
 from support.wheels import make_wheel, record_hash
 
 from contentpkg.errors import CpkError
-from contentpkg.python.wheel import add_wheel, wheel_entry_info
+from contentpkg.python.install.wheel import add_wheel, wheel_entry_info
 from contentpkg.store import Store
 from contentpkg.store.verify import verify_entry
 

@@ -51,7 +51,7 @@ from contentpkg.store.hashing import META_DIR, hash_file
 from contentpkg.store.layers import Store
 
 if TYPE_CHECKING:
-    from contentpkg.python.tools import ToolEnv
+    from contentpkg.python.envs.tools import ToolEnv
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -532,7 +532,7 @@ def installed_requests(store: Store, where: Path) -> list[Entry]:
 
 def installed_tools(where: Path) -> list[ToolEnv]:
     """The Python tools WHERE holds (``cpk install --python``)."""
-    from contentpkg.python.tools import ToolEnv
+    from contentpkg.python.envs.tools import ToolEnv
 
     manifest = read_manifest(where) or {}
     return [ToolEnv.from_row(r) for r in manifest.get("python_tools", [])]

@@ -208,7 +208,7 @@ def interpreter_info(
         stat = real.stat()
     except OSError as exc:
         raise CpkError(f"python {python}: cannot read ({exc.strerror or exc})") from None
-    from contentpkg.python.locations import default_cache_dir, write_atomic
+    from contentpkg.python.project.settings import default_cache_dir, write_atomic
 
     if cache_dir is None:
         cache_dir = default_cache_dir()

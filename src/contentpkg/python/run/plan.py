@@ -18,8 +18,8 @@ from pathlib import Path
 
 from contentpkg.errors import CpkError
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
-from contentpkg.python.lockfile import LOCK_FILENAME, Lock, read_lock
-from contentpkg.python.project import (
+from contentpkg.python.lock.pylock import LOCK_FILENAME, Lock, read_lock
+from contentpkg.python.project.inputs import (
     ProjectInputs,
     find_project,
     inputs_fingerprint,
@@ -27,7 +27,7 @@ from contentpkg.python.project import (
     read_script_metadata,
     requirement_name,
 )
-from contentpkg.python.runmemo import exec_in
+from contentpkg.python.run.memo import exec_in
 from contentpkg.store import Entry, Store
 
 __all__ = ["Prepared", "RunRequest", "exec_in", "prepare"]
@@ -141,7 +141,7 @@ def derived_lock_path(cache_dir: Path, fingerprint: str) -> Path:
 
 def prepare(options: object, request: RunRequest) -> Prepared:
     """The environment to run in: found on the hot path, else made."""
-    from contentpkg.python.locations import command_line_places, default_cache_dir
+    from contentpkg.python.project.settings import command_line_places, default_cache_dir
 
     inputs = _inputs(options, request)
     python = interpreter_info(getattr(options, "python", None))
@@ -174,7 +174,7 @@ def prepare(options: object, request: RunRequest) -> Prepared:
 
     entries = _entries_of(store, lock) if lock is not None else None
     if entries is not None and inputs is not None:
-        from contentpkg.python.views import find_view
+        from contentpkg.python.envs.views import find_view
 
         names = [e.dirname for e in _declared_order(entries, lock, inputs)]
         view = find_view(store, python, names)
@@ -192,7 +192,7 @@ def prepare(options: object, request: RunRequest) -> Prepared:
             return compose(store, python, inputs, inputs, lock, entries, request)
 
     # Something is missing: lock, fetch, build the view (the cold path).
-    from contentpkg.python.operations import environment_for
+    from contentpkg.python.run.operations import environment_for
 
     return environment_for(options, request, inputs, python)
 
@@ -212,7 +212,7 @@ def compose(
     ``run_inputs`` decides order and overlay (the project plus any ``--with``
     requirements); ``inputs`` is the project or script as found, or None.
     """
-    from contentpkg.python.views import ensure_view
+    from contentpkg.python.envs.views import ensure_view
 
     ordered = _declared_order(entries, lock, run_inputs)
     view = ensure_view(store, ordered, python)
@@ -281,7 +281,7 @@ def _env_for(
     :mod:`overlay`); its key covers everything that shapes it, so an
     existing overlay is current. With ``build`` False, None means "missing".
     """
-    from contentpkg.python.overlay import ensure_overlay, overlay_needed, overlay_path
+    from contentpkg.python.envs.overlay import ensure_overlay, overlay_needed, overlay_path
 
     if not overlay_needed(inputs):
         return view

@@ -74,7 +74,7 @@ class IndexSettings:
     absolute local paths (relative ones are resolved against the file that
     named them when it is read). What is used in the end, after the command
     line and the environment have their say, is decided in one place only:
-    :func:`contentpkg.python.locations.index_settings`, given
+    :func:`contentpkg.python.project.settings.index_settings`, given
     :attr:`ProjectInputs.index_table`.
     """
 
@@ -1039,7 +1039,7 @@ def inputs_fingerprint(
 
     root = inputs.root
     if index_settings is None:
-        from contentpkg.python.locations import index_settings as settings_of
+        from contentpkg.python.project.settings import index_settings as settings_of
 
         index_settings = settings_of(None, None, inputs.index_table, project_dir=root)
     indexes, links = index_settings

@@ -37,8 +37,8 @@ from packaging.version import InvalidVersion, Version
 
 from contentpkg.errors import CpkError
 from contentpkg.progress import QUIET, Reporter
-from contentpkg.python.dists import DistFile
-from contentpkg.python.http import (
+from contentpkg.python.index.dists import DistFile
+from contentpkg.python.index.http import (
     HttpSession,
     default_cache_dir,
     file_url_path,
@@ -49,9 +49,9 @@ from contentpkg.python.http import (
 
 # Where to look is decided in a module of its own, light enough for the hot
 # path of ``cpk run`` (which must not import this client); re-exported here.
-from contentpkg.python.locations import DEFAULT_INDEX as DEFAULT_INDEX
-from contentpkg.python.locations import index_settings as index_settings
-from contentpkg.python.locations import index_url, location_url
+from contentpkg.python.project.settings import DEFAULT_INDEX as DEFAULT_INDEX
+from contentpkg.python.project.settings import index_settings as index_settings
+from contentpkg.python.project.settings import index_url, location_url
 from contentpkg.store.hashing import hash_file
 
 T = TypeVar("T")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from contentpkg.errors import CpkError
 
 if TYPE_CHECKING:
-    from contentpkg.python.dists import DistFile, Pin, Resolution
+    from contentpkg.python.index.dists import DistFile, Pin, Resolution
 
 LOCK_FILENAME = "pylock.toml"
 LOCK_VERSION = "1.0"

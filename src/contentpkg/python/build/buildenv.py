@@ -104,7 +104,7 @@ class BuildEnv:
         # The same skeleton and scripts as a view's: what makes CPython treat
         # the directory as a venv, and console scripts on PATH (some backends
         # run tools such as cmake, ninja or cython by name).
-        from contentpkg.python.views import write_scripts, write_skeleton
+        from contentpkg.python.envs.views import write_scripts, write_skeleton
 
         write_skeleton(self.path, self.interpreter, prompt="cpk-build")
         self.site_packages.mkdir(parents=True)

@@ -38,7 +38,7 @@ from typing import Any
 
 from contentpkg.errors import CpkError
 from contentpkg.python.interpreter import InterpreterInfo
-from contentpkg.python.project import ProjectInputs
+from contentpkg.python.project.inputs import ProjectInputs
 from contentpkg.store import Store
 from contentpkg.store.hashing import b32
 from contentpkg.store.staging import remove_tree
@@ -78,7 +78,7 @@ def ensure_overlay(
     store: Store, view: Path, python: InterpreterInfo, inputs: ProjectInputs
 ) -> Path:
     """Build the project's overlay on view if it is not there yet."""
-    from contentpkg.python.views import VIEW_JSON, write_scripts, write_skeleton
+    from contentpkg.python.envs.views import VIEW_JSON, write_scripts, write_skeleton
 
     final = overlay_path(store, view, python, inputs)
     if final.is_dir():
@@ -209,7 +209,7 @@ def _write_editable(site: Path, root: Path, meta: dict[str, Any]) -> None:
 
 
 def _write_project_scripts(bin_dir: Path, python: Path, scripts: dict[str, str]) -> None:
-    from contentpkg.python.views import launcher
+    from contentpkg.python.envs.views import launcher
 
     for name, value in sorted(scripts.items()):
         module, _, attr = str(value).partition(":")

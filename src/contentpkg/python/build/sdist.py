@@ -3,7 +3,7 @@
 An sdist is unpacked (refusing anything that could write outside its
 directory), its ``[build-system]`` read, and its build requirements resolved
 by the caller into store entries like any other requirement; a
-:class:`~contentpkg.python.buildenv.BuildEnv` made of those entries runs the
+:class:`~contentpkg.python.build.buildenv.BuildEnv` made of those entries runs the
 backend's hooks through ``pyproject_hooks``. Built wheels are cached by the
 sdist's sha256 and the facts of the interpreter that a wheel depends on, so
 an sdist is built once per interpreter, not once per project or per run.
@@ -29,10 +29,10 @@ from typing import IO, TYPE_CHECKING, Any
 
 from contentpkg.errors import CpkError
 from contentpkg.progress import QUIET, Reporter, Task
-from contentpkg.python.buildenv import BuildEnv, discard_tree
+from contentpkg.python.build.buildenv import BuildEnv, discard_tree
+from contentpkg.python.install.wheel import stays_inside
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
-from contentpkg.python.locations import default_cache_dir
-from contentpkg.python.wheel import stays_inside
+from contentpkg.python.project.settings import default_cache_dir
 from contentpkg.store.hashing import hash_file
 
 if TYPE_CHECKING:

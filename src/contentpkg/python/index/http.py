@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from contentpkg.errors import CpkError
 from contentpkg.progress import QUIET, Reporter
-from contentpkg.python.locations import default_cache_dir, write_atomic
+from contentpkg.python.project.settings import default_cache_dir, write_atomic
 from contentpkg.store.hashing import hash_file
 
 if TYPE_CHECKING:

@@ -43,8 +43,8 @@ from resolvelib import AbstractProvider, BaseReporter, Resolver
 from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep
 
 from contentpkg.errors import CpkError
-from contentpkg.python.dists import DistFile, Pin, Resolution
-from contentpkg.python.index import FileName, IndexClient, parse_filename, sdist_pkg_info
+from contentpkg.python.index.client import FileName, IndexClient, parse_filename, sdist_pkg_info
+from contentpkg.python.index.dists import DistFile, Pin, Resolution
 from contentpkg.python.interpreter import InterpreterInfo
 
 if TYPE_CHECKING:

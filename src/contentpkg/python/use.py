@@ -20,7 +20,7 @@ Why it works this way:
   an error naming both.
 * The new packages get a site-packages directory of their own, built with
   the views' link farm (one symlink per top-level name, see
-  :mod:`contentpkg.python.views`) and added with :func:`site.addsitedir`,
+  :mod:`contentpkg.python.envs.views`) and added with :func:`site.addsitedir`,
   so their ``.pth`` files run and imports cost one more directory on
   ``sys.path``, whatever the number of packages. It is appended, after the
   paths the process already had, so nothing already importable changes.
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
     from packaging.requirements import Requirement
 
-    from contentpkg.python.operations import Materialized
+    from contentpkg.python.run.operations import Materialized
     from contentpkg.store import Entry, Store
 
 #: Where the per-process site-packages farms live, under the user's home.
@@ -100,7 +100,7 @@ def use(
     PyPI. ``offline`` uses only what the cache and the store hold.
 
     Returns the packages this call made importable, sorted by name, as
-    :class:`~contentpkg.python.operations.Materialized` items (``name``,
+    :class:`~contentpkg.python.run.operations.Materialized` items (``name``,
     ``version``, store ``entry``, and ``how``: ``"present"`` when the store
     already had it, ``"fetched"`` or ``"built"``); an empty list when
     everything was importable already, which is then all it checked.
@@ -304,7 +304,7 @@ def _add(
     offline: bool,
     prereleases: bool,
 ) -> list[Materialized]:
-    from contentpkg.python.operations import Options, materialize_requirements
+    from contentpkg.python.run.operations import Options, materialize_requirements
     from contentpkg.store import Store
     from contentpkg.store.locks import collector_lock
 
@@ -416,7 +416,7 @@ def ensure_farm(store: Store, entries: Sequence[Entry]) -> Path:
 def _build_farm(root: Path, entries: Sequence[Entry]) -> None:
     import json
 
-    from contentpkg.python.views import link_merged
+    from contentpkg.python.envs.views import link_merged
     from contentpkg.store.gc import write_refs
 
     for entry in entries:

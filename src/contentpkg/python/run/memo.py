@@ -102,7 +102,7 @@ def _memo_path(cache_dir: str, key: str) -> str:
 
 
 def _cache_dir() -> str:
-    from contentpkg.python.locations import default_cache_dir
+    from contentpkg.python.project.settings import default_cache_dir
 
     return os.fspath(default_cache_dir())
 

@@ -18,11 +18,10 @@ from typing import Any
 
 from contentpkg.errors import CpkError
 from contentpkg.progress import QUIET, Reporter
-from contentpkg.python.dists import DistFile, Pin, Resolution
-from contentpkg.python.index import IndexClient
+from contentpkg.python.index.client import IndexClient
+from contentpkg.python.index.dists import DistFile, Pin, Resolution
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
-from contentpkg.python.locations import default_cache_dir
-from contentpkg.python.lockfile import (
+from contentpkg.python.lock.pylock import (
     LOCK_FILENAME,
     Lock,
     LockedPackage,
@@ -30,13 +29,14 @@ from contentpkg.python.lockfile import (
     read_lock,
     write_lock,
 )
-from contentpkg.python.project import (
+from contentpkg.python.project.inputs import (
     ProjectInputs,
     add_url_sources,
     find_project,
     inputs_fingerprint,
     load_project,
 )
+from contentpkg.python.project.settings import default_cache_dir
 from contentpkg.store import Entry, Store
 from contentpkg.store.locks import collector_lock
 
@@ -135,7 +135,7 @@ class _Session:
         hashes: dict[str, tuple[str, ...]] | None = None,
         local_sources: dict[str, Path] | None = None,
     ) -> Resolution:
-        from contentpkg.python.resolver import resolve
+        from contentpkg.python.resolve.resolver import resolve
 
         return resolve(
             list(requirements),
@@ -151,7 +151,7 @@ class _Session:
         )
 
     def _sdist_metadata(self, file: DistFile) -> bytes:
-        from contentpkg.python.sdist import sdist_metadata
+        from contentpkg.python.build.sdist import sdist_metadata
 
         path = self.client.fetch_archive(file)
         return sdist_metadata(
@@ -212,7 +212,7 @@ class _Session:
         return self._materialize(wanted)
 
     def _materialize(self, wanted: list[tuple[str, str, DistFile]]) -> list[Materialized]:
-        from contentpkg.python.bytecode import ensure_bytecode_many
+        from contentpkg.python.install.bytecode import ensure_bytecode_many
 
         items: list[Materialized] = []
         missing: list[tuple[str, str, DistFile]] = []
@@ -240,7 +240,7 @@ class _Session:
 
     def _add(self, item: tuple[str, str, DistFile], tmp: Path) -> Materialized:
         """Download one file and make its entry (building an sdist first)."""
-        from contentpkg.python.wheel import add_wheel
+        from contentpkg.python.install.wheel import add_wheel
         from contentpkg.store import lookup
 
         name, version, file = item
@@ -259,7 +259,7 @@ class _Session:
         return Materialized(name, version, result.entry, how)
 
     def _build(self, sdist: Path) -> Path:
-        from contentpkg.python.sdist import build_sdist_wheel
+        from contentpkg.python.build.sdist import build_sdist_wheel
 
         return build_sdist_wheel(
             sdist,
@@ -291,7 +291,7 @@ def _pick_wheel(package: LockedPackage, python: InterpreterInfo) -> object | Non
 
 
 def _index_places(options: Options, inputs: ProjectInputs | None) -> tuple[list[str], list[str]]:
-    from contentpkg.python.locations import command_line_places
+    from contentpkg.python.project.settings import command_line_places
 
     return command_line_places(options, inputs)
 
@@ -490,7 +490,7 @@ def environment_for(
     """
     from dataclasses import replace
 
-    from contentpkg.python.run import compose, derived_lock_path
+    from contentpkg.python.run.plan import compose, derived_lock_path
 
     root = inputs.root if inputs is not None else Path.cwd()
     session = _Session(options, root, inputs)
@@ -616,12 +616,12 @@ def materialize_requirements(
     names to the (version, core metadata) of distributions already present
     where the packages will be used: each is taken as it is, without asking
     an index, and is not materialized. ``bytecode_jobs`` as
-    :func:`~contentpkg.python.bytecode.ensure_bytecode_many`'s ``jobs``.
+    :func:`~contentpkg.python.install.bytecode.ensure_bytecode_many`'s ``jobs``.
     Returns the materialized packages only, sorted by name.
     """
     from packaging.utils import canonicalize_name
 
-    from contentpkg.python.resolver import resolve
+    from contentpkg.python.resolve.resolver import resolve
 
     if not requirements:
         raise CpkError("name at least one requirement")

@@ -528,7 +528,7 @@ def _destination(filename: str, member: str) -> str | None:
 
     Bytecode shipped in a wheel is derived, stale and for some interpreter
     we do not know; it is checked against RECORD but not installed, and
-    :mod:`contentpkg.python.bytecode` compiles the entry's own.
+    :mod:`contentpkg.python.install.bytecode` compiles the entry's own.
     """
     parts = member.split("/")
     if any(p in DERIVED_DIRS for p in parts):

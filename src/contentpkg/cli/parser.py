@@ -1,0 +1,477 @@
+"""The argument parser: every command's options and help, nothing else."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+from contentpkg import __version__
+from contentpkg.cli.elf import cmd_install, cmd_ldd, cmd_remove
+from contentpkg.cli.env import (
+    cmd_env,
+    cmd_exec,
+    cmd_path_add,
+    cmd_profile_delete_generations,
+    cmd_profile_generations,
+    cmd_profile_list,
+    cmd_profile_rollback,
+    cmd_profile_switch,
+)
+from contentpkg.cli.python import cmd_fetch, cmd_lock, cmd_run, cmd_shell, cmd_sync
+from contentpkg.cli.store import (
+    cmd_identify,
+    cmd_store_add,
+    cmd_store_gc,
+    cmd_store_info,
+    cmd_store_ls,
+    cmd_store_path,
+    cmd_store_verify,
+)
+
+if TYPE_CHECKING:
+    import argparse
+
+
+def _add_index_options(
+    p: argparse.ArgumentParser, project: bool = True, interpreter: str = "--python"
+) -> None:
+    if project:
+        p.add_argument(
+            "--project",
+            metavar="DIR",
+            help="the project directory (default: found upward from here)",
+        )
+    p.add_argument(
+        interpreter,
+        dest="python",
+        metavar="PY",
+        help="target interpreter: a path, a command, or a version like 3.12",
+    )
+    p.add_argument("--index-url", metavar="URL", help="the main package index (default: PyPI)")
+    p.add_argument(
+        "--extra-index-url",
+        metavar="URL",
+        action="append",
+        help="another index, asked before the main one (repeatable)",
+    )
+    p.add_argument(
+        "--find-links",
+        "-f",
+        metavar="DIR|URL",
+        action="append",
+        help="a directory or page of wheels and sdists (repeatable)",
+    )
+    p.add_argument("--prerelease", action="store_true", help="allow pre-releases everywhere")
+    p.add_argument(
+        "--prefer-store", action="store_true", help="prefer versions already in the store"
+    )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="use only cached index pages and the store; no network",
+    )
+
+
+def _add_lock_use_options(p: argparse.ArgumentParser) -> None:
+    """--frozen/--locked, and which extras and groups: for sync, run and shell."""
+    frozen = p.add_mutually_exclusive_group()
+    frozen.add_argument(
+        "--frozen", action="store_true", help="use pylock.toml as it is, without checking it"
+    )
+    frozen.add_argument(
+        "--locked",
+        action="store_true",
+        help="fail if pylock.toml is out of date instead of re-locking",
+    )
+    _add_selection_options(p)
+
+
+def _add_selection_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--extra", metavar="NAME", action="append", help="include an extra")
+    p.add_argument("--group", metavar="NAME", action="append", help="include a dependency group")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="cpk",
+        description="contentpkg: every package version stored once, by content hash, "
+        "and composed per process into the environment a program needs.",
+    )
+    parser.add_argument("--version", action="version", version=f"cpk {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    store = commands.add_parser(
+        "store",
+        help="add, list, inspect, verify and collect store entries",
+        description="The content-addressed store: entries name,version,hash, layered as "
+        "project (.cpk/store), user ($CPK_HOME) and system ($CPK_STORE_PATH) stores.",
+    )
+    store_cmds = store.add_subparsers(dest="store_command", metavar="SUBCOMMAND")
+    store.set_defaults(func=lambda _args: usage(store))
+
+    p = store_cmds.add_parser(
+        "add",
+        help="add a file, a directory prefix or a .deb as an entry",
+        description="Copy a file, a directory tree (a prefix: bin/, lib/, share/...) or a "
+        "Debian .deb into the user store as one immutable entry, atomically. Every ELF "
+        "file in it gets RUNPATH $ORIGIN:$ORIGIN/<elfname>_deps:$ORIGIN/common_libs; "
+        "the entry records its hashes before and after, SONAME and DT_NEEDED.",
+    )
+    p.add_argument("path", help="file, directory or .deb to add")
+    p.add_argument("--name", help="package name (default: the .deb's, or the file's name)")
+    p.add_argument("--version", help="package version (needed unless PATH is a .deb)")
+    p.add_argument(
+        "--requires",
+        action="append",
+        metavar="NAMESPACE:PATH",
+        help="a plain file the package needs and the search path it is found on "
+        "(e.g. XDG_DATA_DIRS:foo/data.txt); repeatable",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_store_add)
+
+    p = store_cmds.add_parser(
+        "ls",
+        help="list entries of every layer",
+        description="List entries: name, version, short hash, size, kind and layer.",
+    )
+    p.add_argument("pattern", nargs="?", help="glob over the name or name,version,hash")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(func=cmd_store_ls)
+
+    spec_help = "name[,version[,hash-prefix]], or an entry's path"
+    p = store_cmds.add_parser(
+        "path",
+        help="print an entry's directory",
+        description="Print the directory of the one entry SPEC names.",
+    )
+    p.add_argument("spec", help=spec_help)
+    p.set_defaults(func=cmd_store_path)
+
+    p = store_cmds.add_parser(
+        "info",
+        help="show an entry's metadata",
+        description="Show the metadata of the one entry SPEC names.",
+    )
+    p.add_argument("spec", help=spec_help)
+    p.add_argument("--json", action="store_true", help="print the metadata as JSON")
+    p.set_defaults(func=cmd_store_info)
+
+    p = store_cmds.add_parser(
+        "verify",
+        help="recompute content hashes",
+        description="Recompute the content hash of every entry (or "
+        "those SPEC names) and list each corrupt one; exit 1 if any.",
+    )
+    p.add_argument("spec", nargs="?", help="name[,version[,hash-prefix]]")
+    p.set_defaults(func=cmd_store_verify)
+
+    p = store_cmds.add_parser(
+        "gc",
+        help="remove entries no root reaches",
+        description="Remove user-store entries that no root under "
+        "$CPK_HOME/roots reaches, and prune dangling roots.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    p.set_defaults(func=cmd_store_gc)
+
+    p = commands.add_parser(
+        "lock",
+        help="resolve the project's dependencies into pylock.toml",
+        description="Resolve the project's declared dependencies (pyproject.toml or "
+        "requirements.txt) for the target interpreter and write a PEP 751 pylock.toml. "
+        "Does nothing when the lock is up to date with its inputs.",
+    )
+    _add_index_options(p)
+    upgrade = p.add_mutually_exclusive_group()
+    upgrade.add_argument(
+        "--upgrade",
+        "-U",
+        action="store_true",
+        help="re-resolve everything to the newest allowed versions",
+    )
+    upgrade.add_argument(
+        "--upgrade-package",
+        "-P",
+        metavar="NAME",
+        action="append",
+        help="let only this package move (repeatable)",
+    )
+    p.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 when the lock is out of date"
+    )
+    _add_selection_options(p)
+    p.set_defaults(func=cmd_lock)
+
+    p = commands.add_parser(
+        "sync",
+        help="make every package of the lock present in the store",
+        description="Lock if the inputs changed, then fetch (or build) every locked "
+        "package that the store lacks, and compile its bytecode.",
+    )
+    _add_index_options(p)
+    _add_lock_use_options(p)
+    p.set_defaults(func=cmd_sync)
+
+    p = commands.add_parser(
+        "fetch",
+        help="resolve requirements and put them into the store",
+        description="Resolve REQ... and fetch or build each resolved package into "
+        "the store, without any lock file or environment.",
+    )
+    p.add_argument("requirements", nargs="+", metavar="REQ", help="a PEP 508 requirement")
+    _add_index_options(p, project=False)
+    p.set_defaults(func=cmd_fetch)
+
+    p = commands.add_parser(
+        "run",
+        help="run a command in the project's environment",
+        description="Find the project (or the PEP 723 script CMD runs), lock and sync "
+        "if needed, compose its environment from the store, and exec CMD in it: a "
+        "console script of the environment, python, or any program.",
+    )
+    _add_index_options(p)
+    p.add_argument(
+        "--with",
+        dest="with_",
+        metavar="REQ",
+        action="append",
+        help="add a requirement for this run only (the lock is not changed)",
+    )
+    p.add_argument(
+        "--with-elf",
+        dest="with_elf",
+        metavar="SPEC",
+        action="append",
+        help="add a native package from the store: its programs on PATH, its libraries "
+        "on the loader's path (so ctypes.CDLL('libfoo.so.1') finds them)",
+    )
+    _add_lock_use_options(p)
+    p.add_argument(
+        "command", nargs=argparse.REMAINDER, metavar="CMD...", help="the command and its arguments"
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = commands.add_parser(
+        "shell",
+        help="start a subshell in the project's environment, or in ENV",
+        description="Start $SHELL with the project's environment first on PATH and "
+        "VIRTUAL_ENV set, made as for 'cpk run'; or, given ENV (a profile name or an env "
+        "dir), with ENV's bindings and CPK_ENV set. Nothing is sourced into your shell: "
+        "exit the subshell and everything is as it was.",
+    )
+    p.add_argument("env", metavar="ENV", nargs="?", help="a profile name or a path to an env dir")
+    p.add_argument("--shell", metavar="SHELL", help="the shell to start (default: $SHELL)")
+    _add_index_options(p)
+    _add_lock_use_options(p)
+    p.set_defaults(func=cmd_shell)
+
+    p = commands.add_parser(
+        "install",
+        help="install a package's programs with their libraries into an env dir",
+        description="Assemble WHERE as a relocatable env dir: each program as a real file "
+        "bin/<name>-<version> with bin/<name> linking to it, the shared library closure "
+        "from the store in lib/ (glibc from the system), share/ files, and a manifest of "
+        "back-references. Copy WHERE anywhere (cp -a, cp -rL, tar) and it keeps working.",
+    )
+    p.add_argument(
+        "spec", metavar="SPEC", help="name[,version[,hash-prefix]] of a package or an executable"
+    )
+    p.add_argument("where", metavar="WHERE", nargs="?", help="env dir to install into")
+    p.add_argument(
+        "--libs",
+        action="append",
+        metavar="DIR[,DIR...]",
+        help="env dirs whose libraries are reached by symlink instead of placed again",
+    )
+    p.add_argument(
+        "--system-libs",
+        action="store_true",
+        help="leave libraries no store entry provides to the system's loader",
+    )
+    p.add_argument(
+        "--profile",
+        "-p",
+        metavar="NAME",
+        help="install into a new generation of this profile (the default without WHERE: 'default')",
+    )
+    p.add_argument(
+        "--python",
+        dest="python_tool",
+        action="store_true",
+        help="SPEC is a Python requirement: put its scripts in bin/, each running in "
+        "the tool's own view (like pipx or uv tool, with nothing copied)",
+    )
+    _add_index_options(p, project=False, interpreter="--interpreter")
+    p.set_defaults(func=cmd_install, project=None, extra=None, group=None)
+
+    p = commands.add_parser(
+        "remove",
+        help="remove packages from an env dir",
+        description="Remove the named packages from WHERE, with the libraries only they "
+        "needed; files cpk did not install are left alone.",
+    )
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--from", dest="where", metavar="WHERE", help="env dir to remove from")
+    p.add_argument(
+        "--profile", "-p", metavar="NAME", help="profile to remove from (default: 'default')"
+    )
+    p.set_defaults(func=cmd_remove)
+
+    p = commands.add_parser(
+        "identify",
+        help="say which entry a file came from",
+        description="Hash each FILE and name the store entries and "
+        "paths that hold the same bytes; exit 1 if one is unknown.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_identify)
+
+    p = commands.add_parser(
+        "ldd",
+        help="explain where the loader finds each library of a program",
+        description="List every object glibc's loader maps for FILE, in its order, with "
+        "the path and the reason (which RPATH/RUNPATH element, LD_LIBRARY_PATH, "
+        "ld.so.cache, a system directory, glibc-hwcaps, already loaded) and what is "
+        "missing; exit 1 when something is missing. Programs are examined as the kernel "
+        "starts them, libraries as 'ld.so --list' does. Nothing is executed.",
+    )
+    p.add_argument("file", metavar="FILE", help="an ELF program or shared library")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_ldd)
+
+    _add_environment_commands(commands)
+    _add_path_commands(commands)
+    return parser
+
+
+def _add_environment_commands(commands: Any) -> None:
+    """cpk profile, cpk env and cpk exec (cpk shell ENV is with shell above)."""
+    import argparse
+
+    # Spelled out, not imported from env.bindings: building the parser must
+    # not import the bindings module for every command (tests keep the two
+    # lists equal).
+    SHELLS = ("sh", "bash", "zsh", "fish")
+
+    profile = commands.add_parser(
+        "profile",
+        help="list profiles, show their generations, switch, roll back, delete",
+        description="A profile is an alias symlink ($CPK_HOME/profiles/NAME) to a numbered "
+        "generation, each a complete env dir. Every install or remove makes a new "
+        "generation and switches the alias atomically; old generations stay (and keep "
+        "their store entries) until deleted. NAME defaults to 'default'.",
+    )
+    profile_cmds = profile.add_subparsers(dest="profile_command", metavar="SUBCOMMAND")
+    profile.set_defaults(func=lambda _args: usage(profile))
+
+    p = profile_cmds.add_parser("list", help="list profiles and their current generations")
+    p.set_defaults(func=cmd_profile_list)
+
+    p = profile_cmds.add_parser(
+        "generations",
+        help="show a profile's history",
+        description="List every generation of the profile: number, date, what it was "
+        "made for, what changed, and which one is current.",
+    )
+    p.add_argument("name", metavar="NAME", nargs="?", help="profile (default: default)")
+    p.add_argument("--json", action="store_true", help="print the history as JSON")
+    p.set_defaults(func=cmd_profile_generations)
+
+    p = profile_cmds.add_parser(
+        "switch",
+        help="make generation N current",
+        description="Point the profile at generation N, with one atomic rename.",
+    )
+    p.add_argument("number", metavar="N", type=int, help="generation number")
+    p.add_argument("name", metavar="NAME", nargs="?", help="profile (default: default)")
+    p.set_defaults(func=cmd_profile_switch)
+
+    p = profile_cmds.add_parser(
+        "rollback",
+        help="switch to the generation before the current one",
+        description="Point the profile at the newest generation older than the current one.",
+    )
+    p.add_argument("name", metavar="NAME", nargs="?", help="profile (default: default)")
+    p.set_defaults(func=cmd_profile_rollback)
+
+    p = profile_cmds.add_parser(
+        "delete-generations",
+        help="delete old generations (never the current one)",
+        description="Delete generations N... of the profile, or every generation older "
+        "than AGE except the current one. Run 'cpk store gc' afterwards to free the store "
+        "entries only they used.",
+    )
+    p.add_argument("args", metavar="[NAME] N", nargs="*", help="profile name, then numbers")
+    p.add_argument("--older-than", metavar="AGE", help="an age like 30d, 12h or 2w")
+    p.set_defaults(func=cmd_profile_delete_generations)
+
+    p = commands.add_parser(
+        "env",
+        help="print an environment's bindings as shell code",
+        description="Print the bindings of ENV (a profile name, default 'default', or a "
+        "path to an env dir): PATH, MANPATH where man-db cannot derive it, XDG_DATA_DIRS, "
+        "and, as comments, what is found without a variable. Apply with "
+        'eval "$(cpk env)" (sh, bash, zsh) or cpk env --shell fish | source.',
+    )
+    p.add_argument("env", metavar="ENV", nargs="?", help="a profile name or an env dir")
+    p.add_argument(
+        "--shell", choices=SHELLS, help="dialect to print (default: from $SHELL, else sh)"
+    )
+    p.add_argument(
+        "--list", action="store_true", help="print a table of every binding instead of code"
+    )
+    p.add_argument(
+        "--check", action="store_true", help="exit 1 when a required plain file is missing"
+    )
+    p.set_defaults(func=cmd_env)
+
+    p = commands.add_parser(
+        "exec",
+        help="run one command in an environment",
+        description="Run CMD with ENV's bindings (and CPK_ENV) in its environment; the "
+        "exit status is CMD's.",
+    )
+    p.add_argument("env", metavar="ENV", help="a profile name or an env dir")
+    p.add_argument(
+        "command", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command to run"
+    )
+    p.set_defaults(func=cmd_exec)
+
+
+def _add_path_commands(commands: Any) -> None:
+    """cpk path add."""
+    path = commands.add_parser(
+        "path",
+        help="put a directory on PATH in your shell start-up files",
+        description="Edit your shell start-up files so that new shells have a directory "
+        "on PATH. A separate, explicit step: cpk install never does it.",
+    )
+    path_cmds = path.add_subparsers(dest="path_command", metavar="SUBCOMMAND")
+    path.set_defaults(func=lambda _args: usage(path))
+    p = path_cmds.add_parser(
+        "add",
+        help="add DIR to PATH in sh/bash, zsh and fish start-up files",
+        description="Add DIR (made absolute; symlinks kept) first on PATH, in a marked "
+        "block of each start-up file: ~/.profile (sh), ~/.bashrc and bash's login file "
+        "(bash), ${ZDOTDIR:-~}/.zshenv (zsh), ~/.config/fish/conf.d/cpk-path.fish (fish). "
+        "Running it again changes nothing; another DIR joins the same block. Default "
+        "shells: sh, $SHELL, and every shell whose start-up files exist.",
+    )
+    p.add_argument("directory", metavar="DIR", help="the directory to add, e.g. WHERE/bin")
+    p.add_argument(
+        "--shell",
+        action="append",
+        choices=("sh", "bash", "zsh", "fish"),
+        help="a shell to configure (repeatable; default: see above)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="show the changes; write nothing")
+    p.set_defaults(func=cmd_path_add)
+
+
+def usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+

@@ -1,0 +1,182 @@
+"""``cpk store ...`` and ``cpk identify``: the store's own commands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from contentpkg.cli.render import human, table, version_key
+from contentpkg.errors import CpkError
+
+if TYPE_CHECKING:
+    import argparse
+
+
+def open_store() -> Any:
+    from contentpkg.store import Store
+
+    return Store.open()
+
+
+def cmd_store_add(args: argparse.Namespace) -> int:
+    import json
+
+    from contentpkg.elf.package import add_package
+
+    requires = []
+    for text in args.requires or []:
+        namespace, sep, path = text.partition(":")
+        if not sep or not namespace or not path:
+            raise CpkError(f"--requires {text!r}: expected NAMESPACE:PATH, e.g. XDG_DATA_DIRS:x/y")
+        requires.append((namespace, path))
+    result, notes = add_package(
+        open_store(), Path(args.path), args.name, args.version, requires=requires
+    )
+    entry = result.entry
+    if args.json:
+        print(json.dumps({"path": str(entry.path), "created": result.created, "notes": notes}))
+    else:
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        verb = "added" if result.created else "already present"
+        print(f"{verb}: {entry.dirname}", file=sys.stderr)
+        print(entry.path)
+    return 0
+
+
+def cmd_store_ls(args: argparse.Namespace) -> int:
+    import json
+    from fnmatch import fnmatchcase
+
+    store = open_store()
+    entries = [
+        e
+        for e in store.entries()
+        if args.pattern is None
+        or fnmatchcase(e.name, args.pattern)
+        or fnmatchcase(e.dirname, args.pattern)
+    ]
+    entries.sort(key=lambda e: (e.name, version_key(e.version), e.short_hash))
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": e.name,
+                        "version": e.version,
+                        "hash": e.short_hash,
+                        "size": e.size,
+                        "kind": e.kind,
+                        "layer": e.layer.role,
+                        "path": str(e.path),
+                    }
+                    for e in entries
+                ],
+                indent=1,
+            )
+        )
+        return 0
+    if not entries:
+        print("no entries" + (f" match {args.pattern!r}" if args.pattern else ""), file=sys.stderr)
+        return 0
+    rows = [
+        [e.name, e.version, e.short_hash[:12], human(e.size), e.kind, e.layer.role]
+        for e in entries
+    ]
+    print(table(rows, ["NAME", "VERSION", "HASH", "SIZE", "KIND", "LAYER"]))
+    return 0
+
+
+def cmd_store_path(args: argparse.Namespace) -> int:
+    print(open_store().resolve(args.spec).path)
+    return 0
+
+
+def cmd_store_info(args: argparse.Namespace) -> int:
+    import json
+
+    entry = open_store().resolve(args.spec)
+    meta = dict(entry.metadata)
+    if args.json:
+        meta["path"] = str(entry.path)
+        meta["layer"] = entry.layer.role
+        print(json.dumps(meta, indent=1, sort_keys=True))
+        return 0
+    lines = [
+        ("entry", entry.dirname),
+        ("path", str(entry.path)),
+        ("layer", entry.layer.role),
+        ("kind", entry.kind),
+        ("content hash", entry.content_hash),
+        ("size", f"{human(entry.size)} in {meta.get('file_count', '?')} files"),
+        ("source", str(meta.get("source") or "-")),
+        ("source hash", str(meta.get("source_hash") or "-")),
+        ("created", str(meta.get("created", "-"))),
+    ]
+    for key in ("dependencies", "references"):
+        if meta.get(key):
+            lines.append((key, ", ".join(map(str, meta[key]))))
+    if meta.get("provides"):
+        lines.append(("provides", json.dumps(meta["provides"], sort_keys=True)))
+    width = max(len(k) for k, _ in lines)
+    print("\n".join(f"{k + ':':<{width + 1}} {v}" for k, v in lines))
+    return 0
+
+
+def cmd_store_verify(args: argparse.Namespace) -> int:
+    from contentpkg.store.entry import Spec
+    from contentpkg.store.verify import verify
+
+    store = open_store()
+    entries = store.match(Spec.parse(args.spec)) if args.spec else store.entries()
+    if args.spec and not entries:
+        raise CpkError(f"no entry matches {args.spec!r}")
+    problems = verify(entries)
+    for p in problems:
+        print(f"corrupt: {p.entry.dirname} [{p.entry.layer.role}]: {p.message}")
+    bad = len({p.entry.dirname for p in problems})
+    print(
+        f"verified {len(entries)} entries: {len(entries) - bad} intact, {bad} corrupt",
+        file=sys.stderr,
+    )
+    return 1 if problems else 0
+
+
+def cmd_store_gc(args: argparse.Namespace) -> int:
+    from contentpkg.store.gc import collect
+
+    report = collect(open_store(), dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for name in report.pruned_roots:
+        print(f"{'would prune' if args.dry_run else 'pruned'} dangling root: {name}")
+    for name, size in [*report.removed_environments, *report.removed]:
+        print(f"{verb}: {name} ({human(size)})")
+    print(
+        f"{verb} {len(report.removed)} entries, {human(report.freed)}; "
+        f"{report.live} entries reachable from roots",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    store = open_store()
+    status = 0
+    for name in args.files:
+        path = Path(name)
+        sha256, found = store.identify(path)
+        inside = store.containing(path)
+        if inside is not None and all(e.dirname != inside[0].dirname for e, _ in found):
+            # A path inside the store but not (yet) in the files table.
+            found.insert(0, inside)
+        if not found:
+            print(f"{name}: unknown (sha256 {sha256})")
+            status = 1
+        for entry, rel in found:
+            print(
+                f"{name}: {entry.name} {entry.version} {entry.short_hash[:12]} "
+                f"[{entry.layer.role}] {entry.path / rel}"
+            )
+    return status
+

@@ -1,0 +1,140 @@
+"""Settings resolved once, at the command line's edge, and passed down.
+
+A :class:`Context` says where everything lives (the user's home, each cache
+bucket, the store's layers) and which indexes to use, read once from the
+process environment; the core takes it as an argument and never reads
+``os.environ`` itself. Tests build one over a temporary directory instead of
+patching the environment.
+
+The cache's buckets are named in :class:`Bucket`, the one place that knows
+the cache's layout (as uv's ``CacheBucket`` does), so renaming or versioning
+a bucket is a one-line change.
+
+The run memo (``python/run/memo.py``) is the one other reader of the
+environment: it must decide before anything but the standard library is
+loaded, and keys its decision on the same variables listed in
+:data:`SETTINGS_VARIABLES`.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Every environment variable a Context reads. The run memo keys on these,
+#: so a change to any of them makes ``cpk run`` decide afresh.
+SETTINGS_VARIABLES = (
+    "CPK_HOME",
+    "CPK_CACHE_DIR",
+    "CPK_STORE_PATH",
+    "CPK_INDEX_URL",
+    "CPK_EXTRA_INDEX_URL",
+    "CPK_FIND_LINKS",
+    "XDG_DATA_HOME",
+    "XDG_CACHE_HOME",
+)
+
+
+class Bucket(enum.Enum):
+    """The cache's buckets: each value is the directory's name under the cache.
+
+    A bucket's name carries a version; bump it when its format changes and
+    old readers will simply miss.
+    """
+
+    #: Downloaded wheels and sdists, by their sha256.
+    ARCHIVES = "archives-v1"
+    #: HTTP responses (index pages) and their validators.
+    HTTP = "http-v1"
+    #: Core metadata read from wheels and sdists, by the file's hash.
+    METADATA = "metadata-v1"
+    #: Wheels built from sdists.
+    BUILT_WHEELS = "built-wheels"
+    #: Facts about interpreters (version, tags, paths), by executable stat.
+    INTERPRETERS = "interpreters-v2"
+    #: Locks derived for scripts and ``--with`` requests, by input fingerprint.
+    RUN_LOCKS = "run-locks"
+    #: ``cpk run``'s memo of decisions, keyed by its inputs.
+    RUN_MEMO = "run-memo"
+
+
+@dataclass(frozen=True)
+class IndexEnvironment:
+    """Index places given through the environment (command line and project may add)."""
+
+    index_url: str = ""
+    extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where things live and which settings apply, for one command."""
+
+    #: The user's contentpkg directory: user store, roots, views, profiles.
+    home: Path
+    #: The download and build cache (separate from the store).
+    cache_dir: Path
+    #: Read-only system stores, searched after the project and user stores.
+    system_stores: tuple[Path, ...] = ()
+    #: Index settings from ``CPK_INDEX_URL``, ``CPK_EXTRA_INDEX_URL``, ``CPK_FIND_LINKS``.
+    index: IndexEnvironment = field(default_factory=IndexEnvironment)
+    #: The process environment as it was read: what children inherit, and
+    #: what loader emulation and shell integration look at (``PATH``,
+    #: ``LD_LIBRARY_PATH``, ``SHELL``, ``HOME``...).
+    environ: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Context:
+        """Resolve every setting from an environment (default: this process's)."""
+        env = dict(os.environ if environ is None else environ)
+        return cls(
+            home=_home(env),
+            cache_dir=_cache_dir(env),
+            system_stores=tuple(
+                Path(p).expanduser().absolute()
+                for p in env.get("CPK_STORE_PATH", "").split(":")
+                if p
+            ),
+            index=IndexEnvironment(
+                index_url=env.get("CPK_INDEX_URL", "").strip(),
+                extra_index_urls=tuple(env.get("CPK_EXTRA_INDEX_URL", "").split()),
+                find_links=tuple(env.get("CPK_FIND_LINKS", "").split()),
+            ),
+            environ=env,
+        )
+
+    @property
+    def store_dir(self) -> Path:
+        """The user store: the only layer cpk writes to."""
+        return self.home / "store"
+
+    def bucket(self, bucket: Bucket) -> Path:
+        """A cache bucket's directory (not created here)."""
+        return self.cache_dir / bucket.value
+
+
+# platformdirs would read os.environ itself; a Context built from a given
+# mapping must not, so the XDG base-directory rule (the one platformdirs
+# applies on Linux) is written out for the two directories cpk uses.
+def _home(env: Mapping[str, str]) -> Path:
+    home = env.get("CPK_HOME")
+    if home:
+        return Path(home).expanduser().absolute()
+    data = env.get("XDG_DATA_HOME")
+    if data and os.path.isabs(data):
+        return Path(data) / "contentpkg"
+    return Path(env.get("HOME") or os.path.expanduser("~")) / ".local" / "share" / "contentpkg"
+
+
+def _cache_dir(env: Mapping[str, str]) -> Path:
+    cache = env.get("CPK_CACHE_DIR")
+    if cache:
+        return Path(cache).expanduser().absolute()
+    xdg = env.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "contentpkg"
+    return Path(env.get("HOME") or os.path.expanduser("~")) / ".cache" / "contentpkg"
