@@ -31,11 +31,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"cpk: error: {exc}", file=sys.stderr)
             return 1
     from contentpkg.cli.parser import build_parser, usage
+    from contentpkg.context import Context
     from contentpkg.errors import CpkError
 
     parser = build_parser()
     args = parser.parse_args(raw)
     args.raw_argv = raw
+    # Settings are read from the environment here, once; the core takes them
+    # from this Context and never reads os.environ itself.
+    args.ctx = Context.from_environ()
     func = getattr(args, "func", None)
     if func is None:
         return usage(parser)

@@ -96,7 +96,7 @@ def _root_names(store: Store, target: Path) -> list[str]:
 def _names_in_lock(store: Store, path: Path) -> list[str]:
     """Entries a PEP 751 lock file reaches through its files' hashes."""
     from contentpkg.errors import CpkError
-    from contentpkg.python.lock.pylock import read_lock
+    from contentpkg.python.lock import read_lock
 
     try:
         lock = read_lock(path)

@@ -38,7 +38,7 @@ from typing import Any
 
 from contentpkg.errors import CpkError
 from contentpkg.python.interpreter import InterpreterInfo
-from contentpkg.python.project.inputs import ProjectInputs
+from contentpkg.python.project import ProjectInputs
 from contentpkg.store import Store
 from contentpkg.store.hashing import b32
 from contentpkg.store.staging import remove_tree

@@ -55,7 +55,7 @@ def tool_environment(options: Any, requirement: str) -> ToolEnv:
     is the requirement alone, as ``uv tool install`` makes it.
     """
     from contentpkg.python.interpreter import interpreter_info
-    from contentpkg.python.project.inputs import canonical_name, requirement_name
+    from contentpkg.python.project import canonical_name, requirement_name
     from contentpkg.python.run.operations import environment_for
     from contentpkg.python.run.plan import RunRequest
 
@@ -75,7 +75,7 @@ def tool_environment(options: Any, requirement: str) -> ToolEnv:
 
 def _scripts_of(view: Path, name: str) -> list[str]:
     """The console and GUI scripts the distribution name declares."""
-    from contentpkg.python.project.inputs import canonical_name
+    from contentpkg.python.project import canonical_name
 
     for site in view.glob("lib/python*/site-packages"):
         for info in site.glob("*.dist-info"):

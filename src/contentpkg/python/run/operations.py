@@ -21,7 +21,7 @@ from contentpkg.progress import QUIET, Reporter
 from contentpkg.python.index.client import IndexClient
 from contentpkg.python.index.dists import DistFile, Pin, Resolution
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
-from contentpkg.python.lock.pylock import (
+from contentpkg.python.lock import (
     LOCK_FILENAME,
     Lock,
     LockedPackage,
@@ -29,7 +29,7 @@ from contentpkg.python.lock.pylock import (
     read_lock,
     write_lock,
 )
-from contentpkg.python.project.inputs import (
+from contentpkg.python.project import (
     ProjectInputs,
     add_url_sources,
     find_project,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from contentpkg.errors import CpkError
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
-from contentpkg.python.lock.pylock import LOCK_FILENAME, Lock, read_lock
-from contentpkg.python.project.inputs import (
+from contentpkg.python.lock import LOCK_FILENAME, Lock, read_lock
+from contentpkg.python.project import (
     ProjectInputs,
     find_project,
     inputs_fingerprint,
