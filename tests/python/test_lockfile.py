@@ -23,7 +23,7 @@ from contentpkg.python.lock.pylock import (
     read_lock,
     write_lock,
 )
-from contentpkg.python.project.inputs import inputs_fingerprint, load_project
+from contentpkg.python.project import inputs_fingerprint, load_project
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 INDEX = "https://index.example/simple"
@@ -413,7 +413,7 @@ def test_freshness_check_imports_nothing_heavy(tmp_path: Path) -> None:
     code = (
         "import sys; from pathlib import Path;"
         "from contentpkg.python.lock.pylock import read_lock;"
-        "from contentpkg.python.project.inputs import ("
+        "from contentpkg.python.project import ("
         "find_project, load_project, inputs_fingerprint);"
         "root = find_project(Path(sys.argv[1]));"
         "fp = inputs_fingerprint(load_project(root, validate=False), python_version='3.11.7');"

@@ -32,6 +32,7 @@ from contentpkg.progress import QUIET, Reporter, Task
 from contentpkg.python.build.buildenv import BuildEnv, discard_tree
 from contentpkg.python.install.wheel import stays_inside
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
+from contentpkg.python.names import dist_info_name
 from contentpkg.python.project.settings import default_cache_dir
 from contentpkg.store.hashing import hash_file
 
@@ -619,7 +620,7 @@ def _wheel_metadata(wheel: Path) -> bytes:
             candidates = [
                 n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
             ]
-            wanted = f"{name.replace('-', '_')}-{version}.dist-info/METADATA".lower()
+            wanted = f"{dist_info_name(name)}-{version}.dist-info/METADATA".lower()
             chosen = next((n for n in candidates if n.lower() == wanted), None)
             if chosen is None and len(candidates) == 1:
                 chosen = candidates[0]

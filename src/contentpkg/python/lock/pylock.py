@@ -15,13 +15,13 @@ imports ``tomli_w`` and ``datetime`` when it runs.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contentpkg.errors import CpkError
+from contentpkg.python.names import canonical_name
 
 if TYPE_CHECKING:
     from contentpkg.python.index.dists import DistFile, Pin, Resolution
@@ -205,17 +205,6 @@ class Lock:
         return f"Lock({str(self.path)!r}, {len(self.packages)} packages)"
 
 
-_SEPARATORS = re.compile(r"[-_.]+")
-
-
-def _normalize(name: str) -> str:
-    """PEP 503 normalisation; names cpk wrote are normalized already, and
-    skipping the regex for them is a third of the warm read time."""
-    if name.islower() and "_" not in name and "." not in name and "--" not in name:
-        return name
-    return _SEPARATORS.sub("-", name).lower()
-
-
 # --------------------------------------------------------------------------
 # reading
 
@@ -326,7 +315,7 @@ def _parse_lock(path: Path, data: dict[str, Any]) -> Lock:
 def _parse_package(path: Path, base: str, entry: Any) -> LockedPackage:
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise CpkError(f"{path}: a [[packages]] entry has no name")
-    name = _normalize(entry["name"])
+    name = canonical_name(entry["name"])
     version = entry.get("version")
     where = f"{path}: package {name}"
     for unsupported in ("vcs", "archive"):
@@ -378,7 +367,7 @@ def _parse_package(path: Path, base: str, entry: Any) -> LockedPackage:
         dep_name = dep.get("name") if isinstance(dep, dict) else None
         if not isinstance(dep_name, str):
             raise CpkError(f"{where}: a dependency has no name")
-        dependencies.append(_normalize(dep_name))
+        dependencies.append(canonical_name(dep_name))
     index = entry.get("index")
     return LockedPackage(
         name,
@@ -514,8 +503,8 @@ def render_lock(
     import tomli_w
 
     base = os.path.dirname(os.path.abspath(path))
-    dirs = {_normalize(name): value for name, value in (directories or {}).items()}
-    pins = {_normalize(pin.name): pin for pin in resolution.pins.values()}
+    dirs = {canonical_name(name): value for name, value in (directories or {}).items()}
+    pins = {canonical_name(pin.name): pin for pin in resolution.pins.values()}
     for name, pin in pins.items():
         if pin.directory is not None and name not in dirs:
             dirs[name] = (Path(pin.directory), False)
@@ -559,12 +548,12 @@ def _render_package(
     pins: Mapping[str, Pin],
     directory: tuple[Path, bool] | None,
 ) -> dict[str, Any]:
-    name = _normalize(pin.name)
+    name = canonical_name(pin.name)
     where = f"{path}: package {name}"
     package: dict[str, Any] = {"name": name, "version": pin.version}
     if pin.requires_python:
         package["requires-python"] = pin.requires_python
-    dependencies = sorted({_normalize(d) for d in pin.dependencies})
+    dependencies = sorted({canonical_name(d) for d in pin.dependencies})
     for dep in dependencies:
         if dep not in pins:
             raise CpkError(f"{where}: depends on {dep}, which the resolution does not hold")

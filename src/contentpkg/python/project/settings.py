@@ -1,7 +1,7 @@
 """Where packages are looked for: the indexes and find-links a command uses.
 
 The one place that decides between the command line, the environment and
-what the project files say (:class:`~contentpkg.python.project.inputs.ProjectInputs`
+what the project files say (:class:`~contentpkg.python.project.models.ProjectInputs`
 carries the latter as written, in the shape :func:`index_settings` takes).
 The index client, the lock's fingerprint and the freshness check of
 ``cpk run`` all take their places from here, so a lock made under some
