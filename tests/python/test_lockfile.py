@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from contentpkg.errors import CpkError
+from contentpkg.errors import CpkError, LockUnreadableError
 from contentpkg.python.index.dists import DistFile, Pin, Resolution
 from contentpkg.python.lock.pylock import (
     LOCK_FILENAME,
@@ -321,7 +321,7 @@ wheels = [{url = "https://f/attrs-23.1.0-py3-none-any.whl", hashes = {sha256 = "
 def test_malformed_locks_are_one_line_errors(tmp_path: Path, text: str, problem: str) -> None:
     lock_path = tmp_path / LOCK_FILENAME
     lock_path.write_text(text)
-    with pytest.raises(CpkError) as caught:
+    with pytest.raises(LockUnreadableError) as caught:
         read_lock(lock_path)
     message = str(caught.value)
     assert message.startswith(f"{lock_path}: ")

@@ -31,17 +31,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
 from contentpkg.errors import InvalidInputError
+from contentpkg.fs import discard, make_tmp_dir, publish_dir
 from contentpkg.python.interpreter import InterpreterInfo
 from contentpkg.python.names import dist_info_name
 from contentpkg.python.project import ProjectInputs, read_static_project
 from contentpkg.store import Store
 from contentpkg.store.hashing import b32
-from contentpkg.store.staging import remove_tree
 
 ENVS = "envs"
 # 2: site.PREFIXES names the view; links to its data directories.
@@ -84,10 +83,8 @@ def ensure_overlay(
     final = overlay_path(store, view, python, inputs)
     if final.is_dir():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f".staging-{final.name}-{os.getpid()}-{secrets.token_hex(4)}"
+    staging = make_tmp_dir(final.parent, final.name)
     try:
-        staging.mkdir()
         write_skeleton(staging, python, prompt=inputs.name or inputs.root.name)
         site = staging / python.site_packages
         site.mkdir(parents=True)
@@ -113,14 +110,11 @@ def ensure_overlay(
         (staging / ".cpk").mkdir()
         (staging / ".cpk" / "refs").write_text("".join(f"{n}\n" for n in names))
         (staging / ".cpk" / "view").symlink_to(view)
-        try:
-            os.rename(staging, final)
-        except OSError:
-            if not final.is_dir():
-                raise
+        # Not durable (fs's rule): an overlay is derived and rebuilt when
+        # missing. Losing the race to an equal overlay is fine.
+        publish_dir(staging, final, durable=False)
     finally:
-        if staging.exists():
-            remove_tree(staging)
+        discard(staging)
     return final
 
 

@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from contentpkg.context import IndexEnvironment
 from contentpkg.python.names import canonical_name
 from contentpkg.python.project.models import ProjectInputs
 from contentpkg.python.project.pep508 import NAME, split_marker
@@ -25,6 +26,7 @@ def inputs_fingerprint(
     python_version: str,
     index_settings: tuple[Sequence[str], Sequence[str]] | None = None,
     markers: Mapping[str, str] | None = None,
+    index_env: IndexEnvironment | None = None,
 ) -> str:
     """A sha256 (hex) of everything that determines the lock.
 
@@ -43,7 +45,8 @@ def inputs_fingerprint(
     ``(indexes, find_links)`` pair :func:`.settings.index_settings` returns.
     None means that function's answer without command-line options (the
     environment's settings, else the project's, else PyPI), which is what
-    ``cpk run`` checks a lock against.
+    ``cpk run`` checks a lock against; ``index_env`` (``ctx.index``) is the
+    environment's part of it.
     """
     import hashlib
     import json
@@ -52,7 +55,9 @@ def inputs_fingerprint(
     if index_settings is None:
         from contentpkg.python.project.settings import index_settings as settings_of
 
-        index_settings = settings_of(None, None, inputs.index_table, project_dir=root)
+        index_settings = settings_of(
+            None, None, inputs.index_table, project_dir=root, index_env=index_env
+        )
     indexes, links = index_settings
     sources = {
         name: {
