@@ -162,7 +162,7 @@ def test_second_write_is_byte_identical_and_reports_no_change(tmp_path: Path) ->
     assert other.read_bytes() == first
     # A new fingerprint is a change.
     assert write_lock(lock_path, sample(), "b" * 64) is True
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".tmp-*"))  # fs.write_atomic left no temporary file
 
 
 def test_lock_follows_pep_751(tmp_path: Path) -> None:

@@ -21,6 +21,22 @@ counted on the bytes actually decompressed). The cheap checks read only the
 zip's central directory and run before anything is written; hashes, sizes
 and ratios are checked while streaming each member once into the staging
 slot, which :func:`~contentpkg.store.add.add_built` discards on any error.
+
+Why not ``installer.install(source, destination, metadata)`` with a store
+destination (checked against installer 1.1): ``WheelFile.get_contents``
+hands a destination ``(record, stream, is_executable)`` per member, so a
+member's file type is reduced to an executable bit (a symlink or device
+member would be written as a regular file holding its target, and the
+destination cannot tell); a member RECORD omits arrives with an empty record,
+like a second member of the same name; and the compressed size a ratio check
+needs is not passed at all. The checks that need the central directory
+(duplicates, escapes, links, total size) must also run before the first
+byte is written, while ``install`` writes as it iterates, and installer's
+own hash check (``validate_record``) is a second full pass over the archive,
+where ours hashes, sizes and measures each member in the one pass that
+writes it. A destination could redo all of this only by opening the zip
+itself beside installer, which is the extraction below again. installer
+still parses RECORD (``parse_record_file``) and the metadata files.
 """
 
 from __future__ import annotations

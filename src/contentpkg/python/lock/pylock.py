@@ -475,8 +475,29 @@ def write_lock(
         author = _author(old)
         if author and author != created_by:
             raise CpkError(f"{path}: written by {author}, not {created_by}; not replacing it")
+    _check_standard(path, text)
     _atomic_write(path, data)
     return True
+
+
+def _check_standard(path: Path, text: str) -> None:
+    """Validate what we are about to write with ``packaging.pylock``, PEP 751's
+    own model, so a lock cpk writes is one every PEP 751 reader accepts.
+
+    Only on writing. Reading stays hand-written: it is on ``cpk run``'s path,
+    where importing ``packaging`` (~17 ms) is what the marshal cache exists
+    to avoid, and it reads what ``packaging.pylock`` has no model for (the
+    chosen file in ``[packages.tool.cpk]``, as plain values we can cache).
+    Rendering stays ours too (``tomli_w`` over a dict in a fixed order), since
+    ``Pylock.to_dict`` orders keys its own way and existing locks must keep
+    their bytes.
+    """
+    from packaging.pylock import Pylock, PylockValidationError
+
+    try:
+        Pylock.from_dict(tomllib.loads(text))
+    except PylockValidationError as error:
+        raise CpkError(f"{path}: cpk rendered an invalid PEP 751 lock ({error})") from None
 
 
 def _author(blob: bytes) -> str | None:

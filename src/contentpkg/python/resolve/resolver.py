@@ -41,7 +41,7 @@ from packaging.version import InvalidVersion, Version
 from resolvelib import AbstractProvider, BaseReporter, Resolver
 from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep
 
-from contentpkg.errors import CpkError, InvalidInputError
+from contentpkg.errors import CpkError, InvalidInputError, ResolutionError
 from contentpkg.python.index.client import FileName, IndexClient, parse_filename, sdist_pkg_info
 from contentpkg.python.index.dists import DistFile, Pin, Resolution
 from contentpkg.python.interpreter import InterpreterInfo
@@ -759,7 +759,7 @@ class _Explainer:
             current = parent
         return lines
 
-    def explain(self, causes: Sequence[Any]) -> CpkError:
+    def explain(self, causes: Sequence[Any]) -> ResolutionError:
         by_name: dict[NormalizedName, list[Any]] = {}
         for cause in causes:
             by_name.setdefault(cause.requirement.name, []).append(cause)
@@ -780,7 +780,9 @@ class _Explainer:
             details.extend(lines)
         unknown = [s for s in summaries if s.startswith("no project named")]
         summary = unknown[0] if unknown else "; ".join(summaries)
-        return CpkError(summary, details=details)
+        # The chains (how each root led to the conflict, then why each
+        # version was refused) are the error's data and its detail lines.
+        return ResolutionError(summary, chains=details)
 
 
 # -- entry point ---------------------------------------------------------------
