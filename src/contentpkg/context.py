@@ -59,6 +59,8 @@ class Bucket(enum.Enum):
     RUN_LOCKS = "run-locks"
     #: ``cpk run``'s memo of decisions, keyed by its inputs.
     RUN_MEMO = "run-memo"
+    #: Parsed lock files (``marshal``), by the sha256 of the lock's bytes.
+    PARSED_LOCKS = "locks"
 
 
 @dataclass(frozen=True)

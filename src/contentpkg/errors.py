@@ -60,8 +60,16 @@ class InvalidInputError(CpkError):
 class HashMismatchError(CpkError):
     """Bytes did not hash to what a lock, an index, RECORD or the store expected."""
 
-    def __init__(self, message: str, *, subject: str, expected: str, actual: str) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        *,
+        subject: str,
+        expected: str,
+        actual: str,
+        details: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(message, details)
         self.subject = subject
         self.expected = expected
         self.actual = actual

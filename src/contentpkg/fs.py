@@ -28,7 +28,7 @@ import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 _TMP_PREFIX = ".tmp-"
 
@@ -62,6 +62,35 @@ def write_atomic(
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def writing_atomic(
+    path: str | os.PathLike[str], *, durable: bool = True, mode: int = 0o644
+) -> Iterator[BinaryIO]:
+    """Stream a file into ``path`` whole or not at all (for what is too big to hold).
+
+    The block writes to a temporary sibling; when it ends normally the file
+    is renamed over ``path``, and when it raises (a truncated download, a
+    hash mismatch) the temporary file is removed and nothing appears. A
+    writer that retries seeks to 0 and truncates.
+    """
+    path = Path(path)
+    tmp = _tmp_name(path)
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "w+b") as f:
+            yield f
             if durable:
                 f.flush()
                 os.fsync(f.fileno())

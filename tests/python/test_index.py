@@ -11,7 +11,7 @@ import pytest
 from support.index import LocalIndex
 from support.wheels import make_sdist, make_wheel, wheel_metadata
 
-from contentpkg.errors import CpkError
+from contentpkg.errors import CpkError, HashMismatchError
 from contentpkg.python.index.client import (
     DEFAULT_INDEX,
     IndexClient,
@@ -194,6 +194,21 @@ def test_index_settings_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         index_settings(None, None, {"extra-index-url": [1]})
 
 
+def test_index_settings_take_the_contexts_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Given a Context's index settings, the process environment is not read."""
+    from contentpkg.context import Context
+
+    monkeypatch.setenv("CPK_INDEX_URL", "https://process/simple/")
+    ctx = Context.from_environ(
+        {"HOME": str(tmp_path), "CPK_INDEX_URL": "https://ctx/simple", "CPK_FIND_LINKS": "/w"}
+    )
+    indexes, links = index_settings(None, None, {}, index_env=ctx.index)
+    assert (indexes, links) == (["https://ctx/simple/"], ["file:///w"])
+    assert index_settings(None, None, {})[0] == ["https://process/simple/"]
+
+
 # -- HTTP caching ------------------------------------------------------------------
 
 
@@ -302,8 +317,9 @@ def test_hash_mismatch_is_rejected_and_leaves_nothing(
     client = client_factory(populated.url)
     (file,) = client.project_files("beta")
     populated.corrupt(file.filename)
-    with pytest.raises(CpkError) as info:
+    with pytest.raises(HashMismatchError) as info:
         client.download(file, tmp_path / "out")
+    assert (info.value.subject, info.value.expected) == (file.filename, file.sha256)
     assert str(info.value).startswith(
         f"{file.filename}: sha256 mismatch (expected {file.sha256}, got "
     )

@@ -22,7 +22,7 @@ from contentpkg.errors import CpkError
 from contentpkg.python.index.client import IndexClient
 from contentpkg.python.interpreter import InterpreterInfo
 from contentpkg.python.lock.pylock import read_lock, render_lock
-from contentpkg.python.project.inputs import load_project
+from contentpkg.python.project import load_project
 from contentpkg.python.resolve.resolver import resolve
 
 

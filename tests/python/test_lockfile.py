@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from contentpkg.errors import CpkError
+from contentpkg.errors import CpkError, LockUnreadableError
 from contentpkg.python.index.dists import DistFile, Pin, Resolution
 from contentpkg.python.lock.pylock import (
     LOCK_FILENAME,
@@ -23,7 +23,7 @@ from contentpkg.python.lock.pylock import (
     read_lock,
     write_lock,
 )
-from contentpkg.python.project.inputs import inputs_fingerprint, load_project
+from contentpkg.python.project import inputs_fingerprint, load_project
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 INDEX = "https://index.example/simple"
@@ -162,7 +162,7 @@ def test_second_write_is_byte_identical_and_reports_no_change(tmp_path: Path) ->
     assert other.read_bytes() == first
     # A new fingerprint is a change.
     assert write_lock(lock_path, sample(), "b" * 64) is True
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".tmp-*"))  # fs.write_atomic left no temporary file
 
 
 def test_lock_follows_pep_751(tmp_path: Path) -> None:
@@ -321,7 +321,7 @@ wheels = [{url = "https://f/attrs-23.1.0-py3-none-any.whl", hashes = {sha256 = "
 def test_malformed_locks_are_one_line_errors(tmp_path: Path, text: str, problem: str) -> None:
     lock_path = tmp_path / LOCK_FILENAME
     lock_path.write_text(text)
-    with pytest.raises(CpkError) as caught:
+    with pytest.raises(LockUnreadableError) as caught:
         read_lock(lock_path)
     message = str(caught.value)
     assert message.startswith(f"{lock_path}: ")
@@ -413,7 +413,7 @@ def test_freshness_check_imports_nothing_heavy(tmp_path: Path) -> None:
     code = (
         "import sys; from pathlib import Path;"
         "from contentpkg.python.lock.pylock import read_lock;"
-        "from contentpkg.python.project.inputs import ("
+        "from contentpkg.python.project import ("
         "find_project, load_project, inputs_fingerprint);"
         "root = find_project(Path(sys.argv[1]));"
         "fp = inputs_fingerprint(load_project(root, validate=False), python_version='3.11.7');"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from contentpkg.errors import CpkError
-from contentpkg.python.project.inputs import (
+from contentpkg.python.project import (
     IndexSettings,
     ScriptInputs,
     canonical_requirement,
@@ -533,3 +533,50 @@ def test_fingerprint_index_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     # The environment overrides the project for the fingerprint as for the client.
     monkeypatch.setenv("CPK_INDEX_URL", "https://env.example/simple/")
     assert inputs_fingerprint(inputs, python_version="3.11.7") != ours
+
+
+@pytest.mark.parametrize(
+    "name", ["Demo_App", "demo-app", "a.b_c", "A__B--c", "plain", "x.-_y", "Zope.Interface"]
+)
+def test_one_name_normaliser_agrees_with_packaging(name: str) -> None:
+    """The stdlib normaliser the light readers use spells names as packaging does."""
+    from packaging.utils import canonicalize_name
+
+    from contentpkg.python.names import canonical_name, dist_info_name
+
+    assert canonical_name(name) == canonicalize_name(name)
+    assert dist_info_name(name) == canonicalize_name(name).replace("-", "_")
+
+
+def test_one_pep621_reader_names_a_dynamic_version(tmp_path: Path) -> None:
+    """Project inputs, the resolver and the overlay read [project] through one
+    reader, so a dynamic version has one name everywhere."""
+    from contentpkg.python.project import DYNAMIC_VERSION, read_static_project
+
+    file = write(
+        tmp_path / "pyproject.toml",
+        """
+        [project]
+        name = "Dyn"
+        dynamic = ["version"]
+        dependencies = ["a"]
+        [project.optional-dependencies]
+        Test_Extra = ["b"]
+        [project.scripts]
+        dyn = "dyn:main"
+        """,
+    )
+    _, project = read_static_project(file)
+    assert project is not None
+    assert (project.name, project.version_known, project.shown_version) == (
+        "Dyn",
+        False,
+        DYNAMIC_VERSION,
+    )
+    assert DYNAMIC_VERSION == "0+dynamic"
+    assert project.optional_dependencies == {"test-extra": ["b"]}
+    assert project.extra_names == {"test-extra": "Test_Extra"}
+    assert project.scripts == {"dyn": "dyn:main"}
+    write(file, '[project]\nname = "p"\nversion = 1\n')
+    with pytest.raises(CpkError, match=r"\[project\]\.version must be a string"):
+        read_static_project(file)

@@ -14,7 +14,7 @@ import pytest
 from support.index import LocalIndex
 from support.wheels import make_sdist, make_wheel, metadata_text
 
-from contentpkg.errors import CpkError
+from contentpkg.errors import CpkError, ResolutionError
 from contentpkg.python.index.client import IndexClient
 from contentpkg.python.index.dists import DistFile, Resolution
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
@@ -320,10 +320,10 @@ def test_conflict_shows_the_chain_from_the_roots(
     wheel(local_index, "mid", "1.0", "leaf")
     wheel(local_index, "mid", "2.0", "leaf>=3")
     wheel(local_index, "leaf", "1.0")
-    with pytest.raises(CpkError) as info:
+    with pytest.raises(ResolutionError) as info:
         resolve(["top"], index_client, target)
     assert str(info.value) == "no version of leaf matches leaf>=3"
-    assert info.value.details == [
+    assert info.value.chains == info.value.details == [
         "top 1.0 requires mid>=2",
         "mid 2.0 requires leaf>=3",
         "no version of leaf matches leaf>=3 (available: 1.0)",

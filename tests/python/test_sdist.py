@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from support.wheels import make_sdist, metadata_text, normalize
 
+from contentpkg.context import Bucket, Context
 from contentpkg.errors import CpkError
 from contentpkg.python.build.buildenv import BuildEnv
 from contentpkg.python.build.sdist import DEFAULT_REQUIRES, build_sdist_wheel, sdist_metadata
-from contentpkg.python.index.http import default_cache_dir
 from contentpkg.python.interpreter import interpreter_info
 from contentpkg.store.add import add_built, add_path
 from contentpkg.store.entry import Entry
@@ -130,7 +130,7 @@ def test_builds_a_wheel_from_an_sdist_without_build_requirements(tmp_path: Path)
     resolver = Resolver()
     wheel = build(sdist, resolver)
     assert wheel.name == "plain_pkg-1.0-py3-none-any.whl"
-    assert wheel.is_relative_to(default_cache_dir() / "built-wheels")
+    assert wheel.is_relative_to(Context.from_environ().bucket(Bucket.BUILT_WHEELS))
     files = wheel_files(wheel)
     assert b"BUILT_FROM_SDIST = True" in files["plain_pkg/__init__.py"]
     assert b"Name: plain-pkg" in files["plain_pkg-1.0.dist-info/METADATA"]
@@ -346,7 +346,7 @@ def test_failed_build_is_not_cached(tmp_path: Path) -> None:
     for _ in range(2):
         with pytest.raises(CpkError):
             build(sdist, Resolver())
-    assert not list((default_cache_dir() / "built-wheels").rglob("*.whl"))
+    assert not list((Context.from_environ().bucket(Bucket.BUILT_WHEELS)).rglob("*.whl"))
 
 
 # -- failures --------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from support.wheels import make_wheel, record_hash
 
-from contentpkg.errors import CpkError
+from contentpkg.errors import CpkError, HashMismatchError, InvalidInputError
 from contentpkg.python.install.wheel import add_wheel, wheel_entry_info
 from contentpkg.store import Store
 from contentpkg.store.verify import verify_entry
@@ -80,9 +80,15 @@ def assert_store_unchanged(home: Path) -> None:
             assert conn.execute("SELECT COUNT(*) FROM files").fetchone() == (0,)
 
 
-def rejected(wheel: Path, home: Path, **kwargs: object) -> str:
-    """Add a bad wheel; return the one-line message after checking the store."""
-    with pytest.raises(CpkError) as info:
+def rejected(
+    wheel: Path, home: Path, kind: type[CpkError] = InvalidInputError, **kwargs: object
+) -> str:
+    """Add a bad wheel; return the one-line message after checking the store.
+
+    A malformed wheel is an InvalidInputError, a hash that differs a
+    HashMismatchError: callers that recover catch the narrow type.
+    """
+    with pytest.raises(kind) as info:
         add_wheel(Store.open(), wheel, **kwargs)  # type: ignore[arg-type]
     message = str(info.value)
     assert "\n" not in message
@@ -291,7 +297,7 @@ def test_expected_hash_accepts_the_index_forms(tmp_path: Path) -> None:
 
 def test_expected_hash_mismatch(tmp_path: Path, cpk_home: Path) -> None:
     wheel = make_wheel(tmp_path, "pkg", "1.0")
-    message = rejected(wheel, cpk_home, expected_sha256="0" * 64)
+    message = rejected(wheel, cpk_home, HashMismatchError, expected_sha256="0" * 64)
     assert "does not match the expected " + "0" * 64 in message
     assert "not a sha256" in rejected(wheel, cpk_home, expected_sha256="md5:abc")
 
@@ -309,7 +315,7 @@ def test_record_hash_mismatch(tmp_path: Path, cpk_home: Path) -> None:
         return [(n, evil if n == "pkg/__init__.py" else c) for n, c in members]
 
     wheel = make_wheel(tmp_path, "pkg", "1.0", tamper=tamper)
-    message = rejected(wheel, cpk_home)
+    message = rejected(wheel, cpk_home, HashMismatchError)
     assert "'pkg/__init__.py'" in message and "RECORD hash" in message
 
 

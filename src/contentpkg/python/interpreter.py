@@ -33,7 +33,6 @@ from contentpkg.errors import CpkError
 
 # Bumped whenever the probe's answer gains or changes a field, so that a
 # cache file written by an older cpk is asked again rather than misread.
-_CACHE_FORMAT = "interpreters-v2"
 
 # The facts, as one function run in two places: in the target by the probe
 # below (with -I -S: its standard library plus the appended packaging
@@ -208,16 +207,17 @@ def interpreter_info(
         stat = real.stat()
     except OSError as exc:
         raise CpkError(f"python {python}: cannot read ({exc.strerror or exc})") from None
-    from contentpkg.python.project.settings import default_cache_dir, write_atomic
+    from contentpkg.context import Bucket, Context
+    from contentpkg.fs import write_cache
 
-    if cache_dir is None:
-        cache_dir = default_cache_dir()
+    if cache_dir is None:  # callers not handed a Context yet: this process's
+        cache_dir = Context.from_environ().cache_dir
     import packaging
 
     # packaging's version is in the key: its tag logic is part of the answer.
     key_text = f"{real}\0{stat.st_size}\0{stat.st_mtime_ns}\0{packaging.__version__}"
     key = hashlib.sha256(key_text.encode()).hexdigest()
-    cache_file = cache_dir / _CACHE_FORMAT / f"{key}.json"
+    cache_file = cache_dir / Bucket.INTERPRETERS.value / f"{key}.json"
     try:
         return InterpreterInfo.from_json(json.loads(cache_file.read_text()), str(path))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -228,10 +228,8 @@ def interpreter_info(
     else:
         data = _probe(path, python)  # type: ignore[arg-type]
         info = InterpreterInfo.from_json(data, str(path))
-    try:
-        write_atomic(cache_file, json.dumps(data, sort_keys=True).encode())
-    except OSError:
-        pass  # a read-only cache only costs the next run a probe
+    # A cache (fs's rule): a write that fails only costs the next run a probe.
+    write_cache(cache_file, json.dumps(data, sort_keys=True).encode())
     return info
 
 

@@ -15,16 +15,16 @@ entries ship are honoured as they would be after a real install.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from contentpkg.context import Context
 from contentpkg.errors import CpkError
+from contentpkg.fs import discard
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
-from contentpkg.store import staging
 from contentpkg.store.entry import Entry
 
 # Variables that would make the build interpreter look somewhere else for its
@@ -38,13 +38,13 @@ _DROPPED = frozenset(
 _PTH_NAME = "_cpk_build_env.pth"
 
 
-def clean_environ(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The process environment minus what would leak the user's setup in.
+def clean_environ(base: Mapping[str, str]) -> dict[str, str]:
+    """An environment (``ctx.environ``) minus what would leak the user's setup in.
 
     ``PYTHONDONTWRITEBYTECODE`` and the user's other settings stay: only
     what redirects module lookup or configures pip is removed.
     """
-    env = dict(os.environ if base is None else base)
+    env = dict(base)
     for key in list(env):
         if key in _DROPPED or key.startswith(_DROPPED_PREFIXES):
             del env[key]
@@ -65,7 +65,13 @@ class BuildEnv:
         *,
         python: str | os.PathLike[str] | InterpreterInfo | None = None,
         parent: Path | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
+        # What hooks start from: the caller's Context's environment. None is
+        # kept for callers not handed a Context yet (this process's).
+        self.base_environ: Mapping[str, str] = (
+            environ if environ is not None else Context.from_environ().environ
+        )
         self.interpreter = (
             python if isinstance(python, InterpreterInfo) else interpreter_info(python)
         )
@@ -121,7 +127,7 @@ class BuildEnv:
 
     def environ(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment a hook runs with: cleaned, venv active."""
-        env = clean_environ(base)
+        env = clean_environ(self.base_environ if base is None else base)
         env["VIRTUAL_ENV"] = os.fspath(self.path)
         env["PATH"] = os.pathsep.join(
             p for p in (os.fspath(self.bin_dir), env.get("PATH", os.defpath)) if p
@@ -153,23 +159,14 @@ class BuildEnv:
         return proc.returncode
 
     def close(self) -> None:
-        discard_tree(Path(self._own_dir))
+        # Best effort: this runs while a build's own error propagates, which a
+        # failure to clean up must not replace. fs.remove_tree handles what
+        # backends leave behind (read-only directories, as copies of
+        # read-only store content keep their modes).
+        discard(self._own_dir)
 
     def __enter__(self) -> BuildEnv:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def discard_tree(path: Path) -> None:
-    """Remove a scratch tree, best effort: this runs while a build's own
-    error propagates, which a failure to clean up must not replace.
-
-    The store's remover handles what backends leave behind (read-only
-    directories, as copies of read-only store content keep their modes).
-    """
-    try:
-        staging.remove_tree(path)
-    except OSError:
-        shutil.rmtree(path, ignore_errors=True)

@@ -27,12 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from contentpkg.errors import CpkError
+from contentpkg.context import Bucket, Context
+from contentpkg.errors import BuildError, CpkError, InvalidInputError
+from contentpkg.fs import discard, writing_atomic
 from contentpkg.progress import QUIET, Reporter, Task
-from contentpkg.python.build.buildenv import BuildEnv, discard_tree
+from contentpkg.python.build.buildenv import BuildEnv
 from contentpkg.python.install.wheel import stays_inside
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
-from contentpkg.python.project.settings import default_cache_dir
+from contentpkg.python.names import dist_info_name
 from contentpkg.store.hashing import hash_file
 
 if TYPE_CHECKING:
@@ -69,6 +71,7 @@ def build_sdist_wheel(
     resolve_build_requires: ResolveBuildRequires,
     cache_dir: Path | None = None,
     reporter: Reporter = QUIET,
+    environ: Mapping[str, str] | None = None,
 ) -> Path:
     """Build sdist_path into a wheel for ``python`` and return the wheel's path.
 
@@ -76,7 +79,9 @@ def build_sdist_wheel(
     the call; a second call for the same sdist bytes and an equivalent
     interpreter returns it without building or resolving anything.
     ``python`` is an interpreter's facts, a path or command naming one, or
-    None for the one running cpk.
+    None for the one running cpk. ``environ`` is the environment the backend
+    starts from (``ctx.environ``; None: this process's), cleaned of what
+    would leak the user's setup into the build.
     """
     sdist_path = Path(sdist_path)
     interp = _interpreter(python, cache_dir)
@@ -84,7 +89,7 @@ def build_sdist_wheel(
     cached = _cached_wheel(slot)
     if cached is not None:
         return cached
-    with _Build(sdist_path, interp, resolve_build_requires, reporter) as build:
+    with _Build(sdist_path, interp, resolve_build_requires, reporter, environ) as build:
         caller = build.prepare()
         return build.build_wheel(caller, slot)
 
@@ -96,6 +101,7 @@ def sdist_metadata(
     resolve_build_requires: ResolveBuildRequires,
     cache_dir: Path | None = None,
     reporter: Reporter = QUIET,
+    environ: Mapping[str, str] | None = None,
 ) -> bytes:
     """The core metadata (``METADATA`` bytes) of the wheel sdist_path builds.
 
@@ -116,7 +122,7 @@ def sdist_metadata(
         pass
     from pyproject_hooks import HookMissing
 
-    with _Build(sdist_path, interp, resolve_build_requires, reporter) as build:
+    with _Build(sdist_path, interp, resolve_build_requires, reporter, environ) as build:
         caller = build.prepare()
         md_dir = build.scratch / "metadata"
         md_dir.mkdir()
@@ -131,10 +137,11 @@ def sdist_metadata(
             return _wheel_metadata(build.build_wheel(caller, slot))
         metadata_file = md_dir / str(dist_info) / "METADATA"
         if not isinstance(dist_info, str) or "/" in dist_info or not metadata_file.is_file():
-            raise CpkError(
+            raise BuildError(
                 f"building {build.label} failed: prepare_metadata_for_build_wheel "
                 f"returned {dist_info!r}, "
-                "which holds no METADATA"
+                "which holds no METADATA",
+                project=build.name,
             )
         data = metadata_file.read_bytes()
         build.check_name(_metadata_name(data), "metadata")
@@ -165,7 +172,7 @@ def extract_sdist(sdist_path: Path, dest: Path) -> Path:
     shown = sdist_path.name
     lower = shown.lower()
     if not lower.endswith(_SDIST_SUFFIXES):
-        raise CpkError(f"{shown}: not an sdist (expected .tar.gz or .zip)")
+        raise InvalidInputError(f"{shown}: not an sdist (expected .tar.gz or .zip)")
     try:
         size = sdist_path.stat().st_size
     except OSError as exc:
@@ -178,17 +185,19 @@ def extract_sdist(sdist_path: Path, dest: Path) -> Path:
     top = list(dest.iterdir())
     root = top[0] if len(top) == 1 and top[0].is_dir() and not top[0].is_symlink() else dest
     if not (root / "pyproject.toml").is_file() and not (root / "setup.py").is_file():
-        raise CpkError(f"{shown}: neither pyproject.toml nor setup.py found; not a Python sdist")
+        raise InvalidInputError(
+            f"{shown}: neither pyproject.toml nor setup.py found; not a Python sdist"
+        )
     return root
 
 
 def _check_member_name(shown: str, name: str) -> None:
     if not name or _CONTROL.search(name):
-        raise CpkError(f"{shown}: member {name!r} has control characters in its name")
+        raise InvalidInputError(f"{shown}: member {name!r} has control characters in its name")
     if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
-        raise CpkError(f"{shown}: member {name!r} has an absolute path")
+        raise InvalidInputError(f"{shown}: member {name!r} has an absolute path")
     if ".." in re.split(r"[/\\]", name):
-        raise CpkError(f"{shown}: member {name!r} escapes the archive with '..'")
+        raise InvalidInputError(f"{shown}: member {name!r} escapes the archive with '..'")
 
 
 def _extract_tar(sdist_path: Path, dest: Path, limit: int) -> None:
@@ -203,26 +212,26 @@ def _extract_tar(sdist_path: Path, dest: Path, limit: int) -> None:
                 if member.issym():
                     target = os.path.join(os.path.dirname(name), member.linkname)
                     if os.path.isabs(member.linkname) or not stays_inside(target):
-                        raise CpkError(
+                        raise InvalidInputError(
                             f"{shown}: symlink {name!r} to {member.linkname!r} "
                             "points outside the archive"
                         )
                 elif member.islnk():
                     if not stays_inside(member.linkname):
-                        raise CpkError(
+                        raise InvalidInputError(
                             f"{shown}: hard link {name!r} to {member.linkname!r} "
                             "points outside the archive"
                         )
                 elif not (member.isreg() or member.isdir()):
-                    raise CpkError(
+                    raise InvalidInputError(
                         f"{shown}: member {name!r} is a device or FIFO; "
                         "sdists hold only files, directories and links"
                     )
                 total += member.size if member.isreg() else 0
                 if total > limit:
-                    raise CpkError(f"{shown}: unpacks to more than {limit} bytes")
+                    raise InvalidInputError(f"{shown}: unpacks to more than {limit} bytes")
                 if len(members) >= _MAX_MEMBERS:
-                    raise CpkError(f"{shown}: more than {_MAX_MEMBERS} members")
+                    raise InvalidInputError(f"{shown}: more than {_MAX_MEMBERS} members")
                 members.append(member)
             if hasattr(tarfile, "data_filter"):
                 # The "data" filter re-checks each link against what is
@@ -231,14 +240,16 @@ def _extract_tar(sdist_path: Path, dest: Path, limit: int) -> None:
                 tf.extractall(dest, members=members, filter="data")
             else:  # Python before 3.11.4: no filters, so no links at all
                 if any(m.issym() or m.islnk() for m in members):
-                    raise CpkError(f"{shown}: holds links, which need Python 3.11.4 to unpack")
+                    raise InvalidInputError(
+                        f"{shown}: holds links, which need Python 3.11.4 to unpack"
+                    )
                 tf.extractall(dest, members=members)
     except CpkError:
         raise
     except _FILTER_ERROR as exc:
-        raise CpkError(f"{shown}: {exc}") from None
+        raise InvalidInputError(f"{shown}: {exc}") from None
     except Exception as exc:  # TarError, EOFError, zlib.error, LZMAError, OSError...
-        raise CpkError(f"{shown}: not a readable sdist archive ({exc})") from None
+        raise InvalidInputError(f"{shown}: not a readable sdist archive ({exc})") from None
 
 
 def _extract_zip(sdist_path: Path, dest: Path, limit: int) -> None:
@@ -247,7 +258,7 @@ def _extract_zip(sdist_path: Path, dest: Path, limit: int) -> None:
         with zipfile.ZipFile(sdist_path) as zf:
             infos = zf.infolist()
             if len(infos) > _MAX_MEMBERS:
-                raise CpkError(f"{shown}: more than {_MAX_MEMBERS} members")
+                raise InvalidInputError(f"{shown}: more than {_MAX_MEMBERS} members")
             total = 0
             for info in infos:
                 _check_member_name(shown, info.filename)
@@ -256,13 +267,13 @@ def _extract_zip(sdist_path: Path, dest: Path, limit: int) -> None:
                 # FIFOs and sockets have no meaning in an sdist.
                 kind = stat.S_IFMT(info.external_attr >> 16)
                 if kind and kind not in (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK):
-                    raise CpkError(
+                    raise InvalidInputError(
                         f"{shown}: member {info.filename!r} is a device, FIFO or socket; "
                         "sdists hold only files and directories"
                     )
                 total += info.file_size
                 if total > limit:
-                    raise CpkError(f"{shown}: unpacks to more than {limit} bytes")
+                    raise InvalidInputError(f"{shown}: unpacks to more than {limit} bytes")
             for info in infos:
                 # zipfile bounds each member's output by its declared size,
                 # so the total checked above holds.
@@ -271,7 +282,7 @@ def _extract_zip(sdist_path: Path, dest: Path, limit: int) -> None:
                 if not info.is_dir() and mode & 0o111:
                     os.chmod(written, 0o755)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as exc:
-        raise CpkError(f"{shown}: not a readable sdist archive ({exc})") from None
+        raise InvalidInputError(f"{shown}: not a readable sdist archive ({exc})") from None
 
 
 # -- the build system ------------------------------------------------------
@@ -299,25 +310,31 @@ def read_build_system(project_dir: Path, shown: str) -> BuildSystem:
         with open(pyproject, "rb") as f:
             data = tomllib.load(f)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise CpkError(f"{shown}: pyproject.toml is not valid TOML ({exc})") from None
+        raise InvalidInputError(f"{shown}: pyproject.toml is not valid TOML ({exc})") from None
     table = data.get("build-system")
     if table is None:
         return BuildSystem(DEFAULT_REQUIRES, LEGACY_BACKEND)
     if not isinstance(table, dict):
-        raise CpkError(f"{shown}: pyproject.toml [build-system] is not a table")
+        raise InvalidInputError(f"{shown}: pyproject.toml [build-system] is not a table")
     if "requires" not in table:
-        raise CpkError(f"{shown}: pyproject.toml [build-system] has no 'requires' (PEP 518)")
+        raise InvalidInputError(
+            f"{shown}: pyproject.toml [build-system] has no 'requires' (PEP 518)"
+        )
     requires = _requirement_list(table["requires"], shown, "build-system.requires")
     backend = table.get("build-backend", LEGACY_BACKEND)
     if not isinstance(backend, str) or not re.fullmatch(r"[\w.]+(:[\w.]+)?", backend):
-        raise CpkError(f"{shown}: pyproject.toml build-backend {backend!r} is not 'module:object'")
+        raise InvalidInputError(
+            f"{shown}: pyproject.toml build-backend {backend!r} is not 'module:object'"
+        )
     backend_path = table.get("backend-path")
     if backend_path is not None:
         if not isinstance(backend_path, list) or not all(isinstance(p, str) for p in backend_path):
-            raise CpkError(f"{shown}: pyproject.toml backend-path is not a list of strings")
+            raise InvalidInputError(
+                f"{shown}: pyproject.toml backend-path is not a list of strings"
+            )
         for p in backend_path:
             if not stays_inside(p):
-                raise CpkError(f"{shown}: backend-path {p!r} leads outside the project")
+                raise InvalidInputError(f"{shown}: backend-path {p!r} leads outside the project")
         backend_path = tuple(backend_path)
     return BuildSystem(tuple(requires), backend, backend_path)
 
@@ -326,12 +343,12 @@ def _requirement_list(value: Any, shown: str, what: str) -> list[str]:
     from packaging.requirements import InvalidRequirement, Requirement
 
     if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
-        raise CpkError(f"{shown}: {what} is not a list of requirement strings")
+        raise InvalidInputError(f"{shown}: {what} is not a list of requirement strings")
     for text in value:
         try:
             Requirement(text)
         except InvalidRequirement as exc:
-            raise CpkError(
+            raise InvalidInputError(
                 f"{shown}: {what}: {text!r} is not a valid requirement ({exc})"
             ) from None
     return list(value)
@@ -355,8 +372,10 @@ class _Build:
         interp: InterpreterInfo,
         resolve: ResolveBuildRequires,
         reporter: Reporter,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.sdist_path = sdist_path
+        self.environ = environ
         self.interp = interp
         self.resolve = resolve
         self.scratch = Path(tempfile.mkdtemp(prefix="cpk-build-"))
@@ -374,7 +393,7 @@ class _Build:
             # same file through their own descriptors.
             self.log: IO[bytes] = open(self.log_path, "ab", buffering=0)  # noqa: SIM115
         except BaseException:
-            discard_tree(self.scratch)
+            discard(self.scratch)
             raise
         self._task = reporter.task(f"building {self.name} {self.version}")
 
@@ -387,7 +406,7 @@ class _Build:
         self.log.close()
         if self.env is not None:
             self.env.close()
-        discard_tree(self.scratch)
+        discard(self.scratch)
 
     def prepare(self) -> BuildBackendHookCaller:
         """A hook caller whose environment holds the static build
@@ -411,7 +430,7 @@ class _Build:
         if self.env is not None:
             self.env.close()
             self.env = None
-        self.env = BuildEnv(entries, python=self.interp, parent=self.scratch)
+        self.env = BuildEnv(entries, python=self.interp, parent=self.scratch, environ=self.environ)
         try:
             return BuildBackendHookCaller(
                 os.fspath(self.source),
@@ -488,9 +507,10 @@ class _Build:
             except HookMissing as exc:
                 if missing_ok:
                     raise
-                raise CpkError(
+                raise BuildError(
                     f"building {self.label} failed: build backend {self.system.backend!r} "
-                    f"has no {exc.hook_name} hook"
+                    f"has no {exc.hook_name} hook",
+                    project=self.name,
                 ) from None
             except (OSError, ValueError) as exc:  # the hook wrote no result
                 raise self._failure(start, "", str(exc)) from None
@@ -500,7 +520,7 @@ class _Build:
                 for w in caught:
                     self.log.write(f"{w.category.__name__}: {w.message}\n".encode())
 
-    def _failure(self, start: int, reason: str, fallback: str) -> CpkError:
+    def _failure(self, start: int, reason: str, fallback: str) -> BuildError:
         with open(self.log_path, "rb") as f:
             f.seek(start)
             text = f.read().decode(errors="replace")
@@ -508,7 +528,7 @@ class _Build:
         while lines and not lines[-1]:
             lines.pop()
         tail = lines[-_TAIL_LINES:] or [f"(the backend printed nothing; {fallback})"]
-        return CpkError(f"building {self.label} failed{reason}", details=tail)
+        return BuildError(f"building {self.label} failed{reason}", project=self.name, log=tail)
 
     def build_wheel(self, caller: BuildBackendHookCaller, slot: Path) -> Path:
         """Build into scratch, check what came out, and move it into slot."""
@@ -522,13 +542,16 @@ class _Build:
             or not basename.endswith(".whl")
             or not built.is_file()
         ):
-            raise CpkError(f"building {self.label} failed: the backend returned {basename!r}")
+            raise BuildError(
+                f"building {self.label} failed: the backend returned {basename!r}",
+                project=self.name,
+            )
         from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
         try:
             wheel_name = parse_wheel_filename(basename)[0]
         except InvalidWheelFilename as exc:
-            raise CpkError(f"building {self.label} failed: {exc}") from None
+            raise BuildError(f"building {self.label} failed: {exc}", project=self.name) from None
         self.check_name(wheel_name, basename)
         return _publish(slot, built, basename)
 
@@ -536,7 +559,10 @@ class _Build:
         from packaging.utils import canonicalize_name
 
         if found is not None and canonicalize_name(found) != canonicalize_name(self.name):
-            raise CpkError(f"building {self.label} produced {what} for another project, {found!r}")
+            raise BuildError(
+                f"building {self.label} produced {what} for another project, {found!r}",
+                project=self.name,
+            )
 
 
 def _identity(project_dir: Path, sdist_path: Path) -> tuple[str, str]:
@@ -572,7 +598,9 @@ def _cache_slot(cache_dir: Path | None, sdist_path: Path, interp: InterpreterInf
         digest, _ = hash_file(sdist_path)
     except OSError as exc:
         raise CpkError(f"{sdist_path}: {exc.strerror}") from None
-    root = (cache_dir or default_cache_dir()) / "built-wheels"
+    if cache_dir is None:  # callers not handed a Context yet: this process's
+        cache_dir = Context.from_environ().cache_dir
+    root = cache_dir / Bucket.BUILT_WHEELS.value
     return root / digest / interp.build_key
 
 
@@ -586,27 +614,21 @@ def _cached_wheel(slot: Path) -> Path | None:
 
 def _publish(slot: Path, content: Path | bytes, name: str) -> Path:
     """Place content in the cache whole or not at all: a concurrent reader
-    sees either nothing or the finished file."""
+    sees either nothing or the finished file.
+
+    Durable although the cache is a cache (fs's rule): a built wheel has no
+    published hash to check it against, so one torn by a crash would be
+    served as found, whereas an fsync costs little beside a build.
+    """
     slot.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=slot)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            if isinstance(content, bytes):
-                out.write(content)
-            else:
-                with open(content, "rb") as src:
-                    shutil.copyfileobj(src, out, _CHUNK)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        final = slot / name
-        os.replace(tmp, final)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    final = slot / name
+    with writing_atomic(final, durable=True) as out:
+        os.fchmod(out.fileno(), 0o644)
+        if isinstance(content, bytes):
+            out.write(content)
+        else:
+            with open(content, "rb") as src:
+                shutil.copyfileobj(src, out, _CHUNK)
     return final
 
 
@@ -619,12 +641,12 @@ def _wheel_metadata(wheel: Path) -> bytes:
             candidates = [
                 n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
             ]
-            wanted = f"{name.replace('-', '_')}-{version}.dist-info/METADATA".lower()
+            wanted = f"{dist_info_name(name)}-{version}.dist-info/METADATA".lower()
             chosen = next((n for n in candidates if n.lower() == wanted), None)
             if chosen is None and len(candidates) == 1:
                 chosen = candidates[0]
             if chosen is None:
-                raise CpkError(f"{wheel.name}: no .dist-info/METADATA in the built wheel")
+                raise InvalidInputError(f"{wheel.name}: no .dist-info/METADATA in the built wheel")
             return zf.read(chosen)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CpkError(f"{wheel.name}: unreadable built wheel ({exc})") from None
+        raise InvalidInputError(f"{wheel.name}: unreadable built wheel ({exc})") from None

@@ -31,21 +31,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from contentpkg.errors import CpkError
+from contentpkg.errors import InvalidInputError
+from contentpkg.fs import discard, make_tmp_dir, publish_dir
 from contentpkg.python.interpreter import InterpreterInfo
-from contentpkg.python.project import ProjectInputs
+from contentpkg.python.names import dist_info_name
+from contentpkg.python.project import ProjectInputs, read_static_project
 from contentpkg.store import Store
 from contentpkg.store.hashing import b32
-from contentpkg.store.staging import remove_tree
 
 ENVS = "envs"
 # 2: site.PREFIXES names the view; links to its data directories.
-_FORMAT = 2
+# 3: a dynamic version is called 0+dynamic, as the resolver calls it.
+_FORMAT = 3
 
 
 def overlay_needed(inputs: ProjectInputs) -> bool:
@@ -83,10 +83,8 @@ def ensure_overlay(
     final = overlay_path(store, view, python, inputs)
     if final.is_dir():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f".staging-{final.name}-{os.getpid()}-{secrets.token_hex(4)}"
+    staging = make_tmp_dir(final.parent, final.name)
     try:
-        staging.mkdir()
         write_skeleton(staging, python, prompt=inputs.name or inputs.root.name)
         site = staging / python.site_packages
         site.mkdir(parents=True)
@@ -112,14 +110,11 @@ def ensure_overlay(
         (staging / ".cpk").mkdir()
         (staging / ".cpk" / "refs").write_text("".join(f"{n}\n" for n in names))
         (staging / ".cpk" / "view").symlink_to(view)
-        try:
-            os.rename(staging, final)
-        except OSError:
-            if not final.is_dir():
-                raise
+        # Not durable (fs's rule): an overlay is derived and rebuilt when
+        # missing. Losing the race to an equal overlay is fine.
+        publish_dir(staging, final, durable=False)
     finally:
-        if staging.exists():
-            remove_tree(staging)
+        discard(staging)
     return final
 
 
@@ -140,25 +135,18 @@ def _link_data_dirs(overlay: Path, view: Path) -> None:
 
 def _static_metadata(root: Path) -> dict[str, Any]:
     """Name, version, dependencies and scripts of a checkout, from PEP 621."""
-    try:
-        data = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise CpkError(f"{root}/pyproject.toml: cannot read project metadata ({exc})") from None
-    project = data.get("project") or {}
-    name = project.get("name")
-    if not isinstance(name, str):
-        raise CpkError(f"{root}/pyproject.toml: [project] has no name")
-    version = project.get("version")
-    if not isinstance(version, str):
-        version = "0+editable"  # dynamic: the checkout is the truth anyway
+    pyproject = root / "pyproject.toml"
+    data, project = read_static_project(pyproject)
+    if project is None or project.name is None:
+        raise InvalidInputError(f"{pyproject}: [project] has no name", path=str(pyproject))
     return {
-        "name": name,
-        "version": version,
-        "dependencies": list(project.get("dependencies") or []),
-        "scripts": dict(project.get("scripts") or {}),
-        "gui-scripts": dict(project.get("gui-scripts") or {}),
-        "entry-points": dict(project.get("entry-points") or {}),
-        "requires-python": project.get("requires-python"),
+        "name": project.name,
+        "version": project.shown_version,
+        "dependencies": list(project.dependencies),
+        "scripts": dict(project.scripts),
+        "gui-scripts": dict(project.gui_scripts),
+        "entry-points": dict(project.entry_points),
+        "requires-python": project.requires_python,
         "import-root": _import_root(root, data),
     }
 
@@ -177,9 +165,7 @@ def _import_root(root: Path, data: dict[str, Any]) -> Path:
 
 def _write_editable(site: Path, root: Path, meta: dict[str, Any]) -> None:
     """A .pth path to the checkout and a dist-info describing it (PEP 610)."""
-    import re
-
-    dist = re.sub(r"[-_.]+", "_", meta["name"]).lower()
+    dist = dist_info_name(meta["name"])
     (site / f"_cpk_editable_{dist}.pth").write_text(f"{meta['import-root']}\n")
     info = site / f"{dist}-{meta['version']}.dist-info"
     info.mkdir()

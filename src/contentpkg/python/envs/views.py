@@ -48,16 +48,15 @@ import hashlib
 import io
 import json
 import os
-import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from contentpkg.errors import CpkError
+from contentpkg.fs import discard, make_tmp_dir, publish_dir, remove_tree
 from contentpkg.python.interpreter import InterpreterInfo
 from contentpkg.store import Entry, Store
 from contentpkg.store.hashing import b32
-from contentpkg.store.staging import remove_tree
 
 # 2: merged ``__pycache__`` per source owner; RECORD rewritten for ``.data``.
 VIEW_FORMAT = 2
@@ -128,20 +127,20 @@ def ensure_view(store: Store, entries: Sequence[Entry], python: InterpreterInfo)
     meta = final / ".cpk" / VIEW_JSON
     if meta.is_file():
         return _load(final, python)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f".staging-{final.name}-{os.getpid()}-{secrets.token_hex(4)}"
+    staging: Path | None = None
     try:
-        staging.mkdir()
+        staging = make_tmp_dir(final.parent, final.name)
         conflicts = _build(staging, final, entries, python)
-        os.rename(staging, final)
-        created = True
+        # Not durable (fs's rule): a view is derived from the store and
+        # rebuilt when missing, so a crash costs only a rebuild.
+        created = publish_dir(staging, final, durable=False)
     except OSError as exc:
         if not meta.is_file():
             raise CpkError(f"cannot build the view in {final.parent}: {exc}") from None
         created = False  # another process published the same view first
     finally:
-        if staging.exists():
-            remove_tree(staging)
+        if staging is not None:
+            discard(staging)
     view = _load(final, python)
     view.created = created
     if created:
@@ -165,7 +164,8 @@ def clean_stale_views(store: Store) -> None:
     except FileNotFoundError:
         return
     for name in names:
-        if name.startswith(".staging-"):
+        # fs.make_tmp_dir's prefix; ".staging-" is what older cpk left.
+        if name.startswith((".tmp-", ".staging-")):
             path = root / name
             try:
                 if time.time() - path.stat().st_mtime > 3600:

@@ -35,17 +35,12 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from contentpkg.errors import CpkError
+from contentpkg.context import Bucket, Context
+from contentpkg.errors import CpkError, HashMismatchError, InvalidInputError
+from contentpkg.fs import write_cache
 from contentpkg.progress import QUIET, Reporter
 from contentpkg.python.index.dists import DistFile
-from contentpkg.python.index.http import (
-    HttpSession,
-    default_cache_dir,
-    file_url_path,
-    is_file_url,
-    redact,
-    write_atomic,
-)
+from contentpkg.python.index.http import HttpSession, file_url_path, is_file_url, redact
 
 # Where to look is decided in a module of its own, light enough for the hot
 # path of ``cpk run`` (which must not import this client); re-exported here.
@@ -70,8 +65,6 @@ _JSON_TYPES = (
     "application/json",
 )
 _SDIST_SUFFIXES = (".tar.gz", ".zip")
-_METADATA_CACHE = "metadata-v1"
-_ARCHIVE_CACHE = "archives-v1"
 
 
 # -- file names --------------------------------------------------------------
@@ -302,10 +295,12 @@ def wheel_metadata_from_archive(path: Path, filename: str) -> bytes:
                     n for n in candidates if canonicalize_name(n.split("-", 1)[0]) == parsed.name
                 ] or candidates
             if len(candidates) != 1:
-                raise CpkError(f"{filename}: wheel has no single .dist-info/METADATA")
+                raise InvalidInputError(
+                    f"{filename}: wheel has no single .dist-info/METADATA", path=filename
+                )
             return zf.read(candidates[0])
     except (zipfile.BadZipFile, OSError) as exc:
-        raise CpkError(f"{filename}: not a valid wheel ({exc})") from None
+        raise InvalidInputError(f"{filename}: not a valid wheel ({exc})", path=filename) from None
 
 
 def sdist_pkg_info(path: Path, filename: str) -> bytes:
@@ -326,8 +321,8 @@ def sdist_pkg_info(path: Path, filename: str) -> bytes:
                         if handle is not None:
                             return handle.read()
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise CpkError(f"{filename}: not a valid sdist ({exc})") from None
-    raise CpkError(f"{filename}: sdist has no PKG-INFO")
+        raise InvalidInputError(f"{filename}: not a valid sdist ({exc})", path=filename) from None
+    raise InvalidInputError(f"{filename}: sdist has no PKG-INFO", path=filename)
 
 
 # -- the client --------------------------------------------------------------
@@ -360,7 +355,10 @@ class IndexClient:
     ) -> None:
         self.indexes = [index_url(u) for u in indexes]
         self.find_links = [location_url(u, None) for u in find_links]
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        # A caller without a Context (contentpkg.use()) gets this process's.
+        self.cache_dir = (
+            Path(cache_dir) if cache_dir is not None else Context.from_environ().cache_dir
+        )
         self.offline = offline
         self.reporter = reporter
         self.http = HttpSession(
@@ -541,7 +539,7 @@ class IndexClient:
         sha = file.sha256
         cache_path = None
         if sha is not None:
-            cache_path = self.cache_dir / _METADATA_CACHE / sha[:2] / f"{sha}.metadata"
+            cache_path = self.cache_dir / Bucket.METADATA.value / sha[:2] / f"{sha}.metadata"
             try:
                 return cache_path.read_bytes()
             except OSError:
@@ -555,9 +553,12 @@ class IndexClient:
                         continue
                     actual = hashlib.new(algo, data).hexdigest()
                     if actual != expected.lower():
-                        raise CpkError(
+                        raise HashMismatchError(
                             f"{file.filename}.metadata: {algo} mismatch "
                             f"(expected {expected}, got {actual})",
+                            subject=f"{file.filename}.metadata",
+                            expected=expected,
+                            actual=actual,
                             details=[f"downloaded from {redact(file.url)}.metadata"],
                         )
         if data is None:
@@ -565,14 +566,14 @@ class IndexClient:
                 raise CpkError(f"{file.filename}: no metadata file; the sdist must be built")
             data = wheel_metadata_from_archive(self.fetch_archive(file), file.filename)
         if cache_path is not None:
-            write_atomic(cache_path, data)
+            write_cache(cache_path, data)
         return data
 
     # -- archives ---------------------------------------------------------
 
     def _archive_cache_path(self, file: DistFile) -> Path:
         key = file.sha256 or "url-" + hashlib.sha256(file.url.encode()).hexdigest()
-        return self.cache_dir / _ARCHIVE_CACHE / key[:2] / key / file.filename
+        return self.cache_dir / Bucket.ARCHIVES.value / key[:2] / key / file.filename
 
     def fetch_archive(self, file: DistFile) -> Path:
         """A local, verified copy of file (for reading metadata out of it).
@@ -587,8 +588,11 @@ class IndexClient:
             if file.sha256 is not None:
                 actual = self._once("local-verify", str(path), lambda: hash_file(path)[0])
                 if actual != file.sha256:
-                    raise CpkError(
-                        f"{file.filename}: sha256 mismatch (expected {file.sha256}, got {actual})"
+                    raise HashMismatchError(
+                        f"{file.filename}: sha256 mismatch (expected {file.sha256}, got {actual})",
+                        subject=file.filename,
+                        expected=file.sha256,
+                        actual=actual,
                     )
             return path
         target = self._archive_cache_path(file)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -27,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from contentpkg.errors import CpkError
+from contentpkg.context import Bucket
+from contentpkg.errors import CpkError, HashMismatchError
+from contentpkg.fs import write_cache, writing_atomic
 from contentpkg.progress import QUIET, Reporter
-from contentpkg.python.project.settings import default_cache_dir, write_atomic
 from contentpkg.store.hashing import hash_file
 
 if TYPE_CHECKING:
@@ -39,7 +39,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _CHUNK = 1 << 16
-_CACHE_FORMAT = "http-v1"
 # 408/429 are the server asking us to come back later; 5xx are its failures.
 _RETRY_STATUS = frozenset({408, 429})
 _MAX_RETRY_AFTER = 10.0
@@ -116,7 +115,7 @@ class HttpSession:
 
     def __init__(
         self,
-        cache_dir: Path | None = None,
+        cache_dir: Path,
         *,
         offline: bool = False,
         retries: int = 3,
@@ -124,7 +123,7 @@ class HttpSession:
         timeout: float = 30.0,
         jobs: int = 8,
     ) -> None:
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.cache_dir = Path(cache_dir)
         self.offline = offline
         self.retries = max(0, retries)
         self.backoff = max(0.0, backoff)
@@ -218,7 +217,7 @@ class HttpSession:
 
     def _cache_paths(self, url: str, accept: str) -> Path:
         key = hashlib.sha256(f"{url}\n{accept}".encode()).hexdigest()
-        return self.cache_dir / _CACHE_FORMAT / key[:2] / key
+        return self.cache_dir / Bucket.HTTP.value / key[:2] / key
 
     def _load_cached(self, path: Path) -> tuple[dict[str, Any], bytes] | None:
         try:
@@ -237,7 +236,7 @@ class HttpSession:
         return meta, body
 
     def _store_cached(self, path: Path, meta: dict[str, Any], body: bytes) -> None:
-        write_atomic(path, json.dumps(meta, sort_keys=True).encode() + b"\n" + body)
+        write_cache(path, json.dumps(meta, sort_keys=True).encode() + b"\n" + body)
 
     def fetch_page(self, url: str, accept: str = "text/html") -> Page | None:
         """GET a page through the HTTP cache; None when the server says 404/410.
@@ -385,36 +384,38 @@ class HttpSession:
         task = reporter.task(name, size)
         shown = 0
 
-        def attempt() -> tuple[str, str]:
-            nonlocal shown
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{name}.", suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    digest = hashlib.sha256()
-                    received = 0
-                    for chunk in self._stream(url, name, size):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        received += len(chunk)
-                        if received > shown:
-                            # After a retry, only bytes beyond what was shown count.
-                            task.advance(received - shown)
-                            shown = received
-                return tmp, digest.hexdigest()
-            except BaseException:
-                os.unlink(tmp)
-                raise
+        # The archive cache is a cache (fs's rule): renamed into place whole,
+        # not fsynced; a crash costs a download, and the store verifies
+        # what it takes from here by hash anyway.
+        with writing_atomic(dest, durable=False) as out:
+            os.fchmod(out.fileno(), 0o644)
 
-        tmp, actual = self._with_retries(url, attempt, label=name)
-        if sha256 is not None and actual != sha256.lower():
-            os.unlink(tmp)
-            task.done(None)
-            raise CpkError(
-                f"{name}: sha256 mismatch (expected {sha256}, got {actual})",
-                details=[f"downloaded from {redact(url)}"],
-            )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
+            def attempt() -> str:
+                nonlocal shown
+                out.seek(0)
+                out.truncate()
+                digest = hashlib.sha256()
+                received = 0
+                for chunk in self._stream(url, name, size):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    if received > shown:
+                        # After a retry, only bytes beyond what was shown count.
+                        task.advance(received - shown)
+                        shown = received
+                return digest.hexdigest()
+
+            actual = self._with_retries(url, attempt, label=name)
+            if sha256 is not None and actual != sha256.lower():
+                task.done(None)
+                raise HashMismatchError(
+                    f"{name}: sha256 mismatch (expected {sha256}, got {actual})",
+                    subject=name,
+                    expected=sha256,
+                    actual=actual,
+                    details=[f"downloaded from {redact(url)}"],
+                )
         task.done(f"downloaded {name}")
         return actual
 

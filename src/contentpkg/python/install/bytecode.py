@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contentpkg.errors import CpkError
+from contentpkg.fs import sync_filesystem, write_atomic
 from contentpkg.store.entry import Entry
 from contentpkg.store.hashing import META_DIR
 from contentpkg.store.layers import Store
 from contentpkg.store.locks import collector_lock, entry_lock
-from contentpkg.store.staging import sync_filesystem
 
 if TYPE_CHECKING:
     from contentpkg.python.interpreter import InterpreterInfo
@@ -283,11 +283,10 @@ def _write_marker(entry: Entry, marker: Path, target: _Target, skipped: list[str
     restore: list[tuple[Path, int]] = []
     try:
         _open_dir(meta_dir, restore)
-        tmp = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
         body = {"cache_tag": target.cache_tag, "skipped": sorted(skipped)}
-        tmp.write_text(json.dumps(body, indent=1) + "\n")
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, marker)
+        # Durable (fs's rule): the marker is part of a store entry, and says
+        # the bytecode it vouches for is there.
+        write_atomic(marker, json.dumps(body, indent=1) + "\n", durable=True, mode=0o444)
     finally:
         for path, mode in restore:
             try:

@@ -21,6 +21,22 @@ counted on the bytes actually decompressed). The cheap checks read only the
 zip's central directory and run before anything is written; hashes, sizes
 and ratios are checked while streaming each member once into the staging
 slot, which :func:`~contentpkg.store.add.add_built` discards on any error.
+
+Why not ``installer.install(source, destination, metadata)`` with a store
+destination (checked against installer 1.1): ``WheelFile.get_contents``
+hands a destination ``(record, stream, is_executable)`` per member, so a
+member's file type is reduced to an executable bit (a symlink or device
+member would be written as a regular file holding its target, and the
+destination cannot tell); a member RECORD omits arrives with an empty record,
+like a second member of the same name; and the compressed size a ratio check
+needs is not passed at all. The checks that need the central directory
+(duplicates, escapes, links, total size) must also run before the first
+byte is written, while ``install`` writes as it iterates, and installer's
+own hash check (``validate_record``) is a second full pass over the archive,
+where ours hashes, sizes and measures each member in the one pass that
+writes it. A destination could redo all of this only by opening the zip
+itself beside installer, which is the extraction below again. installer
+still parses RECORD (``parse_record_file``) and the metadata files.
 """
 
 from __future__ import annotations
@@ -49,7 +65,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from contentpkg.errors import CpkError
+from contentpkg.errors import CpkError, HashMismatchError, InvalidInputError
 from contentpkg.store.add import AddResult, add_built
 from contentpkg.store.entry import Entry
 from contentpkg.store.hashing import DERIVED_DIRS, FileRecord
@@ -151,9 +167,12 @@ def add_wheel(
         if expected_sha256 is not None:
             want = _normalise_sha256(filename, expected_sha256)
             if want != digest:
-                raise CpkError(
+                raise HashMismatchError(
                     f"{filename}: sha256 {digest} does not match the expected {want}"
-                    " (corrupt or truncated download?)"
+                    " (corrupt or truncated download?)",
+                    subject=filename,
+                    expected=want,
+                    actual=digest,
                 )
         source_hash = f"sha256:{digest}"
         found = store.find_source(source_hash)
@@ -210,7 +229,7 @@ def _normalise_sha256(filename: str, value: str) -> str:
         if text.startswith(prefix):
             text = text[len(prefix) :]
     if not re.fullmatch(r"[0-9a-f]{64}", text):
-        raise CpkError(f"{filename}: expected hash {value!r} is not a sha256 hex digest")
+        raise InvalidInputError(f"{filename}: expected hash {value!r} is not a sha256 hex digest")
     return text
 
 
@@ -219,7 +238,7 @@ def _open_zip(filename: str, f: IO[bytes]) -> Iterator[zipfile.ZipFile]:
     try:
         zf = zipfile.ZipFile(f)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise CpkError(f"{filename}: not a valid zip archive ({exc})") from None
+        raise InvalidInputError(f"{filename}: not a valid zip archive ({exc})") from None
     # installer's WheelFile takes the distribution name from this.
     zf.filename = filename
     with zf:
@@ -240,22 +259,22 @@ def _check_member_name(filename: str, info: zipfile.ZipInfo) -> str:
     raw = info.orig_filename
     where = f"{filename}: member {_show(raw)}"
     if not raw:
-        raise CpkError(f"{filename}: member with an empty name")
+        raise InvalidInputError(f"{filename}: member with an empty name")
     if "\x00" in raw:
-        raise CpkError(f"{where} contains a NUL character")
+        raise InvalidInputError(f"{where} contains a NUL character")
     if _CONTROL.search(raw):
-        raise CpkError(f"{where} contains a control character")
+        raise InvalidInputError(f"{where} contains a control character")
     if "\\" in raw:
-        raise CpkError(f"{where} contains a backslash")
+        raise InvalidInputError(f"{where} contains a backslash")
     if raw.startswith("/"):
-        raise CpkError(f"{where} is an absolute path")
+        raise InvalidInputError(f"{where} is an absolute path")
     if _DRIVE.match(raw):
-        raise CpkError(f"{where} starts with a drive letter")
+        raise InvalidInputError(f"{where} starts with a drive letter")
     parts = raw.removesuffix("/").split("/")
     if ".." in parts:
-        raise CpkError(f"{where} has a '..' component that escapes the wheel")
+        raise InvalidInputError(f"{where} has a '..' component that escapes the wheel")
     if any(p in ("", ".") for p in parts):
-        raise CpkError(f"{where} has an empty or '.' component")
+        raise InvalidInputError(f"{where} has an empty or '.' component")
     return raw
 
 
@@ -270,9 +289,9 @@ def _member_kind(filename: str, info: zipfile.ZipInfo, zf: zipfile.ZipFile) -> s
     """
     where = f"{filename}: member {_show(info.orig_filename)}"
     if info.flag_bits & 0x1:
-        raise CpkError(f"{where} is encrypted")
+        raise InvalidInputError(f"{where} is encrypted")
     if info.compress_type not in _COMPRESSIONS:
-        raise CpkError(
+        raise InvalidInputError(
             f"{where} uses compression method {info.compress_type}; wheels use deflate or none"
         )
     mode = info.external_attr >> 16
@@ -284,9 +303,9 @@ def _member_kind(filename: str, info: zipfile.ZipInfo, zf: zipfile.ZipFile) -> s
         base = PurePosixPath(info.orig_filename).parent
         escapes = not stays_inside(base / target)
         problem = "points outside the wheel" if escapes else "is not allowed in a wheel"
-        raise CpkError(f"{where} is a symlink to {target!r}, which {problem}")
+        raise InvalidInputError(f"{where} is a symlink to {target!r}, which {problem}")
     if kind not in (0, stat.S_IFREG):
-        raise CpkError(f"{where} is a special file (mode {oct(mode)})")
+        raise InvalidInputError(f"{where} is a special file (mode {oct(mode)})")
     # As pip and installer decide it: any execute bit on a regular file.
     return "exec" if mode & 0o111 else "file"
 
@@ -320,14 +339,14 @@ def _plan(zf: zipfile.ZipFile, filename: str, max_size: int) -> _Plan:
     try:
         name, version, _build, tags = parse_wheel_filename(filename)
     except (InvalidWheelFilename, InvalidVersion) as exc:
-        raise CpkError(f"{filename}: not a valid wheel filename ({exc})") from None
+        raise InvalidInputError(f"{filename}: not a valid wheel filename ({exc})") from None
 
     infos = zf.infolist()
     kinds: dict[str, str] = {}
     for info in infos:
         raw = _check_member_name(filename, info)
         if raw in kinds:
-            raise CpkError(f"{filename}: member {_show(raw)} appears more than once")
+            raise InvalidInputError(f"{filename}: member {_show(raw)} appears more than once")
         kinds[raw] = _member_kind(filename, info, zf)
 
     dist_info = _find_dist_info(filename, infos, str(name), version)
@@ -339,7 +358,7 @@ def _plan(zf: zipfile.ZipFile, filename: str, max_size: int) -> _Plan:
 
     declared = sum(info.file_size for info in infos)
     if declared > max_size:
-        raise CpkError(
+        raise InvalidInputError(
             f"{filename}: expands to {declared} bytes, more than the limit of {max_size}"
         )
 
@@ -362,7 +381,7 @@ def _plan(zf: zipfile.ZipFile, filename: str, max_size: int) -> _Plan:
         if dest is not None:
             other = destinations.setdefault(dest, info.orig_filename)
             if other != info.orig_filename:
-                raise CpkError(
+                raise InvalidInputError(
                     f"{filename}: members {_show(other)} and {_show(info.orig_filename)}"
                     f" both install {dest}"
                 )
@@ -383,11 +402,11 @@ def _find_dist_info(filename: str, infos: list[zipfile.ZipInfo], name: str, vers
     }
     if len(found) != 1:
         shown = ", ".join(sorted(found)) or "none"
-        raise CpkError(f"{filename}: expected one .dist-info directory, found {shown}")
+        raise InvalidInputError(f"{filename}: expected one .dist-info directory, found {shown}")
     dist_info = found.pop()
     di_name, _, di_version = dist_info.removesuffix(".dist-info").rpartition("-")
     if not _same_release(di_name, di_version, name, version):
-        raise CpkError(
+        raise InvalidInputError(
             f"{filename}: .dist-info directory {dist_info!r} does not match the"
             f" filename's {name} {version}"
         )
@@ -406,15 +425,17 @@ def _read_text(zf: zipfile.ZipFile, filename: str, member: str) -> str:
     try:
         info = zf.getinfo(member)
     except KeyError:
-        raise CpkError(f"{filename}: {member} is missing") from None
+        raise InvalidInputError(f"{filename}: {member} is missing") from None
     if info.file_size > 16 << 20:
-        raise CpkError(f"{filename}: {member} is implausibly large ({info.file_size} bytes)")
+        raise InvalidInputError(
+            f"{filename}: {member} is implausibly large ({info.file_size} bytes)"
+        )
     try:
         return zf.read(info).decode("utf-8")
     except UnicodeDecodeError:
-        raise CpkError(f"{filename}: {member} is not UTF-8") from None
+        raise InvalidInputError(f"{filename}: {member} is not UTF-8") from None
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise CpkError(f"{filename}: {member} is corrupt ({exc})") from None
+        raise InvalidInputError(f"{filename}: {member} is corrupt ({exc})") from None
 
 
 def _check_wheel_file(filename: str, text: str) -> bool:
@@ -423,9 +444,11 @@ def _check_wheel_file(filename: str, text: str) -> bool:
     wheel_version = (wheel.get("Wheel-Version") or "").strip()
     match = re.fullmatch(r"(\d+)\.(\d+)", wheel_version)
     if not match:
-        raise CpkError(f"{filename}: WHEEL has no valid Wheel-Version ({wheel_version!r})")
+        raise InvalidInputError(f"{filename}: WHEEL has no valid Wheel-Version ({wheel_version!r})")
     if match.group(1) != "1":
-        raise CpkError(f"{filename}: Wheel-Version {wheel_version} is not supported (need 1.x)")
+        raise InvalidInputError(
+            f"{filename}: Wheel-Version {wheel_version} is not supported (need 1.x)"
+        )
     return (wheel.get("Root-Is-Purelib") or "").strip().lower() == "true"
 
 
@@ -437,7 +460,7 @@ def _read_metadata(
     meta_name = (meta.get("Name") or "").strip()
     meta_version = (meta.get("Version") or "").strip()
     if not _same_release(meta_name, meta_version, name, version):
-        raise CpkError(
+        raise InvalidInputError(
             f"{filename}: METADATA says {meta_name} {meta_version}, the filename {name} {version}"
         )
     requires_python = meta.get("Requires-Python")
@@ -464,7 +487,7 @@ def _read_entry_points(zf: zipfile.ZipFile, filename: str, dist_info: str) -> di
         parser.read_string(text)
     except configparser.Error as exc:
         first = str(exc).splitlines()[0]
-        raise CpkError(f"{filename}: entry_points.txt is malformed ({first})") from None
+        raise InvalidInputError(f"{filename}: entry_points.txt is malformed ({first})") from None
     for group, scripts in result.items():
         if not parser.has_section(group):
             continue
@@ -476,9 +499,11 @@ def _read_entry_points(zf: zipfile.ZipFile, filename: str, dist_info: str) -> di
                 or _CONTROL.search(script)
                 or any(c in script for c in "/\\")
             ):
-                raise CpkError(f"{filename}: {group} name {script!r} is not a plain file name")
+                raise InvalidInputError(
+                    f"{filename}: {group} name {script!r} is not a plain file name"
+                )
             if not _ENTRY_POINT.fullmatch(value):
-                raise CpkError(
+                raise InvalidInputError(
                     f"{filename}: {group} entry {script!r} = {value!r} is not module:attribute"
                 )
             scripts[script] = value
@@ -501,18 +526,20 @@ def _check_record(zf: zipfile.ZipFile, filename: str, dist_info: str) -> dict[st
         issues = getattr(exc, "issues", None) or [str(exc)]
         first = str(issues[0]).removeprefix(f"In {filename}, ")
         more = f" (and {len(issues) - 1} more problems)" if len(issues) > 1 else ""
-        raise CpkError(f"{filename}: RECORD check failed: {first}{more}") from None
+        raise InvalidInputError(f"{filename}: RECORD check failed: {first}{more}") from None
     records: dict[str, RecordEntry] = {}
     try:
         for row in parse_record_file(text.splitlines()):
             if row[1]:
                 records[row[0]] = RecordEntry.from_elements(*row)
     except InvalidRecordEntry as exc:
-        raise CpkError(f"{filename}: RECORD row is invalid: {'; '.join(exc.issues)}") from None
+        raise InvalidInputError(
+            f"{filename}: RECORD row is invalid: {'; '.join(exc.issues)}"
+        ) from None
     for path, record in records.items():
         assert record.hash_ is not None
         if record.hash_.name not in _STRONG_HASHES:
-            raise CpkError(
+            raise InvalidInputError(
                 f"{filename}: RECORD hashes {path!r} with {record.hash_.name};"
                 " wheels must use sha256 or stronger"
             )
@@ -535,7 +562,7 @@ def _destination(filename: str, member: str) -> str | None:
         return None
     if parts[0].endswith(".data") and len(parts) > 1:
         if len(parts) < 3 or parts[1] not in _SCHEMES:
-            raise CpkError(
+            raise InvalidInputError(
                 f"{filename}: member {_show(member)} is in no known install scheme"
                 " (purelib, platlib, scripts, data, headers)"
             )
@@ -550,7 +577,7 @@ def _check_tree(filename: str, destinations: dict[str, str], dist_info: str) -> 
         for i in range(1, len(parts)):
             prefix = "/".join(parts[:i])
             if prefix in destinations:
-                raise CpkError(
+                raise InvalidInputError(
                     f"{filename}: {_show(destinations[prefix])} is a file but"
                     f" {_show(member)} needs it as a directory"
                 )
@@ -560,7 +587,9 @@ def _check_tree(filename: str, destinations: dict[str, str], dist_info: str) -> 
             and parts[1].endswith(".dist-info")
             and parts[1] != dist_info
         ):
-            raise CpkError(f"{filename}: member {_show(member)} installs a second .dist-info")
+            raise InvalidInputError(
+                f"{filename}: member {_show(member)} installs a second .dist-info"
+            )
 
 
 # --- extraction ---------------------------------------------------------------
@@ -608,15 +637,17 @@ def _extract(
                     size += len(chunk)
                     total += len(chunk)
                     if size > info.file_size:
-                        raise CpkError(f"{where} is larger than its header says")
+                        raise InvalidInputError(f"{where} is larger than its header says")
                     if total > max_size:
-                        raise CpkError(
+                        raise InvalidInputError(
                             f"{filename}: expands to more than the limit of {max_size} bytes"
                         )
                     if size > _RATIO_FLOOR and size > member_limit:
-                        raise CpkError(f"{where} expands more than {max_ratio}:1 (zip bomb?)")
+                        raise InvalidInputError(
+                            f"{where} expands more than {max_ratio}:1 (zip bomb?)"
+                        )
                     if total > _RATIO_FLOOR and total > total_limit:
-                        raise CpkError(
+                        raise InvalidInputError(
                             f"{filename}: archive expands more than {max_ratio}:1 (zip bomb?)"
                         )
                     sha256.update(chunk)
@@ -627,17 +658,22 @@ def _extract(
                         while view:
                             view = view[os.write(fd, view) :]
         except (zipfile.BadZipFile, EOFError, OSError) as exc:
-            raise CpkError(f"{where} is corrupt ({exc})") from None
+            raise InvalidInputError(f"{where} is corrupt ({exc})") from None
         finally:
             if fd >= 0:
                 os.close(fd)
         if record is not None:
             if record.size is not None and size != record.size:
-                raise CpkError(f"{where} has {size} bytes but RECORD says {record.size}")
+                raise InvalidInputError(f"{where} has {size} bytes but RECORD says {record.size}")
             assert record.hash_ is not None
             digest = (other or sha256).digest()
             if _urlsafe_b64(digest) != record.hash_.value:
-                raise CpkError(f"{where} does not match its RECORD hash")
+                raise HashMismatchError(
+                    f"{where} does not match its RECORD hash",
+                    subject=where,
+                    expected=record.hash_.value,
+                    actual=_urlsafe_b64(digest),
+                )
         if dest is not None:
             records.append(FileRecord(dest, "x" if executable else "f", sha256.hexdigest(), size))
     return records

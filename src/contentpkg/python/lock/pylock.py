@@ -15,13 +15,15 @@ imports ``tomli_w`` and ``datetime`` when it runs.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from contentpkg.errors import CpkError
+from contentpkg.context import Bucket
+from contentpkg.errors import CpkError, LockUnreadableError, NotFoundError
+from contentpkg.fs import write_cache, writing_atomic
+from contentpkg.python.names import canonical_name
 
 if TYPE_CHECKING:
     from contentpkg.python.index.dists import DistFile, Pin, Resolution
@@ -205,17 +207,6 @@ class Lock:
         return f"Lock({str(self.path)!r}, {len(self.packages)} packages)"
 
 
-_SEPARATORS = re.compile(r"[-_.]+")
-
-
-def _normalize(name: str) -> str:
-    """PEP 503 normalisation; names cpk wrote are normalized already, and
-    skipping the regex for them is a third of the warm read time."""
-    if name.islower() and "_" not in name and "." not in name and "--" not in name:
-        return name
-    return _SEPARATORS.sub("-", name).lower()
-
-
 # --------------------------------------------------------------------------
 # reading
 
@@ -233,16 +224,18 @@ def read_lock(path: Path, *, cache_dir: Path | None = None) -> Lock:
     try:
         blob = path.read_bytes()
     except FileNotFoundError:
-        raise CpkError(f"{path}: no lock file") from None
+        raise NotFoundError(f"{path}: no lock file", what=str(path)) from None
     except OSError as error:
-        raise CpkError(f"{path}: cannot read lock file: {error.strerror}") from None
+        raise LockUnreadableError(
+            f"{path}: cannot read lock file: {error.strerror}", path=str(path)
+        ) from None
     if cache_dir is None:
         return _parse_lock(path, _decode(path, blob))
     import hashlib
     import marshal
 
     key = hashlib.sha256(blob).hexdigest()
-    cached = Path(cache_dir) / "locks" / f"{key}.{marshal.version}.marshal"
+    cached = Path(cache_dir) / Bucket.PARSED_LOCKS.value / f"{key}.{marshal.version}.marshal"
     data = None
     try:
         data = marshal.loads(cached.read_bytes())
@@ -251,9 +244,9 @@ def read_lock(path: Path, *, cache_dir: Path | None = None) -> Lock:
     if not isinstance(data, dict):
         data = _decode(path, blob)
         try:
-            _store_cache(cached, marshal.dumps(data))
-        except (OSError, ValueError):
-            pass  # a cache that cannot be written only costs speed
+            write_cache(cached, marshal.dumps(data))  # failing only costs speed
+        except ValueError:
+            pass  # a value marshal cannot hold: no cache for this lock
     return _parse_lock(path, data)
 
 
@@ -261,9 +254,11 @@ def _decode(path: Path, blob: bytes) -> dict[str, Any]:
     try:
         data = tomllib.loads(blob.decode("utf-8"))
     except UnicodeDecodeError:
-        raise CpkError(f"{path}: lock file is not UTF-8 text") from None
+        raise LockUnreadableError(f"{path}: lock file is not UTF-8 text", path=str(path)) from None
     except tomllib.TOMLDecodeError as error:
-        raise CpkError(f"{path}: lock file is not valid TOML ({error})") from None
+        raise LockUnreadableError(
+            f"{path}: lock file is not valid TOML ({error})", path=str(path)
+        ) from None
     # Dates become ISO strings: marshal cannot hold them, and cached and
     # uncached reads must give the same values.
     return _plain(data)
@@ -279,31 +274,20 @@ def _plain(value: Any) -> Any:
     return value.isoformat()  # datetime, date, time: all TOML has besides
 
 
-def _store_cache(target: Path, data: bytes) -> None:
-    # http.write_atomic does the same, but this runs on the hot path of
-    # ``cpk run``, which must not import the HTTP module (~25 ms of imports).
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}")
-    try:
-        temp.write_bytes(data)
-        os.replace(temp, target)
-    finally:
-        if temp.exists():
-            temp.unlink()
-
-
 def _parse_lock(path: Path, data: dict[str, Any]) -> Lock:
     version = data.get("lock-version")
     if version is None:
-        raise CpkError(f"{path}: not a PEP 751 lock file (no lock-version)")
+        raise LockUnreadableError(f"{path}: not a PEP 751 lock file (no lock-version)")
     if not isinstance(version, str):
-        raise CpkError(f'{path}: lock-version must be a string like "1.0"')
+        raise LockUnreadableError(f'{path}: lock-version must be a string like "1.0"')
     # PEP 751: refuse a newer major version; a newer minor is readable.
     if version.split(".", 1)[0] != "1":
-        raise CpkError(f"{path}: lock-version {version} is not supported (cpk reads 1.x)")
+        raise LockUnreadableError(
+            f"{path}: lock-version {version} is not supported (cpk reads 1.x)"
+        )
     packages = data.get("packages")
     if not isinstance(packages, list):
-        raise CpkError(f"{path}: lock file has no [[packages]] array")
+        raise LockUnreadableError(f"{path}: lock file has no [[packages]] array")
     tool = data.get("tool")
     cpk = tool.get("cpk") if isinstance(tool, dict) else None
     if not isinstance(cpk, dict):
@@ -325,19 +309,19 @@ def _parse_lock(path: Path, data: dict[str, Any]) -> Lock:
 
 def _parse_package(path: Path, base: str, entry: Any) -> LockedPackage:
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-        raise CpkError(f"{path}: a [[packages]] entry has no name")
-    name = _normalize(entry["name"])
+        raise LockUnreadableError(f"{path}: a [[packages]] entry has no name")
+    name = canonical_name(entry["name"])
     version = entry.get("version")
     where = f"{path}: package {name}"
     for unsupported in ("vcs", "archive"):
         if unsupported in entry:
-            raise CpkError(f"{where}: {unsupported} sources are not supported by cpk")
+            raise LockUnreadableError(f"{where}: {unsupported} sources are not supported by cpk")
 
     wheels: tuple[LockedFile, ...] = ()
     raw_wheels = entry.get("wheels")
     if raw_wheels is not None:
         if not isinstance(raw_wheels, list):
-            raise CpkError(f"{where}: wheels must be an array of tables")
+            raise LockUnreadableError(f"{where}: wheels must be an array of tables")
         wheels = tuple(_parse_file(where, base, w, "wheel") for w in raw_wheels)
     sdist = None
     if entry.get("sdist") is not None:
@@ -347,14 +331,14 @@ def _parse_package(path: Path, base: str, entry: Any) -> LockedPackage:
     raw_dir = entry.get("directory")
     if raw_dir is not None:
         if not isinstance(raw_dir, dict) or not isinstance(raw_dir.get("path"), str):
-            raise CpkError(f"{where}: directory needs a path")
+            raise LockUnreadableError(f"{where}: directory needs a path")
         directory = Path(os.path.normpath(os.path.join(base, raw_dir["path"])))
         editable = raw_dir.get("editable") is True
     if directory is None:
         if not isinstance(version, str):
-            raise CpkError(f"{where}: no version")
+            raise LockUnreadableError(f"{where}: no version")
         if not wheels and sdist is None:
-            raise CpkError(f"{where}: no wheels, sdist or directory")
+            raise LockUnreadableError(f"{where}: no wheels, sdist or directory")
 
     chosen = None
     tool = entry.get("tool")
@@ -366,7 +350,7 @@ def _parse_package(path: Path, base: str, entry: Any) -> LockedPackage:
                 chosen = candidate
                 break
         else:
-            raise CpkError(f"{where}: the chosen file {wanted} is not among its files")
+            raise LockUnreadableError(f"{where}: the chosen file {wanted} is not among its files")
     elif directory is None:
         if len(wheels) == 1:
             chosen = wheels[0]
@@ -377,8 +361,8 @@ def _parse_package(path: Path, base: str, entry: Any) -> LockedPackage:
     for dep in entry.get("dependencies") or ():
         dep_name = dep.get("name") if isinstance(dep, dict) else None
         if not isinstance(dep_name, str):
-            raise CpkError(f"{where}: a dependency has no name")
-        dependencies.append(_normalize(dep_name))
+            raise LockUnreadableError(f"{where}: a dependency has no name")
+        dependencies.append(canonical_name(dep_name))
     index = entry.get("index")
     return LockedPackage(
         name,
@@ -397,7 +381,7 @@ def _parse_package(path: Path, base: str, entry: Any) -> LockedPackage:
 
 def _parse_file(where: str, base: str, entry: Any, kind: str) -> LockedFile:
     if not isinstance(entry, dict):
-        raise CpkError(f"{where}: a {kind} entry is not a table")
+        raise LockUnreadableError(f"{where}: a {kind} entry is not a table")
     url = entry.get("url")
     local = entry.get("path")
     name = entry.get("name")
@@ -406,7 +390,7 @@ def _parse_file(where: str, base: str, entry: Any, kind: str) -> LockedFile:
     elif isinstance(local, str):
         location = Path(os.path.normpath(os.path.join(base, local))).as_uri()
     else:
-        raise CpkError(f"{where}: a {kind} has neither url nor path")
+        raise LockUnreadableError(f"{where}: a {kind} has neither url nor path")
     if not isinstance(name, str):
         # PEP 751 lets the name be implied by the url or path.
         name = (url if isinstance(url, str) else local).rsplit("/", 1)[-1].split("#", 1)[0]
@@ -416,7 +400,7 @@ def _parse_file(where: str, base: str, entry: Any, kind: str) -> LockedFile:
             name = unquote(name.split("?", 1)[0])
     hashes = entry.get("hashes")
     if not isinstance(hashes, dict) or not hashes:
-        raise CpkError(f"{where}: {kind} {name} has no hashes")
+        raise LockUnreadableError(f"{where}: {kind} {name} has no hashes")
     size = entry.get("size")
     uploaded = entry.get("upload-time")
     return LockedFile(
@@ -491,8 +475,29 @@ def write_lock(
         author = _author(old)
         if author and author != created_by:
             raise CpkError(f"{path}: written by {author}, not {created_by}; not replacing it")
+    _check_standard(path, text)
     _atomic_write(path, data)
     return True
+
+
+def _check_standard(path: Path, text: str) -> None:
+    """Validate what we are about to write with ``packaging.pylock``, PEP 751's
+    own model, so a lock cpk writes is one every PEP 751 reader accepts.
+
+    Only on writing. Reading stays hand-written: it is on ``cpk run``'s path,
+    where importing ``packaging`` (~17 ms) is what the marshal cache exists
+    to avoid, and it reads what ``packaging.pylock`` has no model for (the
+    chosen file in ``[packages.tool.cpk]``, as plain values we can cache).
+    Rendering stays ours too (``tomli_w`` over a dict in a fixed order), since
+    ``Pylock.to_dict`` orders keys its own way and existing locks must keep
+    their bytes.
+    """
+    from packaging.pylock import Pylock, PylockValidationError
+
+    try:
+        Pylock.from_dict(tomllib.loads(text))
+    except PylockValidationError as error:
+        raise CpkError(f"{path}: cpk rendered an invalid PEP 751 lock ({error})") from None
 
 
 def _author(blob: bytes) -> str | None:
@@ -514,8 +519,8 @@ def render_lock(
     import tomli_w
 
     base = os.path.dirname(os.path.abspath(path))
-    dirs = {_normalize(name): value for name, value in (directories or {}).items()}
-    pins = {_normalize(pin.name): pin for pin in resolution.pins.values()}
+    dirs = {canonical_name(name): value for name, value in (directories or {}).items()}
+    pins = {canonical_name(pin.name): pin for pin in resolution.pins.values()}
     for name, pin in pins.items():
         if pin.directory is not None and name not in dirs:
             dirs[name] = (Path(pin.directory), False)
@@ -559,12 +564,12 @@ def _render_package(
     pins: Mapping[str, Pin],
     directory: tuple[Path, bool] | None,
 ) -> dict[str, Any]:
-    name = _normalize(pin.name)
+    name = canonical_name(pin.name)
     where = f"{path}: package {name}"
     package: dict[str, Any] = {"name": name, "version": pin.version}
     if pin.requires_python:
         package["requires-python"] = pin.requires_python
-    dependencies = sorted({_normalize(d) for d in pin.dependencies})
+    dependencies = sorted({canonical_name(d) for d in pin.dependencies})
     for dep in dependencies:
         if dep not in pins:
             raise CpkError(f"{where}: depends on {dep}, which the resolution does not hold")
@@ -643,28 +648,16 @@ def _relative(target: Path, base: str) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write beside the target and rename over it, so readers (a concurrent
-    ``cpk run``) see the old lock or the new one, never half of one."""
-    directory = path.parent
-    temp = directory / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    """Replace the lock whole: readers (a concurrent ``cpk run``) see the old
+    lock or the new one, never half of one. Durable (fs's rule): the user
+    commits the lock and relies on it after a crash. A new lock's mode is
+    left to the umask, as for any new file; a replaced one keeps its mode."""
     try:
-        # os.open with 0o666 lets the umask decide the mode, as for any new file.
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as stream:
-                stream.write(data)
-                stream.flush()
-                os.fsync(stream.fileno())
+        with writing_atomic(path, durable=True, mode=0o666) as out:
             try:
-                os.chmod(temp, path.stat().st_mode & 0o7777)
+                os.fchmod(out.fileno(), path.stat().st_mode & 0o7777)
             except FileNotFoundError:
                 pass
-            os.replace(temp, path)
-        except BaseException:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
-            raise
+            out.write(data)
     except OSError as error:
         raise CpkError(f"{path}: cannot write lock file: {error.strerror}") from None

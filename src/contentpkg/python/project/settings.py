@@ -1,7 +1,7 @@
 """Where packages are looked for: the indexes and find-links a command uses.
 
 The one place that decides between the command line, the environment and
-what the project files say (:class:`~contentpkg.python.project.inputs.ProjectInputs`
+what the project files say (:class:`~contentpkg.python.project.models.ProjectInputs`
 carries the latter as written, in the shape :func:`index_settings` takes).
 The index client, the lock's fingerprint and the freshness check of
 ``cpk run`` all take their places from here, so a lock made under some
@@ -17,42 +17,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from contentpkg.context import Context, IndexEnvironment
 from contentpkg.errors import CpkError
 
 DEFAULT_INDEX = "https://pypi.org/simple/"
 
 
 def default_cache_dir() -> Path:
-    """The user's cache directory: ``CPK_CACHE_DIR`` or the platform's default."""
-    env = os.environ.get("CPK_CACHE_DIR")
-    if env:
-        return Path(env).expanduser().absolute()
-    from platformdirs import user_cache_dir
+    """The cache directory of a Context read from this process's environment.
 
-    return Path(user_cache_dir("contentpkg", appauthor=False))
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a cache file whole or not at all; failures are ignored.
-
-    A cache that cannot be written only costs speed, never correctness, and
-    readers never see half a file because the rename is atomic.
+    Transitional: for callers that are not handed a Context yet (``cpk
+    run``'s plan and memo). Everything under ``python/`` takes a
+    ``cache_dir`` (or a Context's bucket) from its caller instead.
     """
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        import tempfile
-
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    return Context.from_environ().cache_dir
 
 
 def location_url(value: str | os.PathLike[str], base: Path | None) -> str:
@@ -89,6 +67,7 @@ def index_settings(
     pyproject_tool_cpk: Mapping[str, Any] | None,
     *,
     project_dir: Path | None = None,
+    index_env: IndexEnvironment | None = None,
 ) -> tuple[list[str], list[str]]:
     """The indexes (in priority order) and find-links locations to use.
 
@@ -100,7 +79,8 @@ def index_settings(
     already in priority order. Otherwise the extra indexes come before the
     main one, as in uv: with first-index-wins, an extra index exists to be
     asked first. Relative paths in ``pyproject.toml`` are relative to
-    project_dir.
+    project_dir. ``index_env`` is the environment's part (``ctx.index``);
+    None reads this process's, for callers not handed a Context yet.
     """
     tool = dict(pyproject_tool_cpk or {})
     # Validate [tool.cpk] even where the environment overrides it, so a typo
@@ -113,8 +93,10 @@ def index_settings(
     no_index = tool.get("no-index", False)
     if not isinstance(no_index, bool):
         raise CpkError("pyproject.toml [tool.cpk] no-index: expected true or false")
-    primary_env = os.environ.get("CPK_INDEX_URL", "").strip()
-    extra_env = os.environ.get("CPK_EXTRA_INDEX_URL", "").split()
+    if index_env is None:
+        index_env = Context.from_environ().index
+    primary_env = index_env.index_url
+    extra_env = list(index_env.extra_index_urls)
     if cli_indexes:
         indexes = [index_url(u) for u in cli_indexes]
     elif no_index and not primary_env and not extra_env:
@@ -131,7 +113,7 @@ def index_settings(
         else:
             extras = [index_url(u, project_dir) for u in tool_extras]
         indexes = [*extras, primary]
-    env_links = os.environ.get("CPK_FIND_LINKS", "").split()
+    env_links = list(index_env.find_links)
     if cli_find_links:
         find_links = [location_url(u, None) for u in cli_find_links]
     elif env_links:
@@ -141,23 +123,32 @@ def index_settings(
     return list(dict.fromkeys(indexes)), list(dict.fromkeys(find_links))
 
 
-def command_line_places(options: Any, inputs: Any) -> tuple[list[str], list[str]]:
+def command_line_places(
+    options: Any, inputs: Any, index_env: IndexEnvironment | None = None
+) -> tuple[list[str], list[str]]:
     """Indexes and find-links for a command: its options, else :func:`index_settings`.
 
     ``--extra-index-url`` alone adds indexes in front of whatever the
     environment or the project configures, as pip and uv do; ``--index-url``
     replaces the primary one. ``options`` has ``index_url``,
     ``extra_index_urls`` and ``find_links``; ``inputs`` is the project's
-    (or None). Locking and ``cpk run``'s freshness check both call this, so
-    a lock is judged under the settings it was made with.
+    (or None); ``index_env`` is ``ctx.index``. Locking and ``cpk run``'s
+    freshness check both call this, so a lock is judged under the settings
+    it was made with.
     """
     tool = inputs.index_table if inputs is not None else {}
     root = inputs.root if inputs is not None else None
     links = getattr(options, "find_links", None) or None
     index_url = getattr(options, "index_url", None)
     extras = list(getattr(options, "extra_index_urls", None) or [])
-    indexes, found_links = index_settings(None, links, tool, project_dir=root)
+    if index_env is None:
+        index_env = Context.from_environ().index
+    indexes, found_links = index_settings(
+        None, links, tool, project_dir=root, index_env=index_env
+    )
     if index_url is not None or extras:
         primary = [index_url] if index_url is not None else indexes
-        indexes, _ = index_settings([*extras, *primary], links, tool, project_dir=root)
+        indexes, _ = index_settings(
+            [*extras, *primary], links, tool, project_dir=root, index_env=index_env
+        )
     return indexes, found_links

@@ -26,7 +26,6 @@ the provider that answers its questions from an :class:`IndexClient`:
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -42,10 +41,11 @@ from packaging.version import InvalidVersion, Version
 from resolvelib import AbstractProvider, BaseReporter, Resolver
 from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep
 
-from contentpkg.errors import CpkError
+from contentpkg.errors import CpkError, InvalidInputError, ResolutionError
 from contentpkg.python.index.client import FileName, IndexClient, parse_filename, sdist_pkg_info
 from contentpkg.python.index.dists import DistFile, Pin, Resolution
 from contentpkg.python.interpreter import InterpreterInfo
+from contentpkg.python.project.pep621 import DYNAMIC_VERSION, read_static_project
 
 if TYPE_CHECKING:
     from contentpkg.store import Store
@@ -54,10 +54,9 @@ SdistMetadata = Callable[[DistFile], bytes]
 
 _MAX_ROUNDS = 20000
 _STATIC_SDIST_METADATA = Version("2.2")
-# What a checkout whose [project].version is dynamic is called in pins and
-# messages: knowing the real version needs a build, and the checkout is what
-# gets imported whatever it says (the overlay's dist-info says "0+editable").
-_DYNAMIC_VERSION = Version("0+dynamic")
+# What a checkout whose [project].version is dynamic is called (the overlay's
+# dist-info says the same: both take it from the one PEP 621 reader).
+_DYNAMIC_VERSION = Version(DYNAMIC_VERSION)
 
 
 # -- what the resolver juggles -------------------------------------------------
@@ -137,43 +136,35 @@ def _load_local(name: NormalizedName, path: Path, target: Version) -> _Local:
             "in place (put a wheel in a find-links directory instead)"
         )
     pyproject = path / "pyproject.toml"
-    try:
-        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not pyproject.is_file():
         raise CpkError(
             f"{label}: no pyproject.toml [project] table; "
             "dynamic metadata needs a build; not supported yet"
-        ) from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise CpkError(f"{pyproject}: cannot read project metadata ({exc})") from None
-    project = data.get("project")
-    if not isinstance(project, dict):
+        )
+    _, project = read_static_project(pyproject)
+    if project is None:
         raise CpkError(
             f"{label}: no [project] table in pyproject.toml; "
             "dynamic metadata needs a build; not supported yet"
         )
-    meta_name = project.get("name")
-    if not isinstance(meta_name, str) or canonicalize_name(meta_name) != name:
+    meta_name = project.name
+    if meta_name is None or canonicalize_name(meta_name) != name:
         raise CpkError(f"{label}: its pyproject.toml names project {meta_name!r}, not {name!r}")
-    dynamic = project.get("dynamic") or []
-    if not isinstance(dynamic, list):
-        raise CpkError(f"{pyproject}: [project].dynamic must be a list of strings")
-    if "dependencies" in dynamic:
+    if "dependencies" in project.dynamic:
         raise CpkError(
             f"{label}: dynamic metadata needs a build; not supported yet "
             "([project].dependencies is dynamic)"
         )
-    raw_version = project.get("version")
-    if "version" in dynamic or raw_version is None:
-        version, known = _DYNAMIC_VERSION, False
-    else:
+    if project.version_known:
         try:
-            version, known = Version(str(raw_version)), True
+            version, known = Version(project.shown_version), True
         except InvalidVersion:
-            raise CpkError(f"{pyproject}: invalid [project].version {raw_version!r}") from None
-    requires_python = project.get("requires-python")
-    if requires_python is not None and not isinstance(requires_python, str):
-        raise CpkError(f"{pyproject}: [project].requires-python must be a string")
+            raise InvalidInputError(
+                f"{pyproject}: invalid [project].version {project.version!r}", path=str(pyproject)
+            ) from None
+    else:
+        version, known = _DYNAMIC_VERSION, False
+    requires_python = project.requires_python
     if not _requires_python_ok(requires_python, target):
         raise CpkError(f"{label}: requires Python {requires_python} (target is {target})")
 
@@ -182,22 +173,14 @@ def _load_local(name: NormalizedName, path: Path, target: Version) -> _Local:
             return Requirement(str(text))
         except InvalidRequirement as exc:
             reason = str(exc).splitlines()[0]
-            raise CpkError(
-                f"{pyproject}: {where}: invalid requirement {text!r} ({reason})"
+            raise InvalidInputError(
+                f"{pyproject}: {where}: invalid requirement {text!r} ({reason})",
+                path=str(pyproject),
             ) from None
 
-    dependencies = project.get("dependencies") or []
-    if not isinstance(dependencies, list):
-        raise CpkError(f"{pyproject}: [project].dependencies must be a list")
-    requires = [parse(d, "[project].dependencies") for d in dependencies]
-    optional = project.get("optional-dependencies") or {}
-    if not isinstance(optional, dict):
-        raise CpkError(f"{pyproject}: [project.optional-dependencies] must be a table")
-    for extra, reqs in optional.items():
-        key = canonicalize_name(extra)
-        where = f"[project.optional-dependencies].{extra}"
-        if not isinstance(reqs, list):
-            raise CpkError(f"{pyproject}: {where} must be a list")
+    requires = [parse(d, "[project].dependencies") for d in project.dependencies]
+    for key, reqs in project.optional_dependencies.items():
+        where = f"[project.optional-dependencies].{project.extra_names[key]}"
         for text in reqs:
             # As a wheel's METADATA says it: the extra becomes a marker,
             # which get_dependencies evaluates as for any other candidate.
@@ -210,7 +193,7 @@ def _load_local(name: NormalizedName, path: Path, target: Version) -> _Local:
         version=version,
         version_known=known,
         metadata=_Metadata(tuple(requires), requires_python),
-        dynamic_extras="optional-dependencies" in dynamic,
+        dynamic_extras="optional-dependencies" in project.dynamic,
     )
 
 
@@ -776,7 +759,7 @@ class _Explainer:
             current = parent
         return lines
 
-    def explain(self, causes: Sequence[Any]) -> CpkError:
+    def explain(self, causes: Sequence[Any]) -> ResolutionError:
         by_name: dict[NormalizedName, list[Any]] = {}
         for cause in causes:
             by_name.setdefault(cause.requirement.name, []).append(cause)
@@ -797,7 +780,9 @@ class _Explainer:
             details.extend(lines)
         unknown = [s for s in summaries if s.startswith("no project named")]
         summary = unknown[0] if unknown else "; ".join(summaries)
-        return CpkError(summary, details=details)
+        # The chains (how each root led to the conflict, then why each
+        # version was refused) are the error's data and its detail lines.
+        return ResolutionError(summary, chains=details)
 
 
 # -- entry point ---------------------------------------------------------------
