@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from contentpkg.errors import CpkError
+from contentpkg.fs import remove_tree
 from contentpkg.python.interpreter import InterpreterInfo
 from contentpkg.python.project import ProjectInputs
 from contentpkg.store import Store
 from contentpkg.store.hashing import b32
-from contentpkg.store.staging import remove_tree
 
 ENVS = "envs"
 # 2: site.PREFIXES names the view; links to its data directories.

@@ -54,10 +54,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contentpkg.errors import CpkError
+from contentpkg.fs import remove_tree
 from contentpkg.python.interpreter import InterpreterInfo
 from contentpkg.store import Entry, Store
 from contentpkg.store.hashing import b32
-from contentpkg.store.staging import remove_tree
 
 # 2: merged ``__pycache__`` per source owner; RECORD rewritten for ``.data``.
 VIEW_FORMAT = 2

@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contentpkg.errors import CpkError
+from contentpkg.fs import sync_filesystem
 from contentpkg.store.entry import Entry
 from contentpkg.store.hashing import META_DIR
 from contentpkg.store.layers import Store
 from contentpkg.store.locks import collector_lock, entry_lock
-from contentpkg.store.staging import sync_filesystem
 
 if TYPE_CHECKING:
     from contentpkg.python.interpreter import InterpreterInfo
