@@ -57,7 +57,7 @@ from pathlib import Path
 from python_run import BenchError, install_cpk, log, run, timed
 
 from contentpkg.elf.envdir import is_glibc
-from contentpkg.store.staging import remove_tree  # entries are read-only
+from contentpkg.fs import remove_tree  # entries are read-only
 
 SYSTEM_BIN = Path("/usr/bin")
 MIN_LIBS = 10
@@ -455,7 +455,7 @@ def bench_ldd(files: list[Path], cpk: list[str], work: Path, rounds: int) -> Ldd
         commands: dict[str, Callable[[], float]] = {
             "ldd": lambda p=path: timed(["ldd", str(p)], work, env),
             "cpk": lambda p=path: timed([*cpk, "ldd", str(p)], work, env),
-            "resolve": lambda p=path: in_process(lambda: resolve(p)),
+            "resolve": lambda p=path: in_process(lambda: resolve(p, os.environ)),
         }
         for fn in commands.values():
             fn()

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from contentpkg.store.staging import remove_tree  # entries are read-only
+from contentpkg.fs import remove_tree  # entries are read-only
 
 
 def make_small_tree(root: Path, count: int) -> None:

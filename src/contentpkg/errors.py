@@ -126,3 +126,16 @@ class MissingLibraryError(CpkError):
 
 class ConflictError(CpkError):
     """A change would overwrite something cpk did not put there."""
+
+
+class ExecError(CpkError):
+    """A command could not be started in place of cpk.
+
+    ``status`` is what a shell would exit with: 127 when the command is not
+    found, 126 when it cannot be executed.
+    """
+
+    def __init__(self, message: str, *, command: str, status: int) -> None:
+        super().__init__(message)
+        self.command = command
+        self.status = status

@@ -26,11 +26,14 @@ import fcntl
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 _TMP_PREFIX = ".tmp-"
+#: How temporary names begin (``.tmp-<name>.<pid>.<random>``), so that code
+#: cleaning up after killed processes can recognise what was left behind.
+TMP_PREFIX = _TMP_PREFIX
 
 
 def _tmp_name(path: Path) -> Path:
@@ -47,12 +50,19 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 
 def write_atomic(
-    path: str | os.PathLike[str], data: bytes | str, *, durable: bool = True, mode: int = 0o644
+    path: str | os.PathLike[str],
+    data: bytes | str,
+    *,
+    durable: bool = True,
+    mode: int = 0o644,
+    exact_mode: bool = False,
 ) -> None:
     """Write ``path`` whole or not at all: a temporary sibling, then ``rename(2)``.
 
-    Raises ``OSError`` on failure, after removing the temporary file; callers
-    that only cache wrap it in :func:`write_cache`.
+    ``mode`` is filtered by the umask, as for any new file, unless
+    ``exact_mode`` (to keep the mode a user gave an existing file). Raises
+    ``OSError`` on failure, after removing the temporary file; callers that
+    only cache wrap it in :func:`write_cache`.
     """
     path = Path(path)
     if isinstance(data, str):
@@ -61,6 +71,8 @@ def write_atomic(
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "wb") as f:
+            if exact_mode:
+                os.fchmod(f.fileno(), mode)
             f.write(data)
             if durable:
                 f.flush()
@@ -116,6 +128,33 @@ def write_cache(path: str | os.PathLike[str], data: bytes | str) -> bool:
     except OSError:
         return False
     return True
+
+
+def replace_path(
+    path: str | os.PathLike[str],
+    build: Callable[[Path], object],
+    *,
+    durable: bool = True,
+) -> None:
+    """Put whatever ``build(tmp)`` makes at a temporary sibling in place of ``path``.
+
+    For files that are not written from bytes (a reflink, a hard link, a
+    copy): readers see the old one or the new one. ``build`` must create
+    ``tmp``; on failure the temporary is removed and the error propagates.
+    A durable replace fsyncs the parent after the rename (``build`` flushes
+    the file itself if it must).
+    """
+    path = Path(path)
+    tmp = _tmp_name(path)
+    try:
+        build(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        fsync_dir(path.parent)
 
 
 def replace_symlink(link: str | os.PathLike[str], target: str, *, durable: bool = True) -> None:

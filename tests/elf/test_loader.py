@@ -577,7 +577,7 @@ def test_not_elf_is_one_error(tmp_path: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("hello\n")
     with pytest.raises(LoaderError, match="not an ELF file"):
-        resolve(text)
+        resolve(text, {})
     proc = run_cpk("ldd", text)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"cpk: error: {text}: not an ELF file"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from support.cli import run_cpk
+from support.context import home
 from support.envdirs import add_program, exit_var, install
 
 from contentpkg.env.bindings import (
@@ -70,7 +71,7 @@ def _source_and_run(shell: str, spec: str, body: str, env: dict[str, str]) -> li
 def test_env_output_sourced_by_real_shells_finds_programs_and_man_pages(shell: str) -> None:
     install("default", "hello", "2.12")
     install("default", "jq", "1.6")
-    alias = Profile("default").alias
+    alias = Profile("default", home()).alias
     man = "man -w jq" if MAN else "echo no-man"
     lines = _source_and_run(shell, "default", f"command -v jq\njq\n{man}\n", _shell_env())
     assert lines[0] == f"{alias}/bin/jq"
@@ -86,7 +87,7 @@ def test_a_set_manpath_gets_the_env_prepended(shell: str) -> None:
     if MAN is None:
         pytest.skip("man (man-db) is not installed")
     install("default", "jq", "1.6")
-    alias = Profile("default").alias
+    alias = Profile("default", home()).alias
     env = _shell_env(MANPATH="/usr/share/man")
     lines = _source_and_run(shell, "default", "man -w jq\nprintenv MANPATH\n", env)
     assert lines == [f"{alias}/share/man/man1/jq.1", f"{alias}/share/man:/usr/share/man"]
@@ -196,7 +197,7 @@ def test_cpk_shell_enters_the_env_and_leaves_the_parent_untouched(
 ) -> None:
     _need(shell)
     install("default", "cpkprobe", "1.6")
-    alias = Profile("default").alias
+    alias = Profile("default", home()).alias
     parent = _shell_env(SHELL="/bin/sh")
     snapshot = dict(os.environ)
     proc = subprocess.run(
@@ -238,7 +239,7 @@ def test_cpk_exec_runs_in_the_env_and_propagates_the_status(tmp_path: Path) -> N
     failing = run_cpk("exec", "default", "--", "jq", env=_shell_env(**{exit_var("jq"): "5"}))
     assert failing.returncode == 5 and failing.stdout == "jq 1.6 payload-1.6\n"
     shown = run_cpk("exec", "default", "sh", "-c", 'echo "$CPK_ENV"', env=_shell_env())
-    assert shown.stdout.strip() == str(Profile("default").alias)
+    assert shown.stdout.strip() == str(Profile("default", home()).alias)
     missing = run_cpk("exec", "default", "--", "no-such-program")
     assert missing.returncode == 127
     assert missing.stderr.startswith("cpk: error: no-such-program: command not found in ")
@@ -250,7 +251,7 @@ def test_cpk_exec_runs_in_the_env_and_propagates_the_status(tmp_path: Path) -> N
 def test_a_profile_switch_shows_through_a_running_binding() -> None:
     """PATH names the alias, not a generation: a shell set up before a switch sees it."""
     install("default", "jq", "1.6")
-    child = apply(open_env("default").bindings, _shell_env())
+    child = apply(open_env("default", home()).bindings, _shell_env())
     install("default", "jq", "1.7")
     out = subprocess.run(["jq"], env=child, capture_output=True, text=True).stdout
     assert out == "jq 1.7 payload-1.7\n"
@@ -335,5 +336,6 @@ def test_cli_offers_exactly_the_shells_bindings_renders() -> None:
     from contentpkg.cli import parser
     from contentpkg.env.bindings import SHELLS
 
-    line = next(x for x in inspect.getsource(parser).splitlines() if x.strip().startswith("SHELLS ="))
+    lines = inspect.getsource(parser).splitlines()
+    line = next(x for x in lines if x.strip().startswith("SHELLS ="))
     assert ast.literal_eval(line.split("=", 1)[1].strip()) == tuple(SHELLS)

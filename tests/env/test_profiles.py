@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from support.cli import run_cpk
+from support.context import home
 from support.envdirs import add_program, build_elf_program, install, read_manifest
 
 from contentpkg.env import profiles
@@ -29,6 +30,7 @@ from contentpkg.env.profiles import (
     switch,
 )
 from contentpkg.errors import CpkError
+from contentpkg.namespaces import registry
 from contentpkg.store import Store
 from contentpkg.store.add import add_path
 from contentpkg.store.gc import collect
@@ -85,10 +87,11 @@ READER = """
 
 WRITER = """
     import pathlib, subprocess, sys
+    from support.context import home
     from support.envdirs import install
     program = pathlib.Path(sys.argv[1])
     from contentpkg.env.profiles import Profile, rollback
-    prog = Profile("default").alias / "bin" / "prog"
+    prog = Profile("default", home()).alias / "bin" / "prog"
 
     def answer():
         return subprocess.run([prog], capture_output=True, text=True, check=True).stdout.split()
@@ -98,7 +101,7 @@ WRITER = """
         install("default", "prog", str(version), executable=program)
         switches += 1
         assert answer()[1] == str(version), answer()
-        rollback("default")
+        rollback("default", home=home())
         switches += 1
         # After a rollback the previous version answers.
         assert answer()[1] == str(version - 1), (version, answer())
@@ -111,7 +114,7 @@ def test_reader_never_sees_a_missing_or_half_built_environment(tmp_path: Path) -
     # path, so any mixture of two generations would show in its answer.
     program = build_elf_program(tmp_path / "prog")
     install("default", "prog", "0", executable=program)
-    alias = Profile("default").alias
+    alias = Profile("default", home()).alias
     stop = tmp_path / "stop"
     reader = _python(READER, str(alias / "bin"), str(stop))
     writer = _python(WRITER, str(program))
@@ -126,7 +129,7 @@ def test_reader_never_sees_a_missing_or_half_built_environment(tmp_path: Path) -
     assert result["runs"] >= 50
     assert len(result["seen"]) > 1, result  # it really ran across switches
     # 51 generations, the alias still relative, the last rollback current.
-    gens = generations("default")
+    gens = generations("default", home=home())
     assert [g.number for g in gens] == list(range(1, 52))
     assert os.readlink(alias) == "default.gens/50"
     assert _run(alias / "bin" / "prog") == "prog 49 payload-49"
@@ -134,7 +137,7 @@ def test_reader_never_sees_a_missing_or_half_built_environment(tmp_path: Path) -
 
 def test_transaction_that_fails_changes_nothing() -> None:
     install("default", "one", "1")
-    profile = Profile("default")
+    profile = Profile("default", home())
     before = os.readlink(profile.alias)
     with pytest.raises(RuntimeError), profile.begin("broken") as tx:
         link_tree(tx.previous, tx.path)  # type: ignore[arg-type]
@@ -156,9 +159,10 @@ def test_killed_installer_leaves_debris_that_the_next_one_removes(tmp_path: Path
     ready = tmp_path / "ready"
     child = _python(f"""
         import pathlib, time
+        from support.context import home
         from support.envdirs import add_program
         from contentpkg.env.profiles import Profile
-        with Profile("default").begin("doomed") as tx:
+        with Profile("default", home()).begin("doomed") as tx:
             add_program(tx.path, "doomed", "1")
             pathlib.Path({str(ready)!r}).write_text(str(tx.path))
             time.sleep(60)
@@ -172,10 +176,10 @@ def test_killed_installer_leaves_debris_that_the_next_one_removes(tmp_path: Path
     child.communicate()
     staging = Path(ready.read_text())
     assert staging.is_dir()  # debris: the generation was never published
-    assert Profile("default").numbers() == [1]
+    assert Profile("default", home()).numbers() == [1]
     install("default", "two", "1")
     assert not staging.exists()
-    names = {i["name"] for i in read_manifest(Profile("default").alias)["installed"]}
+    names = {i["name"] for i in read_manifest(Profile("default", home()).alias)["installed"]}
     assert names == {"one", "two"}
 
 
@@ -196,14 +200,14 @@ def test_concurrent_installs_lose_nothing(tmp_path: Path) -> None:
     for child in children:
         _, err = child.communicate(timeout=120)
         assert child.returncode == 0, err
-    profile = Profile("default")
+    profile = Profile("default", home())
     assert profile.numbers() == list(range(1, 9))
     installed = read_manifest(profile.alias)["installed"]
     assert sorted(i["name"] for i in installed) == [f"p{i}" for i in range(8)]
     for i in range(8):
         assert _run(profile.alias / "bin" / f"p{i}") == f"p{i} 1.{i} payload-1.{i}"
     # Each generation added exactly one program to the one before it.
-    counts = [len(read_manifest(g.path)["installed"]) for g in generations("default")]
+    counts = [len(read_manifest(g.path)["installed"]) for g in generations("default", home=home())]
     assert counts == list(range(1, 9))
 
 
@@ -214,33 +218,33 @@ def test_history_switch_rollback_and_delete(cpk_home: Path) -> None:
     install("default", "hello", "2.12")
     install("default", "jq", "1.6")
     install("default", "jq", "1.7")
-    gens = generations("default")
+    gens = generations("default", home=home())
     assert [(g.number, g.current) for g in gens] == [(1, False), (2, False), (3, True)]
     assert [g.changes for g in gens] == [("+hello 2.12",), ("+jq 1.6",), ("jq 1.6 → 1.7",)]
     assert gens[0].description == "install hello" and gens[0].command == "cpk install hello"
     assert gens[0].created.tzinfo is not None
     meta = json.loads((gens[2].path / ".cpk" / "generation.json").read_text())
     assert meta["number"] == 3 and meta["previous"] == 2 and meta["created"].endswith("Z")
-    assert list_profiles() == ["default"]
+    assert list_profiles(home()) == ["default"]
 
-    assert rollback("default") == (3, 2)
-    assert _run(Profile("default").alias / "bin" / "jq") == "jq 1.6 payload-1.6"
-    assert switch("default", 3) == 2
-    assert _run(Profile("default").alias / "bin" / "jq") == "jq 1.7 payload-1.7"
-    assert switch("default", 1) == 3
+    assert rollback("default", home=home()) == (3, 2)
+    assert _run(Profile("default", home()).alias / "bin" / "jq") == "jq 1.6 payload-1.6"
+    assert switch("default", 3, home=home()) == 2
+    assert _run(Profile("default", home()).alias / "bin" / "jq") == "jq 1.7 payload-1.7"
+    assert switch("default", 1, home=home()) == 3
     with pytest.raises(CpkError, match="no generation older than 1"):
-        rollback("default")
+        rollback("default", home=home())
     with pytest.raises(CpkError, match=r"has no generation 7 \(generations: 1, 2, 3\)"):
-        switch("default", 7)
+        switch("default", 7, home=home())
     with pytest.raises(CpkError, match=r"refusing to delete generation 1 .* current"):
-        delete_generations("default", [2, 1])
-    assert Profile("default").numbers() == [1, 2, 3]  # nothing went
-    assert delete_generations("default", [2]) == [2]
-    assert Profile("default").numbers() == [1, 3]
+        delete_generations("default", [2, 1], home=home())
+    assert Profile("default", home()).numbers() == [1, 2, 3]  # nothing went
+    assert delete_generations("default", [2], home=home()) == [2]
+    assert Profile("default", home()).numbers() == [1, 3]
     # A new generation is numbered after the newest, whatever is current.
     install("default", "tree", "2.0")
-    assert Profile("default").numbers() == [1, 3, 4]
-    assert [g.changes for g in generations("default")][-1] == ("+tree 2.0",)
+    assert Profile("default", home()).numbers() == [1, 3, 4]
+    assert [g.changes for g in generations("default", home=home())][-1] == ("+tree 2.0",)
 
 
 def test_delete_older_than_keeps_the_current_one() -> None:
@@ -248,14 +252,14 @@ def test_delete_older_than_keeps_the_current_one() -> None:
         install("default", name, "1")
     now = datetime.now(UTC)
     for number, days in ((1, 40), (2, 35), (3, 1)):
-        path = Profile("default").gens / str(number) / ".cpk" / "generation.json"
+        path = Profile("default", home()).gens / str(number) / ".cpk" / "generation.json"
         meta = json.loads(path.read_text())
         meta["created"] = (now - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
         path.write_text(json.dumps(meta))
-    switch("default", 2)
-    assert delete_generations("default", older_than=timedelta(days=30)) == [1]
-    assert Profile("default").numbers() == [2, 3, 4]
-    assert delete_generations("default", older_than=timedelta(days=30)) == []
+    switch("default", 2, home=home())
+    assert delete_generations("default", older_than=timedelta(days=30), home=home()) == [1]
+    assert Profile("default", home()).numbers() == [2, 3, 4]
+    assert delete_generations("default", older_than=timedelta(days=30), home=home()) == []
 
 
 def test_cli_profile_commands_and_their_errors(cpk_home: Path) -> None:
@@ -324,7 +328,7 @@ def test_cli_profile_commands_and_their_errors(cpk_home: Path) -> None:
     deleted = run_cpk("profile", "delete-generations", "default", "1", "2")
     assert deleted.returncode == 0, deleted.stderr
     assert "deleted generations 1, 2" in deleted.stderr
-    assert Profile("default").numbers() == [3]
+    assert Profile("default", home()).numbers() == [3]
 
 
 def test_profile_survives_moving_the_home(cpk_home: Path, tmp_path: Path) -> None:
@@ -341,9 +345,9 @@ def test_profile_survives_moving_the_home(cpk_home: Path, tmp_path: Path) -> Non
 def test_invalid_profile_names() -> None:
     for bad in ("", "a/b", ".x", "x.gens", "12", "has space", "../up"):
         with pytest.raises(CpkError, match="not a valid profile name"):
-            Profile(bad)
+            Profile(bad, home())
     for good in ("default", "work-2", "py3.12", "me@host"):
-        Profile(good)
+        Profile(good, home())
 
 
 # --- link_tree ------------------------------------------------------------------
@@ -389,14 +393,14 @@ def test_gc_keeps_entries_of_every_generation_until_deleted(tmp_path: Path) -> N
     old, new, loose = (_entry(tmp_path, n) for n in ("old", "new", "loose"))
     install("default", "old", "1", entry=old)
     install("default", "new", "1", entry=new)
-    with Profile("default").begin("replace") as tx:  # the current drops 'old'
+    with Profile("default", home()).begin("replace") as tx:  # the current drops 'old'
         add_program(tx.path, "new", "1", entry=new)
 
-    report = collect(store)
+    report = collect(store, registry())
     assert [name for name, _ in report.removed] == [loose]
     assert store.entry(old) is not None and store.entry(new) is not None
 
-    delete_generations("default", [1, 2])
-    report = collect(store)
+    delete_generations("default", [1, 2], home=home())
+    report = collect(store, registry())
     assert [name for name, _ in report.removed] == [old]
     assert store.entry(new) is not None

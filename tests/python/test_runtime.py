@@ -377,8 +377,10 @@ def test_gc_collects_runtime_farms_unused_for_a_month(tmp_path: Path) -> None:
     """Farms have no owner to delete them: gc ages them out by last use."""
     import time
 
+    from contentpkg.namespaces import registry
+    from contentpkg.python.envs.roots import RUNTIME_MAX_AGE
     from contentpkg.store import Store
-    from contentpkg.store.gc import RUNTIME_MAX_AGE, add_root, collect
+    from contentpkg.store.gc import add_root, collect
 
     store = Store.open()
     store.ensure()
@@ -386,10 +388,10 @@ def test_gc_collects_runtime_farms_unused_for_a_month(tmp_path: Path) -> None:
     (farm / ".cpk").mkdir(parents=True)
     (farm / ".cpk" / "refs").write_text("")
     link = add_root(store, "runtime-somekey", farm)
-    collect(store)
+    collect(store, registry())
     assert farm.is_dir() and link.is_symlink()  # recently used: kept
     old = time.time() - RUNTIME_MAX_AGE - 60
     os.utime(farm, (old, old))
-    report = collect(store)
+    report = collect(store, registry())
     assert "runtime-somekey" in report.pruned_roots
     assert not farm.exists() and not link.is_symlink()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from support.cli import run_cpk
 
+from contentpkg.namespaces import registry
 from contentpkg.store import Store
 from contentpkg.store.add import add_built, add_path
 from contentpkg.store.gc import add_root, collect, write_refs
@@ -120,7 +121,7 @@ def test_gc_never_removes_a_reachable_entry_random_graphs(tmp_path: Path) -> Non
             if name not in reach:
                 reach.add(name)
                 stack.extend(by_name[name].metadata["references"])
-        collect(store)
+        collect(store, registry())
         for entry in made:
             assert entry.path.exists() == (entry.dirname in reach), entry.dirname
         for link in store.roots_dir.iterdir():
@@ -131,9 +132,9 @@ def test_entry_referenced_only_by_a_removed_root_goes(tmp_path: Path) -> None:
     store = Store.open()
     entry = make_entry(tmp_path, "tmp")
     link = add_root(store, "tmp", entry.path)
-    collect(store)
+    collect(store, registry())
     assert entry.path.exists()
     link.unlink()
-    report = collect(store)
+    report = collect(store, registry())
     assert [name for name, _ in report.removed] == [entry.dirname]
     assert report.freed > 0

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from contentpkg.env.profiles import Profile, link_tree
+from support import context
 
 MANIFEST = ".cpk/manifest.json"
 
@@ -159,6 +160,7 @@ def add_program(
 
 def install(profile: str, name: str, version: str, home: Path | None = None, **kwargs: Any) -> Path:
     """What ``cpk install`` into a profile does, by hand: a new generation from the last."""
+    home = home or context.home()
     with Profile(profile, home).begin(f"install {name}", f"cpk install {name}") as tx:
         if tx.previous is not None:
             link_tree(tx.previous, tx.path)

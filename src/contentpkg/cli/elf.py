@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from contentpkg.cli.python import RunOptions, close_options
 from contentpkg.cli.store import open_store
-from contentpkg.errors import CpkError
 
 if TYPE_CHECKING:
     import argparse
@@ -36,44 +35,34 @@ def _print_install(result: Any, verb: str) -> None:
         print(f"note: {note}", file=sys.stderr)
 
 
-def _print_path_report(result: Any) -> None:
-    try:
-        from contentpkg.env.pathreport import format_lines, report_path
-    except ImportError:  # pragma: no cover - until the module lands
-        return
+def _print_path_report(args: argparse.Namespace, result: Any) -> None:
+    from contentpkg.env.pathreport import format_lines, report_path
+
+    path_env = args.ctx.environ.get("PATH", "")
     for path, _entry in result.programs:
-        report = report_path(open_store(), Path(path).name, result.where / "bin")
+        report = report_path(open_store(args.ctx), Path(path).name, result.where / "bin", path_env)
         for line in format_lines(report):
             print(line, file=sys.stderr)
 
 
-def _in_where_or_profile(args: argparse.Namespace, description: str, change: Any) -> Any:
-    """Run change(where, base, root) on WHERE, or on a new generation of a profile.
+def _change(args: argparse.Namespace, description: str, change: Any) -> Any:
+    """Make change in WHERE or in a new generation of the profile the arguments name."""
+    from contentpkg.env.profiles import change_env
 
-    A profile's new generation is built complete beside the old one and
-    switched to with one rename; a change that turns out to be a no-op
-    leaves no generation behind.
-    """
-    if args.where is not None:
-        if args.profile is not None:
-            raise CpkError("give WHERE or --profile, not both")
-        return change(Path(args.where), None, True)
-    from contentpkg.env.profiles import Profile
-
-    profile = Profile(args.profile or "default")
-    with profile.begin(description, " ".join(["cpk", *args.raw_argv])) as tx:
-        result = change(tx.path, tx.previous, False)
-        if not result.changed:
-            tx.discard()
-            return result
-        result.where = profile.alias
-    return result
+    return change_env(
+        change,
+        home=args.ctx.home,
+        where=Path(args.where) if args.where is not None else None,
+        profile=args.profile,
+        description=description,
+        command=" ".join(["cpk", *args.raw_argv]),
+    )
 
 
 def cmd_install(args: argparse.Namespace) -> int:
     from contentpkg.elf.envdir import install
 
-    store = open_store()
+    store = open_store(args.ctx)
     tools = []
     specs = [args.spec]
     if args.python_tool:
@@ -85,7 +74,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         finally:
             close_options(options)
         specs = []
-    result = _in_where_or_profile(
+    result = _change(
         args,
         f"install {args.spec}",
         lambda where, base, root: install(
@@ -101,15 +90,15 @@ def cmd_install(args: argparse.Namespace) -> int:
     )
     _print_install(result, "installed")
     if result.programs and result.changed:
-        _print_path_report(result)
+        _print_path_report(args, result)
     return 0
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
     from contentpkg.elf.envdir import remove
 
-    store = open_store()
-    result = _in_where_or_profile(
+    store = open_store(args.ctx)
+    result = _change(
         args,
         f"remove {' '.join(args.names)}",
         lambda where, base, root: remove(store, args.names, where, base=base, root=root),
@@ -123,7 +112,7 @@ def cmd_ldd(args: argparse.Namespace) -> int:
 
     from contentpkg.elf.loader import resolve
 
-    report = resolve(args.file, explain=True)
+    report = resolve(args.file, args.ctx.environ, explain=True)
     if args.json:
         print(json.dumps(report.to_json(), indent=1))
         return 0 if report.ok else 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +29,13 @@ def _profile_args(args: argparse.Namespace) -> tuple[str, list[int]]:
 def cmd_profile_list(args: argparse.Namespace) -> int:
     from contentpkg.env.profiles import generations, list_profiles
 
-    names = list_profiles()
+    names = list_profiles(args.ctx.home)
     if not names:
         print("no profiles yet ('cpk install' makes the default one)", file=sys.stderr)
         return 0
     rows = []
     for name in names:
-        gens = generations(name)
+        gens = generations(name, home=args.ctx.home)
         current = next((g for g in gens if g.current), None)
         rows.append(
             [
@@ -57,7 +56,7 @@ def cmd_profile_generations(args: argparse.Namespace) -> int:
     from contentpkg.env.profiles import DEFAULT_PROFILE, generations
 
     name = args.name or DEFAULT_PROFILE
-    gens = generations(name)
+    gens = generations(name, home=args.ctx.home)
     if args.json:
         print(
             json.dumps(
@@ -97,7 +96,7 @@ def cmd_profile_switch(args: argparse.Namespace) -> int:
     from contentpkg.env.profiles import DEFAULT_PROFILE, switch
 
     name = args.name or DEFAULT_PROFILE
-    before = switch(name, args.number)
+    before = switch(name, args.number, home=args.ctx.home)
     if before == args.number:
         print(f"profile {name}: generation {args.number} is already current", file=sys.stderr)
     else:
@@ -111,7 +110,7 @@ def cmd_profile_rollback(args: argparse.Namespace) -> int:
     from contentpkg.env.profiles import DEFAULT_PROFILE, rollback
 
     name = args.name or DEFAULT_PROFILE
-    before, after = rollback(name)
+    before, after = rollback(name, home=args.ctx.home)
     print(f"profile {name}: rolled back from generation {before} to {after}", file=sys.stderr)
     return 0
 
@@ -123,7 +122,7 @@ def cmd_profile_delete_generations(args: argparse.Namespace) -> int:
     if numbers and args.older_than:
         raise CpkError("delete-generations: give generation numbers or --older-than, not both")
     older = parse_age(args.older_than) if args.older_than else None
-    deleted = delete_generations(name, numbers or None, older)
+    deleted = delete_generations(name, numbers or None, older, home=args.ctx.home)
     if not deleted:
         print(f"profile {name}: no generation to delete", file=sys.stderr)
         return 0
@@ -136,11 +135,11 @@ def cmd_profile_delete_generations(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warn_missing(env: Any) -> int:
+def _warn_missing(args: argparse.Namespace, env: Any) -> int:
     """Report required plain files the env's search paths lack; return how many."""
     from contentpkg.env.bindings import check_requirements
 
-    missing = check_requirements(env, os.environ)
+    missing = check_requirements(env, args.ctx.environ)
     for item in missing:
         print(f"cpk: warning: {item.message()}", file=sys.stderr)
     return len(missing)
@@ -169,31 +168,26 @@ def _print_bindings(env: Any) -> None:
 def cmd_env(args: argparse.Namespace) -> int:
     from contentpkg.env.bindings import default_shell, open_env, render
 
-    env = open_env(args.env)
-    missing = _warn_missing(env)
+    env = open_env(args.env, args.ctx.home)
+    missing = _warn_missing(args, env)
     if args.list:
         _print_bindings(env)
     else:
-        sys.stdout.write(render(env, args.shell or default_shell(os.environ)))
+        sys.stdout.write(render(env, args.shell or default_shell(args.ctx.environ)))
     return 1 if missing and args.check else 0
 
 
-def _exec_in_env(env: Any, command: list[str]) -> int:
+def _exec_in_env(args: argparse.Namespace, env: Any, command: list[str]) -> int:
     """Replace this process by command with env's bindings; 127 if it is not found."""
     from contentpkg.env.bindings import child_environ
+    from contentpkg.env.execution import exec_command
+    from contentpkg.errors import ExecError
 
-    child = child_environ(env, os.environ)
-    sys.stdout.flush()
-    sys.stderr.flush()
     try:
-        os.execvpe(command[0], command, child)
-    except FileNotFoundError:
-        print(f"cpk: error: {command[0]}: command not found in {env.label}", file=sys.stderr)
-        return 127
-    except PermissionError:
-        print(f"cpk: error: {command[0]}: permission denied", file=sys.stderr)
-        return 126
-    return 0  # not reached
+        exec_command(command, child_environ(env, args.ctx.environ), where=env.label)
+    except ExecError as exc:
+        print(f"cpk: error: {exc}", file=sys.stderr)
+        return exc.status
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -204,9 +198,9 @@ def cmd_exec(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise CpkError("exec: name a command to run (cpk exec ENV -- CMD...)")
-    env = open_env(args.env)
-    _warn_missing(env)
-    return _exec_in_env(env, command)
+    env = open_env(args.env, args.ctx.home)
+    _warn_missing(args, env)
+    return _exec_in_env(args, env, command)
 
 
 def env_shell(args: argparse.Namespace) -> int:
@@ -217,18 +211,20 @@ def env_shell(args: argparse.Namespace) -> int:
     """
     from contentpkg.env.bindings import open_env
 
-    env = open_env(args.env)
-    _warn_missing(env)
-    shell = args.shell or os.environ.get("SHELL") or "/bin/sh"
+    env = open_env(args.env, args.ctx.home)
+    _warn_missing(args, env)
+    shell = args.shell or args.ctx.environ.get("SHELL") or "/bin/sh"
     if sys.stdin.isatty():
         print(f"cpk: entering {env.label} ({env.path}); exit to leave", file=sys.stderr)
-    return _exec_in_env(env, [shell])
+    return _exec_in_env(args, env, [shell])
 
 
 def cmd_path_add(args: argparse.Namespace) -> int:
     from contentpkg.env.shellrc import add_to_path
 
-    result = add_to_path(args.directory, args.shell, dry_run=args.dry_run)
+    result = add_to_path(
+        args.directory, args.shell, dry_run=args.dry_run, environ=args.ctx.environ
+    )
     for change in result.changes:
         shells = ", ".join(change.shells)
         if change.action == "unchanged":

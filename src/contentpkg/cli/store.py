@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from contentpkg.cli.render import human, table, version_key
-from contentpkg.errors import CpkError
+from contentpkg.errors import CpkError, NotFoundError
 
 if TYPE_CHECKING:
     import argparse
 
-
-def open_store() -> Any:
+    from contentpkg.context import Context
     from contentpkg.store import Store
 
-    return Store.open()
+
+def open_store(ctx: Context | None = None) -> Store:
+    """The layered store of the command's context (read from the environment if none)."""
+    from contentpkg.store import Store
+
+    return Store.open(ctx=ctx)
 
 
 def cmd_store_add(args: argparse.Namespace) -> int:
@@ -31,7 +35,7 @@ def cmd_store_add(args: argparse.Namespace) -> int:
             raise CpkError(f"--requires {text!r}: expected NAMESPACE:PATH, e.g. XDG_DATA_DIRS:x/y")
         requires.append((namespace, path))
     result, notes = add_package(
-        open_store(), Path(args.path), args.name, args.version, requires=requires
+        open_store(args.ctx), Path(args.path), args.name, args.version, requires=requires
     )
     entry = result.entry
     if args.json:
@@ -49,7 +53,7 @@ def cmd_store_ls(args: argparse.Namespace) -> int:
     import json
     from fnmatch import fnmatchcase
 
-    store = open_store()
+    store = open_store(args.ctx)
     entries = [
         e
         for e in store.entries()
@@ -89,14 +93,14 @@ def cmd_store_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_store_path(args: argparse.Namespace) -> int:
-    print(open_store().resolve(args.spec).path)
+    print(open_store(args.ctx).resolve(args.spec).path)
     return 0
 
 
 def cmd_store_info(args: argparse.Namespace) -> int:
     import json
 
-    entry = open_store().resolve(args.spec)
+    entry = open_store(args.ctx).resolve(args.spec)
     meta = dict(entry.metadata)
     if args.json:
         meta["path"] = str(entry.path)
@@ -125,14 +129,15 @@ def cmd_store_info(args: argparse.Namespace) -> int:
 
 
 def cmd_store_verify(args: argparse.Namespace) -> int:
+    from contentpkg.namespaces import registry
     from contentpkg.store.entry import Spec
     from contentpkg.store.verify import verify
 
-    store = open_store()
+    store = open_store(args.ctx)
     entries = store.match(Spec.parse(args.spec)) if args.spec else store.entries()
     if args.spec and not entries:
-        raise CpkError(f"no entry matches {args.spec!r}")
-    problems = verify(entries)
+        raise NotFoundError(f"no entry matches {args.spec!r}", what=args.spec)
+    problems = verify(entries, registry().checks)
     for p in problems:
         print(f"corrupt: {p.entry.dirname} [{p.entry.layer.role}]: {p.message}")
     bad = len({p.entry.dirname for p in problems})
@@ -144,9 +149,10 @@ def cmd_store_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_store_gc(args: argparse.Namespace) -> int:
+    from contentpkg.namespaces import registry
     from contentpkg.store.gc import collect
 
-    report = collect(open_store(), dry_run=args.dry_run)
+    report = collect(open_store(args.ctx), registry(), dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for name in report.pruned_roots:
         print(f"{'would prune' if args.dry_run else 'pruned'} dangling root: {name}")
@@ -161,7 +167,7 @@ def cmd_store_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
-    store = open_store()
+    store = open_store(args.ctx)
     status = 0
     for name in args.files:
         path = Path(name)

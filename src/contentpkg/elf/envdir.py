@@ -39,19 +39,17 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from contentpkg.elf.versions import newest_first
 from contentpkg.errors import CpkError
+from contentpkg.fs import flocked, replace_path, replace_symlink, write_atomic
 from contentpkg.store.entry import Entry, Spec
 from contentpkg.store.hashing import META_DIR, hash_file
 from contentpkg.store.layers import Store
-
-if TYPE_CHECKING:
-    from contentpkg.python.envs.tools import ToolEnv
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -530,12 +528,62 @@ def installed_requests(store: Store, where: Path) -> list[Entry]:
     return out
 
 
-def installed_tools(where: Path) -> list[ToolEnv]:
-    """The Python tools WHERE holds (``cpk install --python``)."""
-    from contentpkg.python.envs.tools import ToolEnv
+class Tool(Protocol):
+    """A program environment of another namespace that WHERE links to.
 
+    ``cpk install --python black`` makes one (``contentpkg.python.envs.tools``
+    builds its view); WHERE only needs to know where its scripts are and
+    which entries and environment it keeps alive, so the Python side
+    implements this and env dirs import nothing from it.
+    """
+
+    requirement: str
+    name: str
+    view: str
+    scripts: Sequence[str]
+    entries: Sequence[str]
+
+
+@dataclass(frozen=True)
+class LinkedTool:
+    """A tool as an env dir's manifest records it (``python_tools``)."""
+
+    requirement: str
+    name: str
+    view: str
+    scripts: tuple[str, ...]
+    entries: tuple[str, ...]
+
+    @classmethod
+    def of(cls, tool: Tool) -> LinkedTool:
+        return cls(
+            tool.requirement, tool.name, tool.view, tuple(tool.scripts), tuple(tool.entries)
+        )
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "requirement": self.requirement,
+            "name": self.name,
+            "view": self.view,
+            "scripts": list(self.scripts),
+            "entries": list(self.entries),
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> LinkedTool:
+        return cls(
+            row["requirement"],
+            row["name"],
+            row["view"],
+            tuple(row.get("scripts", [])),
+            tuple(row.get("entries", [])),
+        )
+
+
+def installed_tools(where: Path) -> list[LinkedTool]:
+    """The tools of other namespaces WHERE holds (``cpk install --python``)."""
     manifest = read_manifest(where) or {}
-    return [ToolEnv.from_row(r) for r in manifest.get("python_tools", [])]
+    return [LinkedTool.from_row(r) for r in manifest.get("python_tools", [])]
 
 
 def install(
@@ -543,7 +591,7 @@ def install(
     specs: list[str],
     where: Path,
     *,
-    tools: Iterable[ToolEnv] = (),
+    tools: Iterable[Tool] = (),
     libs: Iterable[Path] = (),
     system_libs: bool = False,
     base: Path | None = None,
@@ -572,7 +620,7 @@ def install(
             requests.append(entry)
             fresh.append(entry)
         have_tools = installed_tools(source)
-        new_tools = [t for t in tools if t not in have_tools]
+        new_tools = [t for t in map(LinkedTool.of, tools) if t not in have_tools]
         for tool in new_tools:
             have_tools = [t for t in have_tools if t.name != tool.name] + [tool]
         if not fresh and not new_tools and read_manifest(source) is not None:
@@ -596,11 +644,11 @@ def shared_env(store: Store, specs: list[str]) -> Path:
     requests share one directory, and built with libraries as symlinks into
     the store (nothing placed, and ``/proc/self/maps`` names the store file).
     """
-    from contentpkg.store.layers import user_home
+    from contentpkg.elf.checks import SHARED_ENVS
 
     entries = [find_package(store, s) for s in specs]
     key = hashlib.sha256("\n".join(sorted(e.dirname for e in entries)).encode()).hexdigest()
-    where = user_home() / "envs" / f"elf-{key[:24]}"
+    where = store.home / SHARED_ENVS / f"elf-{key[:24]}"
     if read_manifest(where) is None:
         install(store, [e.dirname for e in entries], where, symlink_libs=True)
     return where
@@ -651,9 +699,8 @@ class _locked:
         for d in reversed([meta, *meta.parents]):
             if not d.exists():
                 self.created.append(d)
-        meta.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(meta / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        self.lock = flocked(meta / "lock", exclusive=True)
+        self.lock.__enter__()  # released in __exit__, after the cleanup
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
         if exc_type is not None and self.created and read_manifest(self.where) is None:
@@ -666,7 +713,7 @@ class _locked:
                     os.rmdir(d)
                 except OSError:
                     break
-        os.close(self.fd)
+        self.lock.__exit__(None, None, None)
 
 
 def _apply(
@@ -676,7 +723,7 @@ def _apply(
     libs: list[Path],
     system_libs: bool,
     symlink_libs: bool = False,
-    tools: list[ToolEnv] | None = None,
+    tools: list[LinkedTool] | None = None,
     root: bool = True,
 ) -> InstallResult:
     tools = tools or []
@@ -776,19 +823,19 @@ def _same(full: Path, p: _Placement) -> bool:
 
 
 def _put(where: Path, p: _Placement) -> None:
-    """Place one file or link atomically: build beside it, then rename."""
+    """Place one file or link atomically: build beside it, then rename.
+
+    Not fsynced: a profile's generation is flushed whole before it is
+    published, and a plain WHERE is rebuilt by installing again.
+    """
     dest = where / p.path
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.cpk-{os.getpid()}")
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    if p.kind == "file":
-        place_file(Path(p.source), tmp)
-    else:
-        os.symlink(p.source, tmp)
     if os.path.isdir(dest) and not os.path.islink(dest):
         shutil.rmtree(dest)
-    os.replace(tmp, dest)
+    if p.kind == "file":
+        replace_path(dest, lambda tmp: place_file(Path(p.source), tmp), durable=False)
+    else:
+        replace_symlink(dest, p.source, durable=False)
 
 
 def place_file(src: Path, dest: Path) -> str:
@@ -838,9 +885,9 @@ def _write_manifest(
 ) -> None:
     meta = where / META_DIR
     meta.mkdir(parents=True, exist_ok=True)
-    tmp = meta / f".{MANIFEST}.{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, meta / MANIFEST)
+    # Durable: after a crash the manifest is how cpk knows which files in
+    # WHERE are its own to replace.
+    write_atomic(meta / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     if store is None:
         return
     from contentpkg.store.gc import add_root, write_refs
@@ -852,10 +899,9 @@ def _write_manifest(
         views.append(tool["view"])
     entries = [e for e in (store.entry(n) for n in sorted(names)) if e is not None]
     write_refs(meta / "refs", entries)
-    # The views Python tools run in: gc keeps them while this env dir lists them.
-    tmp = meta / f".views.{os.getpid()}"
-    tmp.write_text("".join(f"{v}\n" for v in views))
-    os.replace(tmp, meta / "views")
+    # The views Python tools run in: gc keeps them while this env dir lists
+    # them, so the list is as durable as a root.
+    write_atomic(meta / "views", "".join(f"{v}\n" for v in views))
     if not root:
         return
     # The root is named by WHERE's path, so re-installing reuses it and gc

@@ -263,13 +263,19 @@ def _cpu_hwcaps() -> list[str]:
 
 
 @cache
-def system_config() -> LoaderConfig:
-    """This machine's loader configuration (asked once per process)."""
+def system_config(tunables: str = "") -> LoaderConfig:
+    """This machine's loader configuration (asked once per process).
+
+    ``tunables`` is the ``GLIBC_TUNABLES`` the programs will run with: the
+    one setting outside ``LD_*`` that changes which hwcaps the loader
+    supports. The loader is asked with nothing else in its environment, so
+    the answer is the machine's, not the caller's ``LD_*`` settings.
+    """
     elf_class, machine = host_arch()
     interpreter = _default_interpreter(machine)
     facts: dict[str, object] = {}
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LD_")}
+        env = {"GLIBC_TUNABLES": tunables} if tunables else {}
         proc = subprocess.run(
             [interpreter, "--help"], capture_output=True, text=True, env=env, timeout=30
         )
@@ -1149,7 +1155,7 @@ def _abi_note(note: bytes, align: int, end: str, osversion: int) -> str | None:
 
 def resolve(
     path: str | os.PathLike[str],
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str],
     *,
     mode: Mode | None = None,
     explain: bool = False,
@@ -1158,8 +1164,9 @@ def resolve(
 ) -> LoadReport:
     """Predict every object ld.so maps for path, in its order, and why.
 
-    env supplies LD_LIBRARY_PATH and LD_PRELOAD (default: this process's
-    environment). mode "exec" is a program started by the kernel (its
+    env supplies LD_LIBRARY_PATH, LD_PRELOAD and GLIBC_TUNABLES (the
+    environment the program would start with: the caller's context's).
+    mode "exec" is a program started by the kernel (its
     $ORIGIN is its real directory); "list" is a file handed to the loader as
     ``ld.so --list FILE`` does, which is how a library is examined ($ORIGIN is
     the directory of the path given). The default is "exec" for programs (an
@@ -1170,7 +1177,7 @@ def resolve(
     missing libraries and fatal loader errors, is in the report.
     """
     name = os.fspath(path)
-    config = config or system_config()
+    config = config or system_config(env.get("GLIBC_TUNABLES", ""))
     try:
         info = read_elf(name)
     except NotElf:
@@ -1188,13 +1195,13 @@ def resolve(
         mode = "exec" if program else "list"
     if mode == "list" and info.type not in (ET_DYN, ET_EXEC):
         raise LoaderError(f"{name}: not an executable or shared library (ELF type {info.type})")
-    loader = _Loader(config, os.environ if env is None else env, probe or Probe(), explain)
+    loader = _Loader(config, env, probe or Probe(), explain)
     return loader.run(name, mode, info)
 
 
 def resolve_many(
     paths: Iterable[str | os.PathLike[str]],
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str],
     **kwargs: object,
 ) -> Iterator[tuple[str, LoadReport | LoaderError]]:
     """resolve() over many files sharing one Probe; errors are yielded, not raised."""

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contentpkg.errors import CpkError
+from contentpkg.errors import CpkError, NotFoundError
 
 MANIFEST = ".cpk/manifest.json"
 SHELLS = ("sh", "bash", "zsh", "fish")
@@ -110,8 +110,11 @@ def _is_path(spec: str) -> bool:
     return "/" in spec or spec.startswith((".", "~"))
 
 
-def open_env(spec: str | None = None, home: Path | None = None) -> Environment:
-    """The environment ``spec`` names: a profile name (default "default") or an env dir."""
+def open_env(spec: str | None, home: Path) -> Environment:
+    """The environment ``spec`` names: a profile name (default "default") or an env dir.
+
+    ``home`` is where profiles live (the context's home).
+    """
     from contentpkg.env.profiles import DEFAULT_PROFILE, Profile
 
     if spec is not None and _is_path(spec):
@@ -121,10 +124,10 @@ def open_env(spec: str | None = None, home: Path | None = None) -> Environment:
     profile = Profile(name, home)
     try:
         profile.require()
-    except CpkError as exc:
+    except NotFoundError as exc:
         if spec is not None and os.path.isdir(spec):
-            raise CpkError(
-                f"no profile named {spec!r}; for the directory, write ./{spec}"
+            raise NotFoundError(
+                f"no profile named {spec!r}; for the directory, write ./{spec}", what=spec
             ) from None
         raise exc from None
     number = profile.current_number()

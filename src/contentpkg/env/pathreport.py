@@ -83,11 +83,12 @@ class PathReport:
         return first.path if first is not None else self.installed
 
 
-def report_path(store: Store, name: str, bin_dir: Path, path_env: str | None = None) -> PathReport:
+def report_path(store: Store, name: str, bin_dir: Path, path_env: str) -> PathReport:
     """Report every executable ``name`` on PATH besides ``bin_dir/name``.
 
-    ``path_env`` defaults to ``$PATH``. An empty PATH element means the
-    current directory, as it does for the shell and ``execvp``.
+    ``path_env`` is the ``PATH`` to examine (the caller's context has the
+    user's). An empty PATH element means the current directory, as it does
+    for the shell and ``execvp``.
     """
     if not name or "/" in name:
         raise CpkError(f"{name!r}: not a program name")
@@ -95,7 +96,7 @@ def report_path(store: Store, name: str, bin_dir: Path, path_env: str | None = N
     installed = bin_dir / name
     bin_real = _real(bin_dir)
     installed_real = _real(installed)
-    elements = (os.environ.get("PATH", "") if path_env is None else path_env).split(":")
+    elements = path_env.split(":")
     directories = [os.path.abspath(element or ".") for element in elements]
 
     # The symlinked spelling (a profile's alias) and the real directory are

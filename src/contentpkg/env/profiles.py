@@ -35,12 +35,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from contentpkg.errors import CpkError
-from contentpkg.store.layers import user_home
-from contentpkg.store.locks import collector_lock, flocked
-from contentpkg.store.staging import fsync_dir, remove_tree, sync_filesystem
+from contentpkg.errors import ConflictError, CpkError, NotFoundError
+from contentpkg.fs import (
+    TMP_PREFIX,
+    flocked,
+    publish_dir,
+    remove_tree,
+    replace_symlink,
+    sync_filesystem,
+    write_atomic,
+)
+from contentpkg.store.locks import collector_lock
 
 PROFILES = "profiles"
 GENS_SUFFIX = ".gens"
@@ -66,8 +73,8 @@ def check_profile_name(name: str) -> str:
     return name
 
 
-def profiles_dir(home: Path | None = None) -> Path:
-    return (home or user_home()) / PROFILES
+def profiles_dir(home: Path) -> Path:
+    return home / PROFILES
 
 
 @dataclass(frozen=True)
@@ -85,11 +92,11 @@ class Generation:
 
 
 class Profile:
-    """A named profile in a home (default: the user's ``$CPK_HOME``)."""
+    """A named profile in a home (the context's: ``$CPK_HOME`` or its default)."""
 
-    def __init__(self, name: str = DEFAULT_PROFILE, home: Path | None = None) -> None:
+    def __init__(self, name: str, home: Path) -> None:
         self.name = check_profile_name(name)
-        self.home = home or user_home()
+        self.home = home
         self.directory = self.home / PROFILES
         self.alias = self.directory / name
         self.gens = self.directory / f"{name}{GENS_SUFFIX}"
@@ -134,7 +141,7 @@ class Profile:
             return
         known = list_profiles(self.home)
         hint = f" (profiles: {', '.join(known)})" if known else " (there are no profiles yet)"
-        raise CpkError(f"no profile named {self.name!r}{hint}")
+        raise NotFoundError(f"no profile named {self.name!r}{hint}", what=self.name)
 
     def begin(
         self, description: str, command: str | None = None, *, hold_collector: bool = True
@@ -161,14 +168,8 @@ class Profile:
         """Make the alias point at generation number: one rename(2) of a new symlink."""
         if os.path.lexists(self.alias) and not self.alias.is_symlink():
             raise CpkError(f"{self.alias}: not a profile alias (not a symlink)")
-        tmp = self.directory / f".{self.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        os.symlink(f"{self.gens.name}/{number}", tmp)
-        try:
-            os.replace(tmp, self.alias)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        fsync_dir(self.directory)
+        # Durable: after a crash the profile must name the generation we said.
+        replace_symlink(self.alias, f"{self.gens.name}/{number}", durable=True)
 
     def _clean_stale(self) -> None:
         """Remove debris of killed processes; call with the profile lock held.
@@ -179,10 +180,11 @@ class Profile:
         for name in os.listdir(self.gens):
             if name.startswith((_STAGING_PREFIX, _DOOMED_PREFIX)):
                 remove_tree(self.gens / name)
-        prefix = f".{self.name}."
+        # A new alias killed before its rename (see contentpkg.fs.replace_symlink).
+        prefix = f"{TMP_PREFIX}{self.name}."
         for name in os.listdir(self.directory):
-            if name.startswith(prefix) and name.endswith(".tmp"):
-                rest = name[len(prefix) : -len(".tmp")].split(".")
+            if name.startswith(prefix):
+                rest = name[len(prefix) :].split(".")
                 if len(rest) == 2 and rest[0].isdigit():
                     os.unlink(self.directory / name)
 
@@ -266,9 +268,11 @@ class Transaction:
         # a crash leaves the old generation current, never a dangling alias.
         sync_filesystem(self.path)
         final = gens / str(self.number)
-        os.rename(self.path, final)
+        if not publish_dir(self.path, final, durable=True):
+            # Numbers are taken under the profile's lock: only a hand-made
+            # directory can be in the way.
+            raise ConflictError(f"{final}: exists and was not made by cpk; move it away first")
         self.path = final
-        fsync_dir(gens)
         self.profile._point(self.number)
 
 
@@ -280,11 +284,13 @@ def _user() -> str:
 
 
 def _replace_text(path: Path, text: str) -> None:
-    """Write by rename: the old name may be a hard link shared with another generation."""
+    """Write by rename: the old name may be a hard link shared with another generation.
+
+    Not fsynced here: the generation it belongs to is flushed whole
+    (``syncfs``) before the rename that publishes it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, text, durable=False)
 
 
 def _installed(env: Path | None) -> dict[str, set[str]]:
@@ -370,7 +376,7 @@ def link_tree(src: Path, dst: Path, exclude: Callable[[str], bool] | None = None
     return copied
 
 
-def list_profiles(home: Path | None = None) -> list[str]:
+def list_profiles(home: Path) -> list[str]:
     """Names of the profiles in home, sorted."""
     directory = profiles_dir(home)
     try:
@@ -415,7 +421,7 @@ def _read_generation(path: Path, number: int, current: bool) -> Generation:
     )
 
 
-def generations(name: str = DEFAULT_PROFILE, home: Path | None = None) -> list[Generation]:
+def generations(name: str = DEFAULT_PROFILE, *, home: Path) -> list[Generation]:
     """Every generation of a profile, oldest first, the current one marked."""
     profile = Profile(name, home)
     profile.require()
@@ -437,7 +443,7 @@ def _missing(profile: Profile, number: int) -> CpkError:
     return CpkError(f"profile {profile.name!r} has no generation {number} (generations: {known})")
 
 
-def switch(name: str, number: int, home: Path | None = None) -> int:
+def switch(name: str, number: int, *, home: Path) -> int:
     """Make generation number current; returns the number that was current."""
     profile = Profile(name, home)
     profile.require()
@@ -450,7 +456,7 @@ def switch(name: str, number: int, home: Path | None = None) -> int:
     return before if before is not None else number
 
 
-def rollback(name: str = DEFAULT_PROFILE, home: Path | None = None) -> tuple[int, int]:
+def rollback(name: str = DEFAULT_PROFILE, *, home: Path) -> tuple[int, int]:
     """Switch to the newest generation older than the current; (from, to)."""
     profile = Profile(name, home)
     profile.require()
@@ -470,7 +476,8 @@ def delete_generations(
     name: str = DEFAULT_PROFILE,
     numbers: Iterable[int] | None = None,
     older_than: timedelta | None = None,
-    home: Path | None = None,
+    *,
+    home: Path,
     now: datetime | None = None,
 ) -> list[int]:
     """Delete the named generations, or all older than a timedelta; never the current.
@@ -521,3 +528,44 @@ def parse_age(text: str) -> timedelta:
     value, unit = int(match.group(1)), match.group(2)
     seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}[unit]
     return timedelta(seconds=value * seconds)
+
+
+class _EnvChange(Protocol):
+    """What a change to an env dir returns (``contentpkg.elf.envdir.InstallResult``)."""
+
+    changed: bool
+    where: Path
+
+
+_R = TypeVar("_R", bound=_EnvChange)
+
+
+def change_env(
+    change: Callable[[Path, Path | None, bool], _R],
+    *,
+    home: Path,
+    where: Path | None = None,
+    profile: str | None = None,
+    description: str,
+    command: str | None = None,
+) -> _R:
+    """Run ``change(where, base, root)`` on WHERE, or on a new generation of a profile.
+
+    With ``where``, the change is made in place and WHERE becomes a gc root
+    (``root`` true). Otherwise a profile's (default "default") new generation
+    is built complete beside the old one, from it (``base``), and switched
+    to with one rename; a change that turns out to be a no-op leaves no
+    generation behind. The result's ``where`` is then the profile's alias.
+    """
+    if where is not None:
+        if profile is not None:
+            raise CpkError("give WHERE or --profile, not both")
+        return change(where, None, True)
+    target = Profile(profile or DEFAULT_PROFILE, home)
+    with target.begin(description, command) as tx:
+        result = change(tx.path, tx.previous, False)
+        if not result.changed:
+            tx.discard()
+            return result
+        result.where = target.alias
+    return result

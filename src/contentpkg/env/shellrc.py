@@ -46,12 +46,12 @@ import os
 import re
 import shlex
 import stat
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from contentpkg.errors import CpkError
+from contentpkg.fs import write_atomic
 
 SHELLS = ("sh", "bash", "zsh", "fish")
 BEGIN = "# >>> cpk path >>>"
@@ -98,15 +98,16 @@ def add_to_path(
     shells: Sequence[str] | None = None,
     *,
     dry_run: bool = False,
-    environ: Mapping[str, str] | None = None,
+    environ: Mapping[str, str],
 ) -> PathAddResult:
     """Add directory to PATH in the start-up files of shells (default: see below).
 
     Without shells: sh, the user's ``$SHELL``, and every shell whose start-up
     files already exist. Nothing is written when dry_run is true; the result
-    says what would change either way.
+    says what would change either way. ``environ`` (``HOME``, ``SHELL``,
+    ``ZDOTDIR``, ``XDG_CONFIG_HOME``, ``PATH``) is the user's, from the context.
     """
-    env = os.environ if environ is None else environ
+    env = environ
     target = check_directory(directory, env)
     chosen = list(shells) if shells else default_shells(env)
     for shell in chosen:
@@ -334,24 +335,7 @@ def _write_atomic(real: Path, data: bytes, shown: Path) -> None:
             mode = stat.S_IMODE(os.stat(real).st_mode)
         except FileNotFoundError:
             mode = 0o644
-        fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".cpk-tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fchmod(f.fileno(), mode)
-                os.fsync(f.fileno())
-            os.replace(tmp, real)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        dir_fd = os.open(real.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        # Durable: a start-up file the user relies on at every login.
+        write_atomic(real, data, durable=True, mode=mode, exact_mode=True)
     except OSError as exc:
         raise CpkError(f"{shown}: cannot write: {exc.strerror or exc}") from None

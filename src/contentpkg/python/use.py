@@ -383,8 +383,8 @@ def ensure_farm(store: Store, entries: Sequence[Entry]) -> Path:
     and renames; the loser discards its copy and uses the winner's. The
     caller holds the collector lock (shared).
     """
+    from contentpkg.fs import remove_tree
     from contentpkg.store.gc import add_root
-    from contentpkg.store.staging import remove_tree
 
     key = farm_key([e.dirname for e in entries])
     base = store.home / RUNTIME_DIR

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from contentpkg.errors import CpkError
+from contentpkg.fs import sync_filesystem
 from contentpkg.store import lookup
 from contentpkg.store.entry import (
     ENTRY_JSON,
@@ -40,7 +41,7 @@ from contentpkg.store.hashing import (
 )
 from contentpkg.store.layers import Store
 from contentpkg.store.locks import collector_lock
-from contentpkg.store.staging import Slot, clean_stale, fsync_dir, sync_filesystem
+from contentpkg.store.staging import Slot, clean_stale
 
 #: populate(slot_dir) writes the content; it may return the records it
 #: computed while writing (saving a second read), or None to have them scanned.
@@ -130,7 +131,6 @@ def add_built(
             # The top directory stays writable until here: moving a directory
             # to another parent needs write permission on it.
             os.chmod(final, 0o555)
-            fsync_dir(root)
         if source_hash:
             lookup.link_source(root, source_hash, final)
         entry = store.user.entry(dirname)

@@ -5,19 +5,24 @@ A root is a symlink under ``$CPK_HOME/roots/``. It may point at:
 * a store entry (or anything inside one): that entry is live;
 * a directory holding ``.cpk/refs`` (a view, an env dir, a profile
   generation): every entry listed there is live;
-* a ``pylock.toml``: every entry made from a file the lock names (found by
-  source hash), so a project's lock keeps its packages and a deleted
-  project's root dangles and is pruned;
+* a file of a kind a namespace registered (a :class:`RootKind`, such as a
+  project's ``pylock.toml``): the entries that namespace reads from it;
 * any other file (a refs file): every entry listed in it.
 
-Every profile generation (``profiles/<name>.gens/<N>``, see
-``contentpkg.env.profiles``) is a root too, through its ``.cpk/refs``, for as
-long as it exists: old generations keep their entries until deleted.
+Namespaces also register roots that need no link (a :class:`RootSource`:
+every profile generation), roots that lapse when unused
+(:class:`ExpiringRoots`), and the folders of environments built from the
+store (views, overlays), which are swept when no root reaches them. An
+environment names the environments it runs in with ``.cpk/view`` (a link)
+or ``.cpk/views`` (one path per line), and keeps them alive.
 
 A refs file lists one entry per line, by directory name or by path. Liveness
 then follows each live entry's ``references`` metadata to a fixed point.
 Roots whose target has gone are pruned. Only the user layer is swept; the
 project and system layers are read-only to cpk.
+
+What the namespaces register comes in as a :class:`Registry` argument, so
+``store/`` imports none of them (``contentpkg.namespaces`` lists them all).
 """
 
 from __future__ import annotations
@@ -26,11 +31,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contentpkg.fs import remove_tree, replace_symlink, write_atomic
 from contentpkg.store import lookup
 from contentpkg.store.entry import Entry, parse_dirname
 from contentpkg.store.layers import Store
 from contentpkg.store.locks import LOCKS, collector_lock
+from contentpkg.store.registry import ExpiringRoots, Registry, RootKind, RootSource
 from contentpkg.store.staging import Slot, clean_stale
+
+__all__ = ["ExpiringRoots", "Registry", "RootKind", "RootSource", "add_root", "collect"]
 
 REFS = ".cpk/refs"
 
@@ -51,20 +60,15 @@ class GcReport:
 def write_refs(path: Path, entries: list[Entry]) -> None:
     """Write a refs file listing entries (for views, env dirs, lock roots)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text("".join(f"{e.dirname}\n" for e in entries))
-    os.replace(tmp, path)
+    # Durable: the refs are what keeps the entries alive after a crash.
+    write_atomic(path, "".join(f"{e.dirname}\n" for e in entries), durable=True)
 
 
 def add_root(store: Store, name: str, target: Path) -> Path:
-    """Create or replace roots/<name> → target atomically."""
+    """Create or replace roots/<name> → target atomically (and durably)."""
     store.ensure()
     link = store.roots_dir / name
-    tmp = link.with_name(f".{name}.{os.getpid()}.tmp")
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    os.symlink(os.path.abspath(target), tmp)
-    os.replace(tmp, link)
+    replace_symlink(link, os.path.abspath(target), durable=True)
     return link
 
 
@@ -81,35 +85,17 @@ def _names_in_refs(path: Path) -> list[str]:
     return names
 
 
-def _root_names(store: Store, target: Path) -> list[str]:
+def _root_names(store: Store, registry: Registry, target: Path) -> list[str]:
     """Entry names a root's target keeps alive."""
     inside = store.containing(target)
     if inside is not None:
         return [inside[0].dirname]
     if target.is_dir():
         return _names_in_refs(target / REFS)
-    if target.name.endswith(".toml"):
-        return _names_in_lock(store, target)
+    for kind in registry.root_kinds:
+        if kind.claims(target):
+            return kind.entry_names(store, target)
     return _names_in_refs(target)
-
-
-def _names_in_lock(store: Store, path: Path) -> list[str]:
-    """Entries a PEP 751 lock file reaches through its files' hashes."""
-    from contentpkg.errors import CpkError
-    from contentpkg.python.lock import read_lock
-
-    try:
-        lock = read_lock(path)
-    except CpkError:
-        return []  # not a lock we can read: it keeps nothing alive
-    names = []
-    for package in lock.packages:
-        for file in (*package.wheels, package.sdist):
-            if file is not None and file.sha256:
-                entry = store.find_source(f"sha256:{file.sha256}")
-                if entry is not None:
-                    names.append(entry.dirname)
-    return names
 
 
 def disk_usage(path: Path) -> int:
@@ -123,10 +109,6 @@ def disk_usage(path: Path) -> int:
     return total
 
 
-#: A contentpkg.use() farm unused this long (seconds) is collected with its root.
-RUNTIME_MAX_AGE = 30 * 24 * 3600
-
-
 def _unused_for(link: Path, seconds: float) -> bool:
     import time
 
@@ -136,23 +118,20 @@ def _unused_for(link: Path, seconds: float) -> bool:
         return False  # dangling: the ordinary pruning below handles it
 
 
-#: Directories of composed environments under the user's home (views, the
-#: per-project overlays on them): caches, alive while a root reaches them.
-ENVIRONMENT_DIRS = ("views", "envs")
-
-
-def _environment_of(store: Store, target: Path) -> Path | None:
-    """The view or overlay directory target lies in, if any."""
-    for area in ENVIRONMENT_DIRS:
+def _environment_of(store: Store, registry: Registry, target: Path) -> Path | None:
+    """The environment directory (a view, an overlay) target lies in, if any."""
+    for area in registry.environment_areas:
         base = Path(os.path.realpath(store.home / area))
         if target.is_relative_to(base) and target != base:
             return base / target.relative_to(base).parts[0]
     return None
 
 
-def _views_of(store: Store, env_dir: Path, environments: set[Path] | None) -> list[str]:
-    """Views an env dir's Python tools run in (its ``.cpk/views``), kept alive
-    with it; returns the entries those views list."""
+def _views_of(
+    store: Store, registry: Registry, env_dir: Path, environments: set[Path] | None
+) -> list[str]:
+    """Environments an env dir's programs run in (its ``.cpk/views``, such as
+    the views of Python tools), kept alive with it; returns their entries."""
     try:
         lines = (env_dir / ".cpk" / "views").read_text().split("\n")
     except (OSError, UnicodeDecodeError):
@@ -160,42 +139,31 @@ def _views_of(store: Store, env_dir: Path, environments: set[Path] | None) -> li
     names: list[str] = []
     for line in filter(None, lines):
         view = Path(os.path.realpath(line))
-        if environments is not None and _environment_of(store, view) is not None:
+        if environments is not None and _environment_of(store, registry, view) is not None:
             environments.add(view)
-        names.extend(_root_names(store, view))
+        names.extend(_root_names(store, registry, view))
     return names
 
 
-def _profile_generation_names(store: Store, environments: set[Path] | None = None) -> list[str]:
-    """Entries listed by every generation of every profile.
-
-    Walked rather than registered under roots/: a generation needs no second
-    record that could drift from it, and its number directory appearing (by
-    rename) or going (by rename) is exactly when it starts and stops
-    counting. Hidden names (staging, half-deleted) are not generations.
-    """
+def _source_names(store: Store, registry: Registry, environments: set[Path] | None) -> list[str]:
+    """Entries listed by the roots namespaces keep without a link (generations)."""
     names: list[str] = []
-    profiles = store.home / "profiles"
-    try:
-        gens_dirs = [d for d in os.listdir(profiles) if not d.startswith(".")]
-    except FileNotFoundError:
-        return names
-    for gens in gens_dirs:
-        if os.path.islink(profiles / gens):
-            continue  # an alias: its target is one of the generations walked here
-        try:
-            numbers = os.listdir(profiles / gens)
-        except (NotADirectoryError, FileNotFoundError):
-            continue
-        for number in numbers:
-            if number.isdigit():
-                names.extend(_names_in_refs(profiles / gens / number / REFS))
-                names.extend(_views_of(store, profiles / gens / number, environments))
+    for source in registry.root_sources:
+        for directory in source.root_dirs(store.home):
+            names.extend(_names_in_refs(directory / REFS))
+            names.extend(_views_of(store, registry, directory, environments))
     return names
+
+
+def _expiry_of(registry: Registry, name: str) -> ExpiringRoots | None:
+    return next((e for e in registry.expiring if name.startswith(e.prefix)), None)
 
 
 def live_entries(
-    store: Store, report: GcReport | None = None, environments: set[Path] | None = None
+    store: Store,
+    registry: Registry,
+    report: GcReport | None = None,
+    environments: set[Path] | None = None,
 ) -> set[str]:
     """Names of every entry a root reaches; prunes dangling roots if asked.
 
@@ -211,12 +179,11 @@ def live_entries(
         link = store.roots_dir / name
         if name.startswith("."):
             continue
-        if name.startswith("runtime-") and _unused_for(link, RUNTIME_MAX_AGE):
-            # contentpkg.use() farms have no owner that could delete them;
-            # use() touches a farm each time, so age says it is forgotten.
+        expiry = _expiry_of(registry, name)
+        if expiry is not None and _unused_for(link, expiry.max_age):
+            # Nothing owns such a target to delete it; its users touch the
+            # root on each use, so age says it is forgotten.
             if report is not None and not report.dry_run:
-                from contentpkg.store.staging import remove_tree
-
                 remove_tree(Path(os.path.realpath(link)))
                 os.unlink(link)
             if report is not None:
@@ -229,17 +196,17 @@ def live_entries(
                     os.unlink(link)
             continue
         target = Path(os.path.realpath(link))
-        env = _environment_of(store, target)
+        env = _environment_of(store, registry, target)
         if env is not None and environments is not None:
             environments.add(env)
             view = env / ".cpk" / "view"
             if view.is_symlink():
                 environments.add(Path(os.path.realpath(view)))
-                pending.extend(_root_names(store, Path(os.path.realpath(view))))
-        pending.extend(_root_names(store, env if env is not None else target))
+                pending.extend(_root_names(store, registry, Path(os.path.realpath(view))))
+        pending.extend(_root_names(store, registry, env if env is not None else target))
         if env is None and target.is_dir():
-            pending.extend(_views_of(store, target, environments))
-    pending.extend(_profile_generation_names(store, environments))
+            pending.extend(_views_of(store, registry, target, environments))
+    pending.extend(_source_names(store, registry, environments))
     live: set[str] = set()
     while pending:
         name = pending.pop()
@@ -256,8 +223,12 @@ def live_entries(
     return live
 
 
-def collect(store: Store, dry_run: bool = False) -> GcReport:
-    """Remove every user-store entry no root reaches."""
+def collect(store: Store, registry: Registry, dry_run: bool = False) -> GcReport:
+    """Remove every user-store entry no root reaches.
+
+    ``registry`` says what the namespaces keep alive; it is required, since
+    a registration left out would make its roots' entries look dead.
+    """
     report = GcReport(dry_run=dry_run)
     root = store.user.root
     if not root.is_dir():
@@ -266,9 +237,9 @@ def collect(store: Store, dry_run: bool = False) -> GcReport:
         if not dry_run:
             clean_stale(root)
         environments: set[Path] = set()
-        live = live_entries(store, report, environments)
+        live = live_entries(store, registry, report, environments)
         report.live = len(live)
-        _sweep_environments(store, environments, report)
+        _sweep_environments(store, registry, environments, report)
         dead = sorted(
             (e for e in store.user.entries() if e.dirname not in live), key=lambda e: e.dirname
         )
@@ -293,15 +264,15 @@ def collect(store: Store, dry_run: bool = False) -> GcReport:
     return report
 
 
-def _sweep_environments(store: Store, live: set[Path], report: GcReport) -> None:
+def _sweep_environments(
+    store: Store, registry: Registry, live: set[Path], report: GcReport
+) -> None:
     """Remove views and overlays no root reaches (they are rebuilt on demand).
 
     Each goes first by one rename to a hidden name, so a concurrent reader
     sees it whole or not at all; builders hold the collector lock shared.
     """
-    from contentpkg.store.staging import remove_tree
-
-    for area in ENVIRONMENT_DIRS:
+    for area in registry.environment_areas:
         base = store.home / area
         try:
             names = sorted(os.listdir(base))

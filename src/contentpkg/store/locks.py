@@ -8,24 +8,15 @@ few derived writes an entry allows (bytecode caches).
 
 from __future__ import annotations
 
-import fcntl
-import os
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
+# flocked is re-exported for callers that still import it from here.
+from contentpkg.fs import flocked
+
+__all__ = ["LOCKS", "collector_lock", "entry_lock", "flocked"]
+
 LOCKS = ".locks"
-
-
-@contextmanager
-def flocked(path: Path, exclusive: bool = True) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)
 
 
 def collector_lock(store_root: Path, exclusive: bool = False) -> AbstractContextManager[None]:

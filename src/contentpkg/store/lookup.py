@@ -24,6 +24,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from contentpkg.fs import flocked, replace_symlink
+
 if TYPE_CHECKING:
     import sqlite3
 
@@ -65,13 +67,8 @@ def link_source(store_root: Path, source_hash: str, entry_path: Path) -> None:
         if os.path.exists(link):
             return
         # The old target was collected: replace the dangling link atomically.
-        tmp = area / f".{link.name}.{os.getpid()}"
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        os.symlink(target, tmp)
-        os.rename(tmp, link)
+        # Not durable: the table is derived data that rebuild() recreates.
+        replace_symlink(link, target, durable=False)
 
 
 def find_source(store_root: Path, source_hash: str) -> Path | None:
@@ -130,7 +127,7 @@ def _enable_wal(store_root: Path, conn: sqlite3.Connection) -> None:
     import sqlite3
     import time
 
-    from contentpkg.store.locks import LOCKS, flocked
+    from contentpkg.store.locks import LOCKS
 
     with flocked(store_root / LOCKS / "files-db.lock"):
         for attempt in range(50):

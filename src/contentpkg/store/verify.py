@@ -1,15 +1,22 @@
-"""Verification: recompute every content hash and name what changed."""
+"""Verification: recompute every content hash and name what changed.
+
+The store checks what it owns (names, metadata, content hash, file list);
+what a kind's metadata promises beyond that (an ELF file's RUNPATH and its
+hash before patching) is checked by the namespace that wrote it, through the
+:class:`~contentpkg.store.registry.EntryCheck` s it registers.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from contentpkg.errors import CpkError
 from contentpkg.store.entry import Entry
 from contentpkg.store.hashing import content_hash, scan_tree, short_hash
+from contentpkg.store.registry import EntryCheck
 
 
 @dataclass(frozen=True)
@@ -18,8 +25,12 @@ class Problem:
     message: str
 
 
-def verify_entry(entry: Entry) -> list[str]:
-    """What is wrong with one entry; empty when it is intact."""
+def verify_entry(entry: Entry, checks: Sequence[EntryCheck] = ()) -> list[str]:
+    """What is wrong with one entry; empty when it is intact.
+
+    ``checks`` are the namespaces' own checks of what their metadata says
+    (see :class:`~contentpkg.store.registry.EntryCheck`).
+    """
     try:
         meta = entry.metadata
         stored = entry.file_records()
@@ -38,46 +49,9 @@ def verify_entry(entry: Entry) -> list[str]:
         problems.append("content hash mismatch: " + _describe(stored, actual))
     elif content_hash(stored) != recorded:
         problems.append("file list does not match the content hash")
-    if meta.get("elf"):
-        problems += _verify_elf(entry, meta["elf"], {r.path: r.value for r in actual})
-    return problems
-
-
-def _verify_elf(entry: Entry, elf: dict, actual: dict[str, str]) -> list[str]:
-    """Check what an ELF entry says of each file against the file itself.
-
-    The stored file must hash as recorded and still carry the recorded
-    RUNPATH, SONAME and DT_NEEDED (what the loader will read); its hash
-    before patching must be a well-formed sha256 that the store's file table
-    maps back to it, so ``cpk identify`` of the original keeps working.
-    """
-    from contentpkg.elf.reader import ElfError, read_elf
-    from contentpkg.store import lookup
-
-    problems = []
-    for rel, facts in sorted(elf.items()):
-        if actual.get(rel) != facts.get("sha256"):
-            problems.append(f"{rel}: hash differs from the ELF record")
-            continue
-        try:
-            info = read_elf(entry.path / rel)
-        except ElfError as exc:
-            problems.append(f"{rel}: {str(exc).split(': ', 1)[-1]}")
-            continue
-        for key, value in (
-            ("runpath", info.runpath),
-            ("soname", info.soname),
-            ("needed", list(info.needed)),
-        ):
-            if facts.get(key) != value:
-                problems.append(f"{rel}: {key} is {value!r}, recorded {facts.get(key)!r}")
-        original = str(facts.get("original_sha256", ""))
-        if len(original) != 64 or original.strip("0123456789abcdef"):
-            problems.append(f"{rel}: no valid hash of the original file recorded")
-        elif original != facts.get("sha256"):
-            rows = lookup.find_files(entry.layer.root, original, writable=False)
-            if rows is not None and (entry.dirname, rel) not in rows:
-                problems.append(f"{rel}: the original's hash is missing from the file table")
+    hashes = {r.path: r.value for r in actual}
+    for check in checks:
+        problems += check.problems(entry, hashes)
     return problems
 
 
@@ -96,12 +70,12 @@ def _describe(stored: list, actual: list) -> str:
     return "; ".join(parts) or "file list unreadable"
 
 
-def verify(entries: Iterable[Entry]) -> list[Problem]:
+def verify(entries: Iterable[Entry], checks: Sequence[EntryCheck] = ()) -> list[Problem]:
     """Verify entries in parallel (hashing releases the GIL); list problems."""
     entries = list(entries)
     workers = min(8, (os.cpu_count() or 2) * 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(verify_entry, entries)
+        results = pool.map(lambda entry: verify_entry(entry, checks), entries)
         return [
             Problem(entry, message)
             for entry, messages in zip(entries, results, strict=True)
