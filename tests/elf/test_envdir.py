@@ -187,6 +187,17 @@ def test_missing_soname_lists_it_and_changes_nothing(tmp_path: Path) -> None:
     assert proc.stderr.startswith("cpk: error: missing libraries: libnothere.so.3")
     assert "needed by" in proc.stderr and "Traceback" not in proc.stderr
     assert not where.exists()
+    # In process, the error carries what is missing and who needs it, so a
+    # caller can act on it without reading the message.
+    from contentpkg.elf.envdir import install
+    from contentpkg.errors import MissingLibraryError
+    from contentpkg.store import Store
+
+    with pytest.raises(MissingLibraryError) as caught:
+        install(Store.open(), ["lonely"], where)
+    assert list(caught.value.missing) == ["libnothere.so.3"]
+    assert any("lonely" in who for who in caught.value.missing["libnothere.so.3"])
+    assert not where.exists()
 
 
 def test_foreign_file_is_never_overwritten(app_store: Path) -> None:

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from contentpkg.elf.versions import newest_first
-from contentpkg.errors import CpkError
+from contentpkg.errors import CpkError, MissingLibraryError
 from contentpkg.fs import flocked, replace_path, replace_symlink, write_atomic
 from contentpkg.store.entry import Entry, Spec
 from contentpkg.store.hashing import META_DIR, hash_file
@@ -454,7 +454,8 @@ def _closure(
         _place_lib(plan, soname, c.entry, c.rel, c.records, where, c.needed_by)
 
 
-def _missing_error(missing: dict[str, set[str]], providers: _Providers) -> CpkError:
+def _missing_error(missing: dict[str, set[str]], providers: _Providers) -> MissingLibraryError:
+    """One line naming every missing soname; a detail line each: who needs it, where it is."""
     details = []
     for soname in sorted(missing):
         who = ", ".join(sorted(missing[soname]))
@@ -465,7 +466,12 @@ def _missing_error(missing: dict[str, set[str]], providers: _Providers) -> CpkEr
             hint = _system_hint(soname)
         details.append(f"{soname} (needed by {who}): {hint}")
     names = ", ".join(sorted(missing))
-    return CpkError(f"missing libraries: {names}; add the packages providing them", details)
+    return MissingLibraryError(
+        f"missing libraries: {names}; add the packages providing them",
+        missing={soname: sorted(who) for soname, who in missing.items()},
+        searched=["the package's own entry", "its declared dependencies", "every store layer"],
+        details=details,
+    )
 
 
 def _system_hint(soname: str) -> str:
