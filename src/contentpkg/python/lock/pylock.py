@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from contentpkg.errors import CpkError
+from contentpkg.errors import CpkError, LockUnreadableError
 
 if TYPE_CHECKING:
     from contentpkg.python.index.dists import DistFile, Pin, Resolution
@@ -221,6 +221,18 @@ def _normalize(name: str) -> str:
 
 
 def read_lock(path: Path, *, cache_dir: Path | None = None) -> Lock:
+    """Read and check a ``pylock.toml``: a lock that exists but cannot be
+    used raises :class:`LockUnreadableError`, so callers that relock can
+    catch that alone."""
+    try:
+        return _read_lock(path, cache_dir=cache_dir)
+    except CpkError as exc:
+        if isinstance(exc, LockUnreadableError) or not os.path.lexists(path):
+            raise
+        raise LockUnreadableError(str(exc), path=os.fspath(path)) from None
+
+
+def _read_lock(path: Path, *, cache_dir: Path | None = None) -> Lock:
     """Read and check a ``pylock.toml``; any problem is one CpkError line.
 
     ``tomllib`` is pure Python and takes ~15 ms for a 100-package lock, too
