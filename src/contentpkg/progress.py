@@ -95,9 +95,37 @@ class _RichReporter:
         self.progress.stop()
 
 
+class _LazyRich:
+    """A :class:`_RichReporter` started on first use.
+
+    Commands make their reporter up front, but most runs of ``cpk run``
+    download and build nothing: they must not pay for importing ``rich``
+    nor flash an empty progress display.
+    """
+
+    def __init__(self) -> None:
+        self._started: _RichReporter | None = None
+
+    def _reporter(self) -> _RichReporter:
+        if self._started is None:
+            self._started = _RichReporter()
+        return self._started
+
+    def task(self, label: str, total: int | None = None) -> Task:
+        return self._reporter().task(label, total)
+
+    def note(self, message: str) -> None:
+        self._reporter().note(message)
+
+    def close(self) -> None:
+        if self._started is not None:
+            self._started.close()
+
+
 def terminal_reporter(stream: object) -> Reporter:
-    """Progress bars when stream is a terminal, :data:`QUIET` otherwise."""
+    """Progress bars when stream is a terminal (started on first use),
+    :data:`QUIET` otherwise."""
     isatty = getattr(stream, "isatty", None)
     if isatty is not None and isatty():
-        return _RichReporter()
+        return _LazyRich()
     return QUIET

@@ -144,7 +144,7 @@ def test_pep508_file_url_requirement(tmp_path: Path, index: LocalIndex) -> None:
     assert run_python(index, root, "import b, gamma; print(b.VALUE, gamma.__version__)") == (
         "one 2.0"
     )
-    # Used in place although not editable (see operations._directories).
+    # Used in place although not editable (see sync._directories).
     (tmp_path / "B" / "src" / "b" / "__init__.py").write_text("VALUE = 'two'\n")
     assert run_python(index, root, "import b; print(b.VALUE)") == "two"
     checkout_b(tmp_path, "gamma<2", value="two")

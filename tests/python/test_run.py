@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -126,36 +129,203 @@ def test_subprocesses_and_spawn_see_the_same_environment(tmp_path: Path, index: 
     assert proc.stdout.strip() == "subprocess True spawn 1.0"
 
 
-def test_hot_path_imports_nothing_heavy(tmp_path: Path, index: LocalIndex) -> None:
+def _imported(importtime_log: str) -> set[str]:
+    """The modules a ``python -X importtime`` run imported, from its stderr."""
+    names = set()
+    for line in importtime_log.splitlines():
+        if line.startswith("import time:") and "imported package" not in line:
+            names.add(line.rsplit("|", 1)[-1].strip())
+    # The log also lists optional imports that failed (``copy`` tries Jython's
+    # ``org.python.core``): nothing was loaded for those.
+    return {n for n in names if importlib.util.find_spec(n.split(".")[0]) is not None}
+
+
+#: What a warm ``cpk run`` may load besides the standard library.
+HOT_PATH_MODULES = {
+    "contentpkg",
+    "contentpkg.cli",
+    "contentpkg.python",
+    "contentpkg.python.run",
+    "contentpkg.python.run.memo",
+}
+
+
+def test_warm_run_loads_only_the_standard_library_and_the_memo(
+    tmp_path: Path, index: LocalIndex
+) -> None:
+    """DESIGN.md invariant 6, checked on a real warm run: exec'd from the memo."""
     root = project(tmp_path, "alpha")
-    run(index, root, "python", "-c", "pass", check=True)  # warm: lock, sync, view
-    code = textwrap.dedent(
-        """
-        import os, sys
-        from contentpkg import cli
-        os.execvpe = lambda *a: (print(" ".join(sorted(sys.modules))), sys.exit(0))
-        cli.main(["run", "python", "-c", "pass"])
-        """
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, env=dict(os.environ)
-    )
-    assert proc.returncode == 0, proc.stderr
-    loaded = set(proc.stdout.split())
-    heavy = {
-        "resolvelib",
-        "urllib3",
-        "rich",
-        "tomli_w",
-        "packaging",
-        "installer",
-        "contentpkg.python.resolve.resolver",
-        "contentpkg.python.run.operations",
-        "contentpkg.python.index.http",
-        "sqlite3",
-        "ssl",
+    probe = ("python", "-c", "import alpha; print('probe ran', alpha.__name__)")
+    first = run(index, root, *probe)  # cold: lock, sync, view, memo
+    assert first.returncode == 0 and first.stdout.strip() == "probe ran alpha", first.stderr
+    memos = list((Path(os.environ["CPK_CACHE_DIR"]) / "run-memo").iterdir())
+    assert len(memos) == 1, memos
+    written = memos[0].stat()
+    # What this interpreter loads by itself (site, .pth files): not cpk's doing.
+    startup = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "pass"],
+        cwd=root, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    warm = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "contentpkg", "run", "--index-url", index.url,
+         *probe],
+        cwd=root, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert warm.returncode == 0, warm.stderr
+    assert warm.stdout.strip() == "probe ran alpha", warm.stderr
+    # A memo hit: the memo was read, not written again, and nothing but it decided.
+    again = memos[0].stat()
+    assert (again.st_ino, again.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+    loaded = _imported(warm.stderr) - _imported(startup.stderr)
+    assert "contentpkg.python.run.memo" in loaded, sorted(loaded)
+    outside = {m for m in loaded if m.split(".")[0] not in sys.stdlib_module_names}
+    assert outside <= HOT_PATH_MODULES, sorted(outside - HOT_PATH_MODULES)
+
+
+def test_the_hot_path_check_sees_a_memo_miss(tmp_path: Path, index: LocalIndex) -> None:
+    """The check above can fail: without a memo, the same run loads the full path."""
+    root = project(tmp_path, "alpha")
+    run(index, root, "python", "-c", "pass", check=True)
+    for memo in (Path(os.environ["CPK_CACHE_DIR"]) / "run-memo").iterdir():
+        memo.unlink()
+    cold = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "contentpkg", "run", "--index-url", index.url,
+         "python", "-c", "pass"],
+        cwd=root, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert cold.returncode == 0, cold.stderr
+    outside = {m for m in _imported(cold.stderr) if m.split(".")[0] not in sys.stdlib_module_names}
+    assert {"contentpkg.cli.parser", "contentpkg.python.run.plan"} <= outside - HOT_PATH_MODULES
+
+
+def _count_calls(*functions: object) -> tuple[Counter[str], object]:
+    """A profile hook counting calls of functions (by code object), and the counts."""
+    codes = {f.__code__: f.__name__ for f in functions}  # type: ignore[attr-defined]
+    counts: Counter[str] = Counter()
+
+    def hook(frame, event, arg):
+        if event == "call" and frame.f_code in codes:
+            counts[codes[frame.f_code]] += 1
+
+    return counts, hook
+
+
+def test_a_memo_miss_reads_the_lock_and_fingerprints_once(
+    tmp_path: Path, index: LocalIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contentpkg.context import Context
+    from contentpkg.python.lock import read_lock
+    from contentpkg.python.project import inputs_fingerprint
+    from contentpkg.python.run.options import Options, RunRequest
+    from contentpkg.python.run.plan import plan_run, prepare
+
+    root = project(tmp_path, "alpha")
+    run(index, root, "python", "-c", "pass", check=True)  # lock, store and view exist
+    project(tmp_path, "alpha", "gamma")  # the lock is now stale: a relock is due
+    monkeypatch.chdir(root)
+    options = Options(ctx=Context.from_environ(), index_url=index.url)
+    request = RunRequest(("python", "-c", "pass"))
+    for expected_reads in (2, 1):  # relock: the old lock and the new; then fresh: one
+        counts, hook = _count_calls(read_lock, inputs_fingerprint)
+        sys.setprofile(hook)  # type: ignore[arg-type]
+        try:
+            prepared = prepare(plan_run(options, request))
+        finally:
+            sys.setprofile(None)
+        assert counts == {"read_lock": expected_reads, "inputs_fingerprint": 1}
+        check = subprocess.run([prepared.env / "bin" / "python", "-c", "import gamma"])
+        assert check.returncode == 0
+
+
+def test_lock_decisions_raise_their_own_types(tmp_path: Path) -> None:
+    from contentpkg.errors import LockOutdatedError, LockUnreadableError, NotFoundError
+    from contentpkg.python.run.lockstate import lock_state
+
+    path = tmp_path / "pylock.toml"
+    with pytest.raises(NotFoundError, match="no lock file"):
+        lock_state(path, "f" * 64, cache_dir=tmp_path, frozen=True)
+    with pytest.raises(LockOutdatedError, match="out of date"):
+        lock_state(path, "f" * 64, cache_dir=tmp_path, locked=True)
+    path.write_text("<<<<<<< HEAD\nlock-version = '1.0'\n")
+    state = lock_state(path, "f" * 64, cache_dir=tmp_path)  # relocked from scratch
+    assert state.found is None and state.usable is None and not state.fresh
+    with pytest.raises(LockUnreadableError):
+        lock_state(path, "f" * 64, cache_dir=tmp_path, frozen=True)
+
+
+def test_the_memo_agrees_with_the_context() -> None:
+    """The memo keeps its own copies (importing the context costs more than
+    the whole hot path); they must say what the context says."""
+    from contentpkg import context
+    from contentpkg.python.run import memo
+
+    assert memo.SETTINGS_VARIABLES == context.SETTINGS_VARIABLES
+    assert context.Bucket.RUN_MEMO.value == memo.MEMO_DIR
+    for environ in (
+        {"HOME": "/h"},
+        {"HOME": "/h", "XDG_CACHE_HOME": "/xdg"},
+        {"HOME": "/h", "XDG_CACHE_HOME": "relative"},  # ignored, as the spec says
+        {"HOME": "/h", "XDG_CACHE_HOME": "/xdg", "CPK_CACHE_DIR": "/cpk"},
+        {"HOME": "/h", "CPK_CACHE_DIR": "rel/cache"},
+    ):
+        expected = context.Context.from_environ(environ).cache_dir
+        assert Path(memo.cache_dir_of(environ)) == expected, environ
+
+
+def _imports_of(path: Path, package: str) -> set[str]:
+    """Every module path imports, at any depth (lazy imports too), made absolute."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}
+    return found
+
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "contentpkg"
+
+
+def test_run_modules_import_each_other_without_a_cycle() -> None:
+    run_dir = SRC / "python" / "run"
+    modules = {f"contentpkg.python.run.{p.stem}": p for p in run_dir.glob("*.py")}
+    graph = {
+        name: {m for m in _imports_of(path, "contentpkg.python.run") if m in modules} - {name}
+        for name, path in modules.items()
     }
-    assert not heavy & loaded, heavy & loaded
+    assert graph.get("contentpkg.python.run.plan")
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> None:
+        assert name not in visiting, " -> ".join([*visiting, name])
+        if name in done:
+            return
+        visiting.append(name)
+        for dep in graph[name]:
+            visit(dep)
+        visiting.pop()
+        done.add(name)
+
+    for name in graph:
+        visit(name)
+
+
+def test_the_memo_path_imports_only_the_standard_library() -> None:
+    memo = _imports_of(SRC / "python" / "run" / "memo.py", "contentpkg.python.run")
+    fs = _imports_of(SRC / "fs.py", "contentpkg")
+    ours = {m for m in memo if m.split(".")[0] not in sys.stdlib_module_names}
+    # errors and fs are standard library only (fs: checked next), and lazy.
+    assert ours <= {"contentpkg.errors", "contentpkg.errors.CpkError", "contentpkg.fs",
+                    "contentpkg.fs.write_cache"}, ours  # fmt: skip
+    assert {m for m in fs if m.split(".")[0] not in sys.stdlib_module_names} == set()
+    errors = _imports_of(SRC / "errors.py", "contentpkg")
+    assert {m for m in errors if m.split(".")[0] not in sys.stdlib_module_names} == set()
 
 
 def test_own_dot_venv_is_left_alone(tmp_path: Path, index: LocalIndex) -> None:

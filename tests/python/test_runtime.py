@@ -157,7 +157,7 @@ def test_satisfied_use_loads_no_machinery(tmp_path: Path, cpk_home: Path) -> Non
             f"""
             import sys, contentpkg
             print(contentpkg.use("pytest", "packaging>=20", index_url={str(tmp_path)!r}))
-            heavy = ("resolvelib", "contentpkg.python.run.operations",
+            heavy = ("resolvelib", "contentpkg.python.run.sync",
                      "contentpkg.python.index.client", "contentpkg.store", "rich")
             print(sorted(m for m in sys.modules if m.startswith(heavy)))
             """,

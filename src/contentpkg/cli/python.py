@@ -1,8 +1,11 @@
-"""``cpk lock``, ``sync``, ``fetch``, ``run`` and ``shell``: the Python project commands."""
+"""``cpk lock``, ``sync``, ``fetch``, ``run`` and ``shell``: the Python project commands.
+
+Each command turns its arguments into :class:`~contentpkg.python.run.options.Options`,
+calls one function of :mod:`contentpkg.python.run`, and prints what it returns.
+"""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,33 +17,38 @@ from contentpkg.errors import CpkError
 if TYPE_CHECKING:
     import argparse
 
+    from contentpkg.python.run.options import Options
 
-def _python_options(args: argparse.Namespace) -> Any:
+
+def python_options(args: argparse.Namespace) -> Options:
+    """The one settings object of every Python command, from its arguments."""
     from contentpkg.progress import terminal_reporter
-    from contentpkg.python.run.operations import Options
+    from contentpkg.python.run.options import Options
 
     return Options(
+        ctx=args.ctx,
         project=Path(args.project).absolute() if getattr(args, "project", None) else None,
         python=args.python,
         index_url=args.index_url,
-        extra_index_urls=args.extra_index_url or [],
-        find_links=args.find_links or [],
+        extra_index_urls=tuple(args.extra_index_url or ()),
+        find_links=tuple(args.find_links or ()),
         offline=args.offline,
         prereleases=args.prerelease,
         prefer_store=args.prefer_store,
-        extras=getattr(args, "extra", None) or [],
-        groups=getattr(args, "group", None) or [],
+        extras=tuple(getattr(args, "extra", None) or ()),
+        groups=tuple(getattr(args, "group", None) or ()),
+        # Started on first use: a run that makes nothing never imports rich.
         reporter=terminal_reporter(sys.stderr),
     )
 
 
-def close_options(options: Any) -> None:
+#: ``cpk install --python`` builds its options the same way.
+RunOptions = python_options
+
+
+def close_options(options: Options) -> None:
     """Stop the progress display, if one was started."""
-    # A run's reporter is made lazily: never create one just to close it.
-    reporter = options._reporter if isinstance(options, RunOptions) else options.reporter
-    close = getattr(reporter, "close", None)
-    if close is not None:
-        close()
+    options.close()
 
 
 def _print_lock(outcome: Any) -> None:
@@ -69,10 +77,21 @@ def _print_items(items: list[Any], every: bool = False) -> None:
     )
 
 
-def cmd_lock(args: argparse.Namespace) -> int:
-    from contentpkg.python.run.operations import lock_project
+def _print_launch(launch: Any, conflicts: bool = True) -> None:
+    for note in launch.notes:
+        print(f"cpk: {note}", file=sys.stderr)
+    for conflict in launch.conflicts if conflicts else ():
+        print(
+            f"cpk: warning: {conflict.path} is installed by both {conflict.winner} and "
+            f"{conflict.loser}; using {conflict.winner.split(',')[0]}'s (declared first)",
+            file=sys.stderr,
+        )
 
-    options = _python_options(args)
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    from contentpkg.python.run.sync import lock_project
+
+    options = python_options(args)
     try:
         outcome = lock_project(
             options,
@@ -81,7 +100,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
             check=args.check,
         )
     finally:
-        close_options(options)
+        options.close()
     if args.check and not outcome.fresh:
         print(f"{outcome.path.name} is out of date; run 'cpk lock'", file=sys.stderr)
         return 1
@@ -90,13 +109,13 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from contentpkg.python.run.operations import sync_project
+    from contentpkg.python.run.sync import sync_project
 
-    options = _python_options(args)
+    options = python_options(args)
     try:
         outcome = sync_project(options, frozen=args.frozen, locked=args.locked)
     finally:
-        close_options(options)
+        options.close()
     if outcome.lock is not None:
         _print_lock(outcome.lock)
     _print_items(outcome.items)
@@ -104,118 +123,68 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from contentpkg.python.run.operations import fetch
+    from contentpkg.python.run.sync import fetch
 
-    options = _python_options(args)
+    options = python_options(args)
     try:
         outcome = fetch(args.requirements, options)
     finally:
-        close_options(options)
+        options.close()
     _print_items(outcome.items, every=True)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The hot path: nothing heavy is imported unless something must be made."""
-    from contentpkg.python.run.plan import RunRequest, exec_in, prepare
+    """Parse, call :func:`~contentpkg.python.run.plan.run`, print its notes, exec."""
+    from contentpkg.python.run.options import RunRequest
+    from contentpkg.python.run.plan import run
 
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         raise CpkError("run: name a command to run (cpk run CMD...)")
+    native = None
+    if args.with_elf:
+        # Native packages come from the ELF side of the store, composed here
+        # at the edge so that neither namespace imports the other.
+        from contentpkg.elf.envdir import shared_env
+
+        native = shared_env(open_store(), args.with_elf)
     request = RunRequest(
-        command,
-        args.with_ or [],
+        tuple(command),
+        tuple(args.with_ or ()),
         frozen=args.frozen,
         locked=args.locked,
-        with_elf=args.with_elf or [],
+        native=native,
     )
-    options = RunOptions(args)
-    prepared = prepare(options, request)
-    close_options(options)
-    if args.with_elf:
-        _bind_elf(args.with_elf)
-    elif args.raw_argv[:1] == ["run"]:
-        from contentpkg.python.run.memo import write_memo
-
-        prefix = ["python"] if command[0].endswith(".py") and os.path.isfile(command[0]) else []
-        write_memo(args.raw_argv[1:], os.fspath(prepared.env), *prepared.memo_facts(), prefix)
-    for note in prepared.notes:
-        print(f"cpk: {note}", file=sys.stderr)
-    for conflict in prepared.conflicts:
-        print(
-            f"cpk: warning: {conflict.path} is installed by both {conflict.winner} and "
-            f"{conflict.loser}; using {conflict.winner.split(',')[0]}'s (declared first)",
-            file=sys.stderr,
-        )
-    if command[0].endswith(".py") and os.path.isfile(command[0]):
-        command = ["python", *command]  # a script runs with the environment's python
-    exec_in(prepared.env, command)
+    options = python_options(args)
+    try:
+        memo_args = args.raw_argv[1:] if args.raw_argv[:1] == ["run"] else None
+        launch = run(options, request, memo_args)
+    finally:
+        options.close()
+    _print_launch(launch)
+    launch.exec()
     return 0  # not reached: exec replaced this process
-
-
-def _bind_elf(specs: list[str]) -> None:
-    """Put native packages into this process's environment, for the exec.
-
-    Libraries go on LD_LIBRARY_PATH: a name given to dlopen (ctypes.CDLL)
-    is searched there, and not through any RUNPATH of the interpreter's.
-    """
-    from contentpkg.elf.envdir import shared_env
-
-    env = shared_env(open_store(), specs)
-    for var, value in (("LD_LIBRARY_PATH", env / "lib"), ("PATH", env / "bin")):
-        old = os.environ.get(var)
-        os.environ[var] = os.fspath(value) + (os.pathsep + old if old else "")
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
     """A subshell in the environment: nothing to source, exit to leave it."""
     if args.env is not None:  # a profile or env dir, not the project's environment
         return env_shell(args)
-    from contentpkg.python.run.plan import RunRequest, exec_in, prepare
+    from contentpkg.python.run.options import RunRequest
+    from contentpkg.python.run.plan import shell
 
-    shell = args.shell or os.environ.get("SHELL") or "/bin/sh"
-    request = RunRequest([shell], frozen=args.frozen, locked=args.locked)
-    options = RunOptions(args)
-    prepared = prepare(options, request)
-    close_options(options)
-    for note in prepared.notes:
-        print(f"cpk: {note}", file=sys.stderr)
-    os.environ["CPK_SHELL"] = os.fspath(prepared.env)
-    os.environ["VIRTUAL_ENV_PROMPT"] = (prepared.inputs and prepared.inputs.name) or "cpk"
+    program = args.shell or args.ctx.environ.get("SHELL") or "/bin/sh"
+    request = RunRequest((program,), frozen=args.frozen, locked=args.locked)
+    options = python_options(args)
+    try:
+        launch = shell(options, request)
+    finally:
+        options.close()
+    _print_launch(launch, conflicts=False)
     if sys.stdin.isatty():
-        print(f"cpk: entering {prepared.env}; exit to leave", file=sys.stderr)
-    exec_in(prepared.env, [shell])
+        print(f"cpk: entering {launch.env}; exit to leave", file=sys.stderr)
+    launch.exec()
     return 0  # not reached
-
-
-class RunOptions:
-    """Options for run, with the progress reporter made only if needed.
-
-    The hot path never touches ``reporter``, so ``rich`` is never imported
-    when the environment is already there.
-    """
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.project = Path(args.project).absolute() if args.project else None
-        self.python = args.python
-        self.index_url = args.index_url
-        self.extra_index_urls = args.extra_index_url or []
-        self.find_links = args.find_links or []
-        self.offline = args.offline
-        self.prereleases = args.prerelease
-        self.prefer_store = args.prefer_store
-        self.extras = args.extra or []
-        self.groups = args.group or []
-        self._reporter: Any = None
-        self.with_requirements = getattr(args, "with_", None) or []
-
-    @property
-    def reporter(self) -> Any:
-        if self._reporter is None:
-            from contentpkg.progress import terminal_reporter
-
-            self._reporter = terminal_reporter(sys.stderr)
-        return self._reporter
-

@@ -40,7 +40,6 @@ import hashlib
 import importlib
 import os
 import re
-import secrets
 import sys
 import threading
 from collections.abc import Iterable, Sequence
@@ -55,7 +54,7 @@ if TYPE_CHECKING:
 
     from packaging.requirements import Requirement
 
-    from contentpkg.python.run.operations import Materialized
+    from contentpkg.python.run.sync import Materialized
     from contentpkg.store import Entry, Store
 
 #: Where the per-process site-packages farms live, under the user's home.
@@ -100,7 +99,7 @@ def use(
     PyPI. ``offline`` uses only what the cache and the store hold.
 
     Returns the packages this call made importable, sorted by name, as
-    :class:`~contentpkg.python.run.operations.Materialized` items (``name``,
+    :class:`~contentpkg.python.run.sync.Materialized` items (``name``,
     ``version``, store ``entry``, and ``how``: ``"present"`` when the store
     already had it, ``"fetched"`` or ``"built"``); an empty list when
     everything was importable already, which is then all it checked.
@@ -304,15 +303,20 @@ def _add(
     offline: bool,
     prereleases: bool,
 ) -> list[Materialized]:
-    from contentpkg.python.run.operations import Options, materialize_requirements
+    from contentpkg.context import Context
+    from contentpkg.python.run.options import Options
+    from contentpkg.python.run.sync import materialize_requirements
     from contentpkg.store import Store
     from contentpkg.store.locks import collector_lock
 
     installed = _installed(present)
+    # use() is an entry point of its own, like the command line: its
+    # settings are read here, once, and passed down.
     options = Options(
+        ctx=Context.from_environ(),
         index_url=index_url,
-        extra_index_urls=list(extra_index_urls),
-        find_links=list(find_links),
+        extra_index_urls=tuple(extra_index_urls),
+        find_links=tuple(find_links),
         offline=offline,
         prereleases=prereleases,
     )
@@ -383,7 +387,7 @@ def ensure_farm(store: Store, entries: Sequence[Entry]) -> Path:
     and renames; the loser discards its copy and uses the winner's. The
     caller holds the collector lock (shared).
     """
-    from contentpkg.fs import remove_tree
+    from contentpkg.fs import discard, make_tmp_dir, publish_dir
     from contentpkg.store.gc import add_root
 
     key = farm_key([e.dirname for e in entries])
@@ -391,18 +395,19 @@ def ensure_farm(store: Store, entries: Sequence[Entry]) -> Path:
     final = base / key
     meta = final / ".cpk" / RUNTIME_JSON
     if not meta.is_file():
-        base.mkdir(parents=True, exist_ok=True)
-        staging = base / f".staging-{key}-{os.getpid()}-{secrets.token_hex(4)}"
+        staging = None
         try:
-            staging.mkdir()
+            staging = make_tmp_dir(base, key)
             _build_farm(staging, entries)
-            os.rename(staging, final)
+            # Not durable: a farm is derived from the store, and a crash
+            # costs only building it again.
+            publish_dir(staging, final, durable=False)
         except OSError as exc:
             if not meta.is_file():
                 raise CpkError(f"cannot build the runtime environment in {base}: {exc}") from None
         finally:
-            if staging.exists():
-                remove_tree(staging)
+            if staging is not None:
+                discard(staging)
     # The root names the farm, whose .cpk/refs lists its entries: gc keeps
     # them while the farm exists and prunes the root once it is removed.
     add_root(store, f"runtime-{key}", final)

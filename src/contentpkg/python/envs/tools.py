@@ -13,9 +13,12 @@ import configparser
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contentpkg.errors import CpkError
+
+if TYPE_CHECKING:
+    from contentpkg.python.run.options import Options
 
 
 @dataclass(frozen=True)
@@ -48,20 +51,19 @@ class ToolEnv:
         )
 
 
-def tool_environment(options: Any, requirement: str) -> ToolEnv:
+def tool_environment(options: Options, requirement: str) -> ToolEnv:
     """Resolve, fetch and compose requirement's own view; list its scripts.
 
     The working directory's project plays no part: a tool's environment
     is the requirement alone, as ``uv tool install`` makes it.
     """
-    from contentpkg.python.interpreter import interpreter_info
     from contentpkg.python.project import canonical_name, requirement_name
-    from contentpkg.python.run.operations import environment_for
-    from contentpkg.python.run.plan import RunRequest
+    from contentpkg.python.run.options import RunRequest
+    from contentpkg.python.run.plan import plan_run, prepare
 
     name = canonical_name(requirement_name(requirement))
-    python = interpreter_info(getattr(options, "python", None))
-    prepared = environment_for(options, RunRequest(["python"], [requirement]), None, python)
+    request = RunRequest(("python",), (requirement,), isolated=True)
+    prepared = prepare(plan_run(options, request))
     view = Path(os.path.realpath(prepared.env))
     scripts = _scripts_of(view, name)
     if not scripts:

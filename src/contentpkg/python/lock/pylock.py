@@ -212,6 +212,18 @@ class Lock:
 
 
 def read_lock(path: Path, *, cache_dir: Path | None = None) -> Lock:
+    """Read and check a ``pylock.toml``: a lock that exists but cannot be
+    used raises :class:`LockUnreadableError`, so callers that relock can
+    catch that alone; a missing one raises :class:`NotFoundError`."""
+    try:
+        return _read_lock(path, cache_dir=cache_dir)
+    except CpkError as exc:
+        if isinstance(exc, (LockUnreadableError, NotFoundError)) or not os.path.lexists(path):
+            raise
+        raise LockUnreadableError(str(exc), path=os.fspath(path)) from None
+
+
+def _read_lock(path: Path, *, cache_dir: Path | None = None) -> Lock:
     """Read and check a ``pylock.toml``; any problem is one CpkError line.
 
     ``tomllib`` is pure Python and takes ~15 ms for a 100-package lock, too

@@ -11,6 +11,12 @@ same options stats them, checks that the environment is still there, and
 execs. No TOML is parsed, no lock is read, nothing but the standard library
 is imported: this module and :func:`exec_in` are all the hot path loads.
 
+This is the one module besides :mod:`contentpkg.context` that reads
+``os.environ``: it must decide before anything else is imported, and
+importing the context (``dataclasses``, ``enum``, ``pathlib``) would cost
+more than the whole decision. So the variables and the cache directory rule
+are written out here again; the tests hold them equal to the context's.
+
 Anything unexpected (an option this parser does not know, a missing or
 stale memo, a changed file) returns to the full path, which checks
 everything and writes a new memo.
@@ -22,9 +28,10 @@ import marshal
 import os
 import sys
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-MEMO_FORMAT = 1
+MEMO_FORMAT = 2  # 2: the script part of the key is set only for existing files
+#: The cache bucket holding the memos (``context.Bucket.RUN_MEMO``).
 MEMO_DIR = "run-memo"
 
 #: ``cpk run`` options taking a value, and flags; anything else falls back.
@@ -33,8 +40,9 @@ _VALUE_OPTIONS = frozenset(
     | {"--with", "--extra", "--group"}
 )
 _FLAGS = frozenset({"--frozen", "--locked", "--offline", "--prerelease", "--prefer-store"})
-#: The environment that changes what run would decide.
-_ENVIRON = (
+#: The environment that changes what run would decide: the variables a
+#: ``Context`` reads (``context.SETTINGS_VARIABLES``, kept equal by a test).
+SETTINGS_VARIABLES = (
     "CPK_HOME",
     "CPK_CACHE_DIR",
     "CPK_STORE_PATH",
@@ -44,8 +52,43 @@ _ENVIRON = (
     "XDG_DATA_HOME",
     "XDG_CACHE_HOME",
 )
+_PYTHONS = ("python", "python3")
 
 Stat = tuple[str, int, int, int]  # path, mtime_ns, size, inode; -1s when absent
+
+
+def cache_dir_of(environ: Mapping[str, str]) -> str:
+    """The cache directory, by the rule ``Context.from_environ`` applies."""
+    cache = environ.get("CPK_CACHE_DIR")
+    if cache:
+        return os.path.abspath(os.path.expanduser(cache))
+    xdg = environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return os.path.join(xdg, "contentpkg")
+    home = environ.get("HOME") or os.path.expanduser("~")
+    return os.path.join(home, ".cache", "contentpkg")
+
+
+def script_command(command: Sequence[str]) -> tuple[str | None, list[str]]:
+    """(the script a command runs, the command as exec'd): the one place that
+    decides whether ``cpk run CMD`` runs a Python script.
+
+    ``x.py`` and ``python x.py`` (or ``python3``) run the file ``x.py``,
+    whether or not it has a PEP 723 header; a bare ``x.py`` runs with the
+    environment's ``python``, so it needs neither a ``#!`` line nor the
+    executable bit.
+    """
+    args = list(command)
+    if args and args[0].endswith(".py") and os.path.isfile(args[0]):
+        return os.path.abspath(args[0]), ["python", *args]
+    if (
+        len(args) > 1
+        and os.path.basename(args[0]) in _PYTHONS
+        and args[1].endswith(".py")
+        and os.path.isfile(args[1])
+    ):
+        return os.path.abspath(args[1]), args
+    return None, args
 
 
 def split_run_args(args: Sequence[str]) -> tuple[list[str], list[str]] | None:
@@ -79,32 +122,19 @@ def stat_of(path: str) -> Stat:
     return (path, st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def _key(options: Sequence[str], command: Sequence[str], cwd: str) -> str:
-    script = ""
-    if command and command[0].endswith(".py"):
-        script = os.path.abspath(command[0])
-    elif (
-        len(command) > 1
-        and os.path.basename(command[0]) in ("python", "python3")
-        and command[1].endswith(".py")
-    ):
-        script = os.path.abspath(command[1])
-    parts = [str(MEMO_FORMAT), sys.executable, cwd, script, *options, "\0"]
-    parts += [os.environ.get(name, "") for name in _ENVIRON]
+def _key(
+    options: Sequence[str], script: str | None, cwd: str, environ: Mapping[str, str]
+) -> str:
+    parts = [str(MEMO_FORMAT), sys.executable, cwd, script or "", *options, "\0"]
+    parts += [environ.get(name, "") for name in SETTINGS_VARIABLES]
     return "\0".join(parts)
 
 
-def _memo_path(cache_dir: str, key: str) -> str:
+def memo_path(cache_dir: str | os.PathLike[str], key: str) -> str:
     # zlib's crc32 is builtin and cheap; the full key is stored and compared,
     # so a collision only costs a memo miss.
     name = f"{zlib.crc32(key.encode('utf-8', 'surrogateescape')):08x}.marshal"
     return os.path.join(cache_dir, MEMO_DIR, name)
-
-
-def _cache_dir() -> str:
-    from contentpkg.python.project.settings import default_cache_dir
-
-    return os.fspath(default_cache_dir())
 
 
 def try_fast(args: Sequence[str]) -> None:
@@ -114,9 +144,9 @@ def try_fast(args: Sequence[str]) -> None:
         return
     options, command = parsed
     try:
-        cwd = os.getcwd()
-        key = _key(options, command, cwd)
-        with open(_memo_path(_cache_dir(), key), "rb") as f:
+        script, _ = script_command(command)
+        key = _key(options, script, os.getcwd(), os.environ)
+        with open(memo_path(cache_dir_of(os.environ), key), "rb") as f:
             memo = marshal.load(f)
     except (OSError, ValueError, EOFError, TypeError):
         return
@@ -132,55 +162,63 @@ def try_fast(args: Sequence[str]) -> None:
 
 
 def write_memo(
+    cache_dir: str | os.PathLike[str],
+    environ: Mapping[str, str],
     args: Sequence[str],
     env: str,
     inputs: Iterable[str],
     absent: Iterable[str],
     exists: Iterable[str],
-    prefix: Sequence[str] = (),
-) -> None:
-    """Remember that these arguments, with these files as they are now, run in env."""
+) -> str | None:
+    """Remember that these ``cpk run`` arguments, with these files as they
+    are now, run in env; return the memo's path (None when nothing was written).
+
+    ``cache_dir`` and ``environ`` are the command's context: the same
+    directory and variables :func:`try_fast` derives from the process.
+    """
     parsed = split_run_args(args)
     if parsed is None or not parsed[1]:
-        return
+        return None
     options, command = parsed
-    cwd = os.getcwd()
-    key = _key(options, command, cwd)
+    script, argv = script_command(command)
+    key = _key(options, script, os.getcwd(), environ)
     stats = [stat_of(p) for p in inputs] + [(p, -1, -1, -1) for p in absent]
     memo = {
         "key": key,
         "env": env,
         "stats": stats,
         "exists": list(exists),
-        "prefix": list(prefix),
+        "prefix": argv[: len(argv) - len(command)],
     }
-    path = _memo_path(_cache_dir(), key)
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            marshal.dump(memo, f)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # no memo only means the next run takes the full path
+    # Only a missed memo writes one, so the file-system module (standard
+    # library too, but bigger) is loaded only then. The memo is a cache:
+    # renamed into place whole, never fsynced, and a failure only means
+    # the next run takes the full path.
+    from contentpkg.fs import write_cache
+
+    path = memo_path(cache_dir, key)
+    return path if write_cache(path, marshal.dumps(memo)) else None
 
 
-def exec_in(env: str | os.PathLike[str], command: Sequence[str]) -> None:
+def exec_in(
+    env: str | os.PathLike[str],
+    command: Sequence[str],
+    environ: Mapping[str, str] | None = None,
+) -> None:
     """Replace this process with command, run inside env.
 
     The environment's ``bin/`` comes first on ``PATH`` and ``VIRTUAL_ENV``
     names it, as an activated virtualenv would; ``python`` means the
-    environment's interpreter. Exit status and signals are the command's own,
-    since there is no cpk process left to stand between.
+    environment's interpreter. ``environ`` is what the command inherits
+    (default: this process's). Exit status and signals are the command's
+    own, since there is no cpk process left to stand between.
     """
-    from contentpkg.errors import CpkError
-
     bin_dir = os.path.join(env, "bin")
-    environ = dict(os.environ)
-    environ["VIRTUAL_ENV"] = os.fspath(env)
-    environ["PATH"] = os.pathsep.join([bin_dir, environ.get("PATH", os.defpath)])
-    environ.pop("PYTHONHOME", None)
-    environ.pop("__PYVENV_LAUNCHER__", None)
+    child = dict(os.environ if environ is None else environ)
+    child["VIRTUAL_ENV"] = os.fspath(env)
+    child["PATH"] = os.pathsep.join([bin_dir, child.get("PATH", os.defpath)])
+    child.pop("PYTHONHOME", None)
+    child.pop("__PYVENV_LAUNCHER__", None)
     program = command[0]
     if "/" not in program:
         candidate = os.path.join(bin_dir, program)
@@ -189,8 +227,14 @@ def exec_in(env: str | os.PathLike[str], command: Sequence[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.execvpe(program, [command[0], *command[1:]], environ)
-    except FileNotFoundError:
-        raise CpkError(f"{command[0]}: command not found in the environment or on PATH") from None
-    except PermissionError:
+        os.execvpe(program, [command[0], *command[1:]], child)
+    except (FileNotFoundError, PermissionError) as exc:
+        # Named here, not imported above: the hot path loads nothing it does
+        # not need, and a failed exec is the rare case.
+        from contentpkg.errors import CpkError
+
+        if isinstance(exc, FileNotFoundError):
+            raise CpkError(
+                f"{command[0]}: command not found in the environment or on PATH"
+            ) from None
         raise CpkError(f"{command[0]}: permission denied") from None

@@ -1,87 +1,272 @@
-"""``cpk run``: find the project, make its environment, exec the command.
+"""``cpk run`` and ``cpk shell``: one plan, computed once, then made and exec'd.
 
-The hot path (DESIGN.md invariant 6) is a warm store with an up-to-date
-lock: read the project's inputs and the lock, find each locked file's entry
-by its source hash (one ``readlink`` each), find the view by its key, and
-``exec``. Nothing here imports the resolver, the HTTP client, ``rich`` or a
-TOML writer; anything missing falls through to :mod:`operations`, which
-locks, syncs and builds, and the command is exec'd the same way after.
+:func:`plan_run` decides everything that does not need the network: which
+command runs (and whether it is a script), the project's or the script's
+inputs, the target interpreter, the indexes, each fingerprint (once), each
+lock (read once) and what ``--frozen``/``--locked`` say about it. The plan
+is then handed down: on the hot path (DESIGN.md invariant 6: a warm store
+and a current lock) every locked file's entry is found by its source hash,
+the view by its key, and the command is exec'd; anything missing goes to
+:mod:`.sync` (lock, fetch, build) and :mod:`.compose` (view, overlay,
+``.venv``), which take the plan's values instead of deciding again.
+
+Nothing here imports the resolver, the HTTP client, ``rich`` or a TOML
+writer unless something must be made.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from contentpkg.errors import CpkError
+from contentpkg.context import Bucket
+from contentpkg.errors import NotFoundError
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
-from contentpkg.python.lock import LOCK_FILENAME, Lock, read_lock
+from contentpkg.python.lock import LOCK_FILENAME
 from contentpkg.python.project import (
     ProjectInputs,
+    add_url_sources,
     find_project,
     inputs_fingerprint,
     load_project,
     read_script_metadata,
-    requirement_name,
 )
-from contentpkg.python.run.memo import exec_in
-from contentpkg.store import Entry, Store
+from contentpkg.python.run.compose import Prepared, compose, entries_of, find_env
+from contentpkg.python.run.lockstate import LockState, lock_state
+from contentpkg.python.run.memo import exec_in, script_command, write_memo
+from contentpkg.python.run.options import Options, RunRequest, index_places
+from contentpkg.store import Store
 
-__all__ = ["Prepared", "RunRequest", "exec_in", "prepare"]
-
-ENVS = "envs"
-
-
-@dataclass
-class RunRequest:
-    """What ``cpk run`` was asked, beyond the index options."""
-
-    command: list[str]
-    with_requirements: list[str] = field(default_factory=list)
-    frozen: bool = False
-    locked: bool = False
-    with_elf: list[str] = field(default_factory=list)
+__all__ = ["Launch", "RunPlan", "plan_run", "prepare", "run", "shell"]
 
 
-@dataclass
-class Prepared:
-    """An environment ready to exec in."""
+@dataclass(frozen=True)
+class RunPlan:
+    """What ``cpk run`` decided before making anything."""
 
-    env: Path  # the directory to use as VIRTUAL_ENV
-    python: InterpreterInfo
+    options: Options
+    request: RunRequest
+    #: The command as exec'd (a bare ``x.py`` runs as ``python x.py``).
+    argv: tuple[str, ...]
+    #: The project, or the PEP 723 script, as found (None: ``--with`` alone).
     inputs: ProjectInputs | None
-    conflicts: list = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    lock_path: Path | None = None
+    #: What the environment holds: ``inputs`` plus any ``--with`` requirements.
+    run_inputs: ProjectInputs
+    python: InterpreterInfo
+    store: Store
+    #: The (indexes, find-links) every fingerprint was computed under.
+    places: tuple[list[str], list[str]]
+    #: The project's own ``pylock.toml`` (None for a script or no project).
+    project_lock: LockState | None
+    #: The lock the environment is made from: the project's, or a derived
+    #: lock in the cache for a script or a ``--with`` run.
+    env_lock: LockState
 
-    def memo_facts(self) -> tuple[list[str], list[str], list[str]]:
-        """(inputs, absent, exists) for :func:`runmemo.write_memo`: every file
-        whose change could change this decision, the project files whose
-        appearance could, and what must still be there to use ``env``."""
-        inputs = [os.path.realpath(self.python.executable)]
-        absent: list[str] = []
-        if self.inputs is not None:
-            inputs += [os.fspath(f) for f in self.inputs.files]
-            for source in self.inputs.sources.values():
-                inputs += [os.fspath(source.path / n) for n in _METADATA_FILES]
-            if self.inputs.kind != "script":
-                absent += _discovery_absent(self.inputs.root)
-        if self.lock_path is not None:
-            inputs.append(os.fspath(self.lock_path))
-        exists = [os.fspath(self.env / "pyvenv.cfg")]
-        view = self.env / ".cpk" / "view"
-        if view.is_symlink():
-            exists.append(os.path.realpath(view))
-        dot = self.inputs.root / ".venv" if self.inputs is not None else None
-        if dot is not None and os.path.islink(dot) and os.readlink(dot) == os.fspath(self.env):
-            exists.append(os.fspath(dot))
-        return inputs, absent, exists
+    @property
+    def derived(self) -> bool:
+        """Whether the environment's lock is one cpk keeps in its cache."""
+        return self.env_lock is not self.project_lock
+
+
+def derived_lock_path(cache_dir: Path, fingerprint: str) -> Path:
+    """Where the lock of a script or of a ``--with`` run lives: its inputs'
+    fingerprint names it, so finding it means it is fresh."""
+    return cache_dir / Bucket.RUN_LOCKS.value / fingerprint[:2] / f"{fingerprint}.toml"
+
+
+def plan_run(options: Options, request: RunRequest) -> RunPlan:
+    """Decide everything about a run that needs neither the network nor the resolver.
+
+    Raises the one-line errors of a run that cannot start: no project and
+    nothing asked with ``--with``, ``--frozen`` without a lock
+    (:class:`~contentpkg.errors.NotFoundError`), ``--locked`` with a stale
+    one (:class:`~contentpkg.errors.LockOutdatedError`).
+    """
+    ctx = options.ctx
+    script, argv = script_command(request.command)
+    inputs = _find_inputs(options, request, script)
+    python = interpreter_info(options.python, cache_dir=ctx.cache_dir)
+    places = index_places(options, inputs)
+    store = Store.open(inputs.root if inputs is not None else Path.cwd())
+
+    def fingerprint(of: ProjectInputs) -> str:
+        return inputs_fingerprint(
+            of, python_version=python.version, index_settings=places, markers=python.markers
+        )
+
+    project_lock = None
+    if inputs is not None and inputs.kind != "script":
+        project_lock = lock_state(
+            inputs.root / LOCK_FILENAME,
+            fingerprint(inputs),
+            cache_dir=ctx.cache_dir,
+            frozen=request.frozen,
+            locked=request.locked,
+        )
+    if project_lock is not None and not request.with_requirements:
+        assert inputs is not None
+        run_inputs, env_lock = inputs, project_lock
+    else:
+        run_inputs = _with_inputs(inputs, request)
+        derived = fingerprint(run_inputs)
+        # --frozen applies to a script's own lock; --with makes a new one.
+        frozen = request.frozen and inputs is not None and not request.with_requirements
+        env_lock = lock_state(
+            derived_lock_path(ctx.cache_dir, derived),
+            derived,
+            cache_dir=ctx.cache_dir,
+            frozen=frozen,
+        )
+    return RunPlan(
+        options, request, tuple(argv), inputs, run_inputs, python, store, places,
+        project_lock, env_lock,
+    )  # fmt: skip
+
+
+def _find_inputs(
+    options: Options, request: RunRequest, script: str | None
+) -> ProjectInputs | None:
+    """The script's PEP 723 header, else the project, else None (``--with`` alone)."""
+    if request.isolated:
+        return None
+    if script is not None:
+        found = read_script_metadata(Path(script), validate=False)
+        if found is not None:
+            return found
+    root = options.project if options.project is not None else find_project(Path.cwd())
+    if root is None:
+        if request.with_requirements or request.native is not None:
+            return None  # an environment of --with/--with-elf packages alone
+        raise NotFoundError(
+            f"{Path.cwd()}: no pyproject.toml or requirements.txt here or above "
+            "(use --with REQ for a throwaway environment)",
+            what=str(Path.cwd()),
+        )
+    extras, groups = list(options.extras), list(options.groups)
+    return load_project(root, extras=extras, groups=groups, validate=False)
+
+
+def _with_inputs(inputs: ProjectInputs | None, request: RunRequest) -> ProjectInputs:
+    """The inputs of an environment with ``--with`` requirements (or of a script)."""
+    if inputs is None:
+        cwd = Path.cwd()
+        run_inputs = ProjectInputs(
+            root=cwd, input_file=cwd, kind="script", requirements=list(request.with_requirements)
+        )
+    elif not request.with_requirements:
+        return inputs  # a script: its own header is all
+    else:
+        run_inputs = replace(
+            inputs,
+            kind="script",
+            requirements=[*inputs.requirements, *request.with_requirements],
+            sources=dict(inputs.sources),
+        )
+    # A --with file: URL names a checkout relative to where cpk runs, as on
+    # pip's command line; as a source it reaches the resolver, the
+    # fingerprint and the overlay.
+    add_url_sources(list(request.with_requirements), Path.cwd(), "--with", run_inputs.sources)
+    return run_inputs
+
+
+def prepare(plan: RunPlan) -> Prepared:
+    """The environment to run in: found on the hot path, else made."""
+    found = _ready(plan)
+    return found if found is not None else _make(plan)
+
+
+def _ready(plan: RunPlan) -> Prepared | None:
+    """The environment, when the lock is current and its entries are stored.
+
+    Only the view (or the overlay) may be missing here, which needs neither
+    the resolver nor the network. A ``--with`` run always takes the full
+    path, which also re-roots the project's lock.
+    """
+    lock = plan.env_lock.usable
+    inputs = plan.inputs
+    if lock is None or inputs is None or plan.request.with_requirements:
+        return None
+    store = plan.store
+    entries = entries_of(store, lock)
+    if entries is None:
+        return None
+    env = find_env(store, plan.python, inputs, lock, entries)
+    if env is not None:
+        return Prepared(env, plan.python, inputs, lock_path=lock.path)
+    from contentpkg.store.locks import collector_lock
+
+    store.ensure()
+    with collector_lock(store.user.root):
+        return compose(
+            store, plan.python, inputs, inputs, lock, entries, link_venv=inputs.kind != "script"
+        )
+
+
+def _make(plan: RunPlan) -> Prepared:
+    """``cpk run``'s cold path: lock, sync and compose what the hot path lacked.
+
+    The project's own lock is written next to it; a script's, and a
+    ``--with`` run's, live in the cache under their inputs' fingerprint, so
+    the project's lock never changes for them.
+    """
+    from contentpkg.python.run.sync import Session, current_project_lock, relock, root_lock
+    from contentpkg.store.locks import collector_lock
+
+    session = Session(plan.options, plan.store, plan.python, plan.places)
+    store = plan.store
+    try:
+        store.ensure()
+        with collector_lock(store.user.root):
+            lock = None
+            if plan.project_lock is not None:
+                assert plan.inputs is not None
+                _, lock = current_project_lock(
+                    session, plan.inputs, plan.project_lock, frozen=plan.request.frozen
+                )
+                root_lock(store, plan.project_lock.path)
+            if plan.derived:
+                _, lock = relock(session, plan.run_inputs, plan.env_lock, base=lock)
+            assert lock is not None
+            items = session.materialize_lock(lock)
+            entries = [(item.name, item.entry) for item in items]
+            link_venv = not plan.derived
+            return compose(
+                store, plan.python, plan.run_inputs, plan.inputs, lock, entries,
+                link_venv=link_venv,
+            )  # fmt: skip
+    finally:
+        session.close()
 
 
 _METADATA_FILES = ("pyproject.toml", "setup.cfg", "setup.py")
+
+
+def memo_facts(prepared: Prepared) -> tuple[list[str], list[str], list[str]]:
+    """(inputs, absent, exists) for :func:`.memo.write_memo`: every file whose
+    change could change this decision, the project files whose appearance
+    could, and what must still be there to use the environment."""
+    inputs = [os.path.realpath(prepared.python.executable)]
+    absent: list[str] = []
+    found = prepared.inputs
+    if found is not None:
+        inputs += [os.fspath(f) for f in found.files]
+        for source in found.sources.values():
+            inputs += [os.fspath(source.path / n) for n in _METADATA_FILES]
+        if found.kind != "script":
+            absent += _discovery_absent(found.root)
+    if prepared.lock_path is not None:
+        inputs.append(os.fspath(prepared.lock_path))
+    env = prepared.env
+    exists = [os.fspath(env / "pyvenv.cfg")]
+    view = env / ".cpk" / "view"
+    if view.is_symlink():
+        exists.append(os.path.realpath(view))
+    dot = found.root / ".venv" if found is not None else None
+    if dot is not None and os.path.islink(dot) and os.readlink(dot) == os.fspath(env):
+        exists.append(os.fspath(dot))
+    return inputs, absent, exists
 
 
 def _discovery_absent(root: Path) -> list[str]:
@@ -100,228 +285,76 @@ def _discovery_absent(root: Path) -> list[str]:
     return absent
 
 
-def script_of(command: Sequence[str]) -> Path | None:
-    """The PEP 723 script a command runs (``x.py`` or ``python x.py``), if any."""
-    args = list(command)
-    if args and os.path.basename(args[0]) in ("python", "python3") and len(args) > 1:
-        args = args[1:]
-    if args and args[0].endswith(".py") and os.path.isfile(args[0]):
-        return Path(args[0]).absolute()
-    return None
+@dataclass
+class Launch:
+    """A command ready to exec in its environment, and what to say first."""
+
+    env: Path
+    argv: tuple[str, ...]
+    #: The environment the command inherits (before ``exec_in`` adds the
+    #: environment's ``bin/`` and ``VIRTUAL_ENV``).
+    environ: dict[str, str]
+    prepared: Prepared
+    #: The memo written for the next identical run (None: none written).
+    memo: str | None = None
+
+    @property
+    def notes(self) -> list[str]:
+        return self.prepared.notes
+
+    @property
+    def conflicts(self) -> list:
+        return self.prepared.conflicts
+
+    def exec(self) -> None:
+        """Replace this process with the command (returns only by raising)."""
+        exec_in(self.env, list(self.argv), self.environ)
 
 
-def _inputs(options: object, request: RunRequest) -> ProjectInputs | None:
-    script = script_of(request.command)
-    if script is not None:
-        found = read_script_metadata(script, validate=False)
-        if found is not None:
-            return found
-    start = getattr(options, "project", None)
-    root = start if start is not None else find_project(Path.cwd())
-    if root is None:
-        if request.with_requirements or request.with_elf:
-            return None  # an environment of --with/--with-elf packages alone
-        raise CpkError(
-            f"{Path.cwd()}: no pyproject.toml or requirements.txt here or above "
-            "(use --with REQ for a throwaway environment)"
+def _child_environ(ctx_environ: Mapping[str, str], native: Path | None) -> dict[str, str]:
+    """The command's environment: this one, with native packages' paths first.
+
+    Libraries go on ``LD_LIBRARY_PATH``: a name given to dlopen
+    (``ctypes.CDLL``) is searched there, and not through any RUNPATH of the
+    interpreter's.
+    """
+    environ = dict(ctx_environ)
+    if native is not None:
+        for var, value in (("LD_LIBRARY_PATH", native / "lib"), ("PATH", native / "bin")):
+            old = environ.get(var)
+            environ[var] = os.fspath(value) + (os.pathsep + old if old else "")
+    return environ
+
+
+def run(options: Options, request: RunRequest, memo_args: Sequence[str] | None = None) -> Launch:
+    """``cpk run``: plan, make what is missing, remember the answer, and say what to exec.
+
+    ``memo_args`` are the command line's ``cpk run`` arguments: given, the
+    decision is remembered for :func:`.memo.try_fast` under them. A run with
+    native packages is not remembered, since the memo cannot check them.
+    """
+    plan = plan_run(options, request)
+    prepared = prepare(plan)
+    ctx = options.ctx
+    memo = None
+    if memo_args is not None and request.native is None:
+        memo = write_memo(
+            ctx.cache_dir, ctx.environ, memo_args, os.fspath(prepared.env), *memo_facts(prepared)
         )
-    return load_project(
-        root,
-        extras=getattr(options, "extras", ()),
-        groups=getattr(options, "groups", ()),
-        validate=False,
-    )
+    environ = _child_environ(ctx.environ, request.native)
+    return Launch(prepared.env, plan.argv, environ, prepared, memo)
 
 
-def derived_lock_path(cache_dir: Path, fingerprint: str) -> Path:
-    """Where the lock of a script or of a ``--with`` run lives: its inputs'
-    fingerprint names it, so finding it means it is fresh."""
-    return cache_dir / "run-locks" / fingerprint[:2] / f"{fingerprint}.toml"
+def shell(options: Options, request: RunRequest) -> Launch:
+    """``cpk shell``: the project's environment for an interactive subshell.
 
-
-def prepare(options: object, request: RunRequest) -> Prepared:
-    """The environment to run in: found on the hot path, else made."""
-    from contentpkg.python.project.settings import command_line_places, default_cache_dir
-
-    inputs = _inputs(options, request)
-    python = interpreter_info(getattr(options, "python", None))
-    cache_dir = default_cache_dir()
-    store = Store.open(inputs.root if inputs is not None else Path.cwd())
-
-    lock: Lock | None = None
-    lock_path: Path | None = None
-    if inputs is not None and not request.with_requirements:
-        settings = command_line_places(options, inputs)
-        fingerprint = inputs_fingerprint(
-            inputs, python_version=python.version, index_settings=settings,
-            markers=python.markers,
-        )  # fmt: skip
-        if inputs.kind == "script":
-            lock_path = derived_lock_path(cache_dir, fingerprint)
-        else:
-            lock_path = inputs.root / LOCK_FILENAME
-        if lock_path.is_file():
-            try:
-                found = read_lock(lock_path, cache_dir=cache_dir)
-            except CpkError:
-                found = None
-            if found is not None and (request.frozen or found.fingerprint == fingerprint):
-                lock = found
-        if lock is None and request.locked and inputs.kind != "script":
-            raise CpkError(f"{lock_path}: the lock is out of date with the project (--locked)")
-        if lock is None and request.frozen:
-            raise CpkError(f"{lock_path}: no lock file (--frozen uses it as it is)")
-
-    entries = _entries_of(store, lock) if lock is not None else None
-    if entries is not None and inputs is not None:
-        from contentpkg.python.envs.views import find_view
-
-        names = [e.dirname for e in _declared_order(entries, lock, inputs)]
-        view = find_view(store, python, names)
-        if view is not None:
-            env = _env_for(store, view, python, inputs, build=False)
-            if env is not None:
-                return Prepared(env, python, inputs, lock_path=lock_path)
-        # A fresh lock and every entry in the store: only the view (or the
-        # overlay) is missing, which needs neither the resolver nor the network.
-        from contentpkg.store.locks import collector_lock
-
-        assert lock is not None
-        store.ensure()
-        with collector_lock(store.user.root):
-            return compose(store, python, inputs, inputs, lock, entries, request)
-
-    # Something is missing: lock, fetch, build the view (the cold path).
-    from contentpkg.python.run.operations import environment_for
-
-    return environment_for(options, request, inputs, python)
-
-
-def compose(
-    store: Store,
-    python: InterpreterInfo,
-    run_inputs: ProjectInputs,
-    inputs: ProjectInputs | None,
-    lock: Lock,
-    entries: list[tuple[str, Entry]],
-    request: RunRequest,
-) -> Prepared:
-    """Build (or find) the view of entries and the project's overlay on it,
-    link ``.venv`` and make the gc root. The caller holds the collector lock.
-
-    ``run_inputs`` decides order and overlay (the project plus any ``--with``
-    requirements); ``inputs`` is the project or script as found, or None.
+    The shell learns where it is from ``CPK_SHELL`` (prompts, nesting
+    checks) and names the project in ``VIRTUAL_ENV_PROMPT``, as an activated
+    virtualenv does.
     """
-    from contentpkg.python.envs.views import ensure_view
-
-    ordered = _declared_order(entries, lock, run_inputs)
-    view = ensure_view(store, ordered, python)
-    env = _env_for(store, view.path, python, run_inputs, build=True)
-    assert env is not None
-    notes: list[str] = []
-    if inputs is not None and inputs.kind != "script" and not request.with_requirements:
-        note = link_dot_venv(store, inputs, env)
-        if note:
-            notes.append(note)
-    elif inputs is not None and inputs.kind == "script":
-        from contentpkg.store.gc import add_root
-
-        key = hashlib.sha256(os.fsencode(inputs.input_file)).hexdigest()[:20]
-        add_root(store, f"script-{key}", view.path)
-    conflicts = view.conflicts if view.created else []
-    return Prepared(env, python, inputs, conflicts, notes, lock_path=lock.path)
-
-
-def _entries_of(store: Store, lock: Lock) -> list[tuple[str, Entry]] | None:
-    """Each locked package's entry, by its file's source hash; None if any is missing."""
-    found = []
-    for package in lock.packages:
-        if package.directory is not None:
-            continue
-        sha = package.sha256
-        entry = store.find_source(f"sha256:{sha}") if sha else None
-        if entry is None:
-            return None
-        found.append((package.name, entry))
-    return found
-
-
-def _declared_order(
-    entries: list[tuple[str, Entry]], lock: Lock | None, inputs: ProjectInputs | None
-) -> list[Entry]:
-    """Entries in "first declared" order: the project's direct requirements
-    in the order written, then their dependencies breadth-first, then the
-    rest by name. Where two distributions install the same file, the first
-    in this order wins."""
-    by_name = dict(entries)
-    deps = {p.name: p.dependencies for p in lock.packages} if lock is not None else {}
-    queue = [requirement_name(r) for r in (inputs.requirements if inputs is not None else [])]
-    ordered: list[str] = []
-    seen: set[str] = set()
-    while queue:
-        name = queue.pop(0)
-        if name in seen:
-            continue
-        seen.add(name)
-        if name in by_name:
-            ordered.append(name)
-        # Local checkouts have no entry but their dependencies do: follow them.
-        queue.extend(deps.get(name, ()))
-    ordered.extend(sorted(n for n in by_name if n not in seen))
-    return [by_name[n] for n in ordered]
-
-
-def _env_for(
-    store: Store, view: Path, python: InterpreterInfo, inputs: ProjectInputs, build: bool
-) -> Path | None:
-    """The directory to run in: the view itself, or the project's overlay.
-
-    A project that is itself a package, or that uses local checkouts in
-    place, gets a small per-project overlay on the shared view (see
-    :mod:`overlay`); its key covers everything that shapes it, so an
-    existing overlay is current. With ``build`` False, None means "missing".
-    """
-    from contentpkg.python.envs.overlay import ensure_overlay, overlay_needed, overlay_path
-
-    if not overlay_needed(inputs):
-        return view
-    path = overlay_path(store, view, python, inputs)
-    if path.is_dir():
-        return path
-    if not build:
-        return None
-    return ensure_overlay(store, view, python, inputs)
-
-
-def link_dot_venv(store: Store, inputs: ProjectInputs, env: Path) -> str | None:
-    """Point ``<project>/.venv`` at env, so editors find the packages.
-
-    Only a ``.venv`` that is missing or is already a link into cpk's home is
-    touched; a user's own virtualenv is left alone (the note says so). The
-    link is also a gc root: while it exists, its view and entries stay.
-    """
-    if inputs.kind != "pyproject" and inputs.kind != "requirements":
-        return None
-    dot = inputs.root / ".venv"
-    home = os.path.realpath(store.home)
-    if os.path.islink(dot):
-        current = os.readlink(dot)
-        if current == os.fspath(env):
-            return None
-        if not os.path.realpath(os.path.dirname(current) or ".").startswith(home):
-            return f"{dot} links elsewhere; left as it is"
-    elif os.path.lexists(dot):
-        return f"{dot} is your own environment; left as it is"
-    tmp = dot.with_name(f".venv.cpk-{os.getpid()}")
-    try:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        os.symlink(env, tmp)
-        os.replace(tmp, dot)
-    except OSError as exc:
-        return f"cannot link {dot}: {exc.strerror}"
-    from contentpkg.store.gc import add_root
-
-    key = hashlib.sha256(os.fsencode(dot)).hexdigest()[:20]
-    add_root(store, f"venv-{key}", dot)
-    return None
+    plan = plan_run(options, request)
+    prepared = prepare(plan)
+    environ = _child_environ(options.ctx.environ, None)
+    environ["CPK_SHELL"] = os.fspath(prepared.env)
+    environ["VIRTUAL_ENV_PROMPT"] = (prepared.inputs and prepared.inputs.name) or "cpk"
+    return Launch(prepared.env, plan.argv, environ, prepared)

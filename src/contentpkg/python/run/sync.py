@@ -1,9 +1,12 @@
-"""What ``cpk lock``, ``cpk sync`` and ``cpk fetch`` do, start to finish.
+"""Locking and syncing: ``cpk lock``, ``cpk sync``, ``cpk fetch``, and what
+``cpk run`` and ``contentpkg.use()`` need made.
 
 Each operation wires the parts together in one place: the project's inputs,
 the target interpreter, the index client, the resolver, the lock file, and
 the store (wheels unpacked, sdists built, bytecode compiled). The CLI only
-parses arguments and prints the outcome these functions return.
+parses arguments and prints the outcome these functions return. Whether a
+lock is current is decided by :mod:`.lockstate`; ``cpk run``'s plan
+(:mod:`.plan`) calls down into this module, never the other way.
 """
 
 from __future__ import annotations
@@ -12,12 +15,11 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contentpkg.errors import CpkError
-from contentpkg.progress import QUIET, Reporter
+from contentpkg.errors import CpkError, NotFoundError
 from contentpkg.python.index.client import IndexClient
 from contentpkg.python.index.dists import DistFile, Pin, Resolution
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
@@ -31,35 +33,18 @@ from contentpkg.python.lock import (
 )
 from contentpkg.python.project import (
     ProjectInputs,
-    add_url_sources,
     find_project,
     inputs_fingerprint,
     load_project,
 )
-from contentpkg.python.project.settings import default_cache_dir
+from contentpkg.python.run.lockstate import LockState, lock_state
+from contentpkg.python.run.options import Options, index_places
 from contentpkg.store import Entry, Store
 from contentpkg.store.locks import collector_lock
 
 #: Build requirements may themselves come as sdists needing builds; a chain
 #: deeper than this is a cycle (setuptools needing setuptools from source).
 _MAX_BUILD_DEPTH = 4
-
-
-@dataclass
-class Options:
-    """What every Python command accepts: where to look, for which Python."""
-
-    project: Path | None = None
-    python: str | None = None
-    index_url: str | None = None
-    extra_index_urls: list[str] = field(default_factory=list)
-    find_links: list[str] = field(default_factory=list)
-    offline: bool = False
-    prereleases: bool = False
-    prefer_store: bool = False
-    extras: list[str] = field(default_factory=list)
-    groups: list[str] = field(default_factory=list)
-    reporter: Reporter = QUIET
 
 
 @dataclass
@@ -89,23 +74,47 @@ class SyncOutcome:
         return sum(1 for item in self.items if item.how == how)
 
 
-class _Session:
+class Session:
     """The store, the target interpreter and the index client for one command."""
 
     def __init__(
-        self, options: Options, project_root: Path | None, inputs: ProjectInputs | None
+        self,
+        options: Options,
+        store: Store,
+        python: InterpreterInfo,
+        places: tuple[list[str], list[str]],
     ) -> None:
         self.options = options
-        self.store = Store.open(project_root)
-        self.python: InterpreterInfo = interpreter_info(options.python)
-        self.cache_dir = default_cache_dir()
-        self.settings = _index_places(options, inputs)
+        self.store = store
+        self.python = python
+        self.cache_dir = options.ctx.cache_dir
+        #: The (indexes, find-links) this command uses, as the fingerprint has them.
+        self.settings = places
         self._client: IndexClient | None = None
         self._depth = 0
         # Worker processes for bytecode (None: one per core). Inside someone
         # else's process (contentpkg.use()), spawned workers would re-run
         # that program's __main__, so the runtime compiles in-process.
         self.bytecode_jobs: int | None = None
+
+    @classmethod
+    def open(cls, options: Options, project_root: Path | None, inputs: ProjectInputs | None):
+        """A session for a command that has no plan of its own (lock, sync, fetch, use)."""
+        return cls(
+            options,
+            Store.open(project_root),
+            interpreter_info(options.python, cache_dir=options.ctx.cache_dir),
+            index_places(options, inputs),
+        )
+
+    def fingerprint(self, inputs: ProjectInputs) -> str:
+        """The fingerprint of inputs under this session's interpreter and indexes."""
+        return inputs_fingerprint(
+            inputs,
+            python_version=self.python.version,
+            index_settings=self.settings,
+            markers=self.python.markers,
+        )
 
     @property
     def client(self) -> IndexClient:
@@ -290,22 +299,18 @@ def _pick_wheel(package: LockedPackage, python: InterpreterInfo) -> object | Non
     return best or package.sdist
 
 
-def _index_places(options: Options, inputs: ProjectInputs | None) -> tuple[list[str], list[str]]:
-    from contentpkg.python.project.settings import command_line_places
-
-    return command_line_places(options, inputs)
-
-
-def _project_root(options: Options) -> tuple[Path, ProjectInputs]:
+def project_inputs(options: Options) -> ProjectInputs:
+    """The project the options name, or the one found upward from here."""
     start = options.project or Path.cwd()
     root = find_project(start) if options.project is None else start
     if root is None:
-        raise CpkError(f"{start}: no pyproject.toml or requirements.txt here or above")
-    inputs = load_project(root, extras=options.extras, groups=options.groups)
-    return root, inputs
+        raise NotFoundError(
+            f"{start}: no pyproject.toml or requirements.txt here or above", what=str(start)
+        )
+    return load_project(root, extras=list(options.extras), groups=list(options.groups))
 
 
-def _check_requires_python(inputs: ProjectInputs, python: InterpreterInfo) -> None:
+def check_requires_python(inputs: ProjectInputs, python: InterpreterInfo) -> None:
     if not inputs.requires_python:
         return
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -323,45 +328,30 @@ def _check_requires_python(inputs: ProjectInputs, python: InterpreterInfo) -> No
         )
 
 
-def _lock(
-    session: _Session,
-    root: Path,
+def relock(
+    session: Session,
     inputs: ProjectInputs,
+    state: LockState,
     *,
-    upgrade: bool,
-    upgrade_packages: Sequence[str],
-    check: bool,
-    path: Path | None = None,
+    upgrade: bool = False,
+    upgrade_packages: Sequence[str] = (),
     base: Lock | None = None,
-) -> tuple[LockOutcome, Lock | None]:
-    """Lock inputs into path (the project's pylock.toml unless given).
+) -> tuple[LockOutcome, Lock]:
+    """Make ``state.path`` the lock of inputs, unless it is current already.
 
-    Versions of the existing lock, else of ``base`` (the project's lock under
-    a ``--with`` run), are kept unless upgrading, as uv keeps them.
+    ``state`` is the lock as read (once) by :func:`lock_state`. Versions of
+    the existing lock, else of ``base`` (the project's lock under a
+    ``--with`` run), are kept unless upgrading, as uv keeps them. Returns
+    the outcome and the lock now in the file (read back once written).
     """
     from packaging.utils import canonicalize_name
 
-    _check_requires_python(inputs, session.python)
-    fingerprint = inputs_fingerprint(
-        inputs,
-        python_version=session.python.version,
-        index_settings=session.settings,
-        markers=session.python.markers,
-    )
-    if path is None:
-        path = root / LOCK_FILENAME
-    old: Lock | None = None
-    if path.is_file():
-        try:
-            old = read_lock(path, cache_dir=session.cache_dir)
-        except CpkError:
-            old = None  # unreadable (a merge conflict): relock from scratch
-    fresh = old is not None and old.fingerprint == fingerprint
-    if fresh and not upgrade and not upgrade_packages:
+    check_requires_python(inputs, session.python)
+    old = state.found
+    path = state.path
+    if state.fresh and not upgrade and not upgrade_packages:
         assert old is not None
         return LockOutcome(path, True, False, len(old.packages)), old
-    if check:
-        return LockOutcome(path, False, False, len(old.packages) if old else 0), None
     preferences: dict[str, str] = {}
     keep = old if old is not None else base
     if keep is not None and not upgrade:
@@ -380,7 +370,7 @@ def _lock(
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     directories = _directories(resolution, inputs)
-    changed = write_lock(path, resolution, fingerprint, directories=directories)
+    changed = write_lock(path, resolution, state.fingerprint, directories=directories)
     return LockOutcome(path, False, changed, len(resolution.pins)), read_lock(
         path, cache_dir=session.cache_dir
     )
@@ -412,15 +402,38 @@ def lock_project(
     check: bool = False,
 ) -> LockOutcome:
     """Write the project's ``pylock.toml`` if its inputs changed (or asked to)."""
-    root, inputs = _project_root(options)
-    session = _Session(options, root, inputs)
+    inputs = project_inputs(options)
+    session = Session.open(options, inputs.root, inputs)
     try:
-        outcome, _ = _lock(
-            session, root, inputs, upgrade=upgrade, upgrade_packages=upgrade_packages, check=check
+        check_requires_python(inputs, session.python)
+        state = lock_state(
+            inputs.root / LOCK_FILENAME, session.fingerprint(inputs), cache_dir=session.cache_dir
+        )
+        if check:
+            # Asked to upgrade, even a current lock would change.
+            fresh = state.fresh and not upgrade and not upgrade_packages
+            found = state.found
+            return LockOutcome(state.path, fresh, False, len(found.packages) if found else 0)
+        outcome, _ = relock(
+            session, inputs, state, upgrade=upgrade, upgrade_packages=upgrade_packages
         )
         return outcome
     finally:
         session.close()
+
+
+def current_project_lock(
+    session: Session, inputs: ProjectInputs, state: LockState, *, frozen: bool
+) -> tuple[LockOutcome | None, Lock]:
+    """The project's lock to use, made current unless ``frozen``.
+
+    ``state`` is :func:`lock_state`'s answer for the project's lock, which
+    has already refused what ``frozen`` and ``locked`` forbid.
+    """
+    if frozen:
+        assert state.usable is not None
+        return None, state.usable
+    return relock(session, inputs, state)
 
 
 def sync_project(options: Options, *, frozen: bool = False, locked: bool = False) -> SyncOutcome:
@@ -430,21 +443,15 @@ def sync_project(options: Options, *, frozen: bool = False, locked: bool = False
     it is) or ``locked`` (fail when it is stale), as ``uv sync`` does. The
     lock file becomes a gc root, so its entries stay while it exists.
     """
-    root, inputs = _project_root(options)
-    session = _Session(options, root, inputs)
+    inputs = project_inputs(options)
+    session = Session.open(options, inputs.root, inputs)
     try:
-        path = root / LOCK_FILENAME
-        lock_outcome: LockOutcome | None = None
-        if frozen:
-            if not path.is_file():
-                raise CpkError(f"{path}: no lock file (--frozen uses it as it is)")
-            lock = read_lock(path, cache_dir=session.cache_dir)
-        else:
-            lock_outcome, lock = _lock(
-                session, root, inputs, upgrade=False, upgrade_packages=(), check=locked
-            )
-            if lock is None:
-                raise CpkError(f"{path}: the lock is out of date with the project (--locked)")
+        path = inputs.root / LOCK_FILENAME
+        fingerprint = "" if frozen else session.fingerprint(inputs)
+        state = lock_state(
+            path, fingerprint, cache_dir=session.cache_dir, frozen=frozen, locked=locked
+        )
+        lock_outcome, lock = current_project_lock(session, inputs, state, frozen=frozen)
         store = session.store
         store.ensure()
         with collector_lock(store.user.root):
@@ -467,7 +474,7 @@ def fetch(requirements: Sequence[str], options: Options) -> SyncOutcome:
     """Resolve requirements and make them present in the store; no lock file."""
     if not requirements:
         raise CpkError("fetch: name at least one requirement")
-    session = _Session(options, options.project, None)
+    session = Session.open(options, options.project, None)
     try:
         resolution = session.resolve(requirements)
         store = session.store
@@ -475,78 +482,6 @@ def fetch(requirements: Sequence[str], options: Options) -> SyncOutcome:
         with collector_lock(store.user.root):
             items = session.materialize_pins(resolution.pins.values())
         return SyncOutcome(None, items)
-    finally:
-        session.close()
-
-
-def environment_for(
-    options: Options, request: Any, inputs: ProjectInputs | None, python: Any
-) -> Any:
-    """``cpk run``'s cold path: lock, sync and compose what the hot path lacked.
-
-    The project's own lock is written next to it; a script's, and a
-    ``--with`` run's, live in the cache under their inputs' fingerprint, so
-    the project's lock never changes for them.
-    """
-    from dataclasses import replace
-
-    from contentpkg.python.run.plan import compose, derived_lock_path
-
-    root = inputs.root if inputs is not None else Path.cwd()
-    session = _Session(options, root, inputs)
-    try:
-        store = session.store
-        store.ensure()
-        with collector_lock(store.user.root):
-            base: Lock | None = None
-            if inputs is not None and inputs.kind != "script":
-                path = root / LOCK_FILENAME
-                if request.frozen:
-                    if not path.is_file():
-                        raise CpkError(f"{path}: no lock file (--frozen uses it as it is)")
-                    base = read_lock(path, cache_dir=session.cache_dir)
-                else:
-                    _, base = _lock(
-                        session, root, inputs, upgrade=False, upgrade_packages=(),
-                        check=request.locked,
-                    )  # fmt: skip
-                    if base is None:
-                        raise CpkError(
-                            f"{path}: the lock is out of date with the project (--locked)"
-                        )
-                root_lock(store, path)
-            lock = base
-            run_inputs = inputs
-            if inputs is None or inputs.kind == "script" or request.with_requirements:
-                if inputs is None:
-                    run_inputs = ProjectInputs(
-                        root=root, input_file=root, kind="script",
-                        requirements=list(request.with_requirements),
-                    )  # fmt: skip
-                else:
-                    run_inputs = replace(
-                        inputs,
-                        kind="script" if request.with_requirements else inputs.kind,
-                        requirements=[*inputs.requirements, *request.with_requirements],
-                        sources=dict(inputs.sources),
-                    )
-                # A --with file: URL names a checkout relative to where cpk
-                # runs, as on pip's command line; as a source it reaches the
-                # resolver, the fingerprint and the overlay.
-                add_url_sources(request.with_requirements, Path.cwd(), "--with", run_inputs.sources)
-                fingerprint = inputs_fingerprint(
-                    run_inputs, python_version=session.python.version,
-                    index_settings=session.settings, markers=session.python.markers,
-                )  # fmt: skip
-                derived = derived_lock_path(session.cache_dir, fingerprint)
-                _, lock = _lock(
-                    session, root, run_inputs, upgrade=False, upgrade_packages=(),
-                    check=False, path=derived, base=base,
-                )  # fmt: skip
-            assert lock is not None and run_inputs is not None
-            items = session.materialize_lock(lock)
-            by_name = [(item.name, item.entry) for item in items]
-            return compose(store, session.python, run_inputs, inputs, lock, by_name, request)
     finally:
         session.close()
 
@@ -625,7 +560,7 @@ def materialize_requirements(
 
     if not requirements:
         raise CpkError("name at least one requirement")
-    session = _Session(options, options.project, None)
+    session = Session.open(options, options.project, None)
     session.bytecode_jobs = bytecode_jobs
     try:
         present = {canonicalize_name(n) for n in installed or {}}

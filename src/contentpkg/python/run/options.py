@@ -1,0 +1,72 @@
+"""What a Python command was asked: the one settings type, and run's request.
+
+Every Python command (``lock``, ``sync``, ``fetch``, ``run``, ``shell``,
+``install --python``) and ``contentpkg.use()`` describe their settings with
+one :class:`Options`, so each function below the command line knows which
+fields it gets instead of probing an object for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from contentpkg.context import Context
+from contentpkg.progress import QUIET, Reporter
+
+
+@dataclass(frozen=True)
+class Options:
+    """Where to look, for which Python, with which context."""
+
+    #: Where things live and the environment's settings, read once.
+    ctx: Context
+    #: The project directory (None: found upward from the working directory).
+    project: Path | None = None
+    #: The target interpreter: a path, a command or a version (None: this one).
+    python: str | None = None
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
+    offline: bool = False
+    prereleases: bool = False
+    prefer_store: bool = False
+    extras: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    #: Progress of downloads and builds; the CLI's starts ``rich`` only when
+    #: first used, so a run that makes nothing never imports it.
+    reporter: Reporter = field(default=QUIET, compare=False)
+
+    def close(self) -> None:
+        """Stop the progress display, if one was started."""
+        close = getattr(self.reporter, "close", None)
+        if close is not None:
+            close()
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What ``cpk run`` (or ``cpk shell``) was asked, beyond the options."""
+
+    command: tuple[str, ...]
+    #: Requirements added for this run only (``--with``); the lock is not changed.
+    with_requirements: tuple[str, ...] = ()
+    #: Use the project's lock as it is (``--frozen``).
+    frozen: bool = False
+    #: Fail when the project's lock is out of date (``--locked``).
+    locked: bool = False
+    #: An env dir of native packages (``--with-elf``): its ``bin/`` and
+    #: ``lib/`` go on ``PATH`` and ``LD_LIBRARY_PATH`` of the command.
+    native: Path | None = None
+    #: The working directory's project plays no part: the environment is
+    #: the ``--with`` requirements alone (a tool's, as ``uv tool`` makes it).
+    isolated: bool = False
+
+
+def index_places(options: Options, inputs: object | None) -> tuple[list[str], list[str]]:
+    """The indexes and find-links a command uses: its options, then the
+    environment, then the project's ``[tool.cpk]`` (``inputs``, a
+    ``ProjectInputs`` or None); the lock's fingerprint records the answer."""
+    from contentpkg.python.project.settings import command_line_places
+
+    return command_line_places(options, inputs)
