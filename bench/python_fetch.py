@@ -29,8 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from contentpkg.fs import remove_tree  # entries are read-only
 from contentpkg.store.gc import disk_usage
-from contentpkg.store.staging import remove_tree  # entries are read-only
 
 DEPENDENCIES = [
     "flask", "requests", "rich", "pydantic", "httpx", "sqlalchemy", "pytest",

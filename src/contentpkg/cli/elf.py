@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from contentpkg.cli.python import RunOptions, close_options
+from contentpkg.cli.python import python_options
 from contentpkg.cli.store import open_store
 
 if TYPE_CHECKING:
@@ -68,11 +68,11 @@ def cmd_install(args: argparse.Namespace) -> int:
     if args.python_tool:
         from contentpkg.python.envs.tools import tool_environment
 
-        options = RunOptions(args)
+        options = python_options(args)
         try:
             tools = [tool_environment(options, args.spec)]
         finally:
-            close_options(options)
+            options.close()
         specs = []
     result = _change(
         args,

@@ -42,15 +42,6 @@ def python_options(args: argparse.Namespace) -> Options:
     )
 
 
-#: ``cpk install --python`` builds its options the same way.
-RunOptions = python_options
-
-
-def close_options(options: Options) -> None:
-    """Stop the progress display, if one was started."""
-    options.close()
-
-
 def _print_lock(outcome: Any) -> None:
     name = outcome.path.name
     if outcome.fresh:
@@ -150,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # at the edge so that neither namespace imports the other.
         from contentpkg.elf.envdir import shared_env
 
-        native = shared_env(open_store(), args.with_elf)
+        native = shared_env(open_store(args.ctx), args.with_elf)
     request = RunRequest(
         tuple(command),
         tuple(args.with_ or ()),

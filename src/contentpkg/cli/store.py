@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from contentpkg.store import Store
 
 
-def open_store(ctx: Context | None = None) -> Store:
-    """The layered store of the command's context (read from the environment if none)."""
+def open_store(ctx: Context) -> Store:
+    """The layered store the command's context names."""
     from contentpkg.store import Store
 
     return Store.open(ctx=ctx)

@@ -312,15 +312,16 @@ def _add(
     installed = _installed(present)
     # use() is an entry point of its own, like the command line: its
     # settings are read here, once, and passed down.
+    ctx = Context.from_environ()
     options = Options(
-        ctx=Context.from_environ(),
+        ctx=ctx,
         index_url=index_url,
         extra_index_urls=tuple(extra_index_urls),
         find_links=tuple(find_links),
         offline=offline,
         prereleases=prereleases,
     )
-    store = Store.open()
+    store = Store.open(ctx=ctx)
     store.ensure()
     # Shared collector lock from fetching to rooting the farm, so a
     # concurrent gc cannot sweep the new entries in between.

@@ -11,10 +11,9 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-# flocked is re-exported for callers that still import it from here.
 from contentpkg.fs import flocked
 
-__all__ = ["LOCKS", "collector_lock", "entry_lock", "flocked"]
+__all__ = ["LOCKS", "collector_lock", "entry_lock"]
 
 LOCKS = ".locks"
 

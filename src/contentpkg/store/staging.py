@@ -20,11 +20,9 @@ import secrets
 from pathlib import Path
 from types import TracebackType
 
-# fsync_dir and sync_filesystem are re-exported for callers that still import
-# them from here; new code imports them from contentpkg.fs.
-from contentpkg.fs import fsync_dir, publish_dir, remove_tree, sync_filesystem
+from contentpkg.fs import publish_dir, remove_tree
 
-__all__ = ["STAGING", "Slot", "clean_stale", "fsync_dir", "remove_tree", "sync_filesystem"]
+__all__ = ["STAGING", "Slot", "clean_stale"]
 
 STAGING = ".staging"
 

@@ -23,16 +23,6 @@ from contentpkg.errors import CpkError
 DEFAULT_INDEX = "https://pypi.org/simple/"
 
 
-def default_cache_dir() -> Path:
-    """The cache directory of a Context read from this process's environment.
-
-    Transitional: for callers that are not handed a Context yet (``cpk
-    run``'s plan and memo). Everything under ``python/`` takes a
-    ``cache_dir`` (or a Context's bucket) from its caller instead.
-    """
-    return Context.from_environ().cache_dir
-
-
 def location_url(value: str | os.PathLike[str], base: Path | None) -> str:
     """An index or find-links location as a URL; local paths become ``file:`` URLs."""
     value = os.fspath(value)

@@ -69,4 +69,4 @@ def index_places(options: Options, inputs: object | None) -> tuple[list[str], li
     ``ProjectInputs`` or None); the lock's fingerprint records the answer."""
     from contentpkg.python.project.settings import command_line_places
 
-    return command_line_places(options, inputs)
+    return command_line_places(options, inputs, options.ctx.index)

@@ -89,7 +89,7 @@ def plan_run(options: Options, request: RunRequest) -> RunPlan:
     inputs = _find_inputs(options, request, script)
     python = interpreter_info(options.python, cache_dir=ctx.cache_dir)
     places = index_places(options, inputs)
-    store = Store.open(inputs.root if inputs is not None else Path.cwd())
+    store = Store.open(inputs.root if inputs is not None else Path.cwd(), ctx=ctx)
 
     def fingerprint(of: ProjectInputs) -> str:
         return inputs_fingerprint(

@@ -102,7 +102,7 @@ class Session:
         """A session for a command that has no plan of its own (lock, sync, fetch, use)."""
         return cls(
             options,
-            Store.open(project_root),
+            Store.open(project_root, ctx=options.ctx),
             interpreter_info(options.python, cache_dir=options.ctx.cache_dir),
             index_places(options, inputs),
         )
