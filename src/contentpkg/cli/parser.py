@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from contentpkg import __version__
 from contentpkg.cli.elf import cmd_install, cmd_ldd, cmd_remove
@@ -27,9 +28,6 @@ from contentpkg.cli.store import (
     cmd_store_path,
     cmd_store_verify,
 )
-
-if TYPE_CHECKING:
-    import argparse
 
 
 def _add_index_options(
@@ -92,8 +90,6 @@ def _add_selection_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import argparse
-
     parser = argparse.ArgumentParser(
         prog="cpk",
         description="contentpkg: every package version stored once, by content hash, "
@@ -102,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cpk {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    _add_store_commands(commands)
+    _add_python_commands(commands)
+    _add_elf_commands(commands)
+    _add_environment_commands(commands)
+    _add_path_commands(commands)
+    return parser
+
+
+def _add_store_commands(commands: Any) -> None:
+    """``cpk store ...``: the store's own commands."""
     store = commands.add_parser(
         "store",
         help="add, list, inspect, verify and collect store entries",
@@ -177,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     p.set_defaults(func=cmd_store_gc)
 
+
+def _add_python_commands(commands: Any) -> None:
+    """``cpk lock``, ``sync``, ``fetch``, ``run``, ``shell``: the project commands."""
     p = commands.add_parser(
         "lock",
         help="resolve the project's dependencies into pylock.toml",
@@ -268,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lock_use_options(p)
     p.set_defaults(func=cmd_shell)
 
+
+def _add_elf_commands(commands: Any) -> None:
+    """``cpk install``, ``remove``, ``identify``, ``ldd``: native programs."""
     p = commands.add_parser(
         "install",
         help="install a package's programs with their libraries into an env dir",
@@ -341,10 +353,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE", help="an ELF program or shared library")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_ldd)
-
-    _add_environment_commands(commands)
-    _add_path_commands(commands)
-    return parser
 
 
 def _add_environment_commands(commands: Any) -> None:

@@ -1,0 +1,1 @@
+"""Building wheels through PEP 517, in isolated environments made of store entries."""

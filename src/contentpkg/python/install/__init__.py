@@ -1,0 +1,1 @@
+"""Wheels into the store: checked, unpacked into one entry, bytecode compiled once."""

@@ -1,0 +1,1 @@
+"""Resolution: requirements to pins for one interpreter, on resolvelib."""
