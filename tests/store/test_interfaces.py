@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
@@ -136,29 +135,3 @@ def test_the_namespaces_register_roots_areas_and_checks() -> None:
     assert len(reg.root_kinds) == 1 and reg.root_kinds[0].claims(Path("pylock.toml"))
     assert [e.prefix for e in reg.expiring] == ["runtime-"]
     assert len(reg.root_sources) == 1 and len(reg.checks) == 1
-
-
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-    return found
-
-
-@pytest.mark.parametrize("package", ["store", "elf", "env"])
-def test_imports_go_down_only(package: str) -> None:
-    """store/ reaches only fs, context and errors; elf/ and env/ no other namespace."""
-    above = {
-        "store": ("contentpkg.python", "contentpkg.elf", "contentpkg.env", "contentpkg.cli"),
-        "elf": ("contentpkg.python", "contentpkg.env", "contentpkg.cli"),
-        "env": ("contentpkg.python", "contentpkg.cli"),
-    }[package]
-    files = sorted((SRC / package).glob("*.py"))
-    assert files
-    for path in files:
-        bad = sorted(m for m in _imports(path) if m.startswith(above))
-        assert bad == [], f"{path.name} imports {bad}"

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contentpkg.errors import CpkError
 from contentpkg.fs import sync_filesystem
@@ -39,9 +39,13 @@ from contentpkg.store.hashing import (
     scan_tree,
     short_hash,
 )
-from contentpkg.store.layers import Store
 from contentpkg.store.locks import collector_lock
 from contentpkg.store.staging import Slot, clean_stale
+
+if TYPE_CHECKING:
+    # The layered store calls into this module to add; a runtime import back
+    # would be a cycle.
+    from contentpkg.store.layers import Store
 
 #: populate(slot_dir) writes the content; it may return the records it
 #: computed while writing (saving a second read), or None to have them scanned.
