@@ -64,31 +64,19 @@ def write_atomic(
     ``OSError`` on failure, after removing the temporary file; callers that
     only cache wrap it in :func:`write_cache`.
     """
-    path = Path(path)
     if isinstance(data, str):
         data = data.encode()
-    tmp = _tmp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if exact_mode:
-                os.fchmod(f.fileno(), mode)
-            f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if durable:
-        fsync_dir(path.parent)
+    with writing_atomic(path, durable=durable, mode=mode, exact_mode=exact_mode) as f:
+        f.write(data)
 
 
 @contextlib.contextmanager
 def writing_atomic(
-    path: str | os.PathLike[str], *, durable: bool = True, mode: int = 0o644
+    path: str | os.PathLike[str],
+    *,
+    durable: bool = True,
+    mode: int = 0o644,
+    exact_mode: bool = False,
 ) -> Iterator[BinaryIO]:
     """Stream a file into ``path`` whole or not at all (for what is too big to hold).
 
@@ -102,6 +90,8 @@ def writing_atomic(
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "w+b") as f:
+            if exact_mode:
+                os.fchmod(f.fileno(), mode)
             yield f
             if durable:
                 f.flush()
