@@ -13,7 +13,7 @@ import configparser
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from contentpkg.errors import CpkError
 
@@ -23,32 +23,17 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ToolEnv:
-    """One tool: what was asked, its view, and the scripts it offers."""
+    """One tool: what was asked, its view, and the scripts it offers.
+
+    It is what ``elf.envdir.Tool`` asks for; an env dir records it as its
+    own ``LinkedTool``, so neither side imports the other's type.
+    """
 
     requirement: str
     name: str
     view: str
     scripts: tuple[str, ...]
     entries: tuple[str, ...]
-
-    def row(self) -> dict[str, Any]:
-        return {
-            "requirement": self.requirement,
-            "name": self.name,
-            "view": self.view,
-            "scripts": list(self.scripts),
-            "entries": list(self.entries),
-        }
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> ToolEnv:
-        return cls(
-            row["requirement"],
-            row["name"],
-            row["view"],
-            tuple(row.get("scripts", [])),
-            tuple(row.get("entries", [])),
-        )
 
 
 def tool_environment(options: Options, requirement: str) -> ToolEnv:
