@@ -196,6 +196,15 @@ def test_the_hot_path_check_sees_a_memo_miss(tmp_path: Path, index: LocalIndex) 
     assert cold.returncode == 0, cold.stderr
     outside = {m for m in _imported(cold.stderr) if m.split(".")[0] not in sys.stdlib_module_names}
     assert {"contentpkg.cli.parser", "contentpkg.python.run.plan"} <= outside - HOT_PATH_MODULES
+    # A miss with a fresh lock and a built environment only checks and execs:
+    # cpk's own modules, but no third-party library (no packaging, resolvelib,
+    # urllib3, rich), whose imports would cost more than the check itself.
+    third_party = {m.split(".")[0] for m in outside} - {"contentpkg"}
+    startup = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "pass"],
+        cwd=root, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert third_party <= {m.split(".")[0] for m in _imported(startup.stderr)}, sorted(third_party)
 
 
 def _count_calls(*functions: object) -> tuple[Counter[str], object]:

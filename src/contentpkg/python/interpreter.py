@@ -18,6 +18,7 @@ run, after its standard library, so nothing of the target's is shadowed.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -212,10 +213,8 @@ def interpreter_info(
 
     if cache_dir is None:  # callers not handed a Context yet: this process's
         cache_dir = Context.from_environ().cache_dir
-    import packaging
-
-    # packaging's version is in the key: its tag logic is part of the answer.
-    key_text = f"{real}\0{stat.st_size}\0{stat.st_mtime_ns}\0{packaging.__version__}"
+    # packaging's install is in the key: its tag logic is part of the answer.
+    key_text = f"{real}\0{stat.st_size}\0{stat.st_mtime_ns}\0{_packaging_stamp()}"
     key = hashlib.sha256(key_text.encode()).hexdigest()
     cache_file = cache_dir / Bucket.INTERPRETERS.value / f"{key}.json"
     try:
@@ -233,10 +232,30 @@ def interpreter_info(
     return info
 
 
-def _probe(path: Path, python: str | os.PathLike[str]) -> dict[str, Any]:
-    import packaging
+def _packaging_tags() -> Path:
+    """Where ``packaging.tags`` is, found without importing anything.
 
-    packaging_dir = str(Path(packaging.__file__).resolve().parent.parent)
+    A cache hit must not load packaging (a memo miss on ``cpk run`` takes
+    this path); ``find_spec`` of a top-level package only searches sys.path.
+    """
+    spec = importlib.util.find_spec("packaging")
+    if spec is None or spec.origin is None:
+        raise CpkError("packaging is not installed beside cpk; reinstall cpk")
+    return Path(spec.origin).resolve().parent / "tags.py"
+
+
+def _packaging_stamp() -> str:
+    """packaging's tag logic as installed: its path, size and mtime (an upgrade changes them)."""
+    tags = _packaging_tags()
+    try:
+        st = tags.stat()
+    except OSError:
+        return str(tags)
+    return f"{tags}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _probe(path: Path, python: str | os.PathLike[str]) -> dict[str, Any]:
+    packaging_dir = str(_packaging_tags().parent.parent)
     try:
         proc = subprocess.run(
             [str(path), "-I", "-S", "-c", _PROBE, packaging_dir],
