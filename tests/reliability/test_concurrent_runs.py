@@ -69,9 +69,7 @@ def _cold_runs(tmp_path: Path, index: LocalIndex, trial: int) -> list[tuple[int,
             if proc.poll() is None:
                 os.kill(proc.pid, 9)
                 proc.wait()
-    entries = [
-        n for n in os.listdir(base / "home" / "store") if not n.startswith(".")
-    ]
+    entries = [n for n in os.listdir(base / "home" / "store") if not n.startswith(".")]
     assert sorted(n.split(",")[0] for n in entries) == sorted(NAMES), entries
     return results
 
@@ -95,3 +93,58 @@ def test_eight_cold_runs_in_one_project_all_succeed_many_trials(
     tmp_path: Path, index: LocalIndex
 ) -> None:
     _check_trials(tmp_path, index, trials=20)
+
+
+def test_an_archive_read_by_one_client_survives_another_forgetting_it(
+    tmp_path: Path, index: LocalIndex
+) -> None:
+    """The mechanism under the race, step by step: what a client fetched stays
+    readable when another client (another process, in life) removes the cached
+    copy, and its download then needs no second request."""
+    from contentpkg.python.index.client import IndexClient
+
+    cache = tmp_path / "cache"
+    with (
+        IndexClient([index.url], cache_dir=cache) as reader,
+        IndexClient([index.url], cache_dir=cache) as other,
+    ):
+        (wheel,) = reader.project_files("alpha")
+        path = reader.fetch_archive(wheel)
+        other.forget_archive(wheel)
+        assert path.is_file()
+        index.clear_log()
+        out = reader.download(wheel, tmp_path / "out")
+        assert out.read_bytes() == (index.root / wheel.filename).read_bytes()
+        assert index.paths() == []
+    # Closed clients leave no pin directories behind.
+    assert [p.name for p in (cache / "archives-v1").glob(".pins.*")] == []
+
+
+def test_a_killed_clients_pins_are_swept_by_the_next(tmp_path: Path, index: LocalIndex) -> None:
+    cache = tmp_path / "cache"
+    code = (
+        "import sys, time\n"
+        "from contentpkg.python.index.client import IndexClient\n"
+        "c = IndexClient([sys.argv[1]], cache_dir=sys.argv[2])\n"
+        "c.fetch_archive(c.project_files('alpha')[0])\n"
+        "print('pinned', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, index.url, str(cache)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "pinned"
+        from contentpkg.python.index.client import IndexClient
+
+        with IndexClient([index.url], cache_dir=cache) as live:
+            live.fetch_archive(live.project_files("beta")[0])
+            # Its owner is alive (holds the flock): kept.
+            assert len(list((cache / "archives-v1").glob(".pins.*"))) == 2
+    finally:
+        os.kill(proc.pid, 9)
+        proc.wait()
+    with IndexClient([index.url], cache_dir=cache) as after:
+        after.fetch_archive(after.project_files("gamma")[0])
+        pins = list((cache / "archives-v1").glob(".pins.*"))
+        assert len(pins) == 1, pins  # its own: the killed one's went

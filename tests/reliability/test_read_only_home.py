@@ -33,11 +33,14 @@ def _namespaces_work(tmp: Path) -> bool:
     return probe.returncode == 0
 
 
+def _cpk(*args: str) -> list[str]:
+    return [sys.executable, "-m", "contentpkg", *args]
+
+
 def cpk_in_read_only(home: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``cpk ARGS`` with home mounted read-only (for root too)."""
     return subprocess.run(
-        ["unshare", "-Urm", "sh", "-c", _READ_ONLY, "sh", str(home)]
-        + [sys.executable, "-m", "contentpkg", *args],
+        ["unshare", "-Urm", "sh", "-c", _READ_ONLY, "sh", str(home), *_cpk(*args)],
         cwd=cwd,
         capture_output=True,
         text=True,
