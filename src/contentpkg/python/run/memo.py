@@ -241,11 +241,16 @@ def exec_in(
         os.execvpe(program, [command[0], *command[1:]], child)
     except (FileNotFoundError, PermissionError) as exc:
         # Named here, not imported above: the hot path loads nothing it does
-        # not need, and a failed exec is the rare case.
-        from contentpkg.errors import CpkError
+        # not need, and a failed exec is the rare case. The statuses are a
+        # shell's, as ``cpk exec`` gives them (env/execution.py).
+        from contentpkg.errors import ExecError
 
         if isinstance(exc, FileNotFoundError):
-            raise CpkError(
-                f"{command[0]}: command not found in the environment or on PATH"
+            raise ExecError(
+                f"{command[0]}: command not found in the environment or on PATH",
+                command=command[0],
+                status=127,
             ) from None
-        raise CpkError(f"{command[0]}: permission denied") from None
+        raise ExecError(
+            f"{command[0]}: permission denied", command=command[0], status=126
+        ) from None
