@@ -330,7 +330,7 @@ def test_the_memo_path_imports_only_the_standard_library() -> None:
     fs = _imports_of(SRC / "fs.py", "contentpkg")
     ours = {m for m in memo if m.split(".")[0] not in sys.stdlib_module_names}
     # errors and fs are standard library only (fs: checked next), and lazy.
-    assert ours <= {"contentpkg.errors", "contentpkg.errors.CpkError", "contentpkg.fs",
+    assert ours <= {"contentpkg.errors", "contentpkg.errors.ExecError", "contentpkg.fs",
                     "contentpkg.fs.write_cache"}, ours  # fmt: skip
     assert {m for m in fs if m.split(".")[0] not in sys.stdlib_module_names} == set()
     errors = _imports_of(SRC / "errors.py", "contentpkg")
