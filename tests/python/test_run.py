@@ -330,7 +330,7 @@ def test_the_memo_path_imports_only_the_standard_library() -> None:
     fs = _imports_of(SRC / "fs.py", "contentpkg")
     ours = {m for m in memo if m.split(".")[0] not in sys.stdlib_module_names}
     # errors and fs are standard library only (fs: checked next), and lazy.
-    assert ours <= {"contentpkg.errors", "contentpkg.errors.CpkError", "contentpkg.fs",
+    assert ours <= {"contentpkg.errors", "contentpkg.errors.ExecError", "contentpkg.fs",
                     "contentpkg.fs.write_cache"}, ours  # fmt: skip
     assert {m for m in fs if m.split(".")[0] not in sys.stdlib_module_names} == set()
     errors = _imports_of(SRC / "errors.py", "contentpkg")
@@ -462,3 +462,20 @@ def test_a_bad_with_requirement_is_one_line(tmp_path: Path, index: LocalIndex) -
     proc = run_cpk("run", "--index-url", index.url, "--with", "bad req!!", "python", cwd=root)
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "invalid requirement 'bad req!!'" in proc.stderr
+
+
+@pytest.mark.parametrize("header", ["pep723", "plain"])
+def test_both_command_forms_of_a_script_share_a_directory(
+    tmp_path: Path, index: LocalIndex, header: str
+) -> None:
+    """``cpk run x.py`` execs ``python x.py`` and ``cpk run python x.py`` execs
+    the command as given: the memo of one form must never serve the other."""
+    root = project(tmp_path, "alpha")
+    lines = ['# /// script\n# dependencies = ["gamma"]\n# ///\n'] if header == "pep723" else []
+    (root / "x.py").write_text("".join(lines) + "import sys\nprint('ran', sys.argv[1:])\n")
+    forms = [("x.py", "a"), ("python", "x.py", "a"), ("x.py", "a"), ("python3", "x.py", "a")]
+    # Each form twice: the second of each is the memo's (the hot path).
+    for command in [*forms, *forms]:
+        proc = run(index, root, *command)
+        assert proc.returncode == 0, (command, proc.stderr)
+        assert proc.stdout.strip() == "ran ['a']", (command, proc.stdout)

@@ -8,11 +8,44 @@ store decides from its memo before the parser is even imported.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
+#: A shell's status for a process killed by SIGPIPE (128 + 13), which is
+#: what ``cpk store ls | head -1`` gives, as ``ls | head -1`` does.
+_CLOSED_PIPE = 141
+
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        status = _main(argv)
+        # Output still buffered is written here, not at exit, where a closed
+        # pipe could no longer be answered quietly.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _closed_pipe()
+    return status
+
+
+def _closed_pipe() -> int:
+    """The reader of our output went away (``| head``): stop quietly, as
+    coreutils do. Whatever is still buffered goes to /dev/null, so the
+    interpreter's flush at exit has nothing left to complain about."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return _CLOSED_PIPE
+
+
+def _status(exc: Exception) -> int:
+    """The exit status of an error: a shell's for a command that cannot
+    start (``ExecError``: 127 or 126), 1 for everything else."""
+    status = getattr(exc, "status", None)
+    return status if isinstance(status, int) else 1
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     if raw[:1] == ["run"]:
         # The hot path: exec straight from the memo of the last run when
@@ -29,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not isinstance(exc, CpkError):
                 raise
             print(f"cpk: error: {exc}", file=sys.stderr)
-            return 1
+            return _status(exc)
     from contentpkg.cli.parser import build_parser, usage
     from contentpkg.context import Context
     from contentpkg.errors import CpkError
@@ -49,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cpk: error: {exc}", file=sys.stderr)
         for line in exc.details:
             print(f"  {line}", file=sys.stderr)
-        return 1
+        return _status(exc)
+    except BrokenPipeError:
+        raise  # main's: a closed output pipe is no error
     except OSError as exc:
         # Files that vanish or refuse access are input problems, not bugs.
         where = f"{exc.filename}: " if exc.filename else ""
@@ -58,4 +93,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cpk: interrupted", file=sys.stderr)
         return 130
-

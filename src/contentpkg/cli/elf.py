@@ -39,10 +39,13 @@ def _print_path_report(args: argparse.Namespace, result: Any) -> None:
     from contentpkg.env.pathreport import format_lines, report_path
 
     path_env = args.ctx.environ.get("PATH", "")
+    shown: set[str] = set()  # "DIR is not on PATH" once, not once per program
     for path, _entry in result.programs:
         report = report_path(open_store(args.ctx), Path(path).name, result.where / "bin", path_env)
         for line in format_lines(report):
-            print(line, file=sys.stderr)
+            if line not in shown:
+                shown.add(line)
+                print(line, file=sys.stderr)
 
 
 def _change(args: argparse.Namespace, description: str, change: Any) -> Any:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contentpkg.cli.env import env_shell
+from contentpkg.cli.render import counted
 from contentpkg.cli.store import open_store
 from contentpkg.errors import CpkError
 
@@ -45,11 +46,12 @@ def python_options(args: argparse.Namespace) -> Options:
 def _print_lock(outcome: Any) -> None:
     name = outcome.path.name
     if outcome.fresh:
-        print(f"{name} is up to date ({outcome.packages} packages)", file=sys.stderr)
+        print(f"{name} is up to date ({counted(outcome.packages, 'package')})", file=sys.stderr)
     elif outcome.changed:
-        print(f"locked {outcome.packages} packages into {name}", file=sys.stderr)
+        print(f"locked {counted(outcome.packages, 'package')} into {name}", file=sys.stderr)
     else:
-        print(f"{name} unchanged after re-locking ({outcome.packages} packages)", file=sys.stderr)
+        packages = counted(outcome.packages, "package")
+        print(f"{name} unchanged after re-locking ({packages})", file=sys.stderr)
 
 
 def _print_items(items: list[Any], every: bool = False) -> None:
@@ -62,7 +64,7 @@ def _print_items(items: list[Any], every: bool = False) -> None:
     built = sum(1 for i in items if i.how == "built")
     present = sum(1 for i in items if i.how == "present")
     print(
-        f"{len(items)} packages in the store: {fetched} fetched, {built} built, "
+        f"{counted(len(items), 'package')} in the store: {fetched} fetched, {built} built, "
         f"{present} already present",
         file=sys.stderr,
     )

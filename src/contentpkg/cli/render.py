@@ -17,6 +17,11 @@ def human(size: int) -> str:
     raise AssertionError("unreachable")
 
 
+def counted(count: int, singular: str, plural: str | None = None) -> str:
+    """``1 entry``, ``2 entries``: a count with its noun agreeing."""
+    return f"{count} {singular if count == 1 else (plural or singular + 's')}"
+
+
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [

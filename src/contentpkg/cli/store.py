@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from contentpkg.cli.render import human, table, version_key
+from contentpkg.cli.render import counted, human, table, version_key
 from contentpkg.errors import CpkError, NotFoundError
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def cmd_store_info(args: argparse.Namespace) -> int:
         ("layer", entry.layer.role),
         ("kind", entry.kind),
         ("content hash", entry.content_hash),
-        ("size", f"{human(entry.size)} in {meta.get('file_count', '?')} files"),
+        ("size", f"{human(entry.size)} in {_files(meta.get('file_count'))}"),
         ("source", str(meta.get("source") or "-")),
         ("source hash", str(meta.get("source_hash") or "-")),
         ("created", str(meta.get("created", "-"))),
@@ -142,10 +142,15 @@ def cmd_store_verify(args: argparse.Namespace) -> int:
         print(f"corrupt: {p.entry.dirname} [{p.entry.layer.role}]: {p.message}")
     bad = len({p.entry.dirname for p in problems})
     print(
-        f"verified {len(entries)} entries: {len(entries) - bad} intact, {bad} corrupt",
+        f"verified {counted(len(entries), 'entry', 'entries')}: "
+        f"{len(entries) - bad} intact, {bad} corrupt",
         file=sys.stderr,
     )
     return 1 if problems else 0
+
+
+def _files(count: object) -> str:
+    return counted(count, "file") if isinstance(count, int) else "? files"
 
 
 def cmd_store_gc(args: argparse.Namespace) -> int:
@@ -159,8 +164,8 @@ def cmd_store_gc(args: argparse.Namespace) -> int:
     for name, size in [*report.removed_environments, *report.removed]:
         print(f"{verb}: {name} ({human(size)})")
     print(
-        f"{verb} {len(report.removed)} entries, {human(report.freed)}; "
-        f"{report.live} entries reachable from roots",
+        f"{verb} {counted(len(report.removed), 'entry', 'entries')}, {human(report.freed)}; "
+        f"{counted(report.live, 'entry', 'entries')} reachable from roots",
         file=sys.stderr,
     )
     return 0

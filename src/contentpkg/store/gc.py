@@ -35,7 +35,7 @@ from contentpkg.fs import remove_tree, replace_symlink, write_atomic
 from contentpkg.store import lookup
 from contentpkg.store.entry import Entry, parse_dirname
 from contentpkg.store.layers import Store
-from contentpkg.store.locks import LOCKS, collector_lock
+from contentpkg.store.locks import LOCKS, collector_lock, reading_lock
 from contentpkg.store.registry import ExpiringRoots, Registry, RootKind, RootSource
 from contentpkg.store.staging import Slot, clean_stale
 
@@ -233,7 +233,11 @@ def collect(store: Store, registry: Registry, dry_run: bool = False) -> GcReport
     root = store.user.root
     if not root.is_dir():
         return report
-    with collector_lock(root, exclusive=True):
+    # A dry run writes nothing, so it must work where nothing can be
+    # written (a read-only home); it still waits for writers, to report
+    # what a real run would remove now.
+    lock = reading_lock if dry_run else collector_lock
+    with lock(root, exclusive=True):
         if not dry_run:
             clean_stale(root)
         environments: set[Path] = set()

@@ -9,6 +9,8 @@ URL, or an HTML page of links) add files to whatever the indexes list.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -37,7 +39,7 @@ from packaging.version import InvalidVersion, Version
 
 from contentpkg.context import Bucket, Context
 from contentpkg.errors import CpkError, HashMismatchError, InvalidInputError
-from contentpkg.fs import write_cache
+from contentpkg.fs import TMP_PREFIX, discard, make_tmp_dir, replace_path, write_cache
 from contentpkg.progress import QUIET, Reporter
 from contentpkg.python.index.dists import DistFile
 from contentpkg.python.index.http import HttpSession, file_url_path, is_file_url, redact
@@ -368,6 +370,8 @@ class IndexClient:
         self._memo: dict[tuple[str, str], Future[Any]] = {}
         self._background: ThreadPoolExecutor | None = None
         self._jobs = jobs
+        #: The flocked pin directory's descriptor (see :meth:`_make_pin_dir`).
+        self._pin_fd: int | None = None
 
     def __enter__(self) -> IndexClient:
         return self
@@ -381,6 +385,13 @@ class IndexClient:
         if background is not None:
             background.shutdown(wait=True, cancel_futures=True)
         self.http.close()
+        with self._lock:
+            pins = self._memo.pop(("pins", ""), None)
+        if pins is not None and pins.done() and pins.exception() is None:
+            discard(pins.result())
+        if self._pin_fd is not None:
+            os.close(self._pin_fd)
+            self._pin_fd = None
 
     def describe(self) -> str:
         """Where projects are looked up, for messages ("no project named x on ...")."""
@@ -575,11 +586,68 @@ class IndexClient:
         key = file.sha256 or "url-" + hashlib.sha256(file.url.encode()).hexdigest()
         return self.cache_dir / Bucket.ARCHIVES.value / key[:2] / key / file.filename
 
+    # The archive cache is shared by every cpk process, and each removes an
+    # archive once its entry is stored (forget_archive). A path into the cache
+    # may therefore vanish between any check and any read. So this client
+    # never reads the cache by path after a check: it hard-links the cached
+    # file to a name only it uses (its pin directory, or the caller's
+    # download directory), which keeps the inode whatever the others remove,
+    # and verifies what it linked. A link that fails because the archive is
+    # gone just means downloading it again.
+
+    def _pin_dir(self) -> Path:
+        return self._once("pins", "", self._make_pin_dir)
+
+    def _make_pin_dir(self) -> Path:
+        """This client's private directory of archive links, removed by
+        :meth:`close`; one left by a killed process is removed by the next.
+
+        The directory is flocked for the client's life (the kernel drops the
+        lock when the process dies, even by SIGKILL), so a directory whose
+        lock can be taken belongs to nobody. It is locked under a temporary
+        name and only then renamed to the name others sweep, so no sweeper
+        can see it unlocked.
+        """
+        archives = self.cache_dir / Bucket.ARCHIVES.value
+        staged = make_tmp_dir(archives, "pins")
+        fd = os.open(staged, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        pins = archives / staged.name.removeprefix(TMP_PREFIX).replace("pins.", _PINS, 1)
+        os.rename(staged, pins)
+        self._pin_fd = fd
+        for stale in archives.glob(f"{_PINS}*"):
+            if stale != pins:
+                _remove_if_unlocked(stale)
+        return pins
+
+    def _pinned_archive(self, file: DistFile) -> Path:
+        """A verified copy of a remote file that stays while this client lives:
+        the cached one when it is there and intact, else a new download, which
+        is then shared through the cache."""
+        cached = self._archive_cache_path(file)
+        pinned = self._pin_dir() / cached.parent.name / file.filename
+        pinned.parent.mkdir(exist_ok=True)
+        with contextlib.suppress(OSError):  # absent (or just forgotten): download
+            os.link(cached, pinned)
+        # Keeps the linked file when its sha256 matches, else downloads it.
+        self.http.download(
+            file.url, pinned, sha256=file.sha256, size=file.size, reporter=self.reporter
+        )
+        # Share it: a cached copy may have appeared, gone or been corrupt
+        # meanwhile; whichever, the cache now gets this verified one.
+        with contextlib.suppress(OSError):
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            if not (cached.exists() and os.path.samefile(cached, pinned)):
+                replace_path(cached, lambda tmp: os.link(pinned, tmp), durable=False)
+        return pinned
+
     def fetch_archive(self, file: DistFile) -> Path:
         """A local, verified copy of file (for reading metadata out of it).
 
         Local files are used where they are; remote ones are downloaded once
-        into the cache, where :meth:`download` finds them again.
+        into the cache, where :meth:`download` (and other processes) find
+        them again. The path returned stays readable while this client is
+        open, whatever other processes remove from the cache.
         """
         if is_file_url(file.url):
             path = file_url_path(file.url)
@@ -595,30 +663,33 @@ class IndexClient:
                         actual=actual,
                     )
             return path
-        target = self._archive_cache_path(file)
+        return self._once("archive", file.url, lambda: self._pinned_archive(file))
 
-        def fetch() -> Path:
-            self.http.download(
-                file.url, target, sha256=file.sha256, size=file.size, reporter=self.reporter
-            )
-            return target
-
-        return self._once("archive", file.url, fetch)
+    def _local_copy(self, file: DistFile) -> Path:
+        """Where a copy of file may already be: this client's pin, else the cache."""
+        with self._lock:
+            future = self._memo.get(("archive", file.url))
+        if future is not None and future.done() and future.exception() is None:
+            return future.result()
+        return self._archive_cache_path(file)
 
     def download(self, file: DistFile, dest_dir: Path) -> Path:
         """Download file into dest_dir (verifying its sha256) and return its path.
 
-        A file already fetched into the cache (to read its metadata) is
-        copied from there instead of downloaded again.
+        A file already fetched (to read its metadata), by this process or
+        another, is linked from there instead of downloaded again.
         """
         if not _safe_filename(file.filename):
             raise CpkError(f"{file.filename!r}: not a safe file name")
         dest = Path(dest_dir) / file.filename
-        source = file.url
-        cached = self._archive_cache_path(file)
-        if file.sha256 is not None and cached.is_file():
-            source = cached.as_uri()
-        self.http.download(source, dest, sha256=file.sha256, size=file.size, reporter=self.reporter)
+        if file.sha256 is not None and not is_file_url(file.url):
+            with contextlib.suppress(OSError):  # gone meanwhile: download below
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.link(self._local_copy(file), dest)
+        # Keeps what was linked when its sha256 matches, else downloads it.
+        self.http.download(
+            file.url, dest, sha256=file.sha256, size=file.size, reporter=self.reporter
+        )
         return dest
 
     def forget_archive(self, file: DistFile) -> None:
@@ -626,9 +697,14 @@ class IndexClient:
 
         The store then holds everything the archive had; keeping both would
         double the disk a package costs. Its metadata stays cached (small).
+        Other processes reading it are unaffected: they read their own links.
         """
         if is_file_url(file.url):
             return
+        with self._lock:
+            future = self._memo.pop(("archive", file.url), None)
+        if future is not None and future.done() and future.exception() is None:
+            _quietly(os.unlink, future.result())
         cached = self._archive_cache_path(file)
         try:
             cached.unlink()
@@ -644,6 +720,26 @@ class IndexClient:
 def _file_name(file: DistFile) -> NormalizedName | None:
     parsed = parse_filename(file.filename)
     return parsed.name if parsed is not None else None
+
+
+#: How pin directories are named (``.pins.<pid>.<random>`` in the archives bucket).
+_PINS = ".pins."
+
+
+def _remove_if_unlocked(path: Path) -> None:
+    """Remove a pin directory whose owner is gone (its flock can be taken)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return  # alive
+    else:
+        discard(path)
+    finally:
+        os.close(fd)
 
 
 def _quietly(fn: Callable[..., Any], *args: Any) -> None:

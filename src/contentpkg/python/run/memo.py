@@ -30,7 +30,9 @@ import sys
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 
-MEMO_FORMAT = 2  # 2: the script part of the key is set only for existing files
+# 2: the script part of the key is set only for existing files;
+# 3: the key holds the prefix the command form adds (``x.py`` vs ``python x.py``)
+MEMO_FORMAT = 3
 #: The cache bucket holding the memos (``context.Bucket.RUN_MEMO``).
 MEMO_DIR = "run-memo"
 
@@ -123,9 +125,19 @@ def stat_of(path: str) -> Stat:
 
 
 def _key(
-    options: Sequence[str], script: str | None, cwd: str, environ: Mapping[str, str]
+    options: Sequence[str],
+    command: Sequence[str],
+    cwd: str,
+    environ: Mapping[str, str],
 ) -> str:
-    parts = [str(MEMO_FORMAT), sys.executable, cwd, script or "", *options, "\0"]
+    """What a memo is valid for. The command itself is not part of it (any
+    command runs in the same environment), but the script it runs is (a
+    PEP 723 header chooses the environment), and so is the prefix its form
+    adds: ``x.py`` is exec'd as ``python x.py``, ``python x.py`` as given,
+    so a memo written by one form must never serve the other."""
+    script, argv = script_command(command)
+    prefix = argv[: len(argv) - len(command)]
+    parts = [str(MEMO_FORMAT), sys.executable, cwd, script or "", *prefix, "\0", *options, "\0"]
     parts += [environ.get(name, "") for name in SETTINGS_VARIABLES]
     return "\0".join(parts)
 
@@ -144,8 +156,7 @@ def try_fast(args: Sequence[str]) -> None:
         return
     options, command = parsed
     try:
-        script, _ = script_command(command)
-        key = _key(options, script, os.getcwd(), os.environ)
+        key = _key(options, command, os.getcwd(), os.environ)
         with open(memo_path(cache_dir_of(os.environ), key), "rb") as f:
             memo = marshal.load(f)
     except (OSError, ValueError, EOFError, TypeError):
@@ -180,8 +191,8 @@ def write_memo(
     if parsed is None or not parsed[1]:
         return None
     options, command = parsed
-    script, argv = script_command(command)
-    key = _key(options, script, os.getcwd(), environ)
+    _, argv = script_command(command)
+    key = _key(options, command, os.getcwd(), environ)
     stats = [stat_of(p) for p in inputs] + [(p, -1, -1, -1) for p in absent]
     memo = {
         "key": key,
@@ -230,11 +241,16 @@ def exec_in(
         os.execvpe(program, [command[0], *command[1:]], child)
     except (FileNotFoundError, PermissionError) as exc:
         # Named here, not imported above: the hot path loads nothing it does
-        # not need, and a failed exec is the rare case.
-        from contentpkg.errors import CpkError
+        # not need, and a failed exec is the rare case. The statuses are a
+        # shell's, as ``cpk exec`` gives them (env/execution.py).
+        from contentpkg.errors import ExecError
 
         if isinstance(exc, FileNotFoundError):
-            raise CpkError(
-                f"{command[0]}: command not found in the environment or on PATH"
+            raise ExecError(
+                f"{command[0]}: command not found in the environment or on PATH",
+                command=command[0],
+                status=127,
             ) from None
-        raise CpkError(f"{command[0]}: permission denied") from None
+        raise ExecError(
+            f"{command[0]}: permission denied", command=command[0], status=126
+        ) from None
