@@ -6,9 +6,9 @@ holds it exclusively while it sweeps. So gc never sees an entry half
 published, and never removes one while its writer works; once the writer
 has released the lock, an entry that no root reaches is garbage, and gc may
 remove it (an unrooted ``store add`` is exactly that). The expectation is
-therefore: every add succeeds and prints its entry; every gc succeeds; at
-every moment each entry present is whole; at the end each entry present is
-one that was added, verifies, and the staging area is empty.
+therefore: every add succeeds; every gc succeeds; at the end each entry
+present is whole, is one that was added and verifies, and a last gc leaves
+no entry (none is rooted) and an empty staging area.
 """
 
 from __future__ import annotations
