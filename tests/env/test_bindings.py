@@ -260,7 +260,13 @@ def test_a_profile_switch_shows_through_a_running_binding() -> None:
 # --- requirements and errors ---------------------------------------------------------
 
 
-def test_missing_plain_file_is_reported_with_the_search_path(tmp_path: Path) -> None:
+def test_missing_plain_file_is_reported_with_the_search_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The XDG search starts at $XDG_DATA_HOME, else $HOME/.local/share: pin
+    # the default, or a caller's own XDG_DATA_HOME (set in many desktop
+    # sessions and CI images) decides what this test expects.
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
     env_dir = tmp_path / "env"
     requires = [
         {"namespace": "XDG_DATA_DIRS", "path": "hello/payload"},  # the env has it

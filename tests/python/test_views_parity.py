@@ -172,15 +172,26 @@ def build_cext_wheel(dest: Path, work: Path) -> str | None:
 
 
 def setuptools_wheel() -> Path | None:
-    """The setuptools wheel bundled with this interpreter's ``ensurepip``.
+    """The setuptools wheel this interpreter's ``python -m venv`` seeds.
 
     ``pkg_resources`` and the pkg_resources-style namespaces need setuptools
-    in the environment, and the tests may not reach PyPI. ensurepip ships a
-    real, unmodified setuptools wheel (3.11 and older); ``python -m venv``
-    installs that very wheel, so both sides get the same bytes.
+    in the environment, and the tests may not reach PyPI. ``ensurepip``
+    knows the very wheel ``venv`` installs (3.11 and older), so both sides
+    get the same bytes: CPython's own build bundles it in
+    ``ensurepip/_bundled``, Debian's takes it from ``WHEEL_PKG_DIR``
+    (``/usr/share/python-wheels``) and ships no ``_bundled`` at all, so ask
+    ``ensurepip`` rather than look in one place.
     """
     import ensurepip
 
+    get_packages = getattr(ensurepip, "_get_packages", None)  # private, as in 3.11
+    if get_packages is not None:
+        package = get_packages().get("setuptools")
+        if package is not None:
+            if package.wheel_path:
+                return Path(package.wheel_path)
+            return Path(ensurepip.__file__).parent / "_bundled" / package.wheel_name
+        return None
     bundled = Path(ensurepip.__file__).parent / "_bundled"
     found = sorted(bundled.glob("setuptools-*.whl"))
     return found[-1] if found else None
@@ -285,7 +296,10 @@ def build_dists(dest: Path, work: Path) -> tuple[list[str], dict[str, str]]:
     ]
     wheel = setuptools_wheel()
     if wheel is None:
-        skips["setuptools"] = "no setuptools wheel bundled with ensurepip (Python >= 3.12)"
+        skips["setuptools"] = (
+            f"ensurepip of Python {sys.version_info[0]}.{sys.version_info[1]} provides no "
+            "setuptools wheel (none is seeded into venvs from 3.12 on)"
+        )
     else:
         shutil.copy(wheel, dest / wheel.name)
         requirements += ["nsr-one", "nsr-two", "setuptools"]
@@ -550,7 +564,20 @@ class Parity:
     project: Path  # pyproject, installable: runs in an overlay on the view
     plain: Path  # requirements.txt: runs in the view itself
     first_run: subprocess.CompletedProcess[str]
+    seeded: list[str] = field(default_factory=list)  # what ``python -m venv`` installed
     probes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def only_venv(self) -> set[str]:
+        """Distributions only the venv has by construction: what ``venv``
+        seeded and the requirements do not name (pip; setuptools too where
+        this interpreter's seeded wheel could not be found to serve)."""
+        return set(self.seeded) - set(self.requirements)
+
+    def venv_only_modules(self) -> set[str]:
+        """Top-level names that belong only to :attr:`only_venv` distributions."""
+        owners = self.probes["venv"]["metadata"]["packages_distributions"]
+        return {mod for mod, dists in owners.items() if set(dists) <= self.only_venv}
 
     def cpk(self, root: Path, *command: str) -> subprocess.CompletedProcess[str]:
         return run_cpk("run", "--index-url", self.index.url, *command, cwd=root, env=self.cpk_env)
@@ -573,16 +600,35 @@ def _clean_environ() -> dict[str, str]:
     return env
 
 
-def _pip_venv(where: Path, dists: Path, requirements: list[str]) -> Path:
+#: Lists the distributions a fresh venv holds, by canonical name.
+SEEDED_PROBE = (
+    "import importlib.metadata as md, json, re\n"
+    "print(json.dumps(sorted({re.sub(r'[-_.]+', '-', d.metadata['Name']).lower()"
+    " for d in md.distributions()})))\n"
+)
+
+
+def _pip_venv(where: Path, dists: Path, requirements: list[str]) -> tuple[Path, list[str]]:
+    """A plain venv of this interpreter with the requirements installed by pip.
+
+    Also returns what ``python -m venv`` put there before pip ran: the
+    baseline differs between interpreters (pip alone from 3.12; pip and
+    setuptools before, Debian's own setuptools on Debian's Python), and
+    the comparison must start from what a venv of *this* one holds.
+    """
     base = _clean_environ()
     subprocess.run([sys.executable, "-m", "venv", where], check=True, env=base, timeout=120)
     python = where / "bin" / "python"
+    seeded = subprocess.run(
+        [python, "-c", SEEDED_PROBE], capture_output=True, text=True, env=base, timeout=60,
+        check=True,
+    )  # fmt: skip
     proc = subprocess.run(
         [python, "-m", "pip", "install", "--no-index", "--find-links", dists, *requirements],
         capture_output=True, text=True, env=base, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return where
+    return where, json.loads(seeded.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -591,7 +637,7 @@ def parity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parity]:
     dists = root / "dists"
     requirements, skips = build_dists(dists, root / "work")
     ours = sorted({*requirements, *(["cext"] if "cext" not in skips else [])})
-    venv = _pip_venv(root / "venv", dists, requirements)
+    venv, seeded = _pip_venv(root / "venv", dists, requirements)
 
     cpk_env = {
         "CPK_HOME": str(root / "cpk-home"),
@@ -628,6 +674,7 @@ def parity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parity]:
                 "run", "--index-url", index.url, "python", "-c", "pass",
                 cwd=project, env=cpk_env,
             ),
+            seeded=seeded,
         )  # fmt: skip
         assert state.first_run.returncode == 0, state.first_run.stderr
         for name, proc in (
@@ -654,9 +701,8 @@ def _without(mapping: dict[str, Any], *names: str) -> dict[str, Any]:
     return {k: v for k, v in mapping.items() if k not in names}
 
 
-#: What only one side has by construction: pip itself in the venv, the
-#: editable project in the overlay.
-ONLY_VENV = ("pip",)
+#: What only the overlay has by construction: the editable project (what
+#: only the venv has depends on the interpreter: ``Parity.only_venv``).
 ONLY_OVERLAY = ("proj",)
 
 
@@ -714,7 +760,9 @@ def test_pth_files_add_paths_and_run_imports(parity: Parity, kind: str) -> None:
 def test_importlib_metadata(parity: Parity, kind: str) -> None:
     venv, ours = compare(parity, kind, "metadata")
     only = ONLY_OVERLAY if kind == "overlay" else ()
-    assert _without(ours["distributions"], *only) == _without(venv["distributions"], *ONLY_VENV)
+    only_venv = parity.only_venv
+    assert "pip" in only_venv
+    assert _without(ours["distributions"], *only) == _without(venv["distributions"], *only_venv)
     assert ours["versions"] == venv["versions"]
     assert venv["plugins"] == [["one", "metapkg.plugins:one", 1], ["two", "metapkg.plugins:two", 2]]
     assert ours["plugins"] == venv["plugins"]
@@ -724,7 +772,7 @@ def test_importlib_metadata(parity: Parity, kind: str) -> None:
     assert venv["missing"] == {n: [] for n in venv["missing"]}
     assert ours["missing"] == venv["missing"]
     assert ours["files"] == venv["files"]
-    pip_only = {k for k, v in venv["packages_distributions"].items() if set(v) <= set(ONLY_VENV)}
+    pip_only = parity.venv_only_modules()
     assert ours["packages_distributions"] == _without(venv["packages_distributions"], *pip_only)
 
 
@@ -738,7 +786,7 @@ def test_importlib_resources(parity: Parity, kind: str) -> None:
 @pytest.mark.parametrize("kind", CPK_KINDS)
 def test_pkgutil_iter_modules(parity: Parity, kind: str) -> None:
     venv, ours = compare(parity, kind, "iter_modules")
-    top = [m for m in venv["top"] if m[0] not in ONLY_VENV]
+    top = [m for m in venv["top"] if m[0] not in parity.venv_only_modules()]
     assert ["metapkg", True] in top and ["sixish", False] in top
     assert ours["top"] == top
     assert ours["inner"] == venv["inner"]
@@ -751,7 +799,7 @@ def test_pkg_resources_working_set(parity: Parity, kind: str) -> None:
         pytest.skip(parity.skips["setuptools"])
     venv, ours = compare(parity, kind, "pkg_resources")
     only = ONLY_OVERLAY if kind == "overlay" else ()
-    drop_venv = [d for d in venv["working_set"] if d[0] not in ONLY_VENV]
+    drop_venv = [d for d in venv["working_set"] if d[0] not in parity.only_venv]
     assert [d for d in ours["working_set"] if d[0] not in only] == drop_venv
     assert ours["locations"] == venv["locations"]
     assert ours["plugins"] == venv["plugins"] == ["one", "two"]
@@ -805,7 +853,15 @@ def test_isolation_and_site_packages(parity: Parity, kind: str) -> None:
     assert venv["in_venv"] is True
     assert venv["enable_user_site"] is False and venv["user_site_on_path"] is False
     assert venv["pytest_importable"] is False
-    assert venv["getsitepackages"] == [{"rel": site_dir, "ours": ["metapkg", "nsx", "sixish.py"]}]
+    held = ["metapkg", "nsx", "sixish.py"]
+    # The venv's own site-packages holds the packages. Whatever else this
+    # interpreter lists is the interpreter's business and holds none of them
+    # (Debian's Python adds local/lib/pythonX.Y/dist-packages,
+    # lib/python3/dist-packages and lib/pythonX.Y/dist-packages, none of which
+    # a venv creates); a view must list the same.
+    first, *extra = venv["getsitepackages"]
+    assert first == {"rel": site_dir, "ours": held}
+    assert [s["ours"] for s in extra] == [[] for _ in extra]
     for key in ("in_venv", "enable_user_site", "user_site_on_path", "no_user_site_flag",
                 "pytest_importable", "purelib", "executable"):  # fmt: skip
         assert ours[key] == venv[key], key
@@ -818,7 +874,8 @@ def test_isolation_and_site_packages(parity: Parity, kind: str) -> None:
         # The overlay's own site-packages (the editable project) comes
         # first; the shared view's, which holds the packages, is listed too.
         assert ours["getsitepackages"][0] == {"rel": site_dir, "ours": []}
-        assert [s["ours"] for s in ours["getsitepackages"][1:]] == [["metapkg", "nsx", "sixish.py"]]
+        assert [s["ours"] for s in ours["getsitepackages"][1:] if s["ours"]] == [held]
+        assert [s for s in ours["getsitepackages"] if s["rel"] != site_dir and s["rel"]] == extra
         assert ours["site_dirs_on_path"] == 2
 
 
