@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -176,6 +177,12 @@ def cmd_identify(args: argparse.Namespace) -> int:
     status = 0
     for name in args.files:
         path = Path(name)
+        try:
+            os.stat(path)
+        except OSError as exc:
+            # "not a regular file" would send the user looking at a file
+            # that is not there: name what stat found (ENOENT, EACCES, ...).
+            raise CpkError(f"{name}: {exc.strerror}") from None
         sha256, found = store.identify(path)
         inside = store.containing(path)
         if inside is not None and all(e.dirname != inside[0].dirname for e, _ in found):

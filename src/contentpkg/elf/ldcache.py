@@ -26,6 +26,7 @@ of subdirectory names.
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -270,7 +271,8 @@ def _parse_new(data: bytes, base: int, name: str) -> tuple[tuple[CacheEntry, ...
 @cache
 def _read_cached(path: str, _identity: tuple[int, int, int, int]) -> LdCache:
     with open(path, "rb") as f:
-        return parse_cache(f.read(), path)
+        # The size stat gave, not "to EOF": a bounded read.
+        return parse_cache(f.read(_identity[2]), path)
 
 
 def read_cache(path: str = DEFAULT_CACHE) -> LdCache | None:
@@ -282,6 +284,10 @@ def read_cache(path: str = DEFAULT_CACHE) -> LdCache | None:
     try:
         st = os.stat(path)
     except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        # ld.so maps the file by its fstat size: a FIFO or a device (size 0)
+        # is no cache to it, and reading one here could block or never end.
         return None
     return _read_cached(path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 import struct
 import subprocess
 import sys
@@ -66,6 +67,7 @@ from contentpkg.elf.reader import (
     ElfInfo,
     NotElf,
     check_native,
+    file_kind,
     host_arch,
     read_elf,
 )
@@ -475,6 +477,21 @@ class _Fatal(Exception):
     """ld.so gives up the whole load (what _dl_signal_error does)."""
 
 
+def _special(path: str, mode: int) -> str:
+    """The load error for a candidate that is a FIFO, a device or a socket.
+
+    glibc's open_verify opens any candidate and reads its ELF header: a
+    FIFO blocks the program there until a writer comes, ``/dev/zero`` ends
+    the load with "invalid ELF header", ``/dev/null`` with "file too
+    short". Either way the load does not go on past it, so the emulation
+    stops there too; but it never opens the file, since reading a FIFO
+    would hang ``cpk ldd`` and opening some devices has effects.
+    """
+    what = file_kind(mode)
+    blocks = "blocks opening it" if stat.S_ISFIFO(mode) else "stops at it"
+    return f"{path}: {what}, not a regular file (ld.so {blocks}; cpk does not open it)"
+
+
 @dataclass
 class _Candidate:
     path: str
@@ -686,10 +703,21 @@ class _Loader:
         for a file it passes over); raises _Fatal for a file it refuses.
         """
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            st = os.stat(path)
+        except OSError as exc:
+            return exc.errno or errno.ENOENT
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            raise _Fatal(_special(path, st.st_mode))
+        try:
+            # O_NONBLOCK: should a FIFO take the file's place after the
+            # stat, opening it still does not wait for a writer.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             return exc.errno or errno.ENOENT
         try:
+            opened = os.fstat(fd)
+            if not (stat.S_ISREG(opened.st_mode) or stat.S_ISDIR(opened.st_mode)):
+                raise _Fatal(_special(path, opened.st_mode))
             try:
                 head = os.read(fd, _FILEBUF_SIZE)
             except OSError as exc:
@@ -1100,8 +1128,13 @@ def _verify_header(head: bytes, fd: int, config: LoaderConfig, osversion: int) -
     if e_phentsize != ph_size:
         return "ELF file's phentsize not the expected size"
     length = e_phnum * ph_size
+    # What the header points at is read only inside the file: a hostile
+    # offset or size (up to 2**64) must not become a huge allocation.
+    size = os.fstat(fd).st_size
     phdrs = head[e_phoff : e_phoff + length]
     if len(phdrs) < length:
+        if e_phoff + length > size:
+            return "cannot read file data"
         phdrs = os.pread(fd, length, e_phoff)
         if len(phdrs) != length:
             return "cannot read file data"
@@ -1115,6 +1148,8 @@ def _verify_header(head: bytes, fd: int, config: LoaderConfig, osversion: int) -
             continue
         note = head[p_offset : p_offset + p_filesz]
         if len(note) < p_filesz:
+            if p_offset + p_filesz > size:
+                return "cannot read file data"
             note = os.pread(fd, p_filesz, p_offset)
             if len(note) != p_filesz:
                 return "cannot read file data"

@@ -74,6 +74,12 @@ def add_package(
         raise CpkError(f"{src}: {exc.strerror}") from None
     if stat.S_ISREG(st.st_mode) and _is_deb(src):
         return _add_deb(store, src, name, version, requires)
+    if stat.S_ISREG(st.st_mode) and src.name.endswith(".deb"):
+        # Named as a package but not one (an empty download, an error page
+        # saved under the package's name): say so, rather than asking for
+        # the --version that would store it as a plain file.
+        what = "it is empty" if st.st_size == 0 else "no ar archive header"
+        raise CpkError(f"{src}: not a Debian package ({what})")
     if version is None:
         raise CpkError(f"{src}: --version is needed (only a .deb carries its own)")
     # A file's or directory's own name is the natural package name, as

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,27 +148,85 @@ def host_arch() -> tuple[int, int]:
         raise ElfError(f"this machine's architecture {machine!r} is not known to cpk") from None
 
 
+#: Bounds on what a hostile file can make the reader do. Real objects have
+#: tens of dynamic entries (a few hundred at most: DT_NEEDED lists) and
+#: strings of at most a few KiB (long Nix RUNPATHs); PATH_MAX is 4 KiB. A
+#: file past these is refused rather than walked for minutes.
+MAX_DYNAMIC_ENTRIES = 1 << 16
+MAX_STRING = 1 << 16
+
+_FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a directory",
+}
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words ("a FIFO"), for messages."""
+    return _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def open_regular(path: str | os.PathLike[str]) -> int:
+    """Open a regular file for reading; ElfError naming anything else.
+
+    A FIFO would block ``open`` until a writer comes and ``/dev/zero`` never
+    ends, and merely opening some devices acts (a watchdog arms): so the
+    type is checked with ``stat`` before opening, the open itself does not
+    wait (O_NONBLOCK), and ``fstat`` confirms the file opened is the one
+    checked.
+    """
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ElfError(f"{path}: not a regular file ({file_kind(st.st_mode)})")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ElfError(f"{path}: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):  # replaced between stat and open
+        os.close(fd)
+        raise ElfError(f"{path}: not a regular file ({file_kind(st.st_mode)})")
+    return fd
+
+
 def is_elf(path: str | os.PathLike[str]) -> bool:
     """Whether a regular file starts with the ELF magic (cheap: reads 4 bytes)."""
     try:
-        with open(path, "rb") as f:
-            return f.read(4) == ELF_MAGIC
+        fd = open_regular(path)
+    except ElfError:
+        return False
+    try:
+        return os.pread(fd, 4, 0) == ELF_MAGIC
     except OSError:
         return False
+    finally:
+        os.close(fd)
 
 
 def read_elf(path: str | os.PathLike[str]) -> ElfInfo:
-    """Read path's dynamic facts; NotElf for a non-ELF, ElfError if malformed."""
-    # mmap: only the pages holding the headers, the dynamic segment and the
-    # string table are read, whatever the file's size.
+    """Read path's dynamic facts; NotElf for a non-ELF, ElfError if malformed.
+
+    Only regular files are read (see :func:`open_regular`), and only as far
+    as their size at the time of opening: what the headers point at past
+    that is "past the end", whatever the file does later.
+    """
+    fd = open_regular(path)
     try:
-        with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size < 4096:
-                return parse_elf(f.read(), str(path))
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                return parse_elf(data, str(path))
+        size = os.fstat(fd).st_size
+        if size < 4096:
+            # pread of the size fstat gave: a bounded read, never "to EOF".
+            return parse_elf(os.pread(fd, size, 0), str(path))
+        # mmap: only the pages holding the headers, the dynamic segment and
+        # the string table are read, whatever the file's size.
+        with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as data:
+            return parse_elf(data, str(path))
     except OSError as exc:
         raise ElfError(f"{path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def parse_elf(data: bytes | mmap.mmap, name: str = "<bytes>") -> ElfInfo:
@@ -228,8 +287,11 @@ def _parse(data: bytes | mmap.mmap, name: str) -> ElfInfo:
         elif p_type == PT_DYNAMIC:
             dynamic = (p_offset, p_filesz)
         elif p_type == PT_INTERP:
+            # The kernel refuses a PT_INTERP longer than PATH_MAX; reading
+            # at most MAX_STRING of it keeps a hostile segment from being
+            # copied whole.
             interp = (
-                data[p_offset : p_offset + p_filesz]
+                data[p_offset : p_offset + min(p_filesz, MAX_STRING)]
                 .split(b"\0", 1)[0]
                 .decode("utf-8", "surrogateescape")
             )
@@ -252,6 +314,8 @@ def _parse(data: bytes | mmap.mmap, name: str) -> ElfInfo:
         tag, val = struct.unpack_from(dyn_fmt, data, pos)
         if tag == DT_NULL:
             break
+        if len(entries) == MAX_DYNAMIC_ENTRIES:
+            raise _fail(name, f"more than {MAX_DYNAMIC_ENTRIES} dynamic entries")
         entries.append((tag, val))
 
     strtab_addr = next((v for t, v in entries if t == DT_STRTAB), None)
@@ -269,8 +333,10 @@ def _parse(data: bytes | mmap.mmap, name: str) -> ElfInfo:
         start = str_off + index
         if start >= str_end:
             raise _fail(name, f"string index {index} outside the string table")
-        stop = data.find(b"\0", start, str_end)
+        stop = data.find(b"\0", start, min(str_end, start + MAX_STRING + 1))
         if stop < 0:
+            if str_end > start + MAX_STRING:
+                raise _fail(name, f"a dynamic string longer than {MAX_STRING} bytes")
             raise _fail(name, "unterminated string")
         return data[start:stop].decode("utf-8", "surrogateescape")
 
