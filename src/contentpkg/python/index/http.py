@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from contentpkg.context import Bucket
-from contentpkg.errors import CpkError, HashMismatchError
+from contentpkg.errors import CpkError, HashMismatchError, write_failed
 from contentpkg.fs import write_cache, writing_atomic
 from contentpkg.progress import QUIET, Reporter
 from contentpkg.store.hashing import hash_file
@@ -375,6 +375,17 @@ class HttpSession:
         over dest only once the whole file is there and its hash matches, so a
         failure leaves nothing behind and a reader never sees a partial file.
         """
+        name = dest.name
+        try:
+            return self._download(url, dest, sha256=sha256, size=size, reporter=reporter)
+        except OSError as exc:
+            # Reads (a file: URL, the network) become CpkError or _Retryable
+            # below; an OSError here is the cache failing to take the bytes.
+            raise write_failed(exc, dest.parent, f"downloading {name}") from None
+
+    def _download(
+        self, url: str, dest: Path, *, sha256: str | None, size: int | None, reporter: Reporter
+    ) -> str:
         name = dest.name
         dest.parent.mkdir(parents=True, exist_ok=True)
         if sha256 is not None and dest.is_file() and hash_file(dest)[0] == sha256:

@@ -65,7 +65,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from contentpkg.errors import CpkError, HashMismatchError, InvalidInputError
+from contentpkg.errors import CpkError, HashMismatchError, InvalidInputError, write_failed
 from contentpkg.store.add import AddResult, add_built
 from contentpkg.store.entry import Entry
 from contentpkg.store.hashing import DERIVED_DIRS, FileRecord
@@ -183,19 +183,30 @@ def add_wheel(
         with _open_zip(filename, f) as zf:
             plan = _plan(zf, filename, max_size)
 
+            operation = f"extracting {filename}"
+
             def populate(slot: Path) -> list[FileRecord]:
                 return _extract(zf, plan, slot, wheel_size, max_size, max_ratio)
 
-            return add_built(
-                store,
-                plan.name,
-                plan.version,
-                KIND,
-                populate,
-                source=source or filename,
-                source_hash=source_hash,
-                extra=_metadata(plan),
-            )
+            try:
+                return add_built(
+                    store,
+                    plan.name,
+                    plan.version,
+                    KIND,
+                    populate,
+                    source=source or filename,
+                    source_hash=source_hash,
+                    extra=_metadata(plan),
+                )
+            except _WriteError as exc:
+                # Named as what it is (a full disk, a quota, a read-only
+                # store) and where, never as a fault of the wheel.
+                raise write_failed(exc.error, store.user.root, operation) from None
+            except OSError as exc:
+                # The reads of the archive are judged inside _extract; what
+                # reaches here is the store writing its metadata and tables.
+                raise write_failed(exc, store.user.root, operation) from None
 
 
 def wheel_entry_info(entry: Entry) -> dict[str, Any]:
@@ -595,6 +606,19 @@ def _check_tree(filename: str, destinations: dict[str, str], dist_info: str) -> 
 # --- extraction ---------------------------------------------------------------
 
 
+class _WriteError(Exception):
+    """An OSError from writing the slot, kept apart from the archive's read errors.
+
+    Both surface as OSError inside the extraction loop; only a read error
+    means the wheel is corrupt. The caller knows the store's path and turns
+    this into the one line that names it.
+    """
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _extract(
     zf: zipfile.ZipFile,
     plan: _Plan,
@@ -619,12 +643,15 @@ def _extract(
         target: Path | None = None
         fd = -1
         if dest is not None:
-            _make_parents(root, dest, made, records)
             target = root / dest
             mode = 0o755 if executable else 0o644
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(target, flags, mode)
-            os.fchmod(fd, mode)  # exactly this, whatever the umask
+            try:
+                _make_parents(root, dest, made, records)
+                fd = os.open(target, flags, mode)
+                os.fchmod(fd, mode)  # exactly this, whatever the umask
+            except OSError as exc:
+                raise _WriteError(exc) from None
         sha256 = hashlib.sha256()
         other = None
         if record is not None and record.hash_ is not None and record.hash_.name != "sha256":
@@ -655,8 +682,11 @@ def _extract(
                         other.update(chunk)
                     if fd >= 0:
                         view = memoryview(chunk)
-                        while view:
-                            view = view[os.write(fd, view) :]
+                        try:
+                            while view:
+                                view = view[os.write(fd, view) :]
+                        except OSError as exc:
+                            raise _WriteError(exc) from None
         except (zipfile.BadZipFile, EOFError, OSError) as exc:
             raise InvalidInputError(f"{where} is corrupt ({exc})") from None
         finally:
