@@ -589,7 +589,7 @@ def _render_package(
         package["dependencies"] = [{"name": dep} for dep in dependencies]
     index = pin.index or next((f.index for f in pin.files if f.index), "")
     if index.startswith(("https://", "http://")):
-        package["index"] = index
+        package["index"] = _without_credentials(index)
 
     if directory is not None:
         # PEP 751: no version for a source tree, which may change under the lock.
@@ -616,9 +616,24 @@ def _render_package(
     return package
 
 
+def _without_credentials(url: str) -> str:
+    """url without ``user:password@``: a lock is committed and shared, and
+    credentials come back from the index settings, ``.netrc`` or keyring."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 def _render_file(where: str, base: str, dist: DistFile) -> dict[str, Any]:
     if not dist.sha256:
-        raise CpkError(f"{where}: {dist.filename} has no sha256 (the index gave none)")
+        raise CpkError(
+            f"{where}: {dist.filename} has no sha256 (the index publishes none); cpk"
+            " locks and installs only verified files: have the index publish sha256"
+            " hashes, or put the file in a --find-links directory, where cpk hashes it"
+        )
     entry: dict[str, Any] = {"name": dist.filename}
     uploaded = _upload_time(dist.upload_time)
     if uploaded is not None:
@@ -629,7 +644,7 @@ def _render_file(where: str, base: str, dist: DistFile) -> dict[str, Any]:
 
         entry["path"] = _relative(Path(unquote(urlsplit(url).path)), base)
     else:
-        entry["url"] = url
+        entry["url"] = _without_credentials(url)
     if dist.size is not None:
         entry["size"] = dist.size
     entry["hashes"] = {alg: dist.hashes[alg].lower() for alg in sorted(dist.hashes)}
