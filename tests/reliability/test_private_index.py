@@ -38,9 +38,7 @@ class Server:
         self.log: list[tuple[str, str | None]] = []
         server = self
         expected = (
-            "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-            if auth
-            else None
+            "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode() if auth else None
         )
 
         class Handler(BaseHTTPRequestHandler):
@@ -178,9 +176,7 @@ def test_credentials_in_the_index_url_are_sent_to_that_host_only(
                 _no_secret(path.read_bytes().decode("latin-1"))
 
 
-def test_netrc_credentials_are_used(
-    servers: tuple[Server, Server], tmp_path: Path
-) -> None:
+def test_netrc_credentials_are_used(servers: tuple[Server, Server], tmp_path: Path) -> None:
     private, other = servers
     home = tmp_path / "userhome"
     home.mkdir()
