@@ -11,13 +11,23 @@ after.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
+import warnings
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support.cli import run_cpk
+from support.cli import run_cpk, tree_snapshot
 from support.index import LocalIndex
-from support.wheels import make_wheel
+from support.wheels import make_wheel, record_hash
+
+from contentpkg.errors import CpkError
+from contentpkg.python.install.wheel import add_wheel
+from contentpkg.store import Store
+
+Members = list[tuple[str, bytes]]
 
 Members = list[tuple[str, bytes]]
 
@@ -108,3 +118,240 @@ def test_install_python_tool_whose_only_script_is_python_is_refused(
     assert lines[0].startswith("cpk: error: onlypython: ")
     assert "'python'" in lines[0] and "interpreter" in lines[0]
     assert not (cpk_home / "profiles" / "default").exists()
+
+
+# -- the hostile wheel table ----------------------------------------------------------
+
+
+def _rerecord(members: Members) -> Members:
+    """RECORD rewritten to list members as they now are (a consistent lie)."""
+    record = next(n for n, _ in members if n.endswith(".dist-info/RECORD"))
+    kept = [(n, c) for n, c in members if n != record]
+    rows = [f"{n},{record_hash(c)},{len(c)}" for n, c in kept] + [f"{record},,"]
+    return [*kept, (record, ("\n".join(rows) + "\n").encode())]
+
+
+def _adding(extra: Members) -> Callable[[Members], Members]:
+    return lambda members: _rerecord([*members, *extra])
+
+
+def _with_modes(wheel: Path, modes: dict[str, int]) -> Path:
+    """Rewrite wheel giving some members other unix modes (links, devices)."""
+    with zipfile.ZipFile(wheel) as zf:
+        items = [(info, zf.read(info)) for info in zf.infolist()]
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        for info, content in items:
+            if info.filename in modes:
+                info.external_attr = modes[info.filename] << 16
+            zf.writestr(info, content)
+    return wheel
+
+
+def _record_edit(edit: Callable[[list[str]], list[str]]) -> Callable[[Members], Members]:
+    """A tamper hook that edits RECORD's rows after they were written truthfully."""
+
+    def tamper(members: Members) -> Members:
+        out = []
+        for name, content in members:
+            if name.endswith(".dist-info/RECORD"):
+                content = ("\n".join(edit(content.decode().splitlines())) + "\n").encode()
+            out.append((name, content))
+        return out
+
+    return tamper
+
+
+def _wrong_hash(rows: list[str]) -> list[str]:
+    return [
+        f"{r.split(',')[0]},{record_hash(b'other')},{r.split(',')[2]}"
+        if r.startswith("pkg/__init__.py,")
+        else r
+        for r in rows
+    ]
+
+
+def _wrong_size(rows: list[str]) -> list[str]:
+    return [r + "0" if r.startswith("pkg/__init__.py,") else r for r in rows]
+
+
+def _header_mismatch(wheel: Path) -> Path:
+    """The local header names another file than the central directory does."""
+    data = wheel.read_bytes()
+    first = data.index(b"pkg/extra.py")  # the local header comes first
+    wheel.write_bytes(data[:first] + b"pkg/EXTRA.py" + data[first + len(b"pkg/extra.py") :])
+    return wheel
+
+
+def _lying_size(wheel: Path) -> Path:
+    """The headers declare 10 bytes for a member that inflates to a megabyte."""
+    with zipfile.ZipFile(wheel) as zf:
+        info = zf.getinfo("pkg/big.bin")
+        local, size = info.header_offset, info.file_size
+    data = bytearray(wheel.read_bytes())
+    # Local header: uncompressed size at offset 22; central directory
+    # entry: at offset 24 of the entry, which names the same member.
+    data[local + 22 : local + 26] = (10).to_bytes(4, "little")
+    central = data.rindex(b"pkg/big.bin") - 46
+    data[central + 24 : central + 28] = (10).to_bytes(4, "little")
+    assert int.from_bytes(data[central + 24 : central + 28], "little") != size
+    wheel.write_bytes(bytes(data))
+    return wheel
+
+
+def _entry_points(name: str, value: str = "pkg:main") -> dict:
+    return {"entry_points": {"console_scripts": {name: value}}}
+
+
+# (id, make_wheel keyword arguments, post-processing, what the message must say)
+CASES: list[tuple[str, dict, Callable[[Path], Path] | None, str]] = [
+    ("dotdot", {"tamper": _adding([("../evil.py", b"x")])}, None, "escapes the wheel"),
+    ("deep-dotdot", {"tamper": _adding([("pkg/../../evil.py", b"x")])}, None, "'..'"),
+    ("absolute", {"tamper": _adding([("/tmp/evil.py", b"x")])}, None, "absolute path"),
+    ("drive", {"tamper": _adding([("c:/evil.py", b"x")])}, None, "drive letter"),
+    ("backslash", {"tamper": _adding([("pkg\\..\\evil.py", b"x")])}, None, "backslash"),
+    ("control", {"tamper": _adding([("pkg/a\x1b.py", b"x")])}, None, "control character"),
+    (
+        "symlink-out",
+        {"tamper": _adding([("pkg/passwd", b"../../../../etc/passwd")])},
+        lambda w: _with_modes(w, {"pkg/passwd": stat.S_IFLNK | 0o777}),
+        "points outside the wheel",
+    ),
+    (
+        "symlink-in",
+        {"tamper": _adding([("pkg/alias.py", b"__init__.py")])},
+        lambda w: _with_modes(w, {"pkg/alias.py": stat.S_IFLNK | 0o777}),
+        "is not allowed in a wheel",
+    ),
+    (
+        "char-device",
+        {"tamper": _adding([("pkg/null", b"")])},
+        lambda w: _with_modes(w, {"pkg/null": stat.S_IFCHR | 0o666}),
+        "special file",
+    ),
+    (
+        "block-device",
+        {"tamper": _adding([("pkg/sda", b"")])},
+        lambda w: _with_modes(w, {"pkg/sda": stat.S_IFBLK | 0o666}),
+        "special file",
+    ),
+    (
+        "fifo",
+        {"tamper": _adding([("pkg/fifo", b"")])},
+        lambda w: _with_modes(w, {"pkg/fifo": stat.S_IFIFO | 0o644}),
+        "special file",
+    ),
+    (
+        "socket",
+        {"tamper": _adding([("pkg/sock", b"")])},
+        lambda w: _with_modes(w, {"pkg/sock": stat.S_IFSOCK | 0o644}),
+        "special file",
+    ),
+    (
+        "duplicate",
+        {"tamper": lambda m: [*m, ("pkg/__init__.py", b"EVIL = 1\n")]},
+        None,
+        "appears more than once",
+    ),
+    (
+        "header-mismatch",
+        {"tamper": _adding([("pkg/extra.py", b"x = 1\n")])},
+        _header_mismatch,
+        "corrupt",
+    ),
+    (
+        "bomb-ratio",
+        {"tamper": _adding([("pkg/zeros.bin", bytes(32 << 20))])},
+        None,
+        "expands more than 200:1",
+    ),
+    (
+        "bomb-many",
+        {"tamper": _adding([(f"pkg/z{i}.bin", bytes(900_000)) for i in range(6)])},
+        None,
+        "archive expands more than 200:1",
+    ),
+    (
+        "bomb-lying-size",
+        {"tamper": _adding([("pkg/big.bin", bytes(1 << 20))])},
+        _lying_size,
+        "",  # zipfile or our count refuses it; either way one line
+    ),
+    (
+        "record-missing-entry",
+        {"tamper": _record_edit(lambda rows: [r for r in rows if "__init__" not in r])},
+        None,
+        "RECORD",
+    ),
+    ("record-wrong-hash", {"tamper": _record_edit(_wrong_hash)}, None, "RECORD hash"),
+    ("record-wrong-size", {"tamper": _record_edit(_wrong_size)}, None, "RECORD says"),
+    (
+        "record-lists-absent-file",
+        {"tamper": _record_edit(lambda rows: [*rows, f"pkg/ghost.py,{record_hash(b'x')},1"])},
+        None,
+        "pkg/ghost.py",
+    ),
+    ("record-absent", {"record": False}, None, "RECORD is missing"),
+    ("entry-point-slash", _entry_points("../../bin/evil"), None, "not a plain file name"),
+    ("entry-point-semicolon", _entry_points("x;rm -rf ~"), None, "not a plain file name"),
+    ("entry-point-dollar", _entry_points("$(reboot)"), None, "not a plain file name"),
+    ("entry-point-backtick", _entry_points("`id`"), None, "not a plain file name"),
+    ("entry-point-space", _entry_points("a b"), None, "not a plain file name"),
+    ("entry-point-value", _entry_points("ok", "os.system('id')"), None, "module:attribute"),
+]
+
+
+def _state(home: Path) -> dict:
+    """The home's snapshot without lock files and the (empty) staging directory,
+    which any add makes; anything left inside staging still counts."""
+    return {
+        k: v
+        for k, v in tree_snapshot(home).items()
+        if not k.startswith("store/.locks") and k != "store/.staging"
+    }
+
+
+def _build(tmp_path: Path, kwargs: dict, post: Callable[[Path], Path] | None) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile: "Duplicate name"
+        wheel = make_wheel(tmp_path / "in", "pkg", "1.0", **kwargs)
+    return post(wheel) if post is not None else wheel
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "post", "says"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_hostile_wheel_is_refused_in_one_line_and_nothing_is_written(
+    tmp_path: Path, cpk_home: Path, kwargs: dict, post: Callable | None, says: str
+) -> None:
+    wheel = _build(tmp_path, kwargs, post)
+    store = Store.open()
+    store.ensure()
+    before = _state(cpk_home)
+    with pytest.raises(CpkError) as caught:
+        add_wheel(store, wheel)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{wheel.name}: "), message
+    assert says in message, message
+    assert _state(cpk_home) == before
+    assert not (tmp_path / "evil.py").exists() and not Path("/tmp/evil.py").exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "post", "says"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_hostile_wheel_through_the_command_line(
+    tmp_path: Path, cpk_home: Path, kwargs: dict, post: Callable | None, says: str
+) -> None:
+    wheel = _build(tmp_path, kwargs, post)
+    index = tmp_path / "index" / "pkg"
+    index.mkdir(parents=True)
+    os.replace(wheel, index / wheel.name)
+    Store.open().ensure()  # the store exists before the snapshot
+    before = _state(cpk_home)
+    proc = run_cpk("fetch", "pkg", "--index-url", tmp_path / "index")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"cpk: error: {wheel.name}: ") and says in lines[0], lines
+    assert _state(cpk_home) == before

@@ -117,6 +117,10 @@ _DRIVE = re.compile(r"[A-Za-z]:")
 # attribute required: a script has to call something.
 _ENTRY_POINT = re.compile(r"[\w.]+\s*:\s*[\w.]+\s*(\[[^\]]*\])?")
 _MODULE_SUFFIX = re.compile(r"\.(py|pyc|so|pyd)$")
+# A script name becomes a file in bin/ and a word people type and scripts
+# paste into shell lines: path separators, whitespace and the shell's
+# metacharacters have no place in it (no real package uses them).
+_SCRIPT_UNSAFE = re.compile(r"[/\\\s|&;<>()$`'\"*?\[\]{}#!~%=^]")
 
 
 @dataclass
@@ -508,7 +512,7 @@ def _read_entry_points(zf: zipfile.ZipFile, filename: str, dist_info: str) -> di
                 not script
                 or script in (".", "..")
                 or _CONTROL.search(script)
-                or any(c in script for c in "/\\")
+                or _SCRIPT_UNSAFE.search(script)
             ):
                 raise InvalidInputError(
                     f"{filename}: {group} name {script!r} is not a plain file name"
@@ -547,6 +551,13 @@ def _check_record(zf: zipfile.ZipFile, filename: str, dist_info: str) -> dict[st
         raise InvalidInputError(
             f"{filename}: RECORD row is invalid: {'; '.join(exc.issues)}"
         ) from None
+    for path in records:
+        if path not in zf.NameToInfo:
+            # A RECORD that vouches for a file the wheel lacks is a lie about
+            # what gets installed; installer's listing check does not look.
+            raise InvalidInputError(
+                f"{filename}: RECORD lists {_show(path)}, which is not in the wheel"
+            )
     for path, record in records.items():
         assert record.hash_ is not None
         if record.hash_.name not in _STRONG_HASHES:
