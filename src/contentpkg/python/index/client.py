@@ -16,6 +16,7 @@ import tarfile
 import threading
 import urllib.parse
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -299,7 +300,14 @@ def wheel_metadata_from_archive(path: Path, filename: str) -> bytes:
                     f"{filename}: wheel has no single .dist-info/METADATA", path=filename
                 )
             return zf.read(candidates[0])
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        EOFError,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
         raise InvalidInputError(f"{filename}: not a valid wheel ({exc})", path=filename) from None
 
 
@@ -320,7 +328,7 @@ def sdist_pkg_info(path: Path, filename: str) -> bytes:
                         handle = tf.extractfile(info)
                         if handle is not None:
                             return handle.read()
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
         raise InvalidInputError(f"{filename}: not a valid sdist ({exc})", path=filename) from None
     raise InvalidInputError(f"{filename}: sdist has no PKG-INFO", path=filename)
 

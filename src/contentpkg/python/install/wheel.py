@@ -48,6 +48,7 @@ import os
 import re
 import stat
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -110,6 +111,19 @@ _STRONG_HASHES = frozenset(
 #: also decompress without a bound per read, so a crafted member could fill
 #: memory before any byte count is seen.
 _COMPRESSIONS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
+
+#: What reading a damaged archive raises: zipfile's own error, a short read,
+#: zlib's error for a deflate stream that is not one, and the
+#: NotImplementedError/RuntimeError zipfile raises for a version, method or
+#: encryption flag it cannot handle (all found by fuzzing, none wrapped).
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    EOFError,
+    OSError,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DRIVE = re.compile(r"[A-Za-z]:")
@@ -252,7 +266,7 @@ def _normalise_sha256(filename: str, value: str) -> str:
 def _open_zip(filename: str, f: IO[bytes]) -> Iterator[zipfile.ZipFile]:
     try:
         zf = zipfile.ZipFile(f)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except (*_ZIP_ERRORS, ValueError) as exc:
         raise InvalidInputError(f"{filename}: not a valid zip archive ({exc})") from None
     # installer's WheelFile takes the distribution name from this.
     zf.filename = filename
@@ -330,7 +344,7 @@ def _read_small(zf: zipfile.ZipFile, info: zipfile.ZipInfo, filename: str) -> st
     try:
         with zf.open(info) as stream:
             return stream.read(4096).decode("utf-8", "replace")
-    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError):
+    except _ZIP_ERRORS:
         return "?"
 
 
@@ -449,7 +463,7 @@ def _read_text(zf: zipfile.ZipFile, filename: str, member: str) -> str:
         return zf.read(info).decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInputError(f"{filename}: {member} is not UTF-8") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except _ZIP_ERRORS as exc:
         raise InvalidInputError(f"{filename}: {member} is corrupt ({exc})") from None
 
 
@@ -698,7 +712,7 @@ def _extract(
                                 view = view[os.write(fd, view) :]
                         except OSError as exc:
                             raise _WriteError(exc) from None
-        except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        except _ZIP_ERRORS as exc:
             raise InvalidInputError(f"{where} is corrupt ({exc})") from None
         finally:
             if fd >= 0:
