@@ -30,8 +30,8 @@ from contentpkg.python.lock.pylock import read_lock
 from contentpkg.python.project.requirements import RequirementsReader
 from contentpkg.store import Store
 
-EXAMPLES = 300
-SLOW_EXAMPLES = 3000
+EXAMPLES = 200
+SLOW_EXAMPLES = 2000
 PAGE_URL = "https://index.example/simple/pkg/"
 
 SEED_LOCK = b"""lock-version = "1.0"

@@ -355,3 +355,129 @@ def test_hostile_wheel_through_the_command_line(
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"cpk: error: {wheel.name}: ") and says in lines[0], lines
     assert _state(cpk_home) == before
+
+
+# -- hostile lock files and requirements files ------------------------------------
+
+_SHA = "ab" * 32
+_LOCK_HEAD = 'lock-version = "1.0"\ncreated-by = "cpk"\nrequires-python = ">=3.8"\n'
+
+LOCKS: list[tuple[str, str, str]] = [
+    ("not-toml", "lock-version = [1.0\n", "pylock.toml"),
+    ("future-version", 'lock-version = "2.0"\ncreated-by = "x"\n', "lock-version"),
+    ("binary", "\x00\x01\x02garbage", "pylock.toml"),
+    (
+        "package-without-version-or-file",
+        _LOCK_HEAD + '[[packages]]\nname = "six"\n',
+        "six",
+    ),
+    (
+        "name-with-path",
+        _LOCK_HEAD + '[[packages]]\nname = "../../evil"\nversion = "1.0"\n'
+        '[[packages.wheels]]\nname = "evil-1.0-py3-none-any.whl"\n'
+        'url = "https://files.example/evil-1.0-py3-none-any.whl"\n'
+        f'hashes = {{sha256 = "{_SHA}"}}\n',
+        "not a valid project name",
+    ),
+    (
+        "wheel-without-hashes",
+        _LOCK_HEAD + '[[packages]]\nname = "six"\nversion = "1.16.0"\n'
+        '[[packages.wheels]]\nname = "six-1.16.0-py3-none-any.whl"\n'
+        'url = "https://files.example/six-1.16.0-py3-none-any.whl"\n',
+        "six",
+    ),
+    (
+        "wheel-with-bad-hash",
+        _LOCK_HEAD + '[[packages]]\nname = "six"\nversion = "1.16.0"\n'
+        '[[packages.wheels]]\nname = "six-1.16.0-py3-none-any.whl"\n'
+        'url = "https://files.example/six-1.16.0-py3-none-any.whl"\n'
+        'hashes = {sha256 = "not-hex"}\n',
+        "malformed sha256 hash",
+    ),
+    (
+        "local-file-that-is-not-the-wheel",
+        _LOCK_HEAD + '[[packages]]\nname = "six"\nversion = "1.16.0"\n'
+        '[[packages.wheels]]\nname = "six-1.16.0-py3-none-any.whl"\n'
+        'path = "../../../../../../../../etc/hostname"\n'
+        f'hashes = {{sha256 = "{_SHA}"}}\n[packages.tool.cpk]\n'
+        'file = "six-1.16.0-py3-none-any.whl"\n',
+        "sha256 mismatch",
+    ),
+]
+
+
+def _project_with(tmp_path: Path, files: dict[str, str]) -> Path:
+    work = tmp_path / "project"
+    work.mkdir()
+    for name, text in files.items():
+        (work / name).write_bytes(text.encode("utf-8", "surrogateescape"))
+    return work
+
+
+def _refused_in_one_line(proc: subprocess.CompletedProcess, says: str) -> str:
+    assert proc.returncode != 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    # One error line; the CLI may add indented detail lines (where a file
+    # was downloaded from), never a traceback.
+    assert len(lines) >= 1 and all(line.startswith("  ") for line in lines[1:]), proc.stderr
+    assert lines[0].startswith("cpk: error: ") and says in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(("text", "says"), [c[1:] for c in LOCKS], ids=[c[0] for c in LOCKS])
+def test_hostile_lock_file_is_refused_in_one_line(
+    tmp_path: Path, cpk_home: Path, text: str, says: str
+) -> None:
+    work = _project_with(
+        tmp_path,
+        {
+            "pyproject.toml": '[project]\nname = "p"\nversion = "0"\ndependencies = ["six"]\n',
+            "pylock.toml": text,
+        },
+    )
+    empty_index = tmp_path / "empty-index"
+    empty_index.mkdir()
+    Store.open().ensure()
+    before, project_before = _state(cpk_home), tree_snapshot(work)
+    proc = run_cpk("sync", "--frozen", "--index-url", empty_index, cwd=work)
+    _refused_in_one_line(proc, says)
+    assert _state(cpk_home) == before
+    assert tree_snapshot(work) == project_before
+
+
+REQUIREMENTS: list[tuple[str, dict[str, str], str]] = [
+    ("includes-itself", {"requirements.txt": "-r requirements.txt\n"}, "include each other"),
+    (
+        "include-loop",
+        {"requirements.txt": "-r other.txt\n", "other.txt": "-r requirements.txt\n"},
+        "include each other",
+    ),
+    ("missing-include", {"requirements.txt": "-r nowhere.txt\n"}, "nowhere.txt"),
+    ("invalid-requirement", {"requirements.txt": "six===1 2 3 ;;\n"}, "requirements.txt:1"),
+    ("constraints", {"requirements.txt": "-c constraints.txt\nsix\n"}, "requirements.txt:1"),
+    ("weak-hash", {"requirements.txt": "six==1.16.0 --hash=md5:00\n"}, "requirements.txt:1"),
+    ("not-utf8", {"requirements.txt": "six\udcff\udcfe\n"}, "UTF-8"),
+    ("url-with-shell", {"requirements.txt": "six @ `id`\n"}, "direct URL"),
+    (
+        "cut-hash",
+        {"requirements.txt": f"six==1.16.0 --hash=sha256:{_SHA[:40]}\n"},
+        "requirements.txt:1",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("files", "says"), [c[1:] for c in REQUIREMENTS], ids=[c[0] for c in REQUIREMENTS]
+)
+def test_hostile_requirements_file_is_refused_in_one_line(
+    tmp_path: Path, cpk_home: Path, files: dict[str, str], says: str
+) -> None:
+    work = _project_with(tmp_path, files)
+    empty_index = tmp_path / "empty-index"
+    empty_index.mkdir()
+    Store.open().ensure()
+    before, project_before = _state(cpk_home), tree_snapshot(work)
+    proc = run_cpk("lock", "--index-url", empty_index, cwd=work)
+    _refused_in_one_line(proc, says)
+    assert _state(cpk_home) == before
+    assert tree_snapshot(work) == project_before

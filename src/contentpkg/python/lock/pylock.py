@@ -15,6 +15,7 @@ imports ``tomli_w`` and ``datetime`` when it runs.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -322,6 +323,12 @@ def _parse_lock(path: Path, data: dict[str, Any]) -> Lock:
 def _parse_package(path: Path, base: str, entry: Any) -> LockedPackage:
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise LockUnreadableError(f"{path}: a [[packages]] entry has no name")
+    if not _VALID_NAME.fullmatch(entry["name"]):
+        # The name becomes part of store entry names and paths: a lock
+        # edited to say "../../x" must stop here, not reach a download.
+        raise LockUnreadableError(
+            f"{path}: package name {entry['name']!r} is not a valid project name"
+        )
     name = canonical_name(entry["name"])
     version = entry.get("version")
     where = f"{path}: package {name}"
@@ -391,6 +398,12 @@ def _parse_package(path: Path, base: str, entry: Any) -> LockedPackage:
     )
 
 
+# PEP 508's project name: what the lock may name, before normalisation.
+_VALID_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+#: Hex digits a digest of each common algorithm has.
+_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128, "blake2b": 128, "sha3_256": 64}
+
+
 def _parse_file(where: str, base: str, entry: Any, kind: str) -> LockedFile:
     if not isinstance(entry, dict):
         raise LockUnreadableError(f"{where}: a {kind} entry is not a table")
@@ -413,6 +426,14 @@ def _parse_file(where: str, base: str, entry: Any, kind: str) -> LockedFile:
     hashes = entry.get("hashes")
     if not isinstance(hashes, dict) or not hashes:
         raise LockUnreadableError(f"{where}: {kind} {name} has no hashes")
+    for algorithm, value in hashes.items():
+        want = _HEX_LENGTHS.get(str(algorithm).lower())
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F]+", value) or (
+            want is not None and len(value) != want
+        ):
+            raise LockUnreadableError(
+                f"{where}: {kind} {name} has a malformed {algorithm} hash {str(value)[:80]!r}"
+            )
     size = entry.get("size")
     uploaded = entry.get("upload-time")
     return LockedFile(
