@@ -180,10 +180,15 @@ def _make_file(
     upload_time: str | None = None,
     filename: str | None = None,
 ) -> DistFile | None:
-    absolute = urllib.parse.urljoin(page_url, url)
-    without_fragment, fragment = urllib.parse.urldefrag(absolute)
-    if filename is None:
+    try:
+        absolute = urllib.parse.urljoin(page_url, url)
+        without_fragment, fragment = urllib.parse.urldefrag(absolute)
         path = urllib.parse.urlsplit(without_fragment).path
+    except ValueError:
+        # urllib's own refusal ("Invalid IPv6 URL"): a link no client can
+        # follow, skipped like a file name no installer can use.
+        return None
+    if filename is None:
         filename = urllib.parse.unquote(path.rsplit("/", 1)[-1])
     if not _safe_filename(filename) or parse_filename(filename) is None:
         return None
@@ -214,7 +219,10 @@ def parse_html_page(body: bytes | str, page_url: str, index: str = "") -> list[D
     parser.feed(text)
     parser.close()
     _check_api_version(parser.api_version, page_url)
-    base = urllib.parse.urljoin(page_url, parser.base) if parser.base else page_url
+    try:
+        base = urllib.parse.urljoin(page_url, parser.base) if parser.base else page_url
+    except ValueError as exc:
+        raise CpkError(f"{redact(page_url)}: invalid <base href> ({exc})") from None
     files = []
     for attrs in parser.anchors:
         href = attrs.get("href")
