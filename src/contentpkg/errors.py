@@ -139,3 +139,35 @@ class ExecError(CpkError):
         super().__init__(message)
         self.command = command
         self.status = status
+
+
+class WriteFailedError(CpkError):
+    """Writing failed for want of room or permission, not because of the input.
+
+    ``path`` is where cpk was writing (a store, a cache directory) and
+    ``operation`` what it was doing (``extracting six-1.16.0-py3-none-any.whl``),
+    so a full disk is not mistaken for a corrupt package; ``errno`` is the
+    system's code (``ENOSPC``, ``EDQUOT``, ``EROFS``...).
+    """
+
+    def __init__(self, message: str, *, path: str, operation: str, errno: int) -> None:
+        super().__init__(message)
+        self.path = path
+        self.operation = operation
+        self.errno = errno
+
+
+def write_failed(exc: OSError, path: object, operation: str) -> WriteFailedError:
+    """The one-line error for an OSError raised while writing below ``path``.
+
+    Reads as ``no space left on device writing <path> (<operation>)``: what
+    ran out, where, doing what.
+    """
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    reason = reason[:1].lower() + reason[1:]
+    return WriteFailedError(
+        f"{reason} writing {path} ({operation})",
+        path=str(path),
+        operation=operation,
+        errno=exc.errno or 0,
+    )

@@ -400,3 +400,14 @@ def test_metadata_file_with_wrong_hash_is_rejected(
     forged = DistFile(wheel.filename, wheel.url, wheel.hashes, core_metadata={"sha256": "00" * 32})
     with pytest.raises(CpkError, match=r"alpha-2\.0-py3-none-any\.whl\.metadata: sha256 mismatch"):
         client.metadata(forged)
+
+
+def test_links_urllib_cannot_parse_are_skipped_and_a_bad_base_is_one_line() -> None:
+    # urllib raises ValueError ("Invalid IPv6 URL") for these (found by fuzzing).
+    page = b'<a href="http://[x/pkg-1.0-py3-none-any.whl">x</a>'
+    assert parse_html_page(page, "https://i.example/simple/pkg/") == []
+    listing = b'{"files": [{"url": "http://[x/pkg-1.0-py3-none-any.whl"}]}'
+    assert parse_json_page(listing, "https://i.example/simple/pkg/") == []
+    with pytest.raises(CpkError) as caught:
+        parse_html_page(b'<base href="http://[x/"><a href="a.whl">a</a>', "https://i.example/s/")
+    assert "invalid <base href>" in str(caught.value)

@@ -273,11 +273,12 @@ def test_stale_detection(tmp_path: Path) -> None:
     assert lock_is_fresh(lock_path, "2" * 64) is False
 
 
-VALID_PACKAGE = """
+AB = "ab" * 32  # a well-formed sha256 (the reader checks the digits)
+VALID_PACKAGE = f"""
 [[packages]]
 name = "attrs"
 version = "23.1.0"
-wheels = [{url = "https://f/attrs-23.1.0-py3-none-any.whl", hashes = {sha256 = "ab"}}]
+wheels = [{{url = "https://f/attrs-23.1.0-py3-none-any.whl", hashes = {{sha256 = "{AB}"}}}}]
 """
 
 
@@ -292,11 +293,11 @@ wheels = [{url = "https://f/attrs-23.1.0-py3-none-any.whl", hashes = {sha256 = "
         ),
         ('lock-version = "1.0"\ncreated-by = "x"\n', "lock file has no [[packages]] array"),
         (
-            'lock-version = "1.0"\n' + VALID_PACKAGE.replace('{sha256 = "ab"}', "{}"),
+            'lock-version = "1.0"\n' + VALID_PACKAGE.replace(f'{{sha256 = "{AB}"}}', "{}"),
             "package attrs: wheel attrs-23.1.0-py3-none-any.whl has no hashes",
         ),
         (
-            'lock-version = "1.0"\n' + VALID_PACKAGE.replace(', hashes = {sha256 = "ab"}', ""),
+            'lock-version = "1.0"\n' + VALID_PACKAGE.replace(f', hashes = {{sha256 = "{AB}"}}', ""),
             "package attrs: wheel attrs-23.1.0-py3-none-any.whl has no hashes",
         ),
         (
@@ -339,7 +340,7 @@ def test_foreign_lock_is_readable(tmp_path: Path) -> None:
     assert lock.fingerprint is None
     assert lock.lock_version == "1.3"
     assert lock.packages[0].filename == "attrs-23.1.0-py3-none-any.whl"  # name from the url
-    assert lock.packages[0].sha256 == "ab"
+    assert lock.packages[0].sha256 == "ab" * 32
     assert lock_is_fresh(lock_path, "x") is False
 
 

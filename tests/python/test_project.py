@@ -275,8 +275,8 @@ def test_requirements_file_includes_options_continuations(tmp_path: Path) -> Non
 
         requests >= 2 , < 3 ; python_version >= "3.8"  # trailing comment
         rich==13.7.0 \\
-            --hash=sha256:ABCDEF \\
-            --hash sha256:012345
+            --hash=sha256:ABCDEF0000000000000000000000000000000000000000000000000000000000 \\
+            --hash sha256:0123450000000000000000000000000000000000000000000000000000000000
         -r sub/more.txt
         -e ../B[cli]
         """,
@@ -301,7 +301,9 @@ def test_requirements_file_includes_options_continuations(tmp_path: Path) -> Non
     assert inputs.index.extra_index_urls == ("https://extra.example/simple",)
     # The same directory named twice, relative to two files, is one entry.
     assert inputs.index.find_links == (str(tmp_path / "proj" / "links"),)
-    assert inputs.hashes == {"rich": ("sha256:012345", "sha256:abcdef")}
+    assert inputs.hashes == {
+        "rich": ("sha256:012345" + "0" * 58, "sha256:abcdef" + "0" * 58)
+    }
     assert inputs.sources["bee"].path == tmp_path / "B"
     assert inputs.sources["bee"].editable
     assert inputs.files == (

@@ -561,3 +561,25 @@ def test_rejection_keeps_an_existing_store_intact(tmp_path: Path, cpk_home: Path
     with sqlite3.connect(store_dir(cpk_home) / ".files.sqlite") as conn:
         entries = conn.execute("SELECT DISTINCT entry FROM files").fetchall()
     assert entries == [(good.dirname,)]
+
+
+def test_deflate_stream_that_is_not_one_is_corrupt(tmp_path: Path, cpk_home: Path) -> None:
+    # zipfile lets zlib.error through unwrapped (found by fuzzing).
+    wheel = make_wheel(tmp_path, "pkg", "1.0", files={"pkg/__init__.py": "x = 1\n" * 100})
+    with zipfile.ZipFile(wheel) as zf:
+        info = zf.getinfo("pkg/__init__.py")
+    data = bytearray(wheel.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start : start + 4] = b"\xff\xff\xff\xff"  # block type 3: invalid
+    wheel.write_bytes(bytes(data))
+    assert "member 'pkg/__init__.py' is corrupt" in rejected(wheel, cpk_home)
+
+
+def test_zip_version_zipfile_cannot_read_is_one_line(tmp_path: Path, cpk_home: Path) -> None:
+    # zipfile raises NotImplementedError for it (found by fuzzing).
+    wheel = make_wheel(tmp_path, "pkg", "1.0")
+    data = bytearray(wheel.read_bytes())
+    central = data.index(b"PK\x01\x02")
+    data[central + 6] = 235  # "version needed to extract": 23.5
+    wheel.write_bytes(bytes(data))
+    assert "not a valid zip archive" in rejected(wheel, cpk_home)

@@ -76,6 +76,8 @@ def cmd_install(args: argparse.Namespace) -> int:
             tools = [tool_environment(options, args.spec)]
         finally:
             options.close()
+        for note in tools[0].notes:
+            print(f"cpk: warning: {note}", file=sys.stderr)
         specs = []
     result = _change(
         args,

@@ -74,11 +74,7 @@ def _print_launch(launch: Any, conflicts: bool = True) -> None:
     for note in launch.notes:
         print(f"cpk: {note}", file=sys.stderr)
     for conflict in launch.conflicts if conflicts else ():
-        print(
-            f"cpk: warning: {conflict.path} is installed by both {conflict.winner} and "
-            f"{conflict.loser}; using {conflict.winner.split(',')[0]}'s (declared first)",
-            file=sys.stderr,
-        )
+        print(f"cpk: warning: {conflict.describe()}", file=sys.stderr)
 
 
 def cmd_lock(args: argparse.Namespace) -> int:

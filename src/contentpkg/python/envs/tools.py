@@ -34,6 +34,8 @@ class ToolEnv:
     view: str
     scripts: tuple[str, ...]
     entries: tuple[str, ...]
+    #: One line per declared script that is not installed, and why.
+    notes: tuple[str, ...] = ()
 
 
 def tool_environment(options: Options, requirement: str) -> ToolEnv:
@@ -50,14 +52,27 @@ def tool_environment(options: Options, requirement: str) -> ToolEnv:
     request = RunRequest(("python",), (requirement,), isolated=True)
     prepared = prepare(plan_run(options, request))
     view = Path(os.path.realpath(prepared.env))
-    scripts = _scripts_of(view, name)
+    from contentpkg.python.envs.views import script_name_problem
+
+    declared = _scripts_of(view, name)
+    # A script named python (or python3...) is the view's interpreter in the
+    # view's bin/, never the package's: linking it into a profile would put
+    # a bare interpreter on PATH ahead of the user's own python.
+    refused = {s: p for s in declared if (p := script_name_problem(s)) is not None}
+    scripts = [s for s in declared if s not in refused]
+    notes = tuple(f"{name}: script {s!r} is not installed: {p}" for s, p in refused.items())
     if not scripts:
+        if refused:
+            raise CpkError(
+                f"{requirement}: {name} has no script that can be installed"
+                f" ({'; '.join(f'{s!r}: {p}' for s, p in refused.items())})"
+            )
         raise CpkError(f"{requirement}: {name} has no console or GUI scripts to install")
     missing = [s for s in scripts if not os.access(view / "bin" / s, os.X_OK)]
     if missing:
         raise CpkError(f"{view}: the view lacks scripts {', '.join(missing)} of {name}")
     refs = (view / ".cpk" / "refs").read_text().split()
-    return ToolEnv(requirement, name, str(view), tuple(scripts), tuple(refs))
+    return ToolEnv(requirement, name, str(view), tuple(scripts), tuple(refs), notes)
 
 
 def _scripts_of(view: Path, name: str) -> list[str]:

@@ -48,6 +48,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,11 +69,39 @@ PYCACHE = "__pycache__"
 
 @dataclass(frozen=True)
 class Conflict:
-    """One path that two distributions both install, with different bytes."""
+    """One path that two distributions both install, with different bytes,
+    or (with a ``reason``) a script the view refused to install at all."""
 
     path: str  # relative to site-packages (or to the prefix, for data)
     winner: str  # entry dirname whose file is used: the first declared
     loser: str
+    reason: str = ""  # why loser's path is not installed, when no entry won
+
+    def describe(self) -> str:
+        """The one warning line a user sees for it."""
+        if self.reason:
+            return f"{self.path} of {self.loser} is not installed: {self.reason}"
+        return (
+            f"{self.path} is installed by both {self.winner} and {self.loser};"
+            f" using {self.winner.split(',')[0]}'s (declared first)"
+        )
+
+
+# The names a view's skeleton links to the interpreter, and the ones another
+# interpreter would have: a package's script must never take them, or it
+# would replace (in a view) or shadow (in a profile on PATH) a python.
+_INTERPRETER_NAME = re.compile(r"python(\d+(\.\d+)?)?")
+
+
+def script_name_problem(name: str) -> str | None:
+    """Why a console or data script ``name`` cannot go into ``bin/``; None if it can."""
+    if _INTERPRETER_NAME.fullmatch(name):
+        return "the name belongs to the environment's interpreter"
+    if name.startswith("."):
+        return "a name starting with '.' would be a hidden file"
+    if not name or "/" in name or "\\" in name:
+        return "not a plain file name"
+    return None
 
 
 @dataclass
@@ -202,7 +231,9 @@ def _build(root: Path, final: Path, entries: Sequence[Entry], python: Interprete
             name = entry.name
             if not (target / name).exists():
                 os.symlink(headers, target / name)
-    written = write_scripts(root / "bin", final / "bin" / "python", entries, root_final=final)
+    written = write_scripts(
+        root / "bin", final / "bin" / "python", entries, root_final=final, dropped=conflicts
+    )
     _write_records(root, site, entries, written, python)
     meta = root / ".cpk"
     meta.mkdir()
@@ -374,17 +405,37 @@ def launcher(python: Path, module: str, attr: str) -> bytes:
 
 
 def write_scripts(
-    bin_dir: Path, python: Path, entries: Sequence[Entry], root_final: Path | None = None
+    bin_dir: Path,
+    python: Path,
+    entries: Sequence[Entry],
+    root_final: Path | None = None,
+    dropped: list[Conflict] | None = None,
 ) -> dict[str, list[str]]:
     """Console and GUI scripts of the entries, and their data-scheme scripts.
 
     Scripts name the view's interpreter by absolute path (the view does not
     move); the first entry to claim a name wins, as on PATH, and no package
-    may replace ``python`` itself. Returns the names each entry (by
-    dirname) wrote, which its ``RECORD`` in the view then lists.
+    may replace ``python`` itself (:func:`script_name_problem`). Returns the
+    names each entry (by dirname) wrote, which its ``RECORD`` in the view
+    then lists; every script not written is added to ``dropped``, so the
+    caller can say so instead of leaving a declared command missing.
     """
-    taken = {p.name for p in bin_dir.iterdir()}
+    owners = {p.name: "" for p in bin_dir.iterdir()}
     written: dict[str, list[str]] = {}
+
+    def claim(entry: Entry, name: str) -> bool:
+        problem = script_name_problem(name)
+        owner = owners.get(name)
+        if problem is None and owner is None:
+            owners[name] = entry.dirname
+            return True
+        if dropped is not None:
+            if problem is not None:
+                dropped.append(Conflict(f"bin/{name}", "", entry.dirname, problem))
+            elif owner:
+                dropped.append(Conflict(f"bin/{name}", owner, entry.dirname))
+        return False
+
     for entry in entries:
         mine = written.setdefault(entry.dirname, [])
         meta = entry.metadata.get("python") or {}
@@ -393,15 +444,14 @@ def write_scripts(
             for name, value in sorted((points.get(group) or {}).items()):
                 module, _, attr = str(value).partition(":")
                 attr = attr.split("[")[0].strip()
-                if not attr or name in taken or "/" in name or name.startswith("."):
+                if not attr or not claim(entry, name):
                     continue
                 _write_executable(bin_dir / name, launcher(python, module.strip(), attr))
-                taken.add(name)
                 mine.append(name)
         scripts = entry.path / "scripts"
         if scripts.is_dir():
             for path in sorted(scripts.iterdir()):
-                if path.name in taken or not path.is_file():
+                if not path.is_file() or not claim(entry, path.name):
                     continue
                 data = path.read_bytes()
                 # The wheel spec's "#!python" marks a script to be pointed
@@ -409,7 +459,6 @@ def write_scripts(
                 if data.startswith((b"#!python", b"#!/usr/bin/env python")):
                     data = shebang(python) + data[data.index(b"\n") + 1 :]
                 _write_executable(bin_dir / path.name, data)
-                taken.add(path.name)
                 mine.append(path.name)
     return written
 

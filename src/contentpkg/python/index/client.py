@@ -18,6 +18,7 @@ import tarfile
 import threading
 import urllib.parse
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -181,10 +182,15 @@ def _make_file(
     upload_time: str | None = None,
     filename: str | None = None,
 ) -> DistFile | None:
-    absolute = urllib.parse.urljoin(page_url, url)
-    without_fragment, fragment = urllib.parse.urldefrag(absolute)
-    if filename is None:
+    try:
+        absolute = urllib.parse.urljoin(page_url, url)
+        without_fragment, fragment = urllib.parse.urldefrag(absolute)
         path = urllib.parse.urlsplit(without_fragment).path
+    except ValueError:
+        # urllib's own refusal ("Invalid IPv6 URL"): a link no client can
+        # follow, skipped like a file name no installer can use.
+        return None
+    if filename is None:
         filename = urllib.parse.unquote(path.rsplit("/", 1)[-1])
     if not _safe_filename(filename) or parse_filename(filename) is None:
         return None
@@ -215,7 +221,10 @@ def parse_html_page(body: bytes | str, page_url: str, index: str = "") -> list[D
     parser.feed(text)
     parser.close()
     _check_api_version(parser.api_version, page_url)
-    base = urllib.parse.urljoin(page_url, parser.base) if parser.base else page_url
+    try:
+        base = urllib.parse.urljoin(page_url, parser.base) if parser.base else page_url
+    except ValueError as exc:
+        raise CpkError(f"{redact(page_url)}: invalid <base href> ({exc})") from None
     files = []
     for attrs in parser.anchors:
         href = attrs.get("href")
@@ -301,7 +310,14 @@ def wheel_metadata_from_archive(path: Path, filename: str) -> bytes:
                     f"{filename}: wheel has no single .dist-info/METADATA", path=filename
                 )
             return zf.read(candidates[0])
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        EOFError,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
         raise InvalidInputError(f"{filename}: not a valid wheel ({exc})", path=filename) from None
 
 
@@ -322,7 +338,7 @@ def sdist_pkg_info(path: Path, filename: str) -> bytes:
                         handle = tf.extractfile(info)
                         if handle is not None:
                             return handle.read()
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
         raise InvalidInputError(f"{filename}: not a valid sdist ({exc})", path=filename) from None
     raise InvalidInputError(f"{filename}: sdist has no PKG-INFO", path=filename)
 
@@ -354,18 +370,30 @@ class IndexClient:
         retries: int = 3,
         backoff: float = 0.25,
         jobs: int = 8,
+        netrc: Path | None = None,
     ) -> None:
-        self.indexes = [index_url(u) for u in indexes]
-        self.find_links = [location_url(u, None) for u in find_links]
         # A caller without a Context (contentpkg.use()) gets this process's.
         self.cache_dir = (
             Path(cache_dir) if cache_dir is not None else Context.from_environ().cache_dir
         )
         self.offline = offline
         self.reporter = reporter
+        if netrc is None:
+            netrc = Path(os.path.expanduser("~/.netrc"))
         self.http = HttpSession(
-            self.cache_dir, offline=offline, retries=retries, backoff=backoff, jobs=jobs
+            self.cache_dir,
+            offline=offline,
+            retries=retries,
+            backoff=backoff,
+            jobs=jobs,
+            netrc=netrc,
         )
+        # Credentials in a location are handed to the session, scoped to its
+        # host, and dropped from the URL: every URL kept from here on (pins,
+        # lock files, messages, cache keys) is free of them.
+        take = self.http.credentials.take
+        self.indexes = [take(index_url(u)) for u in indexes]
+        self.find_links = [take(location_url(u, None)) for u in find_links]
         self._lock = threading.Lock()
         self._memo: dict[tuple[str, str], Future[Any]] = {}
         self._background: ThreadPoolExecutor | None = None
@@ -452,8 +480,8 @@ class IndexClient:
             return []
         content_type = page.content_type.split(";", 1)[0].strip().lower()
         if content_type in _JSON_TYPES:
-            return parse_json_page(page.body, page.url, index)
-        return parse_html_page(page.body, page.url, index)
+            return self._vet(page.url, parse_json_page(page.body, page.url, index))
+        return self._vet(page.url, parse_html_page(page.body, page.url, index))
 
     def _find_links_files(self, location: str) -> list[DistFile]:
         return self._once("find-links", location, lambda: self._list_find_links(location))
@@ -470,7 +498,31 @@ class IndexClient:
         page = self.http.fetch_page(location, ACCEPT_HTML)
         if page is None:
             raise CpkError(f"find-links {redact(location)}: not found")
-        return parse_html_page(page.body, page.url, location)
+        return self._vet(page.url, parse_html_page(page.body, page.url, location))
+
+    def _vet(self, page_url: str, files: list[DistFile]) -> list[DistFile]:
+        """The files of a fetched page, safe to fetch: remote, and without credentials.
+
+        A page that came over the network must never make cpk read a local
+        file (``file:`` links to ``/etc`` or to a wheel planted in ``/tmp``):
+        such a page is refused as a whole, since it is hostile or broken. A
+        local index (a ``file:`` page or directory) may link locally. Any
+        credentials in a link are handed to the session for that link's own
+        host and removed from the URL that pins and lock files keep.
+        """
+        remote = not is_file_url(page_url)
+        vetted = []
+        for f in files:
+            scheme = urllib.parse.urlsplit(f.url).scheme.lower()
+            if remote and scheme not in ("http", "https"):
+                raise CpkError(
+                    f"{redact(page_url)}: links {f.filename} to {redact(f.url)};"
+                    f" a page fetched over the network may only link http(s) URLs,"
+                    f" never local files"
+                )
+            clean = self.http.credentials.take(f.url, override=False)
+            vetted.append(f if clean == f.url else replace(f, url=clean))
+        return vetted
 
     def _directory_files(self, directory: Path, location: str) -> list[DistFile]:
         try:

@@ -13,6 +13,7 @@ interpreter facts do) never loads the HTTP stack.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from contentpkg.context import Bucket
-from contentpkg.errors import CpkError, HashMismatchError
+from contentpkg.errors import CpkError, HashMismatchError, write_failed
 from contentpkg.fs import write_cache, writing_atomic
 from contentpkg.progress import QUIET, Reporter
 from contentpkg.store.hashing import hash_file
@@ -63,6 +64,154 @@ def redact(url: str) -> str:
         return url
     host = parts.netloc.rsplit("@", 1)[1]
     return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+def strip_credentials(url: str) -> str:
+    """url without its ``user:password@`` part (for lock files and cache keys)."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def _origin(url: str) -> str:
+    """scheme://host:port, the unit URL credentials are scoped to (as pip scopes them)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None:
+        port = {"https": 443, "http": 80}.get(parts.scheme.lower())
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
+
+
+_AUTH_HINT = (
+    "give credentials in the index URL (https://user:token@host/simple/),"
+    " in ~/.netrc, or through keyring"
+)
+
+
+def _status_message(url: str, status: int, reason: str = "") -> str:
+    """``<url>: HTTP <status>``, saying how to proceed where the server wants credentials."""
+    text = f"{redact(url)}: HTTP {status}"
+    if reason:
+        text += f" {reason}"
+    if status in (401, 403):
+        text += f"; {_AUTH_HINT}"
+    return text
+
+
+class _Credentials:
+    """Who to be, per origin: credentials from URLs, then ``.netrc``, then keyring.
+
+    Credentials given in a URL are sent to that URL's scheme, host and port
+    only; ``.netrc`` ones to the host they name (as curl, pip and requests
+    read it). Files a page links to on the same origin get the same
+    credentials, since that is how private indexes serve them. Nothing here
+    is ever put into a message, a cache key or a lock file.
+    """
+
+    def __init__(self, netrc_path: Path | None) -> None:
+        self.netrc_path = netrc_path
+        self._by_origin: dict[str, tuple[str, str]] = {}
+        self._netrc: Any = None
+        self._keyring_asked: set[str] = set()
+        self._lock = threading.Lock()
+
+    def take(self, url: str, *, override: bool = True) -> str:
+        """Remember url's credentials for its origin; return url without them.
+
+        ``override=False`` (for links a page gives) keeps credentials the
+        user gave for that origin: a page cannot choose who cpk logs in as.
+        """
+        parts = urllib.parse.urlsplit(url)
+        if "@" not in parts.netloc:
+            return url
+        userinfo = parts.netloc.rsplit("@", 1)[0]
+        user, _, password = userinfo.partition(":")
+        with self._lock:
+            origin = _origin(url)
+            if override or origin not in self._by_origin:
+                self._by_origin[origin] = (
+                    urllib.parse.unquote(user),
+                    urllib.parse.unquote(password),
+                )
+        return strip_credentials(url)
+
+    def header(self, url: str) -> dict[str, str]:
+        """The Authorization header for url, or nothing."""
+        found = self._lookup(url)
+        if found is None:
+            return {}
+        token = base64.b64encode(f"{found[0]}:{found[1]}".encode()).decode("ascii")
+        return {"Authorization": f"Basic {token}"}
+
+    def _lookup(self, url: str) -> tuple[str, str] | None:
+        origin = _origin(url)
+        with self._lock:
+            if origin in self._by_origin:
+                return self._by_origin[origin]
+        host = urllib.parse.urlsplit(url).hostname
+        if host:
+            found = self._from_netrc(host)
+            if found is not None:
+                return found
+        return None
+
+    def _from_netrc(self, host: str) -> tuple[str, str] | None:
+        import netrc
+
+        if self.netrc_path is None:
+            return None
+        with self._lock:
+            if self._netrc is None:
+                try:
+                    self._netrc = netrc.netrc(os.fspath(self.netrc_path))
+                except FileNotFoundError:
+                    self._netrc = False
+                except netrc.NetrcParseError as exc:
+                    raise CpkError(
+                        f"{self.netrc_path}: cannot read it as a .netrc file"
+                        f" ({exc.msg}, line {exc.lineno})"
+                    ) from None
+                except OSError as exc:
+                    raise CpkError(
+                        f"{self.netrc_path}: cannot read ({exc.strerror or exc})"
+                    ) from None
+            if not self._netrc:
+                return None
+            # Only the host it names: netrc's "default" entry would hand a
+            # login to every server a page links to.
+            found = self._netrc.hosts.get(host.lower()) or self._netrc.hosts.get(host)
+        if not found:
+            return None
+        login, _account, password = found
+        return (login or "", password or "")
+
+    def from_keyring(self, url: str) -> bool:
+        """Ask keyring (when installed) for url's origin, once; True if it answered."""
+        origin = _origin(url)
+        with self._lock:
+            if origin in self._keyring_asked:
+                return False
+            self._keyring_asked.add(origin)
+            user = self._by_origin.get(origin, (None, None))[0]
+        try:
+            import keyring  # optional: installed by those who use it
+        except ImportError:
+            return False
+        try:
+            credential = keyring.get_credential(strip_credentials(url), user)
+        except Exception:
+            # A keyring backend may fail in many ways (no D-Bus, locked
+            # vault); it is then as if none were installed.
+            return False
+        if credential is None or not credential.password:
+            return False
+        with self._lock:
+            self._by_origin[origin] = (credential.username or user or "", credential.password)
+        return True
 
 
 @dataclass(frozen=True)
@@ -122,8 +271,10 @@ class HttpSession:
         backoff: float = 0.25,
         timeout: float = 30.0,
         jobs: int = 8,
+        netrc: Path | None = None,
     ) -> None:
         self.cache_dir = Path(cache_dir)
+        self.credentials = _Credentials(netrc)
         self.offline = offline
         self.retries = max(0, retries)
         self.backoff = max(0.0, backoff)
@@ -191,19 +342,18 @@ class HttpSession:
     def _request(
         self, url: str, headers: dict[str, str], *, stream: bool = False
     ) -> urllib3.BaseHTTPResponse:
-        """One request; network failures and server errors become _Retryable."""
-        import urllib3
+        """One request; network failures and server errors become _Retryable.
 
-        try:
-            response = self.pool.request(
-                "GET", url, headers=headers, preload_content=not stream, redirect=True
-            )
-        except urllib3.exceptions.MaxRetryError as exc:
-            raise _Retryable(_describe_network_error(exc.reason or exc)) from None
-        except urllib3.exceptions.HTTPError as exc:
-            raise _Retryable(_describe_network_error(exc)) from None
-        except OSError as exc:
-            raise _Retryable(_describe_network_error(exc)) from None
+        Credentials known for url's origin are sent; on a 401 without any,
+        keyring (if installed) is asked once and the request made again.
+        """
+        url = self.credentials.take(url)
+        response = self._send(url, headers, stream)
+        if response.status == 401 and self.credentials.from_keyring(url):
+            if stream:
+                response.drain_conn()
+                response.release_conn()
+            response = self._send(url, headers, stream)
         status = response.status
         if status >= 500 or status in _RETRY_STATUS:
             retry_after = _retry_after(response.headers.get("Retry-After"))
@@ -213,10 +363,29 @@ class HttpSession:
             raise _Retryable(f"HTTP {status} {response.reason or ''}".rstrip(), retry_after)
         return response
 
+    def _send(self, url: str, headers: dict[str, str], stream: bool) -> urllib3.BaseHTTPResponse:
+        import urllib3
+
+        # urllib3 drops Authorization on a redirect to another host
+        # (Retry.remove_headers_on_redirect), so it never follows a link away.
+        headers = {**headers, **self.credentials.header(url)}
+        try:
+            return self.pool.request(
+                "GET", url, headers=headers, preload_content=not stream, redirect=True
+            )
+        except urllib3.exceptions.MaxRetryError as exc:
+            raise _Retryable(_describe_network_error(exc.reason or exc)) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise _Retryable(_describe_network_error(exc)) from None
+        except OSError as exc:
+            raise _Retryable(_describe_network_error(exc)) from None
+
     # -- pages ------------------------------------------------------------
 
     def _cache_paths(self, url: str, accept: str) -> Path:
-        key = hashlib.sha256(f"{url}\n{accept}".encode()).hexdigest()
+        # Keyed without credentials: they are not part of what the page is,
+        # and must not be hashed into names on disk either.
+        key = hashlib.sha256(f"{strip_credentials(url)}\n{accept}".encode()).hexdigest()
         return self.cache_dir / Bucket.HTTP.value / key[:2] / key
 
     def _load_cached(self, path: Path) -> tuple[dict[str, Any], bytes] | None:
@@ -247,6 +416,7 @@ class HttpSession:
         """
         if is_file_url(url):
             return self._file_page(url)
+        url = self.credentials.take(url)
         path = self._cache_paths(url, accept)
         cached = self._load_cached(path)
         if cached is not None:
@@ -289,7 +459,7 @@ class HttpSession:
         if status in (404, 410):
             return None
         if status != 200:
-            raise CpkError(f"{redact(url)}: HTTP {status}")
+            raise CpkError(_status_message(url, status))
         content_type = resp_headers.get("Content-Type", "")
         control = _CacheControl(resp_headers.get("Cache-Control"))
         if control.no_store:
@@ -355,7 +525,7 @@ class HttpSession:
         if status in (404, 410):
             return None
         if status != 200:
-            raise CpkError(f"{redact(url)}: HTTP {status}")
+            raise CpkError(_status_message(url, status))
         return data
 
     # -- downloads --------------------------------------------------------
@@ -375,6 +545,17 @@ class HttpSession:
         over dest only once the whole file is there and its hash matches, so a
         failure leaves nothing behind and a reader never sees a partial file.
         """
+        name = dest.name
+        try:
+            return self._download(url, dest, sha256=sha256, size=size, reporter=reporter)
+        except OSError as exc:
+            # Reads (a file: URL, the network) become CpkError or _Retryable
+            # below; an OSError here is the cache failing to take the bytes.
+            raise write_failed(exc, dest.parent, f"downloading {name}") from None
+
+    def _download(
+        self, url: str, dest: Path, *, sha256: str | None, size: int | None, reporter: Reporter
+    ) -> str:
         name = dest.name
         dest.parent.mkdir(parents=True, exist_ok=True)
         if sha256 is not None and dest.is_file() and hash_file(dest)[0] == sha256:
@@ -437,11 +618,14 @@ class HttpSession:
             if response.status in (404, 410):
                 raise CpkError(f"{name}: not found at {redact(url)} (HTTP {response.status})")
             if response.status != 200:
-                raise CpkError(f"{name}: HTTP {response.status} from {redact(url)}")
+                raise CpkError(f"{name}: {_status_message(url, response.status)}")
             expected = _content_length(response.headers.get("Content-Length"))
             received = 0
             try:
-                for chunk in response.stream(_CHUNK, decode_content=False):
+                # read1, not stream(): stream(n) waits for n bytes, so a body
+                # that stalls after 1,000 would lose them in the timeout and
+                # the message would say "got 0"; read1 yields what arrived.
+                while chunk := response.read1(_CHUNK, decode_content=False):
                     received += len(chunk)
                     yield chunk
             except urllib3.exceptions.HTTPError as exc:

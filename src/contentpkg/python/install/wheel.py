@@ -48,6 +48,7 @@ import os
 import re
 import stat
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -65,7 +66,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from contentpkg.errors import CpkError, HashMismatchError, InvalidInputError
+from contentpkg.errors import CpkError, HashMismatchError, InvalidInputError, write_failed
 from contentpkg.store.add import AddResult, add_built
 from contentpkg.store.entry import Entry
 from contentpkg.store.hashing import DERIVED_DIRS, FileRecord
@@ -111,12 +112,29 @@ _STRONG_HASHES = frozenset(
 #: memory before any byte count is seen.
 _COMPRESSIONS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
 
+#: What reading a damaged archive raises: zipfile's own error, a short read,
+#: zlib's error for a deflate stream that is not one, and the
+#: NotImplementedError/RuntimeError zipfile raises for a version, method or
+#: encryption flag it cannot handle (all found by fuzzing, none wrapped).
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    EOFError,
+    OSError,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+)
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DRIVE = re.compile(r"[A-Za-z]:")
 # What importlib.metadata accepts as an entry point value, with the
 # attribute required: a script has to call something.
 _ENTRY_POINT = re.compile(r"[\w.]+\s*:\s*[\w.]+\s*(\[[^\]]*\])?")
 _MODULE_SUFFIX = re.compile(r"\.(py|pyc|so|pyd)$")
+# A script name becomes a file in bin/ and a word people type and scripts
+# paste into shell lines: path separators, whitespace and the shell's
+# metacharacters have no place in it (no real package uses them).
+_SCRIPT_UNSAFE = re.compile(r"[/\\\s|&;<>()$`'\"*?\[\]{}#!~%=^]")
 
 
 @dataclass
@@ -183,19 +201,30 @@ def add_wheel(
         with _open_zip(filename, f) as zf:
             plan = _plan(zf, filename, max_size)
 
+            operation = f"extracting {filename}"
+
             def populate(slot: Path) -> list[FileRecord]:
                 return _extract(zf, plan, slot, wheel_size, max_size, max_ratio)
 
-            return add_built(
-                store,
-                plan.name,
-                plan.version,
-                KIND,
-                populate,
-                source=source or filename,
-                source_hash=source_hash,
-                extra=_metadata(plan),
-            )
+            try:
+                return add_built(
+                    store,
+                    plan.name,
+                    plan.version,
+                    KIND,
+                    populate,
+                    source=source or filename,
+                    source_hash=source_hash,
+                    extra=_metadata(plan),
+                )
+            except _WriteError as exc:
+                # Named as what it is (a full disk, a quota, a read-only
+                # store) and where, never as a fault of the wheel.
+                raise write_failed(exc.error, store.user.root, operation) from None
+            except OSError as exc:
+                # The reads of the archive are judged inside _extract; what
+                # reaches here is the store writing its metadata and tables.
+                raise write_failed(exc, store.user.root, operation) from None
 
 
 def wheel_entry_info(entry: Entry) -> dict[str, Any]:
@@ -237,7 +266,7 @@ def _normalise_sha256(filename: str, value: str) -> str:
 def _open_zip(filename: str, f: IO[bytes]) -> Iterator[zipfile.ZipFile]:
     try:
         zf = zipfile.ZipFile(f)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except (*_ZIP_ERRORS, ValueError) as exc:
         raise InvalidInputError(f"{filename}: not a valid zip archive ({exc})") from None
     # installer's WheelFile takes the distribution name from this.
     zf.filename = filename
@@ -315,7 +344,7 @@ def _read_small(zf: zipfile.ZipFile, info: zipfile.ZipInfo, filename: str) -> st
     try:
         with zf.open(info) as stream:
             return stream.read(4096).decode("utf-8", "replace")
-    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError):
+    except _ZIP_ERRORS:
         return "?"
 
 
@@ -434,7 +463,7 @@ def _read_text(zf: zipfile.ZipFile, filename: str, member: str) -> str:
         return zf.read(info).decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInputError(f"{filename}: {member} is not UTF-8") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except _ZIP_ERRORS as exc:
         raise InvalidInputError(f"{filename}: {member} is corrupt ({exc})") from None
 
 
@@ -497,7 +526,7 @@ def _read_entry_points(zf: zipfile.ZipFile, filename: str, dist_info: str) -> di
                 not script
                 or script in (".", "..")
                 or _CONTROL.search(script)
-                or any(c in script for c in "/\\")
+                or _SCRIPT_UNSAFE.search(script)
             ):
                 raise InvalidInputError(
                     f"{filename}: {group} name {script!r} is not a plain file name"
@@ -536,6 +565,13 @@ def _check_record(zf: zipfile.ZipFile, filename: str, dist_info: str) -> dict[st
         raise InvalidInputError(
             f"{filename}: RECORD row is invalid: {'; '.join(exc.issues)}"
         ) from None
+    for path in records:
+        if path not in zf.NameToInfo:
+            # A RECORD that vouches for a file the wheel lacks is a lie about
+            # what gets installed; installer's listing check does not look.
+            raise InvalidInputError(
+                f"{filename}: RECORD lists {_show(path)}, which is not in the wheel"
+            )
     for path, record in records.items():
         assert record.hash_ is not None
         if record.hash_.name not in _STRONG_HASHES:
@@ -595,6 +631,19 @@ def _check_tree(filename: str, destinations: dict[str, str], dist_info: str) -> 
 # --- extraction ---------------------------------------------------------------
 
 
+class _WriteError(Exception):
+    """An OSError from writing the slot, kept apart from the archive's read errors.
+
+    Both surface as OSError inside the extraction loop; only a read error
+    means the wheel is corrupt. The caller knows the store's path and turns
+    this into the one line that names it.
+    """
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _extract(
     zf: zipfile.ZipFile,
     plan: _Plan,
@@ -619,12 +668,15 @@ def _extract(
         target: Path | None = None
         fd = -1
         if dest is not None:
-            _make_parents(root, dest, made, records)
             target = root / dest
             mode = 0o755 if executable else 0o644
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(target, flags, mode)
-            os.fchmod(fd, mode)  # exactly this, whatever the umask
+            try:
+                _make_parents(root, dest, made, records)
+                fd = os.open(target, flags, mode)
+                os.fchmod(fd, mode)  # exactly this, whatever the umask
+            except OSError as exc:
+                raise _WriteError(exc) from None
         sha256 = hashlib.sha256()
         other = None
         if record is not None and record.hash_ is not None and record.hash_.name != "sha256":
@@ -655,9 +707,12 @@ def _extract(
                         other.update(chunk)
                     if fd >= 0:
                         view = memoryview(chunk)
-                        while view:
-                            view = view[os.write(fd, view) :]
-        except (zipfile.BadZipFile, EOFError, OSError) as exc:
+                        try:
+                            while view:
+                                view = view[os.write(fd, view) :]
+                        except OSError as exc:
+                            raise _WriteError(exc) from None
+        except _ZIP_ERRORS as exc:
             raise InvalidInputError(f"{where} is corrupt ({exc})") from None
         finally:
             if fd >= 0:

@@ -15,6 +15,7 @@ imports ``tomli_w`` and ``datetime`` when it runs.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -322,6 +323,12 @@ def _parse_lock(path: Path, data: dict[str, Any]) -> Lock:
 def _parse_package(path: Path, base: str, entry: Any) -> LockedPackage:
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise LockUnreadableError(f"{path}: a [[packages]] entry has no name")
+    if not _VALID_NAME.fullmatch(entry["name"]):
+        # The name becomes part of store entry names and paths: a lock
+        # edited to say "../../x" must stop here, not reach a download.
+        raise LockUnreadableError(
+            f"{path}: package name {entry['name']!r} is not a valid project name"
+        )
     name = canonical_name(entry["name"])
     version = entry.get("version")
     where = f"{path}: package {name}"
@@ -391,6 +398,12 @@ def _parse_package(path: Path, base: str, entry: Any) -> LockedPackage:
     )
 
 
+# PEP 508's project name: what the lock may name, before normalisation.
+_VALID_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+#: Hex digits a digest of each common algorithm has.
+_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128, "blake2b": 128, "sha3_256": 64}
+
+
 def _parse_file(where: str, base: str, entry: Any, kind: str) -> LockedFile:
     if not isinstance(entry, dict):
         raise LockUnreadableError(f"{where}: a {kind} entry is not a table")
@@ -413,6 +426,14 @@ def _parse_file(where: str, base: str, entry: Any, kind: str) -> LockedFile:
     hashes = entry.get("hashes")
     if not isinstance(hashes, dict) or not hashes:
         raise LockUnreadableError(f"{where}: {kind} {name} has no hashes")
+    for algorithm, value in hashes.items():
+        want = _HEX_LENGTHS.get(str(algorithm).lower())
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F]+", value) or (
+            want is not None and len(value) != want
+        ):
+            raise LockUnreadableError(
+                f"{where}: {kind} {name} has a malformed {algorithm} hash {str(value)[:80]!r}"
+            )
     size = entry.get("size")
     uploaded = entry.get("upload-time")
     return LockedFile(
@@ -589,7 +610,7 @@ def _render_package(
         package["dependencies"] = [{"name": dep} for dep in dependencies]
     index = pin.index or next((f.index for f in pin.files if f.index), "")
     if index.startswith(("https://", "http://")):
-        package["index"] = index
+        package["index"] = _without_credentials(index)
 
     if directory is not None:
         # PEP 751: no version for a source tree, which may change under the lock.
@@ -616,9 +637,24 @@ def _render_package(
     return package
 
 
+def _without_credentials(url: str) -> str:
+    """url without ``user:password@``: a lock is committed and shared, and
+    credentials come back from the index settings, ``.netrc`` or keyring."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 def _render_file(where: str, base: str, dist: DistFile) -> dict[str, Any]:
     if not dist.sha256:
-        raise CpkError(f"{where}: {dist.filename} has no sha256 (the index gave none)")
+        raise CpkError(
+            f"{where}: {dist.filename} has no sha256 (the index publishes none); cpk"
+            " locks and installs only verified files: have the index publish sha256"
+            " hashes, or put the file in a --find-links directory, where cpk hashes it"
+        )
     entry: dict[str, Any] = {"name": dist.filename}
     uploaded = _upload_time(dist.upload_time)
     if uploaded is not None:
@@ -629,7 +665,7 @@ def _render_file(where: str, base: str, dist: DistFile) -> dict[str, Any]:
 
         entry["path"] = _relative(Path(unquote(urlsplit(url).path)), base)
     else:
-        entry["url"] = url
+        entry["url"] = _without_credentials(url)
     if dist.size is not None:
         entry["size"] = dist.size
     entry["hashes"] = {alg: dist.hashes[alg].lower() for alg in sorted(dist.hashes)}

@@ -41,6 +41,10 @@ _OPTIONS: dict[str, tuple[str, bool]] = {
 }
 
 
+#: The digests --hash may name (pip's hash-checking mode), with their hex length.
+_HASH_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
+
+
 class RequirementsReader:
     """A pip-compatible reader for the subset of the format cpk honours.
 
@@ -137,8 +141,18 @@ class RequirementsReader:
                 )
         for digest in hashes:
             algorithm, sep, value = digest.partition(":")
-            if not sep or not algorithm or not re.fullmatch(r"[0-9a-fA-F]+", value):
-                raise CpkError(f"{where}: malformed --hash {digest!r} (expected sha256:HEX)")
+            want = _HASH_HEX_LENGTHS.get(algorithm.lower())
+            if (
+                not sep
+                or want is None
+                or len(value) != want
+                or not re.fullmatch(r"[0-9a-fA-F]+", value)
+            ):
+                # pip accepts only sha256/384/512 in hash-checking mode; a
+                # weaker or cut digest would pin nothing.
+                raise CpkError(
+                    f"{where}: malformed --hash {digest[:80]!r} (expected sha256:<64 hex digits>)"
+                )
         if req.startswith((".", "/", "~")):
             name = self._local(file, where, req, editable=False)
             req = name
