@@ -221,12 +221,15 @@ def test_wrong_credentials_are_never_printed(
     assert "HTTP 401" in proc.stderr
 
 
+@pytest.mark.parametrize("command", ["lock", "fetch"])
 def test_index_without_sha256_is_refused_saying_how_to_proceed(
-    servers: tuple[Server, Server], tmp_path: Path
+    servers: tuple[Server, Server], tmp_path: Path, command: str
 ) -> None:
+    """Both ways in: a lock refuses to record the file, a fetch to install it."""
     private, _ = servers
     work = _project(tmp_path, "nohash")
-    proc = run_cpk("lock", "--index-url", _index_url(private), cwd=work)
+    args = ["nohash"] if command == "fetch" else []
+    proc = run_cpk(command, "--index-url", _index_url(private), *args, cwd=work)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

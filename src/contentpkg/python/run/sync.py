@@ -227,7 +227,11 @@ class Session:
         missing: list[tuple[str, str, DistFile]] = []
         for name, version, file in wanted:
             if not file.sha256:
-                raise CpkError(f"{file.filename}: no sha256 published; refusing to install it")
+                raise CpkError(
+                    f"{file.filename}: no sha256 published; cpk installs only verified files:"
+                    " have the index publish sha256 hashes, or put the file in a"
+                    " --find-links directory, where cpk hashes it"
+                )
             entry = self.store.find_source(f"sha256:{file.sha256}")
             if entry is not None:
                 items.append(Materialized(name, version, entry, "present"))
