@@ -203,8 +203,13 @@ def _compile_entry(entry: Entry, target: _Target) -> list[str]:
         cache = d / PYCACHE
         if cache.is_dir() and not cache.is_symlink():
             # Left over by an interrupted run. Its read-only .pyc files are
-            # no obstacle: the compilers replace files by rename.
+            # no obstacle (the compilers replace files by rename), but the
+            # temporary files a killed compiler was writing
+            # (``mod.<tag>.pyc.<number>``) are debris nobody would vouch for.
             _open_dir(cache)
+            for name in os.listdir(cache):
+                if not name.endswith(".pyc") and not os.path.isdir(cache / name):
+                    os.unlink(cache / name)
     if target.executable is None:
         skipped = _compile_here(site, dirs, target.cache_tag)
     else:
