@@ -119,6 +119,11 @@ def add_built(
         meta.update(extra or {})
         if describe is not None:
             meta.update(describe(records))
+        # Consumed only now: a populate callback may have filled it. Kept in
+        # the metadata so a rebuilt files table has these rows too.
+        extra_rows = sorted({(str(sha), str(rel)) for sha, rel in extra_file_rows})
+        if extra_rows:
+            meta[lookup.EXTRA_ROWS_KEY] = [list(row) for row in extra_rows]
         meta_dir = slot.path / META_DIR
         meta_dir.mkdir()
         (meta_dir / ENTRY_JSON).write_bytes(dump_metadata(meta))
@@ -127,8 +132,7 @@ def add_built(
         sync_filesystem(slot.path)
 
         rows = [(r.value, r.path) for r in records if r.kind in "fx"]
-        # Consumed only now: a populate callback may have filled it.
-        lookup.record_files(root, dirname, [*rows, *extra_file_rows])
+        lookup.record_files(root, dirname, [*rows, *extra_rows])
         final = root / dirname
         created = slot.publish(final)
         if created:
