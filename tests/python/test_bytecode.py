@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import py_compile
 import shutil
 import stat
 import subprocess
@@ -336,4 +337,123 @@ def test_entry_without_site_packages(tmp_path: Path) -> None:
     assert ensure_bytecode(Store.open(), entry) is True
     assert not (entry.path / "share" / "__pycache__").exists()
     assert compiled_tags(entry) == [TAG]
+    assert verify_entry(entry) == []
+
+
+def _writable(entry: Entry) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(entry.path):
+        for name in [".", *dirnames, *filenames]:
+            full = os.path.normpath(os.path.join(dirpath, name))
+            if not os.path.islink(full) and os.lstat(full).st_mode & 0o222:
+                found.append(os.path.relpath(full, entry.path))
+    return sorted(set(found))
+
+
+def _rewrite(path: Path, data: bytes) -> None:
+    """Change a sealed store file in place, as a stray tool running as root would."""
+    os.chmod(path, 0o644)
+    path.write_bytes(data)
+    os.chmod(path, 0o444)
+
+
+def test_verify_names_a_modified_pyc_that_python_would_run(tmp_path: Path) -> None:
+    entry = demo_entry(tmp_path)
+    assert ensure_bytecode(Store.open(), entry)
+    assert verify_entry(entry) == []
+    marker = json.loads(bytecode_marker(entry, TAG).read_text())
+    rel = f"site-packages/demo/sub/__pycache__/mod.{TAG}.pyc"
+    assert sorted(marker["files"]) == sorted(pyc_files(entry))
+
+    # Valid bytecode of other code: unchecked-hash, so Python runs it as is.
+    other = tmp_path / "evil.py"
+    other.write_text("VALUE = 666\n")
+    evil = tmp_path / "evil.pyc"
+    py_compile.compile(
+        str(other), cfile=str(evil), invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH
+    )
+    _rewrite(entry.path / rel, evil.read_bytes())
+    site = entry.path / "site-packages"
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(site)!r}); import demo; print(demo.VALUE)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert ran.stdout.strip() == "666"  # what runs is not what the source says
+    assert verify_entry(entry) == [f"bytecode changed: {rel}"]
+
+
+def test_verify_names_bytecode_nobody_recorded(tmp_path: Path) -> None:
+    entry = demo_entry(tmp_path)
+    assert ensure_bytecode(Store.open(), entry)
+    cache = entry.path / "site-packages" / "demo" / "__pycache__"
+    os.chmod(cache, 0o755)
+    (cache / f"__init__.{TAG}.opt-1.pyc").write_bytes(importlib.util.MAGIC_NUMBER)
+    (cache / f"__init__.{TAG}.pyc").unlink()
+    os.chmod(cache, 0o555)
+    problems = verify_entry(entry)
+    assert f"bytecode missing: site-packages/demo/__pycache__/__init__.{TAG}.pyc" in problems
+    assert (
+        "bytecode not recorded by any compile: "
+        f"site-packages/demo/__pycache__/__init__.{TAG}.opt-1.pyc"
+    ) in problems
+
+
+COMPILER = textwrap.dedent(
+    """
+    import sys
+    from contentpkg.store import Store
+    from contentpkg.python.install.bytecode import ensure_bytecode
+
+    store = Store.open()
+    ensure_bytecode(store, store.entry(sys.argv[1]))
+    """
+)
+
+
+def test_killed_compile_is_resealed_by_the_next_one(tmp_path: Path) -> None:
+    # Many modules so the compile is still running when the first .pyc shows.
+    modules = {f"demo/m{i:04}.py": f"def f{i}(x):\n    return x * {i}\n" * 20 for i in range(1500)}
+    entry = demo_entry(tmp_path, modules)
+    cache = entry.path / "site-packages" / "demo" / "__pycache__"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", COMPILER, entry.dirname], env={**os.environ, "PYTHONPATH": SRC}
+    )
+    try:
+        for _ in range(200_000):  # a hang guard, not a timing assumption
+            if (cache.is_dir() and len(os.listdir(cache)) > 5) or proc.poll() is not None:
+                break
+            os.sched_yield()
+        proc.kill()
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -9, "the compile ended before it could be killed"
+    assert not bytecode_marker(entry, TAG).exists()
+    left_open = _writable(entry)
+    assert "site-packages/demo" in left_open
+    problems = verify_entry(entry)
+    assert any(p.startswith("writable (store files must be read-only): ") for p in problems)
+    assert any("site-packages/demo" in p for p in problems if p.startswith("writable"))
+
+    assert ensure_bytecode(Store.open(), entry) is True
+    assert _writable(entry) == []
+    assert_sealed(entry)
+    assert verify_entry(entry) == []
+
+
+def test_marker_directory_left_open_is_sealed_on_next_access(tmp_path: Path) -> None:
+    entry = demo_entry(tmp_path)
+    assert ensure_bytecode(Store.open(), entry)
+    # The state a compile killed between writing its marker and sealing leaves.
+    os.chmod(entry.path / ".cpk", 0o755)
+    os.chmod(entry.path / "site-packages" / "demo", 0o755)
+    assert any(p.startswith("writable") for p in verify_entry(entry))
+    assert ensure_bytecode(Store.open(), entry) is True
+    assert _writable(entry) == []
     assert verify_entry(entry) == []

@@ -119,16 +119,20 @@ def add_built(
         meta.update(extra or {})
         if describe is not None:
             meta.update(describe(records))
+        # Consumed only now: a populate callback may have filled it. Kept in
+        # the metadata so a rebuilt files table has these rows too.
+        extra_rows = sorted({(str(sha), str(rel)) for sha, rel in extra_file_rows})
+        if extra_rows:
+            meta[lookup.EXTRA_ROWS_KEY] = [list(row) for row in extra_rows]
         meta_dir = slot.path / META_DIR
         meta_dir.mkdir()
         (meta_dir / ENTRY_JSON).write_bytes(dump_metadata(meta))
         (meta_dir / FILES_JSON).write_bytes(dump_files(records))
-        _seal(slot.path)
+        seal(slot.path, top=False)
         sync_filesystem(slot.path)
 
         rows = [(r.value, r.path) for r in records if r.kind in "fx"]
-        # Consumed only now: a populate callback may have filled it.
-        lookup.record_files(root, dirname, [*rows, *extra_file_rows])
+        lookup.record_files(root, dirname, [*rows, *extra_rows])
         final = root / dirname
         created = slot.publish(final)
         if created:
@@ -157,11 +161,16 @@ def _check_staged(root: Path, records: list[FileRecord]) -> None:
                 raise CpkError(f"{r.path}: symlink to {target!r} points outside the tree")
 
 
-def _seal(root: Path) -> None:
-    """Make every file and directory below root read-only (root itself last).
+def seal(root: Path, *, top: bool = True) -> None:
+    """Give everything below root the one mode an entry's content has.
 
-    Files keep their owner's executable bit as the only mode information;
-    setuid and setgid are refused rather than silently dropped.
+    Files are 0444, or 0555 when their owner may execute them (the only mode
+    information the content hash keeps); directories are 0555. The modes are
+    canonical rather than remembered, so sealing again repairs whatever an
+    interrupted writer (a killed bytecode compile) left open. ``top=False``
+    leaves root itself alone: a staged entry's directory must stay writable
+    until it has been renamed into place. Setuid and setgid are refused
+    rather than silently dropped.
     """
     for dirpath, dirnames, filenames in os.walk(root):
         for f in filenames:
@@ -177,8 +186,10 @@ def _seal(root: Path) -> None:
                 os.chmod(full, mode)
         for d in dirnames:
             full = os.path.join(dirpath, d)
-            if not os.path.islink(full):
+            if not os.path.islink(full) and stat.S_IMODE(os.lstat(full).st_mode) != 0o555:
                 os.chmod(full, 0o555)
+    if top and stat.S_IMODE(os.lstat(root).st_mode) != 0o555:
+        os.chmod(root, 0o555)
 
 
 def add_path(store: Store, src: Path, name: str, version: str) -> AddResult:

@@ -10,6 +10,7 @@ name the file that changed and ``identify`` can say where a file came from).
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,6 +26,11 @@ if TYPE_CHECKING:
 METADATA_FORMAT = 1
 ENTRY_JSON = "entry.json"
 FILES_JSON = "files.json"
+#: Records of derived files, one per kind (``.cpk/bytecode-<cache tag>``):
+#: JSON whose ``files`` maps each derived file's path to its sha256. Derived
+#: files are outside the content hash, yet an unchecked-hash ``.pyc`` is what
+#: Python runs, so ``verify`` checks them against these records.
+DERIVED_RECORD_PREFIX = "bytecode-"
 
 # Commas separate the parts of an entry's name; slashes would leave the store;
 # colons separate elements of PATH, LD_LIBRARY_PATH and RUNPATH, where store
@@ -126,6 +132,29 @@ class Entry:
     @property
     def size(self) -> int:
         return int(self.metadata.get("size", 0))
+
+    def derived_records(self) -> dict[str, dict[str, str]]:
+        """Each derived record's name with the files it vouches for.
+
+        A record that cannot be read maps to an empty dict; verify then names
+        its files as unrecorded.
+        """
+        meta_dir = self.path / META_DIR
+        try:
+            names = sorted(n for n in os.listdir(meta_dir) if n.startswith(DERIVED_RECORD_PREFIX))
+        except OSError:
+            return {}
+        found: dict[str, dict[str, str]] = {}
+        for name in names:
+            try:
+                with open(meta_dir / name, "rb") as f:
+                    files = json.load(f).get("files")
+            except (OSError, ValueError, AttributeError):
+                files = None
+            found[name] = (
+                {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
+            )
+        return found
 
     def file_records(self) -> list[FileRecord]:
         """The records stored at add time (what the content should be)."""

@@ -13,17 +13,23 @@ Two tables, each tuned to its reader:
 
 Both are derived data: rows are written before the entry is published and
 checked against the store on the way out, so a crash leaves at worst a row
-naming an entry that does not exist, which readers skip and ``gc`` prunes;
-:func:`rebuild` recreates both from the entries' metadata.
+naming an entry that does not exist, which readers skip and ``gc`` prunes.
+A files table that SQLite cannot read (not a database, truncated, malformed)
+is rebuilt from the entries' ``files.json`` and recorded extra rows by the
+first writer that meets it, which says so in one log line (the CLI shows
+it); one locked past the busy timeout is one error line, not a traceback.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
+from contentpkg.errors import CpkError
 from contentpkg.fs import flocked, replace_symlink
 
 if TYPE_CHECKING:
@@ -31,6 +37,15 @@ if TYPE_CHECKING:
 
 SOURCES = ".sources"
 FILES_DB = ".files.sqlite"
+#: Seconds a writer waits for another one's transaction: generous, since
+#: recording a big entry's rows is one transaction of tens of thousands.
+BUSY_TIMEOUT = 120.0
+#: The metadata key of rows an entry adds to the files table beyond its own
+#: files (an ELF file's hash before patching), kept so a rebuild has them.
+EXTRA_ROWS_KEY = "extra_file_rows"
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -99,21 +114,167 @@ def unlink_sources(store_root: Path, dirnames: set[str]) -> None:
             continue
 
 
-def _connect(store_root: Path, writable: bool) -> sqlite3.Connection | None:
+def _connect(
+    store_root: Path, writable: bool, timeout: float = BUSY_TIMEOUT
+) -> sqlite3.Connection | None:
     import sqlite3  # not at module level: source lookups on the hot path need none
 
     path = store_root / FILES_DB
     if writable:
-        conn = sqlite3.connect(path, timeout=120, isolation_level=None)
-        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            _enable_wal(store_root, conn)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(_SCHEMA)
+        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                _enable_wal(store_root, conn)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
         return conn
     if not path.exists():
         return None
     uri = path.resolve().as_uri() + "?mode=ro"
-    return sqlite3.connect(uri, uri=True, timeout=120, isolation_level=None)
+    return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+
+
+def _writing(
+    store_root: Path, work: Callable[[sqlite3.Connection], _T], timeout: float = BUSY_TIMEOUT
+) -> _T:
+    """Run work on a writable connection, rebuilding a table SQLite cannot read.
+
+    The table is derived data, so a damaged one is no reason to fail a
+    store write: it is rebuilt once and the work is done again. A table
+    locked for longer than ``timeout`` is reported in one line.
+    """
+    import sqlite3
+
+    path = store_root / FILES_DB
+    for attempt in (1, 2):
+        seen = _ino(path)
+        conn = None
+        try:
+            conn = _connect(store_root, writable=True, timeout=timeout)
+            assert conn is not None
+            if conn.execute("SELECT 1 FROM files LIMIT 1").fetchone() is None:
+                _refill_if_lost(store_root, conn)
+            return work(conn)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise CpkError(
+                    f"{path}: locked by another process for over {timeout:g} s; "
+                    "try again when it has finished"
+                ) from None
+            if attempt == 2:
+                raise CpkError(f"{path}: unusable even after a rebuild ({exc})") from None
+            reason = str(exc)
+        except sqlite3.DatabaseError as exc:
+            if attempt == 2:
+                raise CpkError(f"{path}: unusable even after a rebuild ({exc})") from None
+            reason = str(exc)
+        finally:
+            if conn is not None:
+                conn.close()
+        count = rebuild_files(store_root, broken_ino=seen)
+        if count is not None:
+            _log.warning("%s: %s; rebuilt it from %d entries", path, reason, count)
+    raise AssertionError("unreachable")
+
+
+def _ino(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def rebuild_files(store_root: Path, broken_ino: int | None = None) -> int | None:
+    """Recreate the files table from the entries; the number of entries read.
+
+    Built beside the old table and renamed over it, under the lock that
+    orders WAL switches, so concurrent writers that met the same damage
+    rebuild once: a later one sees the inode changed (``broken_ino`` is the
+    one it found broken) and returns None without rebuilding again.
+    """
+    import sqlite3
+
+    from contentpkg.store.locks import LOCKS
+
+    path = store_root / FILES_DB
+    with flocked(store_root / LOCKS / "files-db.lock"):
+        if broken_ino is not None and _ino(path) != broken_ino:
+            return None
+        tmp = store_root / f".tmp-{FILES_DB}.{os.getpid()}"
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+            conn.execute("BEGIN IMMEDIATE")
+            count, _ = _fill(store_root, conn)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()  # the last close checkpoints and removes tmp's WAL
+        # The damaged table's journal must not be replayed into the new one.
+        for stale in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+            stale.unlink(missing_ok=True)
+        os.replace(tmp, path)
+    return count
+
+
+def _fill(store_root: Path, conn: sqlite3.Connection) -> tuple[int, int]:
+    """Insert every entry's rows (in the caller's transaction); (entries, rows)."""
+    from contentpkg.store.entry import ENTRY_JSON, FILES_JSON, parse_dirname
+    from contentpkg.store.hashing import META_DIR
+
+    entries = total = 0
+    for name in sorted(os.listdir(store_root)):
+        if parse_dirname(name) is None:
+            continue
+        meta_dir = store_root / name / META_DIR
+        try:
+            with open(meta_dir / FILES_JSON, "rb") as f:
+                rows = [(r[1], r[3]) for r in json.load(f) if r[0] in ("f", "x")]
+            with open(meta_dir / ENTRY_JSON, "rb") as f:
+                extra = json.load(f).get(EXTRA_ROWS_KEY) or []
+            rows += [(str(sha), str(rel)) for sha, rel in extra]
+        except (OSError, ValueError, TypeError, AttributeError, IndexError):
+            continue  # an entry verify will name; nothing to index
+        conn.executemany(
+            "INSERT OR IGNORE INTO files (sha256, entry, path) VALUES (?, ?, ?)",
+            ((sha, name, rel) for sha, rel in rows),
+        )
+        entries += 1
+        total += len(rows)
+    return entries, total
+
+
+def _refill_if_lost(store_root: Path, conn: sqlite3.Connection) -> None:
+    """Refill an empty table when the store holds entries with files.
+
+    Rows are committed before their entry is published and dropped after it
+    is removed, so an empty table beside such entries was lost (a file
+    truncated to zero bytes reads as a new, empty database). Refilled in
+    place, inside one write transaction, so concurrent writers lose nothing.
+    """
+    from contentpkg.store.entry import parse_dirname
+
+    if not any(parse_dirname(n) for n in os.listdir(store_root)):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("SELECT 1 FROM files LIMIT 1").fetchone() is not None:
+            conn.execute("ROLLBACK")  # another writer got here first
+            return
+        entries, rows = _fill(store_root, conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    if rows:
+        path = store_root / FILES_DB
+        _log.warning("%s: empty beside %d entries; rebuilt it from them", path, entries)
 
 
 def _enable_wal(store_root: Path, conn: sqlite3.Connection) -> None:
@@ -140,27 +301,44 @@ def _enable_wal(store_root: Path, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
 
 
-def record_files(store_root: Path, dirname: str, rows: Iterable[tuple[str, str]]) -> None:
+def record_files(
+    store_root: Path,
+    dirname: str,
+    rows: Iterable[tuple[str, str]],
+    timeout: float = BUSY_TIMEOUT,
+) -> None:
     """Record (sha256, path) rows for the entry dirname in one transaction."""
-    conn = _connect(store_root, writable=True)
-    assert conn is not None
-    try:
+    rows = list(rows)
+
+    def work(conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(
             "INSERT OR IGNORE INTO files (sha256, entry, path) VALUES (?, ?, ?)",
             ((sha, dirname, path) for sha, path in rows),
         )
         conn.execute("COMMIT")
-    finally:
-        conn.close()
+
+    _writing(store_root, work, timeout)
 
 
 def find_files(store_root: Path, sha256: str, writable: bool) -> list[tuple[str, str]] | None:
     """(entry, path) pairs holding a file with this hash; None if no table."""
     import sqlite3
 
+    if writable:
+        try:
+            rows = _writing(
+                store_root,
+                lambda conn: conn.execute(
+                    "SELECT entry, path FROM files WHERE sha256 = ? ORDER BY entry, path",
+                    (sha256,),
+                ).fetchall(),
+            )
+        except CpkError:
+            return None
+        return [(e, p) for e, p in rows if os.path.isdir(store_root / e)]
     try:
-        conn = _connect(store_root, writable=writable)
+        conn = _connect(store_root, writable=False)
     except sqlite3.Error:
         return None
     if conn is None:
@@ -178,21 +356,19 @@ def find_files(store_root: Path, sha256: str, writable: bool) -> list[tuple[str,
 
 def forget(store_root: Path, dirnames: Iterable[str]) -> None:
     """Drop the rows of removed entries."""
-    conn = _connect(store_root, writable=True)
-    assert conn is not None
-    try:
+    names = list(dirnames)
+
+    def work(conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany("DELETE FROM files WHERE entry = ?", ((d,) for d in dirnames))
+        conn.executemany("DELETE FROM files WHERE entry = ?", ((d,) for d in names))
         conn.execute("COMMIT")
-    finally:
-        conn.close()
+
+    _writing(store_root, work)
 
 
 def known_entries(store_root: Path) -> set[str]:
     """Entry names that have rows in the files table."""
-    conn = _connect(store_root, writable=True)
-    assert conn is not None
-    try:
-        return {row[0] for row in conn.execute("SELECT DISTINCT entry FROM files")}
-    finally:
-        conn.close()
+    return _writing(
+        store_root,
+        lambda conn: {row[0] for row in conn.execute("SELECT DISTINCT entry FROM files")},
+    )
