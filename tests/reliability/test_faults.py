@@ -94,12 +94,8 @@ def _big_tree(root: Path, mib: int) -> Path:
 # --- ENOSPC ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15 defect 6: ENOSPC during store add is reported as 'cpk: error: No "
-    "space left on device', naming neither the path nor the operation",
-)
 def test_full_disk_during_store_add(tmp_path: Path) -> None:
+    """Issue 15, defect 6: the line says what ran out, where, doing what."""
     home = tmp_path / "home"
     home.mkdir()
     src = _big_tree(tmp_path / "tree", 3)
@@ -108,11 +104,12 @@ def test_full_disk_during_store_add(tmp_path: Path) -> None:
         [cpk_argv("store", "add", src, "--name", "big", "--version", "1")],
         home,
     )
-    line = _one_error_line(add, "No space left on device")
+    line = _one_error_line(add, "no space left on device")
     state = json.loads(inspect.stdout)
     assert state["entries"] == [] and state["partial"] == []
     assert [n for n in state["staging"] if not n.endswith(".lock")] == []
     assert str(home) in line, f"the line does not say where: {line}"
+    assert "adding big 1" in line, f"the line does not say doing what: {line}"
 
 
 @needs_cc
@@ -193,6 +190,6 @@ def test_read_only_home_stops_writers_in_one_line(tmp_path: Path) -> None:
          cpk_argv("install", "f")],
         home,
     )  # fmt: skip
-    _one_error_line(add, "Read-only file system")
+    _one_error_line(add, "read-only file system writing", str(home), "(adding f 1)")
     _one_error_line(install)
     assert json.loads(inspect.stdout)["entries"] == []

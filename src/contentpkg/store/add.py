@@ -10,6 +10,7 @@ A crash at any point leaves staging debris, never a partial entry.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from contentpkg.errors import CpkError
+from contentpkg.errors import CpkError, write_failed
 from contentpkg.fs import sync_filesystem
 from contentpkg.store import lookup
 from contentpkg.store.entry import (
@@ -85,9 +86,40 @@ def add_built(
     """
     check_part("name", name)
     check_part("version", version)
-    store.ensure()
     root = store.user.root
-    clean_stale(root)
+    try:
+        store.ensure()
+        clean_stale(root)
+        return _build(store, root, name, version, kind, populate, source, source_hash,
+                      extra, references, extra_file_rows, describe)  # fmt: skip
+    except OSError as exc:
+        # Out of room or a read-only store is the disk's state, not the
+        # input's fault: say what ran out, where, doing what. Other errors
+        # (an unreadable source file) keep their own message.
+        if exc.errno in _WRITE_ERRNOS:
+            raise write_failed(exc, root, f"adding {name} {version}") from None
+        raise
+
+
+#: errnos that only writing can cause.
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+def _build(
+    store: Store,
+    root: Path,
+    name: str,
+    version: str,
+    kind: str,
+    populate: Populate,
+    source: str | None,
+    source_hash: str | None,
+    extra: dict[str, Any] | None,
+    references: Iterable[str],
+    extra_file_rows: Iterable[tuple[str, str]],
+    describe: Callable[[list[FileRecord]], dict[str, Any]] | None,
+) -> AddResult:
+    """The staged build and publish of :func:`add_built`."""
     with collector_lock(root), Slot(root) as slot:
         records = populate(slot.path)
         if records is None:
