@@ -127,3 +127,58 @@ def test_a_writable_file_is_named(tmp_path: Path) -> None:
     proc = run_cpk("store", "verify")
     assert proc.returncode == 1
     assert "writable (store files must be read-only): share/doc/NEWS" in proc.stdout
+
+
+# --- env dirs: the other side of the same inodes ---------------------------------
+
+
+def _env_dir(tmp_path: Path) -> tuple[Path, str, str]:
+    """A tree entry with a program and a page, installed into WHERE; (WHERE, program, page)."""
+    src = tmp_path / "pkg"
+    (src / "bin").mkdir(parents=True)
+    (src / "share" / "man" / "man1").mkdir(parents=True)
+    (src / "bin" / "tool").write_text("#!/bin/sh\necho tool\n" + "# padding\n" * 20)
+    os.chmod(src / "bin" / "tool", 0o755)
+    (src / "share" / "man" / "man1" / "tool.1").write_text(".TH TOOL 1\n" + "text\n" * 20)
+    run_cpk("store", "add", src, "--name", "tool", "--version", "1", check=True)
+    where = tmp_path / "W"
+    run_cpk("install", "tool", where, check=True)
+    program = next(
+        p.relative_to(where).as_posix()
+        for p in (where / "bin").iterdir()
+        if p.is_file() and not p.is_symlink()
+    )
+    return where, program, "share/man/man1/tool.1"
+
+
+def test_a_byte_flipped_through_an_env_dir_is_named_on_both_sides(tmp_path: Path) -> None:
+    """A placed file is the store's inode (a hard link, where the file system
+    allows): a change through WHERE reaches the store, and both checks say so."""
+    where, program, _ = _env_dir(tmp_path)
+    clean = run_cpk("env", where, "--check")
+    assert clean.returncode == 0, clean.stderr
+    if os.stat(where / program).st_nlink < 2:
+        pytest.skip("this file system gave the env dir copies, not links to the store")
+    _flip(where / program)
+    env = run_cpk("env", where, "--check")
+    assert env.returncode == 1
+    warnings = [line for line in env.stderr.splitlines() if "content changed" in line]
+    assert len(warnings) == 1 and program in warnings[0], env.stderr
+    assert "the store's file with it" in warnings[0]
+    store = run_cpk("store", "verify")
+    assert store.returncode == 1 and "tool,1," in store.stdout, store.stdout
+
+
+def test_a_replaced_env_dir_file_is_named_and_the_store_is_intact(tmp_path: Path) -> None:
+    where, program, page = _env_dir(tmp_path)
+    (where / page).unlink()
+    (where / page).write_text(".TH TOOL 1\nsomething else\n")
+    os.unlink(where / program)
+    env = run_cpk("env", where, "--check")
+    assert env.returncode == 1
+    assert f"{page}: content changed (placed from tool," in env.stderr, env.stderr
+    assert f"{program}: missing" in env.stderr, env.stderr
+    assert "the store's file with it" not in env.stderr
+    assert run_cpk("store", "verify").returncode == 0
+    # Without --check the bindings are printed as before, and nothing is hashed.
+    assert run_cpk("env", where).returncode == 0

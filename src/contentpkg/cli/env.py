@@ -170,11 +170,18 @@ def cmd_env(args: argparse.Namespace) -> int:
 
     env = open_env(args.env, args.ctx.home)
     missing = _warn_missing(args, env)
+    changed: list[str] = []
+    if args.check:
+        from contentpkg.env.integrity import changed_files
+
+        changed = changed_files(env.path, env.manifest)
+        for line in changed:
+            print(f"cpk: warning: {env.label}: {line}", file=sys.stderr)
     if args.list:
         _print_bindings(env)
     else:
         sys.stdout.write(render(env, args.shell or default_shell(args.ctx.environ)))
-    return 1 if missing and args.check else 0
+    return 1 if (missing or changed) and args.check else 0
 
 
 def _exec_in_env(args: argparse.Namespace, env: Any, command: list[str]) -> int:

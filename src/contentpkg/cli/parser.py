@@ -432,7 +432,10 @@ def _add_environment_commands(commands: Any) -> None:
         "--list", action="store_true", help="print a table of every binding instead of code"
     )
     p.add_argument(
-        "--check", action="store_true", help="exit 1 when a required plain file is missing"
+        "--check",
+        action="store_true",
+        help="also check every placed file against the manifest's sha256; exit 1 when "
+        "one changed or a required plain file is missing",
     )
     p.set_defaults(func=cmd_env)
 
