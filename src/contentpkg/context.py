@@ -84,6 +84,9 @@ class Context:
     system_stores: tuple[Path, ...] = ()
     #: Index settings from ``CPK_INDEX_URL``, ``CPK_EXTRA_INDEX_URL``, ``CPK_FIND_LINKS``.
     index: IndexEnvironment = field(default_factory=IndexEnvironment)
+    #: Where index credentials are looked up by host: ``NETRC``, else ``~/.netrc``
+    #: (curl's and pip's rule).
+    netrc: Path | None = None
     #: The process environment as it was read: what children inherit, and
     #: what loader emulation and shell integration look at (``PATH``,
     #: ``LD_LIBRARY_PATH``, ``SHELL``, ``HOME``...).
@@ -106,6 +109,9 @@ class Context:
                 extra_index_urls=tuple(env.get("CPK_EXTRA_INDEX_URL", "").split()),
                 find_links=tuple(env.get("CPK_FIND_LINKS", "").split()),
             ),
+            netrc=Path(env["NETRC"]).expanduser()
+            if env.get("NETRC")
+            else Path(env.get("HOME") or os.path.expanduser("~")) / ".netrc",
             environ=env,
         )
 

@@ -176,17 +176,20 @@ def test_credentials_in_the_index_url_are_sent_to_that_host_only(
                 _no_secret(path.read_bytes().decode("latin-1"))
 
 
-def test_netrc_credentials_are_used(servers: tuple[Server, Server], tmp_path: Path) -> None:
+@pytest.mark.parametrize("found_by", ["HOME", "NETRC"])
+def test_netrc_credentials_are_used(
+    servers: tuple[Server, Server], tmp_path: Path, found_by: str
+) -> None:
+    """~/.netrc, or the file NETRC names, as curl and pip read it."""
     private, other = servers
     home = tmp_path / "userhome"
     home.mkdir()
-    netrc = home / ".netrc"
+    netrc = home / (".netrc" if found_by == "HOME" else "credentials")
     netrc.write_text(f"machine 127.0.0.1 login {USER} password {PASSWORD}\n")
     netrc.chmod(0o600)
     work = _project(tmp_path, "privpkg")
-    proc = run_cpk(
-        "sync", "--index-url", f"{private.base}/simple/", cwd=work, env={"HOME": str(home)}
-    )
+    env = {"HOME": str(home)} if found_by == "HOME" else {"NETRC": str(netrc)}
+    proc = run_cpk("sync", "--index-url", f"{private.base}/simple/", cwd=work, env=env)
     assert proc.returncode == 0, proc.stderr
     _no_secret(proc.stdout, proc.stderr)
     assert all(header is None for _, header in other.log)

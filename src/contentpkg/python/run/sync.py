@@ -126,6 +126,7 @@ class Session:
                 cache_dir=self.cache_dir,
                 offline=self.options.offline,
                 reporter=self.options.reporter,
+                netrc=self.options.ctx.netrc,
             )
         return self._client
 
