@@ -177,3 +177,34 @@ def test_bad_input_is_one_line_and_changes_nothing(
     assert expected in lines[0]
     assert "Traceback" not in proc.stderr
     assert tree_snapshot(cpk_home) == before
+
+
+def test_seal_closes_the_metadata_directory_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sealed ``.cpk`` is what says an entry's bytecode is complete, so a
+    kill during sealing must never leave it closed while anything below the
+    entry is still open: every other chmod comes first, deepest first."""
+    from contentpkg.store.add import seal
+
+    root = tmp_path / "entry"
+    (root / ".cpk").mkdir(parents=True)
+    (root / ".cpk" / "bytecode-cpython-311").write_text("{}")
+    pycache = root / "site-packages" / "pkg" / "__pycache__"
+    pycache.mkdir(parents=True)
+    (pycache / "m.cpython-311.pyc").write_bytes(b"\0" * 16)
+    (root / "site-packages" / "pkg" / "m.py").write_text("")
+    order: list[str] = []
+    real_chmod = os.chmod
+
+    def recording_chmod(path: str | os.PathLike[str], mode: int) -> None:
+        order.append(Path(path).relative_to(root).as_posix())
+        real_chmod(path, mode)
+
+    monkeypatch.setattr(os, "chmod", recording_chmod)
+    seal(root)
+    assert order[-2:] == [".cpk", "."]
+    assert order.index("site-packages/pkg/__pycache__/m.cpython-311.pyc") < order.index(
+        "site-packages/pkg/__pycache__"
+    )
+    assert len(order) == 8  # 3 files, 4 directories and the root: each once

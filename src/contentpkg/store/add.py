@@ -204,7 +204,12 @@ def seal(root: Path, *, top: bool = True) -> None:
     until it has been renamed into place. Setuid and setgid are refused
     rather than silently dropped.
     """
-    for dirpath, dirnames, filenames in os.walk(root):
+    # Bottom-up, and the metadata directory last: a reader takes a sealed
+    # metadata directory to mean the whole entry is sealed (bytecode's
+    # ``_is_done``), so a kill during sealing must never leave it sealed
+    # while something below the entry is still open.
+    last = os.path.join(root, META_DIR)
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
         for f in filenames:
             full = os.path.join(dirpath, f)
             st = os.lstat(full)
@@ -218,8 +223,16 @@ def seal(root: Path, *, top: bool = True) -> None:
                 os.chmod(full, mode)
         for d in dirnames:
             full = os.path.join(dirpath, d)
+            if full == last:
+                continue
             if not os.path.islink(full) and stat.S_IMODE(os.lstat(full).st_mode) != 0o555:
                 os.chmod(full, 0o555)
+    if (
+        os.path.isdir(last)
+        and not os.path.islink(last)
+        and stat.S_IMODE(os.lstat(last).st_mode) != 0o555
+    ):
+        os.chmod(last, 0o555)
     if top and stat.S_IMODE(os.lstat(root).st_mode) != 0o555:
         os.chmod(root, 0o555)
 
