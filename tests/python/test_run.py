@@ -479,3 +479,80 @@ def test_both_command_forms_of_a_script_share_a_directory(
         proc = run(index, root, *command)
         assert proc.returncode == 0, (command, proc.stderr)
         assert proc.stdout.strip() == "ran ['a']", (command, proc.stdout)
+
+
+# --- what a warm run must notice -------------------------------------------------
+
+PROBE = (
+    "import importlib.util as u; print([n for n in ('alpha', 'beta', 'gamma') if u.find_spec(n)])"
+)
+
+
+def test_a_header_added_to_a_script_is_noticed(tmp_path: Path, index: LocalIndex) -> None:
+    """The script is an input of the memo even without a header: adding one
+    chooses another environment."""
+    root = project(tmp_path, "alpha")
+    (root / "x.py").write_text(PROBE + "\n")
+    for _ in range(2):
+        assert run(index, root, "x.py").stdout.strip() == "['alpha', 'beta']"
+    (root / "x.py").write_text('# /// script\n# dependencies = ["gamma"]\n# ///\n' + PROBE + "\n")
+    proc = run(index, root, "x.py")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['gamma']"
+
+
+def test_a_project_appearing_under_a_with_run_is_noticed(
+    tmp_path: Path, index: LocalIndex
+) -> None:
+    where = tmp_path / "bare"
+    where.mkdir()
+    for _ in range(2):
+        proc = run(index, where, "--with", "gamma", "python", "-c", PROBE)
+        assert proc.stdout.strip() == "['gamma']", proc.stderr
+    (where / "pyproject.toml").write_text(
+        '[project]\nname = "late"\nversion = "0"\ndependencies = ["alpha"]\n'
+    )
+    proc = run(index, where, "--with", "gamma", "python", "-c", PROBE)
+    assert proc.stdout.strip() == "['alpha', 'beta', 'gamma']", proc.stderr
+
+
+def test_an_edited_with_checkout_is_noticed(tmp_path: Path, index: LocalIndex) -> None:
+    lib = tmp_path / "lib"
+    (lib / "libp").mkdir(parents=True)
+    (lib / "libp" / "__init__.py").write_text("")
+    (lib / "pyproject.toml").write_text(
+        '[project]\nname = "libp"\nversion = "0"\ndependencies = ["alpha"]\n'
+    )
+    where = tmp_path / "bare"
+    where.mkdir()
+    req = f"libp @ {lib.as_uri()}"
+    for _ in range(2):
+        proc = run(index, where, "--with", req, "python", "-c", PROBE)
+        assert proc.stdout.strip() == "['alpha', 'beta']", proc.stderr
+    (lib / "pyproject.toml").write_text(
+        '[project]\nname = "libp"\nversion = "0"\ndependencies = ["gamma"]\n'
+    )
+    proc = run(index, where, "--with", req, "python", "-c", PROBE)
+    assert proc.stdout.strip() == "['gamma']", proc.stderr
+
+
+def test_a_different_path_decides_afresh(tmp_path: Path, index: LocalIndex) -> None:
+    """PATH chooses what ``--python NAME`` finds, so a memo is valid for one
+    PATH only: the same name found in another directory is another interpreter."""
+    other = Path("/usr/bin/python3")
+    if not other.exists() or os.path.realpath(other) == os.path.realpath(sys.executable):
+        pytest.skip("needs a second interpreter at /usr/bin/python3")
+    root = project(tmp_path, "alpha")
+    for name, target in (("first", sys.executable), ("second", other)):
+        directory = tmp_path / name
+        directory.mkdir()
+        (directory / "pyx").symlink_to(target)
+    base = os.environ["PATH"]
+    show = ("--python", "pyx", "python", "-c", "import sys; print(sys._base_executable)")
+    seen = []
+    for name in ("first", "first", "second"):
+        proc = run(index, root, *show, env={"PATH": f"{tmp_path / name}:{base}"})
+        assert proc.returncode == 0, proc.stderr
+        seen.append(os.path.realpath(proc.stdout.strip()))
+    assert seen[0] == seen[1] == os.path.realpath(sys.executable)
+    assert seen[2] == os.path.realpath(other)

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 # 2: the script part of the key is set only for existing files;
 # 3: the key holds the prefix the command form adds (``x.py`` vs ``python x.py``)
-MEMO_FORMAT = 3
+MEMO_FORMAT = 4
 #: The cache bucket holding the memos (``context.Bucket.RUN_MEMO``).
 MEMO_DIR = "run-memo"
 
@@ -137,9 +137,36 @@ def _key(
     so a memo written by one form must never serve the other."""
     script, argv = script_command(command)
     prefix = argv[: len(argv) - len(command)]
-    parts = [str(MEMO_FORMAT), sys.executable, cwd, script or "", *prefix, "\0", *options, "\0"]
-    parts += [environ.get(name, "") for name in SETTINGS_VARIABLES]
+    parts = [str(MEMO_FORMAT), sys.executable, cwd, script or "", *prefix, "\0"]
+    parts += [_uncredentialed(o) for o in options]
+    parts.append("\0")
+    parts += [_uncredentialed(environ.get(name, "")) for name in _KEY_VARIABLES]
     return "\0".join(parts)
+
+
+#: What the key reads from the environment: the settings, and what decides
+#: which interpreter ``--python NAME`` finds and which program a command
+#: names (PATH), and where the default home is (HOME).
+_KEY_VARIABLES = (*SETTINGS_VARIABLES, "PATH", "HOME")
+
+
+def _uncredentialed(value: str) -> str:
+    """``value`` with the ``user:password@`` of every URL in it removed.
+
+    The key is stored in the memo file; index credentials must never be
+    written to disk, and they choose nothing about the environment. Plain
+    string work: ``urllib.parse`` is not loaded on the hot path.
+    """
+    if "@" not in value or "://" not in value:
+        return value
+    out = []
+    for word in value.split(" "):
+        scheme, sep, rest = word.partition("://")
+        netloc, slash, path = rest.partition("/")
+        if sep and "@" in netloc:
+            word = f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}"
+        out.append(word)
+    return " ".join(out)
 
 
 def memo_path(cache_dir: str | os.PathLike[str], key: str) -> str:
@@ -208,7 +235,7 @@ def write_memo(
     from contentpkg.fs import write_cache
 
     path = memo_path(cache_dir, key)
-    return path if write_cache(path, marshal.dumps(memo)) else None
+    return path if write_cache(path, marshal.dumps(memo), mode=0o600) else None
 
 
 def exec_in(

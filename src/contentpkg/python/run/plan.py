@@ -243,19 +243,34 @@ def _make(plan: RunPlan) -> Prepared:
 _METADATA_FILES = ("pyproject.toml", "setup.cfg", "setup.py")
 
 
-def memo_facts(prepared: Prepared) -> tuple[list[str], list[str], list[str]]:
+def memo_facts(
+    prepared: Prepared, plan: RunPlan
+) -> tuple[list[str], list[str], list[str]]:
     """(inputs, absent, exists) for :func:`.memo.write_memo`: every file whose
     change could change this decision, the project files whose appearance
-    could, and what must still be there to use the environment."""
+    could, and what must still be there to use the environment.
+
+    The script is always an input, with or without a header today (adding
+    one chooses another environment), and so are the metadata files of every
+    local source the run used, the ``--with`` ones included; with no project
+    found, any project file appearing from here up would change the answer.
+    """
     inputs = [os.path.realpath(prepared.python.executable)]
     absent: list[str] = []
+    script, _ = script_command(plan.request.command)
+    if script is not None:
+        inputs.append(os.fspath(Path(script).absolute()))
     found = prepared.inputs
+    sources = dict(found.sources) if found is not None else {}
+    sources.update(plan.run_inputs.sources)
+    for source in sources.values():
+        inputs += [os.fspath(source.path / n) for n in _METADATA_FILES]
     if found is not None:
         inputs += [os.fspath(f) for f in found.files]
-        for source in found.sources.values():
-            inputs += [os.fspath(source.path / n) for n in _METADATA_FILES]
         if found.kind != "script":
             absent += _discovery_absent(found.root)
+    else:
+        absent += _discovery_absent(Path("/"))
     if prepared.lock_path is not None:
         inputs.append(os.fspath(prepared.lock_path))
     env = prepared.env
@@ -339,7 +354,11 @@ def run(options: Options, request: RunRequest, memo_args: Sequence[str] | None =
     memo = None
     if memo_args is not None and request.native is None:
         memo = write_memo(
-            ctx.cache_dir, ctx.environ, memo_args, os.fspath(prepared.env), *memo_facts(prepared)
+            ctx.cache_dir,
+            ctx.environ,
+            memo_args,
+            os.fspath(prepared.env),
+            *memo_facts(prepared, plan),
         )
     environ = _child_environ(ctx.environ, request.native)
     return Launch(prepared.env, plan.argv, environ, prepared, memo)
