@@ -105,7 +105,7 @@ def writing_atomic(
         fsync_dir(path.parent)
 
 
-def write_cache(path: str | os.PathLike[str], data: bytes | str) -> bool:
+def write_cache(path: str | os.PathLike[str], data: bytes | str, *, mode: int = 0o644) -> bool:
     """Write a cache file whole or not at all; a failure is only lost speed.
 
     Creates the parent directory. Returns False when the write failed (a
@@ -114,7 +114,7 @@ def write_cache(path: str | os.PathLike[str], data: bytes | str) -> bool:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, data, durable=False)
+        write_atomic(path, data, durable=False, mode=mode)
     except OSError:
         return False
     return True

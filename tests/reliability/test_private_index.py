@@ -255,3 +255,76 @@ def test_remote_page_linking_a_local_file_is_refused(
     _no_secret(proc.stderr)
     assert not (work / "pylock.toml").exists()
     assert tree_snapshot(cpk_home) == before
+
+
+def _files_holding_the_secret(*roots: Path) -> list[str]:
+    secrets = (PASSWORD.encode(), quote(PASSWORD, safe="").encode())
+    found = []
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                data = path.read_bytes()
+                if any(s in data for s in secrets):
+                    found.append(str(path.relative_to(root)))
+    return found
+
+
+def test_a_run_with_credentials_writes_them_nowhere(
+    servers: tuple[Server, Server], tmp_path: Path, cpk_home: Path
+) -> None:
+    """Given through CPK_INDEX_URL, as CI does: not in the lock, the cache, the
+    store, nor the run memo (whose key records the settings it is valid for)."""
+    private, _ = servers
+    work = _project(tmp_path, "privpkg")
+    probe = ("run", "python", "-c", "import privpkg; print('ran')")
+    env = {"CPK_INDEX_URL": _index_url(private)}
+    for _ in range(2):  # cold, then warm from the memo
+        proc = run_cpk(*probe, cwd=work, env=env)
+        assert proc.returncode == 0 and proc.stdout.strip() == "ran", proc.stderr
+        _no_secret(proc.stdout, proc.stderr)
+    cache = Path(os.environ["CPK_CACHE_DIR"])
+    memos = list((cache / "run-memo").iterdir())
+    assert memos and all(oct(m.stat().st_mode & 0o777) == "0o600" for m in memos)
+    assert _files_holding_the_secret(cache, cpk_home, work) == []
+
+
+def test_another_token_keeps_the_lock_fresh(
+    servers: tuple[Server, Server], tmp_path: Path
+) -> None:
+    """Credentials choose nothing that is resolved: a CI token beside a
+    developer's, or a rotated one, must not make the lock out of date."""
+    private, _ = servers
+    work = _project(tmp_path, "privpkg")
+    assert run_cpk("lock", "--index-url", _index_url(private), cwd=work).returncode == 0
+    host = private.base.removeprefix("http://")
+    other_token = f"http://ci:another-token@{host}/simple/"
+    check = run_cpk("lock", "--check", "--index-url", other_token, cwd=work)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.parametrize(
+    "url", ["http://{auth}@[::1/simple/", "http://{auth}@127.0.0.1:notaport/simple/"]
+)
+def test_a_malformed_index_url_is_one_line_without_its_secret(tmp_path: Path, url: str) -> None:
+    work = _project(tmp_path, "privpkg")
+    auth = f"{quote(USER, safe='')}:{quote(PASSWORD, safe='')}"
+    proc = run_cpk("lock", "--index-url", url.format(auth=auth), cwd=work)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not a valid URL" in lines[0], proc.stderr
+    _no_secret(proc.stderr)
+
+
+def test_a_netrc_that_is_not_text_is_one_line(
+    servers: tuple[Server, Server], tmp_path: Path
+) -> None:
+    private, _ = servers
+    netrc = tmp_path / "netrc"
+    netrc.write_bytes(b"machine 127.0.0.1 login a password \xff\xfe\n")
+    work = _project(tmp_path, "privpkg")
+    proc = run_cpk(
+        "lock", "--index-url", f"{private.base}/simple/", cwd=work, env={"NETRC": str(netrc)}
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(netrc) in lines[0] and ".netrc" in lines[0], proc.stderr

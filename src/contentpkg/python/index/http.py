@@ -58,12 +58,15 @@ def file_url_path(url: str) -> Path:
 
 
 def redact(url: str) -> str:
-    """A URL fit for messages: credentials in it are replaced by ``***``."""
-    parts = urllib.parse.urlsplit(url)
-    if "@" not in parts.netloc:
+    """A URL fit for messages: credentials in it are replaced by ``***``.
+
+    Works on strings urllib refuses too (they are what error messages quote).
+    """
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    if not sep or "@" not in netloc:
         return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
+    return f"{scheme}://***@{netloc.rpartition('@')[2]}{slash}{path}"
 
 
 def strip_credentials(url: str) -> str:
@@ -125,7 +128,11 @@ class _Credentials:
         ``override=False`` (for links a page gives) keeps credentials the
         user gave for that origin: a page cannot choose who cpk logs in as.
         """
-        parts = urllib.parse.urlsplit(url)
+        try:
+            parts = urllib.parse.urlsplit(url)
+            parts.port  # noqa: B018  (a bad port raises here, not deep in a request)
+        except ValueError as exc:
+            raise CpkError(f"{redact(url)}: not a valid URL ({exc})") from None
         if "@" not in parts.netloc:
             return url
         userinfo = parts.netloc.rsplit("@", 1)[0]
@@ -178,6 +185,10 @@ class _Credentials:
                 except OSError as exc:
                     raise CpkError(
                         f"{self.netrc_path}: cannot read ({exc.strerror or exc})"
+                    ) from None
+                except (UnicodeDecodeError, ValueError) as exc:
+                    raise CpkError(
+                        f"{self.netrc_path}: cannot read it as a .netrc file ({exc})"
                     ) from None
             if not self._netrc:
                 return None

@@ -141,14 +141,18 @@ def _squeeze(text: str) -> str:
 
 
 def _canonical_place(place: str, root: Path) -> str:
-    """A URL without its trailing slash; a local place relative to the root."""
+    """A URL without its trailing slash and its credentials; a local place
+    relative to the root. Credentials choose nothing that is resolved, so a
+    rotated token, or a CI token beside a developer's, keeps the lock fresh."""
     place = place.strip()
     if place.startswith("file:"):
         from urllib.parse import unquote, urlsplit
 
         place = unquote(urlsplit(place).path)
     elif "://" in place:
-        return place.rstrip("/")
+        scheme, _, rest = place.partition("://")
+        netloc, slash, path = rest.partition("/")
+        return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}".rstrip("/")
     return _relative(Path(place), root)
 
 
