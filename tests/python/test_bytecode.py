@@ -457,3 +457,26 @@ def test_marker_directory_left_open_is_sealed_on_next_access(tmp_path: Path) -> 
     assert ensure_bytecode(Store.open(), entry) is True
     assert _writable(entry) == []
     assert verify_entry(entry) == []
+
+
+def test_another_interpreters_compile_runs_compileall_and_reports_what_failed(
+    tmp_path: Path,
+) -> None:
+    """The wrapper that makes another interpreter's compileall die with cpk
+    must still compile, unchecked-hash, and name the files that did not."""
+    import importlib.util as iu
+
+    from contentpkg.python.install.bytecode import _compile_with
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "good.py").write_text("x = 1\n")
+    (tmp_path / "pkg" / "bad.py").write_text("def (:\n")
+
+    class Named:
+        dirname = "demo,1,x"
+
+    assert _compile_with(sys.executable, tmp_path, Named()) == ["pkg/bad.py"]  # type: ignore[arg-type]
+    pyc = tmp_path / "pkg" / "__pycache__" / f"good.{sys.implementation.cache_tag}.pyc"
+    flags = int.from_bytes(pyc.read_bytes()[4:8], "little")
+    assert flags == 0b01  # hash-based, unchecked (PEP 552)
+    assert pyc.read_bytes()[:4] == iu.MAGIC_NUMBER

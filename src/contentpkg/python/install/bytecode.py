@@ -254,6 +254,18 @@ def _compile_here(site: Path, dirs: list[Path], cache_tag: str) -> list[str]:
     return skipped
 
 
+#: compileall, run by another interpreter so that it dies with its caller, as
+#: our own workers do (``PR_SET_PDEATHSIG``, then the check that the caller
+#: did not die first); the rest of argv is compileall's.
+_COMPILEALL = (
+    "import ctypes, os, runpy, signal, sys; "
+    "ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0); "
+    "os.getppid() == int(sys.argv[1]) or os._exit(1); "
+    "sys.argv = ['compileall', *sys.argv[2:]]; "
+    "runpy.run_module('compileall', run_name='__main__', alter_sys=True)"
+)
+
+
 def _compile_with(executable: str, site: Path, entry: Entry) -> list[str]:
     """Compile with another interpreter, which alone knows its bytecode.
 
@@ -264,18 +276,23 @@ def _compile_with(executable: str, site: Path, entry: Entry) -> list[str]:
     cmd = [
         executable,
         "-I",
-        "-m",
-        "compileall",
+        "-c",
+        _COMPILEALL,
+        str(os.getpid()),
         "-q",
         "-f",
+        # One process: a pool of the other interpreter's would outlive a
+        # killed compileall; entries are spread over our own workers instead.
         "-j",
-        "0",
+        "1",
         "--invalidation-mode",
         "unchecked-hash",
         str(site),
     ]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL
+        )
     except OSError as exc:
         raise CpkError(f"{executable}: cannot run it to compile bytecode ({exc})") from None
     if proc.returncode not in (0, 1):
