@@ -129,20 +129,20 @@ class Context:
 # mapping must not, so the XDG base-directory rule (the one platformdirs
 # applies on Linux) is written out for the two directories cpk uses.
 def _home(env: Mapping[str, str]) -> Path:
-    home = env.get("CPK_HOME")
-    if home:
-        return Path(home).expanduser().absolute()
-    data = env.get("XDG_DATA_HOME")
-    if data and os.path.isabs(data):
-        return Path(data) / "contentpkg"
-    return Path(env.get("HOME") or os.path.expanduser("~")) / ".local" / "share" / "contentpkg"
+    return _user_dir(env, "CPK_HOME", "XDG_DATA_HOME", ".local/share")
 
 
 def _cache_dir(env: Mapping[str, str]) -> Path:
-    cache = env.get("CPK_CACHE_DIR")
-    if cache:
-        return Path(cache).expanduser().absolute()
-    xdg = env.get("XDG_CACHE_HOME")
-    if xdg and os.path.isabs(xdg):
-        return Path(xdg) / "contentpkg"
-    return Path(env.get("HOME") or os.path.expanduser("~")) / ".cache" / "contentpkg"
+    return _user_dir(env, "CPK_CACHE_DIR", "XDG_CACHE_HOME", ".cache")
+
+
+def _user_dir(env: Mapping[str, str], own: str, xdg: str, default: str) -> Path:
+    """``$own``, else ``$xdg/contentpkg`` (absolute values only, as the spec
+    says), else ``$HOME/<default>/contentpkg``."""
+    given = env.get(own)
+    if given:
+        return Path(given).expanduser().absolute()
+    base = env.get(xdg)
+    if base and os.path.isabs(base):
+        return Path(base) / "contentpkg"
+    return Path(env.get("HOME") or os.path.expanduser("~")) / default / "contentpkg"

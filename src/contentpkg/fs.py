@@ -153,17 +153,7 @@ def replace_symlink(link: str | os.PathLike[str], target: str, *, durable: bool 
     Works whether ``link`` exists or not. A real directory at ``link`` is
     not replaced (``rename`` refuses), and the error propagates.
     """
-    link = Path(link)
-    tmp = _tmp_name(link)
-    os.symlink(target, tmp)
-    try:
-        os.replace(tmp, link)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if durable:
-        fsync_dir(link.parent)
+    replace_path(link, lambda tmp: os.symlink(target, tmp), durable=durable)
 
 
 def publish_dir(
