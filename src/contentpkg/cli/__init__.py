@@ -38,6 +38,19 @@ def _closed_pipe() -> int:
     return _CLOSED_PIPE
 
 
+def _show_core_warnings() -> None:
+    """The core says what it repaired on its own (a rebuilt index) through
+    ``logging``; here those lines get the form of every other cpk line."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("cpk: warning: %(message)s"))
+    logger = logging.getLogger("contentpkg")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+
 def _status(exc: Exception) -> int:
     """The exit status of an error: a shell's for a command that cannot
     start (``ExecError``: 127 or 126), 1 for everything else."""
@@ -73,6 +86,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     # Settings are read from the environment here, once; the core takes them
     # from this Context and never reads os.environ itself.
     args.ctx = Context.from_environ()
+    _show_core_warnings()
     func = getattr(args, "func", None)
     if func is None:
         return usage(parser)
