@@ -475,10 +475,15 @@ def _worker_main(parent: int) -> None:
 
 
 def _ensure_in_worker(entry_path: str, executable: str | None) -> bool:
-    """Run in a worker process: find the entry again and compile it."""
-    from contentpkg.store import Store
+    """Run in a worker process: find the entry again and compile it.
 
-    store = Store.open(Path(entry_path))
+    Only writable (user-layer) entries are sent, so the store is that layer
+    alone, named by the entry's own path: the worker reads no settings.
+    """
+    from contentpkg.store.layers import LocalStore, Store
+
+    root = Path(entry_path).parent
+    store = Store(root.parent, [LocalStore(root)])
     found = store.containing(Path(entry_path))
     if found is None:
         raise CpkError(f"{entry_path}: entry is no longer in the store")
