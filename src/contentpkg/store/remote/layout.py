@@ -1,0 +1,266 @@
+"""How an entry looks on a registry: manifest, config, layer, tags, index.
+
+* One entry is one OCI image manifest of ``artifactType``
+  :data:`ENTRY_TYPE` in the repository ``<prefix>/<name>``, tagged
+  ``<version>-<hash>`` (see :func:`tag_for`). Its config blob is the
+  entry's ``entry.json``, byte for byte; its one layer is the whole entry
+  directory (content, ``.cpk/`` metadata, and derived files such as
+  compiled bytecode, so a pulled entry need not compile again) as a
+  deterministic tar compressed with zstd.
+* The index: one small manifest per source hash, in the repository
+  ``<prefix>/cpk-index`` tagged ``sha256-<hex>``, whose annotations name
+  the entry's repository, tag and manifest digest. A lock file's wheel hash
+  finds its entry with one request, without listing tags. One manifest per
+  hash, rather than one shared document, lets many machines publish at once
+  without overwriting each other (registries have no compare-and-swap).
+* Signatures: see :mod:`contentpkg.store.remote.signing`.
+
+The tarball is made by hand with :mod:`tarfile` because its bytes must be a
+function of the entry alone (sorted names, zero times and owners, canonical
+modes): two machines pushing one entry make the same blob, which the
+registry then stores once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from contentpkg.errors import CpkError
+from contentpkg.store.entry import ENTRY_JSON, Entry
+from contentpkg.store.hashing import META_DIR
+
+ENTRY_TYPE = "application/vnd.contentpkg.entry.v1"
+CONFIG_TYPE = "application/vnd.contentpkg.entry.config.v1+json"
+LAYER_TYPE = "application/vnd.contentpkg.entry.tar+zstd"
+INDEX_TYPE = "application/vnd.contentpkg.index.v1"
+EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
+EMPTY_BLOB = b"{}"
+EMPTY_DIGEST = "sha256:" + hashlib.sha256(EMPTY_BLOB).hexdigest()
+INDEX_REPOSITORY = "cpk-index"
+
+#: Annotations of an index manifest: where the entry made from the source is.
+A_ENTRY = "dev.contentpkg.entry"
+A_REPOSITORY = "dev.contentpkg.repository"
+A_TAG = "dev.contentpkg.tag"
+A_DIGEST = "dev.contentpkg.manifest"
+A_SOURCE = "dev.contentpkg.source-hash"
+
+_ZSTD_LEVEL = 3
+_TAG_BAD = re.compile(r"[^A-Za-z0-9_.-]")
+_REPO_BAD = re.compile(r"[^a-z0-9]+")
+
+
+def repository_for(name: str) -> str:
+    """A package name as a repository path component (``[a-z0-9]+([._-][a-z0-9]+)*``).
+
+    Different names may share a repository after this (``Foo`` and
+    ``foo``); tags carry the hash and the config carries the real name,
+    so nothing is confused.
+    """
+    parts = [p for p in _REPO_BAD.split(name.lower()) if p]
+    return "-".join(parts) or "unnamed"
+
+
+def tag_for(version: str, short_hash: str) -> str:
+    """``<version>-<hash>`` in the tag grammar ``[A-Za-z0-9_][A-Za-z0-9._-]{0,127}``."""
+    clean = _TAG_BAD.sub("_", version)[: 127 - len(short_hash) - 1]
+    if not clean or not (clean[0].isalnum() or clean[0] == "_"):
+        clean = "_" + clean[1:] if clean else "_"
+    return f"{clean}-{short_hash}"
+
+
+def index_tag(source_hash: str) -> str | None:
+    algo, _, value = source_hash.partition(":")
+    if algo != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", value):
+        return None
+    return f"sha256-{value}"
+
+
+def descriptor(media_type: str, digest: str, size: int, **more: Any) -> dict[str, Any]:
+    return {"mediaType": media_type, "digest": digest, "size": size, **more}
+
+
+def manifest_bytes(
+    artifact_type: str,
+    config: dict[str, Any],
+    layers: list[dict[str, Any]],
+    annotations: dict[str, str] | None = None,
+) -> bytes:
+    """An OCI image manifest, serialised one way only (so equal inputs, equal digests)."""
+    manifest: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": artifact_type,
+        "config": config,
+        "layers": layers,
+    }
+    if annotations:
+        manifest["annotations"] = annotations
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+
+
+def parse_manifest(data: bytes, where: str) -> dict[str, Any]:
+    try:
+        manifest = json.loads(data)
+    except ValueError:
+        raise CpkError(f"{where}: the manifest is not JSON") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("layers"), list):
+        raise CpkError(f"{where}: not an OCI image manifest")
+    return manifest
+
+
+@dataclass(frozen=True)
+class PackedEntry:
+    """An entry made ready to push: its config bytes and its layer on disk."""
+
+    entry: Entry
+    config: bytes
+    layer: Path
+    layer_digest: str
+    layer_size: int
+    repository: str
+    tag: str
+
+    @property
+    def config_digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.config).hexdigest()
+
+    def manifest(self) -> bytes:
+        meta = self.entry.metadata
+        annotations = {
+            A_ENTRY: self.entry.dirname,
+            "org.opencontainers.image.title": self.entry.name,
+            "org.opencontainers.image.version": self.entry.version,
+        }
+        if meta.get("source_hash"):
+            annotations[A_SOURCE] = str(meta["source_hash"])
+        return manifest_bytes(
+            ENTRY_TYPE,
+            descriptor(CONFIG_TYPE, self.config_digest, len(self.config)),
+            [descriptor(LAYER_TYPE, self.layer_digest, self.layer_size)],
+            annotations,
+        )
+
+
+def pack(entry: Entry, dest: Path) -> PackedEntry:
+    """Write entry's deterministic tar.zst to dest and describe it."""
+    import zstandard
+
+    config = (entry.path / META_DIR / ENTRY_JSON).read_bytes()
+    h = _HashingWriter(open(dest, "wb"))  # noqa: SIM115 - closed with h, below
+    try:
+        cctx = zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_checksum=True)
+        with (
+            cctx.stream_writer(h, closefd=False) as zw,
+            tarfile.open(
+                fileobj=zw,
+                mode="w|",
+                format=tarfile.PAX_FORMAT,  # type: ignore[arg-type]
+            ) as tar,
+        ):
+            _add_tree(tar, entry.path)
+    finally:
+        h.close()
+    return PackedEntry(
+        entry,
+        config,
+        dest,
+        "sha256:" + h.hash.hexdigest(),
+        h.size,
+        repository_for(entry.name),
+        tag_for(entry.version, entry.short_hash),
+    )
+
+
+def _add_tree(tar: tarfile.TarFile, root: Path) -> None:
+    """Everything below root in byte order of paths, with canonical headers."""
+    paths: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        for name in dirnames + filenames:
+            paths.append(name if rel == "." else f"{rel}/{name}")
+    for rel in sorted(paths, key=os.fsencode):
+        full = os.path.join(root, rel)
+        st = os.lstat(full)
+        info = tarfile.TarInfo(rel)
+        info.mtime = 0
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        if stat.S_ISLNK(st.st_mode):
+            info.type = tarfile.SYMTYPE
+            info.linkname = os.readlink(full)
+            info.mode = 0o777
+            tar.addfile(info)
+        elif stat.S_ISDIR(st.st_mode):
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+        elif stat.S_ISREG(st.st_mode):
+            info.size = st.st_size
+            info.mode = 0o755 if st.st_mode & stat.S_IXUSR else 0o644
+            with open(full, "rb") as f:
+                tar.addfile(info, f)
+        else:
+            raise CpkError(f"{full}: special file in an entry; cannot push it")
+
+
+def unpack(fileobj: BinaryIO, dest: Path, where: str) -> None:
+    """Extract a layer into dest (an empty staging directory).
+
+    Only regular files, directories and relative symlinks that stay inside
+    are accepted (tarfile's ``data`` filter, which also refuses absolute
+    paths, ``..`` and device files); anything else fails the whole pull.
+    """
+    import zstandard
+
+    dctx = zstandard.ZstdDecompressor()
+    try:
+        with (
+            dctx.stream_reader(fileobj) as zr,
+            tarfile.open(
+                fileobj=zr,
+                mode="r|",  # type: ignore[arg-type]
+            ) as tar,
+        ):
+            for member in tar:
+                if not (member.isreg() or member.isdir() or member.issym()):
+                    raise CpkError(
+                        f"{where}: the layer holds {member.name!r}, not a file,"
+                        " directory or symlink"
+                    )
+                tar.extract(member, dest, filter="data")
+    except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
+        raise CpkError(f"{where}: the layer is not a valid tar.zst ({exc})") from None
+
+
+class _HashingWriter(io.RawIOBase):
+    """A file that hashes and counts what is written through it."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.hash.update(view)
+        self.size += len(view)
+        self.f.write(view)
+        return len(view)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.f.close()
+        super().close()

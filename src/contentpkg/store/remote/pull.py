@@ -1,0 +1,434 @@
+"""Pulling entries from a registry into the user store, checked at every step.
+
+:class:`RemoteStore` is a store reader over a registry, in the way Nix's
+binary caches are substituters: asking it for an entry (by name, spec or
+source hash) brings that entry into the user store and returns it there.
+
+A pull checks, in order, before anything is published: the manifest's
+digest; the signature artifact against the trusted keys (an unsigned entry,
+an unknown key or a bad signature is refused); the config's digest and that
+it names the entry asked for; the layer's digest while it streams; then,
+unpacked in a staging slot, that the metadata equals the signed config, the
+content hash of the tree equals the metadata's (and the name's), and every
+derived file (bytecode) its record. Only then is the slot renamed into the
+store, so a failure at any point leaves nothing but staging debris.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from contentpkg.errors import CpkError
+from contentpkg.fs import sync_filesystem
+from contentpkg.store import lookup
+from contentpkg.store.entry import ENTRY_JSON, Entry, Spec, parse_dirname
+from contentpkg.store.hashing import META_DIR, SHORT_HASH_LEN
+from contentpkg.store.remote import layout, signing
+from contentpkg.store.remote.oci import Registry, RemoteError, RemoteUrl
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from contentpkg.context import Context
+    from contentpkg.progress import Reporter
+    from contentpkg.store.layers import Store
+
+_log = logging.getLogger(__name__)
+_MAX_CONFIG = 4 << 20
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Where one entry is on a registry."""
+
+    repository: str  # without the remote's prefix
+    tag: str
+    dirname: str = ""  # name,version,hash when known before the manifest is read
+
+
+class RemoteStore:
+    """Entries of one registry, pulled into ``store`` on demand."""
+
+    def __init__(
+        self,
+        url: RemoteUrl,
+        store: Store,
+        ctx: Context,
+        *,
+        reporter: Reporter | None = None,
+        retries: int = 3,
+        backoff: float = 0.25,
+        jobs: int = 8,
+    ) -> None:
+        self.url = url
+        self.store = store
+        self.ctx = ctx
+        self.reporter = reporter
+        self.jobs = jobs
+        self.registry = Registry(url, ctx.remote, retries=retries, backoff=backoff, jobs=jobs)
+        self._keys: dict[str, Ed25519PublicKey] | None = None
+
+    def close(self) -> None:
+        self.registry.close()
+
+    @property
+    def keys(self) -> dict[str, Ed25519PublicKey]:
+        if self._keys is None:
+            self._keys = signing.trusted_keys(self.ctx.home)
+        return self._keys
+
+    # -- finding --------------------------------------------------------------
+
+    def ref_for_source(self, source_hash: str) -> Ref | None:
+        """The entry the index maps source_hash to, if this remote has one."""
+        tag = layout.index_tag(source_hash)
+        if tag is None:
+            return None
+        found = self.registry.get_manifest(self.url.repository(layout.INDEX_REPOSITORY), tag)
+        if found is None:
+            return None
+        manifest = layout.parse_manifest(found[0], f"{self.url}: index {tag}")
+        notes = manifest.get("annotations") or {}
+        repo, entry_tag = notes.get(layout.A_REPOSITORY), notes.get(layout.A_TAG)
+        if not isinstance(repo, str) or not isinstance(entry_tag, str):
+            raise RemoteError(f"{self.url}: index {tag} names no entry", remote=str(self.url))
+        return Ref(repo, entry_tag, str(notes.get(layout.A_ENTRY, "")))
+
+    def refs_for_spec(self, spec: Spec) -> list[Ref]:
+        """The tags of spec's repository that can match it (version, hash prefix).
+
+        A tag is ``<version>-<hash>`` with the version sanitised, so the
+        hash is exact and the version is checked again on the config.
+        """
+        repo = layout.repository_for(spec.name)
+        refs = []
+        for tag in self.registry.list_tags(self.url.repository(repo)):
+            version, _, short = tag.rpartition("-")
+            if len(short) != SHORT_HASH_LEN or not version:
+                continue
+            if spec.hash_prefix and not short.startswith(spec.hash_prefix):
+                continue
+            if spec.version and version != layout.tag_for(spec.version, short).rpartition("-")[0]:
+                continue
+            refs.append(Ref(repo, tag))
+        return refs
+
+    # -- the StoreReader interface, pulling what is asked for ----------------
+
+    def entry(self, dirname: str) -> Entry | None:
+        parts = parse_dirname(dirname)
+        if parts is None:
+            return None
+        local = self.store.entry(dirname)
+        if local is not None:
+            return local
+        name, version, short = parts
+        ref = Ref(layout.repository_for(name), layout.tag_for(version, short), dirname)
+        return self.pull(ref)
+
+    def entries(self) -> list[Entry]:
+        """A registry is not listed whole (catalogs are often disabled): none."""
+        return []
+
+    def match(self, spec: Spec) -> list[Entry]:
+        """Pull the newest entry matching spec (with what it references)."""
+        entry = self.newest(spec)
+        return [entry] if entry is not None else []
+
+    def find_source(self, source_hash: str) -> Entry | None:
+        ref = self.ref_for_source(source_hash)
+        if ref is None:
+            return None
+        return self.pull(ref, source_hash=source_hash)
+
+    def find_files(self, sha256: str) -> list[tuple[Entry, str]]:
+        return []
+
+    def newest(self, spec: Spec) -> Entry | None:
+        refs = self.refs_for_spec(spec)
+        if not refs:
+            return None
+        return self.pull(_newest(refs), spec=spec)
+
+    # -- pulling ---------------------------------------------------------------
+
+    def pull(
+        self,
+        ref: Ref,
+        *,
+        source_hash: str | None = None,
+        spec: Spec | None = None,
+        closure: bool = True,
+    ) -> Entry:
+        """Bring ref's entry (and, with closure, what it references) into the store."""
+        entry = self._pull_one(ref, source_hash=source_hash, spec=spec)
+        if closure:
+            self._pull_closure([entry])
+        return entry
+
+    def pull_many(self, refs: Iterable[tuple[Ref, str | None]]) -> list[Entry | RemoteError]:
+        """Pull several entries in parallel; each result an entry or its error."""
+        items = list(refs)
+
+        def one(item: tuple[Ref, str | None]) -> Entry | RemoteError:
+            try:
+                return self._pull_one(item[0], source_hash=item[1])
+            except RemoteError as exc:
+                return exc
+            except CpkError as exc:
+                return RemoteError(str(exc), remote=str(self.url))
+
+        if len(items) <= 1:
+            results = [one(i) for i in items]
+        else:
+            with ThreadPoolExecutor(max_workers=min(self.jobs, len(items))) as pool:
+                results = list(pool.map(one, items))
+        self._pull_closure([r for r in results if isinstance(r, Entry)])
+        return results
+
+    def _pull_closure(self, entries: list[Entry]) -> None:
+        """Entries referenced by those pulled (bytecode markers, ELF packages'
+        declared dependencies) that the store lacks, transitively."""
+        seen = {e.dirname for e in entries}
+        pending = list(entries)
+        while pending:
+            entry = pending.pop()
+            for dirname in _references(entry):
+                if dirname in seen:
+                    continue
+                seen.add(dirname)
+                found = self.store.entry(dirname) or self.entry(dirname)
+                if found is not None:
+                    pending.append(found)
+            for name in _declared_packages(entry):
+                if name in seen or self.store.match(Spec(name)):
+                    continue
+                seen.add(name)
+                try:
+                    refs = self.refs_for_spec(Spec(name))
+                except CpkError:
+                    refs = []
+                if refs:
+                    pending.append(self._pull_one(_newest(refs), spec=Spec(name)))
+
+    def _pull_one(
+        self, ref: Ref, *, source_hash: str | None = None, spec: Spec | None = None
+    ) -> Entry:
+        if ref.dirname:
+            local = self.store.entry(ref.dirname)
+            if local is not None:
+                return local
+        repo = self.url.repository(ref.repository)
+        where = f"{self.url}/{ref.repository}:{ref.tag}"
+        found = self.registry.get_manifest(repo, ref.tag)
+        if found is None:
+            raise RemoteError(f"{where}: no such entry on the remote", remote=str(self.url))
+        data, digest = found
+        manifest = layout.parse_manifest(data, where)
+        if manifest.get("artifactType") != layout.ENTRY_TYPE:
+            raise RemoteError(f"{where}: not a cpk entry", remote=str(self.url))
+        dirname = str((manifest.get("annotations") or {}).get(layout.A_ENTRY, ""))
+        parts = parse_dirname(dirname)
+        if parts is None or layout.tag_for(parts[1], parts[2]) != ref.tag:
+            raise RemoteError(
+                f"{where}: the manifest names entry {dirname!r}, not this tag's",
+                remote=str(self.url),
+            )
+        local = self.store.entry(dirname)
+        if local is not None:
+            return local
+        self._check_signature(repo, digest, dirname, where)
+        config_desc = manifest.get("config") or {}
+        layers = manifest["layers"]
+        if config_desc.get("mediaType") != layout.CONFIG_TYPE or len(layers) != 1:
+            raise RemoteError(f"{where}: not a cpk entry's layout", remote=str(self.url))
+        config = self.registry.get_blob_bytes(repo, str(config_desc.get("digest")), _MAX_CONFIG)
+        meta = _parse_config(config, where)
+        name, version, short = parts
+        if (meta.get("name"), meta.get("version")) != (name, version) or not str(
+            meta.get("content_hash", "")
+        ).startswith("sha256:" + short):
+            raise RemoteError(
+                f"{where}: the signed metadata names another entry", remote=str(self.url)
+            )
+        if source_hash is not None and meta.get("source_hash") != source_hash:
+            raise RemoteError(
+                f"{where}: the index maps {source_hash[:19]}... to an entry"
+                " made from something else",
+                remote=str(self.url),
+            )
+        if spec is not None and not spec.matches(name, version, short):
+            raise RemoteError(
+                f"{where}: the entry is {dirname}, which {spec} does not match",
+                remote=str(self.url),
+            )
+        layer = layers[0]
+        return self._receive(repo, layer, dirname, config, meta, where)
+
+    def _check_signature(self, repo: str, digest: str, dirname: str, where: str) -> None:
+        tag = signing.signature_tag(digest)
+        found = self.registry.get_manifest(repo, tag)
+        if found is None:
+            raise RemoteError(f"{where}: unsigned (no {tag}); refused", remote=str(self.url))
+        sig_manifest = layout.parse_manifest(found[0], f"{where} signature")
+        layers = sig_manifest.get("layers") or []
+        if sig_manifest.get("artifactType") != signing.SIGNATURE_TYPE or len(layers) != 1:
+            raise RemoteError(f"{where}: {tag} is not a cpk signature", remote=str(self.url))
+        payload = self.registry.get_blob_bytes(repo, str(layers[0].get("digest")), 1 << 16)
+        try:
+            signing.check(self.keys, sig_manifest, payload, digest, dirname, where)
+        except RemoteError:
+            raise
+        except CpkError as exc:
+            raise RemoteError(str(exc), remote=str(self.url)) from None
+
+    def _receive(
+        self,
+        repo: str,
+        layer: dict[str, Any],
+        dirname: str,
+        config: bytes,
+        meta: dict[str, Any],
+        where: str,
+    ) -> Entry:
+        """Download, unpack, check and publish one entry's layer."""
+        from contentpkg.store.add import _check_staged, seal
+        from contentpkg.store.locks import collector_lock
+        from contentpkg.store.staging import Slot, clean_stale
+        from contentpkg.store.verify import verify_entry
+
+        digest, size = str(layer.get("digest")), layer.get("size")
+        if layer.get("mediaType") != layout.LAYER_TYPE or not isinstance(size, int):
+            raise RemoteError(f"{where}: the layer is not a cpk tarball", remote=str(self.url))
+        root = self.store.user.root
+        self.store.ensure()
+        clean_stale(root)
+        task = (
+            self.reporter.task(f"pull {dirname.rsplit(',', 1)[0]}", size) if self.reporter else None
+        )
+        with collector_lock(root), Slot(root) as slot:
+            # The download goes beside the slot, in staging, so debris of a
+            # killed pull is cleaned with the slot's.
+            blob = slot.area / f"{slot.path.name}.blob"
+            try:
+                with open(blob, "wb") as f:
+                    for chunk in self.registry.blob_chunks(repo, digest, size):
+                        f.write(chunk)
+                        if task is not None:
+                            task.advance(len(chunk))
+                with open(blob, "rb") as f:
+                    layout.unpack(f, slot.path, where)
+            finally:
+                blob.unlink(missing_ok=True)
+                if task is not None:
+                    task.done()
+            try:
+                staged_meta = (slot.path / META_DIR / ENTRY_JSON).read_bytes()
+            except OSError:
+                staged_meta = b""
+            if staged_meta != config:
+                raise RemoteError(
+                    f"{where}: the layer's metadata differs from the signed config",
+                    remote=str(self.url),
+                )
+            seal(slot.path)
+            name, version, short = dirname.split(",")
+            staged = Entry(slot.path, name, version, short, layer=self.store.user)
+            # verify's own checks, the entry's top directory sealed for them;
+            # it is opened again for the rename into the store.
+            problems = verify_entry(staged)
+            os.chmod(slot.path, 0o755)
+            if problems:
+                raise RemoteError(f"{where}: refused: {problems[0]}", remote=str(self.url))
+            records = staged.file_records()
+            _check_staged(slot.path, records)
+            sync_filesystem(slot.path)
+            rows = [(r.value, r.path) for r in records if r.kind in "fx"]
+            extra = [tuple(r) for r in meta.get(lookup.EXTRA_ROWS_KEY, []) if len(r) == 2]
+            lookup.record_files(root, dirname, [*rows, *extra])
+            final = root / dirname
+            if slot.publish(final):
+                os.chmod(final, 0o555)
+            source_hash = meta.get("source_hash")
+            if isinstance(source_hash, str) and source_hash:
+                lookup.link_source(root, source_hash, final)
+        entry = self.store.user.entry(dirname)
+        if entry is None:
+            raise CpkError(f"{dirname}: vanished from the store right after it was pulled")
+        if self.reporter is not None:
+            self.reporter.note(f"pulled {entry.name} {entry.version}")
+        return entry
+
+
+def _parse_config(config: bytes, where: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(config)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise CpkError(f"{where}: the entry's metadata is not a JSON object")
+    return meta
+
+
+def _references(entry: Entry) -> list[str]:
+    try:
+        refs = entry.metadata.get("references", [])
+    except CpkError:
+        return []
+    return [r for r in refs if isinstance(r, str)] if isinstance(refs, list) else []
+
+
+_DEP_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]*")
+
+
+def _declared_packages(entry: Entry) -> list[str]:
+    """A Debian package's ``Pre-Depends`` and ``Depends`` by name (first alternative).
+
+    These are what its programs need at run time and are found by name in
+    the store at install time, so a pull brings them along as Nix's
+    closures do.
+    """
+    try:
+        deb = entry.metadata.get("deb")
+    except CpkError:
+        return []
+    if not isinstance(deb, dict):
+        return []
+    names = []
+    for group in [*(deb.get("pre_depends") or []), *(deb.get("depends") or [])]:
+        if isinstance(group, list) and group:
+            first = group[0]
+            name = first[0] if isinstance(first, list) and first else None
+            if isinstance(name, str) and _DEP_NAME.fullmatch(name):
+                names.append(name)
+    return names
+
+
+def _newest(refs: list[Ref]) -> Ref:
+    """The ref of the highest version (PEP 440, else Debian's ordering)."""
+    from debian.debian_support import Version as DebianVersion
+    from packaging.version import InvalidVersion, Version
+
+    def key(ref: Ref) -> tuple[int, Any]:
+        text = ref.tag.rpartition("-")[0]
+        try:
+            return (1, Version(text))
+        except InvalidVersion:
+            pass
+        try:
+            return (0, DebianVersion(text.replace("_", "+")))
+        except ValueError:
+            return (-1, text)
+
+    groups: dict[int, list[Ref]] = {}
+    for ref in refs:
+        groups.setdefault(key(ref)[0], []).append(ref)
+    best_kind = max(groups)
+    return max(groups[best_kind], key=lambda r: key(r)[1])
