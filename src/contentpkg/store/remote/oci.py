@@ -96,6 +96,7 @@ class RemoteUrl:
 
     @property
     def base(self) -> str:
+        """Where requests go when plain HTTP is allowed and the registry speaks it."""
         return f"{'https' if self.secure else 'http'}://{self.host}"
 
     def repository(self, name: str) -> str:
@@ -203,6 +204,7 @@ class Registry:
         self._basic = False  # the registry asked for basic auth once: send it always
         self._lock = threading.Lock()
         self._pool: urllib3.PoolManager | None = None
+        self._scheme: str | None = "https" if url.secure else None
 
     # -- plumbing -------------------------------------------------------------
 
@@ -230,6 +232,35 @@ class Registry:
                     **kwargs,
                 )
             return self._pool
+
+    @property
+    def base(self) -> str:
+        """``https://host``, unless plain HTTP is allowed and the registry speaks
+        only that. As docker does for insecure registries, TLS is tried first
+        and plain HTTP only when the server does not answer in TLS at all; a
+        TLS failure of any other kind (an untrusted certificate) is an error."""
+        if self._scheme is None:
+            self._scheme = self._probe_scheme()
+        return f"{self._scheme}://{self.url.host}"
+
+    def _probe_scheme(self) -> str:
+        import urllib3
+
+        try:
+            self.pool.request(
+                "GET",
+                f"https://{self.url.host}/v2/",
+                retries=False,
+                timeout=urllib3.Timeout(connect=5.0, read=10.0),
+            ).drain_conn()
+        except urllib3.exceptions.SSLError as exc:
+            text = str(exc).lower()
+            if "wrong version number" in text or "record layer" in text or "http request" in text:
+                return "http"
+            return "https"
+        except (urllib3.exceptions.HTTPError, OSError):
+            return "http"
+        return "https"
 
     def close(self) -> None:
         with self._lock:
@@ -286,7 +317,7 @@ class Registry:
         """
         import urllib3
 
-        url = path_or_url if "://" in path_or_url else self.url.base + path_or_url
+        url = path_or_url if "://" in path_or_url else self.base + path_or_url
         path = urllib.parse.urlsplit(url).path
         scope = self._scope(path, method)
         for challenged in (False, True):
@@ -614,7 +645,7 @@ class Registry:
         return self.retrying(what, attempt)
 
     def _absolute(self, location: str) -> str:
-        return urllib.parse.urljoin(self.url.base + "/", location)
+        return urllib.parse.urljoin(self.base + "/", location)
 
 
 _AUTH_HINT = (

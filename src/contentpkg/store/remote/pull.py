@@ -313,10 +313,10 @@ class RemoteStore:
         task = (
             self.reporter.task(f"pull {dirname.rsplit(',', 1)[0]}", size) if self.reporter else None
         )
-        with collector_lock(root), Slot(root) as slot:
-            # The download goes beside the slot, in staging, so debris of a
-            # killed pull is cleaned with the slot's.
-            blob = slot.area / f"{slot.path.name}.blob"
+        with collector_lock(root), Slot(root) as slot, Slot(root) as download:
+            # The download has a staging slot of its own, so debris of a
+            # killed pull is cleaned like any other and never becomes content.
+            blob = download.path / "layer"
             try:
                 with open(blob, "wb") as f:
                     for chunk in self.registry.blob_chunks(repo, digest, size):
