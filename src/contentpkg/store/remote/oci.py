@@ -61,6 +61,10 @@ class RemoteError(CpkError):
         self.remote = remote
 
 
+class TransferError(RemoteError):
+    """A transfer broke midway (a reset, a truncated body): worth one more try."""
+
+
 class _Retryable(Exception):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -205,6 +209,7 @@ class Registry:
         self._lock = threading.Lock()
         self._pool: urllib3.PoolManager | None = None
         self._scheme: str | None = "https" if url.secure else None
+        self._blob_locks: dict[tuple[str, str], threading.Lock] = {}
 
     # -- plumbing -------------------------------------------------------------
 
@@ -545,11 +550,13 @@ class Registry:
                     received += len(chunk)
                     yield chunk
             except (urllib3.exceptions.HTTPError, OSError) as exc:
-                raise self._fail(what, f"{_network_error(exc)} after {received} bytes") from None
+                why = f"{_network_error(exc)} after {received} bytes"
+                raise TransferError(f"{self.url}: {what}: {why}", remote=str(self.url)) from None
         finally:
             _release(response, True)
         if size is not None and received != size:
-            raise self._fail(what, f"truncated blob (got {received} of {size} bytes)")
+            why = f"truncated blob (got {received} of {size} bytes)"
+            raise TransferError(f"{self.url}: {what}: {why}", remote=str(self.url))
         actual = "sha256:" + h.hexdigest()
         if actual != digest:
             raise HashMismatchError(
@@ -575,8 +582,25 @@ class Registry:
         location, whose ``Range`` says what arrived) tells where to resume,
         so a broken connection costs one chunk, not the blob.
         """
-        if self.has_blob(repo, digest):
-            return False
+        # One upload of a blob per repository at a time: distribution commits
+        # concurrent uploads of one digest racily (one fails DIGEST_INVALID),
+        # and the second uploader finds the blob there anyway.
+        with self._lock:
+            blob_lock = self._blob_locks.setdefault((repo, digest), threading.Lock())
+        with blob_lock:
+            if self.has_blob(repo, digest):
+                return False
+            self._upload(repo, digest, size, opener, advance)
+            return True
+
+    def _upload(
+        self,
+        repo: str,
+        digest: str,
+        size: int,
+        opener: Callable[[], BinaryIO],
+        advance: Callable[[int], None],
+    ) -> None:
         what = f"{repo}@{digest[:19]}"
 
         def start() -> str:
@@ -623,13 +647,14 @@ class Registry:
 
         def finish() -> None:
             response = self.send("PUT", f"{location}{sep}digest={digest}", body=b"", what=what)
+            if response.status == 400 and self.has_blob(repo, digest):
+                return  # another machine's upload of the same bytes won the race
             if response.status != 201:
                 raise self._fail(
                     what, f"HTTP {response.status} finishing an upload: " + _error_text(response)
                 )
 
         self.retrying(what, finish)
-        return True
 
     def _upload_status(self, location: str, what: str) -> tuple[int, str]:
         """How much of an interrupted upload arrived (the ``Range`` header)."""

@@ -20,7 +20,8 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,13 +32,13 @@ from contentpkg.store import lookup
 from contentpkg.store.entry import ENTRY_JSON, Entry, Spec, parse_dirname
 from contentpkg.store.hashing import META_DIR, SHORT_HASH_LEN
 from contentpkg.store.remote import layout, signing
-from contentpkg.store.remote.oci import Registry, RemoteError, RemoteUrl
+from contentpkg.store.remote.oci import Registry, RemoteError, RemoteUrl, TransferError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from contentpkg.context import Context
-    from contentpkg.progress import Reporter
+    from contentpkg.progress import Reporter, Task
     from contentpkg.store.layers import Store
 
 _log = logging.getLogger(__name__)
@@ -270,7 +271,16 @@ class RemoteStore:
                 remote=str(self.url),
             )
         layer = layers[0]
-        return self._receive(repo, layer, dirname, config, meta, where)
+        for n in range(self.registry.retries + 1):
+            try:
+                return self._receive(repo, layer, dirname, config, meta, where)
+            except TransferError as exc:
+                if n == self.registry.retries:
+                    raise RemoteError(
+                        f"{exc} (gave up after {n + 1} attempts)", remote=str(self.url)
+                    ) from None
+                time.sleep(self.registry.backoff * 2**n)
+        raise AssertionError("unreachable")
 
     def _check_signature(self, repo: str, digest: str, dirname: str, where: str) -> None:
         tag = signing.signature_tag(digest)
@@ -299,10 +309,9 @@ class RemoteStore:
         where: str,
     ) -> Entry:
         """Download, unpack, check and publish one entry's layer."""
-        from contentpkg.store.add import _check_staged, seal
+        from contentpkg.store.add import _check_staged
         from contentpkg.store.locks import collector_lock
         from contentpkg.store.staging import Slot, clean_stale
-        from contentpkg.store.verify import verify_entry
 
         digest, size = str(layer.get("digest")), layer.get("size")
         if layer.get("mediaType") != layout.LAYER_TYPE or not isinstance(size, int):
@@ -313,20 +322,15 @@ class RemoteStore:
         task = (
             self.reporter.task(f"pull {dirname.rsplit(',', 1)[0]}", size) if self.reporter else None
         )
-        with collector_lock(root), Slot(root) as slot, Slot(root) as download:
-            # The download has a staging slot of its own, so debris of a
-            # killed pull is cleaned like any other and never becomes content.
-            blob = download.path / "layer"
+        with collector_lock(root), Slot(root) as slot:
+            # Streamed: the layer is unpacked as it arrives, its digest
+            # checked at the end of the stream and the tree after it, all
+            # before the slot is published; a failure discards the slot.
+            chunks = self.registry.blob_chunks(repo, digest, size)
             try:
-                with open(blob, "wb") as f:
-                    for chunk in self.registry.blob_chunks(repo, digest, size):
-                        f.write(chunk)
-                        if task is not None:
-                            task.advance(len(chunk))
-                with open(blob, "rb") as f:
-                    layout.unpack(f, slot.path, where)
+                unpacked = layout.unpack(_Stream(chunks, task), slot.path, where)
             finally:
-                blob.unlink(missing_ok=True)
+                chunks.close()
                 if task is not None:
                     task.done()
             try:
@@ -338,17 +342,17 @@ class RemoteStore:
                     f"{where}: the layer's metadata differs from the signed config",
                     remote=str(self.url),
                 )
-            seal(slot.path)
             name, version, short = dirname.split(",")
             staged = Entry(slot.path, name, version, short, layer=self.store.user)
-            # verify's own checks, the entry's top directory sealed for them;
-            # it is opened again for the rename into the store.
-            problems = verify_entry(staged)
-            os.chmod(slot.path, 0o755)
-            if problems:
-                raise RemoteError(f"{where}: refused: {problems[0]}", remote=str(self.url))
-            records = staged.file_records()
+            problem = _check_unpacked(staged, meta, unpacked)
+            if problem:
+                raise RemoteError(f"{where}: refused: {problem}", remote=str(self.url))
+            records = unpacked.records
             _check_staged(slot.path, records)
+            # Files were written with their final modes; directories bottom-up,
+            # the metadata directory last, as seal() orders it.
+            for rel in sorted(unpacked.dirs, key=lambda d: (d == META_DIR, -d.count("/"))):
+                os.chmod(slot.path / rel, 0o555)
             sync_filesystem(slot.path)
             rows = [(r.value, r.path) for r in records if r.kind in "fx"]
             extra = [tuple(r) for r in meta.get(lookup.EXTRA_ROWS_KEY, []) if len(r) == 2]
@@ -365,6 +369,56 @@ class RemoteStore:
         if self.reporter is not None:
             self.reporter.note(f"pulled {entry.name} {entry.version}")
         return entry
+
+
+class _Stream:
+    """A blob's chunks as a file to read, counted on the progress task.
+
+    Reading to the end runs the generator's digest check; the unpack reads
+    the zstd frame to its end, and :meth:`drain` makes sure of it."""
+
+    def __init__(self, chunks: Iterator[bytes], task: Task | None) -> None:
+        self._chunks = chunks
+        self._task = task
+        self._buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            if self._task is not None:
+                self._task.advance(len(chunk))
+            self._buffer += chunk
+        if size < 0:
+            size = len(self._buffer)
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+def _check_unpacked(staged: Entry, meta: dict[str, Any], unpacked: layout.Unpacked) -> str:
+    """What verify would say of the staged entry, from the hashes taken while
+    unpacking (so no file is read twice): content hash, file list, bytecode."""
+    from contentpkg.store.hashing import content_hash, short_hash
+    from contentpkg.store.verify import _derived_problems
+
+    recorded = str(meta.get("content_hash", ""))
+    if ":" not in recorded or short_hash(recorded) != staged.short_hash:
+        return f"metadata hash {recorded!r} does not match the entry's name"
+    if content_hash(unpacked.records) != recorded:
+        return "content hash mismatch: the unpacked tree is not what the metadata says"
+    try:
+        stored = staged.file_records()
+    except CpkError as exc:
+        return str(exc)
+    if content_hash(stored) != recorded:
+        return "file list does not match the content hash"
+    problems = _derived_problems(staged, unpacked.derived)
+    return problems[0] if problems else ""
 
 
 def _parse_config(config: bytes, where: str) -> dict[str, Any]:
