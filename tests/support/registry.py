@@ -143,6 +143,8 @@ class Registry:
             self.ca, cert, key = make_ca(directory / "tls")
             lines += ["  tls:", f"    certificate: {cert}", f"    key: {key}"]
         if user is not None:
+            if shutil.which("htpasswd") is None:
+                pytest.skip("htpasswd is not installed (apt-get install apache2-utils)")
             htpasswd = subprocess.run(
                 ["htpasswd", "-Bbn", user, password], capture_output=True, text=True, check=True
             ).stdout
