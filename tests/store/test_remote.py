@@ -502,3 +502,25 @@ def test_bearer_token_flow_from_www_authenticate(
         wrong.cpk("key", "trust", pub)
         refused = wrong.cpk("store", "pull", url, "br", check=False)
         assert refused.returncode == 1 and "token service refused" in refused.stderr
+
+
+def test_chunked_uploads_resume_where_the_registry_says_they_stopped(
+    tmp_path: Path, registry: Registry
+) -> None:
+    import hashlib
+    import io
+
+    from contentpkg.store.remote.oci import Registry as Client
+
+    data = os.urandom(5000)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with FaultProxy(registry.base) as proxy:
+        proxy.add(Fault("/blobs/uploads/", "status", times=1, status=503, method="PATCH"))
+        client = Client(RemoteUrl.parse(_url(proxy.host, "chunks")), chunk=1024, backoff=0)
+        assert client.push_blob("chunks/blob", digest, len(data), lambda: io.BytesIO(data))
+        assert not client.push_blob("chunks/blob", digest, len(data), lambda: io.BytesIO(data))
+        patches = proxy.requests("PATCH", "/blobs/uploads/")
+        # Five chunks, one refused and sent again after asking where the upload stood.
+        assert len(patches) == 6 and sum(1 for row in patches if row[2]) == 1
+        assert len(proxy.requests("GET", "/blobs/uploads/")) == 1
+        assert client.get_blob_bytes("chunks/blob", digest) == data

@@ -196,8 +196,10 @@ class Registry:
         backoff: float = 0.25,
         timeout: float = 30.0,
         jobs: int = 8,
+        chunk: int = CHUNK,
     ) -> None:
         self.url = url
+        self.chunk = chunk
         self.retries = max(0, retries)
         self.backoff = backoff
         self.timeout = timeout
@@ -618,7 +620,7 @@ class Registry:
                 try:
                     while offset < size:
                         f.seek(offset)
-                        chunk = f.read(CHUNK)
+                        chunk = f.read(self.chunk)
                         response = self.send(
                             "PATCH",
                             location,
@@ -664,7 +666,10 @@ class Registry:
             if response.status != 204:
                 raise self._fail(what, f"HTTP {response.status} resuming an upload")
             match = re.fullmatch(r"0-(\d+)", response.headers.get("Range", "").strip())
-            done = int(match.group(1)) + 1 if match else 0
+            # distribution answers "0-0" for an empty upload (its end is
+            # size - 1, floored at 0), so "0-0" means nothing arrived.
+            end = int(match.group(1)) if match else 0
+            done = end + 1 if end > 0 else 0
             return done, self._absolute(response.headers.get("Location", location))
 
         return self.retrying(what, attempt)
