@@ -524,3 +524,65 @@ def test_chunked_uploads_resume_where_the_registry_says_they_stopped(
         assert len(patches) == 6 and sum(1 for row in patches if row[2]) == 1
         assert len(proxy.requests("GET", "/blobs/uploads/")) == 1
         assert client.get_blob_bytes("chunks/blob", digest) == data
+
+
+def _deb(path: Path, name: str, depends: str, files: dict[str, bytes]) -> Path:
+    """A minimal .deb as dpkg writes it: ar of debian-binary, control and data tars."""
+    import io
+    import tarfile
+
+    def tar(members: dict[str, bytes]) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as t:
+            for member, data in members.items():
+                info = tarfile.TarInfo(member)
+                info.size, info.mode = len(data), 0o755 if "/bin/" in member else 0o644
+                t.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    control = f"Package: {name}\nVersion: 1.0-1\nArchitecture: all\nDescription: t\n"
+    if depends:
+        control += f"Depends: {depends}\n"
+    out = bytearray(b"!<arch>\n")
+    for member, data in (
+        ("debian-binary", b"2.0\n"),
+        ("control.tar.gz", tar({"./control": control.encode()})),
+        ("data.tar.gz", tar(files)),
+    ):
+        out += f"{member:<16}{0:<12}{0:<6}{0:<6}{0o100644:<8o}{len(data):<10}`\n".encode()
+        out += data + (b"\n" if len(data) % 2 else b"")
+    path.write_bytes(bytes(out))
+    return path
+
+
+def test_a_debian_package_travels_with_its_dependencies_and_is_found_by_its_hash(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path]
+) -> None:
+    import hashlib
+
+    key, pub = keys
+    one = Home(tmp_path / "one")
+    app = _deb(tmp_path / "app.deb", "app", "libdata (>= 1)",
+               {"./usr/bin/app": b"#!/bin/sh\ncat $0\n"})  # fmt: skip
+    lib = _deb(tmp_path / "libdata.deb", "libdata", "", {"./usr/share/libdata/x": b"x" * 99})
+    one.cpk("store", "add", app)
+    one.cpk("store", "add", lib)
+    url = _url(registry.host, "debs")
+    pushed = one.cpk("store", "push", url, "app", "--sign-key", key)
+    assert "pushed 2 entries" in pushed.stderr  # app, and libdata it depends on
+
+    two = Home(tmp_path / "two")
+    two.cpk("key", "trust", pub)
+    two.cpk("store", "pull", url, "app")
+    assert two.entries() == one.entries()
+    # The index maps the .deb's own sha256 to its entry.
+    from contentpkg.store.remote.pull import RemoteStore
+
+    three = Home(tmp_path / "three")
+    three.cpk("key", "trust", pub)
+    ctx = Context.from_environ(three.env)
+    remote = RemoteStore(RemoteUrl.parse(url), three.store(), ctx)
+    entry = remote.find_source("sha256:" + hashlib.sha256(lib.read_bytes()).hexdigest())
+    remote.close()
+    assert entry is not None and entry.name == "libdata"
+    assert three.store().find_source(entry.metadata["source_hash"]) is not None

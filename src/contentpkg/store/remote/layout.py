@@ -78,11 +78,16 @@ def tag_for(version: str, short_hash: str) -> str:
     return f"{clean}-{short_hash}"
 
 
+def plain_sha256(source_hash: str) -> str | None:
+    """The hex of a sha256 source hash, written ``sha256:<hex>`` (wheels, as
+    locks give them) or bare (``.deb`` entries record it so)."""
+    value = source_hash.removeprefix("sha256:")
+    return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
+
+
 def index_tag(source_hash: str) -> str | None:
-    algo, _, value = source_hash.partition(":")
-    if algo != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", value):
-        return None
-    return f"sha256-{value}"
+    value = plain_sha256(source_hash)
+    return f"sha256-{value}" if value else None
 
 
 def descriptor(media_type: str, digest: str, size: int, **more: Any) -> dict[str, Any]:

@@ -259,7 +259,9 @@ class RemoteStore:
             raise RemoteError(
                 f"{where}: the signed metadata names another entry", remote=str(self.url)
             )
-        if source_hash is not None and meta.get("source_hash") != source_hash:
+        if source_hash is not None and layout.plain_sha256(
+            str(meta.get("source_hash") or "")
+        ) != layout.plain_sha256(source_hash):
             raise RemoteError(
                 f"{where}: the index maps {source_hash[:19]}... to an entry"
                 " made from something else",
