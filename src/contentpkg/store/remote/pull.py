@@ -39,7 +39,9 @@ if TYPE_CHECKING:
 
     from contentpkg.context import Context
     from contentpkg.progress import Reporter, Task
+    from contentpkg.store.hashing import FileRecord
     from contentpkg.store.layers import Store
+    from contentpkg.store.staging import Slot
 
 _log = logging.getLogger(__name__)
 _MAX_CONFIG = 4 << 20
@@ -52,6 +54,16 @@ class Ref:
     repository: str  # without the remote's prefix
     tag: str
     dirname: str = ""  # name,version,hash when known before the manifest is read
+
+
+@dataclass
+class _Staged:
+    """An entry unpacked and checked in its staging slot, not yet published."""
+
+    slot: Slot
+    dirname: str
+    records: list[FileRecord]
+    meta: dict[str, Any]
 
 
 class RemoteStore:
@@ -75,6 +87,9 @@ class RemoteStore:
         self.jobs = jobs
         self.registry = Registry(url, ctx.remote, retries=retries, backoff=backoff, jobs=jobs)
         self._keys: dict[str, Ed25519PublicKey] | None = None
+        #: True during :meth:`pull_many`: staged entries are returned, to be
+        #: published together.
+        self._batch = False
 
     def close(self) -> None:
         self.registry.close()
@@ -170,15 +185,23 @@ class RemoteStore:
     ) -> Entry:
         """Bring ref's entry (and, with closure, what it references) into the store."""
         entry = self._pull_one(ref, source_hash=source_hash, spec=spec)
+        assert isinstance(entry, Entry)  # not in a batch
         if closure:
             self._pull_closure([entry])
         return entry
 
     def pull_many(self, refs: Iterable[tuple[Ref, str | None]]) -> list[Entry | RemoteError]:
-        """Pull several entries in parallel; each result an entry or its error."""
+        """Pull several entries in parallel; each result an entry or its error.
+
+        The entries are staged in parallel, then published together after
+        one flush to disk (see :meth:`_publish`).
+        """
+        from contentpkg.store.locks import collector_lock
+        from contentpkg.store.staging import clean_stale
+
         items = list(refs)
 
-        def one(item: tuple[Ref, str | None]) -> Entry | RemoteError:
+        def one(item: tuple[Ref, str | None]) -> Entry | _Staged | RemoteError:
             try:
                 return self._pull_one(item[0], source_hash=item[1])
             except RemoteError as exc:
@@ -186,11 +209,24 @@ class RemoteStore:
             except CpkError as exc:
                 return RemoteError(str(exc), remote=str(self.url))
 
-        if len(items) <= 1:
-            results = [one(i) for i in items]
-        else:
-            with ThreadPoolExecutor(max_workers=min(self.jobs, len(items))) as pool:
-                results = list(pool.map(one, items))
+        root = self.store.user.root
+        self.store.ensure()
+        clean_stale(root)
+        staged: list[Entry | _Staged | RemoteError] = []
+        with collector_lock(root):
+            self._batch = True
+            try:
+                if len(items) <= 1:
+                    staged = [one(i) for i in items]
+                else:
+                    with ThreadPoolExecutor(max_workers=min(self.jobs, len(items))) as pool:
+                        staged = list(pool.map(one, items))
+            finally:
+                self._batch = False
+            published = iter(self._publish([r for r in staged if isinstance(r, _Staged)]))
+        results: list[Entry | RemoteError] = [
+            next(published) if isinstance(r, _Staged) else r for r in staged
+        ]
         self._pull_closure([r for r in results if isinstance(r, Entry)])
         return results
 
@@ -217,11 +253,13 @@ class RemoteStore:
                 except CpkError:
                     refs = []
                 if refs:
-                    pending.append(self._pull_one(_newest(refs), spec=Spec(name)))
+                    found = self._pull_one(_newest(refs), spec=Spec(name))
+                    assert isinstance(found, Entry)  # not in a batch
+                    pending.append(found)
 
     def _pull_one(
         self, ref: Ref, *, source_hash: str | None = None, spec: Spec | None = None
-    ) -> Entry:
+    ) -> Entry | _Staged:
         if ref.dirname:
             local = self.store.entry(ref.dirname)
             if local is not None:
@@ -309,8 +347,13 @@ class RemoteStore:
         config: bytes,
         meta: dict[str, Any],
         where: str,
-    ) -> Entry:
-        """Download, unpack, check and publish one entry's layer."""
+    ) -> Entry | _Staged:
+        """Download, unpack and check one entry's layer in a staging slot.
+
+        In a batch (:meth:`pull_many`) the checked slot is returned, to be
+        published with the others after one flush; otherwise it is
+        published here.
+        """
         from contentpkg.store.add import _check_staged
         from contentpkg.store.locks import collector_lock
         from contentpkg.store.staging import Slot, clean_stale
@@ -320,11 +363,13 @@ class RemoteStore:
             raise RemoteError(f"{where}: the layer is not a cpk tarball", remote=str(self.url))
         root = self.store.user.root
         self.store.ensure()
-        clean_stale(root)
+        if not self._batch:
+            clean_stale(root)
         task = (
             self.reporter.task(f"pull {dirname.rsplit(',', 1)[0]}", size) if self.reporter else None
         )
-        with collector_lock(root), Slot(root) as slot:
+        slot = Slot(root)
+        try:
             # Streamed: the layer is unpacked as it arrives, its digest
             # checked at the end of the stream and the tree after it, all
             # before the slot is published; a failure discards the slot.
@@ -349,28 +394,60 @@ class RemoteStore:
             problem = _check_unpacked(staged, meta, unpacked)
             if problem:
                 raise RemoteError(f"{where}: refused: {problem}", remote=str(self.url))
-            records = unpacked.records
-            _check_staged(slot.path, records)
+            _check_staged(slot.path, unpacked.records)
             # Files were written with their final modes; directories bottom-up,
             # the metadata directory last, as seal() orders it.
             for rel in sorted(unpacked.dirs, key=lambda d: (d == META_DIR, -d.count("/"))):
                 os.chmod(slot.path / rel, 0o555)
-            sync_filesystem(slot.path)
-            rows = [(r.value, r.path) for r in records if r.kind in "fx"]
-            extra = [tuple(r) for r in meta.get(lookup.EXTRA_ROWS_KEY, []) if len(r) == 2]
-            lookup.record_files(root, dirname, [*rows, *extra])
-            final = root / dirname
-            if slot.publish(final):
-                os.chmod(final, 0o555)
-            source_hash = meta.get("source_hash")
-            if isinstance(source_hash, str) and source_hash:
-                lookup.link_source(root, source_hash, final)
-        entry = self.store.user.entry(dirname)
-        if entry is None:
-            raise CpkError(f"{dirname}: vanished from the store right after it was pulled")
-        if self.reporter is not None:
-            self.reporter.note(f"pulled {entry.name} {entry.version}")
-        return entry
+        except BaseException:
+            slot.close()
+            raise
+        result = _Staged(slot, dirname, unpacked.records, meta)
+        if self._batch:
+            return result
+        with collector_lock(root):
+            return self._publish([result])[0]
+
+    def _publish(self, batch: list[_Staged]) -> list[Entry]:
+        """Flush the staged slots once, record their files, rename them into place.
+
+        One ``syncfs`` and one files-table transaction for the whole batch:
+        per entry, those were most of what a pull spent beyond the bytes.
+        """
+        root = self.store.user.root
+        entries = []
+        try:
+            if batch:
+                sync_filesystem(batch[0].slot.path)
+                rows: dict[str, list[tuple[str, str]]] = {}
+                for item in batch:
+                    extra = [
+                        (str(r[0]), str(r[1]))
+                        for r in item.meta.get(lookup.EXTRA_ROWS_KEY, [])
+                        if isinstance(r, list) and len(r) == 2
+                    ]
+                    rows[item.dirname] = [
+                        *((r.value, r.path) for r in item.records if r.kind in "fx"),
+                        *extra,
+                    ]
+                lookup.record_entries(root, rows)
+            for item in batch:
+                final = root / item.dirname
+                if item.slot.publish(final):
+                    os.chmod(final, 0o555)
+                source_hash = item.meta.get("source_hash")
+                if isinstance(source_hash, str) and source_hash:
+                    lookup.link_source(root, source_hash, final)
+                entry = self.store.user.entry(item.dirname)
+                if entry is None:
+                    raise CpkError(f"{item.dirname}: vanished from the store as it was pulled")
+                if self.reporter is not None:
+                    self.reporter.note(f"pulled {entry.name} {entry.version}")
+                entries.append(entry)
+        finally:
+            for item in batch:
+                item.slot.close()
+        return entries
 
 
 class _Stream:
