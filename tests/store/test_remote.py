@@ -562,8 +562,9 @@ def test_a_debian_package_travels_with_its_dependencies_and_is_found_by_its_hash
 
     key, pub = keys
     one = Home(tmp_path / "one")
-    app = _deb(tmp_path / "app.deb", "app", "libdata (>= 1)",
-               {"./usr/bin/app": b"#!/bin/sh\ncat $0\n"})  # fmt: skip
+    app = _deb(
+        tmp_path / "app.deb", "app", "libdata (>= 1)", {"./usr/bin/app": b"#!/bin/sh\ncat $0\n"}
+    )
     lib = _deb(tmp_path / "libdata.deb", "libdata", "", {"./usr/share/libdata/x": b"x" * 99})
     one.cpk("store", "add", app)
     one.cpk("store", "add", lib)
@@ -586,3 +587,49 @@ def test_a_debian_package_travels_with_its_dependencies_and_is_found_by_its_hash
     remote.close()
     assert entry is not None and entry.name == "libdata"
     assert three.store().find_source(entry.metadata["source_hash"]) is not None
+
+
+def test_pull_a_lock_then_run_offline_with_no_remote_configured(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path], index: LocalIndex
+) -> None:
+    key, pub = keys
+    url = _url(registry.host, "bylock")
+    one, two = Home(tmp_path / "one"), Home(tmp_path / "two")
+    root = _project(tmp_path)
+    one.cpk("sync", "--index-url", index.url, cwd=root)
+    one.cpk("store", "push", url, "--lock", root / "pylock.toml", "--sign-key", key)
+    two.cpk("key", "trust", pub)
+    pulled = two.cpk("store", "pull", url, "--lock", root / "pylock.toml")
+    assert len(pulled.stdout.splitlines()) == 2
+    assert two.entries() == one.entries()
+    index_url = index.url
+    index.stop()
+    proc = two.cpk(
+        "run",
+        "--offline",
+        "--index-url",
+        index_url,
+        "python",
+        "-c",
+        "import alpha; print(alpha.VALUE)",
+        cwd=root,
+    )
+    assert proc.stdout.strip() == "alpha beta"
+
+
+def test_push_a_profile_pushes_what_its_generation_holds(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path]
+) -> None:
+    key, pub = keys
+    one = Home(tmp_path / "one")
+    for name in ("p1", "p2"):
+        one.cpk("store", "add", _prefix(tmp_path, name, name), "--name", name, "--version", "1")
+    one.cpk("install", "p1")  # into the profile "default"; p2 stays out
+    url = _url(registry.host, "profile")
+    pushed = one.cpk("store", "push", url, "--profile", "default", "--sign-key", key)
+    assert "pushed 1 entry" in pushed.stderr
+    two = Home(tmp_path / "two")
+    two.cpk("key", "trust", pub)
+    assert two.cpk("store", "pull", url, "p2", check=False).returncode == 1
+    two.cpk("store", "pull", url, "p1")
+    assert list(two.entries()) == [one.store().resolve("p1").dirname]
