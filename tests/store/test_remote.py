@@ -633,3 +633,26 @@ def test_push_a_profile_pushes_what_its_generation_holds(
     assert two.cpk("store", "pull", url, "p2", check=False).returncode == 1
     two.cpk("store", "pull", url, "p1")
     assert list(two.entries()) == [one.store().resolve("p1").dirname]
+
+
+def test_layers_round_trip_long_and_non_ascii_names(tmp_path: Path) -> None:
+    tree = tmp_path / "src"
+    deep = tree / ("d" * 90) / ("é" * 40) / "__pycache__"
+    deep.mkdir(parents=True)
+    (deep.parent / ("f" * 120 + ".py")).write_text("x = 1\n")
+    (deep / "m.cpython-311.pyc").write_bytes(b"\0" * 1000)
+    os.symlink("f" * 120 + ".py", deep.parent / ("l" * 110))
+    store = Home(tmp_path / "h").store()
+    from contentpkg.store.add import add_path
+
+    entry = add_path(store, tree, "names", "1").entry
+    packed = layout.pack(entry, tmp_path / "l.tar.zst")
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with open(packed.layer, "rb") as f:
+        unpacked = layout.unpack(f, dest, "test")
+    from contentpkg.store.hashing import content_hash, scan_tree
+
+    assert content_hash(unpacked.records) == entry.content_hash == content_hash(scan_tree(dest))
+    # __pycache__ is never copied in by add: nothing derived here.
+    assert unpacked.derived == {} and not (dest / deep.relative_to(tree)).exists()

@@ -30,6 +30,7 @@ import os
 import re
 import stat
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -233,28 +234,25 @@ def unpack(fileobj: BinaryIO, dest: Path, where: str) -> Unpacked:
     """Extract a layer into dest (an empty staging directory), hashing as it writes.
 
     Written out rather than left to ``tarfile.extractall``: the ``data``
-    filter resolves every member's real path (most of a pull's time for
-    entries of thousands of files), and the files would then be read a
-    second time to hash them. The checks are the filter's, made cheaper by
-    the layer's own order: members are normalised relative paths, each
-    inside a directory this unpack created (so never through a symlink),
-    only files, directories and symlinks; symlink targets are checked to
-    stay inside by the caller, as for every entry.
+    filter resolves every member's real path, ``tarfile`` builds an object
+    per member, and the files would then be read a second time to hash
+    them; for entries of thousands of files that was most of a pull. The
+    checks are the filter's, made cheaper by the layer's own order: members
+    are normalised relative paths, each inside a directory this unpack
+    created (so never through a symlink), only files, directories and
+    symlinks; symlink targets are checked to stay inside by the caller, as
+    for every entry.
     """
     import zstandard
 
     records: list[FileRecord] = []
     derived: dict[str, str] = {}
     dirs = {""}
-    drain = None
     root = os.fspath(dest)
     try:
-        with (
-            zstandard.ZstdDecompressor().stream_reader(fileobj) as zr,
-            tarfile.open(fileobj=zr, mode="r|") as tar,  # type: ignore[call-overload]
-        ):
-            for member in tar:
-                rel = member.name
+        with zstandard.ZstdDecompressor().stream_reader(fileobj) as zr:
+            reader = _TarReader(zr, where)
+            for rel, kind, mode, size, link in reader.members():
                 parts = rel.split("/")
                 parent = rel.rpartition("/")[0]
                 if (
@@ -268,62 +266,156 @@ def unpack(fileobj: BinaryIO, dest: Path, where: str) -> Unpacked:
                 full = os.path.join(root, rel)
                 is_derived = any(p in DERIVED_DIRS for p in parts[:-1])
                 content = not is_derived and parts[0] != META_DIR and parts[-1] not in DERIVED_DIRS
-                if member.isdir():
+                if kind == "d":
                     os.mkdir(full, 0o755)
                     dirs.add(rel)
                     if content:
                         records.append(FileRecord(rel, "d", ""))
-                elif member.issym():
-                    os.symlink(member.linkname, full)
+                elif kind == "l":
+                    os.symlink(link, full)
                     if content:
-                        records.append(FileRecord(rel, "l", member.linkname))
-                elif member.isreg():
-                    source = tar.extractfile(member)
-                    assert source is not None
-                    executable = bool(member.mode & 0o100)
+                        records.append(FileRecord(rel, "l", link))
+                else:
+                    executable = bool(mode & 0o100)
                     # Created with the store's final mode (writing through the
                     # descriptor still works), so sealing has only directories left.
-                    digest, size = _write(source, full, 0o555 if executable else 0o444)
+                    digest = reader.copy(full, size, 0o555 if executable else 0o444)
                     if is_derived:
                         derived[rel] = digest
                     elif content:
                         records.append(FileRecord(rel, "x" if executable else "f", digest, size))
-                else:
-                    raise CpkError(
-                        f"{where}: the layer holds {rel!r}, not a file, directory or symlink"
-                    )
-        # Whatever follows the tar's end (padding, a changed tail) is part of
-        # the blob, whose digest is checked only once it has been read whole.
-        drain = getattr(fileobj, "drain", None)
-        if drain is not None:
-            drain()
-    except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
+            # Whatever follows the tar's end is part of the blob, whose digest
+            # is checked only once it has been read whole.
+            _drain(fileobj)
+    except (zstandard.ZstdError, EOFError) as exc:
         # Bytes that are not what the manifest names are reported as such
         # (the digest check) rather than as whatever they failed to parse as.
-        if drain is None:
-            drain = getattr(fileobj, "drain", None)
-        if drain is not None:
-            drain()
-        raise CpkError(f"{where}: the layer is not a valid tar.zst ({exc})") from None
+        _drain(fileobj)
+        raise CpkError(
+            f"{where}: the layer is not a valid tar.zst ({exc or 'truncated'})"
+        ) from None
     except FileExistsError:
         raise CpkError(f"{where}: the layer holds a path twice") from None
     return Unpacked(records, derived, sorted(dirs - {""}))
 
 
-def _write(source: BinaryIO, path: str, mode: int) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        while chunk := source.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-    return h.hexdigest(), size
+def _drain(fileobj: BinaryIO) -> None:
+    drain = getattr(fileobj, "drain", None)
+    if drain is not None:
+        drain()
+
+
+class _TarReader:
+    """The tars :func:`pack` writes, read back: POSIX ustar headers, with PAX
+    records for what does not fit them (long paths and link targets).
+
+    Anything else (GNU long names, hard links, devices, sparse files) is
+    refused: a layer of cpk's media type holds only what cpk writes.
+    """
+
+    def __init__(self, raw: Any, where: str) -> None:
+        self.raw = raw
+        self.where = where
+
+    def _exact(self, n: int) -> bytes:
+        data = self.raw.read(n)
+        while len(data) < n:
+            more = self.raw.read(n - len(data))
+            if not more:
+                raise EOFError("truncated tar")
+            data += more
+        return data
+
+    def _bad(self, why: str) -> CpkError:
+        return CpkError(f"{self.where}: the layer is not a cpk tarball ({why})")
+
+    def members(self) -> Iterator[tuple[str, str, int, int, str]]:
+        """(path, kind ``f``/``d``/``l``, mode, size, link target) per member.
+
+        A file's bytes must be consumed with :meth:`copy` before the next.
+        """
+        pax: dict[str, str] = {}
+        while True:
+            block = self._exact(512)
+            if block == _ZERO_BLOCK:
+                return
+            if int(block[148:156].strip(b"\0 ") or b"0", 8) != sum(block[:148]) + 256 + sum(
+                block[156:]
+            ):
+                raise self._bad("header checksum")
+            kind = block[156:157]
+            size = _number(block[124:136])
+            if kind == b"x":
+                data = self._exact(size + (-size % 512))[:size]
+                pax = _pax_records(data, self._bad)
+                continue
+            name = block[0:100].split(b"\0", 1)[0]
+            if block[257:263] == b"ustar\0" and block[345] != 0:
+                name = block[345:500].split(b"\0", 1)[0] + b"/" + name
+            path = pax.get("path") or name.decode("utf-8", "surrogateescape")
+            link = pax.get("linkpath") or block[157:257].split(b"\0", 1)[0].decode(
+                "utf-8", "surrogateescape"
+            )
+            if "size" in pax:
+                size = int(pax["size"])
+            pax = {}
+            mode = _number(block[100:108])
+            if kind in (b"0", b"\0"):
+                yield path, "f", mode, size, ""
+            elif kind == b"5":
+                yield path.rstrip("/"), "d", mode, 0, ""
+            elif kind == b"2":
+                yield path, "l", mode, 0, link
+            else:
+                raise self._bad(f"member {path!r} of type {kind!r}")
+
+    def copy(self, path: str, size: int, mode: int) -> str:
+        """Write the current member's bytes to a new file; their sha256."""
+        h = hashlib.sha256()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            left = size
+            while left:
+                chunk = self.raw.read(min(left, 1 << 20))
+                if not chunk:
+                    raise EOFError("truncated tar")
+                left -= len(chunk)
+                h.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        if size % 512:
+            self._exact(512 - size % 512)
+        return h.hexdigest()
+
+
+_ZERO_BLOCK = bytes(512)
+
+
+def _number(field: bytes) -> int:
+    """A tar numeric field: octal text, or base-256 when its top bit is set."""
+    if field and field[0] & 0x80:
+        return int.from_bytes(field[1:], "big")
+    return int(field.strip(b"\0 ") or b"0", 8)
+
+
+def _pax_records(data: bytes, bad: Any) -> dict[str, str]:
+    """``<length> <key>=<value>\\n`` records (POSIX pax extended headers)."""
+    found = {}
+    while data:
+        length_text, sep, _ = data.partition(b" ")
+        try:
+            length = int(length_text)
+        except ValueError:
+            raise bad("pax record length") from None
+        record, data = data[:length], data[length:]
+        key, eq, value = record[len(length_text) + 1 : -1].partition(b"=")
+        if not sep or not eq or not record.endswith(b"\n"):
+            raise bad("pax record")
+        found[key.decode()] = value.decode("utf-8", "surrogateescape")
+    return found
 
 
 class _HashingWriter(io.RawIOBase):
