@@ -656,3 +656,19 @@ def test_layers_round_trip_long_and_non_ascii_names(tmp_path: Path) -> None:
     assert content_hash(unpacked.records) == entry.content_hash == content_hash(scan_tree(dest))
     # __pycache__ is never copied in by add: nothing derived here.
     assert unpacked.derived == {} and not (dest / deep.relative_to(tree)).exists()
+
+
+def test_a_remote_without_trusted_keys_is_skipped_in_one_line(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path], index: LocalIndex
+) -> None:
+    key, _ = keys
+    url = _url(registry.host, "nokeys")
+    one = Home(tmp_path / "one")
+    root = _project(tmp_path)
+    one.cpk("sync", "--index-url", index.url, cwd=root)
+    one.cpk("store", "push", url, "--lock", root / "pylock.toml", "--sign-key", key)
+    two = Home(tmp_path / "two", CPK_REMOTES=url)
+    proc = two.cpk("sync", "--index-url", index.url, cwd=root)
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "no trusted keys" in warnings[0]
+    assert "2 fetched" in proc.stderr  # from the index instead

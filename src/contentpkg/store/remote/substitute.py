@@ -47,6 +47,8 @@ def by_source(
         if not missing:
             break
         reader = RemoteStore(remote.url, store, ctx, reporter=reporter)
+        if not _trusting(reader):
+            continue
         try:
             refs: list[tuple[Ref, str | None]] = []
             try:
@@ -67,6 +69,18 @@ def by_source(
     return found
 
 
+def _trusting(reader: RemoteStore) -> bool:
+    """Whether any key is trusted; said once per remote, not once per entry."""
+    if reader.keys:
+        return True
+    _log.warning(
+        "%s: skipped, no trusted keys (add the publisher's with 'cpk key trust KEY.pub')",
+        reader.url,
+    )
+    reader.close()
+    return False
+
+
 def _index_refs(reader: RemoteStore, hashes: list[str]) -> list[Ref | None]:
     """Each hash's index lookup, in parallel (one small GET each)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -83,6 +97,8 @@ def by_spec(
     """The newest entry spec matches on the first remote that has one, pulled."""
     for remote in configured(ctx):
         reader = RemoteStore(remote.url, store, ctx, reporter=reporter)
+        if not _trusting(reader):
+            continue
         try:
             entry = reader.newest(spec)
         except CpkError as exc:
