@@ -672,3 +672,15 @@ def test_a_remote_without_trusted_keys_is_skipped_in_one_line(
     warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
     assert len(warnings) == 1 and "no trusted keys" in warnings[0]
     assert "2 fetched" in proc.stderr  # from the index instead
+
+
+def test_a_remote_store_is_a_store_reader(tmp_path: Path) -> None:
+    from contentpkg.store.interfaces import StoreReader
+    from contentpkg.store.remote.pull import RemoteStore
+
+    home = Home(tmp_path)
+    remote = RemoteStore(
+        RemoteUrl.parse("oci://127.0.0.1:9/x"), home.store(), Context.from_environ(home.env)
+    )
+    assert isinstance(remote, StoreReader)
+    assert remote.entries() == [] and remote.find_files("0" * 64) == []
