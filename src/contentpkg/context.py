@@ -73,6 +73,27 @@ class IndexEnvironment:
 
 
 @dataclass(frozen=True)
+class RemoteEnvironment:
+    """Remote-store settings from the environment (``cpk remote`` adds its own list).
+
+    Registry credentials follow the Docker config file's rule (``DOCKER_CONFIG``
+    names its directory, else ``~/.docker``), as every registry client reads it;
+    ``CPK_REGISTRY_USERNAME`` / ``CPK_REGISTRY_PASSWORD`` override it for CI.
+    """
+
+    #: ``CPK_REMOTES``: space-separated ``oci://`` URLs, consulted in order.
+    remotes: tuple[str, ...] = ()
+    #: ``CPK_SIGNING_KEY``: the private key ``cpk store push`` signs with.
+    signing_key: Path | None = None
+    #: The Docker config file (``$DOCKER_CONFIG/config.json``).
+    docker_config: Path | None = None
+    username: str = ""
+    password: str = field(default="", repr=False)
+    #: ``SSL_CERT_FILE``: extra CA certificates to trust (a private registry's).
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class Context:
     """Where things live and which settings apply, for one command."""
 
@@ -91,6 +112,8 @@ class Context:
     #: what loader emulation and shell integration look at (``PATH``,
     #: ``LD_LIBRARY_PATH``, ``SHELL``, ``HOME``...).
     environ: Mapping[str, str] = field(default_factory=dict)
+    #: Remote stores and how to reach them (``CPK_REMOTES``, ``CPK_SIGNING_KEY``...).
+    remote: RemoteEnvironment = field(default_factory=lambda: RemoteEnvironment())
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Context:
@@ -113,6 +136,7 @@ class Context:
             if env.get("NETRC")
             else Path(env.get("HOME") or os.path.expanduser("~")) / ".netrc",
             environ=env,
+            remote=_remote_environment(env),
         )
 
     @property
@@ -123,6 +147,23 @@ class Context:
     def bucket(self, bucket: Bucket) -> Path:
         """A cache bucket's directory (not created here)."""
         return self.cache_dir / bucket.value
+
+
+def _remote_environment(env: Mapping[str, str]) -> RemoteEnvironment:
+    home = Path(env.get("HOME") or os.path.expanduser("~"))
+    docker_dir = Path(env["DOCKER_CONFIG"]).expanduser() if env.get("DOCKER_CONFIG") else (
+        home / ".docker"
+    )
+    return RemoteEnvironment(
+        remotes=tuple(env.get("CPK_REMOTES", "").split()),
+        signing_key=Path(env["CPK_SIGNING_KEY"]).expanduser()
+        if env.get("CPK_SIGNING_KEY")
+        else None,
+        docker_config=docker_dir / "config.json",
+        username=env.get("CPK_REGISTRY_USERNAME", ""),
+        password=env.get("CPK_REGISTRY_PASSWORD", ""),
+        ca_file=Path(env["SSL_CERT_FILE"]) if env.get("SSL_CERT_FILE") else None,
+    )
 
 
 # platformdirs would read os.environ itself; a Context built from a given

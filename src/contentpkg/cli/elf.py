@@ -79,6 +79,9 @@ def cmd_install(args: argparse.Namespace) -> int:
         for note in tools[0].notes:
             print(f"cpk: warning: {note}", file=sys.stderr)
         specs = []
+    from contentpkg.cli.remote import substitute_specs
+
+    substitute_specs(store, args.ctx, specs)
     result = _change(
         args,
         f"install {args.spec}",

@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_elf_commands(commands)
     _add_environment_commands(commands)
     _add_path_commands(commands)
+    _add_remote_commands(commands)
     return parser
 
 
@@ -480,6 +481,81 @@ def _add_path_commands(commands: Any) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="show the changes; write nothing")
     p.set_defaults(func=cmd_path_add)
+
+
+def _add_remote_commands(commands: Any) -> None:
+    """``cpk key ...``, ``cpk remote ...``, ``cpk store push`` and ``cpk store pull``."""
+    from contentpkg.cli import remote as r
+
+    key = commands.add_parser(
+        "key",
+        help="make and trust ed25519 keys that sign pushed entries",
+        description="Entries pushed to a remote are signed; pulls accept only entries "
+        "signed by a trusted key.",
+    )
+    key_cmds = key.add_subparsers(dest="key_command", metavar="SUBCOMMAND")
+    key.set_defaults(func=lambda _args: usage(key))
+    p = key_cmds.add_parser(
+        "generate", help="write a key pair: FILE (private, mode 0600) and FILE.pub"
+    )
+    p.add_argument("file", help="where to write the private key")
+    p.set_defaults(func=r.cmd_key_generate)
+    p = key_cmds.add_parser("trust", help="trust a public key for pulls")
+    p.add_argument("file", help="a public key (FILE.pub)")
+    p.set_defaults(func=r.cmd_key_trust)
+    p = key_cmds.add_parser("list", help="list the ids of trusted keys")
+    p.set_defaults(func=r.cmd_key_list)
+
+    remote = commands.add_parser(
+        "remote",
+        help="configure remote stores (OCI registries) consulted before other sources",
+        description="Remotes are consulted in order, before the index, a build or the "
+        "Debian archive. CPK_REMOTES (space-separated oci:// URLs) replaces this list.",
+    )
+    remote_cmds = remote.add_subparsers(dest="remote_command", metavar="SUBCOMMAND")
+    remote.set_defaults(func=lambda _args: usage(remote))
+    p = remote_cmds.add_parser("add", help="add a remote at the end of the list")
+    p.add_argument("name", help="a short name for the remote")
+    p.add_argument("url", help="oci://HOST[:PORT]/PREFIX")
+    p.add_argument(
+        "--insecure", action="store_true", help="plain HTTP to a host that is not loopback"
+    )
+    p.set_defaults(func=r.cmd_remote_add)
+    p = remote_cmds.add_parser("list", help="list remotes in the order they are consulted")
+    p.set_defaults(func=r.cmd_remote_list)
+    p = remote_cmds.add_parser("remove", help="remove a remote")
+    p.add_argument("name")
+    p.set_defaults(func=r.cmd_remote_remove)
+
+    store = commands.choices["store"]
+    store_cmds = next(a for a in store._actions if isinstance(a, argparse._SubParsersAction))
+    p = store_cmds.add_parser(
+        "push",
+        help="push entries and what they reference to a remote, signed",
+        description="Push entries (and everything they reference) to an OCI registry, "
+        "each signed with an ed25519 key; blobs the registry has are skipped.",
+    )
+    p.add_argument("remote", help="oci://HOST[:PORT]/PREFIX or a configured remote's name")
+    p.add_argument("specs", nargs="*", metavar="SPEC", help="name[,version[,hash-prefix]]")
+    p.add_argument("--all", action="store_true", help="every entry of the store")
+    p.add_argument("--lock", metavar="FILE", help="every package a pylock.toml names")
+    p.add_argument("--profile", metavar="NAME", help="every entry of a profile")
+    p.add_argument("--sign-key", metavar="FILE", help="private key (default: $CPK_SIGNING_KEY)")
+    p.add_argument("--insecure", action="store_true", help="allow plain HTTP to any host")
+    p.add_argument("--jobs", type=int, default=8, help="parallel transfers (default 8)")
+    p.set_defaults(func=r.cmd_store_push)
+    p = store_cmds.add_parser(
+        "pull",
+        help="pull entries from a remote, verified",
+        description="Pull the newest entry each SPEC matches (or every package of a lock) "
+        "with what it references; signatures and content hashes are checked first.",
+    )
+    p.add_argument("remote", help="oci://HOST[:PORT]/PREFIX or a configured remote's name")
+    p.add_argument("specs", nargs="*", metavar="SPEC", help="name[,version[,hash-prefix]]")
+    p.add_argument("--lock", metavar="FILE", help="every package a pylock.toml names")
+    p.add_argument("--insecure", action="store_true", help="allow plain HTTP to any host")
+    p.add_argument("--jobs", type=int, default=8, help="parallel transfers (default 8)")
+    p.set_defaults(func=r.cmd_store_pull)
 
 
 def usage(parser: argparse.ArgumentParser) -> int:

@@ -63,9 +63,11 @@ def _print_items(items: list[Any], every: bool = False) -> None:
     fetched = sum(1 for i in items if i.how == "fetched")
     built = sum(1 for i in items if i.how == "built")
     present = sum(1 for i in items if i.how == "present")
+    pulled = sum(1 for i in items if i.how == "pulled")
     print(
         f"{counted(len(items), 'package')} in the store: {fetched} fetched, {built} built, "
-        f"{present} already present",
+        + (f"{pulled} pulled from remotes, " if pulled else "")
+        + f"{present} already present",
         file=sys.stderr,
     )
 

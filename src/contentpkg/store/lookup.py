@@ -321,6 +321,24 @@ def record_files(
     _writing(store_root, work, timeout)
 
 
+def record_entries(
+    store_root: Path,
+    rows: dict[str, list[tuple[str, str]]],
+    timeout: float = BUSY_TIMEOUT,
+) -> None:
+    """:func:`record_files` for several entries in one transaction (a batch of pulls)."""
+
+    def work(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT OR IGNORE INTO files (sha256, entry, path) VALUES (?, ?, ?)",
+            ((sha, dirname, path) for dirname, pairs in rows.items() for sha, path in pairs),
+        )
+        conn.execute("COMMIT")
+
+    _writing(store_root, work, timeout)
+
+
 def find_files(store_root: Path, sha256: str, writable: bool) -> list[tuple[str, str]] | None:
     """(entry, path) pairs holding a file with this hash; None if no table."""
     import sqlite3

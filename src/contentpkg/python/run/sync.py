@@ -239,6 +239,19 @@ class Session:
             else:
                 missing.append((name, version, file))
         if missing:
+            # Configured remotes first: a signed, verified entry beats a
+            # download and an unpack (or a build).
+            from contentpkg.store.remote.substitute import by_source
+
+            hashes = [f"sha256:{file.sha256}" for _, _, file in missing]
+            got = by_source(self.store, self.options.ctx, hashes, self.options.reporter)
+            items += [
+                Materialized(n, v, got[h], "pulled")
+                for (n, v, _), h in zip(missing, hashes, strict=True)
+                if h in got
+            ]
+            missing = [m for m in missing if f"sha256:{m[2].sha256}" not in got]
+        if missing:
             with tempfile.TemporaryDirectory(prefix="cpk-fetch-", dir=self._scratch()) as tmp:
                 wheels = [m for m in missing if m[2].is_wheel]
                 # Downloading and unpacking wait on the network and the disk,

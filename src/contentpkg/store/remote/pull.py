@@ -1,0 +1,567 @@
+"""Pulling entries from a registry into the user store, checked at every step.
+
+:class:`RemoteStore` is a store reader over a registry, in the way Nix's
+binary caches are substituters: asking it for an entry (by name, spec or
+source hash) brings that entry into the user store and returns it there.
+
+A pull checks, in order, before anything is published: the manifest's
+digest; the signature artifact against the trusted keys (an unsigned entry,
+an unknown key or a bad signature is refused); the config's digest and that
+it names the entry asked for; the layer's digest while it streams; then,
+unpacked in a staging slot, that the metadata equals the signed config, the
+content hash of the tree equals the metadata's (and the name's), and every
+derived file (bytecode) its record. Only then is the slot renamed into the
+store, so a failure at any point leaves nothing but staging debris.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from contentpkg.errors import CpkError
+from contentpkg.fs import sync_filesystem
+from contentpkg.store import lookup
+from contentpkg.store.entry import ENTRY_JSON, Entry, Spec, parse_dirname
+from contentpkg.store.hashing import META_DIR, SHORT_HASH_LEN
+from contentpkg.store.remote import layout, signing
+from contentpkg.store.remote.oci import Registry, RemoteError, RemoteUrl, TransferError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from contentpkg.context import Context
+    from contentpkg.progress import Reporter, Task
+    from contentpkg.store.hashing import FileRecord
+    from contentpkg.store.layers import Store
+    from contentpkg.store.staging import Slot
+
+_log = logging.getLogger(__name__)
+_MAX_CONFIG = 4 << 20
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Where one entry is on a registry."""
+
+    repository: str  # without the remote's prefix
+    tag: str
+    dirname: str = ""  # name,version,hash when known before the manifest is read
+
+
+@dataclass
+class _Staged:
+    """An entry unpacked and checked in its staging slot, not yet published."""
+
+    slot: Slot
+    dirname: str
+    records: list[FileRecord]
+    meta: dict[str, Any]
+
+
+class RemoteStore:
+    """Entries of one registry, pulled into ``store`` on demand."""
+
+    def __init__(
+        self,
+        url: RemoteUrl,
+        store: Store,
+        ctx: Context,
+        *,
+        reporter: Reporter | None = None,
+        retries: int = 3,
+        backoff: float = 0.25,
+        jobs: int = 8,
+    ) -> None:
+        self.url = url
+        self.store = store
+        self.ctx = ctx
+        self.reporter = reporter
+        self.jobs = jobs
+        self.registry = Registry(url, ctx.remote, retries=retries, backoff=backoff, jobs=jobs)
+        self._keys: dict[str, Ed25519PublicKey] | None = None
+        #: True during :meth:`pull_many`: staged entries are returned, to be
+        #: published together.
+        self._batch = False
+
+    def close(self) -> None:
+        self.registry.close()
+
+    @property
+    def keys(self) -> dict[str, Ed25519PublicKey]:
+        if self._keys is None:
+            self._keys = signing.trusted_keys(self.ctx.home)
+        return self._keys
+
+    # -- finding --------------------------------------------------------------
+
+    def ref_for_source(self, source_hash: str) -> Ref | None:
+        """The entry the index maps source_hash to, if this remote has one."""
+        tag = layout.index_tag(source_hash)
+        if tag is None:
+            return None
+        found = self.registry.get_manifest(self.url.repository(layout.INDEX_REPOSITORY), tag)
+        if found is None:
+            return None
+        manifest = layout.parse_manifest(found[0], f"{self.url}: index {tag}")
+        notes = manifest.get("annotations") or {}
+        repo, entry_tag = notes.get(layout.A_REPOSITORY), notes.get(layout.A_TAG)
+        if not isinstance(repo, str) or not isinstance(entry_tag, str):
+            raise RemoteError(f"{self.url}: index {tag} names no entry", remote=str(self.url))
+        return Ref(repo, entry_tag, str(notes.get(layout.A_ENTRY, "")))
+
+    def refs_for_spec(self, spec: Spec) -> list[Ref]:
+        """The tags of spec's repository that can match it (version, hash prefix).
+
+        A tag is ``<version>-<hash>`` with the version sanitised, so the
+        hash is exact and the version is checked again on the config.
+        """
+        repo = layout.repository_for(spec.name)
+        refs = []
+        for tag in self.registry.list_tags(self.url.repository(repo)):
+            version, _, short = tag.rpartition("-")
+            if len(short) != SHORT_HASH_LEN or not version:
+                continue
+            if spec.hash_prefix and not short.startswith(spec.hash_prefix):
+                continue
+            if spec.version and version != layout.tag_for(spec.version, short).rpartition("-")[0]:
+                continue
+            refs.append(Ref(repo, tag))
+        return refs
+
+    # -- the StoreReader interface, pulling what is asked for ----------------
+
+    def entry(self, dirname: str) -> Entry | None:
+        parts = parse_dirname(dirname)
+        if parts is None:
+            return None
+        local = self.store.entry(dirname)
+        if local is not None:
+            return local
+        name, version, short = parts
+        ref = Ref(layout.repository_for(name), layout.tag_for(version, short), dirname)
+        return self.pull(ref)
+
+    def entries(self) -> list[Entry]:
+        """A registry is not listed whole (catalogs are often disabled): none."""
+        return []
+
+    def match(self, spec: Spec) -> list[Entry]:
+        """Pull the newest entry matching spec (with what it references)."""
+        entry = self.newest(spec)
+        return [entry] if entry is not None else []
+
+    def find_source(self, source_hash: str) -> Entry | None:
+        ref = self.ref_for_source(source_hash)
+        if ref is None:
+            return None
+        return self.pull(ref, source_hash=source_hash)
+
+    def find_files(self, sha256: str) -> list[tuple[Entry, str]]:
+        return []
+
+    def newest(self, spec: Spec) -> Entry | None:
+        refs = self.refs_for_spec(spec)
+        if not refs:
+            return None
+        return self.pull(_newest(refs), spec=spec)
+
+    # -- pulling ---------------------------------------------------------------
+
+    def pull(
+        self,
+        ref: Ref,
+        *,
+        source_hash: str | None = None,
+        spec: Spec | None = None,
+        closure: bool = True,
+    ) -> Entry:
+        """Bring ref's entry (and, with closure, what it references) into the store."""
+        entry = self._pull_one(ref, source_hash=source_hash, spec=spec)
+        assert isinstance(entry, Entry)  # not in a batch
+        if closure:
+            self._pull_closure([entry])
+        return entry
+
+    def pull_many(self, refs: Iterable[tuple[Ref, str | None]]) -> list[Entry | RemoteError]:
+        """Pull several entries in parallel; each result an entry or its error.
+
+        The entries are staged in parallel, then published together after
+        one flush to disk (see :meth:`_publish`).
+        """
+        from contentpkg.store.locks import collector_lock
+        from contentpkg.store.staging import clean_stale
+
+        items = list(refs)
+
+        def one(item: tuple[Ref, str | None]) -> Entry | _Staged | RemoteError:
+            try:
+                return self._pull_one(item[0], source_hash=item[1])
+            except RemoteError as exc:
+                return exc
+            except CpkError as exc:
+                return RemoteError(str(exc), remote=str(self.url))
+
+        root = self.store.user.root
+        self.store.ensure()
+        clean_stale(root)
+        staged: list[Entry | _Staged | RemoteError] = []
+        with collector_lock(root):
+            self._batch = True
+            try:
+                if len(items) <= 1:
+                    staged = [one(i) for i in items]
+                else:
+                    with ThreadPoolExecutor(max_workers=min(self.jobs, len(items))) as pool:
+                        staged = list(pool.map(one, items))
+            finally:
+                self._batch = False
+            published = iter(self._publish([r for r in staged if isinstance(r, _Staged)]))
+        results: list[Entry | RemoteError] = [
+            next(published) if isinstance(r, _Staged) else r for r in staged
+        ]
+        self._pull_closure([r for r in results if isinstance(r, Entry)])
+        return results
+
+    def _pull_closure(self, entries: list[Entry]) -> None:
+        """Entries referenced by those pulled (bytecode markers, ELF packages'
+        declared dependencies) that the store lacks, transitively."""
+        seen = {e.dirname for e in entries}
+        pending = list(entries)
+        while pending:
+            entry = pending.pop()
+            for dirname in _references(entry):
+                if dirname in seen:
+                    continue
+                seen.add(dirname)
+                found = self.store.entry(dirname) or self.entry(dirname)
+                if found is not None:
+                    pending.append(found)
+            for name in _declared_packages(entry):
+                if name in seen or self.store.match(Spec(name)):
+                    continue
+                seen.add(name)
+                try:
+                    refs = self.refs_for_spec(Spec(name))
+                except CpkError:
+                    refs = []
+                if refs:
+                    found = self._pull_one(_newest(refs), spec=Spec(name))
+                    assert isinstance(found, Entry)  # not in a batch
+                    pending.append(found)
+
+    def _pull_one(
+        self, ref: Ref, *, source_hash: str | None = None, spec: Spec | None = None
+    ) -> Entry | _Staged:
+        if ref.dirname:
+            local = self.store.entry(ref.dirname)
+            if local is not None:
+                return local
+        repo = self.url.repository(ref.repository)
+        where = f"{self.url}/{ref.repository}:{ref.tag}"
+        found = self.registry.get_manifest(repo, ref.tag)
+        if found is None:
+            raise RemoteError(f"{where}: no such entry on the remote", remote=str(self.url))
+        data, digest = found
+        manifest = layout.parse_manifest(data, where)
+        if manifest.get("artifactType") != layout.ENTRY_TYPE:
+            raise RemoteError(f"{where}: not a cpk entry", remote=str(self.url))
+        dirname = str((manifest.get("annotations") or {}).get(layout.A_ENTRY, ""))
+        parts = parse_dirname(dirname)
+        if parts is None or layout.tag_for(parts[1], parts[2]) != ref.tag:
+            raise RemoteError(
+                f"{where}: the manifest names entry {dirname!r}, not this tag's",
+                remote=str(self.url),
+            )
+        local = self.store.entry(dirname)
+        if local is not None:
+            return local
+        self._check_signature(repo, digest, dirname, where)
+        config_desc = manifest.get("config") or {}
+        layers = manifest["layers"]
+        if config_desc.get("mediaType") != layout.CONFIG_TYPE or len(layers) != 1:
+            raise RemoteError(f"{where}: not a cpk entry's layout", remote=str(self.url))
+        config = self.registry.get_blob_bytes(repo, str(config_desc.get("digest")), _MAX_CONFIG)
+        meta = _parse_config(config, where)
+        name, version, short = parts
+        if (meta.get("name"), meta.get("version")) != (name, version) or not str(
+            meta.get("content_hash", "")
+        ).startswith("sha256:" + short):
+            raise RemoteError(
+                f"{where}: the signed metadata names another entry", remote=str(self.url)
+            )
+        if source_hash is not None and layout.plain_sha256(
+            str(meta.get("source_hash") or "")
+        ) != layout.plain_sha256(source_hash):
+            raise RemoteError(
+                f"{where}: the index maps {source_hash[:19]}... to an entry"
+                " made from something else",
+                remote=str(self.url),
+            )
+        if spec is not None and not spec.matches(name, version, short):
+            raise RemoteError(
+                f"{where}: the entry is {dirname}, which {spec} does not match",
+                remote=str(self.url),
+            )
+        layer = layers[0]
+        for n in range(self.registry.retries + 1):
+            try:
+                return self._receive(repo, layer, dirname, config, meta, where)
+            except TransferError as exc:
+                if n == self.registry.retries:
+                    raise RemoteError(
+                        f"{exc} (gave up after {n + 1} attempts)", remote=str(self.url)
+                    ) from None
+                time.sleep(self.registry.backoff * 2**n)
+        raise AssertionError("unreachable")
+
+    def _check_signature(self, repo: str, digest: str, dirname: str, where: str) -> None:
+        tag = signing.signature_tag(digest)
+        found = self.registry.get_manifest(repo, tag)
+        if found is None:
+            raise RemoteError(f"{where}: unsigned (no {tag}); refused", remote=str(self.url))
+        sig_manifest = layout.parse_manifest(found[0], f"{where} signature")
+        layers = sig_manifest.get("layers") or []
+        if sig_manifest.get("artifactType") != signing.SIGNATURE_TYPE or len(layers) != 1:
+            raise RemoteError(f"{where}: {tag} is not a cpk signature", remote=str(self.url))
+        payload = self.registry.get_blob_bytes(repo, str(layers[0].get("digest")), 1 << 16)
+        try:
+            signing.check(self.keys, sig_manifest, payload, digest, dirname, where)
+        except RemoteError:
+            raise
+        except CpkError as exc:
+            raise RemoteError(str(exc), remote=str(self.url)) from None
+
+    def _receive(
+        self,
+        repo: str,
+        layer: dict[str, Any],
+        dirname: str,
+        config: bytes,
+        meta: dict[str, Any],
+        where: str,
+    ) -> Entry | _Staged:
+        """Download, unpack and check one entry's layer in a staging slot.
+
+        In a batch (:meth:`pull_many`) the checked slot is returned, to be
+        published with the others after one flush; otherwise it is
+        published here.
+        """
+        from contentpkg.store.add import _check_staged
+        from contentpkg.store.locks import collector_lock
+        from contentpkg.store.staging import Slot, clean_stale
+
+        digest, size = str(layer.get("digest")), layer.get("size")
+        if layer.get("mediaType") != layout.LAYER_TYPE or not isinstance(size, int):
+            raise RemoteError(f"{where}: the layer is not a cpk tarball", remote=str(self.url))
+        root = self.store.user.root
+        self.store.ensure()
+        if not self._batch:
+            clean_stale(root)
+        task = (
+            self.reporter.task(f"pull {dirname.rsplit(',', 1)[0]}", size) if self.reporter else None
+        )
+        slot = Slot(root)
+        try:
+            # Streamed: the layer is unpacked as it arrives, its digest
+            # checked at the end of the stream and the tree after it, all
+            # before the slot is published; a failure discards the slot.
+            chunks = self.registry.blob_chunks(repo, digest, size)
+            try:
+                unpacked = layout.unpack(_Stream(chunks, task), slot.path, where)
+            finally:
+                chunks.close()
+                if task is not None:
+                    task.done()
+            try:
+                staged_meta = (slot.path / META_DIR / ENTRY_JSON).read_bytes()
+            except OSError:
+                staged_meta = b""
+            if staged_meta != config:
+                raise RemoteError(
+                    f"{where}: the layer's metadata differs from the signed config",
+                    remote=str(self.url),
+                )
+            name, version, short = dirname.split(",")
+            staged = Entry(slot.path, name, version, short, layer=self.store.user)
+            problem = _check_unpacked(staged, meta, unpacked)
+            if problem:
+                raise RemoteError(f"{where}: refused: {problem}", remote=str(self.url))
+            _check_staged(slot.path, unpacked.records)
+            # Files were written with their final modes; directories bottom-up,
+            # the metadata directory last, as seal() orders it.
+            for rel in sorted(unpacked.dirs, key=lambda d: (d == META_DIR, -d.count("/"))):
+                os.chmod(slot.path / rel, 0o555)
+        except BaseException:
+            slot.close()
+            raise
+        result = _Staged(slot, dirname, unpacked.records, meta)
+        if self._batch:
+            return result
+        with collector_lock(root):
+            return self._publish([result])[0]
+
+    def _publish(self, batch: list[_Staged]) -> list[Entry]:
+        """Flush the staged slots once, record their files, rename them into place.
+
+        One ``syncfs`` and one files-table transaction for the whole batch:
+        per entry, those were most of what a pull spent beyond the bytes.
+        """
+        root = self.store.user.root
+        entries = []
+        try:
+            if batch:
+                sync_filesystem(batch[0].slot.path)
+                rows: dict[str, list[tuple[str, str]]] = {}
+                for item in batch:
+                    extra = [
+                        (str(r[0]), str(r[1]))
+                        for r in item.meta.get(lookup.EXTRA_ROWS_KEY, [])
+                        if isinstance(r, list) and len(r) == 2
+                    ]
+                    rows[item.dirname] = [
+                        *((r.value, r.path) for r in item.records if r.kind in "fx"),
+                        *extra,
+                    ]
+                lookup.record_entries(root, rows)
+            for item in batch:
+                final = root / item.dirname
+                if item.slot.publish(final):
+                    os.chmod(final, 0o555)
+                source_hash = item.meta.get("source_hash")
+                if isinstance(source_hash, str) and source_hash:
+                    lookup.link_source(root, source_hash, final)
+                entry = self.store.user.entry(item.dirname)
+                if entry is None:
+                    raise CpkError(f"{item.dirname}: vanished from the store as it was pulled")
+                if self.reporter is not None:
+                    self.reporter.note(f"pulled {entry.name} {entry.version}")
+                entries.append(entry)
+        finally:
+            for item in batch:
+                item.slot.close()
+        return entries
+
+
+class _Stream:
+    """A blob's chunks as a file to read, counted on the progress task.
+
+    Reading to the end runs the generator's digest check; the unpack reads
+    the zstd frame to its end, and :meth:`drain` makes sure of it."""
+
+    def __init__(self, chunks: Iterator[bytes], task: Task | None) -> None:
+        self._chunks = chunks
+        self._task = task
+        self._buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            if self._task is not None:
+                self._task.advance(len(chunk))
+            self._buffer += chunk
+        if size < 0:
+            size = len(self._buffer)
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+def _check_unpacked(staged: Entry, meta: dict[str, Any], unpacked: layout.Unpacked) -> str:
+    """What verify would say of the staged entry, from the hashes taken while
+    unpacking (so no file is read twice): content hash, file list, bytecode."""
+    from contentpkg.store.hashing import content_hash, short_hash
+    from contentpkg.store.verify import _derived_problems
+
+    recorded = str(meta.get("content_hash", ""))
+    if ":" not in recorded or short_hash(recorded) != staged.short_hash:
+        return f"metadata hash {recorded!r} does not match the entry's name"
+    if content_hash(unpacked.records) != recorded:
+        return "content hash mismatch: the unpacked tree is not what the metadata says"
+    try:
+        stored = staged.file_records()
+    except CpkError as exc:
+        return str(exc)
+    if content_hash(stored) != recorded:
+        return "file list does not match the content hash"
+    problems = _derived_problems(staged, unpacked.derived)
+    return problems[0] if problems else ""
+
+
+def _parse_config(config: bytes, where: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(config)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise CpkError(f"{where}: the entry's metadata is not a JSON object")
+    return meta
+
+
+def _references(entry: Entry) -> list[str]:
+    try:
+        refs = entry.metadata.get("references", [])
+    except CpkError:
+        return []
+    return [r for r in refs if isinstance(r, str)] if isinstance(refs, list) else []
+
+
+_DEP_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]*")
+
+
+def _declared_packages(entry: Entry) -> list[str]:
+    """A Debian package's ``Pre-Depends`` and ``Depends`` by name (first alternative).
+
+    These are what its programs need at run time and are found by name in
+    the store at install time, so a pull brings them along as Nix's
+    closures do.
+    """
+    try:
+        deb = entry.metadata.get("deb")
+    except CpkError:
+        return []
+    if not isinstance(deb, dict):
+        return []
+    names = []
+    for group in [*(deb.get("pre_depends") or []), *(deb.get("depends") or [])]:
+        if isinstance(group, list) and group:
+            first = group[0]
+            name = first[0] if isinstance(first, list) and first else None
+            if isinstance(name, str) and _DEP_NAME.fullmatch(name):
+                names.append(name)
+    return names
+
+
+def _newest(refs: list[Ref]) -> Ref:
+    """The ref of the highest version (PEP 440, else Debian's ordering)."""
+    from debian.debian_support import Version as DebianVersion
+    from packaging.version import InvalidVersion, Version
+
+    def key(ref: Ref) -> tuple[int, Any]:
+        text = ref.tag.rpartition("-")[0]
+        try:
+            return (1, Version(text))
+        except InvalidVersion:
+            pass
+        try:
+            return (0, DebianVersion(text.replace("_", "+")))
+        except ValueError:
+            return (-1, text)
+
+    groups: dict[int, list[Ref]] = {}
+    for ref in refs:
+        groups.setdefault(key(ref)[0], []).append(ref)
+    best_kind = max(groups)
+    return max(groups[best_kind], key=lambda r: key(r)[1])

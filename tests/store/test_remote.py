@@ -1,0 +1,686 @@
+"""Remote stores against a real registry (Debian's docker-registry on loopback).
+
+Push from one home, pull into another: entries verify and are byte-identical;
+a project then runs with the index gone; every fault named in one line with
+nothing half-written; concurrent pulls; auth (basic over TLS, bearer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.cli import run_cpk, tree_snapshot
+from support.index import LocalIndex
+from support.registry import Fault, FaultProxy, Registry, need_registry
+from support.wheels import make_wheel
+
+from contentpkg.context import Context
+from contentpkg.store import Store
+from contentpkg.store.hashing import tree_hash
+from contentpkg.store.remote import layout
+from contentpkg.store.remote.oci import RemoteUrl
+from contentpkg.store.verify import verify_entry
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    need_registry()
+    with Registry(tmp_path_factory.mktemp("registry")) as served:
+        yield served
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    key = tmp_path / "keys" / "team.key"
+    key.parent.mkdir()
+    run_cpk("key", "generate", key, check=True)
+    return key, key.with_name("team.key.pub")
+
+
+class Home:
+    """One machine's cpk: its own home and cache, its own environment."""
+
+    def __init__(self, root: Path, **env: str) -> None:
+        self.root = root
+        self.env = {
+            "CPK_HOME": str(root / "home"),
+            "CPK_CACHE_DIR": str(root / "cache"),
+            "HOME": str(root),
+            "CPK_REMOTES": "",
+            **env,
+        }
+
+    def cpk(self, *args: object, check: bool = True, **kw: object):
+        return run_cpk(*args, env=self.env, check=check, **kw)  # type: ignore[arg-type]
+
+    @property
+    def store_dir(self) -> Path:
+        return Path(self.env["CPK_HOME"]) / "store"
+
+    def store(self) -> Store:
+        return Store.open(self.root, ctx=Context.from_environ(self.env))
+
+    def entries(self) -> dict[str, str]:
+        return {e.dirname: e.content_hash for e in self.store().entries()}
+
+
+def _prefix(tmp_path: Path, name: str, text: str) -> Path:
+    tree = tmp_path / f"src-{name}"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "share" / "doc").mkdir(parents=True)
+    script = tree / "bin" / name
+    script.write_text(f"#!/bin/sh\necho {text}\n")
+    script.chmod(0o755)
+    (tree / "share" / "doc" / "README").write_text(text * 100)
+    os.symlink(name, tree / "bin" / f"{name}-link")
+    return tree
+
+
+def _url(host: str, prefix: str) -> str:
+    return f"oci://{host}/{prefix}"
+
+
+def _staging_debris(home: Home) -> list[str]:
+    staging = home.store_dir / ".staging"
+    return sorted(os.listdir(staging)) if staging.exists() else []
+
+
+# -- keys and configuration ---------------------------------------------------------
+
+
+def test_key_generate_writes_a_private_0600_key_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    run_cpk("key", "generate", key, check=True)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert b"PRIVATE KEY" in key.read_bytes() and b"PUBLIC KEY" in (tmp_path / "k.pub").read_bytes()
+    again = run_cpk("key", "generate", key)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    trust_private = run_cpk("key", "trust", key)
+    assert trust_private.returncode == 1 and "private key" in trust_private.stderr
+    run_cpk("key", "trust", tmp_path / "k.pub", check=True)
+    assert len(run_cpk("key", "list", check=True).stdout.split()) == 1
+
+
+def test_remotes_are_kept_in_order_and_the_environment_replaces_them(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    home.cpk("remote", "add", "a", "oci://127.0.0.1:1/x")
+    home.cpk("remote", "add", "b", "oci://registry.example.com/team/cpk")
+    listed = home.cpk("remote", "list").stdout.splitlines()
+    assert listed == [
+        "a oci://127.0.0.1:1/x (plain http)",
+        "b oci://registry.example.com/team/cpk",
+    ]
+    dup = home.cpk("remote", "add", "a", "oci://127.0.0.1:2/y", check=False)
+    assert dup.returncode == 1 and "exists" in dup.stderr
+    home.cpk("remote", "remove", "a")
+    assert home.cpk("remote", "list").stdout.split()[0] == "b"
+    env_home = Home(tmp_path, CPK_REMOTES="oci://127.0.0.1:9/p oci://127.0.0.1:8/q")
+    env_home.env["CPK_HOME"] = home.env["CPK_HOME"]
+    assert len(env_home.cpk("remote", "list").stdout.splitlines()) == 2
+
+
+def test_remote_urls_use_https_except_on_loopback_or_when_insecure() -> None:
+    assert RemoteUrl.parse("oci://ghcr.io/org/cpk").base == "https://ghcr.io"
+    assert RemoteUrl.parse("oci://127.0.0.1:5000/p").base == "http://127.0.0.1:5000"
+    assert RemoteUrl.parse("oci://ci:5000/p", insecure=True).base == "http://ci:5000"
+    for bad in ("https://ghcr.io/x", "oci://user:pw@ghcr.io/x", "oci://ghcr.io/Upper"):
+        with pytest.raises(Exception) as info:
+            RemoteUrl.parse(bad)
+        assert "pw" not in str(info.value)
+
+
+def test_tags_and_repositories_follow_the_registry_grammar() -> None:
+    assert layout.tag_for("1.0+local.2", "a" * 32) == "1.0_local.2-" + "a" * 32
+    assert layout.tag_for("1:2.3~rc1", "b" * 32) == "1_2.3_rc1-" + "b" * 32
+    assert len(layout.tag_for("9" * 300, "c" * 32)) <= 128
+    assert layout.repository_for("Foo_Bar..baz") == "foo-bar-baz"
+
+
+# -- push and pull --------------------------------------------------------------------
+
+
+def test_push_then_pull_into_an_empty_home_is_byte_identical(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path]
+) -> None:
+    key, pub = keys
+    one, two = Home(tmp_path / "one"), Home(tmp_path / "two")
+    one.cpk("store", "add", _prefix(tmp_path, "hello", "hi"), "--name", "hello", "--version", "1.0")
+    one.cpk("store", "add", _prefix(tmp_path, "bye", "ciao"), "--name", "bye", "--version", "2.0")
+    url = _url(registry.host, "roundtrip")
+    pushed = one.cpk("store", "push", url, "--all", "--sign-key", key)
+    assert "pushed 2 entries" in pushed.stderr
+    # Pushing again uploads nothing: tags (and blobs) are there.
+    again = one.cpk("store", "push", url, "--all", "--sign-key", key)
+    assert "pushed 0 entries (0 B uploaded), 2 already" in again.stderr
+    # Deterministic layers: the same entry packs to the same blob.
+    entry = one.store().resolve("hello")
+    a = layout.pack(entry, tmp_path / "a.tar.zst")
+    b = layout.pack(entry, tmp_path / "b.tar.zst")
+    assert a.layer_digest == b.layer_digest and a.layer.read_bytes() == b.layer.read_bytes()
+
+    two.cpk("key", "trust", pub)
+    pulled = two.cpk("store", "pull", url, "hello", "bye")
+    assert len(pulled.stdout.splitlines()) == 2
+    assert two.entries() == one.entries()
+    for entry in two.store().entries():
+        original = one.store_dir / entry.dirname
+        assert verify_entry(entry) == []
+        assert tree_hash(entry.path) == tree_hash(original)
+        for meta in ("entry.json", "files.json"):
+            assert (entry.path / ".cpk" / meta).read_bytes() == (
+                original / ".cpk" / meta
+            ).read_bytes()
+    assert two.cpk("store", "verify").returncode == 0
+    assert two.cpk("identify", two.store_dir / pulled.stdout.split()[0] / "bin" / "hello").stdout
+
+
+def test_a_pull_refuses_unsigned_untrusted_and_unknown_keys_writing_nothing(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path]
+) -> None:
+    key, pub = keys
+    one, two = Home(tmp_path / "one"), Home(tmp_path / "two")
+    one.cpk("store", "add", _prefix(tmp_path, "tool", "t"), "--name", "tool", "--version", "1")
+    url = _url(registry.host, "trust")
+    one.cpk("store", "push", url, "tool", "--sign-key", key)
+
+    none = two.cpk("store", "pull", url, "tool", check=False)
+    assert none.returncode == 1 and "no trusted keys" in none.stderr
+    other = tmp_path / "other.key"
+    two.cpk("key", "generate", other)
+    two.cpk("key", "trust", f"{other}.pub")
+    unknown = two.cpk("store", "pull", url, "tool", check=False)
+    assert unknown.returncode == 1
+    assert "signed by an unknown key" in unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1
+    assert two.entries() == {} and _staging_debris(two) == []
+
+    # Unsigned: the signature artifact is gone.
+    entry = one.store().resolve("tool")
+    repo = f"trust/{layout.repository_for('tool')}"
+    tag = layout.tag_for(entry.version, entry.short_hash)
+    from contentpkg.store.remote.oci import Registry as Client
+
+    client = Client(RemoteUrl.parse(url))
+    _, digest = client.get_manifest(repo, tag)
+    from contentpkg.store.remote.signing import signature_tag
+
+    sig = client.get_manifest(repo, signature_tag(digest))
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{registry.base}/v2/{repo}/manifests/{sig[1]}", method="DELETE"
+    )
+    urllib.request.urlopen(request).close()
+    two.cpk("key", "trust", pub)
+    unsigned = two.cpk("store", "pull", url, "tool", check=False)
+    assert unsigned.returncode == 1 and "unsigned" in unsigned.stderr
+    assert two.entries() == {}
+
+
+def test_push_without_a_key_is_refused(tmp_path: Path, registry: Registry) -> None:
+    one = Home(tmp_path)
+    one.cpk("store", "add", _prefix(tmp_path, "x", "x"), "--name", "x", "--version", "1")
+    proc = one.cpk("store", "push", _url(registry.host, "nokey"), "--all", check=False)
+    assert proc.returncode == 1 and "no signing key" in proc.stderr
+
+
+# -- substitution -----------------------------------------------------------------
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Iterator[LocalIndex]:
+    root = tmp_path / "dists"
+    make_wheel(
+        root,
+        "alpha",
+        "1.0",
+        requires_dist=["beta>=1"],
+        files={"alpha/__init__.py": "import beta\nVALUE = 'alpha ' + beta.V\n"},
+    )
+    make_wheel(root, "beta", "1.0", files={"beta/__init__.py": "V = 'beta'\n"})
+    with LocalIndex(root) as served:
+        yield served
+
+
+def _project(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "proj"\nversion = "0.1"\ndependencies = ["alpha"]\n'
+    )
+    return root
+
+
+def test_a_project_runs_offline_from_entries_substituted_by_a_remote(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path], index: LocalIndex
+) -> None:
+    key, pub = keys
+    url = _url(registry.host, "py")
+    one = Home(tmp_path / "one")
+    two = Home(tmp_path / "two", CPK_REMOTES=url)
+    root = _project(tmp_path)
+    one.cpk("sync", "--index-url", index.url, cwd=root)
+    one.cpk("store", "push", url, "--lock", root / "pylock.toml", "--sign-key", key)
+    two.cpk("key", "trust", pub)
+    index_url = index.url
+    index.stop()
+    proc = two.cpk(
+        "run",
+        "--offline",
+        "--index-url",
+        index_url,
+        "python",
+        "-c",
+        "import alpha; print(alpha.VALUE)",
+        cwd=root,
+    )
+    assert proc.stdout.strip() == "alpha beta"
+    assert two.entries() == one.entries()
+    # The bytecode came along: the entries hold it and verify it.
+    for entry in two.store().entries():
+        assert entry.derived_records() and verify_entry(entry) == []
+
+
+def test_a_failing_remote_is_named_and_the_next_one_serves(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path], index: LocalIndex
+) -> None:
+    key, pub = keys
+    url = _url(registry.host, "next")
+    one = Home(tmp_path / "one")
+    root = _project(tmp_path)
+    one.cpk("sync", "--index-url", index.url, cwd=root)
+    one.cpk("store", "push", url, "--lock", root / "pylock.toml", "--sign-key", key)
+    with FaultProxy(registry.base) as proxy:
+        proxy.add(Fault("/blobs/", "status", times=-1, status=503, retry_after="0"))
+        two = Home(tmp_path / "two", CPK_REMOTES=f"{_url(proxy.host, 'next')} {url}")
+        two.cpk("key", "trust", pub)
+        index_url = index.url
+        index.stop()
+        proc = two.cpk("sync", "--offline", "--index-url", index_url, cwd=root)
+    assert "2 pulled from remotes" in proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert warnings and all(proxy.host in w and "HTTP 503" in w for w in warnings)
+    assert "gave up after 4 attempts" in warnings[0]
+    assert two.entries() == one.entries()
+
+
+# -- faults -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def published(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path]
+) -> tuple[Home, str, Path]:
+    """An entry pushed under a fresh prefix: (the pushing home, prefix, public key)."""
+    key, pub = keys
+    prefix = f"f{abs(hash(str(tmp_path))) % 10**8}"  # a repository of its own per test
+    one = Home(tmp_path / "one")
+    one.cpk("store", "add", _prefix(tmp_path, "pkg", "p" * 50), "--name", "pkg", "--version", "1")
+    one.cpk("store", "push", _url(registry.host, prefix), "pkg", "--sign-key", key)
+    return one, prefix, pub
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        (Fault("/blobs/sha256:", "truncate", times=-1), "after"),
+        (Fault("/blobs/sha256:", "alter", times=-1), "hashes to"),
+        (Fault("/blobs/sha256:", "drop", times=-1), "connection"),
+        (Fault("/manifests/", "status", times=-1, status=429, retry_after="0"), "HTTP 429"),
+    ],
+    ids=["truncated", "altered", "down", "429"],
+)
+def test_faults_are_one_line_and_write_nothing(
+    tmp_path: Path,
+    registry: Registry,
+    published: tuple[Home, str, Path],
+    fault: Fault,
+    message: str,
+) -> None:
+    _one, prefix, pub = published
+    two = Home(tmp_path / "two")
+    two.cpk("key", "trust", pub)
+    before = tree_snapshot(two.store_dir)
+    with FaultProxy(registry.base) as proxy:
+        proxy.add(fault)
+        proc = two.cpk("store", "pull", _url(proxy.host, prefix), "pkg", check=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cpk: error:") and message in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert two.entries() == {} and _staging_debris(two) == []
+    assert {k: v for k, v in tree_snapshot(two.store_dir).items() if not k.startswith(".")} == {
+        k: v for k, v in before.items() if not k.startswith(".")
+    }
+    if fault.kind == "status":
+        assert len(proxy.requests("GET", "/manifests/")) == 4  # bounded: 1 + 3 retries
+
+
+def test_retryable_answers_are_retried_then_the_pull_succeeds(
+    tmp_path: Path, registry: Registry, published: tuple[Home, str, Path]
+) -> None:
+    one, prefix, pub = published
+    two = Home(tmp_path / "two")
+    two.cpk("key", "trust", pub)
+    with FaultProxy(registry.base) as proxy:
+        proxy.add(Fault("/manifests/", "status", times=2, status=503, retry_after="0"))
+        proxy.add(Fault("/blobs/", "status", times=1, status=429, retry_after="0"))
+        two.cpk("store", "pull", _url(proxy.host, prefix), "pkg")
+        assert sum(1 for row in proxy.state.log if row[2]) == 3
+    assert two.entries() == one.entries()
+
+
+def test_a_manifest_naming_a_missing_blob_is_refused(
+    tmp_path: Path, registry: Registry, published: tuple[Home, str, Path]
+) -> None:
+    one, prefix, pub = published
+    entry = one.store().resolve("pkg")
+    repo = f"{prefix}/pkg"
+    packed = layout.pack(entry, tmp_path / "l.tar.zst")
+    registry.delete_blob(repo, packed.layer_digest)
+    two = Home(tmp_path / "two")
+    two.cpk("key", "trust", pub)
+    proc = two.cpk("store", "pull", _url(registry.host, prefix), "pkg", check=False)
+    assert proc.returncode == 1 and "missing blob" in proc.stderr
+    assert two.entries() == {} and _staging_debris(two) == []
+
+
+def test_eight_concurrent_pulls_of_overlapping_entries_leave_one_entry_each(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path]
+) -> None:
+    key, pub = keys
+    one = Home(tmp_path / "one")
+    names = ["a1", "b2", "c3"]
+    for name in names:
+        one.cpk(
+            "store", "add", _prefix(tmp_path, name, name * 20), "--name", name, "--version", "1"
+        )
+    url = _url(registry.host, "concurrent")
+    one.cpk("store", "push", url, "--all", "--sign-key", key)
+    two = Home(tmp_path / "two")
+    two.cpk("key", "trust", pub)
+    env = {**os.environ, **two.env}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "contentpkg", "store", "pull", url, *names[i % 3 :], names[0]],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(8)
+    ]
+    results = [(*p.communicate(timeout=120), p.returncode) for p in procs]
+    assert [r[2] for r in results] == [0] * 8, [r[1] for r in results]
+    assert two.entries() == one.entries()
+    visible = sorted(n for n in os.listdir(two.store_dir) if not n.startswith("."))
+    assert visible == sorted(one.entries())
+    assert _staging_debris(two) == []
+    assert all(verify_entry(e) == [] for e in two.store().entries())
+
+
+def test_install_pulls_a_missing_package_from_a_remote(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path]
+) -> None:
+    key, pub = keys
+    one = Home(tmp_path / "one")
+    one.cpk(
+        "store", "add", _prefix(tmp_path, "greet", "hello"), "--name", "greet", "--version", "3.1"
+    )
+    url = _url(registry.host, "install")
+    one.cpk("store", "push", url, "greet", "--sign-key", key)
+    two = Home(tmp_path / "two", CPK_REMOTES=url)
+    two.cpk("key", "trust", pub)
+    where = tmp_path / "env"
+    two.cpk("install", "greet", where)
+    out = subprocess.run([where / "bin" / "greet"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "hello"
+    assert two.entries() == one.entries()
+
+
+# -- auth -------------------------------------------------------------------------
+
+
+def test_basic_auth_over_tls_with_docker_config_credentials(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    key, pub = keys
+    with Registry(tmp_path / "reg", user="ci", password="s3cret-pw", tls=True) as reg:
+        assert reg.ca is not None
+        docker = tmp_path / "docker"
+        docker.mkdir()
+        auth = {"auths": {reg.host: {"auth": "Y2k6czNjcmV0LXB3"}}}  # ci:s3cret-pw
+        (docker / "config.json").write_text(json.dumps(auth))
+        one = Home(tmp_path / "one", DOCKER_CONFIG=str(docker), SSL_CERT_FILE=str(reg.ca))
+        one.cpk("store", "add", _prefix(tmp_path, "sec", "s"), "--name", "sec", "--version", "1")
+        url = _url(reg.host, "secure")
+        one.cpk("store", "push", url, "--all", "--sign-key", key)
+
+        anonymous = Home(tmp_path / "anon", SSL_CERT_FILE=str(reg.ca))
+        anonymous.cpk("key", "trust", pub)
+        refused = anonymous.cpk("store", "pull", url, "sec", check=False)
+        assert refused.returncode == 1 and "HTTP 401" in refused.stderr
+        untrusted_ca = Home(tmp_path / "noca", DOCKER_CONFIG=str(docker))
+        untrusted_ca.cpk("key", "trust", pub)
+        tls = untrusted_ca.cpk("store", "pull", url, "sec", check=False)
+        assert tls.returncode == 1 and "TLS" in tls.stderr
+
+        env_creds = Home(
+            tmp_path / "two",
+            SSL_CERT_FILE=str(reg.ca),
+            CPK_REGISTRY_USERNAME="ci",
+            CPK_REGISTRY_PASSWORD="s3cret-pw",
+        )
+        env_creds.cpk("key", "trust", pub)
+        proc = env_creds.cpk("store", "pull", url, "sec")
+        assert env_creds.entries() == one.entries()
+        for text in (proc.stderr, refused.stderr, tls.stderr):
+            assert "s3cret" not in text and "Y2k6" not in text
+
+
+def test_bearer_token_flow_from_www_authenticate(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path]
+) -> None:
+    key, pub = keys
+    with FaultProxy(registry.base, account=("robot", "tok-pw")) as proxy:
+        one = Home(tmp_path / "one", CPK_REGISTRY_USERNAME="robot", CPK_REGISTRY_PASSWORD="tok-pw")
+        one.cpk("store", "add", _prefix(tmp_path, "br", "b"), "--name", "br", "--version", "1")
+        url = _url(proxy.host, "bearer")
+        one.cpk("store", "push", url, "--all", "--sign-key", key)
+        two = Home(tmp_path / "two", CPK_REGISTRY_USERNAME="robot", CPK_REGISTRY_PASSWORD="tok-pw")
+        two.cpk("key", "trust", pub)
+        two.cpk("store", "pull", url, "br")
+        assert two.entries() == one.entries()
+        wrong = Home(tmp_path / "three", CPK_REGISTRY_USERNAME="robot", CPK_REGISTRY_PASSWORD="x")
+        wrong.cpk("key", "trust", pub)
+        refused = wrong.cpk("store", "pull", url, "br", check=False)
+        assert refused.returncode == 1 and "token service refused" in refused.stderr
+
+
+def test_chunked_uploads_resume_where_the_registry_says_they_stopped(
+    tmp_path: Path, registry: Registry
+) -> None:
+    import hashlib
+    import io
+
+    from contentpkg.store.remote.oci import Registry as Client
+
+    data = os.urandom(5000)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with FaultProxy(registry.base) as proxy:
+        proxy.add(Fault("/blobs/uploads/", "status", times=1, status=503, method="PATCH"))
+        client = Client(RemoteUrl.parse(_url(proxy.host, "chunks")), chunk=1024, backoff=0)
+        assert client.push_blob("chunks/blob", digest, len(data), lambda: io.BytesIO(data))
+        assert not client.push_blob("chunks/blob", digest, len(data), lambda: io.BytesIO(data))
+        patches = proxy.requests("PATCH", "/blobs/uploads/")
+        # Five chunks, one refused and sent again after asking where the upload stood.
+        assert len(patches) == 6 and sum(1 for row in patches if row[2]) == 1
+        assert len(proxy.requests("GET", "/blobs/uploads/")) == 1
+        assert client.get_blob_bytes("chunks/blob", digest) == data
+
+
+def _deb(path: Path, name: str, depends: str, files: dict[str, bytes]) -> Path:
+    """A minimal .deb as dpkg writes it: ar of debian-binary, control and data tars."""
+    import io
+    import tarfile
+
+    def tar(members: dict[str, bytes]) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as t:
+            for member, data in members.items():
+                info = tarfile.TarInfo(member)
+                info.size, info.mode = len(data), 0o755 if "/bin/" in member else 0o644
+                t.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    control = f"Package: {name}\nVersion: 1.0-1\nArchitecture: all\nDescription: t\n"
+    if depends:
+        control += f"Depends: {depends}\n"
+    out = bytearray(b"!<arch>\n")
+    for member, data in (
+        ("debian-binary", b"2.0\n"),
+        ("control.tar.gz", tar({"./control": control.encode()})),
+        ("data.tar.gz", tar(files)),
+    ):
+        out += f"{member:<16}{0:<12}{0:<6}{0:<6}{0o100644:<8o}{len(data):<10}`\n".encode()
+        out += data + (b"\n" if len(data) % 2 else b"")
+    path.write_bytes(bytes(out))
+    return path
+
+
+def test_a_debian_package_travels_with_its_dependencies_and_is_found_by_its_hash(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path]
+) -> None:
+    import hashlib
+
+    key, pub = keys
+    one = Home(tmp_path / "one")
+    app = _deb(
+        tmp_path / "app.deb", "app", "libdata (>= 1)", {"./usr/bin/app": b"#!/bin/sh\ncat $0\n"}
+    )
+    lib = _deb(tmp_path / "libdata.deb", "libdata", "", {"./usr/share/libdata/x": b"x" * 99})
+    one.cpk("store", "add", app)
+    one.cpk("store", "add", lib)
+    url = _url(registry.host, "debs")
+    pushed = one.cpk("store", "push", url, "app", "--sign-key", key)
+    assert "pushed 2 entries" in pushed.stderr  # app, and libdata it depends on
+
+    two = Home(tmp_path / "two")
+    two.cpk("key", "trust", pub)
+    two.cpk("store", "pull", url, "app")
+    assert two.entries() == one.entries()
+    # The index maps the .deb's own sha256 to its entry.
+    from contentpkg.store.remote.pull import RemoteStore
+
+    three = Home(tmp_path / "three")
+    three.cpk("key", "trust", pub)
+    ctx = Context.from_environ(three.env)
+    remote = RemoteStore(RemoteUrl.parse(url), three.store(), ctx)
+    entry = remote.find_source("sha256:" + hashlib.sha256(lib.read_bytes()).hexdigest())
+    remote.close()
+    assert entry is not None and entry.name == "libdata"
+    assert three.store().find_source(entry.metadata["source_hash"]) is not None
+
+
+def test_pull_a_lock_then_run_offline_with_no_remote_configured(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path], index: LocalIndex
+) -> None:
+    key, pub = keys
+    url = _url(registry.host, "bylock")
+    one, two = Home(tmp_path / "one"), Home(tmp_path / "two")
+    root = _project(tmp_path)
+    one.cpk("sync", "--index-url", index.url, cwd=root)
+    one.cpk("store", "push", url, "--lock", root / "pylock.toml", "--sign-key", key)
+    two.cpk("key", "trust", pub)
+    pulled = two.cpk("store", "pull", url, "--lock", root / "pylock.toml")
+    assert len(pulled.stdout.splitlines()) == 2
+    assert two.entries() == one.entries()
+    index_url = index.url
+    index.stop()
+    proc = two.cpk(
+        "run",
+        "--offline",
+        "--index-url",
+        index_url,
+        "python",
+        "-c",
+        "import alpha; print(alpha.VALUE)",
+        cwd=root,
+    )
+    assert proc.stdout.strip() == "alpha beta"
+
+
+def test_push_a_profile_pushes_what_its_generation_holds(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path]
+) -> None:
+    key, pub = keys
+    one = Home(tmp_path / "one")
+    for name in ("p1", "p2"):
+        one.cpk("store", "add", _prefix(tmp_path, name, name), "--name", name, "--version", "1")
+    one.cpk("install", "p1")  # into the profile "default"; p2 stays out
+    url = _url(registry.host, "profile")
+    pushed = one.cpk("store", "push", url, "--profile", "default", "--sign-key", key)
+    assert "pushed 1 entry" in pushed.stderr
+    two = Home(tmp_path / "two")
+    two.cpk("key", "trust", pub)
+    assert two.cpk("store", "pull", url, "p2", check=False).returncode == 1
+    two.cpk("store", "pull", url, "p1")
+    assert list(two.entries()) == [one.store().resolve("p1").dirname]
+
+
+def test_layers_round_trip_long_and_non_ascii_names(tmp_path: Path) -> None:
+    tree = tmp_path / "src"
+    deep = tree / ("d" * 90) / ("é" * 40) / "__pycache__"
+    deep.mkdir(parents=True)
+    (deep.parent / ("f" * 120 + ".py")).write_text("x = 1\n")
+    (deep / "m.cpython-311.pyc").write_bytes(b"\0" * 1000)
+    os.symlink("f" * 120 + ".py", deep.parent / ("l" * 110))
+    store = Home(tmp_path / "h").store()
+    from contentpkg.store.add import add_path
+
+    entry = add_path(store, tree, "names", "1").entry
+    packed = layout.pack(entry, tmp_path / "l.tar.zst")
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with open(packed.layer, "rb") as f:
+        unpacked = layout.unpack(f, dest, "test")
+    from contentpkg.store.hashing import content_hash, scan_tree
+
+    assert content_hash(unpacked.records) == entry.content_hash == content_hash(scan_tree(dest))
+    # __pycache__ is never copied in by add: nothing derived here.
+    assert unpacked.derived == {} and not (dest / deep.relative_to(tree)).exists()
+
+
+def test_a_remote_without_trusted_keys_is_skipped_in_one_line(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path], index: LocalIndex
+) -> None:
+    key, _ = keys
+    url = _url(registry.host, "nokeys")
+    one = Home(tmp_path / "one")
+    root = _project(tmp_path)
+    one.cpk("sync", "--index-url", index.url, cwd=root)
+    one.cpk("store", "push", url, "--lock", root / "pylock.toml", "--sign-key", key)
+    two = Home(tmp_path / "two", CPK_REMOTES=url)
+    proc = two.cpk("sync", "--index-url", index.url, cwd=root)
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "no trusted keys" in warnings[0]
+    assert "2 fetched" in proc.stderr  # from the index instead
+
+
+def test_a_remote_store_is_a_store_reader(tmp_path: Path) -> None:
+    from contentpkg.store.interfaces import StoreReader
+    from contentpkg.store.remote.pull import RemoteStore
+
+    home = Home(tmp_path)
+    remote = RemoteStore(
+        RemoteUrl.parse("oci://127.0.0.1:9/x"), home.store(), Context.from_environ(home.env)
+    )
+    assert isinstance(remote, StoreReader)
+    assert remote.entries() == [] and remote.find_files("0" * 64) == []
