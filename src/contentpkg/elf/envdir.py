@@ -175,14 +175,17 @@ class _Providers:
                 meta = entry.metadata
             except CpkError:
                 continue
+            deb = meta.get("deb") or {}
+            if meta.get("kind") != "elf" and not deb:
+                continue
+            # Data-only packages (a -doc, a -data, a sibling's docs) are
+            # dependencies too: indexed by package, never by soname.
+            for pkg in {deb.get("package"), entry.name} - {None}:
+                self.by_package.setdefault(pkg, []).append(entry)
             if meta.get("kind") != "elf":
                 continue
             for soname, rel in (meta.get("provides", {}).get("sonames") or {}).items():
                 self.by_soname.setdefault(soname, []).append((entry, rel))
-            deb = meta.get("deb") or {}
-            for pkg in [deb.get("package"), entry.name]:
-                if pkg:
-                    self.by_package.setdefault(pkg, []).append(entry)
 
     def candidates(self, soname: str, arch: tuple[Any, Any]) -> list[tuple[Entry, str]]:
         out = []
