@@ -395,7 +395,7 @@ def _plan(
                 plan, providers, libs_index, entry, rel, deps_dir, prefer, system_libs
             )
         for dep in [*providers.dependency_entries(entry, newest=True), *reached]:
-            if dep.dirname not in done:
+            if dep.dirname not in done and not _is_base_system(dep):
                 queue.append((dep, [dep, *providers.dependency_entries(dep)]))
 
     if plan.missing:
@@ -409,6 +409,13 @@ def _plan(
 def _deps_dir_name(facts: dict[str, Any], fallback: str) -> str:
     m = _DEPS_DIR.search(facts.get("runpath") or "")
     return m.group(1) if m else fallback
+
+
+def _is_base_system(entry: Entry) -> bool:
+    """glibc's own packages: the system provides them (manylinux's policy), and
+    a second C library in WHERE's lib/ would be found before the system's."""
+    sonames = entry.metadata.get("provides", {}).get("sonames") or {}
+    return any(is_glibc(s) for s in sonames)
 
 
 @cache
@@ -464,12 +471,29 @@ def _place_entry(
                 plan.unreached.append((soname, entry, rel))
             continue
         _add_file(plan, rel, entry, rel, records, strict=requested)
+        _link_library_subdir(plan, rel, dirs)
         if facts and facts.get("needed") is not None and "/" in rel:
             folder = os.path.dirname(rel)
             if folder not in ("lib", "bin"):
                 _add_link(plan, f"{folder}/common_libs", os.path.relpath("lib", folder), None)
             roots.append((rel, f"{folder}/{_deps_dir_name(facts, os.path.basename(rel))}"))
     return roots
+
+
+def _link_library_subdir(plan: _Plan, rel: str, dirs: frozenset[str]) -> None:
+    """``lib/<sub> -> <triplet>/<sub>`` for a file under ``lib/<triplet>/<sub>/``.
+
+    Libraries find their plugins beside themselves (graphviz's libgvc looks
+    in ``dladdr()``'s directory + ``/graphviz``), and in WHERE a library is
+    in ``lib/`` (reached as ``bin/common_libs/``), not in ``lib/<triplet>/``.
+    """
+    for d in dirs:
+        if d != "lib" and rel.startswith(d + "/") and rel.count("/") > d.count("/") + 1:
+            sub = rel[len(d) + 1 :].split("/", 1)[0]
+            link = f"lib/{sub}"
+            if link not in plan.files:
+                _add_link(plan, link, os.path.relpath(f"{d}/{sub}", "lib"), None)
+            return
 
 
 def _place_unreached(
@@ -480,6 +504,8 @@ def _place_unreached(
     pending, plan.unreached = plan.unreached, []
     queue: list[tuple[Entry, list[Entry]]] = []
     for soname, entry, rel in pending:
+        if is_glibc(soname):
+            continue
         records = _records(entry)
         real = _resolve_in_entry(entry, rel, records)
         if any(p.entry == entry.dirname and p.entry_path == real for p in plan.files.values()):
