@@ -279,6 +279,7 @@ class _Plan:
     #: Libraries of the closure's packages no program has reached yet:
     #: (soname, entry, rel), placed once the programs' own choices are made.
     unreached: list[tuple[str, Entry, str]] = field(default_factory=list)
+    subdir_links: dict[str, str] = field(default_factory=dict)  # lib/<sub> -> <triplet>/<sub>
 
 
 #: Entries are immutable, so what one holds is read once per process.
@@ -401,6 +402,11 @@ def _plan(
     if plan.missing:
         raise _missing_error(plan.missing, providers)
     _place_links(plan)
+    taken = {os.path.dirname(p) for p in plan.files} | set(plan.files)
+    taken |= {d for p in list(taken) for d in _parents(p)}
+    for link, target in plan.subdir_links.items():
+        if link not in taken:  # a package's own lib/<sub> comes first
+            _add_link(plan, link, target, None)
     if any(p.path.startswith("lib/") for p in plan.files.values()):
         _add_link(plan, "bin/common_libs", "../lib", None)
     return plan
@@ -409,6 +415,14 @@ def _plan(
 def _deps_dir_name(facts: dict[str, Any], fallback: str) -> str:
     m = _DEPS_DIR.search(facts.get("runpath") or "")
     return m.group(1) if m else fallback
+
+
+def _parents(path: str) -> list[str]:
+    out = []
+    while "/" in path:
+        path = path.rsplit("/", 1)[0]
+        out.append(path)
+    return out
 
 
 def _is_base_system(entry: Entry) -> bool:
@@ -490,9 +504,7 @@ def _link_library_subdir(plan: _Plan, rel: str, dirs: frozenset[str]) -> None:
     for d in dirs:
         if d != "lib" and rel.startswith(d + "/") and rel.count("/") > d.count("/") + 1:
             sub = rel[len(d) + 1 :].split("/", 1)[0]
-            link = f"lib/{sub}"
-            if link not in plan.files:
-                _add_link(plan, link, os.path.relpath(f"{d}/{sub}", "lib"), None)
+            plan.subdir_links.setdefault(f"lib/{sub}", os.path.relpath(f"{d}/{sub}", "lib"))
             return
 
 
