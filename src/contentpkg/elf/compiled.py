@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from contentpkg.elf.deb import map_path
-from contentpkg.elf.reader import section_strings
+from contentpkg.elf.reader import section_spans
 
 #: Directories every package shares: a program naming one of these names a
 #: search location, not a package's files.
@@ -70,13 +70,12 @@ def find_compiled_paths(
     known = set(packaged)
     found: dict[str, set[str]] = {}
     for path, (shown, _entry) in sorted(elf_files.items()):
-        for text in _strings(path):
-            for match in _PATH.findall(text):
-                absolute = posixpath.normpath(match.decode("ascii"))
-                rel = map_path(absolute.lstrip("/"))
-                if rel in _SHARED or _is_library_dir(rel) or rel not in known:
-                    continue
-                found.setdefault(absolute, set()).add(shown)
+        for match in _paths(path):
+            absolute = posixpath.normpath(match.decode("ascii"))
+            rel = map_path(absolute.lstrip("/"))
+            if rel in _SHARED or _is_library_dir(rel) or rel not in known:
+                continue
+            found.setdefault(absolute, set()).add(shown)
     out = []
     for absolute, readers in sorted(found.items()):
         state = SYSTEM_COPY if os.path.lexists(absolute) else ABSENT
@@ -90,13 +89,22 @@ def _is_library_dir(rel: str) -> bool:
     return len(parts) == 2 and parts[0] == "lib" and parts[1].count("-") >= 2
 
 
-def _strings(path: str) -> list[bytes]:
+def _paths(path: str) -> list[bytes]:
+    """Every ``/usr/...`` or ``/etc/...`` in the file's string sections.
+
+    Searched for directly (the pattern starts with a literal, which the
+    regular expression engine skips to) rather than by listing every string
+    first: ``.rodata`` of a large library holds megabytes.
+    """
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size == 0:
                 return []
             with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as data:
-                return section_strings(data)
+                out: list[bytes] = []
+                for offset, length in section_spans(data):
+                    out += _PATH.findall(data, offset, offset + length)
+                return out
     except (OSError, ValueError):
         return []

@@ -515,12 +515,13 @@ def _place_unreached(
     used by a plugin); return the packages their own closures reached."""
     pending, plan.unreached = plan.unreached, []
     queue: list[tuple[Entry, list[Entry]]] = []
+    placed = {(p.entry, p.entry_path) for p in plan.files.values()}
     for soname, entry, rel in pending:
         if is_glibc(soname):
             continue
         records = _records(entry)
         real = _resolve_in_entry(entry, rel, records)
-        if any(p.entry == entry.dirname and p.entry_path == real for p in plan.files.values()):
+        if (entry.dirname, real) in placed:
             continue  # placed already, in lib/ or privately beside a program
         if not _place_shared(plan, soname, entry, rel, records, False):
             continue
@@ -1267,16 +1268,30 @@ def _copy(src: Path, dest: Path) -> None:
     os.chmod(dest, os.stat(src).st_mode & 0o555)
 
 
+#: (device of the store file, device of WHERE) pairs whose file system
+#: cannot clone: asked once per process, not once per file (an attempt costs
+#: two opens and an unlink; an env dir has thousands of files).
+_NO_REFLINK: set[tuple[int, int]] = set()
+
+
 def _reflink(src: Path, dest: Path) -> bool:
     """Clone src's blocks into a new dest (FICLONE); False where unsupported."""
+    try:
+        devices = (os.stat(src).st_dev, os.stat(dest.parent).st_dev)
+    except OSError:
+        return False
+    if devices in _NO_REFLINK:
+        return False
     try:
         with open(src, "rb") as fi:
             fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.ioctl(fd, _FICLONE, fi.fileno())
-            except OSError:
+            except OSError as exc:
                 os.close(fd)
                 os.unlink(dest)
+                if exc.errno in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL):
+                    _NO_REFLINK.add(devices)
             else:
                 os.close(fd)
                 os.chmod(dest, os.stat(src).st_mode & 0o555)

@@ -453,18 +453,16 @@ def dynamic_table(data: bytes | bytearray | mmap.mmap) -> DynamicTable | None:
     return DynamicTable(dyn_fmt, tuple(entries), capacity, off, str_off, strsz)
 
 
-def section_strings(
-    data: bytes | mmap.mmap, sections: tuple[str, ...] = (".rodata", ".dynstr"), minimum: int = 6
-) -> list[bytes]:
-    """NUL-terminated printable strings in the named sections.
+def section_spans(
+    data: bytes | mmap.mmap, sections: tuple[str, ...] = (".rodata", ".dynstr")
+) -> list[tuple[int, int]]:
+    """(offset, size) of the named sections in data; the whole file without
+    section headers.
 
     Read through the section headers (which ``strip`` keeps; only
-    ``sstrip`` removes them, and then the whole file is scanned): the
-    compiled-in paths a program opens live in ``.rodata``, the search paths
-    it hands the loader in ``.dynstr``.
+    ``sstrip`` removes them): the compiled-in paths a program opens live in
+    ``.rodata``, the search paths it hands the loader in ``.dynstr``.
     """
-    import re
-
     spans: list[tuple[int, int]] = []
     try:
         is64 = data[4] == 2
@@ -486,13 +484,7 @@ def section_strings(
                 start = names_off + h[0]
                 name = bytes(data[start : data.find(b"\0", start)])
                 if name.decode("ascii", "replace") in sections and h[1] != 8:  # not NOBITS
-                    spans.append((h[4], h[5]))
+                    spans.append((h[4], min(h[5], len(data) - h[4])))
     except (struct.error, ValueError, IndexError):
         spans = []
-    if not spans:
-        spans = [(0, len(data))]
-    pattern = re.compile(rb"[\x20-\x7e]{%d,}(?=\0)" % minimum)
-    out: list[bytes] = []
-    for offset, size in spans:
-        out.extend(pattern.findall(data, offset, offset + size))
-    return out
+    return spans or [(0, len(data))]
