@@ -14,8 +14,9 @@ user's store):
    (goal: at most 0.5x); and the disk each WHERE adds beside the store
    (``du`` of store and WHERE together, minus the store's).
 
-Times are medians of ``--repeat`` rounds, page cache warm. The machines are
-noisy: read the ratios.
+Times are medians of ``--repeat`` rounds, page cache warm, cpk byte-compiled
+once (a pycache outside the checkout). The machines are noisy: read the
+ratios, and the load average printed with them.
 
     python bench/envdir.py [--program graphviz] [--debs DIR] [--repeat 5]
 """
@@ -43,6 +44,10 @@ def log(text: str) -> None:
 def cpk(home: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, CPK_HOME=str(home), CPK_CACHE_DIR=str(home / "cache"))
     env["PYTHONPATH"] = str(ROOT / "src")
+    # Byte-compiled once, outside the checkout, as an installed cpk would be:
+    # otherwise every run compiles cpk's modules again.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(home.parent / "pycache")
     proc = subprocess.run(
         [sys.executable, "-m", "contentpkg", *map(str, args)],
         capture_output=True,
@@ -100,7 +105,7 @@ def main() -> None:
         else:
             (work / "debs").mkdir()
             debs = download(args.program, work / "debs")
-        log(f"{args.program}: {len(debs)} packages")
+        log(f"{args.program}: {len(debs)} packages; load average {os.getloadavg()[0]:.1f}")
 
         unpacked = work / "unpacked"
         unpacked.mkdir()
@@ -145,6 +150,7 @@ def main() -> None:
                 ["cp", "-a", str(reference), str(d)], check=True)))  # fmt: skip
             rm(dest)
         t_cp = statistics.median(copies)
+        log(f"load average {os.getloadavg()[0]:.1f}")
         files = sum(len(f) for _, _, f in os.walk(reference))
         log(f"cp -a of the env dir ({files} files, {du(reference) / 1e6:.1f} MB alone): "
             f"{t_cp * 1000:.0f} ms")  # fmt: skip

@@ -1105,11 +1105,12 @@ def _apply(
     union.update({rel: p.row() for rel, p in plan.files.items()})
     _write_manifest(where, {**old, "files": union, "installed": old.get("installed", [])}, None)
 
+    made: set[Path] = set()
     for rel in sorted(plan.files, key=lambda r: (r.count("/"), r)):
         p = plan.files[rel]
         if same_mode and rel in old_files and old_files[rel] == p.row() and _same(where / rel, p):
             continue
-        how = _put(where, p, link_mode)
+        how = _put(where, p, link_mode, made)
         result.placed[how] = result.placed.get(how, 0) + 1
         result.changed = True
     for rel in sorted(set(old_files) - set(plan.files), reverse=True):
@@ -1177,14 +1178,28 @@ def _same(full: Path, p: _Placement) -> bool:
         return False
 
 
-def _put(where: Path, p: _Placement, link_mode: str = "auto") -> str:
+def _put(
+    where: Path, p: _Placement, link_mode: str = "auto", made: set[Path] | None = None
+) -> str:
     """Place one file or link atomically: build beside it, then rename; say how.
 
-    Not fsynced: a profile's generation is flushed whole before it is
-    published, and a plain WHERE is rebuilt by installing again.
+    Where nothing is in the way (a fresh WHERE), the file or link is made
+    in place: the manifest already owns the path (it is written first), so
+    a crash leaves nothing the next install would not replace. Not
+    fsynced: a profile's generation is flushed whole before it is
+    published, and a plain WHERE is rebuilt by installing again. ``made``
+    remembers the directories already there, one mkdir each.
     """
     dest = where / p.path
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    if made is None or dest.parent not in made:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if made is not None:
+            made.add(dest.parent)
+    if not os.path.lexists(dest):
+        if p.kind == "file":
+            return place_file(Path(p.source), dest, link_mode)
+        os.symlink(p.source, dest)
+        return "symlink"
     if os.path.isdir(dest) and not os.path.islink(dest):
         shutil.rmtree(dest)
     if p.kind == "file":
