@@ -13,16 +13,26 @@ from WHERE, wherever WHERE is later copied (seed 000 §6-7):
   resolved) is ``bin/common_libs`` again, where its neighbours are.
 - ``bin/<elfname>_deps/<soname>``: a library build one program needs that
   differs from the one in ``lib/``, with ``common_libs -> ../../lib``.
-- ``share/``: the packages' man pages, documentation, translations, data.
+- every other file of the requested packages and of their closure (the
+  entries DT_NEEDED reaches and the ``.deb`` dependencies the store has) at
+  its own path: ``share/``, ``etc/``, helpers in ``lib/<prog>/``, plugins in
+  ``lib/<triplet>/<pkg>/``; each directory holding ELF files gets a
+  ``common_libs`` link to ``lib/``, and ``lib/<pkg>`` links to
+  ``lib/<triplet>/<pkg>`` for libraries that look beside themselves.
+  Packaged symlinks stay when their target is here and are left out, with
+  a note, when not.
 - ``.cpk/manifest.json``: every file's back-reference (entry, path in the
   entry, sha256), the installed requests, and what each entry provides;
   ``.cpk/refs`` lists the entries, so gc keeps them while WHERE exists.
 
-Files are placed by reflink, else hard link, else copy: WHERE never points
-into the store, so ``cp -a``, ``cp -rL`` and ``tar`` of WHERE work after
-the entries are collected; a library found in a ``--libs`` env dir is the
-exception, reached by a symlink as the user asked. glibc's own libraries
-come from the system, as manylinux does.
+Files are placed as ``--link-mode`` says (:data:`LINK_MODES`): by default
+reflink, else hard link, else copy, so WHERE never points into the store
+and ``cp -a``, ``cp -rL`` and ``tar`` of WHERE work after the entries are
+collected; a library found in a ``--libs`` env dir, and ``--link-mode
+symlink``, are the exceptions the user asks for. glibc's own libraries (and
+its packages) come from the system, as manylinux does. Absolute paths
+compiled into the placed ELF files that name the packages' files are
+reported (:mod:`contentpkg.elf.compiled`): relocation cannot reach them.
 
 WHERE is changed in place, one file at a time by rename, against the
 manifest: files cpk did not put there are never touched, and a conflict
