@@ -336,7 +336,7 @@ def test_own_inodes_keep_the_store_intact(tmp_path: Path, cpk_home: Path, mode: 
     assert os.stat(placed).st_nlink == 1
     _edit_one_byte(placed)
     verify = run_cpk("store", "verify")
-    assert "corrupt:" not in verify.stdout
+    assert verify.returncode == 0 and "corrupt:" not in verify.stdout
     assert f"changed env-dir file: {where}/lib/libbase.so.1: content changed" in verify.stdout
     check = run_cpk("env", str(where), "--check")
     assert check.returncode == 1 and "lib/libbase.so.1: content changed" in check.stderr
