@@ -58,7 +58,13 @@ def test_shadowing_copy_from_the_store_and_a_foreign_file(layout: dict[str, Path
     assert (origin.name, origin.version, origin.short_hash) == ("tool", "1.0", short)
     assert not foreign.from_store and foreign.sha256 is not None
     lines = format_lines(report)
-    assert f"also on PATH: {layout['old'] / 'tool'}: tool 1.0 {short[:12]} [user]" in lines[0]
+    # A copy outside the store holds an entry's bytes but is no entry: the
+    # report says it is the same bytes, not that it is the store's.
+    assert old.identical and not old.from_store
+    assert (
+        f"also on PATH: {layout['old'] / 'tool'}: a system file, identical to "
+        f"tool 1.0 {short[:12]} [user] tool"
+    ) in lines[0]
     assert "it comes first, so 'tool' runs it" in lines[0]
     assert lines[1] == (
         f"also on PATH: {layout['foreign'] / 'tool'}: not from the store "

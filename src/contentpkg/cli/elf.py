@@ -31,6 +31,12 @@ def _print_install(result: Any, verb: str) -> None:
         print(f"  from the system: {', '.join(sorted(set(result.system)))}", file=sys.stderr)
     for name in result.removed:
         print(f"removed {name} from {where}", file=sys.stderr)
+    if getattr(result, "placed", None):
+        ways = ", ".join(f"{n} by {how}" for how, n in sorted(result.placed.items()))
+        print(f"  placed ({result.link_mode}): {ways}", file=sys.stderr)
+    for path, readers, state in getattr(result, "compiled_paths", []):
+        who = ", ".join(readers[:3]) + (f" (+{len(readers) - 3} more)" if len(readers) > 3 else "")
+        print(f"  compiled-in path: {who} read {path} \u2014 {state}", file=sys.stderr)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
 
@@ -94,6 +100,8 @@ def cmd_install(args: argparse.Namespace) -> int:
             system_libs=args.system_libs,
             base=base,
             root=root,
+            link_mode=args.link_mode,
+            with_docs=args.with_docs,
         ),
     )
     _print_install(result, "installed")

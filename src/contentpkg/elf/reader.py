@@ -381,3 +381,110 @@ def check_native(info: ElfInfo, name: str | Path) -> None:
             f"{name}: ELF for {info.machine_name} ({info.elf_class}-bit), "
             f"this machine runs {want} ({cls}-bit)"
         )
+
+
+# --- where things are, for editing in place and for scanning ------------------
+
+
+@dataclass(frozen=True)
+class DynamicTable:
+    """The dynamic segment as file offsets: what an in-place edit needs.
+
+    ``entries`` are (file offset of the entry, tag, value) up to and not
+    including the first DT_NULL; ``capacity`` is how many entries the
+    segment has room for (spare DT_NULLs after the first count).
+    """
+
+    fmt: str  # struct format of one entry (tag, value)
+    entries: tuple[tuple[int, int, int], ...]
+    capacity: int
+    dynamic_offset: int
+    strtab_offset: int
+    strtab_size: int
+
+
+def dynamic_table(data: bytes | bytearray | mmap.mmap) -> DynamicTable | None:
+    """The dynamic segment's layout in data, or None for a file without one.
+
+    Raises ElfError for what :func:`read_elf` would refuse too.
+    """
+    info = parse_elf(data)  # type: ignore[arg-type]
+    if not info.has_dynamic:
+        return None
+    is64 = data[4] == 2
+    end = "<" if data[5] == 1 else ">"
+    if is64:
+        e_phoff, e_phentsize, e_phnum = (
+            struct.unpack_from(end + "Q", data, 32)[0],
+            *struct.unpack_from(end + "HH", data, 54),
+        )
+        ph_fmt, dyn_fmt = end + "IIQQQQQQ", end + "qQ"
+    else:
+        e_phoff, e_phentsize, e_phnum = (
+            struct.unpack_from(end + "I", data, 28)[0],
+            *struct.unpack_from(end + "HH", data, 42),
+        )
+        ph_fmt, dyn_fmt = end + "IIIIIIII", end + "iI"
+    loads: list[tuple[int, int, int]] = []
+    dynamic = (0, 0)
+    for i in range(e_phnum):
+        raw = struct.unpack_from(ph_fmt, data, e_phoff + i * e_phentsize)
+        if is64:
+            p_type, _pf, p_offset, p_vaddr, _pa, p_filesz, _memsz, _align = raw
+        else:
+            p_type, p_offset, p_vaddr, _pa, p_filesz, _memsz, _pf, _align = raw
+        if p_type == PT_LOAD:
+            loads.append((p_vaddr, p_offset, p_filesz))
+        elif p_type == PT_DYNAMIC:
+            dynamic = (p_offset, p_filesz)
+    size = struct.calcsize(dyn_fmt)
+    entries = []
+    off, length = dynamic
+    capacity = length // size
+    for pos in range(off, off + capacity * size, size):
+        tag, val = struct.unpack_from(dyn_fmt, data, pos)
+        if tag == DT_NULL:
+            break
+        entries.append((pos, tag, val))
+    strtab = next(v for _p, t, v in entries if t == DT_STRTAB)
+    strsz = next((v for _p, t, v in entries if t == DT_STRSZ), 0)
+    str_off = _vaddr_to_offset(loads, strtab)
+    assert str_off is not None  # parse_elf checked it
+    return DynamicTable(dyn_fmt, tuple(entries), capacity, off, str_off, strsz)
+
+
+def section_spans(
+    data: bytes | mmap.mmap, sections: tuple[str, ...] = (".rodata", ".dynstr")
+) -> list[tuple[int, int]]:
+    """(offset, size) of the named sections in data; the whole file without
+    section headers.
+
+    Read through the section headers (which ``strip`` keeps; only
+    ``sstrip`` removes them): the compiled-in paths a program opens live in
+    ``.rodata``, the search paths it hands the loader in ``.dynstr``.
+    """
+    spans: list[tuple[int, int]] = []
+    try:
+        is64 = data[4] == 2
+        end = "<" if data[5] == 1 else ">"
+        if is64:
+            e_shoff = struct.unpack_from(end + "Q", data, 40)[0]
+            e_shentsize, e_shnum, e_shstrndx = struct.unpack_from(end + "HHH", data, 58)
+            sh_fmt = end + "IIQQQQIIQQ"
+        else:
+            e_shoff = struct.unpack_from(end + "I", data, 32)[0]
+            e_shentsize, e_shnum, e_shstrndx = struct.unpack_from(end + "HHH", data, 46)
+            sh_fmt = end + "IIIIIIIIII"
+        headers = [
+            struct.unpack_from(sh_fmt, data, e_shoff + i * e_shentsize) for i in range(e_shnum)
+        ]
+        if headers and e_shstrndx < len(headers):
+            names_off = headers[e_shstrndx][4]
+            for h in headers:
+                start = names_off + h[0]
+                name = bytes(data[start : data.find(b"\0", start)])
+                if name.decode("ascii", "replace") in sections and h[1] != 8:  # not NOBITS
+                    spans.append((h[4], min(h[5], len(data) - h[4])))
+    except (struct.error, ValueError, IndexError):
+        spans = []
+    return spans or [(0, len(data))]

@@ -10,49 +10,107 @@ store verify`` names the store's side (DESIGN.md, invariant 8).
 
 from __future__ import annotations
 
+import json
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contentpkg.store.hashing import hash_file
+from contentpkg.store.hashing import META_DIR, hash_file
+
+
+@dataclass(frozen=True)
+class ChangedFile:
+    """One env-dir file that is no longer what was placed, and from where."""
+
+    where: Path
+    rel: str
+    entry: str | None
+    problem: str  # the whole line, starting with rel
 
 
 def changed_files(path: Path, manifest: Mapping[str, Any]) -> list[str]:
     """One line per placed file or link that no longer is what was placed."""
-    problems: list[str] = []
+    return [c.problem for c in changed_env_files(path, manifest)]
+
+
+def env_dirs(roots_dir: Path, generations: Iterable[Path]) -> list[Path]:
+    """Every env dir the store knows of: its gc roots and profile generations."""
+    found: list[Path] = []
+    try:
+        names = sorted(os.listdir(roots_dir))
+    except OSError:
+        names = []
+    for name in names:
+        if name.startswith("envdir-"):
+            try:
+                found.append(Path(os.readlink(roots_dir / name)))
+            except OSError:
+                continue
+    found += sorted(generations)
+    return [d for d in found if (d / META_DIR / "manifest.json").is_file()]
+
+
+def store_changes(roots_dir: Path, generations: Iterable[Path]) -> list[ChangedFile]:
+    """What ``cpk store verify`` adds: every changed file of every known env dir.
+
+    A hard-linked env-dir file is the store's inode, so the entry is
+    corrupt too and verify names it; this names the env-dir side, so the
+    user learns which environments and which files carry the change.
+    """
+    out: list[ChangedFile] = []
+    for where in env_dirs(roots_dir, generations):
+        try:
+            manifest = json.loads((where / META_DIR / "manifest.json").read_text())
+        except (OSError, ValueError):
+            continue
+        out += changed_env_files(where, manifest)
+    return out
+
+
+def changed_env_files(path: Path, manifest: Mapping[str, Any]) -> list[ChangedFile]:
+    """Each placed file or link of the env dir at path that changed."""
+    found: list[ChangedFile] = []
     files = manifest.get("files") or {}
     for rel, row in sorted(files.items()):
-        full = path / rel
-        origin = f"{row.get('entry', '?')}:{row.get('path', '?')}"
-        if "link" in row:
-            try:
-                target = os.readlink(full)
-            except OSError:
-                problems.append(f"{rel}: missing (a link to {row['link']} was placed)")
-                continue
-            if target != row["link"]:
-                problems.append(f"{rel}: links to {target}, not to {row['link']} as placed")
-            continue
+        problems: list[str] = []
+        _check_one(path, rel, row, problems)
+        found += [ChangedFile(path, rel, row.get("entry"), line) for line in problems]
+    return found
+
+
+def _check_one(path: Path, rel: str, row: Mapping[str, Any], problems: list[str]) -> None:
+    """Append what is wrong with one placed file or link to problems."""
+    full = path / rel
+    origin = f"{row.get('entry', '?')}:{row.get('path', '?')}"
+    if "link" in row:
         try:
-            st = os.lstat(full)
+            target = os.readlink(full)
         except OSError:
-            problems.append(f"{rel}: missing (placed from {origin})")
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            problems.append(f"{rel}: no longer a regular file (placed from {origin})")
-            continue
-        try:
-            digest, _ = hash_file(full)
-        except OSError as exc:
-            problems.append(f"{rel}: cannot read ({exc.strerror or exc})")
-            continue
-        if digest != row.get("sha256"):
-            shared = " and the store's file with it" if st.st_nlink > 1 else ""
-            problems.append(f"{rel}: content changed{shared} (placed from {origin})")
-        elif st.st_nlink > 1 and st.st_mode & 0o222:
-            # A hard link shares its mode with the store's inode: a writable
-            # one is a store file anyone may now change.
-            problems.append(f"{rel}: writable, and it is the store's file (placed from {origin})")
-    return problems
+            problems.append(f"{rel}: missing (a link to {row['link']} was placed)")
+            return
+        if target != row["link"]:
+            problems.append(f"{rel}: links to {target}, not to {row['link']} as placed")
+        return
+    try:
+        st = os.lstat(full)
+    except OSError:
+        problems.append(f"{rel}: missing (placed from {origin})")
+        return
+    if not stat.S_ISREG(st.st_mode):
+        problems.append(f"{rel}: no longer a regular file (placed from {origin})")
+        return
+    try:
+        digest, _ = hash_file(full)
+    except OSError as exc:
+        problems.append(f"{rel}: cannot read ({exc.strerror or exc})")
+        return
+    if digest != row.get("sha256"):
+        shared = " and the store's file with it" if st.st_nlink > 1 else ""
+        problems.append(f"{rel}: content changed{shared} (placed from {origin})")
+    elif st.st_nlink > 1 and st.st_mode & 0o222:
+        # A hard link shares its mode with the store's inode: a writable
+        # one is a store file anyone may now change.
+        problems.append(f"{rel}: writable, and it is the store's file (placed from {origin})")

@@ -54,10 +54,13 @@ class Candidate:
     #: it, not the new one.
     shadows: bool = False
     problem: str | None = None  # why it could not be identified
+    #: A file outside the store whose bytes a store entry holds (the system's
+    #: /usr/bin/jq that jq's .deb was made from): the same bytes, not an entry.
+    identical: bool = False
 
     @property
     def from_store(self) -> bool:
-        return bool(self.origins)
+        return bool(self.origins) and not self.identical
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,8 @@ def _identify(
     origins = [
         Origin(e.name, e.version, e.short_hash, e.layer.role, e.dirname, rel) for e, rel in found
     ]
-    return Candidate(path, real, position, sha256, origins, same, shadows)
+    identical = inside is None and bool(origins)
+    return Candidate(path, real, position, sha256, origins, same, shadows, identical=identical)
 
 
 def describe(candidate: Candidate) -> str:
@@ -165,8 +169,12 @@ def describe(candidate: Candidate) -> str:
         seen: list[str] = []
         for o in candidate.origins:
             text = f"{o.name} {o.version} {o.short_hash[:12]} [{o.layer}]"
+            if candidate.identical:
+                text += f" {o.relpath}"
             if text not in seen:
                 seen.append(text)
+        if candidate.identical:
+            return "a system file, identical to " + "; ".join(seen)
         return "; ".join(seen)
     assert candidate.sha256 is not None
     return f"not from the store (sha256 {candidate.sha256[:SHA_SHOWN]})"

@@ -156,6 +156,9 @@ def _build(
         extra_rows = sorted({(str(sha), str(rel)) for sha, rel in extra_file_rows})
         if extra_rows:
             meta[lookup.EXTRA_ROWS_KEY] = [list(row) for row in extra_rows]
+        stored = share_identical(slot.path, records)
+        if stored != meta["size"]:
+            meta["stored_size"] = stored
         meta_dir = slot.path / META_DIR
         meta_dir.mkdir()
         (meta_dir / ENTRY_JSON).write_bytes(dump_metadata(meta))
@@ -176,6 +179,42 @@ def _build(
         entry = store.user.entry(dirname)
         assert entry is not None
         return AddResult(entry, created)
+
+
+def share_identical(root: Path, records: list[FileRecord]) -> int:
+    """Hard-link files with the same bytes and kind within one entry; return
+    the bytes the entry then takes.
+
+    Packages repeat files (a ``.deb``'s hard-link members, the same icon in
+    several sizes' directories, identical translations), and patching a
+    hard-linked ELF file writes each name anew. The content hash is
+    defined by content, not by inodes, so linking changes no hash; an
+    entry is sealed read-only after this, so the names can never diverge.
+    Files differing in the executable bit stay apart: the mode is content.
+    """
+    first: dict[tuple[str, str], str] = {}
+    stored = 0
+    for r in sorted(records, key=lambda r: r.path):
+        if r.kind not in "fx":
+            continue
+        key = (r.kind, r.value)
+        keep = first.setdefault(key, r.path)
+        if keep == r.path:
+            stored += r.size
+            continue
+        src, dest = root / keep, root / r.path
+        if os.path.samestat(os.stat(src), os.stat(dest)):
+            continue
+        tmp = dest.with_name(dest.name + ".cpk-link")
+        try:
+            os.link(src, tmp)
+        except OSError as exc:
+            if exc.errno != errno.EMLINK:  # a file system's link limit: keep the copy
+                raise
+            stored += r.size
+            continue
+        os.replace(tmp, dest)
+    return stored
 
 
 def _check_staged(root: Path, records: list[FileRecord]) -> None:
