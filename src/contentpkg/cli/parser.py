@@ -125,7 +125,11 @@ def _add_store_commands(commands: Any) -> None:
         "file in it gets RUNPATH $ORIGIN:$ORIGIN/<elfname>_deps:$ORIGIN/common_libs; "
         "the entry records its hashes before and after, SONAME and DT_NEEDED.",
     )
-    p.add_argument("path", help="file, directory or .deb to add")
+    p.add_argument(
+        "paths", metavar="PATH", nargs="+",
+        help="file, directory or .deb to add; several are added in parallel",
+    )  # fmt: skip
+    p.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel adds (default: CPUs)")
     p.add_argument("--name", help="package name (default: the .deb's, or the file's name)")
     p.add_argument("--version", help="package version (needed unless PATH is a .deb)")
     p.add_argument(
