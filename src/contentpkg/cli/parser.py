@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from contentpkg import __version__
-from contentpkg.cli.elf import cmd_install, cmd_ldd, cmd_remove
+from contentpkg.cli.elf import cmd_fetch_any, cmd_install, cmd_ldd, cmd_remove
 from contentpkg.cli.env import (
     cmd_env,
     cmd_exec,
@@ -18,7 +18,7 @@ from contentpkg.cli.env import (
     cmd_profile_rollback,
     cmd_profile_switch,
 )
-from contentpkg.cli.python import cmd_fetch, cmd_lock, cmd_run, cmd_shell, cmd_sync
+from contentpkg.cli.python import cmd_lock, cmd_run, cmd_shell, cmd_sync
 from contentpkg.cli.store import (
     cmd_identify,
     cmd_store_add,
@@ -104,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_environment_commands(commands)
     _add_path_commands(commands)
     return parser
+
+
+def _add_deb_fetch_options(p: argparse.ArgumentParser, deb_help: str) -> None:
+    """``--deb`` and ``--with-recommends``: fetching from the Debian archive."""
+    p.add_argument("--deb", action="store_true", help=deb_help)
+    p.add_argument(
+        "--with-recommends", action="store_true", help="with --deb: also fetch Recommends"
+    )
+    p.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel adds (default: CPUs)")
 
 
 def _add_store_commands(commands: Any) -> None:
@@ -234,9 +243,15 @@ def _add_python_commands(commands: Any) -> None:
         description="Resolve REQ... and fetch or build each resolved package into "
         "the store, without any lock file or environment.",
     )
-    p.add_argument("requirements", nargs="+", metavar="REQ", help="a PEP 508 requirement")
+    p.add_argument(
+        "requirements", nargs="+", metavar="REQ",
+        help="a PEP 508 requirement (with --deb: a Debian package name)",
+    )  # fmt: skip
     _add_index_options(p, project=False)
-    p.set_defaults(func=cmd_fetch)
+    _add_deb_fetch_options(p, "NAME... are Debian packages: resolve them against the "
+                           "archive apt's sources name and put each .deb the store lacks "
+                           "into it")  # fmt: skip
+    p.set_defaults(func=cmd_fetch_any)
 
     p = commands.add_parser(
         "run",
@@ -321,6 +336,10 @@ def _add_elf_commands(commands: Any) -> None:
         "the tool's own view (like pipx or uv tool, with nothing copied)",
     )
     _add_index_options(p, project=False, interpreter="--interpreter")
+    p.add_argument(
+        "--with-recommends", action="store_true",
+        help="when SPEC is fetched from the Debian archive, also fetch its Recommends",
+    )  # fmt: skip
     p.set_defaults(func=cmd_install, project=None, extra=None, group=None)
 
     p = commands.add_parser(
