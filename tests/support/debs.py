@@ -122,8 +122,15 @@ class Archive:
         assert GPG is not None
         self.gnupghome = self.root.parent / f"{self.root.name}-gnupg"
         self.gnupghome.mkdir(mode=0o700, exist_ok=True)
-        self._gpg("--quick-gen-key", "--passphrase", "", "Test Archive <archive@example.invalid>",
-                  "ed25519", "sign", "never")  # fmt: skip
+        self._gpg(
+            "--quick-gen-key",
+            "--passphrase",
+            "",
+            "Test Archive <archive@example.invalid>",
+            "ed25519",
+            "sign",
+            "never",
+        )
         self.keyring = self.root.parent / f"{self.root.name}-keyring.gpg"
         out = self._gpg("--export", capture=True)
         self.keyring.write_bytes(out)
@@ -149,8 +156,13 @@ class Archive:
             desc = control.pop()  # Description last, as apt's indexes have it
             stanzas.append(
                 "\n".join(
-                    [*control, f"Filename: {deb.filename()}", f"Size: {len(data)}",
-                     f"SHA256: {_sha256(data)}", desc]  # fmt: skip
+                    [
+                        *control,
+                        f"Filename: {deb.filename()}",
+                        f"Size: {len(data)}",
+                        f"SHA256: {_sha256(data)}",
+                        desc,
+                    ]
                 )
             )
         return "\n\n".join(stanzas) + "\n"
@@ -203,8 +215,9 @@ class Archive:
         release = "\n".join(lines) + "\n"
         (dist / "Release").write_text(release)
         if sign:
-            signed = self._gpg("--clearsign", "--digest-algo", "SHA256",
-                               capture=True, stdin=release.encode())  # fmt: skip
+            signed = self._gpg(
+                "--clearsign", "--digest-algo", "SHA256", capture=True, stdin=release.encode()
+            )
             (dist / "InRelease").write_bytes(signed)
         else:
             (dist / "InRelease").write_text(release)
@@ -216,3 +229,40 @@ class Archive:
             f"Types: deb\nURIs: {url}\nSuites: {self.suite}\n"
             f"Components: {self.component}\nSigned-By: {key}\n"
         )
+
+
+_SERVER = r"""
+import http.server, sys, functools
+class H(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, fmt, *args):
+        with open(sys.argv[2], "a") as log:
+            log.write(self.path + "\n")
+handler = functools.partial(H, directory=sys.argv[1])
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+class Server:
+    """A static HTTP server on 127.0.0.1 over a directory, in its own process."""
+
+    def __init__(self, root: Path, log: Path) -> None:
+        import sys
+
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _SERVER, str(root), str(log)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
+
+    def requests(self) -> list[str]:
+        """Paths requested so far, in order."""
+        return self.log.read_text().split() if self.log.exists() else []
+
+    def stop(self) -> None:
+        os.kill(self.proc.pid, 15)
+        self.proc.wait(timeout=10)

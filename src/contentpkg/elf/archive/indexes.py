@@ -27,9 +27,20 @@ from contentpkg.fs import write_cache
 
 #: Fields resolution and fetching need; the rest of each stanza is skipped.
 FIELDS = (
-    "Package", "Version", "Architecture", "Multi-Arch", "Essential", "Section",
-    "Provides", "Pre-Depends", "Depends", "Recommends", "Filename", "Size", "SHA256",
-)  # fmt: skip
+    "Package",
+    "Version",
+    "Architecture",
+    "Multi-Arch",
+    "Essential",
+    "Section",
+    "Provides",
+    "Pre-Depends",
+    "Depends",
+    "Recommends",
+    "Filename",
+    "Size",
+    "SHA256",
+)
 _WANTED = frozenset(FIELDS)
 _PARSED_FORMAT = 1
 

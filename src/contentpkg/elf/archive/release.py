@@ -66,8 +66,10 @@ def fetch_release(source: Source, cache: Path, now: float | None = None) -> Rele
     release = parse_release(text, source, url, now)
     if response.status != 304:
         write_cache(body_path, body)
-        write_cache(meta_path, json.dumps(
-            {"etag": response.etag, "last_modified": response.last_modified}).encode())  # fmt: skip
+        write_cache(
+            meta_path,
+            json.dumps({"etag": response.etag, "last_modified": response.last_modified}).encode(),
+        )
     return release
 
 
@@ -83,9 +85,7 @@ def verify_signature(body: bytes, source: Source, url: str) -> str:
         raise ArchiveTrustError(f"{url}: not signed; refusing an unsigned archive index")
     gpgv = shutil.which("gpgv")
     if gpgv is None:
-        raise CpkError(
-            "gpgv is not installed: it checks archive signatures (apt install gpgv)"
-        )
+        raise CpkError("gpgv is not installed: it checks archive signatures (apt install gpgv)")
     keyrings = [k for k in source.keyrings if k.is_file()]
     if not keyrings:
         named = ", ".join(map(str, source.keyrings)) or "none"
@@ -94,8 +94,11 @@ def verify_signature(body: bytes, source: Source, url: str) -> str:
     for k in keyrings:
         argv += ["--keyring", str(k)]
     proc = subprocess.run([*argv, "-"], input=body, capture_output=True, check=False)
-    status = [ln.split()[1:] for ln in proc.stderr.decode(errors="replace").splitlines()
-              if ln.startswith("[GNUPG:] ")]  # fmt: skip
+    status = [
+        ln.split()[1:]
+        for ln in proc.stderr.decode(errors="replace").splitlines()
+        if ln.startswith("[GNUPG:] ")
+    ]
     good = any(s and s[0] == "VALIDSIG" for s in status)
     if proc.returncode != 0 or not good:
         kinds = {s[0] for s in status if s}

@@ -200,8 +200,11 @@ def _text(group: list[dict]) -> str:
 
 def essential_closure(universe: Universe) -> set[str]:
     """Names of the Essential packages and of everything they depend on."""
-    todo = [ps[0] for ps in universe.by_name.values()
-            if universe.versions(ps[0].name)[0].fields.get("Essential") == "yes"]  # fmt: skip
+    todo = [
+        ps[0]
+        for ps in universe.by_name.values()
+        if universe.versions(ps[0].name)[0].fields.get("Essential") == "yes"
+    ]
     closure: set[str] = set()
     while todo:
         p = todo.pop()
@@ -217,10 +220,14 @@ def essential_closure(universe: Universe) -> set[str]:
     return closure
 
 
+def system_provides_name(name: str) -> str:
+    return "glibc, taken from the system"
+
+
 def system_provides(p: Package, essential: set[str]) -> str | None:
     """Why the base system provides p (the policy above), or None."""
     if p.name in GLIBC_PACKAGES:
-        return "glibc, taken from the system"
+        return system_provides_name(p.name)
     section = p.fields.get("Section", "").rsplit("/", 1)[-1]
     if p.name in essential and section not in _LIB_SECTIONS:
         return "Essential (or needed by one), on every Debian system"
@@ -274,6 +281,12 @@ def resolve(universe: Universe, names: Sequence[str], *, recommends: bool = Fals
             # Met by the base system?
             system_why = None
             for rel in group:
+                if rel["name"] in GLIBC_PACKAGES:
+                    # Whatever version is asked for: the system's glibc is
+                    # the one the program will run with.
+                    system_why = system_provides_name(rel["name"])
+                    result.system.setdefault(rel["name"], system_why)
+                    break
                 for q in universe.candidates(rel) + universe.provided(rel):
                     system_why = system_provides(q, essential)
                     if system_why:
@@ -296,11 +309,13 @@ def resolve(universe: Universe, names: Sequence[str], *, recommends: bool = Fals
                     result.notes.append(f"{p}: recommended {_text(group)} cannot be had; left out")
                     continue
                 have = next((chosen[r["name"]] for r in group if r["name"] in chosen), None)
-                why = (f"but {have} is chosen" if have is not None
-                       else "which no package of the archive satisfies")  # fmt: skip
+                why = (
+                    f"but {have} is chosen"
+                    if have is not None
+                    else "which no package of the archive satisfies"
+                )
                 raise ResolutionError(
-                    f"{p} {field_name.lower()} {_text(group)}, {why} "
-                    f"(needed by {chain(p.name)})",
+                    f"{p} {field_name.lower()} {_text(group)}, {why} (needed by {chain(p.name)})",
                     chains=[chain(p.name)],
                 )
             chosen[pick.name] = pick

@@ -139,7 +139,7 @@ def _one_line(text: str, path: Path, fallback: tuple[Path, ...]) -> list[Source]
             for item in match.group(1).split():
                 key, _, value = item.partition("=")
                 options[key] = value
-            rest = rest.strip()[match.end():]
+            rest = rest.strip()[match.end() :]
         if kind != "deb":
             continue
         words = rest.split()
@@ -160,8 +160,15 @@ def host_architecture() -> str:
     return _DEB_ARCH.get(machine, machine)
 
 
-_DEB_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "i686": "i386", "riscv64": "riscv64",
-             "armv7l": "armhf", "ppc64le": "ppc64el", "s390x": "s390x"}  # fmt: skip
+_DEB_ARCH = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "i686": "i386",
+    "riscv64": "riscv64",
+    "armv7l": "armhf",
+    "ppc64le": "ppc64el",
+    "s390x": "s390x",
+}
 
 
 def describe(sources: Iterable[Source]) -> str:
