@@ -358,3 +358,33 @@ def test_store_add_many_reports_each_bad_path_and_keeps_the_rest(tmp_path: Path)
     assert "cpk: error: " in proc.stderr and "bad.deb: not a Debian package" in proc.stderr
     with_name = run_cpk("store", "add", "--name", "x", good, bad)
     assert with_name.returncode != 0 and "apply to one path" in with_name.stderr
+
+
+def test_missing_libraries_are_named_by_package(
+    served: tuple[Archive, Server], tmp_path: Path
+) -> None:
+    archive, server = served
+    archive.build()
+    # Added by hand: the .deb's own Depends name the package.
+    hello = next(d for d in archive.debs if d.name == "hello")
+    run_cpk("store", "add", archive.root / hello.filename(), check=True)
+    proc = run_cpk("install", "hello", tmp_path / "w1")
+    assert proc.returncode != 0
+    assert "missing libraries: libgreet.so.1" in proc.stderr
+    assert "libgreet.so.1: in package libgreet1 (a Depends of hello)" in proc.stderr
+    assert not any(p.endswith("InRelease") for p in server.requests())
+
+    # Fetched from the archive, then its library lost: the archive's closure is named.
+    import shutil
+
+    home = {"CPK_HOME": str(tmp_path / "home2")}  # a store without the hand-added hello
+    run_cpk("fetch", "--deb", "hello", check=True, env=home)
+    for entry in (tmp_path / "home2" / "store").glob("libgreet1,*"):
+        for d, _dirs, _files in os.walk(entry):
+            os.chmod(d, 0o755)
+        shutil.rmtree(entry)
+    proc = run_cpk("install", "hello", tmp_path / "w2", env=home)
+    assert proc.returncode != 0
+    assert "the store lacks these packages of the archive's dependency closure: libgreet1" in (
+        proc.stderr
+    )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from contentpkg.cli.python import python_options
 from contentpkg.cli.render import counted
 from contentpkg.cli.store import open_store
-from contentpkg.errors import CpkError
+from contentpkg.errors import CpkError, MissingLibraryError
 
 if TYPE_CHECKING:
     import argparse
@@ -128,8 +128,6 @@ def _fetch_if_missing(args: argparse.Namespace, store: Any) -> None:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    from contentpkg.elf.envdir import install
-
     store = open_store(args.ctx)
     if not args.python_tool:
         _fetch_if_missing(args, store)
@@ -146,7 +144,25 @@ def cmd_install(args: argparse.Namespace) -> int:
         for note in tools[0].notes:
             print(f"cpk: warning: {note}", file=sys.stderr)
         specs = []
-    result = _change(
+    try:
+        result = _install(args, store, specs, tools)
+    except MissingLibraryError as exc:
+        from contentpkg.elf.archive.missing import name_missing
+        from contentpkg.elf.envdir import find_package
+
+        entries = [find_package(store, s) for s in specs]
+        exc.details += name_missing(args.ctx, store, entries, exc.missing)
+        raise
+    _print_install(result, "installed")
+    if result.programs and result.changed:
+        _print_path_report(args, result)
+    return 0
+
+
+def _install(args: argparse.Namespace, store: Any, specs: list[str], tools: list[Any]) -> Any:
+    from contentpkg.elf.envdir import install
+
+    return _change(
         args,
         f"install {args.spec}",
         lambda where, base, root: install(
@@ -160,10 +176,6 @@ def cmd_install(args: argparse.Namespace) -> int:
             root=root,
         ),
     )
-    _print_install(result, "installed")
-    if result.programs and result.changed:
-        _print_path_report(args, result)
-    return 0
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
