@@ -221,6 +221,11 @@ def _store() -> Path:
 def test_fetch_resolves_downloads_verifies_and_adds(served: tuple[Archive, Server]) -> None:
     archive, server = served
     archive.build()
+    dry = run_cpk("fetch", "--deb", "--dry-run", "hello")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.split("\n")[:2] == ["hello 1:2.0-1", "libgreet1 1.1-1"]
+    assert not any(p.endswith(".deb") for p in server.requests())
+    assert not _store().exists() or not list(_store().glob("*,*"))
     proc = run_cpk("fetch", "--deb", "hello", "doc0")
     assert proc.returncode == 0, proc.stderr
     assert "from the system (not fetched): libc6" in proc.stderr

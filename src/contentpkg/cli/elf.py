@@ -70,6 +70,19 @@ def cmd_fetch_any(args: argparse.Namespace) -> int:
         from contentpkg.cli.python import cmd_fetch
 
         return cmd_fetch(args)
+    if args.dry_run:
+        from contentpkg.elf.archive.fetch import resolve_names
+
+        resolution = resolve_names(
+            args.ctx, args.requirements, recommends=args.with_recommends
+        )
+        for p in resolution.packages:
+            print(f"{p.name} {p.version}")
+        for name, why in sorted(resolution.system.items()):
+            print(f"from the system: {name} ({why})", file=sys.stderr)
+        for note in resolution.notes:
+            print(f"note: {note}", file=sys.stderr)
+        return 0
     result = _fetch_debs(args, args.requirements)
     res = result.resolution
     print(

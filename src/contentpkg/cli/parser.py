@@ -113,6 +113,10 @@ def _add_deb_fetch_options(p: argparse.ArgumentParser, deb_help: str) -> None:
         "--with-recommends", action="store_true", help="with --deb: also fetch Recommends"
     )
     p.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel adds (default: CPUs)")
+    p.add_argument(
+        "--dry-run", action="store_true",
+        help="with --deb: print what would be fetched and what the system provides; fetch nothing",
+    )  # fmt: skip
 
 
 def _add_store_commands(commands: Any) -> None:
