@@ -12,6 +12,10 @@ program does real work from WHERE and from a ``cp -a`` copy of it; under
 env dir in use, and every file under ``/usr`` or ``/etc`` a program still
 opens (``strace``) must be named by the install report.
 
+``convert`` and ``gnuplot`` are names update-alternatives gives from
+maintainer scripts, which cpk does not run; the packages ship
+``convert-im6.q16`` and ``gnuplot-nox``, and those are run.
+
 Problems are collected across all programs and reported together, so one
 run shows everything that is not yet right.
 """
@@ -117,7 +121,7 @@ def _work(where: Path, out: Path) -> dict[str, list[str]]:
             "90",
             str(out / "c.jpg"),
         ],
-        "convert-delegates": [str(bindir / "convert"), "-list", "delegate"],
+        "convert-delegates": [str(bindir / "convert-im6.q16"), "-list", "delegate"],
         "gnuplot": [
             str(bindir / "gnuplot"),
             "-e",
@@ -180,20 +184,20 @@ def _run_all(
     out.mkdir(exist_ok=True)
     for name, argv in _work(where, out).items():
         trace = out / f"{name}.strace"
-        strace = ["strace", "-f", "-qq", "-e", "trace=open,openat,execve", "-o", str(trace)]
+        debug = out / f"{name}.lddebug"
+        # Set for the traced program only: strace's own libraries are not the question.
+        strace = ["strace", "-f", "-qq", "-e", "trace=open,openat,execve", "-o", str(trace),
+                  "-E", "LD_DEBUG=libs", "-E", f"LD_DEBUG_OUTPUT={debug}"]  # fmt: skip
         proc = subprocess.run(
-            [*prefix, *strace, *argv],
-            capture_output=True,
-            text=True,
-            cwd=out,
-            env=dict(env, LD_DEBUG="libs"),
-            timeout=300,
-        )
+            [*prefix, *strace, *argv], capture_output=True, text=True, cwd=out,
+            env=env, timeout=300,
+        )  # fmt: skip
+        ld_debug = "".join(p.read_text(errors="replace") for p in out.glob(f"{name}.lddebug.*"))
         label = f"{name} [{where.name}]"
         problem = _check_output(label, out, proc)
         if problem:
             problems.append(problem)
-        for path in _loaded(proc.stderr):
+        for path in _loaded(ld_debug):
             base = os.path.basename(path)
             if _GLIBC_SONAMES.match(base) or path == argv[0]:
                 continue
