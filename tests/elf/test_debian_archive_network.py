@@ -113,7 +113,7 @@ def _work(where: Path, out: Path) -> dict[str, list[str]]:
         "dot-png": [str(bindir / "dot"), "-Tpng", "-o", str(out / "g.png"), str(out / "g.dot")],
         "dot-svg": [str(bindir / "dot"), "-Tsvg", "-o", str(out / "g.svg"), str(out / "g.dot")],
         "convert-coders": [
-            str(bindir / "convert"),
+            str(bindir / "convert-im6.q16"),
             "-size",
             "32x32",
             "gradient:red-blue",
@@ -123,7 +123,7 @@ def _work(where: Path, out: Path) -> dict[str, list[str]]:
         ],
         "convert-delegates": [str(bindir / "convert-im6.q16"), "-list", "delegate"],
         "gnuplot": [
-            str(bindir / "gnuplot"),
+            str(bindir / "gnuplot-nox"),
             "-e",
             f"set terminal png; set output '{out / 'p.png'}'; plot sin(x)",
         ],
