@@ -99,14 +99,18 @@ def verify_signature(body: bytes, source: Source, url: str) -> str:
         for ln in proc.stderr.decode(errors="replace").splitlines()
         if ln.startswith("[GNUPG:] ")
     ]
-    good = any(s and s[0] == "VALIDSIG" for s in status)
-    if proc.returncode != 0 or not good:
-        kinds = {s[0] for s in status if s}
+    kinds = {s[0] for s in status if s}
+    # apt's rule: a signature by an expired or revoked key does not count,
+    # though gpgv reports it VALIDSIG.
+    distrusted = kinds & {"EXPKEYSIG", "REVKEYSIG", "EXPSIG"}
+    if proc.returncode != 0 or "VALIDSIG" not in kinds or distrusted:
         why = (
             "signed by a key not in " + ", ".join(map(str, keyrings))
             if "NO_PUBKEY" in kinds
             else "bad signature"
             if "BADSIG" in kinds
+            else f"signature not trusted ({', '.join(sorted(distrusted))})"
+            if distrusted
             else "signature not verified"
         )
         raise ArchiveTrustError(f"{url}: {why}")
