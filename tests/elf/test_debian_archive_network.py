@@ -136,9 +136,11 @@ def _work(where: Path, out: Path) -> dict[str, list[str]]:
     }
 
 
-def _check_output(name: str, out: Path, proc: subprocess.CompletedProcess[str]) -> str | None:
+def _check_output(
+    name: str, label: str, out: Path, proc: subprocess.CompletedProcess[str]
+) -> str | None:
     if proc.returncode != 0:
-        return f"{name}: exit {proc.returncode}: {_tail(proc.stderr)}"
+        return f"{label}: exit {proc.returncode}: {_tail(proc.stderr)}"
     checks = {
         "dot-png": lambda: (out / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n",
         "dot-svg": lambda: "<svg" in (out / "g.svg").read_text(),
@@ -150,8 +152,8 @@ def _check_output(name: str, out: Path, proc: subprocess.CompletedProcess[str]) 
     try:
         ok = checks[name]()
     except OSError as exc:
-        return f"{name}: no output: {exc}"
-    return None if ok else f"{name}: wrong output: {_tail(proc.stdout)}"
+        return f"{label}: no output: {exc}"
+    return None if ok else f"{label}: wrong output: {_tail(proc.stdout)}"
 
 
 def _tail(text: str) -> str:
@@ -194,7 +196,7 @@ def _run_all(
         )  # fmt: skip
         ld_debug = "".join(p.read_text(errors="replace") for p in out.glob(f"{name}.lddebug.*"))
         label = f"{name} [{where.name}]"
-        problem = _check_output(label, out, proc)
+        problem = _check_output(name, label, out, proc)
         if problem:
             problems.append(problem)
         for path in _loaded(ld_debug):
