@@ -175,7 +175,8 @@ def _opened(trace: Path) -> set[str]:
     pattern = re.compile(r'(?:openat\(AT_FDCWD, |open\(|execve\()"(/(?:usr|etc)/[^"]+)".* = (\d+)')
     for line in trace.read_text(errors="replace").splitlines():
         m = pattern.search(line)
-        if m and not _GLIBC_FILES.search(m.group(1)):
+        # /usr/local is no package's: not a compiled-in path into one.
+        if m and not _GLIBC_FILES.search(m.group(1)) and not m.group(1).startswith("/usr/local/"):
             found.add(m.group(1))
     return found
 
@@ -205,9 +206,15 @@ def _run_all(
                 continue
             if not os.path.realpath(path).startswith(str(where) + "/"):
                 problems.append(f"{label}: {base} loaded from {path}, not from {where}")
+        unnamed: dict[str, int] = {}
         for path in sorted(_opened(trace)):
             if not any(part in report for part in _parents(path)):
-                problems.append(f"{label}: opens {path}; the install report does not name it")
+                directory = os.path.dirname(path)
+                unnamed[directory] = unnamed.get(directory, 0) + 1
+        for directory, count in sorted(unnamed.items()):
+            problems.append(
+                f"{label}: opens {count} file(s) in {directory}; not named by the install report"
+            )
 
 
 def _parents(path: str) -> list[str]:
