@@ -1,6 +1,6 @@
 """Benchmark: the Debian archive source against dpkg-deb, apt-get and cp.
 
-For one program with a large closure (default ``ffmpeg``, ~230 packages on
+For one program with a large closure (default ``inkscape``, ~220 packages on
 Debian 12), fetched once from the real archive into a scratch cache, it
 times (medians of several runs) and prints ratios measured in the same run:
 
@@ -16,7 +16,7 @@ times (medians of several runs) and prints ratios measured in the same run:
 * the store's size against the unpacked size (``du``), and ``cpk install``
   from the warm store against ``cp -a`` of its result.
 
-    python bench/debian.py [--program ffmpeg] [--runs 3]
+    python bench/debian.py [--program inkscape] [--runs 3]
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def du(path: Path) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--program", default="ffmpeg")
+    ap.add_argument("--program", default="inkscape")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--work", type=Path, help="scratch directory (default: a new temporary one)")
