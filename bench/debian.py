@@ -37,13 +37,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cpk(env: dict[str, str], *args: str | Path, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-m", "contentpkg", *map(str, args)],
         env=env,
         capture_output=True,
         text=True,
-        check=check,
     )
+    if check and proc.returncode != 0:
+        sys.exit(f"cpk {' '.join(map(str, args[:3]))} failed:\n{proc.stderr[-2000:]}")
+    return proc
 
 
 def median_time(

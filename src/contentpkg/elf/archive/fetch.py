@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from contentpkg.store.layers import Store
 
 _DOWNLOADS = 6
+_ATTEMPTS = 3
 
 
 @dataclass
@@ -131,7 +132,17 @@ def download(
 
         try:
             with writing_atomic(path, durable=False) as out:
-                http.stream(p.url, _Hashing(out, digest), progress)
+                for attempt in range(_ATTEMPTS):
+                    try:
+                        http.stream(p.url, _Hashing(out, digest), progress)
+                        break
+                    except http.TransientError:
+                        # A reset connection or a 5xx from a busy mirror: start over.
+                        if attempt + 1 == _ATTEMPTS:
+                            raise
+                        out.seek(0)
+                        out.truncate()
+                        digest = hashlib.sha256()
                 actual = digest.hexdigest()
                 if actual != p.sha256:
                     # Raised inside the block: the partial file goes, nothing is cached.

@@ -21,6 +21,10 @@ _CHUNK = 1 << 18
 _AGENT = "contentpkg (Debian archive source)"
 
 
+class TransientError(CpkError):
+    """A failure worth one more try: the connection broke, or the server said 5xx."""
+
+
 @dataclass
 class Response:
     """A GET's outcome: 304 means the cached copy still holds."""
@@ -38,10 +42,11 @@ def _open(url: str, headers: dict[str, str]) -> urllib.request.addinfourl | None
     except urllib.error.HTTPError as exc:
         if exc.code == 304:
             return None
-        raise CpkError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        kind = TransientError if exc.code >= 500 else CpkError
+        raise kind(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise CpkError(f"{url}: cannot fetch: {reason}") from None
+        raise TransientError(f"{url}: cannot fetch: {reason}") from None
 
 
 def get(url: str, etag: str = "", last_modified: str = "") -> Response:
@@ -83,5 +88,5 @@ def stream(url: str, out: BinaryIO, progress: Callable[[int], None]) -> int:
                 total += len(chunk)
                 progress(len(chunk))
         except OSError as exc:
-            raise CpkError(f"{url}: download cut short: {exc}") from None
+            raise TransientError(f"{url}: download cut short: {exc}") from None
     return total
