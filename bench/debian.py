@@ -96,6 +96,7 @@ def main() -> None:
         out = work / "dpkg-x"
 
         def one(deb: Path) -> None:
+            (out / deb.stem).mkdir(parents=True)
             subprocess.run(["dpkg-deb", "-x", str(deb), str(out / deb.stem)], check=True)
 
         with ThreadPoolExecutor(args.jobs) as pool:

@@ -57,8 +57,6 @@ def cmd_store_add(args: argparse.Namespace) -> int:
             print(f"{verb}: {a.result.entry.dirname}", file=sys.stderr)
             print(a.result.entry.path)
     failed = [a for a in added if a.error is not None]
-    if len(failed) == 1 and len(added) == 1:
-        raise CpkError(failed[0].error or "")
     for a in failed:
         print(f"cpk: error: {a.error}", file=sys.stderr)
     return 1 if failed else 0

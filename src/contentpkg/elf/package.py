@@ -228,6 +228,10 @@ def add_packages(
     """
     if len(paths) > 1 and (name or version):
         raise CpkError("--name and --version apply to one path; give one path with them")
+    if len(paths) == 1:
+        # One path: its error is the command's, with its type and details.
+        result, notes = add_package(Store.open(ctx=ctx), paths[0], name, version, requires=requires)
+        return [Added(paths[0], result, notes)]
     workers = min(jobs or os.cpu_count() or 1, len(paths))
     if workers <= 1:
         return [_add_one(ctx, p, name, version, requires) for p in paths]
