@@ -393,3 +393,15 @@ def test_missing_libraries_are_named_by_package(
     assert "the store lacks these packages of the archive's dependency closure: libgreet1" in (
         proc.stderr
     )
+
+
+def test_a_busy_mirror_is_asked_again(served: tuple[Archive, Server]) -> None:
+    archive, server = served
+    archive.build()
+    deb = next(d for d in archive.debs if d.name == "doc5")
+    (archive.root / (deb.filename() + ".fail-once")).touch()
+    proc = run_cpk("fetch", "--deb", "doc5")
+    assert proc.returncode == 0, proc.stderr
+    assert [p for p in server.requests() if p.endswith(deb.filename())] != []
+    # The 503 and the retry that succeeded: two requests for the one file.
+    assert sum(1 for p in server.requests() if p.endswith(deb.filename())) == 2

@@ -232,9 +232,19 @@ class Archive:
 
 
 _SERVER = r"""
-import http.server, sys, functools
+import http.server, sys, functools, os
 class H(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        # A file with a ".fail-once" sibling is answered 503 once (a busy mirror).
+        marker = os.path.join(sys.argv[1], self.path.lstrip("/") + ".fail-once")
+        if os.path.exists(marker):
+            os.unlink(marker)
+            self.send_error(503, "busy")
+            return
+        super().do_GET()
     def log_message(self, fmt, *args):
+        if not fmt.startswith('"%s"'):  # one line per request, not per error too
+            return
         with open(sys.argv[2], "a") as log:
             log.write(self.path + "\n")
 handler = functools.partial(H, directory=sys.argv[1])
