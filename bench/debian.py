@@ -102,15 +102,18 @@ def main() -> None:
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(one, debs))
 
-    t_dpkg = median_time(dpkg_x, args.runs, before=lambda: rm(work / "dpkg-x"))
+    # Interleaved, one of each per round: a busy machine slows both sides alike.
+    rounds: list[tuple[float, float, float]] = []
+    for _ in range(args.runs):
+        rm(work / "dpkg-x")
+        t_dpkg = median_time(dpkg_x, 1)
+        rm(work / "home")
+        t_add = median_time(lambda: cpk(env, "store", "add", "--jobs", str(args.jobs), *debs), 1)
+        t_readd = median_time(lambda: cpk(env, "store", "add", *debs), 1)
+        rounds.append((t_dpkg, t_add, t_readd))
+    t_dpkg, t_add, t_readd = (statistics.median(r[i] for r in rounds) for i in range(3))
     unpacked = du(work / "dpkg-x")
-    t_add = median_time(
-        lambda: cpk(env, "store", "add", "--jobs", str(args.jobs), *debs),
-        args.runs,
-        before=lambda: rm(work / "home"),
-    )
     store_size = du(work / "home" / "store")
-    t_readd = median_time(lambda: cpk(env, "store", "add", *debs), args.runs)
 
     t_resolve = median_time(
         lambda: cpk(env, "fetch", "--deb", "--dry-run", args.program), args.runs
