@@ -35,6 +35,7 @@ SETTINGS_VARIABLES = (
     "CPK_FIND_LINKS",
     "XDG_DATA_HOME",
     "XDG_CACHE_HOME",
+    "CPK_APT_SOURCES",
 )
 
 
@@ -61,6 +62,9 @@ class Bucket(enum.Enum):
     RUN_MEMO = "run-memo"
     #: Parsed lock files (``marshal``), by the sha256 of the lock's bytes.
     PARSED_LOCKS = "locks"
+    #: The Debian archive: verified InRelease files, Packages indexes by
+    #: sha256 (and what was read from them), downloaded .debs by sha256.
+    DEBIAN = "debian-v1"
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,9 @@ class Context:
     environ: Mapping[str, str] = field(default_factory=dict)
     #: Remote stores and how to reach them (``CPK_REMOTES``, ``CPK_SIGNING_KEY``...).
     remote: RemoteEnvironment = field(default_factory=lambda: RemoteEnvironment())
+    #: apt sources files or directories to read instead of the machine's
+    #: (``CPK_APT_SOURCES``, colon-separated).
+    apt_sources: tuple[Path, ...] = ()
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Context:
@@ -137,6 +144,7 @@ class Context:
             else Path(env.get("HOME") or os.path.expanduser("~")) / ".netrc",
             environ=env,
             remote=_remote_environment(env),
+            apt_sources=tuple(Path(p) for p in env.get("CPK_APT_SOURCES", "").split(":") if p),
         )
 
     @property

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contentpkg.cli.python import python_options
+from contentpkg.cli.render import counted
 from contentpkg.cli.store import open_store
+from contentpkg.errors import CpkError, MissingLibraryError
 
 if TYPE_CHECKING:
     import argparse
@@ -68,10 +70,90 @@ def _change(args: argparse.Namespace, description: str, change: Any) -> Any:
     )
 
 
-def cmd_install(args: argparse.Namespace) -> int:
-    from contentpkg.elf.envdir import install
+def cmd_fetch_any(args: argparse.Namespace) -> int:
+    """``cpk fetch``: Python requirements, or with ``--deb`` Debian packages."""
+    if not args.deb:
+        from contentpkg.cli.python import cmd_fetch
 
+        return cmd_fetch(args)
+    if args.dry_run:
+        from contentpkg.elf.archive.fetch import resolve_names
+
+        resolution = resolve_names(
+            args.ctx, args.requirements, recommends=args.with_recommends
+        )
+        for p in resolution.packages:
+            print(f"{p.name} {p.version}")
+        for name, why in sorted(resolution.system.items()):
+            print(f"from the system: {name} ({why})", file=sys.stderr)
+        for note in resolution.notes:
+            print(f"note: {note}", file=sys.stderr)
+        return 0
+    result = _fetch_debs(args, args.requirements)
+    res = result.resolution
+    print(
+        f"{counted(len(res.packages), 'package')} needed: {len(result.added)} added, "
+        f"{len(result.stored)} already in the store; "
+        f"{counted(len(res.system), 'package')} left to the system",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _fetch_debs(args: argparse.Namespace, names: list[str]) -> Any:
+    """Resolve names against the Debian archive and store what the store lacks."""
+    from contentpkg.elf.archive.fetch import fetch_debs
+    from contentpkg.progress import terminal_reporter
+
+    reporter = terminal_reporter(sys.stderr)
+    try:
+        result = fetch_debs(
+            args.ctx,
+            open_store(args.ctx),
+            names,
+            recommends=args.with_recommends,
+            reporter=reporter,
+            jobs=getattr(args, "jobs", None),
+        )
+    finally:
+        close = getattr(reporter, "close", None)
+        if close is not None:
+            close()
+    for p in result.downloaded:
+        print(f"fetched {p.name} {p.version}", file=sys.stderr)
+    for dirname in result.added:
+        print(f"added: {dirname}", file=sys.stderr)
+    if result.resolution.system:
+        system = ", ".join(sorted(result.resolution.system))
+        print(f"from the system (not fetched): {system}", file=sys.stderr)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return result
+
+
+def _fetch_if_missing(args: argparse.Namespace, store: Any) -> None:
+    """``cpk install NAME`` of a package the store lacks: fetch it and its
+    closure from the Debian archive first (the install then goes on as for a
+    stored package). A spec with a version or hash names a stored entry."""
+    from contentpkg.elf.envdir import find_package
+
+    try:
+        find_package(store, args.spec)
+        return
+    except CpkError:
+        if "," in args.spec or "/" in args.spec:
+            raise
+    _fetch_debs(args, [args.spec])
+
+
+def cmd_install(args: argparse.Namespace) -> int:
     store = open_store(args.ctx)
+    if not args.python_tool:
+        # Configured remotes come before every other source, the archive included.
+        from contentpkg.cli.remote import substitute_specs
+
+        substitute_specs(store, args.ctx, [args.spec])
+        _fetch_if_missing(args, store)
     tools = []
     specs = [args.spec]
     if args.python_tool:
@@ -85,10 +167,25 @@ def cmd_install(args: argparse.Namespace) -> int:
         for note in tools[0].notes:
             print(f"cpk: warning: {note}", file=sys.stderr)
         specs = []
-    from contentpkg.cli.remote import substitute_specs
+    try:
+        result = _install(args, store, specs, tools)
+    except MissingLibraryError as exc:
+        from contentpkg.elf.archive.missing import name_missing
+        from contentpkg.elf.envdir import find_package
 
-    substitute_specs(store, args.ctx, specs)
-    result = _change(
+        entries = [find_package(store, s) for s in specs]
+        exc.details += name_missing(args.ctx, store, entries, exc.missing)
+        raise
+    _print_install(result, "installed")
+    if result.programs and result.changed:
+        _print_path_report(args, result)
+    return 0
+
+
+def _install(args: argparse.Namespace, store: Any, specs: list[str], tools: list[Any]) -> Any:
+    from contentpkg.elf.envdir import install
+
+    return _change(
         args,
         f"install {args.spec}",
         lambda where, base, root: install(
@@ -104,10 +201,6 @@ def cmd_install(args: argparse.Namespace) -> int:
             with_docs=args.with_docs,
         ),
     )
-    _print_install(result, "installed")
-    if result.programs and result.changed:
-        _print_path_report(args, result)
-    return 0
 
 
 def cmd_remove(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from contentpkg import __version__
-from contentpkg.cli.elf import cmd_install, cmd_ldd, cmd_remove
+from contentpkg.cli.elf import cmd_fetch_any, cmd_install, cmd_ldd, cmd_remove
 from contentpkg.cli.env import (
     cmd_env,
     cmd_exec,
@@ -18,7 +18,7 @@ from contentpkg.cli.env import (
     cmd_profile_rollback,
     cmd_profile_switch,
 )
-from contentpkg.cli.python import cmd_fetch, cmd_lock, cmd_run, cmd_shell, cmd_sync
+from contentpkg.cli.python import cmd_lock, cmd_run, cmd_shell, cmd_sync
 from contentpkg.cli.store import (
     cmd_identify,
     cmd_store_add,
@@ -107,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_deb_fetch_options(p: argparse.ArgumentParser, deb_help: str) -> None:
+    """``--deb`` and ``--with-recommends``: fetching from the Debian archive."""
+    p.add_argument("--deb", action="store_true", help=deb_help)
+    p.add_argument(
+        "--with-recommends", action="store_true", help="with --deb: also fetch Recommends"
+    )
+    p.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel adds (default: CPUs)")
+    p.add_argument(
+        "--dry-run", action="store_true",
+        help="with --deb: print what would be fetched and what the system provides; fetch nothing",
+    )  # fmt: skip
+
+
 def _add_store_commands(commands: Any) -> None:
     """``cpk store ...``: the store's own commands."""
     store = commands.add_parser(
@@ -126,7 +139,11 @@ def _add_store_commands(commands: Any) -> None:
         "file in it gets RUNPATH $ORIGIN:$ORIGIN/<elfname>_deps:$ORIGIN/common_libs; "
         "the entry records its hashes before and after, SONAME and DT_NEEDED.",
     )
-    p.add_argument("path", help="file, directory or .deb to add")
+    p.add_argument(
+        "paths", metavar="PATH", nargs="+",
+        help="file, directory or .deb to add; several are added in parallel",
+    )  # fmt: skip
+    p.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel adds (default: CPUs)")
     p.add_argument("--name", help="package name (default: the .deb's, or the file's name)")
     p.add_argument("--version", help="package version (needed unless PATH is a .deb)")
     p.add_argument(
@@ -231,9 +248,15 @@ def _add_python_commands(commands: Any) -> None:
         description="Resolve REQ... and fetch or build each resolved package into "
         "the store, without any lock file or environment.",
     )
-    p.add_argument("requirements", nargs="+", metavar="REQ", help="a PEP 508 requirement")
+    p.add_argument(
+        "requirements", nargs="+", metavar="REQ",
+        help="a PEP 508 requirement (with --deb: a Debian package name)",
+    )  # fmt: skip
     _add_index_options(p, project=False)
-    p.set_defaults(func=cmd_fetch)
+    _add_deb_fetch_options(p, "NAME... are Debian packages: resolve them against the "
+                           "archive apt's sources name and put each .deb the store lacks "
+                           "into it")  # fmt: skip
+    p.set_defaults(func=cmd_fetch_any)
 
     p = commands.add_parser(
         "run",
@@ -330,6 +353,10 @@ def _add_elf_commands(commands: Any) -> None:
         "the tool's own view (like pipx or uv tool, with nothing copied)",
     )
     _add_index_options(p, project=False, interpreter="--interpreter")
+    p.add_argument(
+        "--with-recommends", action="store_true",
+        help="when SPEC is fetched from the Debian archive, also fetch its Recommends",
+    )  # fmt: skip
     p.set_defaults(func=cmd_install, project=None, extra=None, group=None)
 
     p = commands.add_parser(

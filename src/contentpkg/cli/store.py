@@ -27,7 +27,7 @@ def open_store(ctx: Context) -> Store:
 def cmd_store_add(args: argparse.Namespace) -> int:
     import json
 
-    from contentpkg.elf.package import add_package
+    from contentpkg.elf.package import add_packages
 
     requires = []
     for text in args.requires or []:
@@ -35,19 +35,31 @@ def cmd_store_add(args: argparse.Namespace) -> int:
         if not sep or not namespace or not path:
             raise CpkError(f"--requires {text!r}: expected NAMESPACE:PATH, e.g. XDG_DATA_DIRS:x/y")
         requires.append((namespace, path))
-    result, notes = add_package(
-        open_store(args.ctx), Path(args.path), args.name, args.version, requires=requires
-    )
-    entry = result.entry
+    added = add_packages(
+        args.ctx, [Path(p) for p in args.paths], args.name, args.version,
+        requires=requires, jobs=args.jobs,
+    )  # fmt: skip
     if args.json:
-        print(json.dumps({"path": str(entry.path), "created": result.created, "notes": notes}))
+        rows = [
+            {"path": str(a.result.entry.path), "created": a.result.created, "notes": a.notes}
+            if a.result is not None
+            else {"source": str(a.path), "error": a.error}
+            for a in added
+        ]
+        print(json.dumps(rows[0] if len(rows) == 1 else rows))
     else:
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
-        verb = "added" if result.created else "already present"
-        print(f"{verb}: {entry.dirname}", file=sys.stderr)
-        print(entry.path)
-    return 0
+        for a in added:
+            if a.result is None:
+                continue
+            for note in a.notes:
+                print(f"note: {note}", file=sys.stderr)
+            verb = "added" if a.result.created else "already present"
+            print(f"{verb}: {a.result.entry.dirname}", file=sys.stderr)
+            print(a.result.entry.path)
+    failed = [a for a in added if a.error is not None]
+    for a in failed:
+        print(f"cpk: error: {a.error}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_store_ls(args: argparse.Namespace) -> int:

@@ -16,13 +16,14 @@ slot is thrown away.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contentpkg.elf.patching import patch_file
 from contentpkg.elf.reader import (
@@ -38,6 +39,10 @@ from contentpkg.store.add import AddResult, add_built, check_source, copy_file, 
 from contentpkg.store.entry import check_part
 from contentpkg.store.hashing import FileRecord, hash_file
 from contentpkg.store.layers import Store
+
+if TYPE_CHECKING:
+    from contentpkg.context import Context
+    from contentpkg.store.entry import Entry
 
 #: Top-level directories whose executables a user runs (bound to PATH).
 _BIN_DIRS = ("bin/", "sbin/", "games/")
@@ -126,7 +131,14 @@ def _add_deb(
 ) -> tuple[AddResult, list[str]]:
     from contentpkg.elf.deb import extract_data, read_deb
 
-    pkg = read_deb(src)
+    pkg = read_deb(src)  # hashes the file and reads the control part only
+    reused = _stored_from(
+        store, pkg.sha256, name or pkg.name, version or _entry_version(pkg.version)
+    )
+    if reused is not None:
+        # The entry made from these very bytes exists: no unpacking, patching
+        # or hashing again (an entry's content follows from its source).
+        return AddResult(reused, created=False), []
     host = _DEB_ARCH.get(os.uname().machine, os.uname().machine)
     if pkg.architecture not in ("all", host):
         raise CpkError(f"{src}: package for {pkg.architecture}, this machine runs {host}")
@@ -134,7 +146,7 @@ def _add_deb(
     # the epoch only orders versions, so the name drops it and the metadata
     # keeps the whole version.
     deb_version = pkg.version
-    version = version or deb_version.split(":", 1)[-1]
+    version = version or _entry_version(deb_version)
     name = name or pkg.name
     check_part("name", name)
     check_part("version", version)
@@ -162,6 +174,112 @@ def _add_deb(
         store, src, name, version, populate, pkg.sha256, requires, extra=extra, notes=notes
     )
     return result, more
+
+
+def _entry_version(deb_version: str) -> str:
+    return deb_version.split(":", 1)[-1]
+
+
+def _stored_from(store: Store, source_hash: str, name: str, version: str) -> Entry | None:
+    """The entry already made from source_hash under this name and version."""
+    entry = store.find_source(source_hash)
+    if entry is not None and entry.name == name and entry.version == version:
+        return entry
+    return None
+
+
+@dataclass(frozen=True)
+class Added:
+    """One path of a :func:`add_packages` call: its entry, or why it failed."""
+
+    path: Path
+    result: AddResult | None
+    notes: list[str]
+    error: str | None = None
+
+
+def _stored_deb(store: Store, path: Path) -> Entry | None:
+    """The entry made from this very .deb under its own name and version, found
+    by the file's sha256 alone: one read of the file, no unpacking, no worker.
+    (The name and version an entry took by default are the control file's,
+    which the same bytes always give.)"""
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != b"!<arch>\n":
+                return None
+            f.seek(0)
+            sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None  # add_package says what is wrong with it
+    entry = store.find_source(sha256)
+    if entry is None:
+        return None
+    try:
+        deb = entry.metadata.get("deb") or {}
+    except CpkError:
+        return None
+    version = _entry_version(str(deb.get("version")))
+    if deb.get("package") == entry.name and version == entry.version:
+        return entry
+    return None
+
+
+def _add_one(
+    ctx: Context, path: Path, name: str | None, version: str | None,
+    requires: Sequence[tuple[str, str]],
+) -> Added:  # fmt: skip
+    """A worker's whole job: its own store handle, errors as text (a
+    CpkError subclass need not survive pickling, its message does)."""
+    try:
+        result, notes = add_package(Store.open(ctx=ctx), path, name, version, requires=requires)
+    except CpkError as exc:
+        return Added(path, None, [], str(exc))
+    return Added(path, result, notes)
+
+
+def add_packages(
+    ctx: Context,
+    paths: Sequence[Path],
+    name: str | None = None,
+    version: str | None = None,
+    *,
+    requires: Sequence[tuple[str, str]] = (),
+    jobs: int | None = None,
+) -> list[Added]:
+    """Add many paths, each as its own entry, in parallel; results in order.
+
+    Processes, not threads: hashing, decompressing and patchelf are CPU
+    bound and the GIL would serialise most of the first two. Each entry is
+    still published whole or not at all (the store's concurrent-writer
+    rule), so one bad path leaves the others added.
+    """
+    if len(paths) > 1 and (name or version):
+        raise CpkError("--name and --version apply to one path; give one path with them")
+    store = Store.open(ctx=ctx)
+    done: dict[int, Added] = {}
+    if name is None and version is None:
+        for i, path in enumerate(paths):
+            entry = _stored_deb(store, path)
+            if entry is not None:
+                done[i] = Added(path, AddResult(entry, created=False), [])
+    todo = [(i, p) for i, p in enumerate(paths) if i not in done]
+    if len(todo) < len(paths):
+        rest = [p for _i, p in todo]
+        added = add_packages(ctx, rest, requires=requires, jobs=jobs) if rest else []
+        done.update({i: a for (i, _p), a in zip(todo, added, strict=True)})
+        return [done[i] for i in range(len(paths))]
+    if len(paths) == 1:
+        # One path: its error is the command's, with its type and details.
+        result, notes = add_package(store, paths[0], name, version, requires=requires)
+        return [Added(paths[0], result, notes)]
+    workers = min(jobs or os.cpu_count() or 1, len(paths))
+    if workers <= 1:
+        return [_add_one(ctx, p, name, version, requires) for p in paths]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers) as pool:
+        futures = [pool.submit(_add_one, ctx, p, name, version, requires) for p in paths]
+        return [f.result() for f in futures]
 
 
 def _add(
