@@ -35,6 +35,7 @@ SETTINGS_VARIABLES = (
     "CPK_FIND_LINKS",
     "XDG_DATA_HOME",
     "XDG_CACHE_HOME",
+    "CPK_STRICT_COMMAND",
 )
 
 
@@ -61,6 +62,9 @@ class Bucket(enum.Enum):
     RUN_MEMO = "run-memo"
     #: Parsed lock files (``marshal``), by the sha256 of the lock's bytes.
     PARSED_LOCKS = "locks"
+    #: The project's own builds (metadata, editable and regular wheels, the
+    #: backend's log), by the build key of its files and interpreter.
+    PROJECT_BUILDS = "project-builds-v1"
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,9 @@ class Context:
     #: Where index credentials are looked up by host: ``NETRC``, else ``~/.netrc``
     #: (curl's and pip's rule).
     netrc: Path | None = None
+    #: ``CPK_STRICT_COMMAND``: a command missing from a project's environment
+    #: is an error rather than run from ``PATH`` with a warning.
+    strict_command: bool = False
     #: The process environment as it was read: what children inherit, and
     #: what loader emulation and shell integration look at (``PATH``,
     #: ``LD_LIBRARY_PATH``, ``SHELL``, ``HOME``...).
@@ -112,6 +119,8 @@ class Context:
             netrc=Path(env["NETRC"]).expanduser()
             if env.get("NETRC")
             else Path(env.get("HOME") or os.path.expanduser("~")) / ".netrc",
+            strict_command=env.get("CPK_STRICT_COMMAND", "").strip().lower()
+            in ("1", "true", "yes", "on"),
             environ=env,
         )
 
