@@ -58,8 +58,8 @@ def _metadata(project):
 def _members(project, editable):
     dist = _dist(project)
     info = f"{dist}-{project['version']}.dist-info"
-    members = {f"{info}/METADATA": _metadata(project),
-               f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: intree\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    wheel = "Wheel-Version: 1.0\nGenerator: intree\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    members = {f"{info}/METADATA": _metadata(project), f"{info}/WHEEL": wheel}
     scripts = project.get("scripts", {})
     if scripts:
         members[f"{info}/entry_points.txt"] = "[console_scripts]\n" + "".join(
@@ -71,7 +71,7 @@ def _members(project, editable):
         for top, dirs, files in os.walk(src):
             dirs[:] = [d for d in dirs if d != "__pycache__" and not d.startswith(".")]
             for name in files:
-                if name.endswith(".py") and os.path.basename(top) != os.path.basename(HERE):
+                if name.endswith(".py") and top != HERE:
                     path = os.path.join(top, name)
                     with open(path) as f:
                         members[os.path.relpath(path, src)] = f.read()
@@ -148,6 +148,9 @@ def backend_calls(root: Path) -> list[str]:
         return []
 
 
+_WHEEL_TEXT = b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+
+
 def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
@@ -165,7 +168,7 @@ def wheel_of_installed(dest: Path, name: str) -> Path | None:
     info = next(str(f).split("/")[0] for f in files if ".dist-info/" in str(f))
     version = dist.version
     dest.mkdir(parents=True, exist_ok=True)
-    wheel = dest / f"{info.rsplit('-', 1)[0]}-{version}-py3-none-any.whl"
+    wheel = dest / f"{info.removesuffix('.dist-info').rsplit('-', 1)[0]}-{version}-py3-none-any.whl"
     rows = []
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
         for f in files:
@@ -179,11 +182,11 @@ def wheel_of_installed(dest: Path, name: str) -> Path | None:
                 continue
             data = located.read_bytes()
             if path == f"{info}/WHEEL":
-                data = b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+                data = _WHEEL_TEXT
             zf.writestr(path, data)
             rows.append(f"{path},{_record_hash(data)},{len(data)}")
         if f"{info}/WHEEL" not in {r.split(",")[0] for r in rows}:
-            data = b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+            data = _WHEEL_TEXT
             zf.writestr(f"{info}/WHEEL", data)
             rows.append(f"{info}/WHEEL,{_record_hash(data)},{len(data)}")
         rows.append(f"{info}/RECORD,,")

@@ -78,10 +78,14 @@ def load_pyproject(file: Path, selection: Selection, validate: bool) -> ProjectI
     elif installable:
         dynamic = BACKEND_FIELDS
     if dynamic and not installable:
-        raise CpkError(
-            f"{file}: [project] leaves {', '.join(dynamic)} to the build backend, "
-            "but there is no [build-system] to ask"
-        )
+        # Not a package: nothing is built, so only a version may stay unknown.
+        needed = [f for f in dynamic if f != "version"]
+        if needed:
+            raise CpkError(
+                f"{file}: [project].{needed[0]} is dynamic, but no [build-system] "
+                "names a backend to ask for it"
+            )
+        dynamic = ()
     if project is not None:
         name = project.name
         if name is None and "name" not in dynamic:
