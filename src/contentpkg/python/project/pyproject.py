@@ -65,6 +65,13 @@ def load_pyproject(file: Path, selection: Selection, validate: bool) -> ProjectI
         inputs.files = (file, *inputs.files)
         return inputs
 
+    if project is None and groups_table is None and not is_package(data, tool, file):
+        # Never an empty environment in silence: nothing here says what to
+        # install (uv refuses the same file).
+        raise CpkError(
+            f"{file}: no [project], [dependency-groups] or [build-system] table: "
+            "nothing says what this project needs"
+        )
     requirements: list[str] = []
     name = version = requires_python = None
     selected_extras: tuple[str, ...] = ()
