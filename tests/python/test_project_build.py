@@ -287,3 +287,28 @@ def test_overlay_dist_info_is_the_backends(tmp_path: Path, index: LocalIndex) ->
     direct_url, installer = json.loads(proc.stdout)
     assert json.loads(direct_url) == {"url": root.as_uri(), "dir_info": {"editable": True}}
     assert installer.strip() == "cpk"
+
+
+def test_versions_cpk_writes_are_normalised(tmp_path: Path, index: LocalIndex) -> None:
+    make_wheel(index.root, "devpkg", "3.1.0.dev")
+    root = tmp_path / "uses"
+    root.mkdir()
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "uses"\nversion = "0"\ndependencies = ["devpkg"]\n'
+    )
+    proc = py(index, root, "import devpkg, importlib.metadata as m; print(m.version('devpkg'))")
+    assert proc.returncode == 0, proc.stderr
+    lock = tomllib.loads((root / "pylock.toml").read_text())
+    assert [p["version"] for p in lock["packages"] if p["name"] == "devpkg"] == ["3.1.0.dev0"]
+    listed = run_cpk("store", "ls", "devpkg", check=True).stdout
+    assert "3.1.0.dev0" in listed and "3.1.0.dev " not in listed + " "
+
+
+def test_a_pyproject_that_declares_nothing_is_an_error(tmp_path: Path, index: LocalIndex) -> None:
+    root = tmp_path / "tools-only"
+    root.mkdir()
+    (root / "pyproject.toml").write_text("[tool.ruff]\nline-length = 100\n")
+    proc = py(index, root, "pass")
+    assert proc.returncode != 0
+    assert "nothing says what this project needs" in proc.stderr
+    assert not (root / ".venv").exists()
