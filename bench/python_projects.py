@@ -59,7 +59,9 @@ PROJECTS = [
         "platformdirs", "4.3.6", "hatchling + hatch-vcs",
         selection=("--with", "pytest", "--with", "pytest-mock", "--with", "appdirs"),
     ),
-    Project("tomli", "2.0.2", "flit-core"),
+    Project(
+        "packaging", "24.2", "flit-core", selection=("--with", "pytest", "--with", "pretend")
+    ),
     Project("dep-logic", "0.4.9", "pdm-backend"),
     Project("pluggy", "1.5.0", "setuptools-scm", tests=("testing",)),
     Project(
@@ -116,6 +118,16 @@ def counts(output: str) -> str:
     return f"{found['passed']}/{found['failed']}/{found['skipped']}"
 
 
+def _uv_project_args(root: Path) -> list[str]:
+    import tomllib
+
+    try:
+        data = tomllib.loads((root / "pyproject.toml").read_text())
+    except FileNotFoundError:
+        data = {}
+    return [] if "project" in data else ["--with-editable", "."]
+
+
 def timed(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> tuple[float, str]:
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=3600)
@@ -139,7 +151,10 @@ def bench(project: Project, work: Path) -> dict[str, str]:
     uv_env = {**base, "UV_CACHE_DIR": str(dest / "uv-cache"), "UV_PYTHON": sys.executable}
     cpk_env = {**base, "CPK_HOME": str(dest / "cpk-home"), "CPK_CACHE_DIR": str(dest / "cpk-cache")}
     pytest = ["pytest", "-q", "-p", "no:cacheprovider", *project.tests]
-    uv_cmd = ["uv", "run", *project.selection, *pytest]
+    # uv takes only a pyproject.toml with a [project] table for a project
+    # (else it runs the base interpreter's packages, testing something
+    # else): it is given the checkout explicitly; cpk finds it itself.
+    uv_cmd = ["uv", "run", *_uv_project_args(uv_root), *project.selection, *pytest]
     cpk_cmd = [sys.executable, "-m", "contentpkg", "run", *project.selection, *pytest]
     row: dict[str, str] = {}
     runs = (("uv", uv_cmd, uv_root, uv_env), ("cpk", cpk_cmd, cpk_root, cpk_env))
