@@ -312,3 +312,31 @@ def test_a_pyproject_that_declares_nothing_is_an_error(tmp_path: Path, index: Lo
     assert proc.returncode != 0
     assert "nothing says what this project needs" in proc.stderr
     assert not (root / ".venv").exists()
+
+
+def test_backend_metadata_fills_the_dynamic_fields(tmp_path: Path) -> None:
+    from contentpkg.python.build.project import complete_inputs, parse_metadata
+    from contentpkg.python.project import load_project
+
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "dyn"\ndynamic = ["version", "dependencies", "optional-dependencies"]\n'
+        '[dependency-groups]\ndev = ["gamma"]\n' + INTREE_BUILD_SYSTEM
+    )
+    inputs = load_project(tmp_path, extras=["Test"])
+    assert inputs.dynamic and inputs.extras == ("test",)
+    meta = parse_metadata(
+        b"Metadata-Version: 2.1\nName: dyn\nVersion: 2.0.dev\n"
+        b"Requires-Dist: alpha>=1\nProvides-Extra: test\nProvides-Extra: docs\n"
+        b"Requires-Dist: pytest (>=7); extra == 'test'\n"
+        b'Requires-Dist: tomli; python_version < "3.11" and extra == "test"\n'
+        b'Requires-Dist: dyn[docs]; extra == "test"\n'
+        b'Requires-Dist: sphinx; extra == "docs"\n\n',
+        "dyn",
+    )
+    done = complete_inputs(inputs, meta)
+    assert done.requirements == [
+        "alpha>=1", "pytest (>=7)", 'tomli; python_version < "3.11"', "sphinx", "gamma",
+    ]  # fmt: skip
+    assert done.dynamic == () and done.name == "dyn" and done.version is None
+    with pytest.raises(Exception, match="no extra named 'nope'"):
+        complete_inputs(load_project(tmp_path, extras=["nope"]), meta)
