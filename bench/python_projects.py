@@ -54,7 +54,9 @@ PROJECTS = [
         check="import markupsafe._speedups", needs=("cc",),
     ),
     Project("six", "1.16.0", "setup.py/setup.cfg only", tests=("test_six.py",)),
-    Project("tomlkit", "0.13.2", "poetry-core"),
+    Project(
+        "tomlkit", "0.13.2", "poetry-core", selection=("--with", "pytest", "--with", "pyyaml")
+    ),
     Project(
         "platformdirs", "4.3.6", "hatchling + hatch-vcs",
         selection=("--with", "pytest", "--with", "pytest-mock", "--with", "appdirs"),

@@ -243,6 +243,12 @@ def test_the_project_satisfies_requirements_on_its_own_name(
     lock = tomllib.loads((root / "pylock.toml").read_text())
     locked = {p["name"]: p for p in lock["packages"]}
     assert "directory" in locked["selfproj"] and "wheels" not in locked["selfproj"]
+    # Through --with too: the tool's own requirement must not shadow the checkout.
+    static = text.replace('dynamic = ["version"]\n', 'version = "0.3"\n')
+    (root / "pyproject.toml").write_text(static)
+    with_tool = py(index, root, code, "--with", "checker")
+    assert with_tool.returncode == 0, with_tool.stderr
+    assert with_tool.stdout.split() == ["checkout", "0.3"]
 
 
 def test_a_command_outside_the_environment_is_named_or_refused(

@@ -413,9 +413,10 @@ def relock(
             if canonicalize_name(n) not in skip
         }
     local_sources = {name: source.path for name, source in inputs.sources.items()}
-    if inputs.installable and inputs.name and inputs.kind == "pyproject":
+    if inputs.installable and inputs.name:
         # A requirement on the project's own name (a test tool depending on
-        # the library being developed) is the checkout, never the index's copy.
+        # the library being developed, also through --with) is the
+        # checkout, never the index's copy, which would shadow it.
         local_sources.setdefault(canonicalize_name(inputs.name), inputs.root)
     resolution = session.resolve(
         inputs.requirements,
