@@ -249,6 +249,11 @@ def test_the_project_satisfies_requirements_on_its_own_name(
     with_tool = py(index, root, code, "--with", "checker")
     assert with_tool.returncode == 0, with_tool.stderr
     assert with_tool.stdout.split() == ["checkout", "0.3"]
+    # A dynamic version: the backend's metadata stands for the checkout.
+    (root / "pyproject.toml").write_text(text + '[dependency-groups]\ndev = ["checker"]\n')
+    dynamic = py(index, root, code)
+    assert dynamic.returncode == 0, dynamic.stderr
+    assert dynamic.stdout.split() == ["checkout", "1.5"]
 
 
 def test_a_command_outside_the_environment_is_named_or_refused(

@@ -278,6 +278,7 @@ def complete_inputs(inputs: ProjectInputs, meta: CoreMetadata) -> ProjectInputs:
         ),
         extras=tuple(e for e in inputs.extras if e != "*"),
         dynamic=(),
+        backend_metadata=(meta.version, meta.requires_dist, meta.requires_python),
     )
 
 

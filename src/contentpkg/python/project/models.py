@@ -76,6 +76,10 @@ class ProjectInputs:
     #: them in, ``requirements`` lacks what the backend adds, and ``extras``
     #: holds the extras asked for, unchecked ("*": all).
     dynamic: tuple[str, ...] = ()
+    #: What the build backend said, once it has: (version, Requires-Dist,
+    #: Requires-Python), so a requirement on the project's own name can be
+    #: resolved to the checkout without reading ``[project]`` again.
+    backend_metadata: tuple[str, tuple[str, ...], str | None] | None = None
 
     @property
     def index_table(self) -> dict[str, Any]:

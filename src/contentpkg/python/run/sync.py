@@ -144,6 +144,7 @@ class Session:
         upgrade: bool = True,
         hashes: dict[str, tuple[str, ...]] | None = None,
         local_sources: dict[str, Path] | None = None,
+        local_metadata: dict[str, tuple[str, tuple[str, ...], str | None]] | None = None,
     ) -> Resolution:
         from contentpkg.python.resolve.resolver import resolve
 
@@ -158,6 +159,7 @@ class Session:
             sdist_metadata=self._sdist_metadata,
             hashes=hashes,
             local_sources=local_sources,
+            local_metadata=local_metadata,
         )
 
     def _sdist_metadata(self, file: DistFile) -> bytes:
@@ -413,17 +415,21 @@ def relock(
             if canonicalize_name(n) not in skip
         }
     local_sources = {name: source.path for name, source in inputs.sources.items()}
+    local_metadata = {}
     if inputs.installable and inputs.name:
         # A requirement on the project's own name (a test tool depending on
         # the library being developed, also through --with) is the
         # checkout, never the index's copy, which would shadow it.
         local_sources.setdefault(canonicalize_name(inputs.name), inputs.root)
+        if inputs.backend_metadata is not None:
+            local_metadata[canonicalize_name(inputs.name)] = inputs.backend_metadata
     resolution = session.resolve(
         inputs.requirements,
         preferences=preferences,
         upgrade=upgrade or not preferences,
         hashes=inputs.hashes,
         local_sources=local_sources,
+        local_metadata=local_metadata,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     directories = _directories(resolution, inputs)
