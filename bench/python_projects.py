@@ -62,6 +62,9 @@ PROJECTS = [
         selection=("--with", "pytest", "--with", "pytest-mock", "--with", "appdirs"),
     ),
     Project(
+        "referencing", "0.35.1", "hatchling + hatch-vcs", tests=("referencing/tests",)
+    ),
+    Project(
         "packaging", "24.2", "flit-core", selection=("--with", "pytest", "--with", "pretend")
     ),
     Project("dep-logic", "0.4.9", "pdm-backend"),
