@@ -36,6 +36,7 @@ SETTINGS_VARIABLES = (
     "XDG_DATA_HOME",
     "XDG_CACHE_HOME",
     "CPK_APT_SOURCES",
+    "CPK_STRICT_COMMAND",
 )
 
 
@@ -65,6 +66,9 @@ class Bucket(enum.Enum):
     #: The Debian archive: verified InRelease files, Packages indexes by
     #: sha256 (and what was read from them), downloaded .debs by sha256.
     DEBIAN = "debian-v1"
+    #: The project's own builds (metadata, editable and regular wheels, the
+    #: backend's log), by the build key of its files and interpreter.
+    PROJECT_BUILDS = "project-builds-v1"
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,9 @@ class Context:
     #: Where index credentials are looked up by host: ``NETRC``, else ``~/.netrc``
     #: (curl's and pip's rule).
     netrc: Path | None = None
+    #: ``CPK_STRICT_COMMAND``: a command missing from a project's environment
+    #: is an error rather than run from ``PATH`` with a warning.
+    strict_command: bool = False
     #: The process environment as it was read: what children inherit, and
     #: what loader emulation and shell integration look at (``PATH``,
     #: ``LD_LIBRARY_PATH``, ``SHELL``, ``HOME``...).
@@ -142,6 +149,8 @@ class Context:
             netrc=Path(env["NETRC"]).expanduser()
             if env.get("NETRC")
             else Path(env.get("HOME") or os.path.expanduser("~")) / ".netrc",
+            strict_command=env.get("CPK_STRICT_COMMAND", "").strip().lower()
+            in ("1", "true", "yes", "on"),
             environ=env,
             remote=_remote_environment(env),
             apt_sources=tuple(Path(p) for p in env.get("CPK_APT_SOURCES", "").split(":") if p),

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from support.backends import INTREE_BUILD_SYSTEM, add_intree_backend
 from support.cli import run_cpk
 from support.index import LocalIndex
 from support.wheels import make_wheel
@@ -78,11 +79,10 @@ def test_run_imports_only_declared_dependencies(tmp_path: Path, index: LocalInde
 def test_console_scripts_exit_status_and_the_project_itself(
     tmp_path: Path, index: LocalIndex
 ) -> None:
-    body = (
-        '[project.scripts]\nproj-cli = "proj:cli"\n'
-        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
-    )
+    body = '[project.scripts]\nproj-cli = "proj:cli"\n' + INTREE_BUILD_SYSTEM
     root = project(tmp_path, "alpha", body=body)
+    # Built by its own backend, carried in the tree (backend-path).
+    add_intree_backend(root)
     (root / "src" / "proj").mkdir(parents=True)
     (root / "src" / "proj" / "__init__.py").write_text(
         "def cli():\n    print('proj cli, editable')\n"

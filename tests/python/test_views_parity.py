@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.backends import INTREE_BUILD_SYSTEM, add_intree_backend
 from support.cli import run_cpk
 from support.index import LocalIndex
 from support.wheels import make_wheel
@@ -654,11 +655,13 @@ def parity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parity]:
     (project / "src" / "proj").mkdir(parents=True)
     (project / "src" / "proj" / "__init__.py").write_text("")
     listed = "".join(f'  "{r}",\n' for r in requirements)
-    # A [build-system] makes the project a package: it runs in an overlay.
+    # A [build-system] makes the project a package: it runs in an overlay,
+    # built by its own backend (carried in the tree).
     (project / "pyproject.toml").write_text(
         f'[project]\nname = "proj"\nversion = "0.1"\ndependencies = [\n{listed}]\n'
-        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
+        + INTREE_BUILD_SYSTEM
     )
+    add_intree_backend(project)
     plain = root / "plain"
     plain.mkdir()
     (plain / "requirements.txt").write_text("".join(f"{r}\n" for r in requirements))

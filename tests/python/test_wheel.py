@@ -583,3 +583,36 @@ def test_zip_version_zipfile_cannot_read_is_one_line(tmp_path: Path, cpk_home: P
     data[central + 6] = 235  # "version needed to extract": 23.5
     wheel.write_bytes(bytes(data))
     assert "not a valid zip archive" in rejected(wheel, cpk_home)
+
+
+def _hex_record(members: Members) -> Members:
+    """RECORD digests in hex, as a popular Sphinx theme's 2022 wheel has them."""
+    record_name = next(n for n, _ in members if n.endswith(".dist-info/RECORD"))
+    kept = [(n, c) for n, c in members if n != record_name]
+    rows = [f"{n},sha256={hashlib.sha256(c).hexdigest()},{len(c)}" for n, c in kept]
+    rows.append(f"{record_name},,")
+    return [*kept, (record_name, ("\n".join(rows) + "\n").encode())]
+
+
+def test_record_digests_in_hex_are_accepted(tmp_path: Path, cpk_home: Path) -> None:
+    wheel = make_wheel(tmp_path, "hexrec", "1.0", tamper=_hex_record)
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    entry = add_wheel(Store.open(), wheel, expected_sha256=digest).entry
+    assert (entry.path / "site-packages" / "hexrec" / "__init__.py").is_file()
+
+
+def test_record_hex_mismatch_names_the_matching_wheel_hash(
+    tmp_path: Path, cpk_home: Path
+) -> None:
+    def tamper(members: Members) -> Members:
+        recorded = _hex_record(members)
+        evil = b"__version__ = '6.6'\n"
+        return [(n, evil if n == "hexrec/__init__.py" else c) for n, c in recorded]
+
+    wheel = make_wheel(tmp_path, "hexrec", "1.0", tamper=tamper)
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    message = rejected(wheel, cpk_home, HashMismatchError, expected_sha256=digest)
+    assert "'hexrec/__init__.py' does not match its RECORD hash" in message
+    assert "sha256 matched the published one" in message
+    # Without a published hash, nothing is claimed about it.
+    assert "published" not in rejected(wheel, cpk_home, HashMismatchError)

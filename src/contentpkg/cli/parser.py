@@ -84,6 +84,16 @@ def _add_lock_use_options(p: argparse.ArgumentParser) -> None:
     _add_selection_options(p)
 
 
+def _add_project_build_options(p: argparse.ArgumentParser) -> None:
+    """How the project itself is installed: for sync and run."""
+    p.add_argument(
+        "--no-editable",
+        action="store_true",
+        help="build the project's wheel into the store and use it, instead of an "
+        "editable install of the checkout",
+    )
+
+
 def _add_selection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extra", metavar="NAME", action="append", help="include an extra")
     p.add_argument("--group", metavar="NAME", action="append", help="include a dependency group")
@@ -240,6 +250,7 @@ def _add_python_commands(commands: Any) -> None:
     )
     _add_index_options(p)
     _add_lock_use_options(p)
+    _add_project_build_options(p)
     p.set_defaults(func=cmd_sync)
 
     p = commands.add_parser(
@@ -282,6 +293,13 @@ def _add_python_commands(commands: Any) -> None:
         "on the loader's path (so ctypes.CDLL('libfoo.so.1') finds them)",
     )
     _add_lock_use_options(p)
+    _add_project_build_options(p)
+    p.add_argument(
+        "--strict-command",
+        action="store_true",
+        help="fail when CMD is not in the environment, instead of running it from PATH "
+        "with a warning (also CPK_STRICT_COMMAND=1, [tool.cpk] strict-command = true)",
+    )
     p.add_argument(
         "command", nargs=argparse.REMAINDER, metavar="CMD...", help="the command and its arguments"
     )

@@ -38,6 +38,8 @@ def python_options(args: argparse.Namespace) -> Options:
         prefer_store=args.prefer_store,
         extras=tuple(getattr(args, "extra", None) or ()),
         groups=tuple(getattr(args, "group", None) or ()),
+        no_editable=bool(getattr(args, "no_editable", False)),
+        strict_command=bool(getattr(args, "strict_command", False)),
         # Started on first use: a run that makes nothing never imports rich.
         reporter=terminal_reporter(sys.stderr),
     )

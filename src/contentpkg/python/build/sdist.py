@@ -408,13 +408,15 @@ class _Build:
             self.env.close()
         discard(self.scratch)
 
-    def prepare(self) -> BuildBackendHookCaller:
+    def prepare(self, kind: str = "wheel") -> BuildBackendHookCaller:
         """A hook caller whose environment holds the static build
-        requirements and those ``get_requires_for_build_wheel`` adds."""
+        requirements and those ``get_requires_for_build_<kind>`` adds
+        (``wheel``, or ``editable`` for PEP 660)."""
         requires = list(self.system.requires)
         caller = self._caller(requires)
-        extra = self.call(caller.get_requires_for_build_wheel)
-        extra = _requirement_list(extra, self.sdist_path.name, "get_requires_for_build_wheel")
+        hook = f"get_requires_for_build_{kind}"
+        extra = self.call(getattr(caller, hook))
+        extra = _requirement_list(extra, self.sdist_path.name, hook)
         added = [r for r in extra if r not in requires]
         if added:
             # Resolved together with the static ones, so the environment is

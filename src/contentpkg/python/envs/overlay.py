@@ -1,10 +1,17 @@
 """Per-project overlays: the project itself, editable, on top of a shared view.
 
 Views are shared by every project with the same lock, so they cannot hold
-what belongs to one checkout: the project's own package (importable as an
-editable install, as ``uv run`` and ``pip install -e`` make it) and local
-checkouts used in place (``[tool.cpk.sources]`` with a path). An overlay is
-a tiny virtualenv-shaped directory per project:
+what belongs to one checkout: the project's own package (installed from the
+editable wheel its own backend built, as ``uv run`` and ``pip install -e``
+install it: see :mod:`contentpkg.python.build.project`) and local checkouts
+used in place (``[tool.cpk.sources]`` with a path). The project's wheel is
+installed here, never into the store: an editable install points at a
+mutable checkout and belongs to it alone. An overlay is a tiny
+virtualenv-shaped directory per project:
+
+* the files of the project's editable wheel (its ``.pth`` or import hook,
+  its ``.dist-info`` with entry points, its scripts), installed with
+  ``installer``, plus PEP 610 ``direct_url.json``;
 
 * ``pyvenv.cfg`` and ``bin/python``, like the view's;
 * in site-packages, one ``.pth`` line that adds the view's site-packages
@@ -21,9 +28,9 @@ a tiny virtualenv-shaped directory per project:
   (``sys.prefix/share/jupyter``, ``sysconfig.get_path("data")``) and the
   overlay, not the view, is ``sys.prefix``.
 
-Its key covers the view, the project's path and the bytes of its metadata
-files, so an existing overlay is current and the hot path only checks that
-it exists.
+Its key covers the view, the project's build key and the checkouts' paths
+and metadata files, so an existing overlay is current and the hot path only
+checks that it exists.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contentpkg.errors import InvalidInputError
 from contentpkg.fs import discard, make_tmp_dir, publish_dir
@@ -42,28 +49,37 @@ from contentpkg.python.project import ProjectInputs, read_static_project
 from contentpkg.store import Store
 from contentpkg.store.hashing import b32
 
+if TYPE_CHECKING:
+    from contentpkg.python.build.project import BuiltProject
+
 ENVS = "envs"
 # 2: site.PREFIXES names the view; links to its data directories.
 # 3: a dynamic version is called 0+dynamic, as the resolver calls it.
-_FORMAT = 3
+# 4: the project is installed from the wheel its own backend built.
+_FORMAT = 4
 
 
-def overlay_needed(inputs: ProjectInputs) -> bool:
-    return bool(inputs.installable and inputs.name) or any(
+def overlay_needed(inputs: ProjectInputs, project_key: str | None) -> bool:
+    """Whether the environment needs an overlay: the project is installed in
+    it (``project_key`` names its build), or checkouts are used in place."""
+    return project_key is not None or any(
         s.editable or s.path.is_dir() for s in inputs.sources.values()
     )
 
 
 def _editables(inputs: ProjectInputs) -> list[Path]:
-    roots = []
-    if inputs.installable and inputs.name:
-        roots.append(inputs.root)
-    roots.extend(s.path for s in inputs.sources.values() if s.path.is_dir())
-    return roots
+    """The checkouts used in place through a path and static metadata."""
+    return [s.path for s in inputs.sources.values() if s.path.is_dir()]
 
 
-def overlay_path(store: Store, view: Path, python: InterpreterInfo, inputs: ProjectInputs) -> Path:
-    h = hashlib.sha256(f"cpk-overlay-{_FORMAT}\0{view}\0".encode())
+def overlay_path(
+    store: Store,
+    view: Path,
+    python: InterpreterInfo,
+    inputs: ProjectInputs,
+    project_key: str | None = None,
+) -> Path:
+    h = hashlib.sha256(f"cpk-overlay-{_FORMAT}\0{view}\0{project_key}\0".encode())
     for root in _editables(inputs):
         h.update(os.fsencode(root) + b"\0")
         for name in ("pyproject.toml", "setup.cfg", "setup.py"):
@@ -75,12 +91,20 @@ def overlay_path(store: Store, view: Path, python: InterpreterInfo, inputs: Proj
 
 
 def ensure_overlay(
-    store: Store, view: Path, python: InterpreterInfo, inputs: ProjectInputs
+    store: Store,
+    view: Path,
+    python: InterpreterInfo,
+    inputs: ProjectInputs,
+    project: BuiltProject | None = None,
 ) -> Path:
-    """Build the project's overlay on view if it is not there yet."""
+    """Build the project's overlay on view if it is not there yet.
+
+    ``project`` is the project's own wheel (editable, or regular for a
+    backend without ``build_editable``), installed into the overlay.
+    """
     from contentpkg.python.envs.views import VIEW_JSON, write_scripts, write_skeleton
 
-    final = overlay_path(store, view, python, inputs)
+    final = overlay_path(store, view, python, inputs, project.key if project else None)
     if final.is_dir():
         return final
     staging = make_tmp_dir(final.parent, final.name)
@@ -97,6 +121,8 @@ def ensure_overlay(
             f"site.PREFIXES.append({os.fspath(view)!a})\n",
             encoding="ascii",
         )
+        if project is not None:
+            _install_project(project, staging, site, final / "bin" / "python")
         _link_data_dirs(staging, view)
         scripts: dict[str, str] = {}
         for root in _editables(inputs):
@@ -129,8 +155,47 @@ def _link_data_dirs(overlay: Path, view: Path) -> None:
     headers) at its root, so one link per top-level name is enough.
     """
     for name in sorted(os.listdir(view)):
-        if name not in _OWN:
+        # What the project's own wheel put there (its data files) stays.
+        if name not in _OWN and not os.path.lexists(overlay / name):
             os.symlink(view / name, overlay / name)
+
+
+def _install_project(project: BuiltProject, root: Path, site: Path, python: Path) -> None:
+    """Install the project's wheel into the overlay being staged at root.
+
+    ``installer`` does it as pip would (scripts written for the overlay's
+    python, RECORD, INSTALLER); the wheel is the project's own, just built
+    by cpk, so its checks are the ones it needs. Bytecode is not compiled:
+    an editable project's modules live in the checkout, and CPython writes
+    theirs where it may, as in any editable install.
+    """
+    from installer import install
+    from installer.destinations import SchemeDictionaryDestination
+    from installer.exceptions import InstallerError
+    from installer.sources import WheelFile
+
+    scheme = {
+        "purelib": os.fspath(site),
+        "platlib": os.fspath(site),
+        "scripts": os.fspath(root / "bin"),
+        "headers": os.fspath(root / "include" / "site" / project.name),
+        "data": os.fspath(root),
+    }
+    destination = SchemeDictionaryDestination(
+        scheme, interpreter=os.fspath(python), script_kind="posix", bytecode_optimization_levels=()
+    )
+    try:
+        with WheelFile.open(project.wheel) as source:
+            install(source, destination, {"INSTALLER": b"cpk\n"})
+    except (InstallerError, ValueError, OSError) as exc:
+        raise InvalidInputError(
+            f"{project.wheel.name}: cannot install the project's built wheel ({exc})",
+            path=str(project.wheel),
+        ) from None
+    if project.editable:
+        for info in site.glob("*.dist-info"):
+            direct_url = {"url": project.root.as_uri(), "dir_info": {"editable": True}}
+            (info / "direct_url.json").write_text(json.dumps(direct_url) + "\n")
 
 
 def _static_metadata(root: Path) -> dict[str, Any]:
@@ -141,7 +206,7 @@ def _static_metadata(root: Path) -> dict[str, Any]:
         raise InvalidInputError(f"{pyproject}: [project] has no name", path=str(pyproject))
     return {
         "name": project.name,
-        "version": project.shown_version,
+        "version": _normal_version(project.shown_version),
         "dependencies": list(project.dependencies),
         "scripts": dict(project.scripts),
         "gui-scripts": dict(project.gui_scripts),
@@ -205,3 +270,14 @@ def _write_project_scripts(bin_dir: Path, python: Path, scripts: dict[str, str])
         path = bin_dir / name
         path.write_bytes(launcher(python, module.strip(), attr))
         path.chmod(0o755)
+
+
+def _normal_version(text: str) -> str:
+    """A version as PEP 440 normalises it (``3.1.0.dev`` is ``3.1.0.dev0``),
+    as every version cpk writes."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return str(Version(text))
+    except InvalidVersion:
+        return text

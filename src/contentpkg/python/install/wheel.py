@@ -204,7 +204,10 @@ def add_wheel(
             operation = f"extracting {filename}"
 
             def populate(slot: Path) -> list[FileRecord]:
-                return _extract(zf, plan, slot, wheel_size, max_size, max_ratio)
+                return _extract(
+                    zf, plan, slot, wheel_size, max_size, max_ratio,
+                    verified=expected_sha256 is not None,
+                )  # fmt: skip
 
             try:
                 return add_built(
@@ -651,8 +654,13 @@ def _extract(
     wheel_size: int,
     max_size: int,
     max_ratio: int,
+    *,
+    verified: bool = False,
 ) -> list[FileRecord]:
     """Stream every member into the slot, checking RECORD and the bounds.
+
+    ``verified`` says the wheel's own sha256 matched what the index or lock
+    publishes, which a RECORD mismatch message then names.
 
     Byte counts are the decompressed bytes actually produced, not the sizes
     the headers declare, so a lying header cannot carry a bomb past the
@@ -722,9 +730,16 @@ def _extract(
                 raise InvalidInputError(f"{where} has {size} bytes but RECORD says {record.size}")
             assert record.hash_ is not None
             digest = (other or sha256).digest()
-            if _urlsafe_b64(digest) != record.hash_.value:
+            if not _record_digest_matches(digest, record.hash_.value):
+                hint = (
+                    " (the wheel's own sha256 matched the published one: the wheel was"
+                    " built this way; ask its maintainers for a fixed wheel, or pin"
+                    " another version)"
+                    if verified
+                    else ""
+                )
                 raise HashMismatchError(
-                    f"{where} does not match its RECORD hash",
+                    f"{where} does not match its RECORD hash{hint}",
                     subject=where,
                     expected=record.hash_.value,
                     actual=_urlsafe_b64(digest),
@@ -732,6 +747,17 @@ def _extract(
         if dest is not None:
             records.append(FileRecord(dest, "x" if executable else "f", sha256.hexdigest(), size))
     return records
+
+
+def _record_digest_matches(digest: bytes, written: str) -> bool:
+    """Whether RECORD's digest names these bytes.
+
+    The wheel spec says unpadded urlsafe base64, but real wheels exist
+    (a popular Sphinx theme's 2022 release) whose RECORD holds hex digests;
+    pip and uv install them, and either spelling pins the same bytes, so
+    both are accepted. Padding is tolerated for the same reason.
+    """
+    return written.rstrip("=") == _urlsafe_b64(digest) or written.lower() == digest.hex()
 
 
 def _urlsafe_b64(digest: bytes) -> str:

@@ -17,6 +17,7 @@ from contentpkg.python.project.sources import find_links_location, local_source
 from contentpkg.python.project.tomlfile import strings, table
 
 _TOOL_KEYS = (
+    "cache-keys",
     "default-groups",
     "extra-index-url",
     "find-links",
@@ -24,6 +25,7 @@ _TOOL_KEYS = (
     "no-index",
     "package",
     "sources",
+    "strict-command",
 )
 _SOURCE_KEYS = ("editable", "path")
 

@@ -11,8 +11,15 @@ from pathlib import Path
 
 from contentpkg.errors import CpkError, NotFoundError
 from contentpkg.python.project.models import IndexSettings, ProjectInputs, Selection
-from contentpkg.python.project.pyproject import PYPROJECT, load_pyproject
+from contentpkg.python.project.pyproject import (
+    PYPROJECT,
+    load_pyproject,
+    load_setuptools_project,
+)
 from contentpkg.python.project.requirements import REQUIREMENTS_TXT, RequirementsReader
+
+#: The files of a project declared for setuptools without ``pyproject.toml``.
+SETUPTOOLS_FILES = ("setup.py", "setup.cfg")
 
 
 def find_project(start: Path) -> Path | None:
@@ -28,7 +35,9 @@ def find_project(start: Path) -> Path | None:
         start = start.parent
     chain = [start, *start.parents]
     for directory in chain:
-        if (directory / PYPROJECT).is_file():
+        # A setup.py or setup.cfg alone declares a project too (setuptools'
+        # legacy backend builds it), as pip and uv accept.
+        if any((directory / n).is_file() for n in (PYPROJECT, *SETUPTOOLS_FILES)):
             return directory
     for directory in chain:
         if (directory / REQUIREMENTS_TXT).is_file():
@@ -58,6 +67,10 @@ def load_project(
         pyproject = path / PYPROJECT
         if pyproject.is_file():
             path = pyproject
+        elif any((path / n).is_file() for n in SETUPTOOLS_FILES):
+            return load_setuptools_project(path.absolute(), _selection(
+                extras, groups, all_extras, all_groups, no_default_groups
+            ))  # fmt: skip
         elif (path / REQUIREMENTS_TXT).is_file():
             path = path / REQUIREMENTS_TXT
         else:
@@ -66,13 +79,7 @@ def load_project(
             )
     elif not path.is_file():
         raise NotFoundError(f"{path}: no such project file", what=str(path))
-    selection = Selection(
-        extras=tuple(extras),
-        groups=tuple(groups),
-        all_extras=all_extras,
-        all_groups=all_groups,
-        no_default_groups=no_default_groups,
-    )
+    selection = _selection(extras, groups, all_extras, all_groups, no_default_groups)
     if path.name.endswith(".toml"):
         return load_pyproject(path, selection, validate)
     if selection.any:
@@ -80,3 +87,19 @@ def load_project(
     reqs = RequirementsReader(validate)
     reqs.read(path.absolute(), None)
     return reqs.inputs(path.absolute().parent, path, IndexSettings(), {})
+
+
+def _selection(
+    extras: Iterable[str],
+    groups: Iterable[str],
+    all_extras: bool,
+    all_groups: bool,
+    no_default_groups: bool,
+) -> Selection:
+    return Selection(
+        extras=tuple(extras),
+        groups=tuple(groups),
+        all_extras=all_extras,
+        all_groups=all_groups,
+        no_default_groups=no_default_groups,
+    )

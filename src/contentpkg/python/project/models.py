@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+#: The ``[project]`` fields a build backend may supply (PEP 621 ``dynamic``).
+BACKEND_FIELDS = ("name", "version", "dependencies", "optional-dependencies", "requires-python")
+
 
 @dataclass(frozen=True)
 class IndexSettings:
@@ -67,6 +70,16 @@ class ProjectInputs:
     hashes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     tool: dict[str, Any] = field(default_factory=dict)
     files: tuple[Path, ...] = ()
+    #: The ``[project]`` fields the build backend supplies (PEP 621
+    #: ``dynamic``, or all of them when there is no ``[project]``): until
+    #: :func:`contentpkg.python.build.project.with_backend_metadata` fills
+    #: them in, ``requirements`` lacks what the backend adds, and ``extras``
+    #: holds the extras asked for, unchecked ("*": all).
+    dynamic: tuple[str, ...] = ()
+    #: What the build backend said, once it has: (version, Requires-Dist,
+    #: Requires-Python), so a requirement on the project's own name can be
+    #: resolved to the checkout without reading ``[project]`` again.
+    backend_metadata: tuple[str, tuple[str, ...], str | None] | None = None
 
     @property
     def index_table(self) -> dict[str, Any]:

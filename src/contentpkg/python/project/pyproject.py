@@ -25,7 +25,7 @@ from typing import Any
 from contentpkg.errors import CpkError, InvalidInputError
 from contentpkg.python.names import canonical_name
 from contentpkg.python.project.cpk_table import is_package, read_tool_table
-from contentpkg.python.project.models import ProjectInputs, Selection
+from contentpkg.python.project.models import BACKEND_FIELDS, ProjectInputs, Selection
 from contentpkg.python.project.pep508 import (
     NAME,
     and_markers,
@@ -65,23 +65,49 @@ def load_pyproject(file: Path, selection: Selection, validate: bool) -> ProjectI
         inputs.files = (file, *inputs.files)
         return inputs
 
+    if project is None and groups_table is None and not is_package(data, tool, file):
+        # Never an empty environment in silence: nothing here says what to
+        # install (uv refuses the same file).
+        raise CpkError(
+            f"{file}: no [project], [dependency-groups] or [build-system] table: "
+            "nothing says what this project needs"
+        )
     requirements: list[str] = []
     name = version = requires_python = None
     selected_extras: tuple[str, ...] = ()
     optional: dict[str, list[str]] = {}
+    installable = is_package(data, tool, file)
+    # What the build backend supplies (point 1 of building the project
+    # itself): everything without [project], else what it lists as dynamic.
+    dynamic: tuple[str, ...] = ()
+    if project is not None:
+        dynamic = tuple(f for f in BACKEND_FIELDS if f in project.dynamic)
+    elif installable:
+        dynamic = BACKEND_FIELDS
+    if dynamic and not installable:
+        # Not a package: nothing is built, so only a version may stay unknown.
+        needed = [f for f in dynamic if f != "version"]
+        if needed:
+            raise CpkError(
+                f"{file}: [project].{needed[0]} is dynamic, but no [build-system] "
+                "names a backend to ask for it"
+            )
+        dynamic = ()
     if project is not None:
         name = project.name
-        if name is None:
+        if name is None and "name" not in dynamic:
             raise InvalidInputError(f"{file}: [project] has no name", path=str(file))
-        version = project.version
+        version = project.version if "version" not in dynamic else None
         requires_python = project.requires_python
-        if "dependencies" in project.dynamic:
-            raise CpkError(f"{file}: [project].dependencies is dynamic; cpk needs it written out")
         requirements = project.dependencies
         optional = project.optional_dependencies
+    if "optional-dependencies" in dynamic:
+        # Checked once the backend has said which extras exist.
+        wanted = ("*",) if selection.all_extras else selection.extras
+        selected_extras = tuple(dict.fromkeys(canonical_name(e) if e != "*" else e for e in wanted))
+    elif project is not None:
         wanted = sorted(optional) if selection.all_extras else selection.extras
         selected_extras = _select(wanted, optional, file, "extra", "optional-dependencies")
-
     elif selection.extras or selection.all_extras:
         raise CpkError(f"{file}: no [project] table, so no extras to select")
     self_name = canonical_name(name) if name else None
@@ -89,7 +115,8 @@ def load_pyproject(file: Path, selection: Selection, validate: bool) -> ProjectI
     out: list[str] = []
     expander.add(requirements, "[project].dependencies", out)
     for extra in selected_extras:
-        expander.add_extra(extra, out)
+        if extra in optional:
+            expander.add_extra(extra, out)
 
     group_names = _group_names(groups_table, file)
     if selection.all_groups:
@@ -120,7 +147,7 @@ def load_pyproject(file: Path, selection: Selection, validate: bool) -> ProjectI
         kind="pyproject",
         name=name,
         version=version,
-        installable=is_package(data, tool, file) and project is not None,
+        installable=installable,
         requirements=_dedupe(out),
         requires_python=requires_python,
         extras=selected_extras,
@@ -129,6 +156,27 @@ def load_pyproject(file: Path, selection: Selection, validate: bool) -> ProjectI
         sources=sources,
         tool=tool,
         files=(file,),
+        dynamic=dynamic,
+    )
+
+
+def load_setuptools_project(root: Path, selection: Selection) -> ProjectInputs:
+    """A project declared by ``setup.py``/``setup.cfg`` alone: everything
+    comes from the setuptools backend (PEP 517's fallback, as in pip)."""
+    files = tuple(root / n for n in ("setup.py", "setup.cfg") if (root / n).is_file())
+    if not files:
+        raise CpkError(f"{root}: no pyproject.toml, setup.py or setup.cfg here")
+    if selection.groups or selection.all_groups:
+        raise CpkError(f"{files[0]}: a setup.py project has no dependency groups")
+    wanted = ("*",) if selection.all_extras else selection.extras
+    return ProjectInputs(
+        root=root,
+        input_file=files[0],
+        kind="pyproject",
+        installable=True,
+        extras=tuple(dict.fromkeys(canonical_name(e) if e != "*" else e for e in wanted)),
+        files=files,
+        dynamic=BACKEND_FIELDS,
     )
 
 

@@ -812,6 +812,7 @@ def resolve(
     sdist_metadata: SdistMetadata | None = None,
     hashes: Mapping[str, Iterable[str]] | None = None,
     local_sources: Mapping[str, Path] | None = None,
+    local_metadata: Mapping[str, tuple[str, Sequence[str], str | None]] | None = None,
 ) -> Resolution:
     """Pin every package the requirements need on the target interpreter python.
 
@@ -825,6 +826,9 @@ def resolve(
     (Metadata-Version 2.2+, requires-dist not dynamic) is used or the
     resolution fails saying the sdist must be built.
 
+    ``local_metadata`` (name -> version, Requires-Dist, Requires-Python)
+    gives a local source's metadata as its build backend said it, for a
+    checkout whose ``[project]`` leaves fields to the backend.
     ``local_sources`` (name -> directory, e.g. a project's
     ``[tool.cpk.sources]``) serve those names from local checkouts, wherever
     in the graph they are required, and whatever URL a dependency names for
@@ -889,6 +893,17 @@ def resolve(
         hashes=allowed,
         local=local,
     )
+    for raw, (version, requires, requires_python) in (local_metadata or {}).items():
+        # A checkout whose metadata its build backend gave (dynamic fields):
+        # as a wheel's METADATA, extras as markers.
+        name = canonicalize_name(raw)
+        provider._local[name] = _Local(
+            path=local[name],
+            version=Version(version),
+            version_known=True,
+            metadata=_Metadata(tuple(Requirement(r) for r in requires), requires_python),
+            dynamic_extras=False,
+        )
     provider.root_names = {r.name for r in roots}
     client.prefetch(sorted(provider.root_names - set(local)))
     resolver: Resolver[_Req, _Candidate, str] = Resolver(provider, BaseReporter())

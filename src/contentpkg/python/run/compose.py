@@ -13,11 +13,15 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from contentpkg.python.interpreter import InterpreterInfo
 from contentpkg.python.lock import Lock
 from contentpkg.python.project import ProjectInputs, requirement_name
 from contentpkg.store import Entry, Store
+
+if TYPE_CHECKING:
+    from contentpkg.python.build.project import BuiltProject
 
 
 @dataclass
@@ -77,15 +81,20 @@ def find_env(
     inputs: ProjectInputs,
     lock: Lock,
     entries: list[tuple[str, Entry]],
+    project_key: str | None = None,
 ) -> Path | None:
-    """The existing environment of these entries, or None (nothing is made)."""
+    """The existing environment of these entries, or None (nothing is made).
+
+    ``project_key`` is the build key of the project's editable install, when
+    the project is installed in its environment.
+    """
     from contentpkg.python.envs.views import find_view
 
     names = [e.dirname for e in declared_order(entries, lock, inputs)]
     view = find_view(store, python, names)
     if view is None:
         return None
-    return env_for(store, view, python, inputs, build=False)
+    return env_for(store, view, python, inputs, project_key, None)
 
 
 def compose(
@@ -97,6 +106,8 @@ def compose(
     entries: list[tuple[str, Entry]],
     *,
     link_venv: bool,
+    project: BuiltProject | None = None,
+    project_entry: Entry | None = None,
 ) -> Prepared:
     """Build (or find) the view of entries and the project's overlay on it,
     link ``.venv`` (when ``link_venv``) and make the gc root. The caller
@@ -104,14 +115,21 @@ def compose(
 
     ``run_inputs`` decides order and overlay (the project plus any ``--with``
     requirements); ``inputs`` is the project or script as found, or None.
+    ``project`` is the project's own build, installed into the overlay;
+    ``project_entry`` its wheel in the store instead (``--no-editable``),
+    which joins the view first.
     """
     from contentpkg.python.envs.views import ensure_view
 
     ordered = declared_order(entries, lock, run_inputs)
+    if project_entry is not None:
+        ordered = [project_entry, *(e for e in ordered if e.name != project_entry.name)]
     view = ensure_view(store, ordered, python)
-    env = env_for(store, view.path, python, run_inputs, build=True)
+    env = env_for(store, view.path, python, run_inputs, project.key if project else None, project)
     assert env is not None
     notes: list[str] = []
+    if project is not None and project.note:
+        notes.append(f"warning: {project.note}")
     if inputs is not None and link_venv:
         note = link_dot_venv(store, inputs, env)
         if note:
@@ -126,26 +144,32 @@ def compose(
 
 
 def env_for(
-    store: Store, view: Path, python: InterpreterInfo, inputs: ProjectInputs, build: bool
+    store: Store,
+    view: Path,
+    python: InterpreterInfo,
+    inputs: ProjectInputs,
+    project_key: str | None,
+    project: BuiltProject | None,
 ) -> Path | None:
     """The directory to run in: the view itself, or the project's overlay.
 
-    A project that is itself a package, or that uses local checkouts in
-    place, gets a small per-project overlay on the shared view (see
+    A project installed in its environment (``project_key``, the key of its
+    build), or one that uses local checkouts in place, gets a small
+    per-project overlay on the shared view (see
     :mod:`contentpkg.python.envs.overlay`); its key covers everything that
-    shapes it, so an existing overlay is current. With ``build`` False, None
-    means "missing".
+    shapes it, so an existing overlay is current. None means "missing" when
+    the overlay would need ``project``, the build, and it is not given.
     """
     from contentpkg.python.envs.overlay import ensure_overlay, overlay_needed, overlay_path
 
-    if not overlay_needed(inputs):
+    if not overlay_needed(inputs, project_key):
         return view
-    path = overlay_path(store, view, python, inputs)
+    path = overlay_path(store, view, python, inputs, project_key)
     if path.is_dir():
         return path
-    if not build:
+    if project_key is not None and project is None:
         return None
-    return ensure_overlay(store, view, python, inputs)
+    return ensure_overlay(store, view, python, inputs, project)
 
 
 def link_dot_venv(store: Store, inputs: ProjectInputs, env: Path) -> str | None:

@@ -41,7 +41,10 @@ _VALUE_OPTIONS = frozenset(
     {"--project", "--python", "--index-url", "--extra-index-url", "--find-links", "-f"}
     | {"--with", "--extra", "--group"}
 )
-_FLAGS = frozenset({"--frozen", "--locked", "--offline", "--prerelease", "--prefer-store"})
+_FLAGS = frozenset(
+    {"--frozen", "--locked", "--offline", "--prerelease", "--prefer-store"}
+    | {"--strict-command", "--no-editable"}
+)
 #: The environment that changes what run would decide: the variables a
 #: ``Context`` reads (``context.SETTINGS_VARIABLES``, kept equal by a test).
 SETTINGS_VARIABLES = (
@@ -53,6 +56,7 @@ SETTINGS_VARIABLES = (
     "CPK_FIND_LINKS",
     "XDG_DATA_HOME",
     "XDG_CACHE_HOME",
+    "CPK_STRICT_COMMAND",
 )
 _PYTHONS = ("python", "python3")
 
@@ -196,7 +200,45 @@ def try_fast(args: Sequence[str]) -> None:
     for path in memo["exists"]:
         if not os.path.exists(path):
             return
-    exec_in(memo["env"], [*memo["prefix"], *command])
+    argv = [*memo["prefix"], *command]
+    # The memo is shared by every command; whether this one is in the
+    # environment is one access() call, decided afresh each time.
+    outside = outside_command(memo["env"], argv[0], os.environ)
+    if outside is not None:
+        if memo.get("strict", True):
+            return  # the full path refuses, in its own words
+        print(f"cpk: warning: {outside_warning(argv[0], outside)}", file=sys.stderr)
+    exec_in(memo["env"], argv)
+
+
+def outside_command(
+    env: str | os.PathLike[str], program: str, environ: Mapping[str, str]
+) -> str | None:
+    """Where ``program`` runs from when the environment does not have it.
+
+    None when the command is a path (the user chose the file), is in the
+    environment's ``bin/``, or is nowhere at all (exec then says "not
+    found"). Otherwise the file ``PATH`` gives: a program outside the
+    environment, under another interpreter and other packages, which the
+    user must hear about (DESIGN.md invariant 7).
+    """
+    if "/" in program:
+        return None
+    if os.access(os.path.join(env, "bin", program), os.X_OK):
+        return None
+    for directory in os.get_exec_path(dict(environ)):
+        candidate = os.path.join(directory or ".", program)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def outside_warning(program: str, path: str) -> str:
+    """The one line said when a command runs from outside the environment."""
+    return (
+        f"{program} is not in the environment; running {path} from PATH, outside it"
+        " (--strict-command makes this an error)"
+    )
 
 
 def write_memo(
@@ -207,6 +249,8 @@ def write_memo(
     inputs: Iterable[str],
     absent: Iterable[str],
     exists: Iterable[str],
+    *,
+    strict: bool = False,
 ) -> str | None:
     """Remember that these ``cpk run`` arguments, with these files as they
     are now, run in env; return the memo's path (None when nothing was written).
@@ -227,6 +271,9 @@ def write_memo(
         "stats": stats,
         "exists": list(exists),
         "prefix": argv[: len(argv) - len(command)],
+        # Whether a command from outside the environment is refused
+        # (--strict-command, CPK_STRICT_COMMAND, [tool.cpk] strict-command).
+        "strict": strict,
     }
     # Only a missed memo writes one, so the file-system module (standard
     # library too, but bigger) is loaded only then. The memo is a cache:

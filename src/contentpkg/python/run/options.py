@@ -33,6 +33,10 @@ class Options:
     prefer_store: bool = False
     extras: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
+    #: Install the project itself as a built wheel entry, not editable.
+    no_editable: bool = False
+    #: A command missing from the environment is an error (``--strict-command``).
+    strict_command: bool = False
     #: Progress of downloads and builds; the CLI's starts ``rich`` only when
     #: first used, so a run that makes nothing never imports it.
     reporter: Reporter = field(default=QUIET, compare=False)

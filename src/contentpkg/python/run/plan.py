@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from contentpkg.context import Bucket
-from contentpkg.errors import NotFoundError
+from contentpkg.errors import CpkError, NotFoundError
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
 from contentpkg.python.lock import LOCK_FILENAME
 from contentpkg.python.project import (
@@ -35,7 +35,13 @@ from contentpkg.python.project import (
 )
 from contentpkg.python.run.compose import Prepared, compose, entries_of, find_env
 from contentpkg.python.run.lockstate import LockState, lock_state
-from contentpkg.python.run.memo import exec_in, script_command, write_memo
+from contentpkg.python.run.memo import (
+    exec_in,
+    outside_command,
+    outside_warning,
+    script_command,
+    write_memo,
+)
 from contentpkg.python.run.options import Options, RunRequest, index_places
 from contentpkg.store import Store
 
@@ -90,6 +96,8 @@ def plan_run(options: Options, request: RunRequest) -> RunPlan:
     python = interpreter_info(options.python, cache_dir=ctx.cache_dir)
     places = index_places(options, inputs)
     store = Store.open(inputs.root if inputs is not None else Path.cwd(), ctx=ctx)
+    if inputs is not None and inputs.dynamic:
+        inputs = _backend_metadata(options, inputs, store, python, places)
 
     def fingerprint(of: ProjectInputs) -> str:
         return inputs_fingerprint(
@@ -148,6 +156,41 @@ def _find_inputs(
     return load_project(root, extras=extras, groups=groups, validate=False)
 
 
+def _backend_metadata(
+    options: Options,
+    inputs: ProjectInputs,
+    store: Store,
+    python: InterpreterInfo,
+    places: tuple[list[str], list[str]],
+) -> ProjectInputs:
+    """The project's inputs completed by its build backend (cached by build key)."""
+    from contentpkg.python.build.project import with_backend_metadata
+    from contentpkg.python.run.sync import Session
+
+    session = Session(options, store, python, places)
+    try:
+        return with_backend_metadata(
+            inputs,
+            python=python,
+            cache_dir=options.ctx.cache_dir,
+            environ=options.ctx.environ,
+            resolve_build_requires=session.build_requires,
+            reporter=options.reporter,
+        )
+    finally:
+        session.close()
+
+
+def _project_key(plan: RunPlan) -> str | None:
+    """The build key of the project's editable install, if it has one."""
+    from contentpkg.python.build.project import build_key, builds_project
+
+    inputs = plan.run_inputs
+    if not builds_project(inputs):
+        return None
+    return build_key(inputs.root, plan.python, plan.options.ctx.environ)
+
+
 def _with_inputs(inputs: ProjectInputs | None, request: RunRequest) -> ProjectInputs:
     """The inputs of an environment with ``--with`` requirements (or of a script)."""
     if inputs is None:
@@ -192,9 +235,14 @@ def _ready(plan: RunPlan) -> Prepared | None:
     entries = entries_of(store, lock)
     if entries is None:
         return None
-    env = find_env(store, plan.python, inputs, lock, entries)
+    project_key = _project_key(plan)
+    if project_key is not None and plan.options.no_editable:
+        return None  # the project's wheel entry is found by the full path
+    env = find_env(store, plan.python, inputs, lock, entries, project_key)
     if env is not None:
         return Prepared(env, plan.python, inputs, lock_path=lock.path)
+    if project_key is not None:
+        return None  # the project must be built: the full path has the session
     from contentpkg.store.locks import collector_lock
 
     store.ensure()
@@ -232,9 +280,10 @@ def _make(plan: RunPlan) -> Prepared:
             items = session.materialize_lock(lock)
             entries = [(item.name, item.entry) for item in items]
             link_venv = not plan.derived
+            project, project_entry = session.project_build(plan.run_inputs)
             return compose(
                 store, plan.python, plan.run_inputs, plan.inputs, lock, entries,
-                link_venv=link_venv,
+                link_venv=link_venv, project=project, project_entry=project_entry,
             )  # fmt: skip
     finally:
         session.close()
@@ -267,6 +316,12 @@ def memo_facts(
         inputs += [os.fspath(source.path / n) for n in _METADATA_FILES]
     if found is not None:
         inputs += [os.fspath(f) for f in found.files]
+        from contentpkg.python.build.project import builds_project, key_files
+
+        if builds_project(plan.run_inputs):
+            # What the build key hashes: a changed setup.py (or a file named
+            # in cache-keys) rebuilds the project on the next run.
+            inputs += [os.fspath(f) for f in key_files(found.root)]
         if found.kind != "script":
             absent += _discovery_absent(found.root)
     else:
@@ -351,6 +406,9 @@ def run(options: Options, request: RunRequest, memo_args: Sequence[str] | None =
     plan = plan_run(options, request)
     prepared = prepare(plan)
     ctx = options.ctx
+    environ = _child_environ(ctx.environ, request.native)
+    strict = _strict_command(options, plan.inputs)
+    _check_command(prepared, plan.argv[0], environ, strict)
     memo = None
     if memo_args is not None and request.native is None:
         memo = write_memo(
@@ -359,9 +417,35 @@ def run(options: Options, request: RunRequest, memo_args: Sequence[str] | None =
             memo_args,
             os.fspath(prepared.env),
             *memo_facts(prepared, plan),
+            strict=strict,
         )
-    environ = _child_environ(ctx.environ, request.native)
     return Launch(prepared.env, plan.argv, environ, prepared, memo)
+
+
+def _strict_command(options: Options, inputs: ProjectInputs | None) -> bool:
+    """Whether a command outside the environment is refused: the option, else
+    ``CPK_STRICT_COMMAND``, else ``[tool.cpk] strict-command``."""
+    if options.strict_command or options.ctx.strict_command:
+        return True
+    setting = inputs.tool.get("strict-command") if inputs is not None else None
+    if setting is not None and not isinstance(setting, bool):
+        raise CpkError(f"{inputs.input_file}: [tool.cpk] strict-command must be true or false")
+    return bool(setting)
+
+
+def _check_command(
+    prepared: Prepared, program: str, environ: Mapping[str, str], strict: bool
+) -> None:
+    """Say when the command runs from outside the environment; refuse it when strict."""
+    outside = outside_command(prepared.env, program, environ)
+    if outside is None:
+        return
+    if strict:
+        raise CpkError(
+            f"{program} is not in the environment; refusing to run {outside} from PATH, "
+            "outside it (strict command: add it to the project's dependencies)"
+        )
+    prepared.notes.append(f"warning: {outside_warning(program, outside)}")
 
 
 def shell(options: Options, request: RunRequest) -> Launch:

@@ -144,6 +144,7 @@ class Session:
         upgrade: bool = True,
         hashes: dict[str, tuple[str, ...]] | None = None,
         local_sources: dict[str, Path] | None = None,
+        local_metadata: dict[str, tuple[str, tuple[str, ...], str | None]] | None = None,
     ) -> Resolution:
         from contentpkg.python.resolve.resolver import resolve
 
@@ -158,6 +159,7 @@ class Session:
             sdist_metadata=self._sdist_metadata,
             hashes=hashes,
             local_sources=local_sources,
+            local_metadata=local_metadata,
         )
 
     def _sdist_metadata(self, file: DistFile) -> bytes:
@@ -170,6 +172,52 @@ class Session:
             resolve_build_requires=self._build_requires,
             reporter=self.options.reporter,
         )
+
+    def build_requires(self, requirements: list[str]) -> list[Entry]:
+        """Resolve and store a build environment's requirements (for builds
+        made elsewhere: the project's own, in :mod:`..build.project`)."""
+        return self._build_requires(requirements)
+
+    def with_backend_metadata(self, inputs: ProjectInputs) -> ProjectInputs:
+        """inputs completed by the project's build backend when it has dynamic fields."""
+        if not inputs.dynamic:
+            return inputs
+        from contentpkg.python.build.project import with_backend_metadata
+
+        return with_backend_metadata(
+            inputs,
+            python=self.python,
+            cache_dir=self.cache_dir,
+            environ=self.options.ctx.environ,
+            resolve_build_requires=self._build_requires,
+            reporter=self.options.reporter,
+        )
+
+    def project_build(self, inputs: ProjectInputs) -> tuple[Any, Entry | None]:
+        """The project's own build: (the build to install into its overlay,
+        None) or, with ``--no-editable``, (None, its wheel's store entry)."""
+        from contentpkg.python.build.project import build_project, builds_project
+
+        if not builds_project(inputs):
+            return None, None
+        editable = not self.options.no_editable
+        built = build_project(
+            inputs,
+            editable=editable,
+            python=self.python,
+            cache_dir=self.cache_dir,
+            environ=self.options.ctx.environ,
+            resolve_build_requires=self._build_requires,
+            reporter=self.options.reporter,
+        )
+        if editable:
+            return built, None
+        from contentpkg.python.install.bytecode import ensure_bytecode_many
+        from contentpkg.python.install.wheel import add_wheel
+
+        entry = add_wheel(self.store, built.wheel, source=built.root.as_uri()).entry
+        ensure_bytecode_many(self.store, [entry], self.python, jobs=self.bytecode_jobs)
+        return None, entry
 
     def _build_requires(self, requirements: list[str]) -> list[Entry]:
         """Resolve and store a build environment's requirements."""
@@ -379,12 +427,22 @@ def relock(
             for n, v in lock_to_requirements_pins(keep).items()
             if canonicalize_name(n) not in skip
         }
+    local_sources = {name: source.path for name, source in inputs.sources.items()}
+    local_metadata = {}
+    if inputs.installable and inputs.name:
+        # A requirement on the project's own name (a test tool depending on
+        # the library being developed, also through --with) is the
+        # checkout, never the index's copy, which would shadow it.
+        local_sources.setdefault(canonicalize_name(inputs.name), inputs.root)
+        if inputs.backend_metadata is not None:
+            local_metadata[canonicalize_name(inputs.name)] = inputs.backend_metadata
     resolution = session.resolve(
         inputs.requirements,
         preferences=preferences,
         upgrade=upgrade or not preferences,
         hashes=inputs.hashes,
-        local_sources={name: source.path for name, source in inputs.sources.items()},
+        local_sources=local_sources,
+        local_metadata=local_metadata,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     directories = _directories(resolution, inputs)
@@ -423,6 +481,7 @@ def lock_project(
     inputs = project_inputs(options)
     session = Session.open(options, inputs.root, inputs)
     try:
+        inputs = session.with_backend_metadata(inputs)
         check_requires_python(inputs, session.python)
         state = lock_state(
             inputs.root / LOCK_FILENAME, session.fingerprint(inputs), cache_dir=session.cache_dir
@@ -464,6 +523,7 @@ def sync_project(options: Options, *, frozen: bool = False, locked: bool = False
     inputs = project_inputs(options)
     session = Session.open(options, inputs.root, inputs)
     try:
+        inputs = session.with_backend_metadata(inputs)
         path = inputs.root / LOCK_FILENAME
         fingerprint = "" if frozen else session.fingerprint(inputs)
         state = lock_state(
@@ -475,6 +535,11 @@ def sync_project(options: Options, *, frozen: bool = False, locked: bool = False
         with collector_lock(store.user.root):
             items = session.materialize_lock(lock)
             root_lock(store, path)
+            if options.no_editable:
+                _, entry = session.project_build(inputs)
+                if entry is not None:
+                    name = inputs.name or entry.name
+                    items.append(Materialized(name, entry.version, entry, "built"))
         return SyncOutcome(lock_outcome, items)
     finally:
         session.close()
