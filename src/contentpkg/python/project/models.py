@@ -67,6 +67,15 @@ class ProjectInputs:
     hashes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     tool: dict[str, Any] = field(default_factory=dict)
     files: tuple[Path, ...] = ()
+    #: Requirements that narrow versions without adding packages: a
+    #: requirements file's ``-c`` files, ``[tool.uv] constraint-dependencies``.
+    constraints: list[str] = field(default_factory=list)
+    #: ``[tool.uv] override-dependencies``: each replaces every requirement
+    #: on its name, wherever in the graph it is made.
+    overrides: list[str] = field(default_factory=list)
+    #: Names pinned to one index (``[tool.uv.sources] x = { index = "name" }``):
+    #: normalized name -> that index's URL; no other index is asked for them.
+    index_pins: dict[str, str] = field(default_factory=dict)
 
     @property
     def index_table(self) -> dict[str, Any]:

@@ -144,9 +144,22 @@ class Session:
         upgrade: bool = True,
         hashes: dict[str, tuple[str, ...]] | None = None,
         local_sources: dict[str, Path] | None = None,
+        constraints: Sequence[str] = (),
+        overrides: Sequence[str] = (),
+        index_pins: dict[str, str] | None = None,
+        locked_vcs: dict[str, dict[str, Any]] | None = None,
     ) -> Resolution:
+        from contentpkg.python.resolve.direct import DirectSources
         from contentpkg.python.resolve.resolver import resolve
 
+        direct = DirectSources(
+            client=self.client,
+            cache_dir=self.cache_dir,
+            offline=self.options.offline,
+            metadata_of=self._direct_metadata,
+            store=self.store,
+            locked=locked_vcs,
+        )
         return resolve(
             list(requirements),
             self.client,
@@ -158,6 +171,25 @@ class Session:
             sdist_metadata=self._sdist_metadata,
             hashes=hashes,
             local_sources=local_sources,
+            constraints=constraints,
+            overrides=overrides,
+            index_pins=index_pins,
+            direct=direct,
+        )
+
+    def _direct_metadata(self, path: Path, file: DistFile) -> bytes:
+        """Metadata of a git commit's or an archive URL's file, at ``path``."""
+        if file.is_wheel:
+            from contentpkg.python.index.client import wheel_metadata_from_archive
+
+            return wheel_metadata_from_archive(path, file.filename)
+        from contentpkg.python.build.sdist import sdist_metadata
+
+        return sdist_metadata(
+            path,
+            python=self.python,
+            resolve_build_requires=self._build_requires,
+            reporter=self.options.reporter,
         )
 
     def _sdist_metadata(self, file: DistFile) -> bytes:
@@ -258,7 +290,12 @@ class Session:
         from contentpkg.store import lookup
 
         name, version, file = item
-        path = self.client.download(file, tmp)
+        if file.url.startswith("git+"):
+            from contentpkg.python.resolve.direct import git_archive
+
+            path = git_archive(file, name, self.cache_dir, offline=self.options.offline)
+        else:
+            path = self.client.download(file, tmp)
         if file.is_wheel:
             result = add_wheel(self.store, path, expected_sha256=file.sha256, source=file.url)
             how = "fetched"
@@ -366,12 +403,21 @@ def relock(
             for n, v in lock_to_requirements_pins(keep).items()
             if canonicalize_name(n) not in skip
         }
+    from contentpkg.python.resolve.direct import locked_direct
+
     resolution = session.resolve(
         inputs.requirements,
         preferences=preferences,
         upgrade=upgrade or not preferences,
         hashes=inputs.hashes,
         local_sources={name: source.path for name, source in inputs.sources.items()},
+        constraints=inputs.constraints,
+        overrides=inputs.overrides,
+        index_pins=inputs.index_pins,
+        # A git dependency keeps its locked commit until upgraded.
+        locked_vcs=locked_direct(keep, {canonicalize_name(n) for n in upgrade_packages})
+        if keep is not None and not upgrade
+        else None,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     directories = _directories(resolution, inputs)
