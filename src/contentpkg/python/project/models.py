@@ -78,6 +78,18 @@ class ProjectInputs:
     index_pins: dict[str, str] = field(default_factory=dict)
 
     @property
+    def lock_name(self) -> str:
+        """The lock's file name beside the inputs: ``pylock.toml``, except
+        for a requirements file other than ``requirements.txt``, whose lock
+        is ``pylock.<stem>.toml`` (PEP 751's named form), so locking
+        ``requirements-dev.txt`` does not overwrite the project's lock."""
+        name = self.input_file.name
+        if self.kind != "requirements" or name in ("requirements.txt", "pyproject.toml"):
+            return "pylock.toml"
+        stem = name.removesuffix(".txt").removesuffix(".in").replace(".", "-")
+        return f"pylock.{stem}.toml"
+
+    @property
     def index_table(self) -> dict[str, Any]:
         """The index settings in ``[tool.cpk]`` shape, with a requirements
         file's ``--index-url``/``--extra-index-url``/``--find-links``/

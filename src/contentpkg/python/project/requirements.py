@@ -15,6 +15,7 @@ import re
 import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 from contentpkg.errors import CpkError
 from contentpkg.python.names import canonical_name
@@ -32,9 +33,7 @@ _COMMENT = re.compile(r"(^|\s+)#.*$")
 # lower-case templates stay as written (pip's own rule).
 _ENV_VAR = re.compile(r"\$\{([A-Z0-9_]+)\}")
 
-_OPTIONS_HELP = (
-    "-r, -c, -e, -i/--index-url, --extra-index-url, -f/--find-links, --no-index, --hash"
-)
+_OPTIONS_HELP = "-r, -c, -e, -i/--index-url, --extra-index-url, -f/--find-links, --no-index, --hash"
 # option spelling -> (canonical name, takes a value)
 _OPTIONS: dict[str, tuple[str, bool]] = {
     "-r": ("requirement", True),
@@ -86,8 +85,17 @@ class RequirementsReader:
         # a -r inside it reads requirements again, as pip's does).
         self._constraint = False
 
+    @property
+    def has_index_options(self) -> bool:
+        return bool(self.index_url or self.extra_index_urls or self.find_links or self.no_index)
+
     def inputs(
-        self, root: Path, input_file: Path, index: IndexSettings, sources: dict[str, Source]
+        self,
+        root: Path,
+        input_file: Path,
+        index: IndexSettings,
+        sources: dict[str, Source],
+        kind: Literal["requirements", "script"] = "requirements",
     ) -> ProjectInputs:
         """Combine with ``[tool.cpk]`` settings; the requirements file's own
         options come second, as options given later do on pip's command line."""
@@ -100,7 +108,7 @@ class RequirementsReader:
         return ProjectInputs(
             root=root,
             input_file=input_file.absolute(),
-            kind="requirements",
+            kind=kind,
             requirements=_dedupe(self.requirements),
             index=settings,
             sources={**sources, **self.sources},
@@ -133,7 +141,13 @@ class RequirementsReader:
         try:
             text = file.read_text(encoding="utf-8-sig")
         except OSError as error:
-            where = f"{origin[0]}:{origin[1]}: " if origin else ""
+            where = (
+                ""
+                if not origin
+                else f"{origin[0]}:{origin[1]}: "
+                if origin[1]
+                else f"{origin[0]}: "
+            )
             raise CpkError(f"{where}cannot read {file}: {error.strerror}") from None
         except UnicodeDecodeError:
             raise CpkError(f"{file}: not UTF-8 text") from None
@@ -273,6 +287,27 @@ class RequirementsReader:
         key = canonical_name(name)
         self.sources[key] = Source(name=key, path=path, editable=editable)
         return name + extras
+
+
+def read_with(
+    items: Sequence[str], base: Path, environ: Mapping[str, str] | None = None
+) -> RequirementsReader:
+    """``cpk run``'s ``--with`` values, read as requirement lines in ``base``.
+
+    The command line hands ``--with-editable P`` over as ``-e P`` and
+    ``--with-requirements F`` as ``-r F`` (quoted), so a value means what the
+    same line in a requirements file means: ``.`` or a path is the project
+    there, ``-e PATH`` an editable checkout, ``-r FILE`` a file's requirements
+    (with its ``-c``, ``--hash`` and index lines).
+    """
+    reader = RequirementsReader(validate=False, environ=environ)
+    labelled = []
+    for item in items:
+        flag = item.split(None, 1)[0] if item.startswith("-") else ""
+        label = {"-e": "--with-editable", "-r": "--with-requirements"}.get(flag, "--with")
+        labelled.append((label, item))
+    reader.read_arguments(labelled, base)
+    return reader
 
 
 def _bare_url(line: str, where: str) -> str:

@@ -24,7 +24,6 @@ from contentpkg.python.index.client import IndexClient
 from contentpkg.python.index.dists import DistFile, Pin, Resolution
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
 from contentpkg.python.lock import (
-    LOCK_FILENAME,
     Lock,
     LockedPackage,
     lock_to_requirements_pins,
@@ -458,7 +457,7 @@ def lock_project(
     try:
         check_requires_python(inputs, session.python)
         state = lock_state(
-            inputs.root / LOCK_FILENAME, session.fingerprint(inputs), cache_dir=session.cache_dir
+            inputs.root / inputs.lock_name, session.fingerprint(inputs), cache_dir=session.cache_dir
         )
         if check:
             # Asked to upgrade, even a current lock would change.
@@ -497,7 +496,7 @@ def sync_project(options: Options, *, frozen: bool = False, locked: bool = False
     inputs = project_inputs(options)
     session = Session.open(options, inputs.root, inputs)
     try:
-        path = inputs.root / LOCK_FILENAME
+        path = inputs.root / inputs.lock_name
         fingerprint = "" if frozen else session.fingerprint(inputs)
         state = lock_state(
             path, fingerprint, cache_dir=session.cache_dir, frozen=frozen, locked=locked
