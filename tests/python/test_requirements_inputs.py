@@ -155,7 +155,8 @@ def test_requirements_only_project_locks_runs_and_checks_hashes(
     write(project / "requirements-dev.txt", "-r requirements.txt\ndelta\n")
     cpk(index, "lock", "--project", "requirements-dev.txt", cwd=project)
     assert (project / "pylock.toml").read_bytes() == first
-    assert set(locked(project / "pylock.requirements-dev.toml")) == {"needs-gamma", "gamma", "delta"}
+    dev_lock = locked(project / "pylock.requirements-dev.toml")
+    assert set(dev_lock) == {"needs-gamma", "gamma", "delta"}
 
     # --hash: only a file with that hash may be used.
     wheel = index.root / "delta-1.0-py3-none-any.whl"
