@@ -690,7 +690,10 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         pending = [
             r
             for r in deps
-            if r.extra is None and r.name not in self._releases and r.name not in self.local_paths
+            if r.extra is None
+            and r.name not in self._releases
+            and r.name not in self.local_paths
+            and r.name not in self.index_pins  # never asked of another index
         ]
         if pending:
             self.client.background(self._warm, pending)
@@ -1010,7 +1013,7 @@ def resolve(
     )
     provider.direct = direct
     provider.root_names = {r.name for r in roots}
-    skip = set(local) | (set(direct.names) if direct is not None else set())
+    skip = set(local) | set(provider.index_pins) | (set(direct.names) if direct else set())
     client.prefetch(sorted(provider.root_names - skip))
     resolver: Resolver[_Req, _Candidate, str] = Resolver(provider, BaseReporter())
     try:
