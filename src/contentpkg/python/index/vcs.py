@@ -166,7 +166,7 @@ class GitCache:
             if not fetch:
                 yield db if (db / "HEAD").is_file() else None
                 return
-            if self.offline:
+            if self.offline and not repo.startswith("file:"):  # a local repository is no network
                 raise CpkError(f"{repo}: not in the cache, and --offline forbids fetching it")
             if repo not in self._fetched:
                 if (db / "HEAD").is_file():
