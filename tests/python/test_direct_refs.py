@@ -190,10 +190,8 @@ def test_archive_urls_are_locked_with_their_hash_and_checked(
     sdist_url = served.base_url + served.file_path("arch-1.0.tar.gz")
     wheel_url = served.base_url + served.file_path("wheely-2.0-py3-none-any.whl")
     root = app(tmp_path / "app", f'"arch @ {sdist_url}", "wheely @ {wheel_url}"')
-    out = run_cpk(
-        "run", "python", "-c", "import arch, wheely; print(arch.BUILT_FROM_SDIST, wheely.__version__)",
-        cwd=root,
-    )  # fmt: skip
+    probe = "import arch, wheely; print(arch.BUILT_FROM_SDIST, wheely.__version__)"
+    out = run_cpk("run", "python", "-c", probe, cwd=root)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "2.0"]
     packages = locked(root)
