@@ -313,7 +313,8 @@ def read_with(
 def _bare_url(line: str, where: str) -> str:
     """A line that is only a URL (``git+https://...#egg=name``, a wheel's
     URL) as ``name @ URL``, as pip reads it; other lines unchanged."""
-    head = line.split(";", 1)[0].split()[0] if line.split() else ""
+    words = line.split(";", 1)[0].split()
+    head = words[0] if words else ""
     if not re.match(r"^[a-z][a-z0-9+.-]*://", head) and not head.startswith("file:"):
         return line
     url_part, _, fragment = head.partition("#")

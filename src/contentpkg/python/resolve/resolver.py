@@ -207,8 +207,8 @@ def _file_url_path(url: str) -> Path | None:
     parts = urlsplit(url)
     if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
         raise CpkError(
-            f"{url}: direct URL requirements are not supported (only file: URLs "
-            "of local directories)"
+            f"{url}: unsupported direct URL (cpk takes git+ URLs, http(s) URLs of "
+            "archives and wheels, and file: URLs)"
         )
     path = unquote(parts.path)
     if not os.path.isabs(path):
