@@ -50,10 +50,13 @@ READ_ELSEWHERE = (
     "environments",
     "required-environments",
 )
-#: Keys that change how uv works, not what ends up installed: no warning.
+#: Keys that change how uv works, not what ends up installed, and
+#: ``build-backend``, which the ``uv_build`` backend reads itself when cpk
+#: runs it: no warning.
 NO_EFFECT = (
     "add-bounds",
     "allow-insecure-host",
+    "build-backend",
     "cache-dir",
     "check-url",
     "compile-bytecode",
