@@ -200,6 +200,8 @@ def test_archive_urls_are_locked_with_their_hash_and_checked(
     assert packages["arch"]["archive"]["hashes"] == {"sha256": digest}
     assert packages["arch"]["version"] == "1.0"
     assert "archive" in packages["wheely"]
+    fetched = run_cpk("fetch", f"wheely @ {wheel_url}", "--index-url", served.url, check=True)
+    assert fetched.stdout.split()[:2] == ["wheely", "2.0"]
 
     # A fresh store must download it again: bytes that differ are refused.
     served.corrupt("arch-1.0.tar.gz")
