@@ -134,6 +134,13 @@ def test_git_dependency_locks_a_commit_builds_once_and_holds_until_upgrade(
     # Until asked: --upgrade fetches the branch again.
     run_cpk("lock", "--upgrade", cwd=root, check=True)
     assert locked(root)["gitpkg"]["vcs"]["commit-id"] == second
+    assert "1 built" in run_cpk("sync", cwd=root, check=True).stderr
+    assert builds(tmp_path) == 2
+
+    # The lock is a gc root for what it names, a commit's entry included (no
+    # view holds the new entry yet).
+    run_cpk("store", "gc", check=True)
+    assert "0 built" in run_cpk("sync", cwd=root, check=True).stderr
     assert run_cpk("run", "python", "-c", VERSION, cwd=root, check=True).stdout.strip() == "2.0"
     assert builds(tmp_path) == 2
 

@@ -129,8 +129,6 @@ class RequirementsReader:
             text = line.strip()
             if not text:
                 raise CpkError(f"{label}: empty value")
-            if text in (".", "..") or (text.startswith(("./", "../")) and " " not in text):
-                text = text if text.startswith(".") else "./" + text
             self._line(base, label, Path(label), 0, self._expand(text))
 
     def read(self, file: Path, origin: tuple[Path, int] | None) -> None:
