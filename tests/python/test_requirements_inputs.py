@@ -97,6 +97,17 @@ def test_constraints_files_name_versions_only(tmp_path: Path) -> None:
         load_project(req)
 
 
+def test_editable_git_line_installs_the_commit_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    req = write(tmp_path / "requirements.txt", "-e git+https://example.org/r.git@v1#egg=thing\n")
+    assert load_project(req).requirements == ["thing @ git+https://example.org/r.git@v1#egg=thing"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{req}:1: -e git+https://example.org/r.git@v1#egg=thing: installed from its locked "
+        "commit, not as an editable checkout (clone it and use -e PATH to edit it)"
+    ]
+
+
 def test_bare_urls_read_as_pip_reads_them(tmp_path: Path) -> None:
     req = write(
         tmp_path / "requirements.txt",
@@ -143,7 +154,10 @@ def test_requirements_only_project_locks_runs_and_checks_hashes(
     tmp_path: Path, index: LocalIndex
 ) -> None:
     project = tmp_path / "proj"
-    write(project / "requirements.txt", "needs-gamma\n-c constraints.txt\n")
+    write(
+        project / "requirements.txt",
+        'needs-gamma\n-c constraints.txt\ndelta ; python_version < "3"\n',
+    )
     write(project / "constraints.txt", "gamma<3\n")
     cpk(index, "lock", cwd=project)
     assert locked(project / "pylock.toml") == {"needs-gamma": "1.0", "gamma": "2.0"}

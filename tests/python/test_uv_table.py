@@ -97,6 +97,12 @@ def test_path_editable_and_workspace_sources(tmp_path: Path, public: LocalIndex)
         """,
         public,
     )
+    # A member names a sibling: found through the workspace root above it.
+    sibling = member(tmp_path / "ws" / "packages" / "n", "n", '"m"')
+    with (sibling / "pyproject.toml").open("a") as f:
+        f.write('[tool.uv.sources]\nm = { workspace = true }\n')
+    assert load_project(sibling).sources["m"].path == tmp_path / "ws" / "packages" / "m"
+
     run_cpk("lock", cwd=root, check=True)
     packages = locked(root)
     assert packages["b"]["directory"] == {"path": "../libs/b", "editable": True}

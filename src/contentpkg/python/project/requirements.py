@@ -10,6 +10,7 @@ there means the same thing. Standard library only.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -250,6 +251,15 @@ class RequirementsReader:
                 self._constraint = outer
         elif self._constraint and option == "editable":
             raise CpkError(f"{where}: -e has no meaning in a constraints file")
+        elif option == "editable" and value.startswith("git+"):
+            # pip clones an editable repository into src/ for you to change;
+            # cpk installs the locked commit instead, and says so.
+            req = _bare_url(value, where)
+            logging.getLogger(__name__).warning(
+                f"{where}: -e {value}: installed from its locked commit, not as an "
+                "editable checkout (clone it and use -e PATH to edit it)"
+            )
+            self.requirements.append(req)
         elif option == "editable":
             self.requirements.append(self._local(base, where, value, editable=True))
         elif option == "index-url":
