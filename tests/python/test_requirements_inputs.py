@@ -224,3 +224,15 @@ def test_with_requirements_editable_and_dot(tmp_path: Path, index: LocalIndex) -
         "python", "-c", "import libby; print(libby.WHERE)", cwd=lib,
     )  # fmt: skip
     assert out.stdout.strip() == "edited"
+
+
+def test_variables_in_a_requirements_file_are_read_on_every_run(
+    tmp_path: Path, index: LocalIndex
+) -> None:
+    project = tmp_path / "proj"
+    write(project / "requirements.txt", "gamma==${GAMMA_VERSION}\n")
+    code = "import gamma; print(gamma.__version__)"
+    probe = ("run", "--index-url", index.url, "python", "-c", code)
+    for version in ("1.0", "2.0", "1.0"):
+        out = run_cpk(*probe, cwd=project, env={"GAMMA_VERSION": version}, check=True)
+        assert out.stdout.strip() == version

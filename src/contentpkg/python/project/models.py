@@ -76,6 +76,9 @@ class ProjectInputs:
     #: Names pinned to one index (``[tool.uv.sources] x = { index = "name" }``):
     #: normalized name -> that index's URL; no other index is asked for them.
     index_pins: dict[str, str] = field(default_factory=dict)
+    #: A requirements file expanded ``${VAR}`` from the environment: the
+    #: inputs depend on variables the run memo does not watch.
+    uses_environment: bool = False
 
     @property
     def lock_name(self) -> str:

@@ -85,6 +85,7 @@ class RequirementsReader:
         # Inside a -c file every requirement is a constraint (pip's rule;
         # a -r inside it reads requirements again, as pip's does).
         self._constraint = False
+        self.uses_environment = False
 
     @property
     def has_index_options(self) -> bool:
@@ -116,6 +117,7 @@ class RequirementsReader:
             hashes={name: tuple(sorted(set(h))) for name, h in self.hashes.items()},
             files=tuple(self.files),
             constraints=_dedupe(self.constraints),
+            uses_environment=self.uses_environment,
         )
 
     def read_arguments(self, items: Sequence[tuple[str, str]], base: Path) -> None:
@@ -166,6 +168,7 @@ class RequirementsReader:
 
             self.environ = Context.from_environ().environ
         environ = self.environ
+        self.uses_environment = self.uses_environment or bool(_ENV_VAR.search(line))
         return _ENV_VAR.sub(lambda m: environ.get(m.group(1), m.group(0)), line)
 
     def _line(self, base: Path, where: str, file: Path, lineno: int, line: str) -> None:

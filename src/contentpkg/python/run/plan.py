@@ -176,6 +176,7 @@ def _with_inputs(
         hashes={**inputs.hashes, **{n: tuple(h) for n, h in extra.hashes.items()}},
         constraints=[*inputs.constraints, *extra.constraints],
         files=(*inputs.files, *extra.files),
+        uses_environment=inputs.uses_environment or extra.uses_environment,
     )
 
 
@@ -356,13 +357,15 @@ def run(options: Options, request: RunRequest, memo_args: Sequence[str] | None =
 
     ``memo_args`` are the command line's ``cpk run`` arguments: given, the
     decision is remembered for :func:`.memo.try_fast` under them. A run with
-    native packages is not remembered, since the memo cannot check them.
+    native packages is not remembered, since the memo cannot check them, nor
+    one whose requirements files expand ``${VAR}``.
     """
     plan = plan_run(options, request)
     prepared = prepare(plan)
     ctx = options.ctx
     memo = None
-    if memo_args is not None and request.native is None:
+    # ${VAR} in a requirements file: the memo cannot watch the variable.
+    if memo_args is not None and request.native is None and not plan.run_inputs.uses_environment:
         memo = write_memo(
             ctx.cache_dir,
             ctx.environ,
