@@ -145,6 +145,26 @@ def test_git_dependency_locks_a_commit_builds_once_and_holds_until_upgrade(
     assert builds(tmp_path) == 2
 
 
+def test_a_locked_commit_no_branch_reaches_is_fetched_by_its_id(
+    tmp_path: Path, repo: Path
+) -> None:
+    first = git(repo, "rev-parse", "HEAD")
+    root = app(tmp_path / "app", f'"gitpkg @ git+{repo.as_uri()}@main"')
+    run_cpk("lock", cwd=root, check=True)
+    # Upstream rewrites history: main no longer reaches the locked commit.
+    git(repo, "checkout", "-q", "--orphan", "rewritten")
+    write_project(repo, "gitpkg", "3.0", tmp_path / "builds.log")
+    commit_all(repo, "3.0")
+    git(repo, "branch", "-f", "main", "HEAD")
+    git(repo, "checkout", "-q", "main")
+    git(repo, "branch", "-D", "rewritten")
+    fresh = {"CPK_HOME": str(tmp_path / "home2"), "CPK_CACHE_DIR": str(tmp_path / "cache2")}
+    out = run_cpk("run", "--frozen", "python", "-c", VERSION, cwd=root, env=fresh)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1.0"
+    assert locked(root)["gitpkg"]["vcs"]["commit-id"] == first
+
+
 def test_uv_git_source_with_tag_and_subdirectory(tmp_path: Path) -> None:
     repo = tmp_path / "mono"
     repo.mkdir()

@@ -112,7 +112,7 @@ class GitCache:
                     return locked
             with self._mirror(ref.repo, fetch=True) as db:
                 assert db is not None
-                if _has_commit(db, locked):
+                if _has_commit(db, locked) or _fetch_commit(db, locked):
                     return locked
             raise CpkError(f"{ref.repo}: the locked commit {locked} is no longer in the repository")
         rev = ref.rev or "HEAD"
@@ -122,6 +122,8 @@ class GitCache:
                     return rev
         with self._mirror(ref.repo, fetch=True) as db:
             assert db is not None
+            if _COMMIT.fullmatch(rev) and not _has_commit(db, rev):
+                _fetch_commit(db, rev)
             found = _git(db, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
         commit = found.stdout.strip()
         if found.returncode != 0 or not _COMMIT.fullmatch(commit):
@@ -181,6 +183,13 @@ class GitCache:
                     os.rename(staged, db)
                 self._fetched.add(repo)
             yield db
+
+
+def _fetch_commit(db: Path, commit: str) -> bool:
+    """Fetch one commit by its id: for a commit no branch or tag reaches any
+    more (a force-push), which servers that allow it still serve."""
+    fetched = _git(db, "fetch", "--quiet", "origin", commit, check=False)
+    return fetched.returncode == 0 and _has_commit(db, commit)
 
 
 def _has_commit(db: Path, commit: str) -> bool:
