@@ -123,15 +123,9 @@ class UvSettings:
         return out
 
 
-def read_uv_table(
-    uv: Any, cpk: dict[str, Any], file: Path, root: Path, names: Iterable[str] = ()
-) -> UvSettings:
-    """Read ``[tool.uv]`` of ``file`` beside ``[tool.cpk]`` (``cpk``).
-
-    ``names`` are the names the project's requirements use, for checking
-    that each source serves something (uv's rule: a source for nothing is
-    an error, usually a typo).
-    """
+def read_uv_table(uv: Any, cpk: dict[str, Any], file: Path, root: Path) -> UvSettings:
+    """Read ``[tool.uv]`` of ``file`` beside ``[tool.cpk]`` (``cpk``); relative
+    paths are relative to ``root``."""
     uv = table(uv, file, "[tool.uv]")
     settings = UvSettings(cpk=dict(cpk))
     if not uv:

@@ -656,7 +656,9 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
                 hint = (
                     f"; declare {req.name} in the project's [tool.cpk.sources]"
                     if req.url.startswith("file:")
-                    else ""
+                    # A project's own git/URL requirement serves the name
+                    # everywhere in the graph; a dependency's does not.
+                    else f"; require {req.name} @ {req.url} in the project itself"
                 )
                 raise CpkError(
                     f"{candidate}: depends on {req.name} @ {req.url}; "
