@@ -278,3 +278,19 @@ def test_real_git_dependency_from_a_public_host(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "sample"
     assert len(locked(root)["sampleproject"]["vcs"]["commit-id"]) == 40
+
+
+def test_a_dependency_naming_a_git_url_needs_the_project_to_require_it(
+    tmp_path: Path, repo: Path
+) -> None:
+    url = f"git+{repo.as_uri()}@main"
+    dists = tmp_path / "dists"
+    make_wheel(dists, "uses-git", "1.0", requires_dist=[f"gitpkg @ {url}"])
+    with LocalIndex(dists) as index:
+        root = app(tmp_path / "app", '"uses-git"')
+        refused = run_cpk("lock", "--index-url", index.url, cwd=root)
+        assert refused.returncode == 1
+        assert f"require gitpkg @ {url} in the project itself" in refused.stderr
+        app(root, f'"uses-git", "gitpkg @ {url}"')
+        run_cpk("lock", "--index-url", index.url, cwd=root, check=True)
+        assert set(locked(root)) == {"uses-git", "gitpkg"}
