@@ -175,14 +175,14 @@ def test_ignored_keys_warn_in_one_line(tmp_path: Path, public: LocalIndex) -> No
         tmp_path / "w",
         '"gamma"',
         '[tool.uv]\ndev-dependencies = ["x"]\nno-build = true\ncache-dir = ".c"\n'
-        'default-groups = []\n',
+        'default-groups = []\nmade-up-key = 1\n',
         public,
     )
     out = run_cpk("lock", cwd=root, check=True)
     warnings = [line for line in out.stderr.splitlines() if "warning" in line]
     assert warnings == [
-        f"cpk: warning: {root / 'pyproject.toml'}: [tool.uv] dev-dependencies, no-build "
-        "are ignored by cpk"
+        f"cpk: warning: {root / 'pyproject.toml'}: [tool.uv] dev-dependencies, made-up-key, "
+        "no-build are ignored by cpk"
     ]
 
 
