@@ -127,7 +127,8 @@ def test_git_dependency_locks_a_commit_builds_once_and_holds_until_upgrade(
     assert run_cpk("run", "python", "-c", VERSION, cwd=root, check=True).stdout.strip() == "1.0"
     assert (root / "pylock.toml").read_bytes() == lock_bytes
     app(root, f'"gitpkg @ {url}", "gitpkg >= 1"')  # another input: the lock is redone
-    run_cpk("lock", cwd=root, check=True)
+    # ... with an empty cache: the metadata comes from the store's entry, no build.
+    run_cpk("lock", cwd=root, env={"CPK_CACHE_DIR": str(tmp_path / "empty-cache")}, check=True)
     assert locked(root)["gitpkg"]["vcs"]["commit-id"] == first
     assert builds(tmp_path) == 1
 

@@ -149,7 +149,8 @@ class DirectSources:
         entry = self.store.find_source(f"sha256:{key}")
         if entry is None:
             return None
-        for meta in Path(entry.path).glob("*.dist-info/METADATA"):
+        # A wheel's entry keeps its .dist-info in site-packages/ (install/wheel.py).
+        for meta in sorted(Path(entry.path).glob("site-packages/*.dist-info/METADATA")):
             return meta.read_bytes()
         return None
 
