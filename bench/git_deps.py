@@ -15,9 +15,11 @@ measures, for cpk and for uv alike:
    (cpk: ``views/``, ``envs/`` and ``.venv``; uv: ``.venv``), then run.
 
 Prints the medians of ``--runs`` rounds and the ratios cpk / uv. The
-machines are noisy: read the ratios.
+machines are noisy: read the ratios. cpk runs as an installed tool would,
+byte-compiled (``python_run.install_cpk``), so PYTHONDONTWRITEBYTECODE does
+not make every start compile cpk's sources.
 
-    python bench/git_deps.py [--runs 5]
+    PYTHONPATH=src python bench/git_deps.py [--runs 5]
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE))
+from python_run import install_cpk  # noqa: E402
 from support.wheels import INLINE_BACKEND, metadata_text  # noqa: E402
 
 PROBE = "import gitpkg; print(gitpkg.__version__)"
@@ -85,7 +89,7 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
     return took
 
 
-def one_round(base: Path, uv: str) -> dict[str, dict[str, float]]:
+def one_round(base: Path, uv: str, cpk: list[str]) -> dict[str, dict[str, float]]:
     repo = make_repo(base)
     env = dict(os.environ)
     env.pop("VIRTUAL_ENV", None)
@@ -93,11 +97,11 @@ def one_round(base: Path, uv: str) -> dict[str, dict[str, float]]:
         **env,
         "CPK_HOME": str(base / "cpk-home"),
         "CPK_CACHE_DIR": str(base / "cpk-cache"),
-        "PYTHONPATH": str(HERE.parent / "src"),
     }
+    cpk_env.pop("PYTHONPATH", None)
     uv_env = {**env, "UV_CACHE_DIR": str(base / "uv-cache"), "UV_PYTHON": sys.executable}
     tools = {
-        "cpk": ([sys.executable, "-m", "contentpkg"], cpk_env, make_project(base / "c", repo)),
+        "cpk": (cpk, cpk_env, make_project(base / "c", repo)),
         "uv": ([uv], uv_env, make_project(base / "u", repo)),
     }
     out: dict[str, dict[str, float]] = {"cpk": {}, "uv": {}}
@@ -132,9 +136,11 @@ def main() -> None:
     if uv is None or shutil.which("git") is None:
         raise SystemExit("needs uv and git")
     rounds = []
-    for _ in range(args.runs):
-        with tempfile.TemporaryDirectory(prefix="cpk-bench-git-") as tmp:
-            rounds.append(one_round(Path(tmp), uv))
+    with tempfile.TemporaryDirectory(prefix="cpk-bench-tool-") as tool:
+        cpk = install_cpk(Path(tool) / "cpk")
+        for _ in range(args.runs):
+            with tempfile.TemporaryDirectory(prefix="cpk-bench-git-") as tmp:
+                rounds.append(one_round(Path(tmp), uv, cpk))
     print(f"git dependency from a local repository, medians of {args.runs} rounds")
     print(f"{'step':<26}{'cpk (s)':>10}{'uv (s)':>10}{'cpk/uv':>9}")
     for step in rounds[0]["cpk"]:
