@@ -77,8 +77,8 @@ NO_EFFECT = (
     "trusted-publishing",
 )
 _SOURCE_KEYS = {
-    "path": ("path", "editable", "package"),
-    "git": ("git", "rev", "tag", "branch", "subdirectory", "lfs"),
+    "path": ("path", "editable"),
+    "git": ("git", "rev", "tag", "branch", "subdirectory"),
     "url": ("url", "subdirectory"),
     "workspace": ("workspace", "editable"),
     "index": ("index",),

@@ -163,6 +163,8 @@ class DirectSources:
             algo, _, value = item.partition("=")
             if algo == "sha256" and value:
                 wanted = value.lower()
+            elif algo == "subdirectory" and value:
+                raise CpkError(f"{url}: a subdirectory of an archive is not supported by cpk")
         filename = unquote(urlsplit(plain).path.rsplit("/", 1)[-1])
         slot = hashlib.sha256(plain.encode()).hexdigest()[:20]
         dest = self.cache_dir / "direct-v1" / slot / filename
