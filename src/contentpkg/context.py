@@ -61,6 +61,10 @@ class Bucket(enum.Enum):
     RUN_MEMO = "run-memo"
     #: Parsed lock files (``marshal``), by the sha256 of the lock's bytes.
     PARSED_LOCKS = "locks"
+    #: Git mirrors (by repository URL) and the source archives of commits.
+    GIT = "git-v1"
+    #: Archives named by direct URL requirements, by URL, until hashed and locked.
+    DIRECT_ARCHIVES = "direct-v1"
 
 
 @dataclass(frozen=True)

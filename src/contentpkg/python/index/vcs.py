@@ -25,12 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from contentpkg.context import Bucket
 from contentpkg.errors import CpkError
 from contentpkg.fs import writing_atomic
 
-#: The cache directory of mirrors and exported archives (versioned: a change
-#: of layout makes old readers miss, not misread).
-GIT_BUCKET = "git-v1"
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
@@ -99,7 +97,7 @@ class GitCache:
     """The mirrors and exported archives under ``cache_dir/git-v1``."""
 
     def __init__(self, cache_dir: Path, *, offline: bool = False) -> None:
-        self.root = Path(cache_dir) / GIT_BUCKET
+        self.root = Path(cache_dir) / Bucket.GIT.value
         self.offline = offline
         self._fetched: set[str] = set()
 

@@ -32,6 +32,7 @@ from urllib.parse import unquote, urlsplit
 from packaging.metadata import parse_email
 from packaging.utils import NormalizedName
 
+from contentpkg.context import Bucket
 from contentpkg.errors import CpkError, HashMismatchError
 from contentpkg.python.index.dists import DistFile
 from contentpkg.python.index.vcs import (
@@ -167,7 +168,7 @@ class DirectSources:
                 raise CpkError(f"{url}: a subdirectory of an archive is not supported by cpk")
         filename = unquote(urlsplit(plain).path.rsplit("/", 1)[-1])
         slot = hashlib.sha256(plain.encode()).hexdigest()[:20]
-        dest = self.cache_dir / "direct-v1" / slot / filename
+        dest = self.cache_dir / Bucket.DIRECT_ARCHIVES.value / slot / filename
         got = self.client.http.download(plain, dest, sha256=None)
         if wanted is not None and got != wanted:
             dest.unlink(missing_ok=True)
@@ -179,8 +180,13 @@ class DirectSources:
             )
         file = DistFile(filename, plain, {"sha256": got}, size=dest.stat().st_size)
         metadata = self._stored_metadata(got)
-        if metadata is None:
-            metadata = self.metadata_of(dest, file)
+        try:
+            if metadata is None:
+                metadata = self.metadata_of(dest, file)
+        finally:
+            # Read for its hash and metadata only: installing downloads it
+            # through the index client, which checks the locked hash again.
+            dest.unlink(missing_ok=True)
         table = {"url": plain, "size": file.size, "hashes": {"sha256": got}}
         return DirectDist(name, _version(metadata, name, url), metadata, file, ("archive", table))
 
