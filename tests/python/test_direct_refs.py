@@ -228,6 +228,12 @@ def test_archive_urls_are_locked_with_their_hash_and_checked(
     assert packages["arch"]["archive"]["hashes"] == {"sha256": digest}
     assert packages["arch"]["version"] == "1.0"
     assert "archive" in packages["wheely"]
+    # Relocking (another input changed) downloads no locked archive again.
+    served.clear_log()
+    app(root, f'"arch @ {sdist_url}", "wheely @ {wheel_url}", "arch>=1"')
+    run_cpk("lock", cwd=root, check=True)
+    assert locked(root)["arch"]["archive"] == packages["arch"]["archive"]
+    assert served.requests == []
     fetched = run_cpk("fetch", f"wheely @ {wheel_url}", "--index-url", served.url, check=True)
     assert fetched.stdout.split()[:2] == ["wheely", "2.0"]
 

@@ -66,8 +66,10 @@ class DirectSources:
     """The direct references of one resolution, resolved on first need.
 
     ``locked`` maps a name to the PEP 751 ``vcs`` table the existing lock
-    holds for it: its commit is kept while the URL, the requested revision
-    and the subdirectory stay the same. ``store`` finds a commit's entry
+    holds for it (see :func:`locked_direct`): its commit is kept while the
+    URL, the requested revision and the subdirectory stay the same; an
+    archive locked at the same URL and already in the store is not
+    downloaded again. ``store`` finds a commit's entry
     (no metadata build then); ``metadata_of`` builds metadata otherwise.
     """
 
@@ -167,6 +169,18 @@ class DirectSources:
             elif algo == "subdirectory" and value:
                 raise CpkError(f"{url}: a subdirectory of an archive is not supported by cpk")
         filename = unquote(urlsplit(plain).path.rsplit("/", 1)[-1])
+        known = self.locked.get(name) or {}
+        sha = (known.get("hashes") or {}).get("sha256")
+        if known.get("url") == plain and sha and wanted in (None, sha):
+            # Locked, and built or unpacked before: nothing to download.
+            stored = self._stored_metadata(sha)
+            if stored is not None:
+                file = DistFile(filename, plain, {"sha256": sha}, size=known.get("size"))
+                table = {"url": plain, "size": file.size, "hashes": {"sha256": sha}}
+                if file.size is None:
+                    del table["size"]
+                version = _version(stored, name, url)
+                return DirectDist(name, version, stored, file, ("archive", table))
         slot = hashlib.sha256(plain.encode()).hexdigest()[:20]
         dest = self.cache_dir / Bucket.DIRECT_ARCHIVES.value / slot / filename
         got = self.client.http.download(plain, dest, sha256=None)
@@ -206,12 +220,20 @@ def _version(metadata: bytes, name: str, url: str) -> str:
 def locked_direct(
     lock: Any, skip: frozenset[str] | set[str] = frozenset()
 ) -> dict[str, dict[str, Any]]:
-    """The ``vcs`` tables of a read lock, by name: what keeps a commit."""
+    """The direct references of a read lock, by name: its ``vcs`` tables
+    (what keeps a commit) and its archives as ``{url, hashes, size}`` (what
+    spares downloading an archive again to hash it)."""
     found: dict[str, dict[str, Any]] = {}
     for package in getattr(lock, "packages", ()):
+        if package.name in skip:
+            continue
         table = getattr(package, "vcs", None)
-        if table and package.name not in skip:
+        file = package.file
+        if table:
             found[package.name] = table
+        elif file is not None and not package.wheels and package.sdist is None:
+            # Neither wheels nor sdist, yet a file: an archive table's.
+            found[package.name] = {"url": file.url, "hashes": file.hashes, "size": file.size}
     return found
 
 
