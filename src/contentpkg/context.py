@@ -69,6 +69,10 @@ class Bucket(enum.Enum):
     #: The project's own builds (metadata, editable and regular wheels, the
     #: backend's log), by the build key of its files and interpreter.
     PROJECT_BUILDS = "project-builds-v1"
+    #: Git mirrors (by repository URL) and the source archives of commits.
+    GIT = "git-v1"
+    #: Archives named by direct URL requirements, by URL, until hashed and locked.
+    DIRECT_ARCHIVES = "direct-v1"
 
 
 @dataclass(frozen=True)

@@ -291,7 +291,7 @@ def test_file_urls_in_the_resolver(tmp_path: Path, resolve_local: Callable[..., 
     assert found.pins["b"].directory == str(b) and found.pins["c"].directory == str(c)
     with pytest.raises(CpkError, match="relative file: URL needs a project"):
         resolve_local(["b @ file:../B"])
-    with pytest.raises(CpkError, match="only file: URLs of local directories"):
+    with pytest.raises(CpkError, match="unsupported direct URL"):  # no direct sources given
         resolve_local(["gamma @ https://example.org/gamma-1.0-py3-none-any.whl"])
 
 

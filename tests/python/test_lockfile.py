@@ -309,9 +309,14 @@ wheels = [{{url = "https://f/attrs-23.1.0-py3-none-any.whl", hashes = {{sha256 =
             "a [[packages]] entry has no name",
         ),
         (
-            'lock-version = "1.0"\n[[packages]]\nname = "x"\n'
+            'lock-version = "1.0"\n[[packages]]\nname = "x"\nversion = "1"\n'
             'vcs = {type = "git", url = "https://g/x", commit-id = "abc"}\n',
-            "package x: vcs sources are not supported",
+            "package x: vcs needs a full commit-id",
+        ),
+        (
+            'lock-version = "1.0"\n[[packages]]\nname = "x"\nversion = "1"\n'
+            'vcs = {type = "hg", url = "https://g/x", commit-id = "abc"}\n',
+            "package x: only git vcs sources are supported",
         ),
         (
             'lock-version = "1.0"\n' + VALID_PACKAGE + '[packages.tool.cpk]\nfile = "other.whl"\n',

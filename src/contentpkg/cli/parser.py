@@ -212,6 +212,24 @@ def _add_store_commands(commands: Any) -> None:
     p.set_defaults(func=cmd_store_gc)
 
 
+def _add_with_file_options(p: argparse.ArgumentParser) -> None:
+    """``--with-requirements`` and ``--with-editable``, as uv spells them."""
+    p.add_argument(
+        "--with-requirements",
+        dest="with_requirements",
+        metavar="FILE",
+        action="append",
+        help="add the requirements of a pip requirements file for this run only (repeatable)",
+    )
+    p.add_argument(
+        "--with-editable",
+        dest="with_editable",
+        metavar="PATH",
+        action="append",
+        help="add a local project, editable, for this run only (repeatable)",
+    )
+
+
 def _add_python_commands(commands: Any) -> None:
     """``cpk lock``, ``sync``, ``fetch``, ``run``, ``shell``: the project commands."""
     p = commands.add_parser(
@@ -282,8 +300,11 @@ def _add_python_commands(commands: Any) -> None:
         dest="with_",
         metavar="REQ",
         action="append",
-        help="add a requirement for this run only (the lock is not changed)",
+        help="add a requirement for this run only (the lock is not changed): a PEP 508 "
+        "requirement, a path ('.', '../lib'), or a requirements-file line ('-e PATH', "
+        "'-r FILE')",
     )
+    _add_with_file_options(p)
     p.add_argument(
         "--with-elf",
         dest="with_elf",

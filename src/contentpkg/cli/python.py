@@ -127,6 +127,17 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def with_lines(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--with``, ``--with-editable P`` and ``--with-requirements F`` as the
+    requirement lines the core reads (``-e P``, ``-r F``)."""
+    import shlex
+
+    lines = list(args.with_ or ())
+    lines += [f"-e {shlex.quote(p)}" for p in getattr(args, "with_editable", None) or ()]
+    lines += [f"-r {shlex.quote(f)}" for f in getattr(args, "with_requirements", None) or ()]
+    return tuple(lines)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Parse, call :func:`~contentpkg.python.run.plan.run`, print its notes, exec."""
     from contentpkg.python.run.options import RunRequest
@@ -146,7 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         native = shared_env(open_store(args.ctx), args.with_elf)
     request = RunRequest(
         tuple(command),
-        tuple(args.with_ or ()),
+        with_lines(args),
         frozen=args.frozen,
         locked=args.locked,
         native=native,

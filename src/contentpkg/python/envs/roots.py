@@ -41,7 +41,8 @@ class PylockRoots:
             return []  # not a lock we can read: it keeps nothing alive
         names = []
         for package in lock.packages:
-            for file in (*package.wheels, package.sdist):
+            # .file: a git commit's or an archive URL's (no wheels, no sdist).
+            for file in (*package.wheels, package.sdist, package.file):
                 if file is not None and file.sha256:
                     entry = store.find_source(f"sha256:{file.sha256}")
                     if entry is not None:

@@ -467,6 +467,19 @@ class IndexClient:
                     seen.add(f.filename)
         return [self._with_hash(f) for f in files]
 
+    def files_on(self, index: str, name: str) -> list[DistFile]:
+        """A project's files on one index only: for a name the project pins
+        to an index (uv's ``[tool.uv.sources] x = { index = "..." }``), which
+        no other index and no find-links location may serve."""
+        canonical = canonicalize_name(name)
+        place = self.http.credentials.take(index_url(index))
+
+        def compute() -> list[DistFile]:
+            found = self._index_files(place, canonical)
+            return [self._with_hash(f) for f in found if _file_name(f) == canonical]
+
+        return list(self._once("project-on", f"{place} {canonical}", compute))
+
     def _index_files(self, index: str, name: NormalizedName) -> list[DistFile]:
         url = f"{index}{name}/"
         if is_file_url(url):

@@ -9,7 +9,7 @@ plain data so every stage can be tested on its own.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from packaging.requirements import Requirement
@@ -67,6 +67,9 @@ class Pin:
     requires_python: str | None = None
     index: str = ""
     directory: str | None = None
+    #: A direct reference's PEP 751 table, ("vcs" | "archive", table): the
+    #: lock writes it instead of index files (see ``resolve/direct.py``).
+    direct: tuple[str, dict[str, Any]] | None = field(default=None, compare=False)
 
 
 @dataclass

@@ -107,6 +107,7 @@ class LockedPackage:
         "name",
         "requires_python",
         "sdist",
+        "vcs",
         "version",
         "wheels",
     )
@@ -137,6 +138,8 @@ class LockedPackage:
         self.marker = marker
         self.directory = directory
         self.editable = editable
+        #: The PEP 751 ``vcs`` table of a git dependency (its commit), else None.
+        self.vcs: dict[str, Any] | None = None
 
     @property
     def url(self) -> str | None:
@@ -332,9 +335,8 @@ def _parse_package(path: Path, base: str, entry: Any) -> LockedPackage:
     name = canonical_name(entry["name"])
     version = entry.get("version")
     where = f"{path}: package {name}"
-    for unsupported in ("vcs", "archive"):
-        if unsupported in entry:
-            raise LockUnreadableError(f"{where}: {unsupported} sources are not supported by cpk")
+    if "vcs" in entry or "archive" in entry:
+        return _parse_direct(where, base, name, entry)
 
     wheels: tuple[LockedFile, ...] = ()
     raw_wheels = entry.get("wheels")
@@ -396,6 +398,69 @@ def _parse_package(path: Path, base: str, entry: Any) -> LockedPackage:
         directory=directory,
         editable=editable,
     )
+
+
+def _parse_direct(where: str, base: str, name: str, entry: dict[str, Any]) -> LockedPackage:
+    """A ``vcs`` (git, with its commit) or ``archive`` package: its file is
+    what installing it needs, so the store finds its entry by source hash
+    exactly as for an index's file (see ``resolve/direct.py``)."""
+    from contentpkg.python.index.vcs import git_filename, vcs_source_key
+
+    version = entry.get("version")
+    if not isinstance(version, str):
+        raise LockUnreadableError(f"{where}: no version")
+    vcs = entry.get("vcs")
+    if vcs is not None:
+        if not isinstance(vcs, dict) or vcs.get("type") != "git":
+            raise LockUnreadableError(f"{where}: only git vcs sources are supported by cpk")
+        commit = vcs.get("commit-id")
+        repo = vcs.get("url")
+        if not isinstance(repo, str) and isinstance(vcs.get("path"), str):
+            repo = Path(os.path.normpath(os.path.join(base, vcs["path"]))).as_uri()
+        if not isinstance(commit, str) or not re.fullmatch(r"[0-9a-f]{40}", commit):
+            raise LockUnreadableError(f"{where}: vcs needs a full commit-id")
+        if not isinstance(repo, str):
+            raise LockUnreadableError(f"{where}: vcs needs a url or path")
+        sub = vcs.get("subdirectory")
+        url = f"git+{repo}@{commit}" + (f"#subdirectory={sub}" if sub else "")
+        file = LockedFile(
+            git_filename(name, commit), url, {"sha256": vcs_source_key(commit, sub)}
+        )
+    else:
+        archive = entry.get("archive")
+        if not isinstance(archive, dict):
+            raise LockUnreadableError(f"{where}: archive must be a table")
+        file = _parse_file(where, base, archive, "archive")
+    package = LockedPackage(
+        name,
+        version,
+        file=file,
+        dependencies=tuple(
+            canonical_name(d["name"])
+            for d in entry.get("dependencies") or ()
+            if isinstance(d, dict) and isinstance(d.get("name"), str)
+        ),
+        requires_python=entry.get("requires-python"),
+        marker=entry.get("marker"),
+    )
+    package.vcs = dict(vcs) if isinstance(vcs, dict) else None
+    return package
+
+
+def _render_direct(base: str, pin: Pin) -> dict[str, Any]:
+    """The ``vcs`` or ``archive`` table of a direct reference's pin."""
+    assert pin.direct is not None
+    kind, table = pin.direct
+    table = dict(table)
+    url = table.get("url", "")
+    if kind == "archive" and url.startswith("file:"):
+        from urllib.parse import unquote, urlsplit
+
+        del table["url"]
+        table = {"path": _relative(Path(unquote(urlsplit(url).path)), base), **table}
+    elif isinstance(url, str):
+        table["url"] = _without_credentials(url)
+    return {kind: table}
 
 
 # PEP 508's project name: what the lock may name, before normalisation.
@@ -620,6 +685,9 @@ def _render_package(
             "path": _relative(Path(local), base),
             "editable": bool(editable),
         }
+        return package
+    if pin.direct is not None:
+        package.update(_render_direct(base, pin))
         return package
 
     wheels = [f for f in pin.files if f.is_wheel]

@@ -87,6 +87,16 @@ def inputs_fingerprint(
         "python": python_version,
         "markers": dict(sorted((markers or {}).items())),
     }
+    # Only when set, so the fingerprints of locks that have none stay as
+    # they were written.
+    if inputs.constraints:
+        document["constraints"] = sorted({canonical_requirement(r) for r in inputs.constraints})
+    if inputs.overrides:
+        document["overrides"] = sorted({canonical_requirement(r) for r in inputs.overrides})
+    if inputs.index_pins:
+        document["index-pins"] = {
+            name: _canonical_place(url, root) for name, url in sorted(inputs.index_pins.items())
+        }
     blob = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 

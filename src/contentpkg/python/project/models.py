@@ -80,6 +80,30 @@ class ProjectInputs:
     #: Requires-Python), so a requirement on the project's own name can be
     #: resolved to the checkout without reading ``[project]`` again.
     backend_metadata: tuple[str, tuple[str, ...], str | None] | None = None
+    #: Requirements that narrow versions without adding packages: a
+    #: requirements file's ``-c`` files, ``[tool.uv] constraint-dependencies``.
+    constraints: list[str] = field(default_factory=list)
+    #: ``[tool.uv] override-dependencies``: each replaces every requirement
+    #: on its name, wherever in the graph it is made.
+    overrides: list[str] = field(default_factory=list)
+    #: Names pinned to one index (``[tool.uv.sources] x = { index = "name" }``):
+    #: normalized name -> that index's URL; no other index is asked for them.
+    index_pins: dict[str, str] = field(default_factory=dict)
+    #: A requirements file expanded ``${VAR}`` from the environment: the
+    #: inputs depend on variables the run memo does not watch.
+    uses_environment: bool = False
+
+    @property
+    def lock_name(self) -> str:
+        """The lock's file name beside the inputs: ``pylock.toml``, except
+        for a requirements file other than ``requirements.txt``, whose lock
+        is ``pylock.<stem>.toml`` (PEP 751's named form), so locking
+        ``requirements-dev.txt`` does not overwrite the project's lock."""
+        name = self.input_file.name
+        if self.kind != "requirements" or name in ("requirements.txt", "pyproject.toml"):
+            return "pylock.toml"
+        stem = name.removesuffix(".txt").removesuffix(".in").replace(".", "-")
+        return f"pylock.{stem}.toml"
 
     @property
     def index_table(self) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from contentpkg.python.project.pep621 import static_project
 from contentpkg.python.project.requirements import REQUIREMENTS_TXT, RequirementsReader
 from contentpkg.python.project.sources import add_url_sources
 from contentpkg.python.project.tomlfile import read_toml, table
+from contentpkg.python.project.uv_table import UvSettings, read_uv_table
 
 PYPROJECT = "pyproject.toml"
 
@@ -48,8 +49,10 @@ def load_pyproject(file: Path, selection: Selection, validate: bool) -> ProjectI
     data = read_toml(file)
     raw_project = data.get("project")
     project = static_project(raw_project, file) if raw_project is not None else None
-    tool = table(table(data.get("tool"), file, "[tool]").get("cpk"), file, "[tool.cpk]")
-    index, sources, default_groups = read_tool_table(tool, file, root, validate)
+    tools = table(data.get("tool"), file, "[tool]")
+    tool = table(tools.get("cpk"), file, "[tool.cpk]")
+    uv = read_uv_table(tools.get("uv"), tool, file, root)
+    index, sources, default_groups = read_tool_table(uv.cpk, file, root, validate)
     groups_table = data.get("dependency-groups")
 
     if project is None and groups_table is None and (root / REQUIREMENTS_TXT).is_file():
@@ -61,6 +64,7 @@ def load_pyproject(file: Path, selection: Selection, validate: bool) -> ProjectI
         reqs.read(root / REQUIREMENTS_TXT, None)
         inputs = reqs.inputs(root, file, index, sources)
         inputs.tool = tool
+        _add_uv(inputs, uv)
         inputs.installable = "build-system" in data
         inputs.files = (file, *inputs.files)
         return inputs
@@ -135,6 +139,7 @@ def load_pyproject(file: Path, selection: Selection, validate: bool) -> ProjectI
     for group in selected_groups:
         expander.add_group(group, groups_table, group_names, out)
 
+    out = uv.apply(out)
     if validate:
         validate_requirements(out, file)
         if requires_python is not None:
@@ -157,6 +162,9 @@ def load_pyproject(file: Path, selection: Selection, validate: bool) -> ProjectI
         tool=tool,
         files=(file,),
         dynamic=dynamic,
+        constraints=uv.constraints,
+        overrides=uv.overrides,
+        index_pins=uv.index_pins,
     )
 
 
@@ -178,6 +186,13 @@ def load_setuptools_project(root: Path, selection: Selection) -> ProjectInputs:
         files=files,
         dynamic=BACKEND_FIELDS,
     )
+
+
+def _add_uv(inputs: ProjectInputs, uv: UvSettings) -> None:
+    """``[tool.uv]``'s resolver settings onto inputs read from requirements.txt."""
+    inputs.constraints = [*inputs.constraints, *uv.constraints]
+    inputs.overrides = list(uv.overrides)
+    inputs.index_pins = dict(uv.index_pins)
 
 
 def _select(

@@ -207,8 +207,8 @@ def _file_url_path(url: str) -> Path | None:
     parts = urlsplit(url)
     if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
         raise CpkError(
-            f"{url}: direct URL requirements are not supported (only file: URLs "
-            "of local directories)"
+            f"{url}: unsupported direct URL (cpk takes git+ URLs, http(s) URLs of "
+            "archives and wheels, and file: URLs)"
         )
     path = unquote(parts.path)
     if not os.path.isabs(path):
@@ -275,6 +275,8 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         sdist_metadata: SdistMetadata | None,
         hashes: Mapping[NormalizedName, set[str]],
         local: Mapping[NormalizedName, Path] | None = None,
+        overrides: Mapping[NormalizedName, list[Requirement]] | None = None,
+        index_pins: Mapping[NormalizedName, str] | None = None,
     ) -> None:
         self.client = client
         self.python = python
@@ -296,6 +298,10 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         self.root_names: set[str] = set()
         self.local_paths: dict[NormalizedName, Path] = dict(local or {})
         self._local: dict[NormalizedName, _Local] = {}
+        self.overrides = dict(overrides or {})
+        self.index_pins = dict(index_pins or {})
+        #: Names served by a direct URL (see :mod:`.direct`), set by resolve().
+        self.direct: Any = None
 
     # -- local checkouts ------------------------------------------------
 
@@ -313,7 +319,13 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         found = self._releases.get(name)
         if found is None:
             found = {}
-            for file in self.client.project_files(name):
+            pinned = self.index_pins.get(canonicalize_name(name))
+            listed = (
+                self.client.files_on(pinned, name)
+                if pinned is not None
+                else self.client.project_files(name)
+            )
+            for file in listed:
                 parsed = parse_filename(file.filename)
                 if parsed is not None and parsed.name == name:
                     found.setdefault(parsed.version, []).append((file, parsed))
@@ -384,6 +396,8 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
     ) -> _Metadata:
         if name in self.local_paths:
             return self.local(name).metadata
+        if self.direct is not None and name in self.direct.names:
+            return self._direct_metadata(name)
         key = (name, version)
         found = self._metadata.get(key)
         if found is None:
@@ -424,6 +438,28 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
             raise _Unusable(f"requires Python {requires_python}")
         return _Metadata(tuple(requires), requires_python)
 
+    def _direct_metadata(self, name: NormalizedName) -> _Metadata:
+        """A direct reference's metadata (its requirements unparsable is an error:
+        there is no other version to fall back to)."""
+        key = (name, Version("0"))
+        found = self._metadata.get(key)
+        if isinstance(found, _Metadata):
+            return found
+        dist = self.direct.dist(name)
+        raw, _ = parse_email(dist.metadata)
+        try:
+            requires = tuple(Requirement(line) for line in raw.get("requires_dist", []))
+        except InvalidRequirement as exc:
+            raise CpkError(f"{name} @ {self.direct.names[name]}: bad metadata ({exc})") from None
+        requires_python = raw.get("requires_python")
+        if not _requires_python_ok(requires_python, self.target):
+            raise CpkError(
+                f"{name} @ {self.direct.names[name]}: requires Python {requires_python} "
+                f"(target is {self.target})"
+            )
+        found = self._metadata[key] = _Metadata(requires, requires_python)
+        return found
+
     def _static_sdist_metadata(self, file: DistFile) -> bytes:
         """PKG-INFO, when PEP 643 makes it trustworthy without a build."""
         data = sdist_pkg_info(self.client.fetch_archive(file), file.filename)
@@ -459,6 +495,7 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
             i.requirement.pinned is not None
             or _exact_versions(i.requirement.specifier)[0]
             or i.requirement.name in self.local_paths
+            or (self.direct is not None and i.requirement.name in self.direct.names)
             for i in infos
         )
         direct = any(i.parent is None for i in infos)
@@ -477,6 +514,8 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         bad = {c.version for c in incompatibilities.get(identifier, ())}
         if name in self.local_paths:
             return self._local_matches(name, extra, reqs, bad)
+        if self.direct is not None and name in self.direct.names:
+            return self._direct_matches(name, extra, reqs, bad)
 
         def candidates() -> Iterator[_Candidate]:
             # Lazy: resolvelib usually takes the first candidate, so most
@@ -511,6 +550,27 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
                 not local.version_known
                 or all(s.contains(local.version, prereleases=True) for s in specs)
             )
+        )
+
+        def candidates() -> Iterator[_Candidate]:
+            if ok:
+                yield candidate
+
+        return candidates
+
+    def _direct_matches(
+        self, name: NormalizedName, extra: str | None, reqs: Sequence[_Req], bad: set[Version]
+    ) -> Callable[[], Iterator[_Candidate]]:
+        """The direct reference as the only candidate, if the requirements admit it."""
+        dist = self.direct.dist(name)
+        self._direct_metadata(name)
+        version = Version(dist.version)
+        candidate = _Candidate(name, version, extra, (dist.file,))
+        specs = list(self.constraints.get(name, ()))
+        ok = (
+            version not in bad
+            and all(self.is_satisfied_by(r, candidate) for r in reqs)
+            and all(s.contains(version, prereleases=True) for s in specs)
         )
 
         def candidates() -> Iterator[_Candidate]:
@@ -588,19 +648,26 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
                 )
             if not applies:
                 continue
-            if req.url and canonicalize_name(req.name) not in self.local_paths:
+            served = self.direct is not None and canonicalize_name(req.name) in self.direct.names
+            if req.url and canonicalize_name(req.name) not in self.local_paths and not served:
                 # With a local source for the name, the project's choice wins
                 # over where a dependency says it comes from (as uv's sources
                 # do); without one there is nowhere cpk could get it from.
                 hint = (
                     f"; declare {req.name} in the project's [tool.cpk.sources]"
                     if req.url.startswith("file:")
-                    else ""
+                    # A project's own git/URL requirement serves the name
+                    # everywhere in the graph; a dependency's does not.
+                    else f"; require {req.name} @ {req.url} in the project itself"
                 )
                 raise CpkError(
                     f"{candidate}: depends on {req.name} @ {req.url}; "
                     f"direct URL dependencies are not supported{hint}"
                 )
+            replaced = override_requirement(req, self.overrides)
+            if replaced is not None:
+                deps.extend(r for ov in replaced for r in _expand(ov))
+                continue
             expanded = _expand(req)
             if candidate.extra is None and canonicalize_name(req.name) == candidate.name:
                 expanded = [r for r in expanded if r.extra is not None]  # a self-reference
@@ -625,7 +692,10 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         pending = [
             r
             for r in deps
-            if r.extra is None and r.name not in self._releases and r.name not in self.local_paths
+            if r.extra is None
+            and r.name not in self._releases
+            and r.name not in self.local_paths
+            and r.name not in self.index_pins  # never asked of another index
         ]
         if pending:
             self.client.background(self._warm, pending)
@@ -702,6 +772,11 @@ class _Explainer:
             texts = ", ".join(sorted({r.text for r in reqs}))
             lines.append(f"{name} comes from the local checkout {local.path}")
             return f"{name} {local.version} (local) does not satisfy {texts}", lines
+        if p.direct is not None and name in p.direct.names:
+            dist = p.direct.dist(name)
+            texts = ", ".join(sorted({r.text for r in reqs}))
+            lines.append(f"{name} comes from {p.direct.names[name]}")
+            return f"{name} {dist.version} (direct URL) does not satisfy {texts}", lines
         releases = p.releases(name)
         if not releases:
             summary = f"no project named {name} on {p.client.describe()}"
@@ -788,6 +863,53 @@ class _Explainer:
 # -- entry point ---------------------------------------------------------------
 
 
+def override_requirement(
+    req: Requirement, overrides: Mapping[NormalizedName, list[Requirement]]
+) -> list[Requirement] | None:
+    """What stands for req when an override names its project: each
+    override, with req's extras (uv's ``override-dependencies`` replace the
+    version and marker, not what is asked of the package); None otherwise."""
+    found = overrides.get(canonicalize_name(req.name))
+    if not found:
+        return None
+    out = []
+    for ov in found:
+        new = Requirement(str(ov))
+        new.extras = set(ov.extras) | set(req.extras)
+        out.append(new)
+    return out
+
+
+def _add_root(
+    req: Requirement,
+    env: dict[str, str],
+    local: dict[NormalizedName, Path],
+    direct: Any,
+    roots: list[_Req],
+) -> None:
+    """One root requirement: a marker that excludes it drops it; a ``file:``
+    URL becomes a local source, a git or archive URL a direct one."""
+    try:
+        applies = req.marker is None or req.marker.evaluate(env)
+    except Exception as exc:
+        raise CpkError(f"{req}: cannot evaluate its marker ({exc})") from None
+    if not applies:
+        return
+    name = canonicalize_name(req.name)
+    if req.url and name not in local:
+        if direct is not None and direct.accepts(req.url):
+            direct.add(name, req.url)
+        else:
+            path = _file_url_path(req.url)
+            if path is None:
+                raise CpkError(
+                    f"{req}: a relative file: URL needs a project to be relative to "
+                    "(declare the checkout in [tool.cpk.sources])"
+                )
+            local[name] = path
+    roots.extend(_expand(req))
+
+
 def _parse(req: str | Requirement, what: str) -> Requirement:
     if isinstance(req, Requirement):
         return req
@@ -813,6 +935,9 @@ def resolve(
     hashes: Mapping[str, Iterable[str]] | None = None,
     local_sources: Mapping[str, Path] | None = None,
     local_metadata: Mapping[str, tuple[str, Sequence[str], str | None]] | None = None,
+    overrides: Iterable[str | Requirement] = (),
+    index_pins: Mapping[str, str] | None = None,
+    direct: Any = None,
 ) -> Resolution:
     """Pin every package the requirements need on the target interpreter python.
 
@@ -842,30 +967,27 @@ def resolve(
     ``[tool.cpk.sources]`` are ignored. Its pin has ``directory`` set and no
     files: it is used in place, never fetched.
 
+    ``overrides`` replace every requirement on their names, the roots' and
+    the dependencies' alike (uv's ``override-dependencies``);
+    ``index_pins`` (name -> index URL) ask only that index for those names.
+    ``direct`` (a :class:`.direct.DirectSources`) serves root requirements
+    with a git or archive URL; without it they are an error.
+
     The result is deterministic: the same inputs and index state give the
     same pins, and pins are sorted by name.
     """
     roots_given = [_parse(r, "requirement") for r in requirements]
     env = {**python.markers, "extra": ""}
     local = {canonicalize_name(n): Path(p) for n, p in (local_sources or {}).items()}
+    override_map: dict[NormalizedName, list[Requirement]] = {}
+    for item in overrides:
+        ov = _parse(item, "override")
+        override_map.setdefault(canonicalize_name(ov.name), []).append(ov)
     roots: list[_Req] = []
-    for req in roots_given:
-        try:
-            applies = req.marker is None or req.marker.evaluate(env)
-        except Exception as exc:
-            raise CpkError(f"{req}: cannot evaluate its marker ({exc})") from None
-        if not applies:
-            continue
-        name = canonicalize_name(req.name)
-        if req.url and name not in local:
-            path = _file_url_path(req.url)
-            if path is None:
-                raise CpkError(
-                    f"{req}: a relative file: URL needs a project to be relative to "
-                    "(declare the checkout in [tool.cpk.sources])"
-                )
-            local[name] = path
-        roots.extend(_expand(req))
+    for given in roots_given:
+        replaced = override_requirement(given, override_map)
+        for req in replaced if replaced is not None else [given]:
+            _add_root(req, env, local, direct, roots)
     constraint_specs: dict[NormalizedName, list[SpecifierSet]] = {}
     for item in constraints:
         req = _parse(item, "constraint")
@@ -892,6 +1014,8 @@ def resolve(
         sdist_metadata=sdist_metadata,
         hashes=allowed,
         local=local,
+        overrides=override_map,
+        index_pins={canonicalize_name(n): u for n, u in (index_pins or {}).items()},
     )
     for raw, (version, requires, requires_python) in (local_metadata or {}).items():
         # A checkout whose metadata its build backend gave (dynamic fields):
@@ -904,8 +1028,10 @@ def resolve(
             metadata=_Metadata(tuple(Requirement(r) for r in requires), requires_python),
             dynamic_extras=False,
         )
+    provider.direct = direct
     provider.root_names = {r.name for r in roots}
-    client.prefetch(sorted(provider.root_names - set(local)))
+    skip = set(local) | set(provider.index_pins) | (set(direct.names) if direct else set())
+    client.prefetch(sorted(provider.root_names - skip))
     resolver: Resolver[_Req, _Candidate, str] = Resolver(provider, BaseReporter())
     try:
         result = resolver.resolve(roots, max_rounds=_MAX_ROUNDS)
@@ -946,6 +1072,17 @@ def _resolution(
             )
             continue
         meta = provider.metadata(name, base.version, base.files)
+        if provider.direct is not None and name in provider.direct.names:
+            dist = provider.direct.dist(name)
+            pins[name] = Pin(
+                name=name,
+                version=str(base.version),
+                files=(dist.file,),
+                dependencies=tuple(sorted(deps)),
+                requires_python=meta.requires_python,
+                direct=dist.table,
+            )
+            continue
         pins[name] = Pin(
             name=name,
             version=str(base.version),

@@ -24,15 +24,15 @@ from pathlib import Path
 from contentpkg.context import Bucket
 from contentpkg.errors import CpkError, NotFoundError
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
-from contentpkg.python.lock import LOCK_FILENAME
 from contentpkg.python.project import (
+    IndexSettings,
     ProjectInputs,
-    add_url_sources,
     find_project,
     inputs_fingerprint,
     load_project,
     read_script_metadata,
 )
+from contentpkg.python.project.requirements import read_with
 from contentpkg.python.run.compose import Prepared, compose, entries_of, find_env
 from contentpkg.python.run.lockstate import LockState, lock_state
 from contentpkg.python.run.memo import (
@@ -107,7 +107,7 @@ def plan_run(options: Options, request: RunRequest) -> RunPlan:
     project_lock = None
     if inputs is not None and inputs.kind != "script":
         project_lock = lock_state(
-            inputs.root / LOCK_FILENAME,
+            inputs.root / inputs.lock_name,
             fingerprint(inputs),
             cache_dir=ctx.cache_dir,
             frozen=request.frozen,
@@ -117,7 +117,10 @@ def plan_run(options: Options, request: RunRequest) -> RunPlan:
         assert inputs is not None
         run_inputs, env_lock = inputs, project_lock
     else:
-        run_inputs = _with_inputs(inputs, request)
+        run_inputs = _with_inputs(options, inputs, request)
+        if inputs is None and run_inputs.index != IndexSettings():
+            # No project: a --with-requirements file's index lines are the run's.
+            places = index_places(options, run_inputs)
         derived = fingerprint(run_inputs)
         # --frozen applies to a script's own lock; --with makes a new one.
         frozen = request.frozen and inputs is not None and not request.with_requirements
@@ -191,27 +194,33 @@ def _project_key(plan: RunPlan) -> str | None:
     return build_key(inputs.root, plan.python, plan.options.ctx.environ)
 
 
-def _with_inputs(inputs: ProjectInputs | None, request: RunRequest) -> ProjectInputs:
+def _with_inputs(
+    options: Options, inputs: ProjectInputs | None, request: RunRequest
+) -> ProjectInputs:
     """The inputs of an environment with ``--with`` requirements (or of a script)."""
-    if inputs is None:
-        cwd = Path.cwd()
-        run_inputs = ProjectInputs(
-            root=cwd, input_file=cwd, kind="script", requirements=list(request.with_requirements)
-        )
-    elif not request.with_requirements:
+    if inputs is not None and not request.with_requirements:
         return inputs  # a script: its own header is all
-    else:
-        run_inputs = replace(
-            inputs,
-            kind="script",
-            requirements=[*inputs.requirements, *request.with_requirements],
-            sources=dict(inputs.sources),
+    # Read as requirement lines in the working directory, as on pip's
+    # command line: paths, -e, -r files and file: URLs are relative to it.
+    cwd = Path.cwd()
+    extra = read_with(request.with_requirements, cwd, options.ctx.environ)
+    if inputs is None:
+        return extra.inputs(cwd, cwd, IndexSettings(), {}, kind="script")
+    if extra.has_index_options:
+        raise CpkError(
+            "--with-requirements: index options (-i, --extra-index-url, -f, --no-index) "
+            "apply to the whole run; give them on the command line instead"
         )
-    # A --with file: URL names a checkout relative to where cpk runs, as on
-    # pip's command line; as a source it reaches the resolver, the
-    # fingerprint and the overlay.
-    add_url_sources(list(request.with_requirements), Path.cwd(), "--with", run_inputs.sources)
-    return run_inputs
+    return replace(
+        inputs,
+        kind="script",
+        requirements=[*inputs.requirements, *extra.requirements],
+        sources={**inputs.sources, **extra.sources},
+        hashes={**inputs.hashes, **{n: tuple(h) for n, h in extra.hashes.items()}},
+        constraints=[*inputs.constraints, *extra.constraints],
+        files=(*inputs.files, *extra.files),
+        uses_environment=inputs.uses_environment or extra.uses_environment,
+    )
 
 
 def prepare(plan: RunPlan) -> Prepared:
@@ -314,6 +323,8 @@ def memo_facts(
     sources.update(plan.run_inputs.sources)
     for source in sources.values():
         inputs += [os.fspath(source.path / n) for n in _METADATA_FILES]
+    if plan.run_inputs is not found:  # --with-requirements files
+        inputs += [os.fspath(f) for f in plan.run_inputs.files]
     if found is not None:
         inputs += [os.fspath(f) for f in found.files]
         from contentpkg.python.build.project import builds_project, key_files
@@ -401,7 +412,8 @@ def run(options: Options, request: RunRequest, memo_args: Sequence[str] | None =
 
     ``memo_args`` are the command line's ``cpk run`` arguments: given, the
     decision is remembered for :func:`.memo.try_fast` under them. A run with
-    native packages is not remembered, since the memo cannot check them.
+    native packages is not remembered, since the memo cannot check them, nor
+    one whose requirements files expand ``${VAR}``.
     """
     plan = plan_run(options, request)
     prepared = prepare(plan)
@@ -410,7 +422,8 @@ def run(options: Options, request: RunRequest, memo_args: Sequence[str] | None =
     strict = _strict_command(options, plan.inputs)
     _check_command(prepared, plan.argv[0], environ, strict)
     memo = None
-    if memo_args is not None and request.native is None:
+    # ${VAR} in a requirements file: the memo cannot watch the variable.
+    if memo_args is not None and request.native is None and not plan.run_inputs.uses_environment:
         memo = write_memo(
             ctx.cache_dir,
             ctx.environ,

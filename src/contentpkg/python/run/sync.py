@@ -24,7 +24,6 @@ from contentpkg.python.index.client import IndexClient
 from contentpkg.python.index.dists import DistFile, Pin, Resolution
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
 from contentpkg.python.lock import (
-    LOCK_FILENAME,
     Lock,
     LockedPackage,
     lock_to_requirements_pins,
@@ -145,9 +144,22 @@ class Session:
         hashes: dict[str, tuple[str, ...]] | None = None,
         local_sources: dict[str, Path] | None = None,
         local_metadata: dict[str, tuple[str, tuple[str, ...], str | None]] | None = None,
+        constraints: Sequence[str] = (),
+        overrides: Sequence[str] = (),
+        index_pins: dict[str, str] | None = None,
+        locked_vcs: dict[str, dict[str, Any]] | None = None,
     ) -> Resolution:
+        from contentpkg.python.resolve.direct import DirectSources
         from contentpkg.python.resolve.resolver import resolve
 
+        direct = DirectSources(
+            client=self.client,
+            cache_dir=self.cache_dir,
+            offline=self.options.offline,
+            metadata_of=self._direct_metadata,
+            store=self.store,
+            locked=locked_vcs,
+        )
         return resolve(
             list(requirements),
             self.client,
@@ -160,6 +172,25 @@ class Session:
             hashes=hashes,
             local_sources=local_sources,
             local_metadata=local_metadata,
+            constraints=constraints,
+            overrides=overrides,
+            index_pins=index_pins,
+            direct=direct,
+        )
+
+    def _direct_metadata(self, path: Path, file: DistFile) -> bytes:
+        """Metadata of a git commit's or an archive URL's file, at ``path``."""
+        if file.is_wheel:
+            from contentpkg.python.index.client import wheel_metadata_from_archive
+
+            return wheel_metadata_from_archive(path, file.filename)
+        from contentpkg.python.build.sdist import sdist_metadata
+
+        return sdist_metadata(
+            path,
+            python=self.python,
+            resolve_build_requires=self._build_requires,
+            reporter=self.options.reporter,
         )
 
     def _sdist_metadata(self, file: DistFile) -> bytes:
@@ -319,7 +350,12 @@ class Session:
         from contentpkg.store import lookup
 
         name, version, file = item
-        path = self.client.download(file, tmp)
+        if file.url.startswith("git+"):
+            from contentpkg.python.resolve.direct import git_archive
+
+            path = git_archive(file, name, self.cache_dir, offline=self.options.offline)
+        else:
+            path = self.client.download(file, tmp)
         if file.is_wheel:
             result = add_wheel(self.store, path, expected_sha256=file.sha256, source=file.url)
             how = "fetched"
@@ -436,6 +472,8 @@ def relock(
         local_sources.setdefault(canonicalize_name(inputs.name), inputs.root)
         if inputs.backend_metadata is not None:
             local_metadata[canonicalize_name(inputs.name)] = inputs.backend_metadata
+    from contentpkg.python.resolve.direct import locked_direct
+
     resolution = session.resolve(
         inputs.requirements,
         preferences=preferences,
@@ -443,6 +481,13 @@ def relock(
         hashes=inputs.hashes,
         local_sources=local_sources,
         local_metadata=local_metadata,
+        constraints=inputs.constraints,
+        overrides=inputs.overrides,
+        index_pins=inputs.index_pins,
+        # A git dependency keeps its locked commit until upgraded.
+        locked_vcs=locked_direct(keep, {canonicalize_name(n) for n in upgrade_packages})
+        if keep is not None and not upgrade
+        else None,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     directories = _directories(resolution, inputs)
@@ -484,7 +529,7 @@ def lock_project(
         inputs = session.with_backend_metadata(inputs)
         check_requires_python(inputs, session.python)
         state = lock_state(
-            inputs.root / LOCK_FILENAME, session.fingerprint(inputs), cache_dir=session.cache_dir
+            inputs.root / inputs.lock_name, session.fingerprint(inputs), cache_dir=session.cache_dir
         )
         if check:
             # Asked to upgrade, even a current lock would change.
@@ -524,7 +569,7 @@ def sync_project(options: Options, *, frozen: bool = False, locked: bool = False
     session = Session.open(options, inputs.root, inputs)
     try:
         inputs = session.with_backend_metadata(inputs)
-        path = inputs.root / LOCK_FILENAME
+        path = inputs.root / inputs.lock_name
         fingerprint = "" if frozen else session.fingerprint(inputs)
         state = lock_state(
             path, fingerprint, cache_dir=session.cache_dir, frozen=frozen, locked=locked
