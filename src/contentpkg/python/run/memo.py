@@ -56,6 +56,7 @@ SETTINGS_VARIABLES = (
     "CPK_FIND_LINKS",
     "XDG_DATA_HOME",
     "XDG_CACHE_HOME",
+    "CPK_APT_SOURCES",
     "CPK_STRICT_COMMAND",
 )
 _PYTHONS = ("python", "python3")
