@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 
 def python_options(args: argparse.Namespace) -> Options:
     """The one settings object of every Python command, from its arguments."""
-    from contentpkg.progress import terminal_reporter
+    from contentpkg.progress import reporter_for
     from contentpkg.python.run.options import Options
 
+    output = args.ctx.output
     return Options(
         ctx=args.ctx,
         project=Path(args.project).absolute() if getattr(args, "project", None) else None,
@@ -33,13 +34,18 @@ def python_options(args: argparse.Namespace) -> Options:
         index_url=args.index_url,
         extra_index_urls=tuple(args.extra_index_url or ()),
         find_links=tuple(args.find_links or ()),
-        offline=args.offline,
+        offline=args.ctx.offline,
         prereleases=args.prerelease,
         prefer_store=args.prefer_store,
         extras=tuple(getattr(args, "extra", None) or ()),
         groups=tuple(getattr(args, "group", None) or ()),
-        # Started on first use: a run that makes nothing never imports rich.
-        reporter=terminal_reporter(sys.stderr),
+        # Bars start on first use: a run that makes nothing never imports rich.
+        reporter=reporter_for(
+            sys.stderr,
+            quiet=output.quiet > 0,
+            progress=output.progress,
+            color=output.colored(True),
+        ),
     )
 
 
@@ -149,8 +155,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     options = python_options(args)
     try:
-        memo_args = args.raw_argv[1:] if args.raw_argv[:1] == ["run"] else None
-        launch = run(options, request, memo_args)
+        # The memo is written only for the arguments the hot path will see.
+        launch = run(options, request, getattr(args, "run_argv", None))
     finally:
         options.close()
     _print_launch(launch)

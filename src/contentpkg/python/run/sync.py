@@ -12,14 +12,17 @@ lock is current is decided by :mod:`.lockstate`; ``cpk run``'s plan
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from contentpkg.errors import CpkError, NotFoundError
+from contentpkg.progress import elapsed, size_text
 from contentpkg.python.index.client import IndexClient
 from contentpkg.python.index.dists import DistFile, Pin, Resolution
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
@@ -45,6 +48,8 @@ from contentpkg.store.locks import collector_lock
 #: Build requirements may themselves come as sdists needing builds; a chain
 #: deeper than this is a cycle (setuptools needing setuptools from source).
 _MAX_BUILD_DEPTH = 4
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -127,6 +132,8 @@ class Session:
                 offline=self.options.offline,
                 reporter=self.options.reporter,
                 netrc=self.options.ctx.netrc,
+                retries=self.options.ctx.http_retries,
+                timeout=self.options.ctx.http_timeout,
             )
         return self._client
 
@@ -147,7 +154,8 @@ class Session:
     ) -> Resolution:
         from contentpkg.python.resolve.resolver import resolve
 
-        return resolve(
+        started = time.monotonic()
+        resolution = resolve(
             list(requirements),
             self.client,
             self.python,
@@ -159,6 +167,12 @@ class Session:
             hashes=hashes,
             local_sources=local_sources,
         )
+        count = len(resolution.pins)
+        self.options.reporter.summary(
+            f"Resolved {count} package{'' if count == 1 else 's'} "
+            f"in {elapsed(time.monotonic() - started)}"
+        )
+        return resolution
 
     def _sdist_metadata(self, file: DistFile) -> bytes:
         from contentpkg.python.build.sdist import sdist_metadata
@@ -235,10 +249,14 @@ class Session:
                 )
             entry = self.store.find_source(f"sha256:{file.sha256}")
             if entry is not None:
+                log.debug(
+                    "%s %s: in the %s store (%s)", name, version, entry.layer.role, entry.dirname
+                )
                 items.append(Materialized(name, version, entry, "present"))
             else:
                 missing.append((name, version, file))
         if missing:
+            started = time.monotonic()
             with tempfile.TemporaryDirectory(prefix="cpk-fetch-", dir=self._scratch()) as tmp:
                 wheels = [m for m in missing if m[2].is_wheel]
                 # Downloading and unpacking wait on the network and the disk,
@@ -247,6 +265,12 @@ class Session:
                 # Builds resolve their own requirements through this session,
                 # whose state is not shared between threads: one at a time.
                 items.extend(self._add(m, Path(tmp)) for m in missing if not m[2].is_wheel)
+            wheels_size = sum(m[2].size or 0 for m in wheels)
+            if wheels:
+                self.options.reporter.summary(
+                    f"Fetched {len(wheels)} package{'' if len(wheels) == 1 else 's'} "
+                    f"({size_text(wheels_size)}) in {elapsed(time.monotonic() - started)}"
+                )
         ensure_bytecode_many(
             self.store, [item.entry for item in items], self.python, jobs=self.bytecode_jobs
         )
@@ -263,7 +287,11 @@ class Session:
             result = add_wheel(self.store, path, expected_sha256=file.sha256, source=file.url)
             how = "fetched"
         else:
+            started = time.monotonic()
             result = add_wheel(self.store, self._build(path), source=file.url)
+            self.options.reporter.summary(
+                f"Built {name} {version} in {elapsed(time.monotonic() - started)}"
+            )
             # The lock names the sdist: remember which entry it made.
             lookup.link_source(self.store.user.root, f"sha256:{file.sha256}", result.entry.path)
             how = "built"
