@@ -215,13 +215,15 @@ def _names_a_dir(names: list[str]) -> bool:
 def _lock_for(args: argparse.Namespace) -> Any:
     """The project's lock, made current first unless --frozen."""
     from contentpkg.python.lock import LOCK_FILENAME, read_lock
-    from contentpkg.python.run.sync import lock_project, project_inputs
+    from contentpkg.python.run.change import project_file
+    from contentpkg.python.run.sync import lock_project
 
     options = python_options(args)
     try:
         if args.frozen:
-            inputs = project_inputs(options)
-            path = inputs.root / LOCK_FILENAME
+            # As it is: the project is only found, not read (a selection the
+            # project does not declare may still name a group the lock has).
+            path = project_file(options).parent / LOCK_FILENAME
             if not path.exists():
                 raise CpkError(f"{path}: no lock (run 'cpk lock', or drop --frozen)")
         else:

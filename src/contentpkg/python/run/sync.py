@@ -182,6 +182,9 @@ class Session:
             path,
             python=self.python,
             resolve_build_requires=self._build_requires,
+            # The context's cache, not the environment's: --no-cache gives
+            # the command a cache of its own.
+            cache_dir=self.cache_dir,
             reporter=self.options.reporter,
         )
 
@@ -307,6 +310,9 @@ class Session:
             sdist,
             python=self.python,
             resolve_build_requires=self._build_requires,
+            # The context's cache, not the environment's: --no-cache gives
+            # the command a cache of its own.
+            cache_dir=self.cache_dir,
             reporter=self.options.reporter,
         )
 
