@@ -82,7 +82,7 @@ class Output:
     """How the command line talks: set by the global options, with the
     colour conventions ``NO_COLOR`` and ``FORCE_COLOR`` read here."""
 
-    #: -q given n times (1: no summaries or progress; 2: not even notes).
+    #: -q given n times: no progress, summary or status lines.
     quiet: int = 0
     #: -v given n times (1: decisions at debug level; 2: everything).
     verbose: int = 0

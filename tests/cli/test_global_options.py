@@ -55,10 +55,10 @@ def test_quiet_silences_summaries_before_or_after_the_command(
     proj: Path, index: LocalIndex, tmp_path: Path
 ) -> None:
     before = run_cpk("-q", "sync", "--index-url", index.url, cwd=proj, check=True)
-    assert "Resolved" not in before.stderr and "Fetched" not in before.stderr
+    assert (before.stdout, before.stderr) == ("", "")
     (proj / "pylock.toml").unlink()
     after = run_cpk("lock", "--index-url", index.url, "-q", cwd=proj, check=True)
-    assert "Resolved" not in after.stderr
+    assert after.stderr == ""
     loud = run_cpk("lock", "--upgrade", "--index-url", index.url, cwd=proj, check=True)
     assert "Resolved 3 packages" in loud.stderr
 

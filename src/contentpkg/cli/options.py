@@ -41,7 +41,7 @@ def add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         dest=prefix + "quiet",
         action="count",
         default=0 if top else argparse.SUPPRESS,
-        help="print less: no summary lines or progress (-qq: no notes either)",
+        help="print less: no progress, summary or status lines (errors and warnings stay)",
     )
     group.add_argument(
         "-v",

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from contentpkg.cli.python import _print_items, _print_lock, python_options
+from contentpkg.cli.python import print_items, print_lock, python_options
 from contentpkg.errors import CpkError
 
 if TYPE_CHECKING:
@@ -148,14 +148,15 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace, changed: Any, verb: str) -> None:
+    quiet = args.ctx.output.quiet > 0
     if not changed.changed:
         print(f"{changed.pyproject}: nothing to change", file=sys.stderr)
-    elif args.ctx.output.quiet < 2:
+    elif not quiet:
         print(f"{verb} {changed.pyproject}", file=sys.stderr)
-    if changed.sync is not None and args.ctx.output.quiet < 2:
+    if changed.sync is not None:
         if changed.sync.lock is not None:
-            _print_lock(changed.sync.lock)
-        _print_items(changed.sync.items)
+            print_lock(changed.sync.lock, quiet)
+        print_items(changed.sync.items, quiet=quiet)
 
 
 def cmd_add(args: argparse.Namespace) -> int:

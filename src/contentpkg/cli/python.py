@@ -49,7 +49,10 @@ def python_options(args: argparse.Namespace) -> Options:
     )
 
 
-def _print_lock(outcome: Any) -> None:
+def print_lock(outcome: Any, quiet: bool = False) -> None:
+    """What locking did, on stderr (not under -q)."""
+    if quiet:
+        return
     name = outcome.path.name
     if outcome.fresh:
         print(f"{name} is up to date ({counted(outcome.packages, 'package')})", file=sys.stderr)
@@ -60,7 +63,11 @@ def _print_lock(outcome: Any) -> None:
         print(f"{name} unchanged after re-locking ({packages})", file=sys.stderr)
 
 
-def _print_items(items: list[Any], every: bool = False) -> None:
+def print_items(items: list[Any], every: bool = False, quiet: bool = False) -> None:
+    """What syncing did: each package made (every package with ``every``,
+    which is the output of ``cpk fetch`` and printed even under -q)."""
+    if quiet and not every:
+        return
     for item in items:
         if every:
             print(f"{item.name} {item.version}  {item.entry.path}")
@@ -69,6 +76,8 @@ def _print_items(items: list[Any], every: bool = False) -> None:
     fetched = sum(1 for i in items if i.how == "fetched")
     built = sum(1 for i in items if i.how == "built")
     present = sum(1 for i in items if i.how == "present")
+    if quiet:
+        return
     print(
         f"{counted(len(items), 'package')} in the store: {fetched} fetched, {built} built, "
         f"{present} already present",
@@ -99,7 +108,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     if args.check and not outcome.fresh:
         print(f"{outcome.path.name} is out of date; run 'cpk lock'", file=sys.stderr)
         return 1
-    _print_lock(outcome)
+    print_lock(outcome, args.ctx.output.quiet > 0)
     return 0
 
 
@@ -112,8 +121,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     finally:
         options.close()
     if outcome.lock is not None:
-        _print_lock(outcome.lock)
-    _print_items(outcome.items)
+        print_lock(outcome.lock, args.ctx.output.quiet > 0)
+    print_items(outcome.items, quiet=args.ctx.output.quiet > 0)
     return 0
 
 
@@ -125,7 +134,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         outcome = fetch(args.requirements, options)
     finally:
         options.close()
-    _print_items(outcome.items, every=True)
+    print_items(outcome.items, every=True, quiet=args.ctx.output.quiet > 0)
     return 0
 
 
