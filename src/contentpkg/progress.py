@@ -133,8 +133,9 @@ class _LazyRich:
     nor flash an empty progress display.
     """
 
-    def __init__(self, color: bool = True) -> None:
+    def __init__(self, stream: TextIO, color: bool = True) -> None:
         self._started: _RichReporter | None = None
+        self._stream = stream
         self._color = color
 
     def _reporter(self) -> _RichReporter:
@@ -149,7 +150,13 @@ class _LazyRich:
         self._reporter().note(message)
 
     def summary(self, message: str) -> None:
-        self._reporter().summary(message)
+        if self._started is None:
+            # No bars to print above: a plain line, without importing rich
+            # (a run that only composes a view says so and execs).
+            self._stream.write(message + "\n")
+            self._stream.flush()
+            return
+        self._started.summary(message)
 
     def close(self) -> None:
         if self._started is not None:
@@ -184,5 +191,5 @@ def reporter_for(
         return QUIET
     isatty = getattr(stream, "isatty", None)
     if progress and isatty is not None and isatty():
-        return _LazyRich(color)
+        return _LazyRich(stream, color)
     return _SummaryLines(stream)

@@ -164,3 +164,46 @@ def test_help_command_prints_the_command_help() -> None:
     assert run_cpk("help", "store", "gc", check=True).stdout == direct
     bad = run_cpk("help", "frobnicate")
     assert bad.returncode == 1 and "no command 'frobnicate'" in bad.stderr
+
+
+def _on_a_terminal(*args: str | Path, cwd: Path) -> str:
+    """Run cpk with stderr on a pseudo-terminal; what it wrote there."""
+    import os
+    import subprocess
+    import sys
+
+    leader, follower = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "contentpkg", *map(str, args)],
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=follower,
+            env={**os.environ, "TERM": "xterm", "COLUMNS": "100"},
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        os.close(leader)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_no_progress_keeps_a_terminal_to_summary_lines(proj: Path, index: LocalIndex) -> None:
+    bars = _on_a_terminal("sync", "--index-url", index.url, cwd=proj)
+    assert "\x1b[?25l" in bars  # rich hides the cursor while it draws bars
+    assert "Resolved 3 packages" in bars
+    (proj / "pylock.toml").unlink()
+    run_cpk("cache", "clean", check=True)
+    run_cpk("store", "gc", check=True)
+    plain = _on_a_terminal("sync", "--no-progress", "--index-url", index.url, cwd=proj)
+    assert "\x1b[" not in plain
+    assert "Resolved 3 packages" in plain and "Fetched 2 packages" in plain
