@@ -108,6 +108,11 @@ def test_remove_names_what_is_missing_and_points_env_dirs_to_uninstall(
     old = run_cpk("remove", "jq", "--from", tmp_path / "tools", cwd=proj)
     assert old.returncode == 1 and "cpk uninstall" in old.stderr
     assert old.stderr.count("\n") == 1
+    # The old form with the env dir as an argument (an env dir has .cpk/).
+    (tmp_path / "tools" / ".cpk").mkdir(parents=True)
+    positional = run_cpk("remove", "jq", tmp_path / "tools", cwd=proj)
+    assert (positional.returncode, positional.stderr) == (1, old.stderr)
+    assert (proj / "pyproject.toml").read_text() == PYPROJECT
 
 
 def test_editable_add_writes_a_source(proj: Path, index: LocalIndex, tmp_path: Path) -> None:

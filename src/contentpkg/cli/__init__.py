@@ -139,10 +139,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
         if run_argv is not None and lead.get("directory"):
             # Already there (changed to for the hot path): only a second
             # --directory after the command is left to follow.
-            if args.sub_directory:
-                _change_directory(args.sub_directory)
-        elif args.directory:
-            _change_directory(args.directory)
+            if args.sub_chdir:
+                _change_directory(args.sub_chdir)
+        elif args.chdir:
+            _change_directory(args.chdir)
         args.ctx = _context(args)
     except CpkError as exc:
         print(f"cpk: error: {exc}", file=sys.stderr)

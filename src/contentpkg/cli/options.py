@@ -67,7 +67,8 @@ def add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
     group.add_argument(
         "--directory",
-        dest=prefix + "directory",
+        # Not "directory": commands have positionals of that name (path add).
+        dest=prefix + "chdir",
         metavar="DIR",
         default=default,
         help="change to DIR before doing anything",
@@ -139,9 +140,9 @@ def settle(args: argparse.Namespace) -> None:
         setattr(args, name, getattr(args, name, 0) + getattr(args, _SUB + name, 0))
     for name in ("no_progress", "offline", "no_cache"):
         setattr(args, name, bool(getattr(args, name, False) or getattr(args, _SUB + name, False)))
-    for name in ("color", "directory"):
+    for name in ("color", "chdir"):
         if getattr(args, _SUB + name, None) is not None:
             setattr(args, name, getattr(args, _SUB + name))
-    args.sub_directory = getattr(args, _SUB + "directory", None)
+    args.sub_chdir = getattr(args, _SUB + "chdir", None)
     if args.color is None:
         args.color = "auto"

@@ -276,8 +276,15 @@ def _mark_latest(options: Any, forest: list[Any]) -> None:
     from contentpkg.python.run.options import index_places
 
     indexes, links = index_places(options, None)
+    ctx = options.ctx
     client = IndexClient(
-        indexes, links, cache_dir=options.ctx.cache_dir, offline=options.ctx.offline
+        indexes,
+        links,
+        cache_dir=ctx.cache_dir,
+        offline=ctx.offline,
+        netrc=ctx.netrc,
+        retries=ctx.http_retries,
+        timeout=ctx.http_timeout,
     )
     latest: dict[str, str | None] = {}
     try:
