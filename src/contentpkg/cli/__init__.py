@@ -85,9 +85,9 @@ def leading_globals(raw: list[str]) -> tuple[dict[str, object], list[str]]:
         if len(arg) > 1 and arg[0] == "-" and arg[1] != "-" and set(arg[1:]) <= {"q", "v"}:
             for letter in arg[1:]:
                 key = "quiet" if letter == "q" else "verbose"
-                found[key] = found.get(key, 0) + 1
+                found[key] = _count(found, key) + 1
         elif arg in ("--quiet", "--verbose"):
-            found[arg[2:]] = found.get(arg[2:], 0) + 1
+            found[arg[2:]] = _count(found, arg[2:]) + 1
         elif arg in _GLOBAL_FLAGS:
             found[arg[2:].replace("-", "_")] = True
         elif arg in _GLOBAL_VALUED and i + 1 < len(raw):
@@ -100,6 +100,11 @@ def leading_globals(raw: list[str]) -> tuple[dict[str, object], list[str]]:
             break
         i += 1
     return found, raw[i:]
+
+
+def _count(found: dict[str, object], key: str) -> int:
+    value = found.get(key, 0)
+    return value if isinstance(value, int) else 0
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
