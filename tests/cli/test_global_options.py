@@ -44,7 +44,8 @@ def test_a_cold_run_into_a_pipe_prints_summary_lines(proj: Path, index: LocalInd
     lines = cold.stderr.splitlines()
     assert re.fullmatch(r"Resolved 3 packages in \d+(ms|\.\ds)", lines[0]), lines
     assert any(re.fullmatch(r"Built from-source 0\.5 in \d+(ms|\.\ds)", x) for x in lines)
-    assert any(re.fullmatch(r"Fetched 2 packages \(.+ (B|KiB)\) in .+", x) for x in lines)
+    # Two wheels and the sdist built: 3 downloads, their bytes counted.
+    assert any(re.fullmatch(r"Fetched 3 packages \(\d.+ (B|KiB)\) in .+", x) for x in lines)
     assert re.fullmatch(r"Composed environment in \d+(ms|\.\ds)", lines[-1]), lines
     # Warm: nothing is made, nothing is said.
     warm = run_cpk("run", "--index-url", index.url, "python", "-c", "pass", cwd=proj)
@@ -206,4 +207,4 @@ def test_no_progress_keeps_a_terminal_to_summary_lines(proj: Path, index: LocalI
     run_cpk("store", "gc", check=True)
     plain = _on_a_terminal("sync", "--no-progress", "--index-url", index.url, cwd=proj)
     assert "\x1b[" not in plain
-    assert "Resolved 3 packages" in plain and "Fetched 2 packages" in plain
+    assert "Resolved 3 packages" in plain and "Fetched 3 packages" in plain

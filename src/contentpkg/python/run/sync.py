@@ -97,6 +97,9 @@ class Session:
         self.settings = places
         self._client: IndexClient | None = None
         self._depth = 0
+        #: Sizes of the files downloaded, for the "Fetched" summary (appended
+        #: from the download threads: list.append needs no lock).
+        self._downloaded: list[int] = []
         # Worker processes for bytecode (None: one per core). Inside someone
         # else's process (contentpkg.use()), spawned workers would re-run
         # that program's __main__, so the runtime compiles in-process.
@@ -260,6 +263,9 @@ class Session:
                 missing.append((name, version, file))
         if missing:
             started = time.monotonic()
+            # Builds inside fetch their build requirements through here too:
+            # count from this call's start, not from zero.
+            mark = len(self._downloaded)
             with tempfile.TemporaryDirectory(prefix="cpk-fetch-", dir=self._scratch()) as tmp:
                 wheels = [m for m in missing if m[2].is_wheel]
                 # Downloading and unpacking wait on the network and the disk,
@@ -268,12 +274,12 @@ class Session:
                 # Builds resolve their own requirements through this session,
                 # whose state is not shared between threads: one at a time.
                 items.extend(self._add(m, Path(tmp)) for m in missing if not m[2].is_wheel)
-            wheels_size = sum(m[2].size or 0 for m in wheels)
-            if wheels:
-                self.options.reporter.summary(
-                    f"Fetched {len(wheels)} package{'' if len(wheels) == 1 else 's'} "
-                    f"({size_text(wheels_size)}) in {elapsed(time.monotonic() - started)}"
-                )
+            count = len(missing)
+            size = size_text(sum(self._downloaded[mark:]))
+            self.options.reporter.summary(
+                f"Fetched {count} package{'' if count == 1 else 's'} ({size}) "
+                f"in {elapsed(time.monotonic() - started)}"
+            )
         ensure_bytecode_many(
             self.store, [item.entry for item in items], self.python, jobs=self.bytecode_jobs
         )
@@ -286,6 +292,7 @@ class Session:
 
         name, version, file = item
         path = self.client.download(file, tmp)
+        self._downloaded.append(path.stat().st_size)
         if file.is_wheel:
             result = add_wheel(self.store, path, expected_sha256=file.sha256, source=file.url)
             how = "fetched"
