@@ -110,6 +110,12 @@ def _count(found: dict[str, object], key: str) -> int:
 def _main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     lead, rest = leading_globals(raw)
+    if rest in (["-V"], ["--version"]):
+        # Answered before the parser is built (which imports every command).
+        from contentpkg import __version__
+
+        print(f"cpk {__version__}")
+        return 0
     run_argv = None
     if rest[:1] == ["run"] and not lead.get("no_cache"):
         # The hot path: exec straight from the memo of the last run when
