@@ -139,6 +139,8 @@ def test_init_makes_a_project_cpk_can_lock(tmp_path: Path, index: LocalIndex) ->
     assert (tmp_path / "lib-one" / "src" / "lib_one" / "__init__.py").is_file()
     cpk(index, "add", "app-lib", cwd=root)
     assert locked(root) == {"app-lib": "1.0", "helper": "2.0"}
+    # init's empty list grows one requirement a line.
+    assert 'dependencies = [\n    "app-lib",\n]\n' in (root / "pyproject.toml").read_text()
 
 
 def test_tree_and_export_agree_with_the_lock(proj: Path, index: LocalIndex) -> None:

@@ -143,7 +143,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     info = interpreter_info(args.python, cache_dir=args.ctx.cache_dir)
     version = ".".join(info.version.split(".")[:2])
     created = init_project(root, version, name=args.name, lib=args.lib)
-    print(f"Initialized {created.kind} {created.name!r} at {created.root}", file=sys.stderr)
+    if not args.ctx.output.quiet:
+        print(f"Initialized {created.kind} {created.name!r} at {created.root}", file=sys.stderr)
     return 0
 
 

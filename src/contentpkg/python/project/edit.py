@@ -126,6 +126,10 @@ def add_requirements(
 
     doc = _parse(text, file)
     array = _target(doc, where, file, create=True)
+    if len(array) == 0:
+        # An empty list (``dependencies = []``, as cpk init writes it)
+        # grows one requirement a line, so later edits diff line by line.
+        array.multiline(True)
     for requirement in requirements:
         name = _requirement_name(requirement, file)
         found = _index_of(array, name, file)
