@@ -208,3 +208,16 @@ def test_no_progress_keeps_a_terminal_to_summary_lines(proj: Path, index: LocalI
     plain = _on_a_terminal("sync", "--no-progress", "--index-url", index.url, cwd=proj)
     assert "\x1b[" not in plain
     assert "Resolved 3 packages" in plain and "Fetched 3 packages" in plain
+
+
+def test_no_cache_run_leaves_no_temporary_cache(
+    proj: Path, index: LocalIndex, tmp_path: Path
+) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {"TMPDIR": str(scratch)}
+    args = ("--index-url", index.url, "python", "-c", "print('ran')")
+    ran = run_cpk("--no-cache", "run", *args, cwd=proj, env=env, check=True)
+    assert ran.stdout == "ran\n"
+    # run execs the command: the temporary cache is removed before that.
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("cpk-no-cache-")] == []

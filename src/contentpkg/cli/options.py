@@ -146,3 +146,13 @@ def settle(args: argparse.Namespace) -> None:
     args.sub_chdir = getattr(args, _SUB + "chdir", None)
     if args.color is None:
         args.color = "auto"
+
+
+def drop_scratch_cache(args: argparse.Namespace) -> None:
+    """Remove ``--no-cache``'s temporary cache now: before an exec, which
+    replaces this process and would never reach the cleanup at the end.
+    Nothing an exec'd environment uses lives in the cache (views and roots
+    are in the home)."""
+    scratch = getattr(args, "scratch_cache", None)
+    if scratch is not None:
+        scratch.cleanup()

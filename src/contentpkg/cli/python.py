@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contentpkg.cli.env import env_shell
+from contentpkg.cli.options import drop_scratch_cache
 from contentpkg.cli.render import counted
 from contentpkg.cli.store import open_store
 from contentpkg.errors import CpkError
@@ -169,6 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         options.close()
     _print_launch(launch)
+    drop_scratch_cache(args)
     launch.exec()
     return 0  # not reached: exec replaced this process
 
@@ -190,5 +192,6 @@ def cmd_shell(args: argparse.Namespace) -> int:
     _print_launch(launch, conflicts=False)
     if sys.stdin.isatty():
         print(f"cpk: entering {launch.env}; exit to leave", file=sys.stderr)
+    drop_scratch_cache(args)
     launch.exec()
     return 0  # not reached
