@@ -108,6 +108,9 @@ def test_directory_and_version(proj: Path, index: LocalIndex, tmp_path: Path) ->
         missing.stderr
         == f"cpk: error: --directory {tmp_path / 'nowhere'}: No such file or directory\n"
     )
+    # The same before run, which changes directory before the memo decides.
+    for_run = run_cpk("--directory", tmp_path / "nowhere", "run", "python", cwd=tmp_path)
+    assert (for_run.returncode, for_run.stderr) == (2, missing.stderr)
     for args in (["-V"], ["--version"], ["store", "ls", "-V"], ["sync", "--version"]):
         assert run_cpk(*args, check=True).stdout == f"cpk {__version__}\n"
 

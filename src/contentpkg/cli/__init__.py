@@ -122,10 +122,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
         # nothing it depended on changed (no parser built, nothing parsed).
         # Output options before ``run`` do not change what runs.
         run_argv = (["--offline"] if lead.get("offline") else []) + rest[1:]
-        if lead.get("directory"):
-            _change_directory(str(lead["directory"]))
         from contentpkg.python.run.memo import try_fast
 
+        if lead.get("directory") and not _moved_to(str(lead["directory"])):
+            return 2
         try:
             try_fast(run_argv)
         except Exception as exc:
@@ -183,6 +183,16 @@ def _main(argv: Sequence[str] | None = None) -> int:
         scratch = getattr(args, "scratch_cache", None)
         if scratch is not None:
             scratch.cleanup()
+
+
+def _moved_to(directory: str) -> bool:
+    """--directory for the hot path: False (said in one line) if it fails."""
+    try:
+        os.chdir(directory)
+    except OSError as exc:
+        print(f"cpk: error: --directory {directory}: {exc.strerror}", file=sys.stderr)
+        return False
+    return True
 
 
 def _change_directory(directory: str) -> None:
