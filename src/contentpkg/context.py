@@ -84,6 +84,38 @@ class IndexEnvironment:
     find_links: tuple[str, ...] = ()
 
 
+#: Defaults of the HTTP settings, shown in ``--help``.
+DEFAULT_HTTP_TIMEOUT = 30.0
+DEFAULT_HTTP_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class Output:
+    """How the command line talks: set by the global options, with the
+    colour conventions ``NO_COLOR`` and ``FORCE_COLOR`` read here."""
+
+    #: -q given n times: no progress, summary or status lines.
+    quiet: int = 0
+    #: -v given n times (1: decisions at debug level; 2: everything).
+    verbose: int = 0
+    #: ``auto``, ``always`` or ``never``.
+    color: str = "auto"
+    #: No progress bars even on a terminal (summary lines stay).
+    progress: bool = True
+    #: ``NO_COLOR`` was set (https://no-color.org): auto means never.
+    no_color_env: bool = False
+    #: ``FORCE_COLOR`` was set: auto means always.
+    force_color_env: bool = False
+
+    def colored(self, isatty: bool) -> bool:
+        """Whether to colour a stream; ``--color`` wins over the variables."""
+        if self.color != "auto":
+            return self.color == "always"
+        if self.no_color_env:
+            return False
+        return self.force_color_env or isatty
+
+
 @dataclass(frozen=True)
 class RemoteEnvironment:
     """Remote-store settings from the environment (``cpk remote`` adds its own list).
@@ -132,6 +164,17 @@ class Context:
     #: apt sources files or directories to read instead of the machine's
     #: (``CPK_APT_SOURCES``, colon-separated).
     apt_sources: tuple[Path, ...] = ()
+    #: Seconds to wait for an index's answer (``CPK_HTTP_TIMEOUT``).
+    http_timeout: float = DEFAULT_HTTP_TIMEOUT
+    #: Extra attempts after a failed request (``CPK_HTTP_RETRIES``).
+    http_retries: int = DEFAULT_HTTP_RETRIES
+    #: ``--offline``: cached index pages and the store only.
+    offline: bool = False
+    #: ``--no-cache``: the download and build caches are neither read nor
+    #: kept (a temporary cache serves the one command).
+    no_cache: bool = False
+    #: The global output options.
+    output: Output = field(default_factory=Output)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Context:
@@ -158,6 +201,12 @@ class Context:
             environ=env,
             remote=_remote_environment(env),
             apt_sources=tuple(Path(p) for p in env.get("CPK_APT_SOURCES", "").split(":") if p),
+            http_timeout=_number(env, "CPK_HTTP_TIMEOUT", DEFAULT_HTTP_TIMEOUT, float),
+            http_retries=int(_number(env, "CPK_HTTP_RETRIES", DEFAULT_HTTP_RETRIES, int)),
+            output=Output(
+                no_color_env=bool(env.get("NO_COLOR")),
+                force_color_env=bool(env.get("FORCE_COLOR")),
+            ),
         )
 
     @property
@@ -185,6 +234,20 @@ def _remote_environment(env: Mapping[str, str]) -> RemoteEnvironment:
         password=env.get("CPK_REGISTRY_PASSWORD", ""),
         ca_file=Path(env["SSL_CERT_FILE"]) if env.get("SSL_CERT_FILE") else None,
     )
+def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> float:
+    """A non-negative number from the environment; a bad value is an error
+    naming the variable, not a silent default (a ValueError: the layer of
+    ``errors`` is above this one; the CLI gives it the usual form)."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{name}={text!r}: expected a non-negative {kind.__name__}")
+    return value
 
 
 # platformdirs would read os.environ itself; a Context built from a given

@@ -220,7 +220,7 @@ def test_upgrade_and_remove(app_store: Path) -> None:
     assert os.readlink(where / "bin" / "app") == "app-2.0"
     assert not (where / "bin" / "app-1.0").exists()
     assert "two" in (where / "share" / "man" / "man1" / "app.1").read_text()
-    run_cpk("remove", "app", "--from", where, check=True)
+    run_cpk("uninstall", "app", "--from", where, check=True)
     assert not (where / "bin" / "app").exists() and not (where / "lib").exists()
     manifest = json.loads((where / ".cpk" / "manifest.json").read_text())
     assert manifest["installed"] == [] and manifest["files"] == {}

@@ -63,7 +63,7 @@ def test_profile_history_upgrade_rollback_and_gc(tmp_path: Path, cpk_home: Path)
     # Old generations are roots until deleted.
     run_cpk("store", "gc", check=True)
     assert run_cpk("store", "path", "hello,2.0").returncode == 0
-    run_cpk("remove", "hello", check=True)
+    run_cpk("uninstall", "hello", check=True)
     assert not (alias / "bin" / "hello").exists()
     assert _answer(alias / "bin" / "other") == "other 0.1"
 
@@ -123,7 +123,7 @@ def test_python_tool_in_a_profile_runs_in_its_own_view(
     # The view is kept by the profile through gc, and freed once removed.
     run_cpk("store", "gc", check=True)
     assert target.exists()
-    run_cpk("remove", "greeter", check=True)
+    run_cpk("uninstall", "greeter", check=True)
     assert not script.exists()
     run_cpk("profile", "delete-generations", "--older-than", "0d", check=True)
     run_cpk("store", "gc", check=True)

@@ -459,7 +459,9 @@ def test_launchers_are_the_scripts_installer_writes() -> None:
 
 def test_a_bad_with_requirement_is_one_line(tmp_path: Path, index: LocalIndex) -> None:
     root = project(tmp_path, "alpha")
-    proc = run_cpk("run", "--index-url", index.url, "--with", "bad req!!", "python", cwd=root)
+    proc = run_cpk(
+        "-q", "run", "--index-url", index.url, "--with", "bad req!!", "python", cwd=root
+    )
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "invalid requirement 'bad req!!'" in proc.stderr
 

@@ -58,11 +58,12 @@ def project(tmp_path: Path):
 
 def test_run_exits_as_exec_does_when_a_command_cannot_start(project) -> None:
     """127 for a command not found, 126 for one not executable: a shell's
-    statuses, as ``cpk exec`` gives them, on the full path and from the memo."""
+    statuses, as ``cpk exec`` gives them, on the full path and from the memo
+    (``-q``: the cold run's summary lines are not what is checked here)."""
     root, index = project
 
     def run(*command: str) -> subprocess.CompletedProcess[str]:
-        return run_cpk("run", "--index-url", index.url, *command, cwd=root)
+        return run_cpk("-q", "run", "--index-url", index.url, *command, cwd=root)
 
     cold = run("no-such-command-here")  # the full path: no memo yet
     assert cold.returncode == 127, cold.stderr

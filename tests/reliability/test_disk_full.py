@@ -41,7 +41,8 @@ def _fetch_on_full_tmpfs(tmp_path: Path, full: str) -> tuple[subprocess.Complete
     mount_point = home if full == "home" else cache
     script = (
         'mount -t tmpfs -o size=1m tmpfs "$MNT" || exit 99\n'
-        '"$PY" -m contentpkg fetch six --index-url "$INDEX"\n'
+        # -q: the error line alone, without the summary lines before it.
+        '"$PY" -m contentpkg -q fetch six --index-url "$INDEX"\n'
         "rc=$?\n"
         'find "$MNT" -type f ! -name "*.lock" ! -path "*/interpreters-v*" > "$LISTING"\n'
         "exit $rc\n"

@@ -111,7 +111,8 @@ def test_install_python_tool_never_links_an_interpreter_into_the_profile(
 def test_install_python_tool_whose_only_script_is_python_is_refused(
     shadow_index: LocalIndex, cpk_home: Path
 ) -> None:
-    proc = run_cpk("install", "--python", "onlypython", "--index-url", shadow_index.url)
+    # -q: the error line alone, without the summary lines before it.
+    proc = run_cpk("-q", "install", "--python", "onlypython", "--index-url", shadow_index.url)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -349,7 +350,7 @@ def test_hostile_wheel_through_the_command_line(
     os.replace(wheel, index / wheel.name)
     Store.open().ensure()  # the store exists before the snapshot
     before = _state(cpk_home)
-    proc = run_cpk("fetch", "pkg", "--index-url", tmp_path / "index")
+    proc = run_cpk("-q", "fetch", "pkg", "--index-url", tmp_path / "index")
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

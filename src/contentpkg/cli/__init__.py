@@ -38,16 +38,22 @@ def _closed_pipe() -> int:
     return _CLOSED_PIPE
 
 
-def _show_core_warnings() -> None:
+def _show_core_messages(verbose: int) -> None:
     """The core says what it repaired on its own (a rebuilt index) through
-    ``logging``; here those lines get the form of every other cpk line."""
+    ``logging``, and, under ``-v``, what it decided and why; here those
+    lines get the form of every other cpk line."""
     import logging
 
+    class _Lines(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            kind = "warning" if record.levelno >= logging.WARNING else "debug"
+            return f"cpk: {kind}: {record.getMessage()}"
+
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("cpk: warning: %(message)s"))
+    handler.setFormatter(_Lines())
     logger = logging.getLogger("contentpkg")
     logger.addHandler(handler)
-    logger.setLevel(logging.WARNING)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
     logger.propagate = False
 
 
@@ -58,15 +64,70 @@ def _status(exc: Exception) -> int:
     return status if isinstance(status, int) else 1
 
 
+#: The global flags that take no value, and those that take one, as
+#: :func:`leading_globals` reads them (``cli/options.py`` defines them all).
+_GLOBAL_FLAGS = ("--no-progress", "--offline", "--no-cache")
+_GLOBAL_VALUED = ("--color", "--directory")
+
+
+def leading_globals(raw: list[str]) -> tuple[dict[str, object], list[str]]:
+    """The global options before the command, and the rest of the arguments.
+
+    ``cpk -q run x`` must still take the hot path, which decides before any
+    parser is built; this reads the simple forms only (``-q``, ``-vv``,
+    ``--color never``, ``--color=never``, ``--directory DIR``, flags) and
+    stops at anything else, which the parser then handles.
+    """
+    found: dict[str, object] = {}
+    i = 0
+    while i < len(raw):
+        arg = raw[i]
+        if len(arg) > 1 and arg[0] == "-" and arg[1] != "-" and set(arg[1:]) <= {"q", "v"}:
+            for letter in arg[1:]:
+                key = "quiet" if letter == "q" else "verbose"
+                found[key] = _count(found, key) + 1
+        elif arg in ("--quiet", "--verbose"):
+            found[arg[2:]] = _count(found, arg[2:]) + 1
+        elif arg in _GLOBAL_FLAGS:
+            found[arg[2:].replace("-", "_")] = True
+        elif arg in _GLOBAL_VALUED and i + 1 < len(raw):
+            found[arg[2:]] = raw[i + 1]
+            i += 1
+        elif arg.split("=", 1)[0] in _GLOBAL_VALUED and "=" in arg:
+            key, _, value = arg.partition("=")
+            found[key[2:]] = value
+        else:
+            break
+        i += 1
+    return found, raw[i:]
+
+
+def _count(found: dict[str, object], key: str) -> int:
+    value = found.get(key, 0)
+    return value if isinstance(value, int) else 0
+
+
 def _main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
-    if raw[:1] == ["run"]:
+    lead, rest = leading_globals(raw)
+    if rest in (["-V"], ["--version"]):
+        # Answered before the parser is built (which imports every command).
+        from contentpkg import __version__
+
+        print(f"cpk {__version__}")
+        return 0
+    run_argv = None
+    if rest[:1] == ["run"] and not lead.get("no_cache"):
         # The hot path: exec straight from the memo of the last run when
         # nothing it depended on changed (no parser built, nothing parsed).
+        # Output options before ``run`` do not change what runs.
+        run_argv = (["--offline"] if lead.get("offline") else []) + rest[1:]
         from contentpkg.python.run.memo import try_fast
 
+        if lead.get("directory") and not _moved_to(str(lead["directory"])):
+            return 2
         try:
-            try_fast(raw[1:])
+            try_fast(run_argv)
         except Exception as exc:
             # Named here, not imported above: the memo's path loads nothing
             # it does not need, and an error is the rare case.
@@ -76,24 +137,35 @@ def _main(argv: Sequence[str] | None = None) -> int:
                 raise
             print(f"cpk: error: {exc}", file=sys.stderr)
             return _status(exc)
+    from contentpkg.cli.options import settle
     from contentpkg.cli.parser import build_parser, usage
-    from contentpkg.context import Context
     from contentpkg.errors import CpkError
 
     parser = build_parser()
     args = parser.parse_args(raw)
+    settle(args)
     args.raw_argv = raw
-    # Settings are read from the environment here, once; the core takes them
-    # from this Context and never reads os.environ itself.
-    args.ctx = Context.from_environ()
-    _show_core_warnings()
+    args.run_argv = run_argv
+    try:
+        if run_argv is not None and lead.get("directory"):
+            # Already there (changed to for the hot path): only a second
+            # --directory after the command is left to follow.
+            if args.sub_chdir:
+                _change_directory(args.sub_chdir)
+        elif args.chdir:
+            _change_directory(args.chdir)
+        args.ctx = _context(args)
+    except CpkError as exc:
+        print(f"cpk: error: {exc}", file=sys.stderr)
+        return 2
+    _show_core_messages(args.verbose)
     func = getattr(args, "func", None)
     if func is None:
         return usage(parser)
     try:
         return func(args)
     except CpkError as exc:
-        print(f"cpk: error: {exc}", file=sys.stderr)
+        print(f"{_error_prefix(args)}{exc}", file=sys.stderr)
         for line in exc.details:
             print(f"  {line}", file=sys.stderr)
         return _status(exc)
@@ -102,8 +174,72 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         # Files that vanish or refuse access are input problems, not bugs.
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"cpk: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"{_error_prefix(args)}{where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("cpk: interrupted", file=sys.stderr)
         return 130
+    finally:
+        scratch = getattr(args, "scratch_cache", None)
+        if scratch is not None:
+            scratch.cleanup()
+
+
+def _moved_to(directory: str) -> bool:
+    """--directory for the hot path: False (said in one line) if it fails."""
+    try:
+        os.chdir(directory)
+    except OSError as exc:
+        print(f"cpk: error: --directory {directory}: {exc.strerror}", file=sys.stderr)
+        return False
+    return True
+
+
+def _change_directory(directory: str) -> None:
+    from contentpkg.errors import CpkError
+
+    try:
+        os.chdir(directory)
+    except OSError as exc:
+        raise CpkError(f"--directory {directory}: {exc.strerror}") from None
+
+
+def _context(args: object) -> object:
+    """The one Context of the command: settings read from the environment
+    here, once, with the global options on top; the core takes them from
+    it and never reads os.environ itself."""
+    import dataclasses
+    import tempfile
+    from pathlib import Path
+
+    from contentpkg.context import Context
+    from contentpkg.errors import CpkError
+
+    try:
+        ctx = Context.from_environ()
+    except ValueError as exc:  # a setting's bad value, named by the context
+        raise CpkError(str(exc)) from None
+    a: dict = vars(args)
+    output = dataclasses.replace(
+        ctx.output,
+        quiet=a["quiet"],
+        verbose=a["verbose"],
+        color=a["color"],
+        progress=not a["no_progress"],
+    )
+    ctx = dataclasses.replace(ctx, offline=a["offline"], no_cache=a["no_cache"], output=output)
+    if a["no_cache"]:
+        # A cache of this command's own, gone when it ends: nothing is read
+        # from the user's cache, nothing kept in it (the store still is).
+        scratch = tempfile.TemporaryDirectory(prefix="cpk-no-cache-")
+        a["scratch_cache"] = scratch
+        ctx = dataclasses.replace(ctx, cache_dir=Path(scratch.name))
+    return ctx
+
+
+def _error_prefix(args: object) -> str:
+    """``cpk: error: ``, in red when colour is on for stderr."""
+    ctx = getattr(args, "ctx", None)
+    if ctx is not None and ctx.output.colored(sys.stderr.isatty()):
+        return "cpk: \x1b[31merror\x1b[0m: "
+    return "cpk: error: "

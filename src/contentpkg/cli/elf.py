@@ -1,4 +1,4 @@
-"""``cpk install``, ``cpk remove`` and ``cpk ldd``: native programs and env dirs."""
+"""``cpk install``, ``cpk uninstall`` and ``cpk ldd``: native programs and env dirs."""
 
 from __future__ import annotations
 
@@ -203,7 +203,7 @@ def _install(args: argparse.Namespace, store: Any, specs: list[str], tools: list
     )
 
 
-def cmd_remove(args: argparse.Namespace) -> int:
+def cmd_uninstall(args: argparse.Namespace) -> int:
     from contentpkg.elf.envdir import remove
 
     store = open_store(args.ctx)

@@ -186,10 +186,12 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def _exec_in_env(args: argparse.Namespace, env: Any, command: list[str]) -> int:
     """Replace this process by command with env's bindings; 127 if it is not found."""
+    from contentpkg.cli.options import drop_scratch_cache
     from contentpkg.env.bindings import child_environ
     from contentpkg.env.execution import exec_command
     from contentpkg.errors import ExecError
 
+    drop_scratch_cache(args)
     try:
         exec_command(command, child_environ(env, args.ctx.environ), where=env.label)
     except ExecError as exc:

@@ -6,8 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from contentpkg import __version__
-from contentpkg.cli.elf import cmd_fetch_any, cmd_install, cmd_ldd, cmd_remove
+from contentpkg.cli.elf import cmd_fetch_any, cmd_install, cmd_ldd, cmd_uninstall
 from contentpkg.cli.env import (
     cmd_env,
     cmd_exec,
@@ -18,7 +17,12 @@ from contentpkg.cli.env import (
     cmd_profile_rollback,
     cmd_profile_switch,
 )
+from contentpkg.cli.examples import EXAMPLES
+from contentpkg.cli.housekeeping import add_housekeeping_commands, add_store_du
+from contentpkg.cli.options import add_global_options, command_parser_class
+from contentpkg.cli.project import add_project_commands
 from contentpkg.cli.python import cmd_lock, cmd_run, cmd_shell, cmd_sync
+from contentpkg.cli.shells import add_shell_commands
 from contentpkg.cli.store import (
     cmd_identify,
     cmd_store_add,
@@ -63,11 +67,6 @@ def _add_index_options(
     p.add_argument(
         "--prefer-store", action="store_true", help="prefer versions already in the store"
     )
-    p.add_argument(
-        "--offline",
-        action="store_true",
-        help="use only cached index pages and the store; no network",
-    )
 
 
 def _add_lock_use_options(p: argparse.ArgumentParser) -> None:
@@ -104,16 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cpk",
         description="contentpkg: every package version stored once, by content hash, "
         "and composed per process into the environment a program needs.",
+        epilog="run 'cpk help COMMAND' or 'cpk COMMAND --help' for a command's options",
     )
-    parser.add_argument("--version", action="version", version=f"cpk {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_global_options(parser, top=True)
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=command_parser_class(EXAMPLES)
+    )
 
     _add_store_commands(commands)
     _add_python_commands(commands)
+    add_project_commands(commands, _add_index_options)
     _add_elf_commands(commands)
     _add_environment_commands(commands)
     _add_path_commands(commands)
     _add_remote_commands(commands)
+    add_housekeeping_commands(commands)
+    add_shell_commands(commands, parser)
     return parser
 
 
@@ -210,6 +215,8 @@ def _add_store_commands(commands: Any) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     p.set_defaults(func=cmd_store_gc)
+
+    add_store_du(store_cmds)
 
 
 def _add_with_file_options(p: argparse.ArgumentParser) -> None:
@@ -342,7 +349,7 @@ def _add_python_commands(commands: Any) -> None:
 
 
 def _add_elf_commands(commands: Any) -> None:
-    """``cpk install``, ``remove``, ``identify``, ``ldd``: native programs."""
+    """``cpk install``, ``uninstall``, ``identify``, ``ldd``: native programs."""
     p = commands.add_parser(
         "install",
         help="install a package's programs with their libraries into an env dir",
@@ -399,17 +406,18 @@ def _add_elf_commands(commands: Any) -> None:
     p.set_defaults(func=cmd_install, project=None, extra=None, group=None)
 
     p = commands.add_parser(
-        "remove",
-        help="remove packages from an env dir",
-        description="Remove the named packages from WHERE, with the libraries only they "
-        "needed; files cpk did not install are left alone.",
+        "uninstall",
+        help="remove packages from an env dir or a profile",
+        description="Remove the named packages from WHERE (or a new generation of the "
+        "profile), with the libraries only they needed; files cpk did not install are "
+        "left alone. The counterpart of 'cpk install'.",
     )
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("--from", dest="where", metavar="WHERE", help="env dir to remove from")
     p.add_argument(
         "--profile", "-p", metavar="NAME", help="profile to remove from (default: 'default')"
     )
-    p.set_defaults(func=cmd_remove)
+    p.set_defaults(func=cmd_uninstall)
 
     p = commands.add_parser(
         "identify",

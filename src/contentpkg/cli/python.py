@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contentpkg.cli.env import env_shell
+from contentpkg.cli.options import drop_scratch_cache
 from contentpkg.cli.render import counted
 from contentpkg.cli.store import open_store
 from contentpkg.errors import CpkError
@@ -23,9 +24,10 @@ if TYPE_CHECKING:
 
 def python_options(args: argparse.Namespace) -> Options:
     """The one settings object of every Python command, from its arguments."""
-    from contentpkg.progress import terminal_reporter
+    from contentpkg.progress import reporter_for
     from contentpkg.python.run.options import Options
 
+    output = args.ctx.output
     return Options(
         ctx=args.ctx,
         project=Path(args.project).absolute() if getattr(args, "project", None) else None,
@@ -33,19 +35,27 @@ def python_options(args: argparse.Namespace) -> Options:
         index_url=args.index_url,
         extra_index_urls=tuple(args.extra_index_url or ()),
         find_links=tuple(args.find_links or ()),
-        offline=args.offline,
+        offline=args.ctx.offline,
         prereleases=args.prerelease,
         prefer_store=args.prefer_store,
         extras=tuple(getattr(args, "extra", None) or ()),
         groups=tuple(getattr(args, "group", None) or ()),
         no_editable=bool(getattr(args, "no_editable", False)),
         strict_command=bool(getattr(args, "strict_command", False)),
-        # Started on first use: a run that makes nothing never imports rich.
-        reporter=terminal_reporter(sys.stderr),
+        # Bars start on first use: a run that makes nothing never imports rich.
+        reporter=reporter_for(
+            sys.stderr,
+            quiet=output.quiet > 0,
+            progress=output.progress,
+            color=output.colored(True),
+        ),
     )
 
 
-def _print_lock(outcome: Any) -> None:
+def print_lock(outcome: Any, quiet: bool = False) -> None:
+    """What locking did, on stderr (not under -q)."""
+    if quiet:
+        return
     name = outcome.path.name
     if outcome.fresh:
         print(f"{name} is up to date ({counted(outcome.packages, 'package')})", file=sys.stderr)
@@ -56,7 +66,11 @@ def _print_lock(outcome: Any) -> None:
         print(f"{name} unchanged after re-locking ({packages})", file=sys.stderr)
 
 
-def _print_items(items: list[Any], every: bool = False) -> None:
+def print_items(items: list[Any], every: bool = False, quiet: bool = False) -> None:
+    """What syncing did: each package made (every package with ``every``,
+    which is the output of ``cpk fetch`` and printed even under -q)."""
+    if quiet and not every:
+        return
     for item in items:
         if every:
             print(f"{item.name} {item.version}  {item.entry.path}")
@@ -66,6 +80,8 @@ def _print_items(items: list[Any], every: bool = False) -> None:
     built = sum(1 for i in items if i.how == "built")
     present = sum(1 for i in items if i.how == "present")
     pulled = sum(1 for i in items if i.how == "pulled")
+    if quiet:
+        return
     print(
         f"{counted(len(items), 'package')} in the store: {fetched} fetched, {built} built, "
         + (f"{pulled} pulled from remotes, " if pulled else "")
@@ -97,7 +113,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     if args.check and not outcome.fresh:
         print(f"{outcome.path.name} is out of date; run 'cpk lock'", file=sys.stderr)
         return 1
-    _print_lock(outcome)
+    print_lock(outcome, args.ctx.output.quiet > 0)
     return 0
 
 
@@ -110,8 +126,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     finally:
         options.close()
     if outcome.lock is not None:
-        _print_lock(outcome.lock)
-    _print_items(outcome.items)
+        print_lock(outcome.lock, args.ctx.output.quiet > 0)
+    print_items(outcome.items, quiet=args.ctx.output.quiet > 0)
     return 0
 
 
@@ -123,7 +139,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         outcome = fetch(args.requirements, options)
     finally:
         options.close()
-    _print_items(outcome.items, every=True)
+    print_items(outcome.items, every=True, quiet=args.ctx.output.quiet > 0)
     return 0
 
 
@@ -164,11 +180,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     options = python_options(args)
     try:
-        memo_args = args.raw_argv[1:] if args.raw_argv[:1] == ["run"] else None
-        launch = run(options, request, memo_args)
+        # The memo is written only for the arguments the hot path will see.
+        launch = run(options, request, getattr(args, "run_argv", None))
     finally:
         options.close()
     _print_launch(launch)
+    drop_scratch_cache(args)
     launch.exec()
     return 0  # not reached: exec replaced this process
 
@@ -190,5 +207,6 @@ def cmd_shell(args: argparse.Namespace) -> int:
     _print_launch(launch, conflicts=False)
     if sys.stdin.isatty():
         print(f"cpk: entering {launch.env}; exit to leave", file=sys.stderr)
+    drop_scratch_cache(args)
     launch.exec()
     return 0  # not reached

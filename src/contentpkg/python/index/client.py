@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import tarfile
 import threading
@@ -68,6 +69,9 @@ _JSON_TYPES = (
     "application/json",
 )
 _SDIST_SUFFIXES = (".tar.gz", ".zip")
+
+#: Under -v: which index answered, what the HTTP cache served.
+_log = logging.getLogger(__name__)
 
 
 # -- file names --------------------------------------------------------------
@@ -368,6 +372,7 @@ class IndexClient:
         offline: bool = False,
         reporter: Reporter = QUIET,
         retries: int = 3,
+        timeout: float = 30.0,
         backoff: float = 0.25,
         jobs: int = 8,
         netrc: Path | None = None,
@@ -384,6 +389,7 @@ class IndexClient:
             self.cache_dir,
             offline=offline,
             retries=retries,
+            timeout=timeout,
             backoff=backoff,
             jobs=jobs,
             netrc=netrc,
@@ -457,8 +463,10 @@ class IndexClient:
         for index in self.indexes:
             found = [f for f in self._index_files(index, name) if _file_name(f) == name]
             if found:
+                _log.debug("%s: %d files from %s", name, len(found), index)
                 files = found
                 break
+            _log.debug("%s: not on %s", name, index)
         seen = {f.filename for f in files}
         for location in self.find_links:
             for f in self._find_links_files(location):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -43,6 +44,9 @@ _CHUNK = 1 << 16
 # 408/429 are the server asking us to come back later; 5xx are its failures.
 _RETRY_STATUS = frozenset({408, 429})
 _MAX_RETRY_AFTER = 10.0
+
+#: Under -v: which index answered, what the HTTP cache served.
+_log = logging.getLogger(__name__)
 
 
 def is_file_url(url: str) -> bool:
@@ -434,10 +438,12 @@ class HttpSession:
             meta, body = cached
             page = Page(meta.get("url", url), meta.get("content_type", ""), body, True)
             if self.offline:
+                _log.debug("%s: from the cache (offline)", url)
                 return page
             control = _CacheControl(meta.get("cache_control"))
             age = time.time() - float(meta.get("stored", 0)) + float(meta.get("age", 0))
             if not control.no_cache and control.max_age is not None and age < control.max_age:
+                _log.debug("%s: from the cache (fresh for %.0fs more)", url, control.max_age - age)
                 return page
         self._check_online(url, "fetching this page")
         headers = {"Accept": accept}
@@ -459,6 +465,7 @@ class HttpSession:
 
         status, resp_headers, data, final_url = self._with_retries(url, attempt)
         if status == 304 and cached is not None:
+            _log.debug("%s: cached copy still valid (304)", url)
             meta, body = cached
             control_header = resp_headers.get("Cache-Control", meta.get("cache_control"))
             meta.update(stored=time.time(), cache_control=control_header, age=_age(resp_headers))

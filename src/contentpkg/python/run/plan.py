@@ -17,12 +17,15 @@ writer unless something must be made.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from contentpkg.context import Bucket
 from contentpkg.errors import CpkError, NotFoundError
+from contentpkg.progress import elapsed
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
 from contentpkg.python.project import (
     IndexSettings,
@@ -256,9 +259,16 @@ def _ready(plan: RunPlan) -> Prepared | None:
 
     store.ensure()
     with collector_lock(store.user.root):
-        return compose(
-            store, plan.python, inputs, inputs, lock, entries, link_venv=inputs.kind != "script"
-        )
+        link = inputs.kind != "script"
+        return _compose(plan, store, plan.python, inputs, inputs, lock, entries, link_venv=link)
+
+
+def _compose(plan: RunPlan, *args: Any, **kwargs: Any) -> Prepared:
+    """:func:`compose`, and its summary line for the reporter."""
+    started = time.monotonic()
+    prepared = compose(*args, **kwargs)
+    plan.options.reporter.summary(f"Composed environment in {elapsed(time.monotonic() - started)}")
+    return prepared
 
 
 def _make(plan: RunPlan) -> Prepared:
@@ -290,8 +300,8 @@ def _make(plan: RunPlan) -> Prepared:
             entries = [(item.name, item.entry) for item in items]
             link_venv = not plan.derived
             project, project_entry = session.project_build(plan.run_inputs)
-            return compose(
-                store, plan.python, plan.run_inputs, plan.inputs, lock, entries,
+            return _compose(
+                plan, store, plan.python, plan.run_inputs, plan.inputs, lock, entries,
                 link_venv=link_venv, project=project, project_entry=project_entry,
             )  # fmt: skip
     finally:

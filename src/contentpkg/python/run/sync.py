@@ -12,14 +12,17 @@ lock is current is decided by :mod:`.lockstate`; ``cpk run``'s plan
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from contentpkg.errors import CpkError, NotFoundError
+from contentpkg.progress import elapsed, size_text
 from contentpkg.python.index.client import IndexClient
 from contentpkg.python.index.dists import DistFile, Pin, Resolution
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
@@ -44,6 +47,8 @@ from contentpkg.store.locks import collector_lock
 #: Build requirements may themselves come as sdists needing builds; a chain
 #: deeper than this is a cycle (setuptools needing setuptools from source).
 _MAX_BUILD_DEPTH = 4
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,6 +96,9 @@ class Session:
         self.settings = places
         self._client: IndexClient | None = None
         self._depth = 0
+        #: Sizes of the files downloaded, for the "Fetched" summary (appended
+        #: from the download threads: list.append needs no lock).
+        self._downloaded: list[int] = []
         # Worker processes for bytecode (None: one per core). Inside someone
         # else's process (contentpkg.use()), spawned workers would re-run
         # that program's __main__, so the runtime compiles in-process.
@@ -126,6 +134,8 @@ class Session:
                 offline=self.options.offline,
                 reporter=self.options.reporter,
                 netrc=self.options.ctx.netrc,
+                retries=self.options.ctx.http_retries,
+                timeout=self.options.ctx.http_timeout,
             )
         return self._client
 
@@ -160,7 +170,8 @@ class Session:
             store=self.store,
             locked=locked_vcs,
         )
-        return resolve(
+        started = time.monotonic()
+        resolution = resolve(
             list(requirements),
             self.client,
             self.python,
@@ -177,6 +188,12 @@ class Session:
             index_pins=index_pins,
             direct=direct,
         )
+        count = len(resolution.pins)
+        self.options.reporter.summary(
+            f"Resolved {count} package{'' if count == 1 else 's'} "
+            f"in {elapsed(time.monotonic() - started)}"
+        )
+        return resolution
 
     def _direct_metadata(self, path: Path, file: DistFile) -> bytes:
         """Metadata of a git commit's or an archive URL's file, at ``path``."""
@@ -201,6 +218,9 @@ class Session:
             path,
             python=self.python,
             resolve_build_requires=self._build_requires,
+            # The context's cache, not the environment's: --no-cache gives
+            # the command a cache of its own.
+            cache_dir=self.cache_dir,
             reporter=self.options.reporter,
         )
 
@@ -314,6 +334,9 @@ class Session:
                 )
             entry = self.store.find_source(f"sha256:{file.sha256}")
             if entry is not None:
+                log.debug(
+                    "%s %s: in the %s store (%s)", name, version, entry.layer.role, entry.dirname
+                )
                 items.append(Materialized(name, version, entry, "present"))
             else:
                 missing.append((name, version, file))
@@ -331,6 +354,10 @@ class Session:
             ]
             missing = [m for m in missing if f"sha256:{m[2].sha256}" not in got]
         if missing:
+            started = time.monotonic()
+            # Builds inside fetch their build requirements through here too:
+            # count from this call's start, not from zero.
+            mark = len(self._downloaded)
             with tempfile.TemporaryDirectory(prefix="cpk-fetch-", dir=self._scratch()) as tmp:
                 wheels = [m for m in missing if m[2].is_wheel]
                 # Downloading and unpacking wait on the network and the disk,
@@ -339,6 +366,12 @@ class Session:
                 # Builds resolve their own requirements through this session,
                 # whose state is not shared between threads: one at a time.
                 items.extend(self._add(m, Path(tmp)) for m in missing if not m[2].is_wheel)
+            count = len(missing)
+            size = size_text(sum(self._downloaded[mark:]))
+            self.options.reporter.summary(
+                f"Fetched {count} package{'' if count == 1 else 's'} ({size}) "
+                f"in {elapsed(time.monotonic() - started)}"
+            )
         ensure_bytecode_many(
             self.store, [item.entry for item in items], self.python, jobs=self.bytecode_jobs
         )
@@ -356,11 +389,16 @@ class Session:
             path = git_archive(file, name, self.cache_dir, offline=self.options.offline)
         else:
             path = self.client.download(file, tmp)
+            self._downloaded.append(path.stat().st_size)
         if file.is_wheel:
             result = add_wheel(self.store, path, expected_sha256=file.sha256, source=file.url)
             how = "fetched"
         else:
+            started = time.monotonic()
             result = add_wheel(self.store, self._build(path), source=file.url)
+            self.options.reporter.summary(
+                f"Built {name} {version} in {elapsed(time.monotonic() - started)}"
+            )
             # The lock names the sdist: remember which entry it made.
             lookup.link_source(self.store.user.root, f"sha256:{file.sha256}", result.entry.path)
             how = "built"
@@ -376,6 +414,9 @@ class Session:
             sdist,
             python=self.python,
             resolve_build_requires=self._build_requires,
+            # The context's cache, not the environment's: --no-cache gives
+            # the command a cache of its own.
+            cache_dir=self.cache_dir,
             reporter=self.options.reporter,
         )
 
