@@ -102,10 +102,10 @@ def cmd_fetch_any(args: argparse.Namespace) -> int:
 
 def _fetch_debs(args: argparse.Namespace, names: list[str]) -> Any:
     """Resolve names against the Debian archive and store what the store lacks."""
+    from contentpkg.cli.render import command_reporter
     from contentpkg.elf.archive.fetch import fetch_debs
-    from contentpkg.progress import terminal_reporter
 
-    reporter = terminal_reporter(sys.stderr)
+    reporter = command_reporter(args.ctx)
     try:
         result = fetch_debs(
             args.ctx,

@@ -14,10 +14,15 @@ EXAMPLES: dict[str, str] = {
     "store info": "cpk store info requests",
     "store verify": "cpk store verify",
     "store gc": "cpk store gc --dry-run",
+    "store push": (
+        "cpk store push oci://registry.example.com/team --lock pylock.toml"
+        " --sign-key ~/.config/cpk/ci.key"
+    ),
+    "store pull": "cpk store pull oci://registry.example.com/team requests,2.32.3",
     "store du": "cpk store du",
     "lock": "cpk lock --upgrade-package requests",
     "sync": "cpk sync --locked",
-    "fetch": "cpk fetch 'requests>=2.31' numpy",
+    "fetch": "cpk fetch 'requests>=2.31' numpy  # or: cpk fetch --deb graphviz",
     "run": "cpk run --with rich python -c 'import rich'",
     "shell": "cpk shell",
     "init": "cpk init myapp --app",
@@ -45,4 +50,12 @@ EXAMPLES: dict[str, str] = {
     "cache prune": "cpk cache prune",
     "completion": "cpk completion bash > ~/.local/share/bash-completion/completions/cpk",
     "help": "cpk help add",
+    "key": "cpk key generate ~/.config/cpk/ci.key",
+    "key generate": "cpk key generate ~/.config/cpk/ci.key",
+    "key trust": "cpk key trust ci.key.pub",
+    "key list": "cpk key list",
+    "remote": "cpk remote list",
+    "remote add": "cpk remote add team oci://registry.example.com/team",
+    "remote list": "cpk remote list",
+    "remote remove": "cpk remote remove team",
 }

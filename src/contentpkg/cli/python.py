@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from contentpkg.cli.env import env_shell
 from contentpkg.cli.options import drop_scratch_cache
-from contentpkg.cli.render import counted
+from contentpkg.cli.render import command_reporter, counted
 from contentpkg.cli.store import open_store
 from contentpkg.errors import CpkError
 
@@ -24,10 +24,8 @@ if TYPE_CHECKING:
 
 def python_options(args: argparse.Namespace) -> Options:
     """The one settings object of every Python command, from its arguments."""
-    from contentpkg.progress import reporter_for
     from contentpkg.python.run.options import Options
 
-    output = args.ctx.output
     return Options(
         ctx=args.ctx,
         project=Path(args.project).absolute() if getattr(args, "project", None) else None,
@@ -43,12 +41,7 @@ def python_options(args: argparse.Namespace) -> Options:
         no_editable=bool(getattr(args, "no_editable", False)),
         strict_command=bool(getattr(args, "strict_command", False)),
         # Bars start on first use: a run that makes nothing never imports rich.
-        reporter=reporter_for(
-            sys.stderr,
-            quiet=output.quiet > 0,
-            progress=output.progress,
-            color=output.colored(True),
-        ),
+        reporter=command_reporter(args.ctx),
     )
 
 

@@ -127,7 +127,7 @@ def _profile_entries(store: Store, ctx: Context, name: str) -> list[Entry]:
 
 
 def cmd_store_push(args: argparse.Namespace) -> int:
-    from contentpkg.progress import terminal_reporter
+    from contentpkg.cli.render import command_reporter
     from contentpkg.store.remote.push import push
     from contentpkg.store.remote.remotes import resolve
     from contentpkg.store.remote.signing import load_private
@@ -151,7 +151,7 @@ def cmd_store_push(args: argparse.Namespace) -> int:
         entries += _profile_entries(store, ctx, args.profile)
     if not entries:
         raise CpkError("nothing to push: give SPEC..., --all, --lock FILE or --profile NAME")
-    reporter = terminal_reporter(sys.stderr)
+    reporter = command_reporter(args.ctx)
     try:
         outcome = push(store, ctx, url, entries, key=key, reporter=reporter, jobs=args.jobs)
     finally:
@@ -165,7 +165,7 @@ def cmd_store_push(args: argparse.Namespace) -> int:
 
 
 def cmd_store_pull(args: argparse.Namespace) -> int:
-    from contentpkg.progress import terminal_reporter
+    from contentpkg.cli.render import command_reporter
     from contentpkg.store import Spec
     from contentpkg.store.remote.pull import RemoteStore
     from contentpkg.store.remote.remotes import resolve
@@ -175,7 +175,7 @@ def cmd_store_pull(args: argparse.Namespace) -> int:
     if not args.specs and not args.lock:
         raise CpkError("nothing to pull: give SPEC... or --lock FILE")
     store = _store(ctx)
-    reporter = terminal_reporter(sys.stderr)
+    reporter = command_reporter(args.ctx)
     remote = RemoteStore(url, store, ctx, reporter=reporter, jobs=args.jobs)
     pulled: list[Entry] = []
     try:

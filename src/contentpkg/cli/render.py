@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    pass
+    from contentpkg.context import Context
+    from contentpkg.progress import Reporter
 
 
 def human(size: int) -> str:
@@ -43,3 +44,16 @@ def version_key(version: str) -> tuple[int, Any]:
 def local_time(moment: Any) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
+
+
+def command_reporter(ctx: Context) -> Reporter:
+    """The reporter a command gives the core, from the global output options
+    (``-q``, ``--no-progress``, ``--color``): one rule for every command."""
+    import sys
+
+    from contentpkg.progress import reporter_for
+
+    output = ctx.output
+    return reporter_for(
+        sys.stderr, quiet=output.quiet > 0, progress=output.progress, color=output.colored(True)
+    )
