@@ -22,7 +22,7 @@ EXAMPLES: dict[str, str] = {
     "store du": "cpk store du",
     "lock": "cpk lock --upgrade-package requests",
     "sync": "cpk sync --locked",
-    "fetch": "cpk fetch 'requests>=2.31' numpy  # or: cpk fetch --deb graphviz",
+    "fetch": "cpk fetch --deb graphviz",
     "run": "cpk run --with rich python -c 'import rich'",
     "shell": "cpk shell",
     "init": "cpk init myapp --app",
