@@ -53,6 +53,7 @@ SETTINGS_VARIABLES = (
     "CPK_FIND_LINKS",
     "XDG_DATA_HOME",
     "XDG_CACHE_HOME",
+    "CPK_APT_SOURCES",
 )
 _PYTHONS = ("python", "python3")
 
