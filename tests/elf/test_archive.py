@@ -18,7 +18,7 @@ from support.elfbuild import build_exe, build_lib
 from contentpkg.context import Bucket, Context
 from contentpkg.elf.archive.resolve import Package, Universe, resolve
 from contentpkg.elf.archive.sources import read_sources
-from contentpkg.errors import ResolutionError
+from contentpkg.errors import NotFoundError, ResolutionError
 
 needs_gpg = pytest.mark.skipif(GPG is None, reason="needs gpg to sign a test archive")
 
@@ -92,7 +92,7 @@ def test_multi_arch_qualifiers() -> None:
     foreign = _universe({"Package": "app", "Depends": "helper:arm64"}, {"Package": "helper"})
     with pytest.raises(ResolutionError, match="helper:arm64"):
         resolve(foreign, ["app"])
-    with pytest.raises(ResolutionError, match="no such package for amd64"):
+    with pytest.raises(NotFoundError, match="no such package for amd64"):
         resolve(u, ["other-arch"])
 
 

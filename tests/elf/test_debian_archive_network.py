@@ -87,8 +87,9 @@ def _user_prefix(sandbox: Path) -> list[str]:
 
 def _env(sandbox: Path) -> dict[str, str]:
     src = Path(__file__).resolve().parents[2] / "src"
+    environ = {k: v for k, v in os.environ.items() if k != "CPK_APT_SOURCES"}  # the machine's
     return dict(
-        os.environ,
+        environ,
         HOME=str(sandbox),
         CPK_HOME=str(sandbox / "home"),
         CPK_CACHE_DIR=str(sandbox / "cache"),

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from contentpkg.cli.python import python_options
 from contentpkg.cli.render import counted
 from contentpkg.cli.store import open_store
-from contentpkg.errors import CpkError, MissingLibraryError
+from contentpkg.errors import CpkError, MissingLibraryError, NotFoundError
 
 if TYPE_CHECKING:
     import argparse
@@ -140,10 +140,16 @@ def _fetch_if_missing(args: argparse.Namespace, store: Any) -> None:
     try:
         find_package(store, args.spec)
         return
-    except CpkError:
+    except CpkError as exc:
         if "," in args.spec or "/" in args.spec:
             raise
-    _fetch_debs(args, [args.spec])
+        missing = exc
+    try:
+        _fetch_debs(args, [args.spec])
+    except NotFoundError:
+        # Neither the store nor the archive has it (or no archive is
+        # configured): the store's own message says what was looked for.
+        raise missing from None
 
 
 def cmd_install(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from contentpkg.elf.archive.indexes import load_index
 from contentpkg.elf.archive.release import ArchiveTrustError, fetch_release
 from contentpkg.elf.archive.resolve import Package, Resolution, Universe, resolve
 from contentpkg.elf.archive.sources import Source, host_architecture, read_sources
-from contentpkg.errors import CpkError, HashMismatchError
+from contentpkg.errors import CpkError, HashMismatchError, NotFoundError
 from contentpkg.fs import writing_atomic
 from contentpkg.progress import QUIET, Reporter
 
@@ -50,7 +50,10 @@ def sources_of(ctx: Context) -> list[Source]:
     paths = [Path(p) for p in ctx.apt_sources] if ctx.apt_sources else None
     sources = read_sources(paths)
     if not sources:
-        raise CpkError("no Debian archive source: apt's sources list none (or set CPK_APT_SOURCES)")
+        raise NotFoundError(
+            "no Debian archive source: apt's sources list none (or set CPK_APT_SOURCES)",
+            what="apt sources",
+        )
     return sources
 
 

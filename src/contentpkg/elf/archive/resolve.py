@@ -39,7 +39,7 @@ from functools import cached_property
 
 from debian.debian_support import Version
 
-from contentpkg.errors import ResolutionError
+from contentpkg.errors import NotFoundError, ResolutionError
 
 #: glibc's packages: always taken from the system (see the module docstring).
 GLIBC_PACKAGES = frozenset({"libc6", "libc-bin", "libcrypt1"})
@@ -236,6 +236,7 @@ def system_provides(p: Package, essential: set[str]) -> str | None:
 
 def resolve(universe: Universe, names: Sequence[str], *, recommends: bool = False) -> Resolution:
     """The packages names need, by the policy of this module; raises
+    :class:`NotFoundError` for a name no index has and
     :class:`ResolutionError` naming the chain that cannot be satisfied."""
     essential = essential_closure(universe)
     chosen: dict[str, Package] = {}
@@ -254,9 +255,9 @@ def resolve(universe: Universe, names: Sequence[str], *, recommends: bool = Fals
         if not found:
             hint = universe.provided(rel)
             also = f" (provided by {', '.join(p.name for p in hint)})" if hint else ""
-            raise ResolutionError(
+            raise NotFoundError(
                 f"{name}: no such package for {universe.arch} in the archive's indexes{also}",
-                chains=[name],
+                what=name,
             )
         if found[0].name not in chosen:
             chosen[found[0].name] = found[0]
