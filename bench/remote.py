@@ -162,7 +162,8 @@ def debian_part(work: Path, env: dict[str, str], url: str, key: Path, runs: int,
             run([*cpk, "store", "push", url, "--all", "--sign-key", str(key)], deb_dir, added)
         pulled = fresh(env, work, "debpull")
         run([*cpk, "key", "trust", f"{key}.pub"], deb_dir, pulled)
-        names = [e.split(",")[0] for e in os.listdir(work / "debs-home" / "store") if "," in e]
+        stored = os.listdir(work / "debs-home" / "store")
+        names = sorted({e.split(",")[0] for e in stored if "," in e})
         times["pull"].append(run([*cpk, "store", "pull", url, *names], deb_dir, pulled))
     med = {k: statistics.median(v) for k, v in times.items()}
     archive = med["download"] + med["store add"]
