@@ -149,18 +149,25 @@ def debian_part(work: Path, env: dict[str, str], url: str, key: Path, runs: int,
         files = sorted(str(p) for p in deb_dir.glob("*.deb"))
         added = fresh(env, work, "debs")
         start = time.perf_counter()
+        refused = []
         for path in files:
-            run([*cpk, "store", "add", path], deb_dir, added)
+            try:
+                run([*cpk, "store", "add", path], deb_dir, added)
+            except subprocess.CalledProcessError as exc:
+                refused.append(f"{Path(path).name}: {exc.stderr.strip()[:100]}")
         times["store add"].append(time.perf_counter() - start)
+        for line in refused if n == 0 else []:
+            print(f"  (not added: {line})")
         if n == 0:
             run([*cpk, "store", "push", url, "--all", "--sign-key", str(key)], deb_dir, added)
         pulled = fresh(env, work, "debpull")
         run([*cpk, "key", "trust", f"{key}.pub"], deb_dir, pulled)
-        names = [Path(p).name.split("_")[0] for p in files]
+        stored = os.listdir(work / "debs-home" / "store")
+        names = sorted({e.split(",")[0] for e in stored if "," in e})
         times["pull"].append(run([*cpk, "store", "pull", url, *names], deb_dir, pulled))
     med = {k: statistics.median(v) for k, v in times.items()}
     archive = med["download"] + med["store add"]
-    print(f"Debian closure of {len(debs)} packages into a fresh CPK_HOME:")
+    print(f"Debian set of {len(debs)} packages ({len(names)} entries) into a fresh CPK_HOME:")
     print(f"  archive (apt-get download {med['download']:.2f}s + cpk store add "
           f"{med['store add']:.2f}s) {archive:>7.2f}s")  # fmt: skip
     print(f"  registry pull  {med['pull']:>7.2f}s")
@@ -171,8 +178,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--debs", nargs="*", default=DEFAULT_DEBS)
+    parser.add_argument("--debs-from", metavar="FILE", help="package names, one a line")
     parser.add_argument("--skip-python", action="store_true")
     args = parser.parse_args()
+    if args.debs_from:
+        args.debs = Path(args.debs_from).read_text().split()
     with tempfile.TemporaryDirectory(prefix="cpk-bench-remote-") as tmp:
         work = Path(tmp)
         proc, port = start_registry(work)
