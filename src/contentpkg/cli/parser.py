@@ -87,6 +87,20 @@ def _add_lock_use_options(p: argparse.ArgumentParser) -> None:
 def _add_selection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extra", metavar="NAME", action="append", help="include an extra")
     p.add_argument("--group", metavar="NAME", action="append", help="include a dependency group")
+    p.add_argument("--all-extras", action="store_true", help="include every extra")
+    p.add_argument("--all-groups", action="store_true", help="include every dependency group")
+    p.add_argument(
+        "--no-default-groups",
+        action="store_true",
+        help="leave out the default groups (dev, or [tool.uv]/[tool.cpk] default-groups)",
+    )
+    p.add_argument(
+        "--only-group",
+        metavar="NAME",
+        action="append",
+        help="install only this dependency group, without the project's dependencies",
+    )
+    p.add_argument("--no-dev", action="store_true", help="leave out the dev group")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -485,4 +499,3 @@ def _add_path_commands(commands: Any) -> None:
 def usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
     return 2
-

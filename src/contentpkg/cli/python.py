@@ -38,6 +38,11 @@ def python_options(args: argparse.Namespace) -> Options:
         prefer_store=args.prefer_store,
         extras=tuple(getattr(args, "extra", None) or ()),
         groups=tuple(getattr(args, "group", None) or ()),
+        all_extras=bool(getattr(args, "all_extras", False)),
+        all_groups=bool(getattr(args, "all_groups", False)),
+        no_default_groups=bool(getattr(args, "no_default_groups", False)),
+        only_groups=tuple(getattr(args, "only_group", None) or ()),
+        no_dev=bool(getattr(args, "no_dev", False)),
         # Started on first use: a run that makes nothing never imports rich.
         reporter=terminal_reporter(sys.stderr),
     )

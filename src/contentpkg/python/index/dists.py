@@ -67,6 +67,12 @@ class Pin:
     requires_python: str | None = None
     index: str = ""
     directory: str | None = None
+    #: In a universal resolution: where the pin is needed, as a marker in
+    #: disjunctive normal form (a frozenset of frozensets of comparisons;
+    #: see :mod:`contentpkg.python.resolve.markers`), and where the
+    #: dependency groups alone need it. None outside universal resolutions.
+    marker: frozenset | None = field(default=None, compare=False)
+    group_marker: frozenset | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -77,3 +83,13 @@ class Resolution:
     requirements: list[Requirement]  # the roots, as given
     python_version: str  # target interpreter's full version, e.g. "3.11.7"
     markers: dict[str, str] = field(default_factory=dict)  # target's marker environment
+    #: A universal resolution serves every environment of the project's
+    #: ``requires-python`` (narrowed by ``environments``) instead of one
+    #: interpreter; its pins carry markers and may name a project twice.
+    universal: bool = False
+    requires_python: str | None = None
+    environments: tuple[str, ...] = ()
+    #: The extras, dependency groups and default groups a universal lock holds.
+    extras: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    default_groups: tuple[str, ...] = ()

@@ -1,11 +1,22 @@
 """The PEP 751 lock file, ``pylock.toml``: writing it reproducibly, reading it fast.
 
-A cpk lock is a single-environment lock: it records what the resolver chose
-for one target interpreter and platform (``environments`` says which), so no
-package carries a marker and every package is installed. What PEP 751 has no
-key for lives under ``[tool.cpk]``: the fingerprint of the inputs (to tell a
-stale lock without resolving) and, per package, the file chosen for the
-target, so ``cpk run`` needs no wheel-tag logic.
+A project's lock is *universal*: it holds every extra and dependency group
+(PEP 751 ``extras``, ``dependency-groups``, ``default-groups``), the
+project's whole ``requires-python`` range and Linux, macOS and Windows, as
+uv locks. Each package carries the PEP 751 ``marker`` under which it is
+installed (``"dev" in dependency_groups``, ``sys_platform == "win32"``...)
+and every wheel of its version plus the sdist, so any selection on any
+platform installs from it without resolving (:mod:`.selection` picks).
+
+The lock of a script, or of a ``--with`` run (kept in the cache), is a
+single-environment lock: what the resolver chose for one interpreter
+(``environments`` says which), no markers, and per package the file chosen
+in ``[packages.tool.cpk].file``. Locks of the previous format were all of
+this kind.
+
+What PEP 751 has no key for lives under ``[tool.cpk]``: the fingerprint of
+the inputs (to tell a stale lock without resolving), whether the lock is
+universal, and per package the marker for ``--only-group`` when it differs.
 
 Reading is on the hot path of ``cpk run`` (DESIGN.md invariant 6): this
 module imports only the standard library at import time, and the writer
@@ -102,6 +113,7 @@ class LockedPackage:
         "directory",
         "editable",
         "file",
+        "group_marker",
         "index",
         "marker",
         "name",
@@ -125,6 +137,7 @@ class LockedPackage:
         marker: str | None = None,
         directory: Path | None = None,
         editable: bool = False,
+        group_marker: str | bool | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -137,6 +150,9 @@ class LockedPackage:
         self.marker = marker
         self.directory = directory
         self.editable = editable
+        #: Where ``--only-group`` installs it, when that differs from
+        #: ``marker``: a marker, or False for "never" (None: as ``marker``).
+        self.group_marker = group_marker
 
     @property
     def url(self) -> str | None:
@@ -171,13 +187,17 @@ class Lock:
 
     __slots__ = (
         "created_by",
+        "default_groups",
+        "dependency_groups",
         "environments",
+        "extras",
         "fingerprint",
         "lock_version",
         "packages",
         "path",
         "python_version",
         "requires_python",
+        "universal",
     )
 
     def __init__(
@@ -191,8 +211,17 @@ class Lock:
         environments: tuple[str, ...] = (),
         python_version: str | None = None,
         lock_version: str = LOCK_VERSION,
+        universal: bool = False,
+        extras: tuple[str, ...] = (),
+        dependency_groups: tuple[str, ...] = (),
+        default_groups: tuple[str, ...] = (),
     ) -> None:
         self.path = path
+        #: Written for every environment and selection (see the module's doc).
+        self.universal = universal
+        self.extras = extras
+        self.dependency_groups = dependency_groups
+        self.default_groups = default_groups
         self.lock_version = lock_version
         self.packages = packages
         self.fingerprint = fingerprint
@@ -317,7 +346,17 @@ def _parse_lock(path: Path, data: dict[str, Any]) -> Lock:
         environments=tuple(environments) if isinstance(environments, list) else (),
         python_version=cpk.get("python"),
         lock_version=version,
+        universal=cpk.get("universal") is True,
+        extras=_names(data.get("extras")),
+        dependency_groups=_names(data.get("dependency-groups")),
+        default_groups=_names(data.get("default-groups")),
     )
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(canonical_name(v) for v in value if isinstance(v, str))
 
 
 def _parse_package(path: Path, base: str, entry: Any) -> LockedPackage:
@@ -376,6 +415,7 @@ def _parse_package(path: Path, base: str, entry: Any) -> LockedPackage:
         elif not wheels:
             chosen = sdist
 
+    group_marker = cpk.get("only-groups-marker") if isinstance(cpk, dict) else None
     dependencies: list[str] = []
     for dep in entry.get("dependencies") or ():
         dep_name = dep.get("name") if isinstance(dep, dict) else None
@@ -395,6 +435,7 @@ def _parse_package(path: Path, base: str, entry: Any) -> LockedPackage:
         marker=entry.get("marker"),
         directory=directory,
         editable=editable,
+        group_marker=group_marker if isinstance(group_marker, (str, bool)) else None,
     )
 
 
@@ -428,8 +469,10 @@ def _parse_file(where: str, base: str, entry: Any, kind: str) -> LockedFile:
         raise LockUnreadableError(f"{where}: {kind} {name} has no hashes")
     for algorithm, value in hashes.items():
         want = _HEX_LENGTHS.get(str(algorithm).lower())
-        if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F]+", value) or (
-            want is not None and len(value) != want
+        if (
+            not isinstance(value, str)
+            or not re.fullmatch(r"[0-9a-fA-F]+", value)
+            or (want is not None and len(value) != want)
         ):
             raise LockUnreadableError(
                 f"{where}: {kind} {name} has a malformed {algorithm} hash {str(value)[:80]!r}"
@@ -557,6 +600,8 @@ def render_lock(
     for name, pin in pins.items():
         if pin.directory is not None and name not in dirs:
             dirs[name] = (Path(pin.directory), False)
+    if resolution.universal:
+        return _render_universal(path, base, resolution, inputs_fingerprint, created_by, dirs)
     packages = [
         _render_package(path, base, pins[name], pins, dirs.get(name)) for name in sorted(pins)
     ]
@@ -579,6 +624,62 @@ def render_lock(
     return tomli_w.dumps(document)
 
 
+def _render_universal(
+    path: Path,
+    base: str,
+    resolution: Resolution,
+    inputs_fingerprint: str,
+    created_by: str,
+    dirs: Mapping[str, tuple[Path, bool]],
+) -> str:
+    """A universal lock (see the module's doc): markers, every file."""
+    import tomli_w
+
+    from contentpkg.python.resolve.markers import FALSE, render
+
+    pins = list(resolution.pins.values())
+    names = {canonical_name(pin.name) for pin in pins}
+    packages = []
+    for pin in sorted(pins, key=lambda p: (canonical_name(p.name), p.version)):
+        name = canonical_name(pin.name)
+        by_name = {name: pin, **{d: pin for d in names}}
+        package = _render_package(path, base, pin, by_name, dirs.get(name), every_file=True)
+        marker = render(pin.marker) if pin.marker else None
+        ordered: dict[str, Any] = {}
+        for key, value in package.items():
+            ordered[key] = value
+            # After the version (a directory has none: after the name).
+            if marker is not None and key == ("version" if "version" in package else "name"):
+                ordered["marker"] = marker
+        if pin.group_marker is not None and pin.group_marker != pin.marker:
+            only = False if pin.group_marker == FALSE else render(pin.group_marker)
+            ordered.setdefault("tool", {}).setdefault("cpk", {})["only-groups-marker"] = (
+                only if only is not None else True
+            )
+        packages.append(ordered)
+    document: dict[str, Any] = {"lock-version": LOCK_VERSION}
+    if resolution.environments:
+        document["environments"] = list(resolution.environments)
+    if resolution.requires_python:
+        document["requires-python"] = resolution.requires_python
+    for key, values in (
+        ("extras", resolution.extras),
+        ("dependency-groups", resolution.groups),
+        ("default-groups", resolution.default_groups),
+    ):
+        document[key] = sorted(values)
+    document["created-by"] = created_by
+    document["packages"] = packages
+    document["tool"] = {
+        "cpk": {
+            "inputs-fingerprint": inputs_fingerprint,
+            "universal": True,
+            "requirements": sorted({str(r) for r in resolution.requirements}),
+        }
+    }
+    return tomli_w.dumps(document)
+
+
 def _environment_marker(resolution: Resolution) -> str:
     values = {k: v for k, v in resolution.markers.items() if k in _ENVIRONMENT_KEYS}
     values["python_full_version"] = resolution.python_version
@@ -596,6 +697,8 @@ def _render_package(
     pin: Pin,
     pins: Mapping[str, Pin],
     directory: tuple[Path, bool] | None,
+    *,
+    every_file: bool = False,
 ) -> dict[str, Any]:
     name = canonical_name(pin.name)
     where = f"{path}: package {name}"
@@ -633,7 +736,9 @@ def _render_package(
     if wheels:
         unique = {w.filename: w for w in reversed(wheels)}
         package["wheels"] = [_render_file(where, base, unique[n]) for n in sorted(unique)]
-    package["tool"] = {"cpk": {"file": chosen.filename}}
+    if not every_file:
+        # A universal lock's file is chosen where it is installed.
+        package["tool"] = {"cpk": {"file": chosen.filename}}
     return package
 
 

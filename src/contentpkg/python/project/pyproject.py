@@ -252,3 +252,86 @@ def _self_reference(rest: str) -> tuple[list[str], str]:
 
 def _dedupe(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
+
+
+class Declared:
+    """Every requirement a ``pyproject.toml`` declares, by where it applies.
+
+    What a universal lock is made from: the project's own dependencies
+    (``base``), each extra's and each dependency group's requirements
+    (expanded, self-references included), and the groups selected by
+    default (``[tool.cpk] default-groups``, else ``[tool.uv]
+    default-groups``, else ``dev`` when declared). A plain class, like
+    :class:`~.models.Selection`: ``cpk run`` builds it before deciding
+    whether any work is needed.
+    """
+
+    __slots__ = ("base", "default_groups", "environments", "extras", "groups")
+
+    def __init__(
+        self,
+        base: list[str],
+        extras: dict[str, list[str]],
+        groups: dict[str, list[str]],
+        default_groups: tuple[str, ...],
+        environments: tuple[str, ...] = (),
+    ) -> None:
+        self.base = base
+        self.extras = extras
+        self.groups = groups
+        self.default_groups = default_groups
+        #: ``[tool.uv] environments``: the markers the lock is narrowed to.
+        self.environments = environments
+
+
+def declared_requirements(file: Path) -> Declared | None:
+    """Each extra's and group's requirements of ``file``, apart; None when the
+    file declares neither ``[project]`` nor ``[dependency-groups]`` (a
+    requirements file beside it is then the declaration)."""
+    file = file.absolute()
+    data = read_toml(file)
+    raw_project = data.get("project")
+    groups_table = data.get("dependency-groups")
+    if raw_project is None and groups_table is None:
+        return None
+    project = static_project(raw_project, file) if raw_project is not None else None
+    optional = project.optional_dependencies if project is not None else {}
+    self_name = canonical_name(project.name) if project is not None and project.name else None
+    base: list[str] = []
+    _Expander(file, self_name, optional).add(
+        project.dependencies if project is not None else [], "[project].dependencies", base
+    )
+    extras: dict[str, list[str]] = {}
+    for extra in sorted(optional):
+        extras[extra] = []
+        _Expander(file, self_name, optional).add_extra(extra, extras[extra])
+    names = _group_names(groups_table, file)
+    groups: dict[str, list[str]] = {}
+    for group in sorted(names):
+        groups[group] = []
+        _Expander(file, self_name, optional).add_group(group, groups_table, names, groups[group])
+    tool = table(data.get("tool"), file, "[tool]")
+    uv = table(tool.get("uv"), file, "[tool.uv]")
+    configured = table(tool.get("cpk"), file, "[tool.cpk]").get("default-groups")
+    if configured is None:
+        configured = uv.get("default-groups")
+    environments = uv.get("environments", [])
+    if isinstance(environments, str):
+        environments = [environments]
+    if not isinstance(environments, list) or not all(isinstance(e, str) for e in environments):
+        raise CpkError(f"{file}: [tool.uv].environments must be a list of markers")
+    if configured is None:
+        defaults: tuple[str, ...] = ("dev",) if "dev" in names else ()
+    elif configured == "all":
+        defaults = tuple(sorted(names))
+    elif isinstance(configured, list) and all(isinstance(g, str) for g in configured):
+        defaults = _select(configured, names, file, "dependency group", "groups")
+    else:
+        raise CpkError(f'{file}: default-groups must be a list of group names or "all"')
+    return Declared(
+        _dedupe(base),
+        {k: _dedupe(v) for k, v in extras.items()},
+        {k: _dedupe(v) for k, v in groups.items()},
+        defaults,
+        tuple(environments),
+    )

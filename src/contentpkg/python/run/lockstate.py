@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from contentpkg.errors import LockOutdatedError, LockUnreadableError, NotFoundError
 from contentpkg.python.lock import Lock, read_lock
+from contentpkg.python.project import ProjectInputs
+
+if TYPE_CHECKING:
+    from contentpkg.python.project.pyproject import Declared
 
 
 @dataclass(frozen=True)
@@ -63,3 +68,59 @@ def lock_state(
     if usable is None and locked:
         raise LockOutdatedError(f"{path}: the lock is out of date with the project (--locked)")
     return LockState(path, fingerprint, found, usable)
+
+
+#: Bumped when what a universal lock holds changes: every lock written
+#: before reads as stale (and is re-locked), never as wrongly fresh.
+UNIVERSAL_FORMAT = "universal-1"
+
+
+def lock_inputs(inputs: ProjectInputs) -> Declared:
+    """What the project's universal lock is made from: every requirement it
+    declares, by the extra or group it belongs to (a requirements file's
+    are all the project's own)."""
+    from contentpkg.python.project.pyproject import Declared, declared_requirements
+
+    found = None
+    if inputs.kind == "pyproject":
+        found = declared_requirements(inputs.input_file)
+    if found is None:
+        found = Declared(list(inputs.requirements), {}, {}, ())
+    return found
+
+
+def universal_fingerprint(
+    inputs: ProjectInputs, places: tuple[list[str], list[str]]
+) -> tuple[str, Declared]:
+    """The fingerprint of the project's universal lock, and its inputs.
+
+    Neither the interpreter nor the selection is in it: one lock serves
+    every selection on every supported Python (a lock made on 3.11.7 is
+    current on 3.11.8), so only what is declared, where, and the indexes
+    decide.
+    """
+    from dataclasses import replace
+
+    from contentpkg.python.project import inputs_fingerprint
+
+    declared = lock_inputs(inputs)
+    tagged = list(declared.base)
+    for kind, table in (("extra", declared.extras), ("group", declared.groups)):
+        for name in sorted(table):
+            tagged += [f"{kind}:{name}|{req}" for req in table[name]]
+    universal = replace(
+        inputs,
+        requirements=tagged,
+        extras=tuple(sorted(declared.extras)),
+        groups=tuple(sorted(declared.groups)),
+    )
+    fingerprint = inputs_fingerprint(
+        universal,
+        python_version=UNIVERSAL_FORMAT,
+        index_settings=places,
+        markers={
+            "default-groups": ",".join(declared.default_groups),
+            "environments": "\n".join(declared.environments),
+        },
+    )
+    return fingerprint, declared

@@ -39,9 +39,12 @@ MEMO_DIR = "run-memo"
 #: ``cpk run`` options taking a value, and flags; anything else falls back.
 _VALUE_OPTIONS = frozenset(
     {"--project", "--python", "--index-url", "--extra-index-url", "--find-links", "-f"}
-    | {"--with", "--extra", "--group"}
+    | {"--with", "--extra", "--group", "--only-group"}
 )
-_FLAGS = frozenset({"--frozen", "--locked", "--offline", "--prerelease", "--prefer-store"})
+_FLAGS = frozenset(
+    {"--frozen", "--locked", "--offline", "--prerelease", "--prefer-store"}
+    | {"--all-extras", "--all-groups", "--no-default-groups", "--no-dev"}
+)
 #: The environment that changes what run would decide: the variables a
 #: ``Context`` reads (``context.SETTINGS_VARIABLES``, kept equal by a test).
 SETTINGS_VARIABLES = (

@@ -25,6 +25,7 @@ from contentpkg.context import Bucket
 from contentpkg.errors import NotFoundError
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
 from contentpkg.python.lock import LOCK_FILENAME
+from contentpkg.python.lock.selection import select
 from contentpkg.python.project import (
     ProjectInputs,
     add_url_sources,
@@ -34,9 +35,9 @@ from contentpkg.python.project import (
     read_script_metadata,
 )
 from contentpkg.python.run.compose import Prepared, compose, entries_of, find_env
-from contentpkg.python.run.lockstate import LockState, lock_state
+from contentpkg.python.run.lockstate import LockState, lock_state, universal_fingerprint
 from contentpkg.python.run.memo import exec_in, script_command, write_memo
-from contentpkg.python.run.options import Options, RunRequest, index_places
+from contentpkg.python.run.options import Options, RunRequest, index_places, selection_arguments
 from contentpkg.store import Store
 
 __all__ = ["Launch", "RunPlan", "plan_run", "prepare", "run", "shell"]
@@ -100,7 +101,7 @@ def plan_run(options: Options, request: RunRequest) -> RunPlan:
     if inputs is not None and inputs.kind != "script":
         project_lock = lock_state(
             inputs.root / LOCK_FILENAME,
-            fingerprint(inputs),
+            universal_fingerprint(inputs, places)[0],
             cache_dir=ctx.cache_dir,
             frozen=request.frozen,
             locked=request.locked,
@@ -125,9 +126,7 @@ def plan_run(options: Options, request: RunRequest) -> RunPlan:
     )  # fmt: skip
 
 
-def _find_inputs(
-    options: Options, request: RunRequest, script: str | None
-) -> ProjectInputs | None:
+def _find_inputs(options: Options, request: RunRequest, script: str | None) -> ProjectInputs | None:
     """The script's PEP 723 header, else the project, else None (``--with`` alone)."""
     if request.isolated:
         return None
@@ -144,8 +143,7 @@ def _find_inputs(
             "(use --with REQ for a throwaway environment)",
             what=str(Path.cwd()),
         )
-    extras, groups = list(options.extras), list(options.groups)
-    return load_project(root, extras=extras, groups=groups, validate=False)
+    return load_project(root, **selection_arguments(options), validate=False)
 
 
 def _with_inputs(inputs: ProjectInputs | None, request: RunRequest) -> ProjectInputs:
@@ -188,6 +186,7 @@ def _ready(plan: RunPlan) -> Prepared | None:
     inputs = plan.inputs
     if lock is None or inputs is None or plan.request.with_requirements:
         return None
+    lock = select(lock, plan.python, plan.options.chosen(lock))
     store = plan.store
     entries = entries_of(store, lock)
     if entries is None:
@@ -199,9 +198,8 @@ def _ready(plan: RunPlan) -> Prepared | None:
 
     store.ensure()
     with collector_lock(store.user.root):
-        return compose(
-            store, plan.python, inputs, inputs, lock, entries, link_venv=inputs.kind != "script"
-        )
+        link_venv = inputs.kind != "script" and plan.options.default_selection
+        return compose(store, plan.python, inputs, inputs, lock, entries, link_venv=link_venv)
 
 
 def _make(plan: RunPlan) -> Prepared:
@@ -229,9 +227,11 @@ def _make(plan: RunPlan) -> Prepared:
             if plan.derived:
                 _, lock = relock(session, plan.run_inputs, plan.env_lock, base=lock)
             assert lock is not None
+            # What this interpreter and the selection install from the lock.
+            lock = select(lock, plan.python, plan.options.chosen(lock))
             items = session.materialize_lock(lock)
             entries = [(item.name, item.entry) for item in items]
-            link_venv = not plan.derived
+            link_venv = not plan.derived and plan.options.default_selection
             return compose(
                 store, plan.python, plan.run_inputs, plan.inputs, lock, entries,
                 link_venv=link_venv,
@@ -243,9 +243,7 @@ def _make(plan: RunPlan) -> Prepared:
 _METADATA_FILES = ("pyproject.toml", "setup.cfg", "setup.py")
 
 
-def memo_facts(
-    prepared: Prepared, plan: RunPlan
-) -> tuple[list[str], list[str], list[str]]:
+def memo_facts(prepared: Prepared, plan: RunPlan) -> tuple[list[str], list[str], list[str]]:
     """(inputs, absent, exists) for :func:`.memo.write_memo`: every file whose
     change could change this decision, the project files whose appearance
     could, and what must still be there to use the environment.

@@ -31,14 +31,21 @@ from contentpkg.python.lock import (
     read_lock,
     write_lock,
 )
+from contentpkg.python.lock.selection import select
 from contentpkg.python.project import (
     ProjectInputs,
     find_project,
     inputs_fingerprint,
     load_project,
 )
-from contentpkg.python.run.lockstate import LockState, lock_state
-from contentpkg.python.run.options import Options, index_places
+from contentpkg.python.project.pyproject import Declared
+from contentpkg.python.run.lockstate import (
+    LockState,
+    lock_inputs,
+    lock_state,
+    universal_fingerprint,
+)
+from contentpkg.python.run.options import Options, index_places, selection_arguments
 from contentpkg.store import Entry, Store
 from contentpkg.store.locks import collector_lock
 
@@ -108,7 +115,8 @@ class Session:
         )
 
     def fingerprint(self, inputs: ProjectInputs) -> str:
-        """The fingerprint of inputs under this session's interpreter and indexes."""
+        """The fingerprint of inputs under this session's interpreter and indexes
+        (a single-environment lock's: a script's, a ``--with`` run's)."""
         return inputs_fingerprint(
             inputs,
             python_version=self.python.version,
@@ -159,6 +167,36 @@ class Session:
             hashes=hashes,
             local_sources=local_sources,
         )
+
+    def resolve_universal(
+        self,
+        inputs: ProjectInputs,
+        declared: Declared,
+        *,
+        preferences: dict[str, str] | None = None,
+        upgrade: bool = True,
+    ) -> Resolution:
+        """The project's universal resolution (see :mod:`..resolve.universal`)."""
+        from contentpkg.python.resolve.universal import resolve_universal, selection_roots
+
+        resolution = resolve_universal(
+            selection_roots(declared.base, declared.extras, declared.groups),
+            self.client,
+            self.python,
+            requires_python=inputs.requires_python,
+            environments=declared.environments,
+            prereleases=self.options.prereleases,
+            prefer_store=self.store if self.options.prefer_store else None,
+            preferences=preferences,
+            upgrade=upgrade,
+            sdist_metadata=self._sdist_metadata,
+            hashes=inputs.hashes,
+            local_sources={name: source.path for name, source in inputs.sources.items()},
+        )
+        resolution.extras = tuple(sorted(declared.extras))
+        resolution.groups = tuple(sorted(declared.groups))
+        resolution.default_groups = tuple(declared.default_groups)
+        return resolution
 
     def _sdist_metadata(self, file: DistFile) -> bytes:
         from contentpkg.python.build.sdist import sdist_metadata
@@ -312,7 +350,7 @@ def project_inputs(options: Options) -> ProjectInputs:
         raise NotFoundError(
             f"{start}: no pyproject.toml or requirements.txt here or above", what=str(start)
         )
-    return load_project(root, extras=list(options.extras), groups=list(options.groups))
+    return load_project(root, **selection_arguments(options))
 
 
 def check_requires_python(inputs: ProjectInputs, python: InterpreterInfo) -> None:
@@ -341,8 +379,13 @@ def relock(
     upgrade: bool = False,
     upgrade_packages: Sequence[str] = (),
     base: Lock | None = None,
+    declared: Declared | None = None,
 ) -> tuple[LockOutcome, Lock]:
     """Make ``state.path`` the lock of inputs, unless it is current already.
+
+    With ``declared`` (the project's own lock) the lock is universal: every
+    extra and group, every supported environment; without, it is made for
+    the session's interpreter alone (a script's, a ``--with`` run's).
 
     ``state`` is the lock as read (once) by :func:`lock_state`. Versions of
     the existing lock, else of ``base`` (the project's lock under a
@@ -351,7 +394,8 @@ def relock(
     """
     from packaging.utils import canonicalize_name
 
-    check_requires_python(inputs, session.python)
+    if declared is None:
+        check_requires_python(inputs, session.python)
     old = state.found
     path = state.path
     if state.fresh and not upgrade and not upgrade_packages:
@@ -366,13 +410,18 @@ def relock(
             for n, v in lock_to_requirements_pins(keep).items()
             if canonicalize_name(n) not in skip
         }
-    resolution = session.resolve(
-        inputs.requirements,
-        preferences=preferences,
-        upgrade=upgrade or not preferences,
-        hashes=inputs.hashes,
-        local_sources={name: source.path for name, source in inputs.sources.items()},
-    )
+    if declared is not None:
+        resolution = session.resolve_universal(
+            inputs, declared, preferences=preferences, upgrade=upgrade or not preferences
+        )
+    else:
+        resolution = session.resolve(
+            inputs.requirements,
+            preferences=preferences,
+            upgrade=upgrade or not preferences,
+            hashes=inputs.hashes,
+            local_sources={name: source.path for name, source in inputs.sources.items()},
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     directories = _directories(resolution, inputs)
     changed = write_lock(path, resolution, state.fingerprint, directories=directories)
@@ -410,17 +459,20 @@ def lock_project(
     inputs = project_inputs(options)
     session = Session.open(options, inputs.root, inputs)
     try:
-        check_requires_python(inputs, session.python)
-        state = lock_state(
-            inputs.root / LOCK_FILENAME, session.fingerprint(inputs), cache_dir=session.cache_dir
-        )
+        fingerprint, declared = universal_fingerprint(inputs, session.settings)
+        state = lock_state(inputs.root / LOCK_FILENAME, fingerprint, cache_dir=session.cache_dir)
         if check:
             # Asked to upgrade, even a current lock would change.
             fresh = state.fresh and not upgrade and not upgrade_packages
             found = state.found
             return LockOutcome(state.path, fresh, False, len(found.packages) if found else 0)
         outcome, _ = relock(
-            session, inputs, state, upgrade=upgrade, upgrade_packages=upgrade_packages
+            session,
+            inputs,
+            state,
+            upgrade=upgrade,
+            upgrade_packages=upgrade_packages,
+            declared=declared,
         )
         return outcome
     finally:
@@ -438,7 +490,7 @@ def current_project_lock(
     if frozen:
         assert state.usable is not None
         return None, state.usable
-    return relock(session, inputs, state)
+    return relock(session, inputs, state, declared=lock_inputs(inputs))
 
 
 def sync_project(options: Options, *, frozen: bool = False, locked: bool = False) -> SyncOutcome:
@@ -452,11 +504,12 @@ def sync_project(options: Options, *, frozen: bool = False, locked: bool = False
     session = Session.open(options, inputs.root, inputs)
     try:
         path = inputs.root / LOCK_FILENAME
-        fingerprint = "" if frozen else session.fingerprint(inputs)
+        fingerprint = "" if frozen else universal_fingerprint(inputs, session.settings)[0]
         state = lock_state(
             path, fingerprint, cache_dir=session.cache_dir, frozen=frozen, locked=locked
         )
         lock_outcome, lock = current_project_lock(session, inputs, state, frozen=frozen)
+        lock = select(lock, session.python, options.chosen(lock))
         store = session.store
         store.ensure()
         with collector_lock(store.user.root):

@@ -1,0 +1,206 @@
+"""One resolution for every environment a project supports: a universal lock.
+
+The resolver (:mod:`.resolver`) keeps markers on the edges when given a
+:class:`~.markers.Universe`; this module decides the universe (the
+project's ``requires-python`` range on Linux, macOS and Windows, narrowed by
+``environments``), the *forks*, and merges what each fork resolved.
+
+A fork is needed where the roots ask for one project under disjoint
+markers with different specifiers (``numpy<2; python_version<'3.10'`` and
+``numpy>=2; python_version>='3.10'``): one resolution could only pick a
+version satisfying both. The environments are split by those markers (each
+region the conjunction of each marker or its negation, as uv forks), each
+region is resolved on its own, and the results are merged: a version chosen
+in several regions is one package whose marker is the union of its
+regions', so one name may appear twice with disjoint markers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from contentpkg.errors import CpkError
+from contentpkg.python.index.dists import Pin, Resolution
+from contentpkg.python.interpreter import InterpreterInfo
+from contentpkg.python.resolve.markers import (
+    DNF,
+    FALSE,
+    TRUE,
+    Universe,
+    UnsupportedMarker,
+    and_,
+    negate,
+    to_dnf,
+)
+from contentpkg.python.resolve.resolver import _parse, resolve
+
+#: More regions than this and forking is given up (the roots resolve as one).
+_MAX_FORKS = 16
+
+
+def universe_for(
+    python: InterpreterInfo, requires_python: str | None, environments: Sequence[str] = ()
+) -> Universe:
+    """The environments a project's universal lock serves, or one error line."""
+    limit: DNF = TRUE
+    if environments:
+        limit = FALSE
+        for text in environments:
+            try:
+                limit = limit | to_dnf(text)
+            except Exception as exc:
+                raise CpkError(f"environments: invalid marker {text!r} ({exc})") from None
+    universe = Universe(requires_python, Version(python.version), limit)
+    if not universe.all:
+        raise CpkError(
+            f"requires-python {requires_python or '(none)'}"
+            + (f" with environments {list(environments)}" if environments else "")
+            + " admits no CPython 3.6 to 3.15 environment to lock for"
+        )
+    return universe
+
+
+def resolve_universal(
+    roots: Sequence[tuple[str, DNF]],
+    client: Any,
+    python: InterpreterInfo,
+    *,
+    requires_python: str | None,
+    environments: Sequence[str] = (),
+    **options: Any,
+) -> Resolution:
+    """Resolve ``roots`` (requirement, selection marker) for every environment.
+
+    ``options`` go to :func:`.resolver.resolve` as they are (preferences,
+    hashes, local sources...).
+    """
+    universe = universe_for(python, requires_python, environments)
+    parsed = [(_parse(text, "requirement"), where) for text, where in roots]
+    results: list[tuple[DNF, Resolution]] = []
+    for region in _forks(parsed, universe):
+        narrowed = universe.narrowed(region) if region != TRUE else universe
+        kept = [
+            (req, where)
+            for req, where in parsed
+            if narrowed.possible(and_(to_dnf(req.marker), where))  # type: ignore[arg-type]
+        ]
+        resolution = resolve(
+            [req for req, _ in kept],
+            client,
+            python,
+            universe=narrowed,
+            conditions=[where for _, where in kept],
+            **options,
+        )
+        results.append((region, resolution))
+    merged = _merge(results, universe)
+    return Resolution(
+        pins=merged,
+        requirements=[req for req, _ in parsed],
+        python_version=python.version,
+        markers=dict(python.markers),
+        universal=True,
+        requires_python=requires_python,
+        environments=tuple(environments),
+    )
+
+
+def _forks(parsed: Sequence[tuple[Requirement, DNF]], universe: Universe) -> list[DNF]:
+    """The regions to resolve apart: TRUE alone when nothing asks for a fork."""
+    by_name: dict[str, list[Requirement]] = {}
+    for req, _ in parsed:
+        by_name.setdefault(canonicalize_name(req.name), []).append(req)
+    splits: list[DNF] = []
+    for reqs in by_name.values():
+        if len({str(r.specifier) for r in reqs}) < 2:
+            continue
+        for req in reqs:
+            if req.marker is None:
+                continue
+            where = to_dnf(req.marker)
+            if where not in splits:
+                splits.append(where)
+    if not splits:
+        return [TRUE]
+    try:
+        negated = [negate(split) for split in splits]
+    except UnsupportedMarker:
+        return [TRUE]
+    regions: dict[tuple[bool, ...], DNF] = {}
+    holds = [universe.where(split) for split in splits]
+    for env in sorted(universe.all):
+        signature = tuple(env in h for h in holds)
+        if signature in regions:
+            continue
+        region: Any = TRUE
+        for bit, split, opposite in zip(signature, splits, negated, strict=True):
+            region = and_(region, split if bit else opposite)
+        regions[signature] = universe.simplify(region)
+    if len(regions) > _MAX_FORKS:
+        return [TRUE]
+    return [regions[s] for s in sorted(regions)]
+
+
+def _merge(results: list[tuple[DNF, Resolution]], universe: Universe) -> dict[str, Pin]:
+    """One pin per (name, version) chosen in any region, its marker the union
+    of the regions' (each conjoined with its region)."""
+    forked = len(results) > 1
+    found: dict[tuple[str, str], Pin] = {}
+    markers: dict[tuple[str, str], DNF] = {}
+    group_markers: dict[tuple[str, str], DNF] = {}
+    deps: dict[tuple[str, str], set[str]] = {}
+    for region, resolution in results:
+        for pin in resolution.pins.values():
+            key = (pin.name, pin.version)
+            found.setdefault(key, pin)
+            deps.setdefault(key, set()).update(pin.dependencies)
+            for target, value in ((markers, pin.marker), (group_markers, pin.group_marker)):
+                value = value if value is not None else TRUE
+                if forked:
+                    value = and_(value, region)  # type: ignore[assignment]
+                target[key] = target.get(key, FALSE) | value
+    names: dict[str, int] = {}
+    for name, _ in found:
+        names[name] = names.get(name, 0) + 1
+    pins: dict[str, Pin] = {}
+    for key in sorted(found, key=lambda k: (k[0], Version(k[1]) if _version_ok(k[1]) else k[1])):
+        name, version = key
+        pin = replace(
+            found[key],
+            dependencies=tuple(sorted(deps[key])),
+            marker=universe.simplify(markers[key]),
+            group_marker=universe.simplify(group_markers[key]),
+        )
+        pins[name if names[name] == 1 else f"{name}=={version}"] = pin
+    return pins
+
+
+def _version_ok(text: str) -> bool:
+    try:
+        Version(text)
+    except ValueError:
+        return False
+    return True
+
+
+def selection_roots(
+    base: Sequence[str],
+    extras: Mapping[str, Sequence[str]],
+    groups: Mapping[str, Sequence[str]],
+) -> list[tuple[str, DNF]]:
+    """Roots of a universal resolution: each requirement with the PEP 751
+    marker of the selection it belongs to (none for the project's own)."""
+    from contentpkg.python.resolve.markers import selection_atom
+
+    roots: list[tuple[str, DNF]] = [(req, TRUE) for req in base]
+    for kind, table in (("extra", extras), ("group", groups)):
+        for name in sorted(table):
+            atom: DNF = frozenset({frozenset({selection_atom(kind, name)})})
+            roots.extend((req, atom) for req in table[name])
+    return roots

@@ -1,0 +1,266 @@
+"""One universal pylock.toml: every extra and group, every environment, and
+selection at install time without resolving again."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.markers import Marker
+from support.cli import run_cpk
+from support.index import LocalIndex
+from support.wheels import make_wheel
+
+PYPROJECT = """\
+[project]
+name = "proj"
+version = "0.1"
+requires-python = ">=3.9"
+dependencies = ["base-dep", "winonly; sys_platform == 'win32'"]
+
+[project.optional-dependencies]
+fast = ["speedy"]
+
+[dependency-groups]
+dev = ["devtool"]
+docs = ["docgen"]
+"""
+
+
+@pytest.fixture
+def index(tmp_path: Path):
+    root = tmp_path / "dists"
+    make_wheel(root, "base-dep", "1.0", requires_dist=["shared"])
+    make_wheel(root, "shared", "1.0")
+    make_wheel(root, "winonly", "1.0")
+    make_wheel(root, "speedy", "2.0", requires_dist=["shared", "accel; python_version < '3.10'"])
+    make_wheel(root, "accel", "1.0")
+    make_wheel(root, "devtool", "1.0")
+    make_wheel(root, "docgen", "3.0", requires_dist=["docextra[x]"])
+    make_wheel(
+        root,
+        "docextra",
+        "1.0",
+        provides_extra=["x"],
+        requires_dist=["shared", "xhelper; extra == 'x'"],
+    )
+    make_wheel(root, "xhelper", "1.0")
+    # Two builds of one version: a wheel per platform, both locked.
+    make_wheel(root, "platpkg", "1.0", tag="py3-none-manylinux_2_17_x86_64")
+    make_wheel(root, "platpkg", "1.0", tag="py3-none-win_amd64")
+    with LocalIndex(root) as served:
+        yield served
+
+
+def project(tmp_path: Path, text: str = PYPROJECT) -> Path:
+    root = tmp_path / "proj"
+    root.mkdir(exist_ok=True)
+    (root / "pyproject.toml").write_text(text)
+    return root
+
+
+def cpk(index: LocalIndex, root: Path, *args: str, python: str | None = None):
+    extra = ("--python", python) if python else ()
+    return run_cpk(*args[:1], "--index-url", index.url, *extra, *args[1:], cwd=root)
+
+
+IMPORTS = (
+    "import importlib.util as u; "
+    "print(' '.join(n for n in ['base_dep','shared','winonly','speedy','accel','devtool',"
+    "'docgen','docextra','xhelper','platpkg'] if u.find_spec(n)))"
+)
+
+
+def importable(index: LocalIndex, root: Path, *flags: str, python: str | None = None) -> set[str]:
+    proc = cpk(index, root, "run", *flags, "python", "-c", IMPORTS, python=python)
+    assert proc.returncode == 0, proc.stderr
+    return set(proc.stdout.split())
+
+
+def test_the_lock_holds_every_selection_with_markers(tmp_path: Path, index: LocalIndex) -> None:
+    root = project(tmp_path)
+    proc = cpk(index, root, "lock")
+    assert proc.returncode == 0, proc.stderr
+    data = tomllib.loads((root / "pylock.toml").read_text())
+    assert data["requires-python"] == ">=3.9"
+    assert data["extras"] == ["fast"]
+    assert data["dependency-groups"] == ["dev", "docs"]
+    assert data["default-groups"] == ["dev"]
+    assert "environments" not in data  # every platform and Python of the range
+    markers = {p["name"]: p.get("marker") for p in data["packages"]}
+    assert markers["base-dep"] is None
+    assert markers["winonly"] == 'sys_platform == "win32"'
+    assert markers["speedy"] == '"fast" in extras'
+    # Reached from the extra, under its own marker: both conditions.
+    assert markers["accel"] == '"fast" in extras and python_version < "3.10"'
+    assert markers["devtool"] == '"dev" in dependency_groups'
+    # An extra of a dependency, reached through a group.
+    assert markers["xhelper"] == '"docs" in dependency_groups'
+    # Shared by the base and by others: the base wins (always installed).
+    assert markers["shared"] is None
+    platpkg_free = {p["name"] for p in data["packages"]}
+    assert "platpkg" not in platpkg_free
+    for package in data["packages"]:
+        if package.get("marker"):
+            Marker(package["marker"])  # PEP 508/751 syntax
+        assert "tool" not in package or "file" not in package["tool"].get("cpk", {})
+
+
+def test_every_wheel_of_a_version_is_locked(tmp_path: Path, index: LocalIndex) -> None:
+    root = project(tmp_path, PYPROJECT.replace('"base-dep",', '"base-dep", "platpkg",'))
+    assert cpk(index, root, "lock").returncode == 0
+    data = tomllib.loads((root / "pylock.toml").read_text())
+    platpkg = next(p for p in data["packages"] if p["name"] == "platpkg")
+    assert sorted(w["name"] for w in platpkg["wheels"]) == [
+        "platpkg-1.0-py3-none-manylinux_2_17_x86_64.whl",
+        "platpkg-1.0-py3-none-win_amd64.whl",
+    ]
+
+
+def test_switching_selection_neither_resolves_nor_rewrites(
+    tmp_path: Path, index: LocalIndex
+) -> None:
+    root = project(tmp_path)
+    assert importable(index, root) == {"base_dep", "shared", "devtool"}
+    lock = root / "pylock.toml"
+    before = (lock.read_bytes(), lock.stat().st_mtime_ns)
+    venv = os.readlink(root / ".venv")
+    # Fetch what every selection needs, then switch with no index request.
+    assert importable(index, root, "--all-extras", "--all-groups") == {
+        "base_dep", "shared", "devtool", "speedy", "docgen", "docextra", "xhelper",
+    }  # fmt: skip
+    index.clear_log()
+    assert importable(index, root, "--group", "docs") == {
+        "base_dep", "shared", "devtool", "docgen", "docextra", "xhelper",
+    }  # fmt: skip
+    assert importable(index, root, "--extra", "fast", "--no-dev") == {
+        "base_dep", "shared", "speedy",
+    }  # fmt: skip
+    assert importable(index, root, "--no-default-groups") == {"base_dep", "shared"}
+    assert importable(index, root, "--only-group", "dev") == {"devtool"}
+    assert importable(index, root, "--only-group", "docs") == {
+        "docgen", "docextra", "shared", "xhelper",
+    }  # fmt: skip
+    assert index.paths() == []
+    assert (lock.read_bytes(), lock.stat().st_mtime_ns) == before
+    # .venv holds the default selection only, whatever ran last.
+    assert os.readlink(root / ".venv") == venv
+    out = subprocess.run(
+        [root / ".venv" / "bin" / "python", "-c", IMPORTS], capture_output=True, text=True
+    )
+    assert set(out.stdout.split()) == {"base_dep", "shared", "devtool"}
+
+
+def test_a_noop_lock_makes_no_request(tmp_path: Path, index: LocalIndex) -> None:
+    root = project(tmp_path)
+    assert cpk(index, root, "lock").returncode == 0
+    lock = root / "pylock.toml"
+    before = (lock.read_bytes(), lock.stat().st_mtime_ns)
+    index.clear_log()
+    proc = cpk(index, root, "lock")
+    assert proc.returncode == 0, proc.stderr
+    assert index.paths() == []
+    assert (lock.read_bytes(), lock.stat().st_mtime_ns) == before
+
+
+def test_unknown_group_is_one_line(tmp_path: Path, index: LocalIndex) -> None:
+    root = project(tmp_path)
+    proc = cpk(index, root, "run", "--group", "nope", "python", "-c", "pass")
+    assert proc.returncode != 0
+    assert "nope" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def _other_patch_python() -> str | None:
+    """A second interpreter of this minor version, another patch release."""
+    import sys
+
+    for candidate in ("/usr/bin/python3", shutil.which("python3.11") or ""):
+        if not candidate or not os.path.exists(candidate):
+            continue
+        out = subprocess.run(
+            [candidate, "-c", "import sys; print(*sys.version_info[:3])"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        if out[:2] == [str(v) for v in sys.version_info[:2]] and out[2] != str(sys.version_info[2]):
+            return candidate
+    return None
+
+
+def test_a_lock_installs_on_another_patch_version(tmp_path: Path, index: LocalIndex) -> None:
+    other = _other_patch_python()
+    if other is None:
+        pytest.skip("no second interpreter of this minor version with another patch release")
+    root = project(tmp_path)
+    assert cpk(index, root, "lock").returncode == 0
+    lock = root / "pylock.toml"
+    before = lock.read_bytes()
+    index.clear_log()
+    # --locked: the lock made here is current for the other interpreter too.
+    proc = cpk(index, root, "run", "--locked", "python", "-c", IMPORTS, python=other)
+    assert proc.returncode == 0, proc.stderr
+    assert set(proc.stdout.split()) == {"base_dep", "shared", "devtool"}
+    assert lock.read_bytes() == before
+    assert not any(p.startswith("/simple/") for p in index.paths())
+
+
+def test_a_lock_that_does_not_cover_the_interpreter_is_one_line(
+    tmp_path: Path, index: LocalIndex
+) -> None:
+    root = project(tmp_path, PYPROJECT.replace(">=3.9", ">=3.9,<3.11"))
+    proc = cpk(index, root, "lock")
+    assert proc.returncode == 0, proc.stderr
+    for flags in ((), ("--frozen",)):
+        proc = cpk(index, root, "run", *flags, "python", "-c", "pass")
+        assert proc.returncode != 0
+        assert "locked for Python >=3.9,<3.11" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_platform_dependencies_are_locked_not_installed(tmp_path: Path, index: LocalIndex) -> None:
+    root = project(tmp_path)
+    proc = cpk(index, root, "sync")
+    assert proc.returncode == 0, proc.stderr
+    data = tomllib.loads((root / "pylock.toml").read_text())
+    assert "winonly" in {p["name"] for p in data["packages"]}
+    assert "winonly" not in proc.stdout + proc.stderr
+    assert "winonly" not in importable(index, root)
+
+
+def test_fork_on_disjoint_markers(tmp_path: Path) -> None:
+    dists = tmp_path / "dists"
+    make_wheel(dists, "numpyish", "1.5")
+    make_wheel(dists, "numpyish", "2.1")
+    text = PYPROJECT.replace(
+        '"base-dep",',
+        '"base-dep", "numpyish<2; python_version < \'3.11\'", '
+        "\"numpyish>=2; python_version >= '3.11'\",",
+    )
+    with LocalIndex(dists) as index:
+        make_wheel(dists, "base-dep", "1.0")
+        make_wheel(dists, "winonly", "1.0")
+        make_wheel(dists, "devtool", "1.0")
+        make_wheel(dists, "speedy", "2.0")
+        make_wheel(dists, "docgen", "3.0")
+        root = project(tmp_path, text)
+        proc = cpk(index, root, "lock")
+        assert proc.returncode == 0, proc.stderr
+        data = tomllib.loads((root / "pylock.toml").read_text())
+        entries = [
+            (p["version"], p.get("marker")) for p in data["packages"] if p["name"] == "numpyish"
+        ]
+        assert entries == [
+            ("1.5", 'python_version < "3.11"'),
+            ("2.1", 'python_version >= "3.11"'),
+        ]
+        # Packages of both forks at one version are one entry, unconditional.
+        assert [p.get("marker") for p in data["packages"] if p["name"] == "base-dep"] == [None]
+        check = "import numpyish, sys; print(numpyish.__version__)"
+        proc = cpk(index, root, "run", "python", "-c", check)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "2.1"  # this interpreter is 3.11 or newer
