@@ -264,3 +264,67 @@ def test_fork_on_disjoint_markers(tmp_path: Path) -> None:
         proc = cpk(index, root, "run", "python", "-c", check)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip() == "2.1"  # this interpreter is 3.11 or newer
+
+
+OLD_LOCK = """\
+lock-version = "1.0"
+environments = ["python_full_version == '3.0.1' and sys_platform == 'linux'"]
+requires-python = "==3.0.*"
+created-by = "cpk"
+
+[[packages]]
+name = "base-dep"
+version = "1.0"
+
+[[packages.wheels]]
+name = "base_dep-1.0-py3-none-any.whl"
+url = "http://127.0.0.1:9/files/base_dep-1.0-py3-none-any.whl"
+hashes = {{sha256 = "{}"}}
+
+[packages.tool.cpk]
+file = "base_dep-1.0-py3-none-any.whl"
+
+[tool.cpk]
+inputs-fingerprint = "{}"
+python = "3.0.1"
+""".format("0" * 64, "f" * 64)
+
+
+def test_a_lock_of_the_previous_format(tmp_path: Path, index: LocalIndex) -> None:
+    """A single-environment lock made elsewhere: --frozen says in one line
+    that it is not for this interpreter; otherwise it is re-locked."""
+    root = project(tmp_path)
+    (root / "pylock.toml").write_text(OLD_LOCK)
+    proc = cpk(index, root, "run", "--frozen", "python", "-c", "pass")
+    assert proc.returncode != 0
+    assert "locked for Python ==3.0.*" in proc.stderr and "re-lock" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert importable(index, root) == {"base_dep", "shared", "devtool"}
+    data = tomllib.loads((root / "pylock.toml").read_text())
+    assert data["tool"]["cpk"]["universal"] is True
+
+
+def test_a_selection_is_remembered_by_the_run_memo(tmp_path: Path, index: LocalIndex) -> None:
+    """Each selection has its own memo: switching back and forth stays on the
+    hot path, which loads no third-party library."""
+    root = project(tmp_path)
+    memo_dir = Path(os.environ["CPK_CACHE_DIR"]) / "run-memo"
+    for flags in ((), ("--group", "docs"), ("--only-group", "dev")):
+        assert cpk(index, root, "run", *flags, "python", "-c", "pass").returncode == 0
+    memos = {m.name: m.stat().st_mtime_ns for m in memo_dir.iterdir()}
+    assert len(memos) >= 3
+    import sys
+
+    for flags in (("--group", "docs"), ("--only-group", "dev")):
+        warm = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "contentpkg", "run", "--index-url",
+             index.url, *flags, "python", "-c", IMPORTS],
+            cwd=root, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert warm.returncode == 0, warm.stderr
+        assert "contentpkg.python.run.plan" not in warm.stderr  # no full path taken
+        assert "packaging" not in {
+            line.rsplit("|", 1)[-1].strip().split(".")[0] for line in warm.stderr.splitlines()
+        }
+    assert warm.stdout.split() == ["devtool"]
+    assert {m.name: m.stat().st_mtime_ns for m in memo_dir.iterdir()} == memos

@@ -266,7 +266,7 @@ class Declared:
     whether any work is needed.
     """
 
-    __slots__ = ("base", "default_groups", "environments", "extras", "groups")
+    __slots__ = ("base", "default_groups", "environments", "extras", "groups", "unhonoured")
 
     def __init__(
         self,
@@ -275,6 +275,7 @@ class Declared:
         groups: dict[str, list[str]],
         default_groups: tuple[str, ...],
         environments: tuple[str, ...] = (),
+        unhonoured: tuple[str, ...] = (),
     ) -> None:
         self.base = base
         self.extras = extras
@@ -282,6 +283,8 @@ class Declared:
         self.default_groups = default_groups
         #: ``[tool.uv] environments``: the markers the lock is narrowed to.
         self.environments = environments
+        #: Keys the universal lock does not honour yet (said, never silent).
+        self.unhonoured = unhonoured
 
 
 def declared_requirements(file: Path) -> Declared | None:
@@ -334,4 +337,5 @@ def declared_requirements(file: Path) -> Declared | None:
         {k: _dedupe(v) for k, v in groups.items()},
         defaults,
         tuple(environments),
+        tuple(f"[tool.uv].{k}" for k in ("conflicts", "required-environments") if k in uv),
     )

@@ -12,6 +12,7 @@ lock is current is decided by :mod:`.lockstate`; ``cpk run``'s plan
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -179,6 +180,12 @@ class Session:
         """The project's universal resolution (see :mod:`..resolve.universal`)."""
         from contentpkg.python.resolve.universal import resolve_universal, selection_roots
 
+        for key in declared.unhonoured:
+            logging.getLogger(__name__).warning(
+                "%s: %s is not honoured yet; the lock is resolved without it",
+                inputs.input_file,
+                key,
+            )
         resolution = resolve_universal(
             selection_roots(declared.base, declared.extras, declared.groups),
             self.client,
