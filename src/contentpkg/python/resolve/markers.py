@@ -303,12 +303,24 @@ class Universe:
             if not self._conj(conj):
                 continue
             kept = frozenset(a for a in conj if not self._always(a))
-            cleaned.add(kept)
+            cleaned.add(self._without_implied(kept))
         cleaned = self._merge_python_splits(cleaned)
         result = _absorb(cleaned)
         if len(result) > MAX_CONJUNCTIONS:
             result = frozenset(sorted(result, key=len)[:MAX_CONJUNCTIONS])
         return result
+
+    def _without_implied(self, conj: Conj) -> Conj:
+        """conj without the Python-version atoms its other atoms imply
+        (``python_version < "3.11" and python_version < "3.13"``)."""
+        for atom in sorted(conj):
+            if not self._python_atom(atom):
+                continue
+            holds = self.atom(atom)
+            rest = conj - {atom}
+            if holds is not None and rest and self._conj(rest) <= holds:
+                conj = rest
+        return conj
 
     def _always(self, atom: str) -> bool:
         node = parse(atom)._markers[0]
