@@ -328,3 +328,61 @@ def test_a_selection_is_remembered_by_the_run_memo(tmp_path: Path, index: LocalI
         }
     assert warm.stdout.split() == ["devtool"]
     assert {m.name: m.stat().st_mtime_ns for m in memo_dir.iterdir()} == memos
+
+
+def test_declared_conflicts_resolve_apart(tmp_path: Path, index: LocalIndex) -> None:
+    make_wheel(Path(index.root), "torchish", "1.0")
+    make_wheel(Path(index.root), "torchish", "2.0")
+    text = PYPROJECT.replace(
+        'fast = ["speedy"]', 'fast = ["speedy"]\ncpu = ["torchish==1.0"]\ngpu = ["torchish==2.0"]'
+    )
+    root = project(tmp_path, text)
+    proc = cpk(index, root, "lock")
+    assert proc.returncode != 0  # undeclared, the two extras cannot both hold
+    assert len(proc.stderr.strip().splitlines()) >= 1 and "Traceback" not in proc.stderr
+    root = project(
+        tmp_path, text + '\n[tool.uv]\nconflicts = [[{ extra = "cpu" }, { extra = "gpu" }]]\n'
+    )
+    proc = cpk(index, root, "lock")
+    assert proc.returncode == 0, proc.stderr
+    data = tomllib.loads((root / "pylock.toml").read_text())
+    entries = [(p["version"], p.get("marker")) for p in data["packages"] if p["name"] == "torchish"]
+    assert entries == [("1.0", '"cpu" in extras'), ("2.0", '"gpu" in extras')]
+    assert [p.get("marker") for p in data["packages"] if p["name"] == "base-dep"] == [None]
+    check = ("python", "-c", "import torchish; print(torchish.__version__)")
+    for extra, version in (("cpu", "1.0"), ("gpu", "2.0")):
+        proc = cpk(index, root, "run", "--extra", extra, *check)
+        assert proc.returncode == 0 and proc.stdout.strip() == version, proc.stderr
+    proc = cpk(index, root, "run", "--extra", "cpu", "--extra", "gpu", *check)
+    assert proc.returncode != 0
+    assert "declared conflicting" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_environments_narrow_the_lock(tmp_path: Path, index: LocalIndex) -> None:
+    root = project(
+        tmp_path, PYPROJECT + "\n[tool.uv]\nenvironments = [\"sys_platform == 'linux'\"]\n"
+    )
+    proc = cpk(index, root, "lock")
+    assert proc.returncode == 0, proc.stderr
+    data = tomllib.loads((root / "pylock.toml").read_text())
+    assert data["environments"] == ["sys_platform == 'linux'"]
+    assert "winonly" not in {p["name"] for p in data["packages"]}
+
+
+def test_required_environments_need_wheels(tmp_path: Path, index: LocalIndex) -> None:
+    text = PYPROJECT.replace('"base-dep",', '"base-dep", "platpkg",')
+    required = (
+        "required-environments = [\"sys_platform == 'darwin' and platform_machine == 'arm64'\"]\n"
+    )
+    root = project(tmp_path, text + "\n[tool.uv]\n" + required)
+    proc = cpk(index, root, "lock")
+    assert proc.returncode != 0
+    assert "platpkg 1.0 has no wheel for the required environment" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (root / "pylock.toml").exists()
+    # [tool.cpk] wins where both speak.
+    root = project(
+        tmp_path, text + "\n[tool.uv]\n" + required + "\n[tool.cpk]\nrequired-environments = []\n"
+    )
+    assert cpk(index, root, "lock").returncode == 0

@@ -93,3 +93,6 @@ class Resolution:
     extras: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     default_groups: tuple[str, ...] = ()
+    #: Sets of ("extra"|"group", name) declared conflicting: resolved apart,
+    #: never installed together.
+    conflicts: tuple[tuple[tuple[str, str], ...], ...] = ()

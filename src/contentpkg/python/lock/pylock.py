@@ -186,6 +186,7 @@ class Lock:
     """
 
     __slots__ = (
+        "conflicts",
         "created_by",
         "default_groups",
         "dependency_groups",
@@ -215,8 +216,11 @@ class Lock:
         extras: tuple[str, ...] = (),
         dependency_groups: tuple[str, ...] = (),
         default_groups: tuple[str, ...] = (),
+        conflicts: tuple[tuple[str, ...], ...] = (),
     ) -> None:
         self.path = path
+        #: Sets of "extra:NAME"/"group:NAME" that must not be selected together.
+        self.conflicts = conflicts
         #: Written for every environment and selection (see the module's doc).
         self.universal = universal
         self.extras = extras
@@ -350,6 +354,11 @@ def _parse_lock(path: Path, data: dict[str, Any]) -> Lock:
         extras=_names(data.get("extras")),
         dependency_groups=_names(data.get("dependency-groups")),
         default_groups=_names(data.get("default-groups")),
+        conflicts=tuple(
+            tuple(str(m) for m in members)
+            for members in cpk.get("conflicts") or ()
+            if isinstance(members, list)
+        ),
     )
 
 
@@ -670,13 +679,14 @@ def _render_universal(
         document[key] = sorted(values)
     document["created-by"] = created_by
     document["packages"] = packages
-    document["tool"] = {
-        "cpk": {
-            "inputs-fingerprint": inputs_fingerprint,
-            "universal": True,
-            "requirements": sorted({str(r) for r in resolution.requirements}),
-        }
+    cpk: dict[str, Any] = {
+        "inputs-fingerprint": inputs_fingerprint,
+        "universal": True,
+        "requirements": sorted({str(r) for r in resolution.requirements}),
     }
+    if resolution.conflicts:
+        cpk["conflicts"] = [[f"{k}:{n}" for k, n in members] for members in resolution.conflicts]
+    document["tool"] = {"cpk": cpk}
     return tomli_w.dumps(document)
 
 

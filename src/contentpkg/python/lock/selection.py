@@ -101,6 +101,15 @@ def select(lock: Lock, python: Any, chosen: Chosen | None = None) -> Lock:
     if not lock.universal:
         return lock
     chosen = chosen or Chosen(frozenset(), frozenset(lock.default_groups), False)
+    for members in lock.conflicts:
+        picked = [
+            m
+            for m in members
+            if m.partition(":")[2] in (chosen.extras if m.startswith("extra:") else chosen.groups)
+        ]
+        if len(picked) > 1:
+            shown = " and ".join(m.replace(":", " ", 1) for m in picked)
+            raise CpkError(f"{shown} are declared conflicting (conflicts): select one of them")
     env = dict(python.markers)
     env["extras"] = chosen.extras
     env["dependency_groups"] = chosen.groups
@@ -135,6 +144,7 @@ def select(lock: Lock, python: Any, chosen: Chosen | None = None) -> Lock:
         extras=lock.extras,
         dependency_groups=lock.dependency_groups,
         default_groups=lock.default_groups,
+        conflicts=lock.conflicts,
     )
     return narrowed
 

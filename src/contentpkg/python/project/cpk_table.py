@@ -17,12 +17,15 @@ from contentpkg.python.project.sources import find_links_location, local_source
 from contentpkg.python.project.tomlfile import strings, table
 
 _TOOL_KEYS = (
+    "conflicts",
     "default-groups",
+    "environments",
     "extra-index-url",
     "find-links",
     "index-url",
     "no-index",
     "package",
+    "required-environments",
     "sources",
 )
 _SOURCE_KEYS = ("editable", "path")

@@ -266,7 +266,15 @@ class Declared:
     whether any work is needed.
     """
 
-    __slots__ = ("base", "default_groups", "environments", "extras", "groups", "unhonoured")
+    __slots__ = (
+        "base",
+        "conflicts",
+        "default_groups",
+        "environments",
+        "extras",
+        "groups",
+        "required_environments",
+    )
 
     def __init__(
         self,
@@ -275,7 +283,8 @@ class Declared:
         groups: dict[str, list[str]],
         default_groups: tuple[str, ...],
         environments: tuple[str, ...] = (),
-        unhonoured: tuple[str, ...] = (),
+        required_environments: tuple[str, ...] = (),
+        conflicts: tuple[tuple[tuple[str, str], ...], ...] = (),
     ) -> None:
         self.base = base
         self.extras = extras
@@ -283,8 +292,10 @@ class Declared:
         self.default_groups = default_groups
         #: ``[tool.uv] environments``: the markers the lock is narrowed to.
         self.environments = environments
-        #: Keys the universal lock does not honour yet (said, never silent).
-        self.unhonoured = unhonoured
+        #: ``required-environments``: markers every package needs a wheel for.
+        self.required_environments = required_environments
+        #: ``conflicts``: sets of ("extra"|"group", name) resolved apart.
+        self.conflicts = conflicts
 
 
 def declared_requirements(file: Path) -> Declared | None:
@@ -315,14 +326,15 @@ def declared_requirements(file: Path) -> Declared | None:
         _Expander(file, self_name, optional).add_group(group, groups_table, names, groups[group])
     tool = table(data.get("tool"), file, "[tool]")
     uv = table(tool.get("uv"), file, "[tool.uv]")
-    configured = table(tool.get("cpk"), file, "[tool.cpk]").get("default-groups")
-    if configured is None:
-        configured = uv.get("default-groups")
-    environments = uv.get("environments", [])
-    if isinstance(environments, str):
-        environments = [environments]
-    if not isinstance(environments, list) or not all(isinstance(e, str) for e in environments):
-        raise CpkError(f"{file}: [tool.uv].environments must be a list of markers")
+    cpk = table(tool.get("cpk"), file, "[tool.cpk]")
+
+    def setting(key: str) -> tuple[Any, str]:
+        # [tool.cpk] wins where both speak.
+        if key in cpk:
+            return cpk[key], f"[tool.cpk].{key}"
+        return uv.get(key), f"[tool.uv].{key}"
+
+    configured, _ = setting("default-groups")
     if configured is None:
         defaults: tuple[str, ...] = ("dev",) if "dev" in names else ()
     elif configured == "all":
@@ -336,6 +348,47 @@ def declared_requirements(file: Path) -> Declared | None:
         {k: _dedupe(v) for k, v in extras.items()},
         {k: _dedupe(v) for k, v in groups.items()},
         defaults,
-        tuple(environments),
-        tuple(f"[tool.uv].{k}" for k in ("conflicts", "required-environments") if k in uv),
+        _markers(*setting("environments"), file),
+        _markers(*setting("required-environments"), file),
+        _conflicts(*setting("conflicts"), file, set(extras), set(groups)),
     )
+
+
+def _markers(value: Any, where: str, file: Path) -> tuple[str, ...]:
+    """A list of PEP 508 markers (``environments``); one string is a list of one."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise CpkError(f"{file}: {where} must be a list of markers")
+    return tuple(value)
+
+
+def _conflicts(
+    value: Any, where: str, file: Path, extras: set[str], groups: set[str]
+) -> tuple[tuple[tuple[str, str], ...], ...]:
+    """uv's ``conflicts``: sets of extras/groups that may resolve apart."""
+    if value is None:
+        return ()
+    shape = f'{file}: {where} must be a list of lists like [{{ extra = "a" }}, {{ extra = "b" }}]'
+    if not isinstance(value, list):
+        raise CpkError(shape)
+    found = []
+    for items in value:
+        if not isinstance(items, list):
+            raise CpkError(shape)
+        one = []
+        for item in items:
+            if not isinstance(item, dict):
+                raise CpkError(shape)
+            kind = "extra" if "extra" in item else "group" if "group" in item else None
+            if kind is None or not isinstance(item[kind], str):
+                raise CpkError(shape)
+            name = canonical_name(item[kind])
+            if name not in (extras if kind == "extra" else groups):
+                raise CpkError(f"{file}: {where} names {kind} {item[kind]!r}, not declared")
+            one.append((kind, name))
+        if len(one) > 1:
+            found.append(tuple(one))
+    return tuple(found)

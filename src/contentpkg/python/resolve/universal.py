@@ -73,22 +73,35 @@ def resolve_universal(
     *,
     requires_python: str | None,
     environments: Sequence[str] = (),
+    required_environments: Sequence[str] = (),
+    conflicts: Sequence[Sequence[tuple[str, str]]] = (),
     **options: Any,
 ) -> Resolution:
     """Resolve ``roots`` (requirement, selection marker) for every environment.
 
-    ``options`` go to :func:`.resolver.resolve` as they are (preferences,
-    hashes, local sources...).
+    ``required_environments`` are markers each package that applies there
+    must have a wheel for (uv's ``required-environments``); ``conflicts``
+    are sets of ("extra"|"group", name) that resolve apart (uv's
+    ``conflicts``): a fork per member, and one for none of them. ``options``
+    go to :func:`.resolver.resolve` as they are (preferences, hashes, local
+    sources...).
     """
     universe = universe_for(python, requires_python, environments)
     parsed = [(_parse(text, "requirement"), where) for text, where in roots]
     results: list[tuple[DNF, Resolution]] = []
-    for region in _forks(parsed, universe):
+    forks = [
+        (and_(region, selection), excluded)
+        for region in _forks(parsed, universe)
+        for selection, excluded in _conflict_forks(conflicts)
+    ]
+    for region, excluded in forks:
+        region = universe.simplify(region)  # type: ignore[arg-type]
         narrowed = universe.narrowed(region) if region != TRUE else universe
         kept = [
             (req, where)
             for req, where in parsed
-            if narrowed.possible(and_(to_dnf(req.marker), where))  # type: ignore[arg-type]
+            if not any(atom in excluded for conj in where for atom in conj)
+            and narrowed.possible(and_(to_dnf(req.marker), where))  # type: ignore[arg-type]
         ]
         resolution = resolve(
             [req for req, _ in kept],
@@ -100,6 +113,8 @@ def resolve_universal(
         )
         results.append((region, resolution))
     merged = _merge(results, universe)
+    for text in required_environments:
+        _check_required(text, merged, universe)
     return Resolution(
         pins=merged,
         requirements=[req for req, _ in parsed],
@@ -147,24 +162,55 @@ def _forks(parsed: Sequence[tuple[Requirement, DNF]], universe: Universe) -> lis
     return [regions[s] for s in sorted(regions)]
 
 
+def _conflict_forks(
+    conflicts: Sequence[Sequence[tuple[str, str]]],
+) -> list[tuple[DNF, frozenset[str]]]:
+    """(selection region, the selection markers whose roots it leaves out)
+    for every combination of one member (or none) of each conflict set."""
+    from contentpkg.python.resolve.markers import selection_atom
+
+    forks: list[tuple[DNF, frozenset[str]]] = [(TRUE, frozenset())]
+    for members in conflicts:
+        atoms = [selection_atom(kind, name) for kind, name in members]
+        choices: list[tuple[DNF, frozenset[str]]] = []
+        for atom in atoms:
+            choices.append((frozenset({frozenset({atom})}), frozenset(atoms) - {atom}))
+        none = negate(frozenset({frozenset({a}) for a in atoms}))
+        choices.append((none, frozenset(atoms)))
+        forks = [
+            (and_(region, choice), excluded | more)  # type: ignore[misc]
+            for region, excluded in forks
+            for choice, more in choices
+        ]
+    return forks
+
+
 def _merge(results: list[tuple[DNF, Resolution]], universe: Universe) -> dict[str, Pin]:
     """One pin per (name, version) chosen in any region, its marker the union
-    of the regions' (each conjoined with its region)."""
+    of the regions' (each conjoined with its region). The regions cover every
+    environment and selection, so a version every region chose under one
+    marker keeps that marker alone."""
     forked = len(results) > 1
     found: dict[tuple[str, str], Pin] = {}
     markers: dict[tuple[str, str], DNF] = {}
     group_markers: dict[tuple[str, str], DNF] = {}
+    raw: dict[tuple[str, str], list[tuple[Any, Any]]] = {}
     deps: dict[tuple[str, str], set[str]] = {}
     for region, resolution in results:
         for pin in resolution.pins.values():
             key = (pin.name, pin.version)
             found.setdefault(key, pin)
+            raw.setdefault(key, []).append((pin.marker, pin.group_marker))
             deps.setdefault(key, set()).update(pin.dependencies)
             for target, value in ((markers, pin.marker), (group_markers, pin.group_marker)):
                 value = value if value is not None else TRUE
                 if forked:
                     value = and_(value, region)  # type: ignore[assignment]
                 target[key] = target.get(key, FALSE) | value
+    for key, seen in raw.items():
+        if forked and len(seen) == len(results) and len(set(seen)) == 1:
+            markers[key] = seen[0][0] if seen[0][0] is not None else TRUE
+            group_markers[key] = seen[0][1] if seen[0][1] is not None else TRUE
     names: dict[str, int] = {}
     for name, _ in found:
         names[name] = names.get(name, 0) + 1
@@ -204,3 +250,67 @@ def selection_roots(
             atom: DNF = frozenset({frozenset({selection_atom(kind, name)})})
             roots.extend((req, atom) for req in table[name])
     return roots
+
+
+#: What a required environment's markers say about its wheels' platform tags.
+_MACHINES = {
+    "x86_64": ("x86_64", "amd64"),
+    "amd64": ("x86_64", "amd64"),
+    "aarch64": ("aarch64", "arm64"),
+    "arm64": ("aarch64", "arm64"),
+}
+
+
+def _check_required(text: str, pins: Mapping[str, Pin], universe: Universe) -> None:
+    """Every package that applies in the required environment ``text`` has a
+    wheel for it, or one line naming the first that has not."""
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    try:
+        required = to_dnf(text)
+    except Exception as exc:
+        raise CpkError(f"required-environments: invalid marker {text!r} ({exc})") from None
+    facts: dict[str, str] = {}
+    for conj in required:
+        for atom in conj:
+            variable, op, value = atom.split(" ", 2)
+            if op == "==":
+                facts[variable] = value.strip("\"'")
+    system = facts.get("sys_platform") or {"Linux": "linux", "Darwin": "darwin"}.get(
+        facts.get("platform_system", ""), "win32" if facts.get("platform_system") else ""
+    )
+    machines = _MACHINES.get(facts.get("platform_machine", "").lower(), ())
+    if facts.get("platform_machine") and not machines:
+        machines = (facts["platform_machine"].lower(),)
+
+    def serves(platform: str) -> bool:
+        if platform == "any":
+            return True
+        prefix = {"linux": ("manylinux", "musllinux", "linux"), "darwin": ("macosx",)}.get(
+            system, ("win",) if system == "win32" else ()
+        )
+        if system and not platform.startswith(prefix):
+            return False
+        if system == "darwin" and platform.endswith("universal2"):
+            return True
+        return not machines or platform.lower().endswith(machines)
+
+    for pin in pins.values():
+        if pin.directory is not None:
+            continue
+        if not universe.possible(and_(required, pin.marker or TRUE)):  # type: ignore[arg-type]
+            continue
+        for file in pin.files:
+            if not file.is_wheel:
+                continue
+            try:
+                tags = parse_wheel_filename(file.filename)[3]
+            except InvalidWheelFilename:
+                continue
+            if any(serves(tag.platform) for tag in tags):
+                break
+        else:
+            raise CpkError(
+                f"{pin.name} {pin.version} has no wheel for the required environment {text!r}"
+                " (required-environments)"
+            )

@@ -121,6 +121,8 @@ def universal_fingerprint(
         markers={
             "default-groups": ",".join(declared.default_groups),
             "environments": "\n".join(declared.environments),
+            "required-environments": "\n".join(declared.required_environments),
+            "conflicts": repr(declared.conflicts),
         },
     )
     return fingerprint, declared

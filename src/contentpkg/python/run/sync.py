@@ -12,7 +12,6 @@ lock is current is decided by :mod:`.lockstate`; ``cpk run``'s plan
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -180,18 +179,14 @@ class Session:
         """The project's universal resolution (see :mod:`..resolve.universal`)."""
         from contentpkg.python.resolve.universal import resolve_universal, selection_roots
 
-        for key in declared.unhonoured:
-            logging.getLogger(__name__).warning(
-                "%s: %s is not honoured yet; the lock is resolved without it",
-                inputs.input_file,
-                key,
-            )
         resolution = resolve_universal(
             selection_roots(declared.base, declared.extras, declared.groups),
             self.client,
             self.python,
             requires_python=inputs.requires_python,
             environments=declared.environments,
+            required_environments=declared.required_environments,
+            conflicts=declared.conflicts,
             prereleases=self.options.prereleases,
             prefer_store=self.store if self.options.prefer_store else None,
             preferences=preferences,
@@ -203,6 +198,7 @@ class Session:
         resolution.extras = tuple(sorted(declared.extras))
         resolution.groups = tuple(sorted(declared.groups))
         resolution.default_groups = tuple(declared.default_groups)
+        resolution.conflicts = tuple(declared.conflicts)
         return resolution
 
     def _sdist_metadata(self, file: DistFile) -> bytes:
