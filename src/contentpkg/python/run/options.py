@@ -60,8 +60,13 @@ class Options:
 
     def chosen(self, lock: object) -> object:
         """The extras and groups the flags select from a universal lock
-        (a :class:`~contentpkg.python.lock.selection.Chosen`)."""
+        (a :class:`~contentpkg.python.lock.selection.Chosen`); None for a
+        single-environment lock (a script's, a ``--with`` run's), which
+        holds the selection it was made for."""
         from contentpkg.python.lock.selection import choose
+
+        if not getattr(lock, "universal", False):
+            return None
 
         return choose(
             extras=self.extras,
