@@ -386,3 +386,25 @@ def test_required_environments_need_wheels(tmp_path: Path, index: LocalIndex) ->
         tmp_path, text + "\n[tool.uv]\n" + required + "\n[tool.cpk]\nrequired-environments = []\n"
     )
     assert cpk(index, root, "lock").returncode == 0
+
+
+def test_fork_on_disjoint_markers_deep_in_the_graph(tmp_path: Path, index: LocalIndex) -> None:
+    dists = Path(index.root)
+    make_wheel(
+        dists,
+        "lib",
+        "1.0",
+        requires_dist=["dep<2; python_version < '3.11'", "dep>=2; python_version >= '3.11'"],
+    )
+    make_wheel(dists, "dep", "1.0")
+    make_wheel(dists, "dep", "2.0")
+    root = project(tmp_path, PYPROJECT.replace('"base-dep",', '"base-dep", "lib",'))
+    proc = cpk(index, root, "lock")
+    assert proc.returncode == 0, proc.stderr
+    data = tomllib.loads((root / "pylock.toml").read_text())
+    entries = [(p["name"], p["version"], p.get("marker")) for p in data["packages"]]
+    assert ("dep", "1.0", 'python_version < "3.11"') in entries
+    assert ("dep", "2.0", 'python_version >= "3.11"') in entries
+    assert ("lib", "1.0", None) in entries
+    proc = cpk(index, root, "run", "python", "-c", "import dep; print(dep.__version__)")
+    assert proc.returncode == 0 and proc.stdout.strip() == "2.0", proc.stderr

@@ -1007,13 +1007,46 @@ def resolve(
     try:
         result = resolver.resolve(roots, max_rounds=_MAX_ROUNDS)
     except ResolutionImpossible as exc:
-        raise _Explainer(provider).explain(exc.causes) from None
+        error = _Explainer(provider).explain(exc.causes)
+        if universe is not None:
+            # Where the conflicting requirements apply: a universal
+            # resolution may fork on them (see universal.py).
+            error.splits = _cause_markers(provider, exc.causes, roots, root_where)  # type: ignore[attr-defined]
+        raise error from None
     except ResolutionTooDeep:
         raise CpkError(
             f"resolution gave up after {_MAX_ROUNDS} rounds of backtracking",
             details=["narrow the requirements (or add constraints) and try again"],
         ) from None
     return _resolution(provider, result.mapping, roots_given, python, root_where)
+
+
+def _cause_markers(
+    provider: _Provider,
+    causes: Sequence[Any],
+    roots: list[_Req],
+    root_where: list[tuple[str, DNF, bool]],
+) -> list[DNF]:
+    """The distinct markers under which the conflicting requirements apply."""
+    found: list[DNF] = []
+    for cause in causes:
+        wheres: list[DNF] = []
+        if cause.parent is None:
+            wheres = [
+                w for r, (_, w, _) in zip(roots, root_where, strict=True) if r is cause.requirement
+            ]
+        else:
+            wheres = [w for r, w in provider.edges.get(cause.parent, ()) if r is cause.requirement]
+        for where in wheres:
+            env_only = frozenset(
+                frozenset(
+                    a for a in conj if " in extras" not in a and " in dependency_groups" not in a
+                )
+                for conj in where
+            )
+            if env_only != TRUE and env_only not in found:
+                found.append(env_only)
+    return found
 
 
 def _markers(

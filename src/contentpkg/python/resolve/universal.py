@@ -25,7 +25,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from contentpkg.errors import CpkError
+from contentpkg.errors import CpkError, ResolutionError
 from contentpkg.python.index.dists import Pin, Resolution
 from contentpkg.python.interpreter import InterpreterInfo
 from contentpkg.python.resolve.markers import (
@@ -42,6 +42,8 @@ from contentpkg.python.resolve.resolver import _parse, resolve
 
 #: More regions than this and forking is given up (the roots resolve as one).
 _MAX_FORKS = 16
+#: Forks within forks, for conflicts found deep in the graph, at most this deep.
+_MAX_DEPTH = 3
 
 
 def universe_for(
@@ -95,23 +97,16 @@ def resolve_universal(
         for selection, excluded in _conflict_forks(conflicts)
     ]
     for region, excluded in forks:
-        region = universe.simplify(region)  # type: ignore[arg-type]
-        narrowed = universe.narrowed(region) if region != TRUE else universe
-        kept = [
-            (req, where)
-            for req, where in parsed
-            if not any(atom in excluded for conj in where for atom in conj)
-            and narrowed.possible(and_(to_dnf(req.marker), where))  # type: ignore[arg-type]
-        ]
-        resolution = resolve(
-            [req for req, _ in kept],
+        results += _solve(
+            universe.simplify(region),  # type: ignore[arg-type]
+            excluded,
+            parsed,
+            universe,
             client,
             python,
-            universe=narrowed,
-            conditions=[where for _, where in kept],
-            **options,
+            options,
+            depth=0,
         )
-        results.append((region, resolution))
     merged = _merge(results, universe)
     for text in required_environments:
         _check_required(text, merged, universe)
@@ -124,6 +119,50 @@ def resolve_universal(
         requires_python=requires_python,
         environments=tuple(environments),
     )
+
+
+def _solve(
+    region: DNF,
+    excluded: frozenset[str],
+    parsed: Sequence[tuple[Requirement, DNF]],
+    universe: Universe,
+    client: Any,
+    python: InterpreterInfo,
+    options: dict[str, Any],
+    depth: int,
+) -> list[tuple[DNF, Resolution]]:
+    """Resolve one region; where the resolution fails on requirements that
+    apply under different markers (deep in the graph), fork on those
+    markers and resolve each side, as uv does."""
+    narrowed = universe.narrowed(region) if region != TRUE else universe
+    kept = [
+        (req, where)
+        for req, where in parsed
+        if not any(atom in excluded for conj in where for atom in conj)
+        and narrowed.possible(and_(to_dnf(req.marker), where))  # type: ignore[arg-type]
+    ]
+    try:
+        resolution = resolve(
+            [req for req, _ in kept],
+            client,
+            python,
+            universe=narrowed,
+            conditions=[where for _, where in kept],
+            **options,
+        )
+    except ResolutionError as error:
+        splits = getattr(error, "splits", None)
+        if not splits or depth >= _MAX_DEPTH:
+            raise
+        regions = _regions(splits, narrowed)
+        if len(regions) < 2:
+            raise
+        out: list[tuple[DNF, Resolution]] = []
+        for sub in regions:
+            inner = narrowed.simplify(and_(region, sub))  # type: ignore[arg-type]
+            out += _solve(inner, excluded, parsed, universe, client, python, options, depth + 1)
+        return out
+    return [(region, resolution)]
 
 
 def _forks(parsed: Sequence[tuple[Requirement, DNF]], universe: Universe) -> list[DNF]:
@@ -141,8 +180,12 @@ def _forks(parsed: Sequence[tuple[Requirement, DNF]], universe: Universe) -> lis
             where = to_dnf(req.marker)
             if where not in splits:
                 splits.append(where)
-    if not splits:
-        return [TRUE]
+    return _regions(splits, universe) if splits else [TRUE]
+
+
+def _regions(splits: list[DNF], universe: Universe) -> list[DNF]:
+    """The environments split by each marker or its negation (those the
+    universe samples); TRUE alone when a marker cannot be negated."""
     try:
         negated = [negate(split) for split in splits]
     except UnsupportedMarker:
