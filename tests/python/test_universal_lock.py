@@ -408,3 +408,25 @@ def test_fork_on_disjoint_markers_deep_in_the_graph(tmp_path: Path, index: Local
     assert ("lib", "1.0", None) in entries
     proc = cpk(index, root, "run", "python", "-c", "import dep; print(dep.__version__)")
     assert proc.returncode == 0 and proc.stdout.strip() == "2.0", proc.stderr
+
+
+def test_newer_releases_for_newer_pythons(tmp_path: Path, index: LocalIndex) -> None:
+    """As uv forks on requires-python: a release that drops the project's
+    oldest Python is still locked, for the Pythons it supports."""
+    dists = Path(index.root)
+    make_wheel(dists, "newlib", "1.0", requires_python=">=3.9")
+    newer = make_wheel(dists, "newlib", "2.0", requires_python=">=3.11")
+    index.set_requires_python(newer.name, ">=3.11")
+    root = project(tmp_path, PYPROJECT.replace('"base-dep",', '"base-dep", "newlib",'))
+    proc = cpk(index, root, "lock")
+    assert proc.returncode == 0, proc.stderr
+    data = tomllib.loads((root / "pylock.toml").read_text())
+    entries = [(p["version"], p.get("marker")) for p in data["packages"] if p["name"] == "newlib"]
+    assert entries == [
+        ("1.0", 'python_full_version < "3.11"'),
+        ("2.0", 'python_full_version >= "3.11"'),
+    ]
+    # What every Python shares stays one unconditional entry.
+    assert [p.get("marker") for p in data["packages"] if p["name"] == "base-dep"] == [None]
+    proc = cpk(index, root, "run", "python", "-c", "import newlib; print(newlib.__version__)")
+    assert proc.returncode == 0 and proc.stdout.strip() == "2.0", proc.stderr

@@ -96,3 +96,8 @@ class Resolution:
     #: Sets of ("extra"|"group", name) declared conflicting: resolved apart,
     #: never installed together.
     conflicts: tuple[tuple[tuple[str, str], ...], ...] = ()
+    #: In a universal resolution: the lowest Python above the universe's
+    #: lowest for which a newer version of some pin exists (its
+    #: requires-python excluded it here); resolving apart from there up
+    #: gets the newer versions, as uv forks on requires-python.
+    python_bound: str | None = None

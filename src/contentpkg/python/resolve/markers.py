@@ -253,6 +253,9 @@ class Universe:
         copy.__dict__.update(self.__dict__)
         copy._atoms = self._atoms
         copy.all = self.where(region)
+        if copy.all:
+            # What requires-python is checked against: the region's lowest.
+            copy.lowest = min(Version(self.envs[i]["python_full_version"]) for i in copy.all)
         return copy
 
     def python_ok(self, spec: str | None) -> bool:
@@ -347,8 +350,38 @@ class Universe:
                 if region <= covered:
                     out.add(rest)
                     continue
+                merged = self._interval(rest, members, covered & region)
+                if merged is not None:
+                    out.add(merged)
+                    continue
             out.update(members)
         return out
+
+    def _interval(self, rest: Conj, members: list[Conj], covered: set[int]) -> Conj | None:
+        """The members as one conjunction when their Python parts make one
+        interval: ``(3.10 <= v < 3.11) or (3.11 <= v)`` is ``3.10 <= v``.
+        The bounds are taken from the members' own atoms and the result is
+        checked on every sampled environment."""
+        lows = [a for m in members for a in m - rest if " >" in a]
+        highs = [a for m in members for a in m - rest if " <" in a]
+        key = lambda a: Version(parse(a)._markers[0][2].value)  # noqa: E731
+        choice: set[str] = set()
+        if lows:
+            lowest = min(lows, key=key)
+            if any(not (m - rest) & set(lows) for m in members):
+                lowest = ""  # a member without a lower bound: none
+            if lowest:
+                choice.add(lowest)
+        if highs:
+            highest = max(highs, key=key)
+            if any(not (m - rest) & set(highs) for m in members):
+                highest = ""
+            if highest:
+                choice.add(highest)
+        candidate = rest | frozenset(choice)
+        if self._conj(candidate) == frozenset(covered):
+            return candidate
+        return None
 
     def _rest_region(self, rest: Conj) -> frozenset[int]:
         return self._conj(rest)

@@ -1018,7 +1018,41 @@ def resolve(
             f"resolution gave up after {_MAX_ROUNDS} rounds of backtracking",
             details=["narrow the requirements (or add constraints) and try again"],
         ) from None
-    return _resolution(provider, result.mapping, roots_given, python, root_where)
+    resolution = _resolution(provider, result.mapping, roots_given, python, root_where)
+    if universe is not None:
+        resolution.python_bound = _python_bound(provider, result.mapping)
+    return resolution
+
+
+def _python_bound(provider: _Provider, mapping: Mapping[str, _Candidate]) -> str | None:
+    """The lowest sampled Python above the universe's lowest that a newer
+    release of some pin supports while the lowest does not (None: none)."""
+    universe = provider.universe
+    assert universe is not None
+    higher = [Version(v) for v in universe.versions if Version(v) > universe.lowest]
+    higher = [v for v in higher if any(
+        universe.envs[i]["python_full_version"] == str(v) for i in universe.all
+    )]  # fmt: skip
+    if not higher:
+        return None
+    best: Version | None = None
+    for candidate in mapping.values():
+        if candidate.extra is not None or candidate.name in provider.local_paths:
+            continue
+        for version in provider.newest_first(candidate.name):
+            if version <= candidate.version:
+                break
+            if version.is_prerelease and not provider.prereleases:
+                continue
+            specs = {f.requires_python for f, _ in provider.releases(candidate.name)[version]}
+            for spec in specs:
+                if not spec or _requires_python_ok(spec, universe.lowest):
+                    continue
+                for v in higher:
+                    if (best is None or v < best) and _requires_python_ok(spec, v):
+                        best = v
+                        break
+    return str(best) if best is not None else None
 
 
 def _cause_markers(

@@ -44,6 +44,8 @@ from contentpkg.python.resolve.resolver import _parse, resolve
 _MAX_FORKS = 16
 #: Forks within forks, for conflicts found deep in the graph, at most this deep.
 _MAX_DEPTH = 3
+#: Python-version splits for newer releases (each raises the lower bound).
+_MAX_PYTHON_SPLITS = 8
 
 
 def universe_for(
@@ -130,6 +132,7 @@ def _solve(
     python: InterpreterInfo,
     options: dict[str, Any],
     depth: int,
+    splits: int = 0,
 ) -> list[tuple[DNF, Resolution]]:
     """Resolve one region; where the resolution fails on requirements that
     apply under different markers (deep in the graph), fork on those
@@ -159,10 +162,26 @@ def _solve(
             raise
         out: list[tuple[DNF, Resolution]] = []
         for sub in regions:
-            inner = narrowed.simplify(and_(region, sub))  # type: ignore[arg-type]
-            out += _solve(inner, excluded, parsed, universe, client, python, options, depth + 1)
+            # Regions are simplified in the whole universe: within the
+            # narrowed one, the region's own bounds would read as always true.
+            inner = universe.simplify(and_(region, sub))  # type: ignore[arg-type]
+            out += _solve(
+                inner, excluded, parsed, universe, client, python, options, depth + 1, splits
+            )
         return out
-    return [(region, resolution)]
+    bound = resolution.python_bound
+    if bound is None or splits >= _MAX_PYTHON_SPLITS:
+        return [(region, resolution)]
+    if bound.endswith(".0"):
+        bound = bound[:-2]  # "3.10", as uv writes it
+    # Newer releases need a newer Python: this resolution serves below the
+    # bound; above it, resolve again (as uv forks on requires-python).
+    below = universe.simplify(and_(region, to_dnf(f'python_full_version < "{bound}"')))
+    above = universe.simplify(and_(region, to_dnf(f'python_full_version >= "{bound}"')))
+    if not universe.possible(above):
+        return [(region, resolution)]
+    upper = _solve(above, excluded, parsed, universe, client, python, options, depth, splits + 1)
+    return [(below, resolution), *upper]
 
 
 def _forks(parsed: Sequence[tuple[Requirement, DNF]], universe: Universe) -> list[DNF]:
