@@ -6,6 +6,7 @@ loopback index that logs every request. After one cold run of each
 selection, it prints medians of ``--runs`` samples of:
 
 1. ``cpk run python -c pass``, warm (the default selection);
+0. the environment's own ``.venv/bin/python -c pass``, for scale;
 2. ``cpk run --group a|b python -c pass``, alternating groups (each
    selection is remembered by the run memo, so this is the hot path);
 3. the same with the run memo removed before each sample: the full path
@@ -85,19 +86,23 @@ def main() -> None:
                 timed(run(*flags), project, env)  # cold: lock, fetch, view, memo
             lock = project / "pylock.toml"
             stamp = (lock.read_bytes(), lock.stat().st_mtime_ns)
-            warm, switch, missed, noop = [], [], [], []
+            warm, switch, missed, noop, bare = [], [], [], [], []
+            venv_python = [str(project / ".venv" / "bin" / "python"), "-c", "pass"]
             memo = work / "cache" / "run-memo"
             index.clear_log()
-            for i in range(args.runs):
+            for i in range(args.runs):  # every selection remembered by its memo
+                bare.append(timed(venv_python, project, env))
                 warm.append(timed(run(), project, env))
                 switch.append(timed(run("--group", "ab"[i % 2]), project, env))
+            for i in range(args.runs):  # no memo: the full path, without resolving
                 shutil.rmtree(memo, ignore_errors=True)
                 missed.append(timed(run("--group", "ab"[i % 2]), project, env))
                 noop.append(timed([*cpk, "lock", "--index-url", index.url], project, env))
             requests = [p for p in index.paths()]
             assert (lock.read_bytes(), lock.stat().st_mtime_ns) == stamp, "the lock changed"
-    w, s, m, n = (statistics.median(x) * 1000 for x in (warm, switch, missed, noop))
+    w, s, m, n, b = (statistics.median(x) * 1000 for x in (warm, switch, missed, noop, bare))
     print(f"{3 * args.packages} packages locked ({args.packages} base, 2 groups), {args.runs} runs")
+    print(f"`.venv/bin/python -c pass` (no cpk)       {b:8.1f} ms")
     print(f"warm `cpk run python -c pass`             {w:8.1f} ms")
     print(f"`cpk run --group a|b` (memo)              {s:8.1f} ms   {s / w:5.2f}x")
     print(f"`cpk run --group a|b` (no memo, no lock)  {m:8.1f} ms   {m / w:5.2f}x")

@@ -430,3 +430,15 @@ def test_newer_releases_for_newer_pythons(tmp_path: Path, index: LocalIndex) -> 
     assert [p.get("marker") for p in data["packages"] if p["name"] == "base-dep"] == [None]
     proc = cpk(index, root, "run", "python", "-c", "import newlib; print(newlib.__version__)")
     assert proc.returncode == 0 and proc.stdout.strip() == "2.0", proc.stderr
+
+
+def test_a_dependency_that_drops_the_oldest_python_is_one_line(
+    tmp_path: Path, index: LocalIndex
+) -> None:
+    newer = make_wheel(Path(index.root), "modern", "1.0", requires_python=">=3.12")
+    index.set_requires_python(newer.name, ">=3.12")
+    root = project(tmp_path, PYPROJECT.replace('"base-dep",', '"base-dep", "modern",'))
+    proc = cpk(index, root, "lock")
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert "requires Python >=3.12, but the lock must serve Python 3.9" in proc.stderr

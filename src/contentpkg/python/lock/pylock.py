@@ -651,8 +651,9 @@ def _render_universal(
     packages = []
     for pin in sorted(pins, key=lambda p: (canonical_name(p.name), p.version)):
         name = canonical_name(pin.name)
-        by_name = {name: pin, **{d: pin for d in names}}
-        package = _render_package(path, base, pin, by_name, dirs.get(name), every_file=True)
+        # Every name the lock holds may be depended on.
+        locked = dict.fromkeys(names, pin)
+        package = _render_package(path, base, pin, locked, dirs.get(name), every_file=True)
         marker = render(pin.marker) if pin.marker else None
         ordered: dict[str, Any] = {}
         for key, value in package.items():

@@ -765,6 +765,12 @@ class _Explainer:
         live = [f for f in files if f.yanked is None]
         if not any(_requires_python_ok(f.requires_python, p.target) for f in live):
             spec = next(f.requires_python for f in live if f.requires_python)
+            if p.universe is not None:
+                # A universal lock serves the project's whole range.
+                return (
+                    f"requires Python {spec}, but the lock must serve Python {p.target} "
+                    f"(requires-python {p.universe.requires_python or 'not set'})"
+                )
             return f"requires Python {spec} (target is {p.target})"
         if not p.usable_files(name, version, yanked_ok=False):
             return "has no wheel for the target interpreter and no sdist"
