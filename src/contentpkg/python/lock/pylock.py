@@ -350,7 +350,17 @@ def _parse_lock(path: Path, data: dict[str, Any]) -> Lock:
         environments=tuple(environments) if isinstance(environments, list) else (),
         python_version=cpk.get("python"),
         lock_version=version,
-        universal=cpk.get("universal") is True,
+        # Ours say so; another tool's (uv's export) is read as universal when
+        # it has what only a universal lock needs: markers, extras, groups.
+        universal=cpk.get("universal") is True
+        or (
+            not isinstance(fingerprint, str)
+            and (
+                "extras" in data
+                or "dependency-groups" in data
+                or any(isinstance(p, dict) and "marker" in p for p in packages)
+            )
+        ),
         extras=_names(data.get("extras")),
         dependency_groups=_names(data.get("dependency-groups")),
         default_groups=_names(data.get("default-groups")),
