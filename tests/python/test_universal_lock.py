@@ -368,6 +368,15 @@ def test_environments_narrow_the_lock(tmp_path: Path, index: LocalIndex) -> None
     data = tomllib.loads((root / "pylock.toml").read_text())
     assert data["environments"] == ["sys_platform == 'linux'"]
     assert "winonly" not in {p["name"] for p in data["packages"]}
+    # An interpreter outside the environments: one line, also with --frozen.
+    root = project(
+        tmp_path, PYPROJECT + "\n[tool.uv]\nenvironments = [\"sys_platform == 'win32'\"]\n"
+    )
+    for flags in ((), ("--frozen",)):
+        proc = cpk(index, root, "run", *flags, "python", "-c", "pass")
+        assert proc.returncode != 0
+        assert "which exclude" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_required_environments_need_wheels(tmp_path: Path, index: LocalIndex) -> None:

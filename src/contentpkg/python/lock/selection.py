@@ -170,9 +170,14 @@ def _check_covers(lock: Lock, python: Any) -> None:
     if lock.environments and not any(
         _holds(marker, dict(python.markers), lock) for marker in lock.environments
     ):
-        what = "its environments" if lock.universal else "another interpreter"
+        shown = "; ".join(lock.environments)
+        if lock.universal:
+            raise LockMismatchError(
+                f"{lock.path}: locked for the environments {shown}, which exclude "
+                f"{python.executable} ({version}); widen the project's environments"
+            )
         raise LockMismatchError(
-            f"{lock.path}: locked for {what} ({'; '.join(lock.environments)}), not "
+            f"{lock.path}: locked for another interpreter ({shown}), not "
             f"{python.executable} ({version}); re-lock with `cpk lock`"
         )
 
