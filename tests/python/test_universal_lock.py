@@ -451,3 +451,27 @@ def test_a_dependency_that_drops_the_oldest_python_is_one_line(
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert "requires Python >=3.12, but the lock must serve Python 3.9" in proc.stderr
+
+
+def test_a_selection_seen_before_is_decided_without_packaging(
+    tmp_path: Path, index: LocalIndex
+) -> None:
+    """Without a memo (another command, a touched file), a selection made
+    before is read from the cache: no marker is parsed, packaging not loaded."""
+    import sys
+
+    root = project(tmp_path)
+    assert cpk(index, root, "run", "--group", "docs", "python", "-c", "pass").returncode == 0
+    shutil.rmtree(Path(os.environ["CPK_CACHE_DIR"]) / "run-memo")
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "contentpkg", "run", "--index-url", index.url,
+         "--group", "docs", "python", "-c", IMPORTS],
+        cwd=root, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "contentpkg.python.run.plan" in proc.stderr  # the full path was taken
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    assert not {m for m in loaded if m.split(".")[0] == "packaging"}
+    assert set(proc.stdout.split()) == {
+        "base_dep", "shared", "devtool", "docgen", "docextra", "xhelper",
+    }  # fmt: skip

@@ -190,6 +190,7 @@ class Lock:
         "created_by",
         "default_groups",
         "dependency_groups",
+        "digest",
         "environments",
         "extras",
         "fingerprint",
@@ -219,6 +220,9 @@ class Lock:
         conflicts: tuple[tuple[str, ...], ...] = (),
     ) -> None:
         self.path = path
+        #: sha256 of the file's bytes when read through the parse cache
+        #: (what the selection cache is keyed by); None otherwise.
+        self.digest: str | None = None
         #: Sets of "extra:NAME"/"group:NAME" that must not be selected together.
         self.conflicts = conflicts
         #: Written for every environment and selection (see the module's doc).
@@ -293,7 +297,9 @@ def _read_lock(path: Path, *, cache_dir: Path | None = None) -> Lock:
             write_cache(cached, marshal.dumps(data))  # failing only costs speed
         except ValueError:
             pass  # a value marshal cannot hold: no cache for this lock
-    return _parse_lock(path, data)
+    lock = _parse_lock(path, data)
+    lock.digest = key
+    return lock
 
 
 def _decode(path: Path, blob: bytes) -> dict[str, Any]:

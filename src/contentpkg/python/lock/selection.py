@@ -12,7 +12,9 @@ tags is chosen, else the sdist. A single-environment lock (a script's, a
 clear line rather than a silent mismatch.
 
 Standard library at import time: ``packaging`` is imported only when a
-marker or a specifier must be evaluated.
+marker or a specifier must be evaluated, and the outcome is kept in the
+cache (keyed by the lock's bytes, the interpreter and the selection), so a
+selection seen before costs no import and no evaluation.
 """
 
 from __future__ import annotations
@@ -92,15 +94,30 @@ def is_default(chosen: Chosen, default_groups: tuple[str, ...]) -> bool:
     )
 
 
-def select(lock: Lock, python: Any, chosen: Chosen | None = None) -> Lock:
+def select(lock: Lock, python: Any, chosen: Chosen | None = None, *, cache_dir: Any = None) -> Lock:
     """The lock narrowed to what installs here: the packages whose markers
     hold for python (an ``InterpreterInfo``) and ``chosen``, each with the
     file to install set. One :class:`LockMismatchError` line when the lock
-    does not cover python or a selected package has no file for it."""
+    does not cover python or a selected package has no file for it.
+    ``cache_dir`` keeps the outcome for the next identical selection."""
+    if lock.universal:
+        chosen = chosen or Chosen(frozenset(), frozenset(lock.default_groups), False)
+    cached = _cache_path(lock, python, chosen, cache_dir)
+    if cached is not None:
+        picked = _cached(cached, lock)
+        if picked is not None:
+            return picked
+    narrowed = _select(lock, python, chosen)
+    if cached is not None:
+        _remember(cached, lock, narrowed)
+    return narrowed
+
+
+def _select(lock: Lock, python: Any, chosen: Chosen | None) -> Lock:
     _check_covers(lock, python)
     if not lock.universal:
         return lock
-    chosen = chosen or Chosen(frozenset(), frozenset(lock.default_groups), False)
+    assert chosen is not None
     for members in lock.conflicts:
         picked = [
             m
@@ -131,6 +148,10 @@ def select(lock: Lock, python: Any, chosen: Chosen | None = None) -> Lock:
             )
         seen[package.name] = package
         kept.append(_with_file(lock, package, ranks, python))
+    return _narrowed(lock, kept)
+
+
+def _narrowed(lock: Lock, kept: list[LockedPackage]) -> Lock:
     narrowed = Lock(
         lock.path,
         kept,
@@ -147,6 +168,85 @@ def select(lock: Lock, python: Any, chosen: Chosen | None = None) -> Lock:
         conflicts=lock.conflicts,
     )
     return narrowed
+
+
+_CACHE_FORMAT = "1"
+
+
+def _cache_path(lock: Lock, python: Any, chosen: Chosen | None, cache_dir: Any) -> Any:
+    """Where the outcome of this selection is kept (None: not cached)."""
+    if cache_dir is None or lock.digest is None:
+        return None
+    import hashlib
+    import os
+
+    from contentpkg.context import Bucket
+
+    parts = [
+        _CACHE_FORMAT,
+        lock.digest,
+        os.fspath(lock.path),
+        python.executable,
+        python.version,
+        repr(sorted(python.markers.items())),
+        "\n".join(python.tags),
+    ]
+    if chosen is not None:
+        parts += [repr(sorted(chosen.extras)), repr(sorted(chosen.groups)), str(chosen.only_groups)]
+    key = hashlib.sha256("\0".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
+    return os.path.join(cache_dir, Bucket.PARSED_LOCKS.value, f"{key}.selection.marshal")
+
+
+def _cached(path: Any, lock: Lock) -> Lock | None:
+    """The selection kept at path, or None (missing, or not for this lock)."""
+    import marshal
+
+    try:
+        with open(path, "rb") as f:
+            picked = marshal.load(f)
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+    if not isinstance(picked, list):
+        return None
+    if not lock.universal:
+        return lock  # covered: a single-environment lock is used whole
+    kept = []
+    for index, filename in picked:
+        if not 0 <= index < len(lock.packages):
+            return None
+        package = lock.packages[index]
+        if filename is None:
+            kept.append(package)
+            continue
+        file = next(
+            (f for f in (*package.wheels, package.sdist) if f and f.filename == filename), None
+        )
+        if file is None:
+            return None
+        kept.append(_copy_with(package, file))
+    return _narrowed(lock, kept)
+
+
+def _remember(path: Any, lock: Lock, narrowed: Lock) -> None:
+    import marshal
+
+    from contentpkg.fs import write_cache
+
+    where = {id(p): i for i, p in enumerate(lock.packages)}
+    picked = []
+    for package in narrowed.packages:
+        index = where.get(id(package))
+        if index is None:  # a copy with its file chosen: find the original
+            index = next(
+                i
+                for i, p in enumerate(lock.packages)
+                if p.name == package.name and p.version == package.version
+            )
+        filename = package.file.filename if package.file is not None else None
+        if lock.packages[index].file is not None or package.directory is not None:
+            filename = None
+        picked.append((index, filename))
+    write_cache(path, marshal.dumps(picked))  # failing only costs speed
 
 
 def _check_covers(lock: Lock, python: Any) -> None:
@@ -207,10 +307,14 @@ def _with_file(lock: Lock, package: LockedPackage, ranks: dict[str, int], python
             f"{lock.path}: {package.name} {package.version} has no wheel for "
             f"{python.executable} ({python.version}) and no sdist"
         )
+    return _copy_with(package, chosen)
+
+
+def _copy_with(package: LockedPackage, file: LockedFile) -> LockedPackage:
     copy = LockedPackage.__new__(LockedPackage)
     for slot in LockedPackage.__slots__:
         setattr(copy, slot, getattr(package, slot))
-    copy.file = chosen
+    copy.file = file
     return copy
 
 

@@ -186,7 +186,9 @@ def _ready(plan: RunPlan) -> Prepared | None:
     inputs = plan.inputs
     if lock is None or inputs is None or plan.request.with_requirements:
         return None
-    lock = select(lock, plan.python, plan.options.chosen(lock))
+    lock = select(
+        lock, plan.python, plan.options.chosen(lock), cache_dir=plan.options.ctx.cache_dir
+    )
     store = plan.store
     entries = entries_of(store, lock)
     if entries is None:
@@ -228,7 +230,9 @@ def _make(plan: RunPlan) -> Prepared:
                 _, lock = relock(session, plan.run_inputs, plan.env_lock, base=lock)
             assert lock is not None
             # What this interpreter and the selection install from the lock.
-            lock = select(lock, plan.python, plan.options.chosen(lock))
+            lock = select(
+                lock, plan.python, plan.options.chosen(lock), cache_dir=plan.options.ctx.cache_dir
+            )
             items = session.materialize_lock(lock)
             entries = [(item.name, item.entry) for item in items]
             link_venv = not plan.derived and plan.options.default_selection

@@ -512,7 +512,7 @@ def sync_project(options: Options, *, frozen: bool = False, locked: bool = False
             path, fingerprint, cache_dir=session.cache_dir, frozen=frozen, locked=locked
         )
         lock_outcome, lock = current_project_lock(session, inputs, state, frozen=frozen)
-        lock = select(lock, session.python, options.chosen(lock))
+        lock = select(lock, session.python, options.chosen(lock), cache_dir=session.cache_dir)
         store = session.store
         store.ensure()
         with collector_lock(store.user.root):
