@@ -71,7 +71,11 @@ def main() -> None:
             f"dependencies = [{listed}]\n\n[dependency-groups]\n{groups}\n"
         )
         env = dict(os.environ)
+        # cpk's own modules compiled once, as an installed cpk has them (its
+        # bytecode goes to a private prefix: the checkout stays clean).
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         env.update(
+            PYTHONPYCACHEPREFIX=str(work / "pycache"),
             PYTHONPATH=str(HERE / "src"),
             CPK_HOME=str(work / "home"),
             CPK_CACHE_DIR=str(work / "cache"),

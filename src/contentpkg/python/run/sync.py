@@ -17,10 +17,9 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contentpkg.errors import CpkError, NotFoundError
-from contentpkg.python.index.client import IndexClient
 from contentpkg.python.index.dists import DistFile, Pin, Resolution
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
 from contentpkg.python.lock import (
@@ -48,6 +47,11 @@ from contentpkg.python.run.lockstate import (
 from contentpkg.python.run.options import Options, index_places, selection_arguments
 from contentpkg.store import Entry, Store
 from contentpkg.store.locks import collector_lock
+
+if TYPE_CHECKING:
+    # Imported where a client is made: its HTTP stack is most of what a
+    # no-op `cpk lock` would otherwise load.
+    from contentpkg.python.index.client import IndexClient
 
 #: Build requirements may themselves come as sdists needing builds; a chain
 #: deeper than this is a cycle (setuptools needing setuptools from source).
@@ -128,6 +132,8 @@ class Session:
     def client(self) -> IndexClient:
         if self._client is None:
             indexes, links = self.settings
+            from contentpkg.python.index.client import IndexClient
+
             self._client = IndexClient(
                 indexes,
                 links,
