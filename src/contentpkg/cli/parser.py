@@ -225,7 +225,7 @@ def _add_python_commands(commands: Any) -> None:
     p.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 when the lock is out of date"
     )
-    _add_selection_options(p)
+    # No --extra/--group: the lock holds every extra and group (as `uv lock`).
     p.set_defaults(func=cmd_lock)
 
     p = commands.add_parser(
