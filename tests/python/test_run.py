@@ -501,7 +501,9 @@ def test_a_header_added_to_a_script_is_noticed(tmp_path: Path, index: LocalIndex
     assert proc.stdout.strip() == "['gamma']"
 
 
-def test_a_project_appearing_under_a_with_run_is_noticed(tmp_path: Path, index: LocalIndex) -> None:
+def test_a_project_appearing_under_a_with_run_is_noticed(
+    tmp_path: Path, index: LocalIndex
+) -> None:
     where = tmp_path / "bare"
     where.mkdir()
     for _ in range(2):

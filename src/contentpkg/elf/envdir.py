@@ -562,7 +562,9 @@ class LinkedTool:
 
     @classmethod
     def of(cls, tool: Tool) -> LinkedTool:
-        return cls(tool.requirement, tool.name, tool.view, tuple(tool.scripts), tuple(tool.entries))
+        return cls(
+            tool.requirement, tool.name, tool.view, tuple(tool.scripts), tuple(tool.entries)
+        )
 
     def row(self) -> dict[str, Any]:
         return {
