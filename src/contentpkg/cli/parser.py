@@ -499,3 +499,4 @@ def _add_path_commands(commands: Any) -> None:
 def usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
     return 2
+
