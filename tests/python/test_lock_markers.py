@@ -47,6 +47,9 @@ def test_simplify_drops_what_the_range_decides() -> None:
     assert universe.simplify(both) == TRUE
     machine = to_dnf('platform_machine == "armv7l"')
     assert universe.simplify(machine) == machine
+    # The samples are CPython: a PyPy-only dependency is kept for PyPy.
+    pypy = to_dnf('implementation_name == "pypy"')
+    assert universe.possible(pypy) and universe.simplify(pypy) == pypy
 
 
 def test_propagation_through_a_cycle_and_two_paths() -> None:

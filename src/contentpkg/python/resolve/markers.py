@@ -39,17 +39,11 @@ DNF = frozenset[Conj]
 TRUE: DNF = frozenset({frozenset()})
 FALSE: DNF = frozenset()
 
-#: Variables the sample environments cover exhaustively.
+#: Variables the sample environments cover exhaustively. Not the
+#: implementation: the samples are CPython, and a PyPy-only dependency must
+#: stay in the lock for PyPy.
 _SAMPLED = frozenset(
-    {
-        "python_version",
-        "python_full_version",
-        "sys_platform",
-        "platform_system",
-        "os_name",
-        "implementation_name",
-        "platform_python_implementation",
-    }
+    {"python_version", "python_full_version", "sys_platform", "platform_system", "os_name"}
 )
 _PYTHON_ONLY = frozenset({"python_version", "python_full_version"})
 _NEGATED = {
