@@ -245,15 +245,39 @@ class LockedWheel:
 
 
 def locked_wheels(lock_path: Path) -> list[LockedWheel]:
-    """The wheel file of each package in cpk's pylock.toml."""
+    """The wheel file of each package cpk's pylock.toml installs here.
+
+    The lock is universal: a package applies where its marker holds (for
+    this interpreter and the default groups), and its wheel is the best one
+    for this interpreter's tags.
+    """
+    from packaging.markers import Marker, default_environment
+    from packaging.tags import sys_tags
+    from packaging.utils import parse_wheel_filename
+
     data = tomllib.loads(lock_path.read_text())
+    env = {
+        **default_environment(),
+        "extras": frozenset(),
+        "dependency_groups": frozenset(data.get("default-groups") or ()),
+    }
+    ranks = {str(tag): i for i, tag in enumerate(sys_tags())}
+
+    def rank(wheel: dict) -> int:
+        tags = parse_wheel_filename(wheel["name"])[3]
+        return min((ranks.get(str(t), len(ranks)) for t in tags), default=len(ranks))
+
     found = []
     for package in data.get("packages", []):
+        marker = package.get("marker")
+        if marker and not Marker(marker).evaluate(env, context="lock_file"):
+            continue
         wheels = package.get("wheels") or []
         chosen = (package.get("tool") or {}).get("cpk", {}).get("file")
         wheel = next((w for w in wheels if w.get("name") == chosen), None)
-        if wheel is None and len(wheels) == 1:
-            wheel = wheels[0]
+        usable = [w for w in wheels if w.get("name") and rank(w) < len(ranks)]
+        if wheel is None and usable:
+            wheel = min(usable, key=rank)
         if wheel is None:
             raise BenchError(f"{lock_path}: no single wheel for {package['name']}")
         path = wheel.get("path")

@@ -171,3 +171,8 @@ def write_failed(exc: OSError, path: object, operation: str) -> WriteFailedError
         operation=operation,
         errno=exc.errno or 0,
     )
+
+
+class LockMismatchError(CpkError):
+    """A lock that does not cover the running interpreter or the selection:
+    another Python version or platform, or no file for a selected package."""

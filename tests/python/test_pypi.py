@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.markers import Marker, default_environment
 from support.cli import run_cpk
 
 pytestmark = pytest.mark.network
@@ -31,7 +32,28 @@ def test_lock_and_sync_match_uv(tmp_path: Path) -> None:
     )
     run_cpk("lock", cwd=project, check=True)
     lock = tomllib.loads((project / "pylock.toml").read_text())
-    ours = {(p["name"], p["version"]) for p in lock["packages"]}
+    # The universal lock: as uv locks the same project (every Python from
+    # this one up, every platform), version for version.
+    universal = {(p["name"], p["version"]) for p in lock["packages"]}
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    shutil.copy(project / "pyproject.toml", twin / "pyproject.toml")
+    subprocess.run(
+        [uv, "export", "--quiet", "--format", "pylock.toml", "-o", "pylock.toml",
+         "--python", sys.executable],
+        cwd=twin, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    exported = tomllib.loads((twin / "pylock.toml").read_text())
+    assert universal == {
+        (p["name"], p["version"]) for p in exported["packages"] if p["name"] != "app"
+    }
+    # What installs here: the packages whose markers hold for this interpreter.
+    env = {**default_environment(), "extras": frozenset(), "dependency_groups": frozenset()}
+    ours = {
+        (p["name"], p["version"])
+        for p in lock["packages"]
+        if "marker" not in p or Marker(p["marker"]).evaluate(env, context="lock_file")
+    }
 
     (tmp_path / "req.in").write_text("\n".join(DEPENDENCIES) + "\n")
     out = subprocess.run(

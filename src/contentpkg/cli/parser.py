@@ -96,6 +96,20 @@ def _add_project_build_options(p: argparse.ArgumentParser) -> None:
 def _add_selection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extra", metavar="NAME", action="append", help="include an extra")
     p.add_argument("--group", metavar="NAME", action="append", help="include a dependency group")
+    p.add_argument("--all-extras", action="store_true", help="include every extra")
+    p.add_argument("--all-groups", action="store_true", help="include every dependency group")
+    p.add_argument(
+        "--no-default-groups",
+        action="store_true",
+        help="leave out the default groups (dev, or [tool.uv]/[tool.cpk] default-groups)",
+    )
+    p.add_argument(
+        "--only-group",
+        metavar="NAME",
+        action="append",
+        help="install only this dependency group, without the project's dependencies",
+    )
+    p.add_argument("--no-dev", action="store_true", help="leave out the dev group")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,7 +278,7 @@ def _add_python_commands(commands: Any) -> None:
     p.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 when the lock is out of date"
     )
-    _add_selection_options(p)
+    # No --extra/--group: the lock holds every extra and group (as `uv lock`).
     p.set_defaults(func=cmd_lock)
 
     p = commands.add_parser(

@@ -40,6 +40,11 @@ def python_options(args: argparse.Namespace) -> Options:
         groups=tuple(getattr(args, "group", None) or ()),
         no_editable=bool(getattr(args, "no_editable", False)),
         strict_command=bool(getattr(args, "strict_command", False)),
+        all_extras=bool(getattr(args, "all_extras", False)),
+        all_groups=bool(getattr(args, "all_groups", False)),
+        no_default_groups=bool(getattr(args, "no_default_groups", False)),
+        only_groups=tuple(getattr(args, "only_group", None) or ()),
+        no_dev=bool(getattr(args, "no_dev", False)),
         # Bars start on first use: a run that makes nothing never imports rich.
         reporter=command_reporter(args.ctx),
     )

@@ -204,7 +204,7 @@ def parse_metadata(data: bytes, shown: str) -> CoreMetadata:
 _EXTRA_CLAUSE = re.compile(r"""extra\s*==\s*(['"])([^'"]+)\1""")
 
 
-def _split_extra(req: str) -> tuple[str, str | None]:
+def split_extra(req: str) -> tuple[str, str | None]:
     """(the requirement without its ``extra == "x"`` clause, x or None).
 
     Backends write the extra as one ``and``-ed clause (``... ; python_version
@@ -238,7 +238,7 @@ def complete_inputs(inputs: ProjectInputs, meta: CoreMetadata) -> ProjectInputs:
     base: list[str] = []
     by_extra: dict[str, list[str]] = {}
     for req in meta.requires_dist:
-        plain, extra = _split_extra(req)
+        plain, extra = split_extra(req)
         if extra is None:
             base.append(req)
         else:

@@ -70,6 +70,12 @@ class Pin:
     #: A direct reference's PEP 751 table, ("vcs" | "archive", table): the
     #: lock writes it instead of index files (see ``resolve/direct.py``).
     direct: tuple[str, dict[str, Any]] | None = field(default=None, compare=False)
+    #: In a universal resolution: where the pin is needed, as a marker in
+    #: disjunctive normal form (a frozenset of frozensets of comparisons;
+    #: see :mod:`contentpkg.python.resolve.markers`), and where the
+    #: dependency groups alone need it. None outside universal resolutions.
+    marker: frozenset | None = field(default=None, compare=False)
+    group_marker: frozenset | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -80,3 +86,21 @@ class Resolution:
     requirements: list[Requirement]  # the roots, as given
     python_version: str  # target interpreter's full version, e.g. "3.11.7"
     markers: dict[str, str] = field(default_factory=dict)  # target's marker environment
+    #: A universal resolution serves every environment of the project's
+    #: ``requires-python`` (narrowed by ``environments``) instead of one
+    #: interpreter; its pins carry markers and may name a project twice.
+    universal: bool = False
+    requires_python: str | None = None
+    environments: tuple[str, ...] = ()
+    #: The extras, dependency groups and default groups a universal lock holds.
+    extras: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    default_groups: tuple[str, ...] = ()
+    #: Sets of ("extra"|"group", name) declared conflicting: resolved apart,
+    #: never installed together.
+    conflicts: tuple[tuple[tuple[str, str], ...], ...] = ()
+    #: In a universal resolution: the lowest Python above the universe's
+    #: lowest for which a newer version of some pin exists (its
+    #: requires-python excluded it here); resolving apart from there up
+    #: gets the newer versions, as uv forks on requires-python.
+    python_bound: str | None = None

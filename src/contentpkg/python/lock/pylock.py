@@ -1,11 +1,22 @@
 """The PEP 751 lock file, ``pylock.toml``: writing it reproducibly, reading it fast.
 
-A cpk lock is a single-environment lock: it records what the resolver chose
-for one target interpreter and platform (``environments`` says which), so no
-package carries a marker and every package is installed. What PEP 751 has no
-key for lives under ``[tool.cpk]``: the fingerprint of the inputs (to tell a
-stale lock without resolving) and, per package, the file chosen for the
-target, so ``cpk run`` needs no wheel-tag logic.
+A project's lock is *universal*: it holds every extra and dependency group
+(PEP 751 ``extras``, ``dependency-groups``, ``default-groups``), the
+project's whole ``requires-python`` range and Linux, macOS and Windows, as
+uv locks. Each package carries the PEP 751 ``marker`` under which it is
+installed (``"dev" in dependency_groups``, ``sys_platform == "win32"``...)
+and every wheel of its version plus the sdist, so any selection on any
+platform installs from it without resolving (:mod:`.selection` picks).
+
+The lock of a script, or of a ``--with`` run (kept in the cache), is a
+single-environment lock: what the resolver chose for one interpreter
+(``environments`` says which), no markers, and per package the file chosen
+in ``[packages.tool.cpk].file``. Locks of the previous format were all of
+this kind.
+
+What PEP 751 has no key for lives under ``[tool.cpk]``: the fingerprint of
+the inputs (to tell a stale lock without resolving), whether the lock is
+universal, and per package the marker for ``--only-group`` when it differs.
 
 Reading is on the hot path of ``cpk run`` (DESIGN.md invariant 6): this
 module imports only the standard library at import time, and the writer
@@ -102,6 +113,7 @@ class LockedPackage:
         "directory",
         "editable",
         "file",
+        "group_marker",
         "index",
         "marker",
         "name",
@@ -126,6 +138,7 @@ class LockedPackage:
         marker: str | None = None,
         directory: Path | None = None,
         editable: bool = False,
+        group_marker: str | bool | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -140,6 +153,9 @@ class LockedPackage:
         self.editable = editable
         #: The PEP 751 ``vcs`` table of a git dependency (its commit), else None.
         self.vcs: dict[str, Any] | None = None
+        #: Where ``--only-group`` installs it, when that differs from
+        #: ``marker``: a marker, or False for "never" (None: as ``marker``).
+        self.group_marker = group_marker
 
     @property
     def url(self) -> str | None:
@@ -173,14 +189,20 @@ class Lock:
     """
 
     __slots__ = (
+        "conflicts",
         "created_by",
+        "default_groups",
+        "dependency_groups",
+        "digest",
         "environments",
+        "extras",
         "fingerprint",
         "lock_version",
         "packages",
         "path",
         "python_version",
         "requires_python",
+        "universal",
     )
 
     def __init__(
@@ -194,8 +216,23 @@ class Lock:
         environments: tuple[str, ...] = (),
         python_version: str | None = None,
         lock_version: str = LOCK_VERSION,
+        universal: bool = False,
+        extras: tuple[str, ...] = (),
+        dependency_groups: tuple[str, ...] = (),
+        default_groups: tuple[str, ...] = (),
+        conflicts: tuple[tuple[str, ...], ...] = (),
     ) -> None:
         self.path = path
+        #: sha256 of the file's bytes when read through the parse cache
+        #: (what the selection cache is keyed by); None otherwise.
+        self.digest: str | None = None
+        #: Sets of "extra:NAME"/"group:NAME" that must not be selected together.
+        self.conflicts = conflicts
+        #: Written for every environment and selection (see the module's doc).
+        self.universal = universal
+        self.extras = extras
+        self.dependency_groups = dependency_groups
+        self.default_groups = default_groups
         self.lock_version = lock_version
         self.packages = packages
         self.fingerprint = fingerprint
@@ -263,7 +300,9 @@ def _read_lock(path: Path, *, cache_dir: Path | None = None) -> Lock:
             write_cache(cached, marshal.dumps(data))  # failing only costs speed
         except ValueError:
             pass  # a value marshal cannot hold: no cache for this lock
-    return _parse_lock(path, data)
+    lock = _parse_lock(path, data)
+    lock.digest = key
+    return lock
 
 
 def _decode(path: Path, blob: bytes) -> dict[str, Any]:
@@ -320,7 +359,32 @@ def _parse_lock(path: Path, data: dict[str, Any]) -> Lock:
         environments=tuple(environments) if isinstance(environments, list) else (),
         python_version=cpk.get("python"),
         lock_version=version,
+        # Ours say so; another tool's (uv's export) is read as universal when
+        # it has what only a universal lock needs: markers, extras, groups.
+        universal=cpk.get("universal") is True
+        or (
+            not isinstance(fingerprint, str)
+            and (
+                "extras" in data
+                or "dependency-groups" in data
+                or any(isinstance(p, dict) and "marker" in p for p in packages)
+            )
+        ),
+        extras=_names(data.get("extras")),
+        dependency_groups=_names(data.get("dependency-groups")),
+        default_groups=_names(data.get("default-groups")),
+        conflicts=tuple(
+            tuple(str(m) for m in members)
+            for members in cpk.get("conflicts") or ()
+            if isinstance(members, list)
+        ),
     )
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(canonical_name(v) for v in value if isinstance(v, str))
 
 
 def _parse_package(path: Path, base: str, entry: Any) -> LockedPackage:
@@ -378,6 +442,7 @@ def _parse_package(path: Path, base: str, entry: Any) -> LockedPackage:
         elif not wheels:
             chosen = sdist
 
+    group_marker = cpk.get("only-groups-marker") if isinstance(cpk, dict) else None
     dependencies: list[str] = []
     for dep in entry.get("dependencies") or ():
         dep_name = dep.get("name") if isinstance(dep, dict) else None
@@ -397,6 +462,7 @@ def _parse_package(path: Path, base: str, entry: Any) -> LockedPackage:
         marker=entry.get("marker"),
         directory=directory,
         editable=editable,
+        group_marker=group_marker if isinstance(group_marker, (str, bool)) else None,
     )
 
 
@@ -622,6 +688,8 @@ def render_lock(
     for name, pin in pins.items():
         if pin.directory is not None and name not in dirs:
             dirs[name] = (Path(pin.directory), False)
+    if resolution.universal:
+        return _render_universal(path, base, resolution, inputs_fingerprint, created_by, dirs)
     packages = [
         _render_package(path, base, pins[name], pins, dirs.get(name)) for name in sorted(pins)
     ]
@@ -644,6 +712,64 @@ def render_lock(
     return tomli_w.dumps(document)
 
 
+def _render_universal(
+    path: Path,
+    base: str,
+    resolution: Resolution,
+    inputs_fingerprint: str,
+    created_by: str,
+    dirs: Mapping[str, tuple[Path, bool]],
+) -> str:
+    """A universal lock (see the module's doc): markers, every file."""
+    import tomli_w
+
+    from contentpkg.python.resolve.markers import FALSE, render
+
+    pins = list(resolution.pins.values())
+    names = {canonical_name(pin.name) for pin in pins}
+    packages = []
+    for pin in sorted(pins, key=lambda p: (canonical_name(p.name), p.version)):
+        name = canonical_name(pin.name)
+        # Every name the lock holds may be depended on.
+        locked = dict.fromkeys(names, pin)
+        package = _render_package(path, base, pin, locked, dirs.get(name), every_file=True)
+        marker = render(pin.marker) if pin.marker else None
+        ordered: dict[str, Any] = {}
+        for key, value in package.items():
+            ordered[key] = value
+            # After the version (a directory has none: after the name).
+            if marker is not None and key == ("version" if "version" in package else "name"):
+                ordered["marker"] = marker
+        if pin.group_marker is not None and pin.group_marker != pin.marker:
+            only = False if pin.group_marker == FALSE else render(pin.group_marker)
+            ordered.setdefault("tool", {}).setdefault("cpk", {})["only-groups-marker"] = (
+                only if only is not None else True
+            )
+        packages.append(ordered)
+    document: dict[str, Any] = {"lock-version": LOCK_VERSION}
+    if resolution.environments:
+        document["environments"] = list(resolution.environments)
+    if resolution.requires_python:
+        document["requires-python"] = resolution.requires_python
+    for key, values in (
+        ("extras", resolution.extras),
+        ("dependency-groups", resolution.groups),
+        ("default-groups", resolution.default_groups),
+    ):
+        document[key] = sorted(values)
+    document["created-by"] = created_by
+    document["packages"] = packages
+    cpk: dict[str, Any] = {
+        "inputs-fingerprint": inputs_fingerprint,
+        "universal": True,
+        "requirements": sorted({str(r) for r in resolution.requirements}),
+    }
+    if resolution.conflicts:
+        cpk["conflicts"] = [[f"{k}:{n}" for k, n in members] for members in resolution.conflicts]
+    document["tool"] = {"cpk": cpk}
+    return tomli_w.dumps(document)
+
+
 def _environment_marker(resolution: Resolution) -> str:
     values = {k: v for k, v in resolution.markers.items() if k in _ENVIRONMENT_KEYS}
     values["python_full_version"] = resolution.python_version
@@ -661,6 +787,8 @@ def _render_package(
     pin: Pin,
     pins: Mapping[str, Pin],
     directory: tuple[Path, bool] | None,
+    *,
+    every_file: bool = False,
 ) -> dict[str, Any]:
     name = canonical_name(pin.name)
     where = f"{path}: package {name}"
@@ -701,7 +829,9 @@ def _render_package(
     if wheels:
         unique = {w.filename: w for w in reversed(wheels)}
         package["wheels"] = [_render_file(where, base, unique[n]) for n in sorted(unique)]
-    package["tool"] = {"cpk": {"file": chosen.filename}}
+    if not every_file:
+        # A universal lock's file is chosen where it is installed.
+        package["tool"] = {"cpk": {"file": chosen.filename}}
     return package
 
 

@@ -18,12 +18,15 @@ from contentpkg.python.project.tomlfile import strings, table
 
 _TOOL_KEYS = (
     "cache-keys",
+    "conflicts",
     "default-groups",
+    "environments",
     "extra-index-url",
     "find-links",
     "index-url",
     "no-index",
     "package",
+    "required-environments",
     "sources",
     "strict-command",
 )

@@ -315,3 +315,143 @@ def _self_reference(rest: str) -> tuple[list[str], str]:
 
 def _dedupe(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
+
+
+class Declared:
+    """Every requirement a ``pyproject.toml`` declares, by where it applies.
+
+    What a universal lock is made from: the project's own dependencies
+    (``base``), each extra's and each dependency group's requirements
+    (expanded, self-references included), and the groups selected by
+    default (``[tool.cpk] default-groups``, else ``[tool.uv]
+    default-groups``, else ``dev`` when declared). A plain class, like
+    :class:`~.models.Selection`: ``cpk run`` builds it before deciding
+    whether any work is needed.
+    """
+
+    __slots__ = (
+        "base",
+        "conflicts",
+        "default_groups",
+        "environments",
+        "extras",
+        "groups",
+        "required_environments",
+    )
+
+    def __init__(
+        self,
+        base: list[str],
+        extras: dict[str, list[str]],
+        groups: dict[str, list[str]],
+        default_groups: tuple[str, ...],
+        environments: tuple[str, ...] = (),
+        required_environments: tuple[str, ...] = (),
+        conflicts: tuple[tuple[tuple[str, str], ...], ...] = (),
+    ) -> None:
+        self.base = base
+        self.extras = extras
+        self.groups = groups
+        self.default_groups = default_groups
+        #: ``[tool.uv] environments``: the markers the lock is narrowed to.
+        self.environments = environments
+        #: ``required-environments``: markers every package needs a wheel for.
+        self.required_environments = required_environments
+        #: ``conflicts``: sets of ("extra"|"group", name) resolved apart.
+        self.conflicts = conflicts
+
+
+def declared_requirements(file: Path) -> Declared | None:
+    """Each extra's and group's requirements of ``file``, apart; None when the
+    file declares neither ``[project]`` nor ``[dependency-groups]`` (a
+    requirements file beside it is then the declaration)."""
+    file = file.absolute()
+    data = read_toml(file)
+    raw_project = data.get("project")
+    groups_table = data.get("dependency-groups")
+    if raw_project is None and groups_table is None:
+        return None
+    project = static_project(raw_project, file) if raw_project is not None else None
+    optional = project.optional_dependencies if project is not None else {}
+    self_name = canonical_name(project.name) if project is not None and project.name else None
+    base: list[str] = []
+    _Expander(file, self_name, optional).add(
+        project.dependencies if project is not None else [], "[project].dependencies", base
+    )
+    extras: dict[str, list[str]] = {}
+    for extra in sorted(optional):
+        extras[extra] = []
+        _Expander(file, self_name, optional).add_extra(extra, extras[extra])
+    names = _group_names(groups_table, file)
+    groups: dict[str, list[str]] = {}
+    for group in sorted(names):
+        groups[group] = []
+        _Expander(file, self_name, optional).add_group(group, groups_table, names, groups[group])
+    tool = table(data.get("tool"), file, "[tool]")
+    uv = table(tool.get("uv"), file, "[tool.uv]")
+    cpk = table(tool.get("cpk"), file, "[tool.cpk]")
+
+    def setting(key: str) -> tuple[Any, str]:
+        # [tool.cpk] wins where both speak.
+        if key in cpk:
+            return cpk[key], f"[tool.cpk].{key}"
+        return uv.get(key), f"[tool.uv].{key}"
+
+    configured, _ = setting("default-groups")
+    if configured is None:
+        defaults: tuple[str, ...] = ("dev",) if "dev" in names else ()
+    elif configured == "all":
+        defaults = tuple(sorted(names))
+    elif isinstance(configured, list) and all(isinstance(g, str) for g in configured):
+        defaults = _select(configured, names, file, "dependency group", "groups")
+    else:
+        raise CpkError(f'{file}: default-groups must be a list of group names or "all"')
+    return Declared(
+        _dedupe(base),
+        {k: _dedupe(v) for k, v in extras.items()},
+        {k: _dedupe(v) for k, v in groups.items()},
+        defaults,
+        _markers(*setting("environments"), file),
+        _markers(*setting("required-environments"), file),
+        _conflicts(*setting("conflicts"), file, set(extras), set(groups)),
+    )
+
+
+def _markers(value: Any, where: str, file: Path) -> tuple[str, ...]:
+    """A list of PEP 508 markers (``environments``); one string is a list of one."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise CpkError(f"{file}: {where} must be a list of markers")
+    return tuple(value)
+
+
+def _conflicts(
+    value: Any, where: str, file: Path, extras: set[str], groups: set[str]
+) -> tuple[tuple[tuple[str, str], ...], ...]:
+    """uv's ``conflicts``: sets of extras/groups that may resolve apart."""
+    if value is None:
+        return ()
+    shape = f'{file}: {where} must be a list of lists like [{{ extra = "a" }}, {{ extra = "b" }}]'
+    if not isinstance(value, list):
+        raise CpkError(shape)
+    found = []
+    for items in value:
+        if not isinstance(items, list):
+            raise CpkError(shape)
+        one = []
+        for item in items:
+            if not isinstance(item, dict):
+                raise CpkError(shape)
+            kind = "extra" if "extra" in item else "group" if "group" in item else None
+            if kind is None or not isinstance(item[kind], str):
+                raise CpkError(shape)
+            name = canonical_name(item[kind])
+            if name not in (extras if kind == "extra" else groups):
+                raise CpkError(f"{file}: {where} names {kind} {item[kind]!r}, not declared")
+            one.append((kind, name))
+        if len(one) > 1:
+            found.append(tuple(one))
+    return tuple(found)

@@ -46,6 +46,16 @@ from contentpkg.python.index.client import FileName, IndexClient, parse_filename
 from contentpkg.python.index.dists import DistFile, Pin, Resolution
 from contentpkg.python.interpreter import InterpreterInfo
 from contentpkg.python.project.pep621 import DYNAMIC_VERSION, read_static_project
+from contentpkg.python.resolve.markers import (
+    DNF,
+    FALSE,
+    TRUE,
+    Universe,
+    and_,
+    marker_variables,
+    propagate,
+    to_dnf,
+)
 
 if TYPE_CHECKING:
     from contentpkg.store import Store
@@ -251,6 +261,26 @@ def _rank_key(build: tuple[int, str] | tuple[()]) -> tuple[int, str]:
     return (-build[0], build[1]) if build else (1, "")
 
 
+def _for_universe(parsed: FileName, universe: Universe) -> bool:
+    """Whether a wheel serves some Python version of the universe (any platform)."""
+    assert parsed.tags is not None
+    minors = universe.minors
+    for tag in parsed.tags:
+        interpreter = tag.interpreter
+        if interpreter.startswith("py"):
+            if interpreter in ("py3", "py2.py3") or interpreter[2:] in minors:
+                return True
+            continue
+        digits = interpreter[2:]
+        if not digits.startswith("3"):
+            continue
+        if digits in minors or (
+            tag.abi == "abi3" and any(int(m[1:]) >= int(digits[1:] or 0) for m in minors)
+        ):
+            return True
+    return False
+
+
 @lru_cache(maxsize=4096)
 def _requires_python_ok(spec: str | None, target: Version) -> bool:
     # Cached: most files of a project repeat a handful of specifiers.
@@ -277,10 +307,19 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         local: Mapping[NormalizedName, Path] | None = None,
         overrides: Mapping[NormalizedName, list[Requirement]] | None = None,
         index_pins: Mapping[NormalizedName, str] | None = None,
+        universe: Universe | None = None,
     ) -> None:
         self.client = client
         self.python = python
-        self.target = Version(python.version)
+        #: Set for a universal lock: every environment it samples must be
+        #: served, so no marker is evaluated against the running interpreter.
+        self.universe = universe
+        # The version requires-python is checked against: for a universal
+        # lock the lowest the project supports (as uv checks).
+        self.target = universe.lowest if universe is not None else Version(python.version)
+        #: For a universal lock: each candidate's dependencies with the
+        #: marker under which they apply (extra substituted).
+        self.edges: dict[_Candidate, list[tuple[_Req, DNF]]] = {}
         self.env = dict(python.markers)
         self.ranks = python.tag_ranks
         self.prereleases = prereleases
@@ -346,6 +385,11 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
             found = self._usable[key] = self._usable_files(name, version, yanked_ok)
         return found
 
+    def _python_ok(self, spec: str | None) -> bool:
+        if self.universe is not None:
+            return self.universe.python_ok(spec)
+        return _requires_python_ok(spec, self.target)
+
     def _usable_files(self, name: str, version: Version, yanked_ok: bool) -> tuple[DistFile, ...]:
         entries = self.releases(name)[version]
         allowed = self.hashes.get(name)
@@ -354,7 +398,7 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         for file, parsed in entries:
             if file.yanked is not None and not yanked_ok:
                 continue
-            if not _requires_python_ok(file.requires_python, self.target):
+            if not self._python_ok(file.requires_python):
                 continue
             if allowed is not None and not any(
                 f"{algo}:{value}" in allowed for algo, value in file.hashes.items()
@@ -364,6 +408,10 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
                 sdists.append(file)
                 continue
             rank = min((self.ranks[t] for t in parsed.tags if t in self.ranks), default=None)
+            if rank is None and self.universe is not None and _for_universe(parsed, self.universe):
+                # Locked for the other platforms and versions; after the
+                # running interpreter's own, so metadata comes from one of those.
+                rank = len(self.ranks)
             if rank is not None:
                 wheels.append((rank, _rank_key(parsed.build), file))
         wheels.sort(key=lambda w: (w[0], w[1], w[2].filename))
@@ -434,7 +482,7 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
             except InvalidRequirement:
                 raise _Unusable(f"its metadata has an invalid requirement {line!r}") from None
         requires_python = raw.get("requires_python")
-        if not _requires_python_ok(requires_python, self.target):
+        if not self._python_ok(requires_python):
             raise _Unusable(f"requires Python {requires_python}")
         return _Metadata(tuple(requires), requires_python)
 
@@ -629,6 +677,11 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         if found is not None:
             return found
         meta = self.metadata(candidate.name, candidate.version, candidate.files)
+        if self.universe is not None:
+            deps = self._universal_dependencies(candidate, meta)
+            self.dependencies[candidate] = deps
+            self._prefetch(deps)
+            return deps
         base_env = {**self.env, "extra": ""}
         deps: list[_Req] = []
         if candidate.extra is not None:
@@ -648,33 +701,67 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
                 )
             if not applies:
                 continue
-            served = self.direct is not None and canonicalize_name(req.name) in self.direct.names
-            if req.url and canonicalize_name(req.name) not in self.local_paths and not served:
-                # With a local source for the name, the project's choice wins
-                # over where a dependency says it comes from (as uv's sources
-                # do); without one there is nowhere cpk could get it from.
-                hint = (
-                    f"; declare {req.name} in the project's [tool.cpk.sources]"
-                    if req.url.startswith("file:")
-                    # A project's own git/URL requirement serves the name
-                    # everywhere in the graph; a dependency's does not.
-                    else f"; require {req.name} @ {req.url} in the project itself"
-                )
-                raise CpkError(
-                    f"{candidate}: depends on {req.name} @ {req.url}; "
-                    f"direct URL dependencies are not supported{hint}"
-                )
-            replaced = override_requirement(req, self.overrides)
-            if replaced is not None:
-                deps.extend(r for ov in replaced for r in _expand(ov))
-                continue
-            expanded = _expand(req)
-            if candidate.extra is None and canonicalize_name(req.name) == candidate.name:
-                expanded = [r for r in expanded if r.extra is not None]  # a self-reference
-            deps.extend(expanded)
+            deps.extend(self._dependency(candidate, req))
         self.dependencies[candidate] = deps
         self._prefetch(deps)
         return deps
+
+    def _universal_dependencies(self, candidate: _Candidate, meta: _Metadata) -> list[_Req]:
+        """Every dependency that applies somewhere in the universe, with the
+        marker (``extra`` decided by the candidate) kept on its edge."""
+        assert self.universe is not None
+        deps: list[_Req] = []
+        edges: list[tuple[_Req, DNF]] = []
+        if candidate.extra is not None:
+            v = candidate.version
+            pin = _Req(candidate.name, None, SpecifierSet(f"=={v}"), f"{candidate.name}=={v}", v)
+            deps.append(pin)
+            edges.append((pin, TRUE))
+        for req in meta.requires_dist:
+            mentions_extra = req.marker is not None and "extra" in marker_variables(req.marker)
+            if (candidate.extra is None) == mentions_extra:
+                # The base adds what applies without an extra; each extra's
+                # candidate what its extra adds.
+                continue
+            try:
+                where = to_dnf(req.marker, candidate.extra or "")
+            except Exception as exc:  # packaging raises several types for bad markers
+                raise CpkError(
+                    f"{candidate}: cannot evaluate marker {str(req.marker)!r} ({exc})"
+                ) from None
+            if not self.universe.possible(where):
+                continue
+            found = self._dependency(candidate, req)
+            deps.extend(found)
+            edges.extend((r, where) for r in found)
+        self.edges[candidate] = edges
+        return deps
+
+    def _dependency(self, candidate: _Candidate, req: Requirement) -> list[_Req]:
+        """The requirements one dependency of candidate puts on the resolver."""
+        served = self.direct is not None and canonicalize_name(req.name) in self.direct.names
+        if req.url and canonicalize_name(req.name) not in self.local_paths and not served:
+            # With a local source for the name, the project's choice wins
+            # over where a dependency says it comes from (as uv's sources
+            # do); without one there is nowhere cpk could get it from.
+            hint = (
+                f"; declare {req.name} in the project's [tool.cpk.sources]"
+                if req.url.startswith("file:")
+                # A project's own git/URL requirement serves the name
+                # everywhere in the graph; a dependency's does not.
+                else f"; require {req.name} @ {req.url} in the project itself"
+            )
+            raise CpkError(
+                f"{candidate}: depends on {req.name} @ {req.url}; "
+                f"direct URL dependencies are not supported{hint}"
+            )
+        replaced = override_requirement(req, self.overrides)
+        if replaced is not None:
+            return [r for ov in replaced for r in _expand(ov)]
+        expanded = _expand(req)
+        if candidate.extra is None and canonicalize_name(req.name) == candidate.name:
+            expanded = [r for r in expanded if r.extra is not None]  # a self-reference
+        return expanded
 
     def _evaluate(self, marker: Marker, env: dict[str, str], candidate: _Candidate) -> bool:
         try:
@@ -712,9 +799,9 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
                 continue
             if parsed.version.is_prerelease or not req.specifier.contains(parsed.version):
                 continue
-            if not any(t in self.ranks for t in parsed.tags):
+            if self.universe is None and not any(t in self.ranks for t in parsed.tags):
                 continue
-            if not _requires_python_ok(file.requires_python, self.target):
+            if not self._python_ok(file.requires_python):
                 continue
             if best is None or parsed.version > best[0]:
                 best = (parsed.version, file)
@@ -747,6 +834,12 @@ class _Explainer:
         live = [f for f in files if f.yanked is None]
         if not any(_requires_python_ok(f.requires_python, p.target) for f in live):
             spec = next(f.requires_python for f in live if f.requires_python)
+            if p.universe is not None:
+                # A universal lock serves the project's whole range.
+                return (
+                    f"requires Python {spec}, but the lock must serve Python {p.target} "
+                    f"(requires-python {p.universe.requires_python or 'not set'})"
+                )
             return f"requires Python {spec} (target is {p.target})"
         if not p.usable_files(name, version, yanked_ok=False):
             return "has no wheel for the target interpreter and no sdist"
@@ -880,36 +973,6 @@ def override_requirement(
     return out
 
 
-def _add_root(
-    req: Requirement,
-    env: dict[str, str],
-    local: dict[NormalizedName, Path],
-    direct: Any,
-    roots: list[_Req],
-) -> None:
-    """One root requirement: a marker that excludes it drops it; a ``file:``
-    URL becomes a local source, a git or archive URL a direct one."""
-    try:
-        applies = req.marker is None or req.marker.evaluate(env)
-    except Exception as exc:
-        raise CpkError(f"{req}: cannot evaluate its marker ({exc})") from None
-    if not applies:
-        return
-    name = canonicalize_name(req.name)
-    if req.url and name not in local:
-        if direct is not None and direct.accepts(req.url):
-            direct.add(name, req.url)
-        else:
-            path = _file_url_path(req.url)
-            if path is None:
-                raise CpkError(
-                    f"{req}: a relative file: URL needs a project to be relative to "
-                    "(declare the checkout in [tool.cpk.sources])"
-                )
-            local[name] = path
-    roots.extend(_expand(req))
-
-
 def _parse(req: str | Requirement, what: str) -> Requirement:
     if isinstance(req, Requirement):
         return req
@@ -938,6 +1001,8 @@ def resolve(
     overrides: Iterable[str | Requirement] = (),
     index_pins: Mapping[str, str] | None = None,
     direct: Any = None,
+    universe: Universe | None = None,
+    conditions: Sequence[DNF] | None = None,
 ) -> Resolution:
     """Pin every package the requirements need on the target interpreter python.
 
@@ -972,6 +1037,12 @@ def resolve(
     ``index_pins`` (name -> index URL) ask only that index for those names.
     ``direct`` (a :class:`.direct.DirectSources`) serves root requirements
     with a git or archive URL; without it they are an error.
+    With ``universe`` the pins serve every environment it samples, not just
+    python (a universal lock): markers stay on the edges, each pin gets the
+    marker under which it is needed (``Pin.marker``, a DNF, with
+    ``conditions[i]`` the selection marker of ``requirements[i]``, e.g.
+    ``"dev" in dependency_groups``), and every file of a chosen version
+    serving some Python of the universe is kept, on any platform.
 
     The result is deterministic: the same inputs and index state give the
     same pins, and pins are sorted by name.
@@ -984,14 +1055,46 @@ def resolve(
         ov = _parse(item, "override")
         override_map.setdefault(canonicalize_name(ov.name), []).append(ov)
     roots: list[_Req] = []
-    for given in roots_given:
+    root_where: list[tuple[str, DNF, bool]] = []
+    for index, given in enumerate(roots_given):
         replaced = override_requirement(given, override_map)
         for req in replaced if replaced is not None else [given]:
-            _add_root(req, env, local, direct, roots)
+            where = TRUE
+            try:
+                if universe is not None:
+                    condition = conditions[index] if conditions is not None else TRUE
+                    where = and_(to_dnf(req.marker), condition)  # type: ignore[assignment]
+                    applies = universe.possible(where)
+                else:
+                    applies = req.marker is None or req.marker.evaluate(env)
+            except Exception as exc:
+                raise CpkError(f"{req}: cannot evaluate its marker ({exc})") from None
+            if not applies:
+                continue
+            name = canonicalize_name(req.name)
+            if req.url and name not in local:
+                if direct is not None and direct.accepts(req.url):
+                    direct.add(name, req.url)
+                else:
+                    path = _file_url_path(req.url)
+                    if path is None:
+                        raise CpkError(
+                            f"{req}: a relative file: URL needs a project to be relative to "
+                            "(declare the checkout in [tool.cpk.sources])"
+                        )
+                    local[name] = path
+            expanded = _expand(req)
+            roots.extend(expanded)
+            in_group = any("dependency_groups" in atom for conj in where for atom in conj)
+            root_where.extend((r.identifier, where, in_group) for r in expanded)
     constraint_specs: dict[NormalizedName, list[SpecifierSet]] = {}
     for item in constraints:
         req = _parse(item, "constraint")
-        if req.marker is None or req.marker.evaluate(env):
+        if universe is not None:
+            applies = universe.possible(to_dnf(req.marker))
+        else:
+            applies = req.marker is None or req.marker.evaluate(env)
+        if applies:
             constraint_specs.setdefault(canonicalize_name(req.name), []).append(req.specifier)
     preferred: dict[NormalizedName, Version] = {}
     if not upgrade:
@@ -1016,6 +1119,7 @@ def resolve(
         local=local,
         overrides=override_map,
         index_pins={canonicalize_name(n): u for n, u in (index_pins or {}).items()},
+        universe=universe,
     )
     for raw, (version, requires, requires_python) in (local_metadata or {}).items():
         # A checkout whose metadata its build backend gave (dynamic fields):
@@ -1036,13 +1140,98 @@ def resolve(
     try:
         result = resolver.resolve(roots, max_rounds=_MAX_ROUNDS)
     except ResolutionImpossible as exc:
-        raise _Explainer(provider).explain(exc.causes) from None
+        error = _Explainer(provider).explain(exc.causes)
+        if universe is not None:
+            # Where the conflicting requirements apply: a universal
+            # resolution may fork on them (see universal.py).
+            error.splits = _cause_markers(provider, exc.causes, roots, root_where)  # type: ignore[attr-defined]
+        raise error from None
     except ResolutionTooDeep:
         raise CpkError(
             f"resolution gave up after {_MAX_ROUNDS} rounds of backtracking",
             details=["narrow the requirements (or add constraints) and try again"],
         ) from None
-    return _resolution(provider, result.mapping, roots_given, python)
+    resolution = _resolution(provider, result.mapping, roots_given, python, root_where)
+    if universe is not None:
+        resolution.python_bound = _python_bound(provider, result.mapping)
+    return resolution
+
+
+def _python_bound(provider: _Provider, mapping: Mapping[str, _Candidate]) -> str | None:
+    """The lowest sampled Python above the universe's lowest that a newer
+    release of some pin supports while the lowest does not (None: none)."""
+    universe = provider.universe
+    assert universe is not None
+    higher = [Version(v) for v in universe.versions if Version(v) > universe.lowest]
+    higher = [v for v in higher if any(
+        universe.envs[i]["python_full_version"] == str(v) for i in universe.all
+    )]  # fmt: skip
+    if not higher:
+        return None
+    best: Version | None = None
+    for candidate in mapping.values():
+        if candidate.extra is not None or candidate.name in provider.local_paths:
+            continue
+        for version in provider.newest_first(candidate.name):
+            if version <= candidate.version:
+                break
+            if version.is_prerelease and not provider.prereleases:
+                continue
+            specs = {f.requires_python for f, _ in provider.releases(candidate.name)[version]}
+            for spec in specs:
+                if not spec or _requires_python_ok(spec, universe.lowest):
+                    continue
+                for v in higher:
+                    if (best is None or v < best) and _requires_python_ok(spec, v):
+                        best = v
+                        break
+    return str(best) if best is not None else None
+
+
+def _cause_markers(
+    provider: _Provider,
+    causes: Sequence[Any],
+    roots: list[_Req],
+    root_where: list[tuple[str, DNF, bool]],
+) -> list[DNF]:
+    """The distinct markers under which the conflicting requirements apply."""
+    found: list[DNF] = []
+    for cause in causes:
+        wheres: list[DNF] = []
+        if cause.parent is None:
+            wheres = [
+                w for r, (_, w, _) in zip(roots, root_where, strict=True) if r is cause.requirement
+            ]
+        else:
+            wheres = [w for r, w in provider.edges.get(cause.parent, ()) if r is cause.requirement]
+        for where in wheres:
+            env_only = frozenset(
+                frozenset(
+                    a for a in conj if " in extras" not in a and " in dependency_groups" not in a
+                )
+                for conj in where
+            )
+            if env_only != TRUE and env_only not in found:
+                found.append(env_only)
+    return found
+
+
+def _markers(
+    provider: _Provider,
+    mapping: Mapping[str, _Candidate],
+    root_where: list[tuple[str, DNF, bool]],
+) -> tuple[dict[str, DNF], dict[str, DNF]]:
+    """Each identifier's marker in a universal resolution: for every
+    selection, and for the dependency groups alone (``--only-group``)."""
+    assert provider.universe is not None
+    edges: dict[str, list[tuple[str, DNF]]] = {}
+    for candidate in mapping.values():
+        edges[candidate.identifier] = [
+            (req.identifier, where) for req, where in provider.edges.get(candidate, ())
+        ]
+    every = propagate([(i, w) for i, w, _ in root_where], edges, provider.universe)
+    groups = propagate([(i, w) for i, w, g in root_where if g], edges, provider.universe)
+    return every, groups
 
 
 def _resolution(
@@ -1050,7 +1239,12 @@ def _resolution(
     mapping: Mapping[str, _Candidate],
     roots: list[Requirement],
     python: InterpreterInfo,
+    root_where: list[tuple[str, DNF, bool]] = (),  # type: ignore[assignment]
 ) -> Resolution:
+    every: dict[str, DNF] = {}
+    groups: dict[str, DNF] = {}
+    if provider.universe is not None:
+        every, groups = _markers(provider, mapping, root_where)
     by_name: dict[NormalizedName, list[_Candidate]] = {}
     for candidate in mapping.values():
         by_name.setdefault(candidate.name, []).append(candidate)
@@ -1069,6 +1263,8 @@ def _resolution(
                 dependencies=tuple(sorted(deps)),
                 requires_python=local.metadata.requires_python,
                 directory=os.fspath(local.path),
+                marker=every.get(name),
+                group_marker=groups.get(name, FALSE),
             )
             continue
         meta = provider.metadata(name, base.version, base.files)
@@ -1090,6 +1286,8 @@ def _resolution(
             dependencies=tuple(sorted(deps)),
             requires_python=meta.requires_python or base.files[0].requires_python,
             index=base.files[0].index,
+            marker=every.get(name),
+            group_marker=groups.get(name, FALSE),
         )
     return Resolution(
         pins=pins, requirements=roots, python_version=python.version, markers=dict(python.markers)

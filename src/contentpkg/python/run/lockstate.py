@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from contentpkg.errors import LockOutdatedError, LockUnreadableError, NotFoundError
 from contentpkg.python.lock import Lock, read_lock
+from contentpkg.python.project import ProjectInputs
+
+if TYPE_CHECKING:
+    from contentpkg.python.project.pyproject import Declared
 
 
 @dataclass(frozen=True)
@@ -63,3 +68,111 @@ def lock_state(
     if usable is None and locked:
         raise LockOutdatedError(f"{path}: the lock is out of date with the project (--locked)")
     return LockState(path, fingerprint, found, usable)
+
+
+#: Bumped when what a universal lock holds changes: every lock written
+#: before reads as stale (and is re-locked), never as wrongly fresh.
+UNIVERSAL_FORMAT = "universal-1"
+
+
+def lock_inputs(inputs: ProjectInputs) -> Declared:
+    """What the project's universal lock is made from: every requirement it
+    declares, by the extra or group it belongs to (a requirements file's
+    are all the project's own)."""
+    from contentpkg.python.project.pyproject import Declared, declared_requirements
+
+    found = None
+    if inputs.kind == "pyproject" and inputs.input_file.name == "pyproject.toml":
+        found = declared_requirements(inputs.input_file)
+    if inputs.backend_metadata is not None:
+        # Dynamic metadata (or a setup.py project): the backend's
+        # Requires-Dist is the whole declaration of the project and its
+        # extras; dependency groups stay pyproject.toml's own.
+        found = _backend_declared(inputs, found)
+    if found is None:
+        found = Declared(list(inputs.requirements), {}, {}, ())
+    return found
+
+
+def _backend_declared(inputs: ProjectInputs, static: Declared | None) -> Declared:
+    """The declaration the build backend gave: its unconditional
+    requirements, and each extra's (``proj[x]`` self-references expanded)."""
+    import re
+
+    from contentpkg.python.build.project import split_extra
+    from contentpkg.python.names import canonical_name
+    from contentpkg.python.project.pyproject import Declared
+
+    assert inputs.backend_metadata is not None
+    _, requires_dist, _ = inputs.backend_metadata
+    base: list[str] = []
+    extras: dict[str, list[str]] = {}
+    for req in requires_dist:
+        plain, extra = split_extra(req)
+        if extra is None:
+            base.append(req)
+        else:
+            extras.setdefault(extra, []).append(plain)
+    self_name = canonical_name(inputs.name) if inputs.name else None
+
+    def expand(reqs: list[str]) -> list[str]:
+        out: list[str] = []
+        for req in reqs:
+            match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*\[([^\]]*)\]", req)
+            if match and self_name and canonical_name(match.group(1)) == self_name:
+                for extra in match.group(2).split(","):
+                    out += extras.get(canonical_name(extra.strip()), [])
+                continue
+            out.append(req)
+        return list(dict.fromkeys(out))
+
+    if static is None:
+        return Declared(expand(base), {n: expand(r) for n, r in sorted(extras.items())}, {}, ())
+    return Declared(
+        expand(base),
+        {name: expand(reqs) for name, reqs in sorted(extras.items())},
+        static.groups,
+        static.default_groups,
+        environments=static.environments,
+        required_environments=static.required_environments,
+        conflicts=static.conflicts,
+    )
+
+
+def universal_fingerprint(
+    inputs: ProjectInputs, places: tuple[list[str], list[str]]
+) -> tuple[str, Declared]:
+    """The fingerprint of the project's universal lock, and its inputs.
+
+    Neither the interpreter nor the selection is in it: one lock serves
+    every selection on every supported Python (a lock made on 3.11.7 is
+    current on 3.11.8), so only what is declared, where, and the indexes
+    decide.
+    """
+    from dataclasses import replace
+
+    from contentpkg.python.project import inputs_fingerprint
+
+    declared = lock_inputs(inputs)
+    tagged = list(declared.base)
+    for kind, table in (("extra", declared.extras), ("group", declared.groups)):
+        for name in sorted(table):
+            tagged += [f"{kind}:{name}|{req}" for req in table[name]]
+    universal = replace(
+        inputs,
+        requirements=tagged,
+        extras=tuple(sorted(declared.extras)),
+        groups=tuple(sorted(declared.groups)),
+    )
+    fingerprint = inputs_fingerprint(
+        universal,
+        python_version=UNIVERSAL_FORMAT,
+        index_settings=places,
+        markers={
+            "default-groups": ",".join(declared.default_groups),
+            "environments": "\n".join(declared.environments),
+            "required-environments": "\n".join(declared.required_environments),
+            "conflicts": repr(declared.conflicts),
+        },
+    )
+    return fingerprint, declared

@@ -39,10 +39,11 @@ MEMO_DIR = "run-memo"
 #: ``cpk run`` options taking a value, and flags; anything else falls back.
 _VALUE_OPTIONS = frozenset(
     {"--project", "--python", "--index-url", "--extra-index-url", "--find-links", "-f"}
-    | {"--with", "--extra", "--group"}
+    | {"--with", "--extra", "--group", "--only-group"}
 )
 _FLAGS = frozenset(
     {"--frozen", "--locked", "--offline", "--prerelease", "--prefer-store"}
+    | {"--all-extras", "--all-groups", "--no-default-groups", "--no-dev"}
     | {"--strict-command", "--no-editable"}
 )
 #: The environment that changes what run would decide: the variables a

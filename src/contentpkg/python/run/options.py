@@ -37,9 +37,53 @@ class Options:
     no_editable: bool = False
     #: A command missing from the environment is an error (``--strict-command``).
     strict_command: bool = False
+    #: The rest of the selection from a universal lock, as uv's flags
+    #: (``--all-extras``, ``--all-groups``, ``--no-default-groups``,
+    #: ``--only-group``, ``--no-dev``).
+    all_extras: bool = False
+    all_groups: bool = False
+    no_default_groups: bool = False
+    only_groups: tuple[str, ...] = ()
+    no_dev: bool = False
     #: Progress of downloads and builds; the CLI's starts ``rich`` only when
     #: first used, so a run that makes nothing never imports it.
     reporter: Reporter = field(default=QUIET, compare=False)
+
+    @property
+    def default_selection(self) -> bool:
+        """Whether no selection flag was given: what ``.venv`` holds."""
+        return not (
+            self.extras
+            or self.groups
+            or self.all_extras
+            or self.all_groups
+            or self.no_default_groups
+            or self.only_groups
+            or self.no_dev
+        )
+
+    def chosen(self, lock: object) -> object:
+        """The extras and groups the flags select from a universal lock
+        (a :class:`~contentpkg.python.lock.selection.Chosen`); None for a
+        single-environment lock (a script's, a ``--with`` run's), which
+        holds the selection it was made for."""
+        from contentpkg.python.lock.selection import choose
+
+        if not getattr(lock, "universal", False):
+            return None
+
+        return choose(
+            extras=self.extras,
+            groups=self.groups,
+            all_extras=self.all_extras,
+            all_groups=self.all_groups,
+            no_default_groups=self.no_default_groups,
+            only_groups=self.only_groups,
+            no_dev=self.no_dev,
+            known_extras=getattr(lock, "extras", ()),
+            known_groups=getattr(lock, "dependency_groups", ()),
+            default_groups=getattr(lock, "default_groups", ()),
+        )
 
     def close(self) -> None:
         """Stop the progress display, if one was started."""
@@ -74,3 +118,18 @@ def index_places(options: Options, inputs: object | None) -> tuple[list[str], li
     from contentpkg.python.project.settings import command_line_places
 
     return command_line_places(options, inputs, options.ctx.index)
+
+
+def selection_arguments(options: Options) -> dict[str, object]:
+    """``load_project``'s selection arguments for the flags: the inputs as
+    selected (their order decides which of two distributions installing the
+    same file wins); the lock itself holds every extra and group."""
+    if options.only_groups:
+        return {"groups": list(options.only_groups), "no_default_groups": True}
+    return {
+        "extras": list(options.extras),
+        "groups": list(options.groups),
+        "all_extras": options.all_extras,
+        "all_groups": options.all_groups,
+        "no_default_groups": options.no_default_groups,
+    }

@@ -27,6 +27,7 @@ from contentpkg.context import Bucket
 from contentpkg.errors import CpkError, NotFoundError
 from contentpkg.progress import elapsed
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
+from contentpkg.python.lock.selection import select
 from contentpkg.python.project import (
     IndexSettings,
     ProjectInputs,
@@ -37,7 +38,7 @@ from contentpkg.python.project import (
 )
 from contentpkg.python.project.requirements import read_with
 from contentpkg.python.run.compose import Prepared, compose, entries_of, find_env
-from contentpkg.python.run.lockstate import LockState, lock_state
+from contentpkg.python.run.lockstate import LockState, lock_state, universal_fingerprint
 from contentpkg.python.run.memo import (
     exec_in,
     outside_command,
@@ -45,7 +46,7 @@ from contentpkg.python.run.memo import (
     script_command,
     write_memo,
 )
-from contentpkg.python.run.options import Options, RunRequest, index_places
+from contentpkg.python.run.options import Options, RunRequest, index_places, selection_arguments
 from contentpkg.store import Store
 
 __all__ = ["Launch", "RunPlan", "plan_run", "prepare", "run", "shell"]
@@ -111,7 +112,7 @@ def plan_run(options: Options, request: RunRequest) -> RunPlan:
     if inputs is not None and inputs.kind != "script":
         project_lock = lock_state(
             inputs.root / inputs.lock_name,
-            fingerprint(inputs),
+            universal_fingerprint(inputs, places)[0],
             cache_dir=ctx.cache_dir,
             frozen=request.frozen,
             locked=request.locked,
@@ -158,8 +159,7 @@ def _find_inputs(
             "(use --with REQ for a throwaway environment)",
             what=str(Path.cwd()),
         )
-    extras, groups = list(options.extras), list(options.groups)
-    return load_project(root, extras=extras, groups=groups, validate=False)
+    return load_project(root, **selection_arguments(options), validate=False)
 
 
 def _backend_metadata(
@@ -243,6 +243,9 @@ def _ready(plan: RunPlan) -> Prepared | None:
     inputs = plan.inputs
     if lock is None or inputs is None or plan.request.with_requirements:
         return None
+    lock = select(
+        lock, plan.python, plan.options.chosen(lock), cache_dir=plan.options.ctx.cache_dir
+    )
     store = plan.store
     entries = entries_of(store, lock)
     if entries is None:
@@ -259,8 +262,10 @@ def _ready(plan: RunPlan) -> Prepared | None:
 
     store.ensure()
     with collector_lock(store.user.root):
-        link = inputs.kind != "script"
-        return _compose(plan, store, plan.python, inputs, inputs, lock, entries, link_venv=link)
+        link_venv = inputs.kind != "script" and plan.options.default_selection
+        return _compose(
+            plan, store, plan.python, inputs, inputs, lock, entries, link_venv=link_venv
+        )
 
 
 def _compose(plan: RunPlan, *args: Any, **kwargs: Any) -> Prepared:
@@ -296,9 +301,13 @@ def _make(plan: RunPlan) -> Prepared:
             if plan.derived:
                 _, lock = relock(session, plan.run_inputs, plan.env_lock, base=lock)
             assert lock is not None
+            # What this interpreter and the selection install from the lock.
+            lock = select(
+                lock, plan.python, plan.options.chosen(lock), cache_dir=plan.options.ctx.cache_dir
+            )
             items = session.materialize_lock(lock)
             entries = [(item.name, item.entry) for item in items]
-            link_venv = not plan.derived
+            link_venv = not plan.derived and plan.options.default_selection
             project, project_entry = session.project_build(plan.run_inputs)
             return _compose(
                 plan, store, plan.python, plan.run_inputs, plan.inputs, lock, entries,

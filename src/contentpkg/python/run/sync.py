@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contentpkg.errors import CpkError, NotFoundError
 from contentpkg.progress import elapsed, size_text
@@ -33,16 +33,28 @@ from contentpkg.python.lock import (
     read_lock,
     write_lock,
 )
+from contentpkg.python.lock.selection import select
 from contentpkg.python.project import (
     ProjectInputs,
     find_project,
     inputs_fingerprint,
     load_project,
 )
-from contentpkg.python.run.lockstate import LockState, lock_state
-from contentpkg.python.run.options import Options, index_places
+from contentpkg.python.project.pyproject import Declared
+from contentpkg.python.run.lockstate import (
+    LockState,
+    lock_inputs,
+    lock_state,
+    universal_fingerprint,
+)
+from contentpkg.python.run.options import Options, index_places, selection_arguments
 from contentpkg.store import Entry, Store
 from contentpkg.store.locks import collector_lock
+
+if TYPE_CHECKING:
+    # Imported where a client is made: its HTTP stack is most of what a
+    # no-op `cpk lock` would otherwise load.
+    from contentpkg.python.index.client import IndexClient
 
 #: Build requirements may themselves come as sdists needing builds; a chain
 #: deeper than this is a cycle (setuptools needing setuptools from source).
@@ -115,7 +127,8 @@ class Session:
         )
 
     def fingerprint(self, inputs: ProjectInputs) -> str:
-        """The fingerprint of inputs under this session's interpreter and indexes."""
+        """The fingerprint of inputs under this session's interpreter and indexes
+        (a single-environment lock's: a script's, a ``--with`` run's)."""
         return inputs_fingerprint(
             inputs,
             python_version=self.python.version,
@@ -127,6 +140,8 @@ class Session:
     def client(self) -> IndexClient:
         if self._client is None:
             indexes, links = self.settings
+            from contentpkg.python.index.client import IndexClient
+
             self._client = IndexClient(
                 indexes,
                 links,
@@ -159,17 +174,9 @@ class Session:
         index_pins: dict[str, str] | None = None,
         locked_vcs: dict[str, dict[str, Any]] | None = None,
     ) -> Resolution:
-        from contentpkg.python.resolve.direct import DirectSources
         from contentpkg.python.resolve.resolver import resolve
 
-        direct = DirectSources(
-            client=self.client,
-            cache_dir=self.cache_dir,
-            offline=self.options.offline,
-            metadata_of=self._direct_metadata,
-            store=self.store,
-            locked=locked_vcs,
-        )
+        direct = self._direct_sources(locked_vcs)
         started = time.monotonic()
         resolution = resolve(
             list(requirements),
@@ -188,12 +195,28 @@ class Session:
             index_pins=index_pins,
             direct=direct,
         )
+        self._summarize_resolution(resolution, started)
+        return resolution
+
+    def _summarize_resolution(self, resolution: Resolution, started: float) -> None:
         count = len(resolution.pins)
         self.options.reporter.summary(
             f"Resolved {count} package{'' if count == 1 else 's'} "
             f"in {elapsed(time.monotonic() - started)}"
         )
-        return resolution
+
+    def _direct_sources(self, locked_vcs: dict[str, dict[str, Any]] | None) -> Any:
+        """Where root requirements with a git or archive URL are served from."""
+        from contentpkg.python.resolve.direct import DirectSources
+
+        return DirectSources(
+            client=self.client,
+            cache_dir=self.cache_dir,
+            offline=self.options.offline,
+            metadata_of=self._direct_metadata,
+            store=self.store,
+            locked=locked_vcs,
+        )
 
     def _direct_metadata(self, path: Path, file: DistFile) -> bytes:
         """Metadata of a git commit's or an archive URL's file, at ``path``."""
@@ -209,6 +232,51 @@ class Session:
             resolve_build_requires=self._build_requires,
             reporter=self.options.reporter,
         )
+
+    def resolve_universal(
+        self,
+        inputs: ProjectInputs,
+        declared: Declared,
+        *,
+        preferences: dict[str, str] | None = None,
+        upgrade: bool = True,
+        local_sources: dict[str, Path] | None = None,
+        local_metadata: dict[str, tuple[str, tuple[str, ...], str | None]] | None = None,
+        locked_vcs: dict[str, dict[str, Any]] | None = None,
+    ) -> Resolution:
+        """The project's universal resolution (see :mod:`..resolve.universal`)."""
+        from contentpkg.python.resolve.universal import resolve_universal, selection_roots
+
+        started = time.monotonic()
+        resolution = resolve_universal(
+            selection_roots(declared.base, declared.extras, declared.groups),
+            self.client,
+            self.python,
+            requires_python=inputs.requires_python,
+            environments=declared.environments,
+            required_environments=declared.required_environments,
+            conflicts=declared.conflicts,
+            prereleases=self.options.prereleases,
+            prefer_store=self.store if self.options.prefer_store else None,
+            preferences=preferences,
+            upgrade=upgrade,
+            sdist_metadata=self._sdist_metadata,
+            hashes=inputs.hashes,
+            local_sources=local_sources
+            if local_sources is not None
+            else {name: source.path for name, source in inputs.sources.items()},
+            local_metadata=local_metadata,
+            constraints=inputs.constraints,
+            overrides=inputs.overrides,
+            index_pins=inputs.index_pins,
+            direct=self._direct_sources(locked_vcs),
+        )
+        resolution.extras = tuple(sorted(declared.extras))
+        resolution.groups = tuple(sorted(declared.groups))
+        resolution.default_groups = tuple(declared.default_groups)
+        resolution.conflicts = tuple(declared.conflicts)
+        self._summarize_resolution(resolution, started)
+        return resolution
 
     def _sdist_metadata(self, file: DistFile) -> bytes:
         from contentpkg.python.build.sdist import sdist_metadata
@@ -450,7 +518,7 @@ def project_inputs(options: Options) -> ProjectInputs:
         raise NotFoundError(
             f"{start}: no pyproject.toml or requirements.txt here or above", what=str(start)
         )
-    return load_project(root, extras=list(options.extras), groups=list(options.groups))
+    return load_project(root, **selection_arguments(options))
 
 
 def check_requires_python(inputs: ProjectInputs, python: InterpreterInfo) -> None:
@@ -479,8 +547,13 @@ def relock(
     upgrade: bool = False,
     upgrade_packages: Sequence[str] = (),
     base: Lock | None = None,
+    declared: Declared | None = None,
 ) -> tuple[LockOutcome, Lock]:
     """Make ``state.path`` the lock of inputs, unless it is current already.
+
+    With ``declared`` (the project's own lock) the lock is universal: every
+    extra and group, every supported environment; without, it is made for
+    the session's interpreter alone (a script's, a ``--with`` run's).
 
     ``state`` is the lock as read (once) by :func:`lock_state`. Versions of
     the existing lock, else of ``base`` (the project's lock under a
@@ -489,7 +562,8 @@ def relock(
     """
     from packaging.utils import canonicalize_name
 
-    check_requires_python(inputs, session.python)
+    if declared is None:
+        check_requires_python(inputs, session.python)
     old = state.found
     path = state.path
     if state.fresh and not upgrade and not upgrade_packages:
@@ -515,21 +589,35 @@ def relock(
             local_metadata[canonicalize_name(inputs.name)] = inputs.backend_metadata
     from contentpkg.python.resolve.direct import locked_direct
 
-    resolution = session.resolve(
-        inputs.requirements,
-        preferences=preferences,
-        upgrade=upgrade or not preferences,
-        hashes=inputs.hashes,
-        local_sources=local_sources,
-        local_metadata=local_metadata,
-        constraints=inputs.constraints,
-        overrides=inputs.overrides,
-        index_pins=inputs.index_pins,
-        # A git dependency keeps its locked commit until upgraded.
-        locked_vcs=locked_direct(keep, {canonicalize_name(n) for n in upgrade_packages})
+    # A git dependency keeps its locked commit until upgraded.
+    locked_vcs = (
+        locked_direct(keep, {canonicalize_name(n) for n in upgrade_packages})
         if keep is not None and not upgrade
-        else None,
+        else None
     )
+    if declared is not None:
+        resolution = session.resolve_universal(
+            inputs,
+            declared,
+            preferences=preferences,
+            upgrade=upgrade or not preferences,
+            local_sources=local_sources,
+            local_metadata=local_metadata,
+            locked_vcs=locked_vcs,
+        )
+    else:
+        resolution = session.resolve(
+            inputs.requirements,
+            preferences=preferences,
+            upgrade=upgrade or not preferences,
+            hashes=inputs.hashes,
+            local_sources=local_sources,
+            local_metadata=local_metadata,
+            constraints=inputs.constraints,
+            overrides=inputs.overrides,
+            index_pins=inputs.index_pins,
+            locked_vcs=locked_vcs,
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     directories = _directories(resolution, inputs)
     changed = write_lock(path, resolution, state.fingerprint, directories=directories)
@@ -568,17 +656,20 @@ def lock_project(
     session = Session.open(options, inputs.root, inputs)
     try:
         inputs = session.with_backend_metadata(inputs)
-        check_requires_python(inputs, session.python)
-        state = lock_state(
-            inputs.root / inputs.lock_name, session.fingerprint(inputs), cache_dir=session.cache_dir
-        )
+        fingerprint, declared = universal_fingerprint(inputs, session.settings)
+        state = lock_state(inputs.root / inputs.lock_name, fingerprint, cache_dir=session.cache_dir)
         if check:
             # Asked to upgrade, even a current lock would change.
             fresh = state.fresh and not upgrade and not upgrade_packages
             found = state.found
             return LockOutcome(state.path, fresh, False, len(found.packages) if found else 0)
         outcome, _ = relock(
-            session, inputs, state, upgrade=upgrade, upgrade_packages=upgrade_packages
+            session,
+            inputs,
+            state,
+            upgrade=upgrade,
+            upgrade_packages=upgrade_packages,
+            declared=declared,
         )
         return outcome
     finally:
@@ -596,7 +687,7 @@ def current_project_lock(
     if frozen:
         assert state.usable is not None
         return None, state.usable
-    return relock(session, inputs, state)
+    return relock(session, inputs, state, declared=lock_inputs(inputs))
 
 
 def sync_project(options: Options, *, frozen: bool = False, locked: bool = False) -> SyncOutcome:
@@ -611,11 +702,12 @@ def sync_project(options: Options, *, frozen: bool = False, locked: bool = False
     try:
         inputs = session.with_backend_metadata(inputs)
         path = inputs.root / inputs.lock_name
-        fingerprint = "" if frozen else session.fingerprint(inputs)
+        fingerprint = "" if frozen else universal_fingerprint(inputs, session.settings)[0]
         state = lock_state(
             path, fingerprint, cache_dir=session.cache_dir, frozen=frozen, locked=locked
         )
         lock_outcome, lock = current_project_lock(session, inputs, state, frozen=frozen)
+        lock = select(lock, session.python, options.chosen(lock), cache_dir=session.cache_dir)
         store = session.store
         store.ensure()
         with collector_lock(store.user.root):
