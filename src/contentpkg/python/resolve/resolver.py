@@ -1172,6 +1172,8 @@ def _python_bound(provider: _Provider, mapping: Mapping[str, _Candidate]) -> str
     for candidate in mapping.values():
         if candidate.extra is not None or candidate.name in provider.local_paths:
             continue
+        if provider.direct is not None and candidate.name in provider.direct.names:
+            continue  # one commit or archive: no newer releases to weigh
         for version in provider.newest_first(candidate.name):
             if version <= candidate.version:
                 break
@@ -1277,6 +1279,8 @@ def _resolution(
                 dependencies=tuple(sorted(deps)),
                 requires_python=meta.requires_python,
                 direct=dist.table,
+                marker=every.get(name),
+                group_marker=groups.get(name, FALSE),
             )
             continue
         pins[name] = Pin(
