@@ -16,7 +16,7 @@ def cpk_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
     monkeypatch.delenv("CPK_INDEX_URL", raising=False)
     monkeypatch.delenv("CPK_EXTRA_INDEX_URL", raising=False)
     # No Debian archive unless a test serves one: the suite stays off the network.
-    no_sources = home / "no-apt-sources.list"
+    no_sources = tmp_path_factory.mktemp("apt") / "no-apt-sources.list"
     no_sources.write_text("")
     monkeypatch.setenv("CPK_APT_SOURCES", str(no_sources))
     return home

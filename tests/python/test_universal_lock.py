@@ -373,7 +373,7 @@ def test_environments_narrow_the_lock(tmp_path: Path, index: LocalIndex) -> None
         tmp_path, PYPROJECT + "\n[tool.uv]\nenvironments = [\"sys_platform == 'win32'\"]\n"
     )
     for flags in ((), ("--frozen",)):
-        proc = cpk(index, root, "run", *flags, "python", "-c", "pass")
+        proc = cpk(index, root, "run", "-q", *flags, "python", "-c", "pass")
         assert proc.returncode != 0
         assert "which exclude" in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1

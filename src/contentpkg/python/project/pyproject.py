@@ -390,6 +390,12 @@ def declared_requirements(file: Path) -> Declared | None:
     tool = table(data.get("tool"), file, "[tool]")
     uv = table(tool.get("uv"), file, "[tool.uv]")
     cpk = table(tool.get("cpk"), file, "[tool.cpk]")
+    # git and URL sources ([tool.uv.sources]) rewrite the requirements on
+    # their names, in every extra and group, as load_pyproject does.
+    sourced = read_uv_table(tool.get("uv"), cpk, file, file.parent)
+    base = sourced.apply(base)
+    extras = {name: sourced.apply(reqs) for name, reqs in extras.items()}
+    groups = {name: sourced.apply(reqs) for name, reqs in groups.items()}
 
     def setting(key: str) -> tuple[Any, str]:
         # [tool.cpk] wins where both speak.
