@@ -69,6 +69,8 @@ class Bucket(enum.Enum):
     #: The project's own builds (metadata, editable and regular wheels, the
     #: backend's log), by the build key of its files and interpreter.
     PROJECT_BUILDS = "project-builds-v1"
+    #: Unions' merged lower layers (symlink farms), by their entry list.
+    UNIONS = "unions-v1"
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_environment_commands(commands)
     _add_path_commands(commands)
     _add_remote_commands(commands)
+    _add_union_commands(commands)
     return parser
 
 
@@ -619,3 +620,30 @@ def usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
     return 2
 
+
+def _add_union_commands(commands: Any) -> None:
+    """``cpk enter``: unmodified packages overlaid in a private mount namespace."""
+    from contentpkg.cli.union import cmd_enter
+
+    p = commands.add_parser(
+        "enter",
+        help="run a command with store entries overlaid onto /usr, /etc and /opt",
+        description="Run CMD (default: your shell) in a private user and mount namespace "
+        "where the named entries, stored unmodified, are overlaid onto /usr (and /etc, "
+        "/opt) above the host's own files, for that process tree only. Nothing stays "
+        "mounted after it ends. SPECs are entry specs or .deb files.",
+    )
+    p.add_argument(
+        "--deb", action="append", metavar="NAME",
+        help="a Debian package, fetched from the archive with its dependencies if missing",
+    )  # fmt: skip
+    p.add_argument(
+        "--mount-api", choices=["auto", "fsconfig", "mount"], default="auto",
+        help="how overlays are mounted: lowerdir+ through fsconfig (kernel 6.8), "
+        "mount(2) with its one-page options, or auto (the first that works)",
+    )  # fmt: skip
+    p.add_argument(
+        "rest", nargs=argparse.REMAINDER, metavar="SPEC... [-- CMD...]",
+        help="entries or .deb files, then -- and the command",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_enter)

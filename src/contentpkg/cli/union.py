@@ -1,0 +1,56 @@
+"""``cpk enter``: parse, print the notes, hand over to the union."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from contentpkg.cli.store import open_store
+from contentpkg.errors import CpkError
+
+if TYPE_CHECKING:
+    import argparse
+
+
+def split_enter_args(rest: list[str], debs: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(specs, --deb names, command) from ``SPEC... [--deb NAME]... [-- CMD...]``.
+
+    argparse cannot tell specs before ``--`` from a command after it when
+    both are positional, so the words are split here.
+    """
+    head, command = rest, []
+    if "--" in rest:
+        i = rest.index("--")
+        head, command = rest[:i], rest[i + 1 :]
+    specs: list[str] = []
+    names = list(debs)
+    words = iter(head)
+    for word in words:
+        if word == "--deb" or word.startswith("--deb="):
+            value = word.partition("=")[2] or next(words, "")
+            if not value:
+                raise CpkError("enter: --deb needs a package name")
+            names.append(value)
+        elif word.startswith("-"):
+            raise CpkError(f"enter: unknown option {word} (a command goes after --)")
+        else:
+            specs.append(word)
+    return specs, names, command
+
+
+def cmd_enter(args: argparse.Namespace) -> int:
+    from contentpkg.env.union.launch import exec_in_union, prepare
+
+    ctx = args.ctx
+    specs, debs, command = split_enter_args(list(args.rest), list(args.deb or []))
+    union = prepare(ctx, open_store(ctx), specs, debs)
+    for note in union.notes:
+        print(f"cpk: {note}", file=sys.stderr)
+    if not command:
+        command = [ctx.environ.get("SHELL") or "/bin/sh"]
+        if sys.stdin.isatty():
+            print(
+                f"cpk: entering a union of {len(union.entries)} entries; exit to leave",
+                file=sys.stderr,
+            )
+    exec_in_union(union, command, ctx.environ, api=args.mount_api)

@@ -1,0 +1,166 @@
+"""Unmodified entries: packages stored as shipped, for unions.
+
+An env dir needs RUNPATH rewritten to find libraries wherever it is copied;
+a union needs the opposite, the files exactly as the package ships them,
+since its programs find everything at their compiled-in paths. So a
+``.deb`` for a union is stored as its own entry, marked ``unmodified``,
+beside the patched one when both exist. Their files that patching did not
+change (data, documentation, scripts, every non-ELF file) have the same
+bytes, and are hard links to the patched entry's inodes: stored once.
+
+The unmodified entry records the ``.deb``'s sha256 under ``unmodified_of``,
+not as its source hash, because the source table maps one source to one
+entry and that one is the patched entry ``cpk install`` relies on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from contentpkg.context import Bucket
+from contentpkg.env.union.scripts import MAINTAINER_SCRIPTS, scripts_facts
+from contentpkg.errors import CpkError, NotFoundError
+from contentpkg.store.add import add_built
+from contentpkg.store.entry import Spec, check_part
+from contentpkg.store.hashing import hash_file
+
+if TYPE_CHECKING:
+    from contentpkg.context import Context
+    from contentpkg.store.entry import Entry
+    from contentpkg.store.layers import Store
+
+
+def is_unmodified(entry: Entry) -> bool:
+    try:
+        return bool(entry.metadata.get("unmodified"))
+    except CpkError:
+        return False
+
+
+def _twin(store: Store, name: str, version: str, sha256: str) -> Entry | None:
+    """The unmodified entry made from the .deb with this sha256, if stored."""
+    for e in store.match(Spec.parse(f"{name},{version}")):
+        if is_unmodified(e) and e.metadata.get("unmodified_of") == sha256:
+            return e
+    return None
+
+
+def add_unmodified_deb(store: Store, deb: Path) -> tuple[Entry, list[str]]:
+    """Store deb unpacked as shipped (no RUNPATH rewrite); reuse one made before."""
+    from contentpkg.elf.deb import extract_data, read_deb
+
+    pkg = read_deb(deb)
+    version = pkg.version.split(":", 1)[-1]  # entry names hold no epoch colon
+    check_part("name", pkg.name)
+    check_part("version", version)
+    found = _twin(store, pkg.name, version, pkg.sha256)
+    if found is not None:
+        return found, []
+    patched = store.find_source(pkg.sha256)
+    present = [s for s in MAINTAINER_SCRIPTS if s in pkg.control_files]
+    alts, notes = scripts_facts(deb, present)
+
+    def populate(dest: Path) -> None:
+        notes.extend(extract_data(pkg, dest))
+        if patched is not None:
+            _share_with(patched, dest)
+
+    extra: dict[str, Any] = {
+        "unmodified": True,
+        "unmodified_of": pkg.sha256,
+        "deb": {
+            "package": pkg.name,
+            "version": pkg.version,
+            "architecture": pkg.architecture,
+            "maintainer_scripts": present,
+        },
+        "alternatives": alts,
+        "notes": list(notes),
+    }
+    result = add_built(
+        store, pkg.name, version, "generic", populate, source=str(deb.absolute()), extra=extra
+    )
+    return result.entry, notes
+
+
+def _share_with(patched: Entry, dest: Path) -> None:
+    """Hard-link dest's files whose bytes and mode equal the patched entry's.
+
+    The content hash does not see inodes, and both entries are sealed
+    read-only, so the shared files can never diverge.
+    """
+    for r in patched.file_records():
+        if r.kind not in "fx":
+            continue
+        mine = dest / r.path
+        try:
+            st = os.lstat(mine)
+        except FileNotFoundError:
+            continue
+        if not os.path.isfile(mine) or os.path.islink(mine) or st.st_size != r.size:
+            continue
+        if bool(st.st_mode & 0o100) != (r.kind == "x") or hash_file(mine)[0] != r.value:
+            continue
+        tmp = mine.with_name(mine.name + ".cpk-link")
+        try:
+            os.link(patched.path / r.path, tmp)
+        except OSError:
+            continue  # another file system, a link limit: keep the copy
+        os.replace(tmp, mine)
+
+
+def deb_of(ctx: Context, entry: Entry) -> Path | None:
+    """The .deb an entry was made from, if still on disk with the same bytes."""
+    meta = entry.metadata
+    sha = meta.get("unmodified_of") or meta.get("source_hash")
+    if not sha:
+        return None
+    candidates = [ctx.bucket(Bucket.DEBIAN) / "debs" / f"{sha}.deb"]
+    if meta.get("source"):
+        candidates.append(Path(meta["source"]))
+    for path in candidates:
+        try:
+            if path.is_file() and hash_file(path)[0] == sha:
+                return path
+        except OSError:
+            continue
+    return None
+
+
+def union_entry(ctx: Context, store: Store, text: str) -> tuple[Entry, list[str]]:
+    """The entry a SPEC (or a .deb path) names, in its unmodified form.
+
+    A ``.deb`` path is stored unmodified. A spec that matches both forms of
+    a package takes the unmodified one; a patched entry made from a .deb
+    still on disk gets its unmodified twin made; otherwise the entry is used
+    as stored, and a note says so when its programs were patched.
+    """
+    if text.endswith(".deb") and os.path.isfile(text):
+        return add_unmodified_deb(store, Path(text))
+    matched = store.match(Spec.parse(text)) if "/" not in text else [store.resolve(text)]
+    if not matched:
+        store.resolve(text)  # raises the not-found error with its hint
+        raise NotFoundError(f"no entry matches {text!r}", what=text)
+    plain = [e for e in matched if is_unmodified(e)]
+    if len(plain) == 1:
+        return plain[0], []
+    if len(plain) > 1:
+        raise CpkError(
+            f"{text!r} is ambiguous: {len(plain)} unmodified entries match; "
+            "add a version or hash prefix"
+        )
+    if len(matched) > 1:
+        store.resolve(text)  # raises the ambiguity error listing candidates
+    entry = matched[0]
+    if entry.metadata.get("deb"):
+        deb = deb_of(ctx, entry)
+        if deb is not None:
+            return add_unmodified_deb(store, deb)
+    if entry.metadata.get("kind") == "elf" and entry.metadata.get("elf"):
+        return entry, [
+            f"{entry.dirname}: stored with RUNPATH rewritten and its source is "
+            "gone; the union uses it as stored"
+        ]
+    return entry, []

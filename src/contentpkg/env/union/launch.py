@@ -1,0 +1,91 @@
+"""From specs to a command running in a union: the one path ``cpk enter`` takes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NoReturn
+
+from contentpkg.env.execution import exec_command
+from contentpkg.env.union.compose import Farm, compose
+from contentpkg.env.union.entries import add_unmodified_deb, deb_of, union_entry
+from contentpkg.env.union.namespace import (
+    MountApi,
+    UnionUnavailableError,
+    bind_read_only,
+    mount_overlay,
+    unshare_user_mount,
+)
+from contentpkg.errors import CpkError
+
+if TYPE_CHECKING:
+    from contentpkg.context import Context
+    from contentpkg.store.entry import Entry
+    from contentpkg.store.layers import Store
+
+
+@dataclass
+class Union:
+    """What a union will hold, its farm, and what the user should be told."""
+
+    entries: list[Entry]
+    farm: Farm
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare(ctx: Context, store: Store, specs: Sequence[str], debs: Sequence[str] = ()) -> Union:
+    """Find (or make) the unmodified entries and compose their farm.
+
+    ``debs`` are Debian package names fetched through the archive source
+    when the store lacks them, with their dependencies as the archive
+    resolves them (packages every Debian system has are left to the host).
+    """
+    if not specs and not debs:
+        raise CpkError("nothing to enter: name entries, .deb files or --deb packages")
+    entries: list[Entry] = []
+    notes: list[str] = []
+    for text in specs:
+        entry, more = union_entry(ctx, store, text)
+        entries.append(entry)
+        notes += more
+    if debs:
+        from contentpkg.elf.archive.fetch import fetch_debs
+
+        fetched = fetch_debs(ctx, store, list(debs))
+        notes += fetched.notes
+        for p in fetched.resolution.packages:
+            patched = store.find_source(p.sha256)
+            path = deb_of(ctx, patched) if patched is not None else None
+            if path is None:
+                raise CpkError(f"{p.name}: its .deb is no longer on disk to store unmodified")
+            entry, more = add_unmodified_deb(store, path)
+            entries.append(entry)
+            notes += more
+    seen: set[str] = set()
+    unique = [e for e in entries if not (e.dirname in seen or seen.add(e.dirname))]
+    farm = compose(ctx, unique)
+    return Union(unique, farm, notes + farm.notes)
+
+
+def exec_in_union(
+    union: Union, command: Sequence[str], environ: Mapping[str, str], *, api: MountApi = "auto"
+) -> NoReturn:
+    """Enter a new namespace, mount the union, and replace this process by command."""
+    cwd = os.getcwd()
+    for area in union.farm.areas:
+        if not os.path.isdir("/" + area):
+            raise UnionUnavailableError(f"/{area} does not exist on this machine to overlay")
+    unshare_user_mount()
+    try:
+        for area in union.farm.areas:
+            mount_overlay("/" + area, [str(union.farm.lower(area)), "/" + area], api)
+        for real, where in union.farm.stores.items():
+            bind_read_only(real, where)
+    except OSError as exc:
+        raise UnionUnavailableError(f"cannot mount the union: {exc.strerror}") from None
+    try:
+        os.chdir(cwd)  # the same path, now seen through the overlays
+    except OSError:
+        os.chdir("/")
+    exec_command(command, environ, where="the union")
