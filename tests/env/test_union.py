@@ -101,9 +101,7 @@ def build_deb(where: Path, version: str, *, postinst: str | None = None) -> Path
     data = _tar_with_modes(files, {f"usr/lib/{PROG}/helper": 0o755})
     path = where / f"{PROG}_{version}_{_arch()}.deb"
     path.write_bytes(
-        _ar(
-            [("debian-binary", b"2.0\n"), ("control.tar.gz", _tar(control)), ("data.tar.gz", data)]
-        )  # fmt: skip
+        _ar([("debian-binary", b"2.0\n"), ("control.tar.gz", _tar(control)), ("data.tar.gz", data)])
     )
     return path
 
