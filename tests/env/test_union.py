@@ -363,3 +363,84 @@ def test_bad_spec_is_one_line(sandbox: Path) -> None:
     assert proc.stderr.count("\n") == 1 and "no entry matches" in proc.stderr
     proc = cpk(sandbox, "enter", "--", "true")
     assert proc.returncode != 0 and "nothing to enter" in proc.stderr
+
+
+def _image_of(sandbox: Path) -> Path:
+    (image,) = (sandbox / "home" / "images").glob("*.squashfs")
+    return image
+
+
+@pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="needs squashfs-tools")
+def test_tampered_image_is_refused_before_mounting(sandbox: Path) -> None:
+    (deb,) = _debs(sandbox, "1.0")
+    proc = cpk(sandbox, "enter", "--image", deb, "--", PROG)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "greeting 1.0"
+    image = _image_of(sandbox)
+    # Named by its own sha256, as the entry's metadata records it.
+    (entry,) = (sandbox / "home" / "store").glob(f"{PROG},1.0,*")
+    meta = (entry / ".cpk" / "entry.json").read_text()
+    assert image.name.removesuffix(".squashfs") in meta
+    os.chmod(image, 0o644)
+    data = bytearray(image.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    image.write_bytes(bytes(data))
+    marker = sandbox / "ran"
+    proc = cpk(sandbox, "enter", "--image", f"{PROG},1.0", "--", "touch", marker)
+    assert proc.returncode == 1
+    assert "refusing to mount it" in proc.stderr and proc.stderr.count("\n") == 1
+    assert not marker.exists()
+    assert _union_mounts() == []
+
+
+def _fuse_unusable_here() -> str | None:
+    from contentpkg.env.union.images import fuse_unusable
+
+    return fuse_unusable()
+
+
+@pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="needs squashfs-tools")
+def test_image_mounted_with_squashfuse_dies_with_the_command(usable: None) -> None:
+    # squashfuse needs /dev/fuse, which is often root's only (mode 0600):
+    # this test runs as the suite's own user, in its own user namespace.
+    why = _fuse_unusable_here()
+    if why:
+        pytest.skip(why)
+    root = Path(tempfile.mkdtemp(prefix="cpk-union-img-"))
+    try:
+        deb = build_deb(root, "1.0")
+        env = dict(_env(root))
+        proc = subprocess.run(
+            [sys.executable, "-m", "contentpkg", "enter", "--image", str(deb), "--", "sh", "-c",
+             f"{PROG} && grep -c ' - fuse.squashfuse ' /proc/self/mountinfo"],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert lines[:3] == ["greeting 1.0", "plugin 1.0", "helper 1.0"]
+        assert lines[3] == "1"  # one image, mounted by squashfuse
+        image = str(next((root / "home" / "images").glob("*.squashfs")))
+        left = []
+        for d in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    if image.encode() in f.read():
+                        left.append(d)
+            except OSError:
+                continue
+        assert left == []  # squashfuse ended with the command
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(root)], check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="needs squashfs-tools")
+def test_image_without_fuse_is_verified_and_says_tree_used(sandbox: Path) -> None:
+    if not _as_user():
+        pytest.skip("checks the unprivileged user's view of /dev/fuse")
+    if os.access("/dev/fuse", os.W_OK) and os.stat("/dev/fuse").st_mode & 0o006:
+        pytest.skip("/dev/fuse is usable by everyone here")
+    (deb,) = _debs(sandbox, "1.0")
+    proc = cpk(sandbox, "enter", "--image", deb, "--", PROG)
+    assert proc.returncode == 0, proc.stderr
+    assert "images verified but not mounted (/dev/fuse is not accessible" in proc.stderr

@@ -638,6 +638,11 @@ def _add_union_commands(commands: Any) -> None:
         help="a Debian package, fetched from the archive with its dependencies if missing",
     )  # fmt: skip
     p.add_argument(
+        "--image", action="store_true",
+        help="store entries with squashfs images (sha256 in their metadata) and mount "
+        "those, each verified first (squashfuse; needs an accessible /dev/fuse)",
+    )  # fmt: skip
+    p.add_argument(
         "--mount-api", choices=["auto", "fsconfig", "mount"], default="auto",
         help="how overlays are mounted: lowerdir+ through fsconfig (kernel 6.8), "
         "mount(2) with its one-page options, or auto (the first that works)",

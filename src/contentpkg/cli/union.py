@@ -43,7 +43,7 @@ def cmd_enter(args: argparse.Namespace) -> int:
 
     ctx = args.ctx
     specs, debs, command = split_enter_args(list(args.rest), list(args.deb or []))
-    union = prepare(ctx, open_store(ctx), specs, debs)
+    union = prepare(ctx, open_store(ctx), specs, debs, images=args.image)
     for note in union.notes:
         print(f"cpk: {note}", file=sys.stderr)
     if not command:

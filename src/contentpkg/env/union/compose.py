@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 STORE_MOUNT = "/usr/lib/contentpkg/store"
 #: Read-only system stores appear as numbered siblings of the user store.
 SYSTEM_STORE_MOUNT = "/usr/lib/contentpkg/system-store-{}"
+
+#: Where an entry mounted from its image appears (instead of its store tree).
+IMAGE_MOUNT = "/usr/lib/contentpkg/images/{}"
 
 #: The host directories an entry's top-level directories are overlaid onto;
 #: everything else in an entry goes under ``/usr`` (entries use a prefix
@@ -65,6 +68,8 @@ class Farm:
     notes: list[str] = field(default_factory=list)
     #: Real store layer roots and where each appears inside the namespace.
     stores: dict[str, str] = field(default_factory=dict)
+    #: Entries (dirnames) reached through their mounted image, not the store.
+    images: list[str] = field(default_factory=list)
     reused: bool = False
 
     def lower(self, area: str) -> Path:
@@ -84,36 +89,50 @@ def mount_points(ctx: Context, entries: Sequence[Entry]) -> dict[str, str]:
     return out
 
 
-def farm_key(entries: Sequence[Entry], stores: dict[str, str]) -> str:
-    """The cache key: the ordered entry list and where each store appears."""
+def _base(e: Entry, stores: dict[str, str], images: Collection[str]) -> str:
+    """Where an entry's tree is seen inside the namespace."""
+    if e.dirname in images:
+        return IMAGE_MOUNT.format(e.dirname)
+    return stores[str(e.path.parent.resolve())] + "/" + e.dirname
+
+
+def farm_key(entries: Sequence[Entry], stores: dict[str, str], images: Collection[str]) -> str:
+    """The cache key: the ordered entry list and where each entry appears."""
     h = hashlib.sha256(_FORMAT.encode())
     for e in entries:
-        where = stores[str(e.path.parent.resolve())]
-        h.update(f"\0{where}/{e.dirname}".encode())
+        h.update(f"\0{_base(e, stores, images)}".encode())
     return h.hexdigest()[:32]
 
 
-def compose(ctx: Context, entries: Sequence[Entry]) -> Farm:
-    """The farm for entries (first listed wins a path), built or reused."""
+def compose(ctx: Context, entries: Sequence[Entry], images: Collection[str] = ()) -> Farm:
+    """The farm for entries (first listed wins a path), built or reused.
+
+    ``images`` names the entries (dirnames) that will be mounted from their
+    images: their links lead to the image's mount point instead.
+    """
+    images = sorted(set(images))
     stores = mount_points(ctx, entries)
     cache = ctx.bucket(Bucket.UNIONS)
-    final = cache / farm_key(entries, stores)
+    final = cache / farm_key(entries, stores, images)
     manifest = final / _MANIFEST
     try:
         data = json.loads(manifest.read_bytes())
-        return Farm(final, data["areas"], data["notes"], data["stores"], reused=True)
+        return Farm(
+            final, data["areas"], data["notes"], data["stores"], data["images"], reused=True
+        )
     except (OSError, ValueError, KeyError):
         pass
     cache.mkdir(parents=True, exist_ok=True)
     tmp = make_tmp_dir(cache, final.name)
     try:
-        farm = _build(tmp, entries, stores)
+        farm = _build(tmp, entries, stores, images)
         (tmp / _MANIFEST).write_text(
             json.dumps(
                 {
                     "areas": farm.areas,
                     "notes": farm.notes,
                     "stores": stores,
+                    "images": images,
                     "entries": [e.dirname for e in entries],
                 },
                 indent=1,
@@ -128,15 +147,17 @@ def compose(ctx: Context, entries: Sequence[Entry]) -> Farm:
     return farm
 
 
-def _build(root: Path, entries: Sequence[Entry], stores: dict[str, str]) -> Farm:
-    farm = Farm(root, ["usr"], stores=dict(stores))
+def _build(root: Path, entries: Sequence[Entry], stores: dict[str, str], images: list[str]) -> Farm:
+    farm = Farm(root, ["usr"], stores=dict(stores), images=images)
     owner: dict[str, str] = {}  # farm path -> the entry that placed it
     # The mount points of the stores, inside the /usr layer.
     for where in sorted(set(stores.values())):
         os.makedirs(root / where.lstrip("/"), exist_ok=True)
+    for dirname in images:
+        os.makedirs(root / IMAGE_MOUNT.format(dirname).lstrip("/"), exist_ok=True)
     skipped: dict[str, set[str]] = {}
     for e in entries:
-        base = stores[str(e.path.parent.resolve())] + "/" + e.dirname
+        base = _base(e, stores, images)
         for top in sorted(os.listdir(e.path)):
             if top == META_DIR:
                 continue

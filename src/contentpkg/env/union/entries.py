@@ -47,8 +47,14 @@ def _twin(store: Store, name: str, version: str, sha256: str) -> Entry | None:
     return None
 
 
-def add_unmodified_deb(store: Store, deb: Path) -> tuple[Entry, list[str]]:
-    """Store deb unpacked as shipped (no RUNPATH rewrite); reuse one made before."""
+def add_unmodified_deb(
+    store: Store, deb: Path, *, image_in: Context | None = None
+) -> tuple[Entry, list[str]]:
+    """Store deb unpacked as shipped (no RUNPATH rewrite); reuse one made before.
+
+    With ``image_in``, a squashfs image of the tree is made too, kept in that
+    context's home, and its sha256 recorded in the entry's metadata.
+    """
     from contentpkg.elf.deb import extract_data, read_deb
 
     pkg = read_deb(deb)
@@ -57,7 +63,7 @@ def add_unmodified_deb(store: Store, deb: Path) -> tuple[Entry, list[str]]:
     check_part("version", version)
     found = _twin(store, pkg.name, version, pkg.sha256)
     if found is not None:
-        return found, []
+        return found, _without_image(found, image_in)
     patched = store.find_source(pkg.sha256)
     present = [s for s in MAINTAINER_SCRIPTS if s in pkg.control_files]
     alts, notes = scripts_facts(deb, present)
@@ -66,6 +72,10 @@ def add_unmodified_deb(store: Store, deb: Path) -> tuple[Entry, list[str]]:
         notes.extend(extract_data(pkg, dest))
         if patched is not None:
             _share_with(patched, dest)
+        if image_in is not None:
+            from contentpkg.env.union.images import make_image
+
+            extra["image"] = make_image(image_in, dest)
 
     extra: dict[str, Any] = {
         "unmodified": True,
@@ -82,7 +92,13 @@ def add_unmodified_deb(store: Store, deb: Path) -> tuple[Entry, list[str]]:
     result = add_built(
         store, pkg.name, version, "generic", populate, source=str(deb.absolute()), extra=extra
     )
-    return result.entry, notes
+    return result.entry, notes + _without_image(result.entry, image_in)
+
+
+def _without_image(entry: Entry, image_in: Context | None) -> list[str]:
+    if image_in is None or entry.metadata.get("image"):
+        return []
+    return [f"{entry.dirname}: stored before without an image; the union uses its tree"]
 
 
 def _share_with(patched: Entry, dest: Path) -> None:
@@ -129,7 +145,9 @@ def deb_of(ctx: Context, entry: Entry) -> Path | None:
     return None
 
 
-def union_entry(ctx: Context, store: Store, text: str) -> tuple[Entry, list[str]]:
+def union_entry(
+    ctx: Context, store: Store, text: str, *, image: bool = False
+) -> tuple[Entry, list[str]]:
     """The entry a SPEC (or a .deb path) names, in its unmodified form.
 
     A ``.deb`` path is stored unmodified. A spec that matches both forms of
@@ -138,14 +156,14 @@ def union_entry(ctx: Context, store: Store, text: str) -> tuple[Entry, list[str]
     as stored, and a note says so when its programs were patched.
     """
     if text.endswith(".deb") and os.path.isfile(text):
-        return add_unmodified_deb(store, Path(text))
+        return add_unmodified_deb(store, Path(text), image_in=ctx if image else None)
     matched = store.match(Spec.parse(text)) if "/" not in text else [store.resolve(text)]
     if not matched:
         store.resolve(text)  # raises the not-found error with its hint
         raise NotFoundError(f"no entry matches {text!r}", what=text)
     plain = [e for e in matched if is_unmodified(e)]
     if len(plain) == 1:
-        return plain[0], []
+        return plain[0], _without_image(plain[0], ctx if image else None)
     if len(plain) > 1:
         raise CpkError(
             f"{text!r} is ambiguous: {len(plain)} unmodified entries match; "
@@ -157,7 +175,7 @@ def union_entry(ctx: Context, store: Store, text: str) -> tuple[Entry, list[str]
     if entry.metadata.get("deb"):
         deb = deb_of(ctx, entry)
         if deb is not None:
-            return add_unmodified_deb(store, deb)
+            return add_unmodified_deb(store, deb, image_in=ctx if image else None)
     if entry.metadata.get("kind") == "elf" and entry.metadata.get("elf"):
         return entry, [
             f"{entry.dirname}: stored with RUNPATH rewritten and its source is "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from contentpkg.env.execution import exec_command
@@ -32,9 +33,18 @@ class Union:
     entries: list[Entry]
     farm: Farm
     notes: list[str] = field(default_factory=list)
+    #: Entry dirname -> its image, verified against the metadata.
+    images: dict[str, Path] = field(default_factory=dict)
 
 
-def prepare(ctx: Context, store: Store, specs: Sequence[str], debs: Sequence[str] = ()) -> Union:
+def prepare(
+    ctx: Context,
+    store: Store,
+    specs: Sequence[str],
+    debs: Sequence[str] = (),
+    *,
+    images: bool = False,
+) -> Union:
     """Find (or make) the unmodified entries and compose their farm.
 
     ``debs`` are Debian package names fetched through the archive source
@@ -46,7 +56,7 @@ def prepare(ctx: Context, store: Store, specs: Sequence[str], debs: Sequence[str
     entries: list[Entry] = []
     notes: list[str] = []
     for text in specs:
-        entry, more = union_entry(ctx, store, text)
+        entry, more = union_entry(ctx, store, text, image=images)
         entries.append(entry)
         notes += more
     if debs:
@@ -59,13 +69,31 @@ def prepare(ctx: Context, store: Store, specs: Sequence[str], debs: Sequence[str
             path = deb_of(ctx, patched) if patched is not None else None
             if path is None:
                 raise CpkError(f"{p.name}: its .deb is no longer on disk to store unmodified")
-            entry, more = add_unmodified_deb(store, path)
+            entry, more = add_unmodified_deb(store, path, image_in=ctx if images else None)
             entries.append(entry)
             notes += more
     seen: set[str] = set()
     unique = [e for e in entries if not (e.dirname in seen or seen.add(e.dirname))]
-    farm = compose(ctx, unique)
-    return Union(unique, farm, notes + farm.notes)
+    verified = _verified_images(ctx, unique, notes) if images else {}
+    farm = compose(ctx, unique, verified)
+    return Union(unique, farm, notes + farm.notes, verified)
+
+
+def _verified_images(ctx: Context, entries: Sequence[Entry], notes: list[str]) -> dict[str, Path]:
+    """Each entry's image, verified now, before anything is mounted.
+
+    A tampered image is refused whether or not it could be mounted; an
+    image that cannot be mounted here (no usable ``/dev/fuse``) leaves its
+    entry's tree in use, and a note says why.
+    """
+    from contentpkg.env.union.images import fuse_unusable, image_of, verify_image
+
+    found = {e.dirname: verify_image(ctx, e) for e in entries if image_of(e) is not None}
+    why = fuse_unusable()
+    if found and why:
+        notes.append(f"images verified but not mounted ({why}); the store's trees are used")
+        return {}
+    return found
 
 
 def exec_in_union(
@@ -82,6 +110,12 @@ def exec_in_union(
             mount_overlay("/" + area, [str(union.farm.lower(area)), "/" + area], api)
         for real, where in union.farm.stores.items():
             bind_read_only(real, where)
+        if union.images:
+            from contentpkg.env.union.compose import IMAGE_MOUNT
+            from contentpkg.env.union.images import mount_image
+
+            for dirname, image in union.images.items():
+                mount_image(image, IMAGE_MOUNT.format(dirname))
     except OSError as exc:
         raise UnionUnavailableError(f"cannot mount the union: {exc.strerror}") from None
     try:
