@@ -352,7 +352,7 @@ def test_maintainer_scripts_not_run_alternatives_made(sandbox: Path) -> None:
     proc = cpk(sandbox, "enter", deb, "--", "greet")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "greeting 1.0"
-    assert "maintainer scripts not run: postinst" in proc.stderr
+    assert f"{PROG}: maintainer scripts not run: postinst" in proc.stderr
     assert f"alternative greet: /usr/bin/greet -> /usr/bin/{PROG}" in proc.stderr
     assert not os.path.exists("/tmp/uprog-postinst-ran")
 

@@ -66,7 +66,7 @@ def add_unmodified_deb(
         return found, _without_image(found, image_in)
     patched = store.find_source(pkg.sha256)
     present = [s for s in MAINTAINER_SCRIPTS if s in pkg.control_files]
-    alts, notes = scripts_facts(deb, present)
+    alts, notes = scripts_facts(deb, pkg.name, present)
 
     def populate(dest: Path) -> None:
         notes.extend(extract_data(pkg, dest))

@@ -72,7 +72,9 @@ def alternatives(script: str) -> list[dict[str, Any]]:
     return found
 
 
-def scripts_facts(deb: Path, present: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+def scripts_facts(
+    deb: Path, package: str, present: list[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Alternatives declared by the deb's scripts, and notes on what is skipped."""
     alts: list[dict[str, Any]] = []
     for name in present:
@@ -83,5 +85,5 @@ def scripts_facts(deb: Path, present: list[str]) -> tuple[list[dict[str, Any]], 
     notes: list[str] = []
     if present:
         done = f" ({len(alts)} update-alternatives links made instead)" if alts else ""
-        notes.append(f"maintainer scripts not run: {', '.join(present)}{done}")
+        notes.append(f"{package}: maintainer scripts not run: {', '.join(present)}{done}")
     return alts, notes
