@@ -79,10 +79,10 @@ class Farm:
 
 def mount_points(ctx: Context, entries: Sequence[Entry]) -> dict[str, str]:
     """Each store layer root the entries live in, and its fixed path inside."""
-    system = {str(p.resolve()): i for i, p in enumerate(ctx.system_stores)}
+    system = {os.path.realpath(p): i for i, p in enumerate(ctx.system_stores)}
     out: dict[str, str] = {}
     for e in entries:
-        root = str(e.path.parent.resolve())
+        root = _layer_root(e)
         if root in out:
             continue
         out[root] = SYSTEM_STORE_MOUNT.format(system[root]) if root in system else STORE_MOUNT
@@ -93,7 +93,19 @@ def _base(e: Entry, stores: dict[str, str], images: Collection[str]) -> str:
     """Where an entry's tree is seen inside the namespace."""
     if e.dirname in images:
         return IMAGE_MOUNT.format(e.dirname)
-    return stores[str(e.path.parent.resolve())] + "/" + e.dirname
+    return stores[_layer_root(e)] + "/" + e.dirname
+
+
+_resolved: dict[str, str] = {}
+
+
+def _layer_root(e: Entry) -> str:
+    """The real path of the store layer holding e (resolved once per layer)."""
+    parent = str(e.path.parent)
+    real = _resolved.get(parent)
+    if real is None:
+        real = _resolved[parent] = os.path.realpath(parent)
+    return real
 
 
 def farm_key(entries: Sequence[Entry], stores: dict[str, str], images: Collection[str]) -> str:

@@ -23,7 +23,7 @@ from contentpkg.context import Bucket
 from contentpkg.env.union.scripts import MAINTAINER_SCRIPTS, scripts_facts
 from contentpkg.errors import CpkError, NotFoundError
 from contentpkg.store.add import add_built
-from contentpkg.store.entry import Spec, check_part
+from contentpkg.store.entry import Spec, check_part, parse_dirname
 from contentpkg.store.hashing import hash_file
 
 if TYPE_CHECKING:
@@ -145,8 +145,42 @@ def deb_of(ctx: Context, entry: Entry) -> Path | None:
     return None
 
 
+class Matcher:
+    """Specs matched against one listing of the store, made once.
+
+    ``Store.match`` lists every layer per call; a union of hundreds of
+    entries would list the store hundreds of times. A full entry name is
+    looked up directly, without any listing.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._by_name: dict[str, list[Entry]] | None = None
+
+    def match(self, text: str) -> list[Entry]:
+        if parse_dirname(text) is not None:
+            exact = self.store.entry(text)
+            if exact is not None:
+                return [exact]
+        spec = Spec.parse(text)
+        if self._by_name is None:
+            self._by_name = {}
+            for e in self.store.entries():
+                self._by_name.setdefault(e.name, []).append(e)
+        found = self._by_name.get(spec.name, [])
+        return sorted(
+            (e for e in found if spec.matches(e.name, e.version, e.short_hash)),
+            key=lambda e: e.dirname,
+        )
+
+
 def union_entry(
-    ctx: Context, store: Store, text: str, *, image: bool = False
+    ctx: Context,
+    store: Store,
+    text: str,
+    *,
+    image: bool = False,
+    matcher: Matcher | None = None,
 ) -> tuple[Entry, list[str]]:
     """The entry a SPEC (or a .deb path) names, in its unmodified form.
 
@@ -157,7 +191,8 @@ def union_entry(
     """
     if text.endswith(".deb") and os.path.isfile(text):
         return add_unmodified_deb(store, Path(text), image_in=ctx if image else None)
-    matched = store.match(Spec.parse(text)) if "/" not in text else [store.resolve(text)]
+    matcher = matcher or Matcher(store)
+    matched = matcher.match(text) if "/" not in text else [store.resolve(text)]
     if not matched:
         store.resolve(text)  # raises the not-found error with its hint
         raise NotFoundError(f"no entry matches {text!r}", what=text)

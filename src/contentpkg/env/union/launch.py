@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from contentpkg.env.execution import exec_command
 from contentpkg.env.union.compose import Farm, compose
-from contentpkg.env.union.entries import add_unmodified_deb, deb_of, union_entry
+from contentpkg.env.union.entries import Matcher, add_unmodified_deb, deb_of, union_entry
 from contentpkg.env.union.namespace import (
     MountApi,
     UnionUnavailableError,
@@ -55,8 +55,9 @@ def prepare(
         raise CpkError("nothing to enter: name entries, .deb files or --deb packages")
     entries: list[Entry] = []
     notes: list[str] = []
+    matcher = Matcher(store)
     for text in specs:
-        entry, more = union_entry(ctx, store, text, image=images)
+        entry, more = union_entry(ctx, store, text, image=images, matcher=matcher)
         entries.append(entry)
         notes += more
     if debs:
