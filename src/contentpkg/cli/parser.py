@@ -652,3 +652,9 @@ def _add_union_commands(commands: Any) -> None:
         help="entries or .deb files, then -- and the command",
     )  # fmt: skip
     p.set_defaults(func=cmd_enter)
+    # cpk run --union: the project's entries overlaid into one site-packages.
+    commands.choices["run"].add_argument(
+        "--union", action="store_true",
+        help="run with the environment's packages overlaid into one site-packages in a "
+        "private mount namespace, instead of reached through the view's links",
+    )  # fmt: skip

@@ -152,12 +152,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         native=native,
     )
     options = python_options(args)
+    union = getattr(args, "union", False)
     try:
         memo_args = args.raw_argv[1:] if args.raw_argv[:1] == ["run"] else None
-        launch = run(options, request, memo_args)
+        # A union is entered per run: no memo, whose fast path would skip it.
+        launch = run(options, request, None if union else memo_args)
     finally:
         options.close()
     _print_launch(launch)
+    if union:
+        from contentpkg.cli.union import exec_run_union
+
+        exec_run_union(args, launch)
     launch.exec()
     return 0  # not reached: exec replaced this process
 

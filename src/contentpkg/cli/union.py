@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from contentpkg.cli.store import open_store
 from contentpkg.errors import CpkError
@@ -54,3 +55,11 @@ def cmd_enter(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     exec_in_union(union, command, ctx.environ, api=args.mount_api)
+
+
+def exec_run_union(args: argparse.Namespace, launch: Any) -> None:
+    """``cpk run --union``: the launch's environment, its site-packages one overlay."""
+    from contentpkg.env.union.sites import overlay_site_packages
+
+    overlay_site_packages(Path(launch.env), api="auto")
+    launch.exec()
