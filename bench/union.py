@@ -10,9 +10,13 @@ its ratio (the machines are noisy: read the ratios and differences):
   interpreter start-up is the larger part;
 * 2,000 cold lookups of missing names under the union's ``/usr`` (a new
   mount each round) against the host's ``/usr`` (fresh names each round,
-  so no negative dentry helps either side).
+  so no negative dentry helps either side);
+* importing every package of a project of 50 and of 200 small wheels (served
+  by a static index on loopback), timed inside the command: ``cpk run``
+  (a view of links) against ``cpk run --union`` (one overlaid site-packages,
+  a layer per entry).
 
-    python bench/union.py [--rounds 21]
+    python bench/union.py [--rounds 21] [--skip-python]
 """
 
 from __future__ import annotations
@@ -119,6 +123,7 @@ def median_ms(values: list[float]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=21)
+    ap.add_argument("--skip-python", action="store_true")
     args = ap.parse_args()
     bwrap = shutil.which("bwrap")
     overlays = bool(bwrap) and bwrap_overlays()
@@ -181,8 +186,103 @@ def main() -> None:
         print(f"\n{LOOKUPS} cold lookups of missing names (ms, medians of {args.rounds})")
         print(f"  host /usr {h:.2f}   union /usr (300 entries, one farm) {i:.2f}   "
               f"ratio {i / h:.2f}x")  # fmt: skip
+        if not args.skip_python:
+            python_rows(work, args.rounds)
     finally:
         remove_tree(work)
+
+
+def write_wheel(dest: Path, name: str) -> None:
+    """A minimal pure wheel holding one package (written here: bench needs no test code)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    files = {
+        f"{name}/__init__.py": f"VALUE = {name!r}\n".encode(),
+        f"{name}-1.0.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n"
+        ).encode(),
+        f"{name}-1.0.dist-info/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    rows = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        rows.append(f"{path},sha256={digest},{len(data)}")
+    rows.append(f"{name}-1.0.dist-info/RECORD,,")
+    files[f"{name}-1.0.dist-info/RECORD"] = ("\n".join(rows) + "\n").encode()
+    with zipfile.ZipFile(dest / f"{name}-1.0-py3-none-any.whl", "w") as z:
+        for path, data in files.items():
+            z.writestr(path, data)
+
+
+def static_index(root: Path, names: list[str]) -> None:
+    """PEP 503 pages for the wheels in root/files, with their sha256, as static files."""
+    import hashlib
+
+    for name in names:
+        page = root / "simple" / name
+        page.mkdir(parents=True)
+        whl = f"{name}-1.0-py3-none-any.whl"
+        sha = hashlib.sha256((root / "files" / whl).read_bytes()).hexdigest()
+        (page / "index.html").write_text(f'<a href="../../files/{whl}#sha256={sha}">{whl}</a>\n')
+
+
+def python_rows(work: Path, rounds: int) -> None:
+    import socket
+
+    print(f"\nimporting every package, inside the command (ms, medians of {rounds})")
+    print(f"{'packages':>9} {'view':>8} {'--union':>8} {'ratio':>6}")
+    for count in (50, 200):
+        base = work / f"py{count}"
+        names = [f"pkg{count}x{i}" for i in range(count)]
+        (base / "index" / "files").mkdir(parents=True)
+        for n in names:
+            write_wheel(base / "index" / "files", n)
+        static_index(base / "index", names)
+        proj = base / "proj"
+        proj.mkdir()
+        deps = ", ".join(f'"{n}"' for n in names)
+        (proj / "pyproject.toml").write_text(
+            f'[project]\nname = "proj"\nversion = "0"\ndependencies = [{deps}]\n'
+        )
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+             "--directory", str(base / "index")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            env = dict(os.environ, CPK_HOME=str(base / "home"), CPK_CACHE_DIR=str(base / "cache"),
+                       CPK_INDEX_URL=f"http://127.0.0.1:{port}/simple")  # fmt: skip
+            code = ("import time\nt = time.perf_counter()\n"
+                    + "".join(f"import {n}\n" for n in names)
+                    + "print(time.perf_counter() - t)\n")  # fmt: skip
+            for _ in range(50):  # the server starts
+                probe = subprocess.run([sys.executable, "-m", "contentpkg", "lock"], cwd=proj,
+                                       env=env, capture_output=True)  # fmt: skip
+                if probe.returncode == 0:
+                    break
+                time.sleep(0.1)
+            times: dict[str, list[float]] = {"view": [], "union": []}
+            for _ in range(rounds):
+                for mode, extra in (("view", []), ("union", ["--union"])):
+                    run = subprocess.run(
+                        [sys.executable, "-m", "contentpkg", "run", *extra, "python", "-c", code],
+                        cwd=proj, env=env, capture_output=True, text=True,
+                    )  # fmt: skip
+                    if run.returncode != 0:
+                        raise SystemExit(f"cpk run {' '.join(extra)}: {run.stderr.strip()}")
+                    times[mode].append(float(run.stdout.strip().splitlines()[-1]))
+        finally:
+            server.terminate()
+            server.wait()
+        v, u = median_ms(times["view"]), median_ms(times["union"])
+        print(f"{count:>9} {v:>8.2f} {u:>8.2f} {u / v:>5.2f}x")
 
 
 if __name__ == "__main__":
