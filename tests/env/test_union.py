@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,7 +76,9 @@ def _compile(source: str, out: Path, *flags: str) -> bytes:
     return out.read_bytes()
 
 
-def build_deb(where: Path, version: str, *, postinst: str | None = None) -> Path:
+def build_deb(
+    where: Path, version: str, *, postinst: str | None = None, depends: str | None = None
+) -> Path:
     """The test program's package at version, with its data, plugin and helper."""
     t = _triplet()
     work = where / f"build-{version}"
@@ -93,6 +96,7 @@ def build_deb(where: Path, version: str, *, postinst: str | None = None) -> Path
         "control": (
             f"Package: {PROG}\nVersion: {version}\nArchitecture: {_arch()}\n"
             "Maintainer: Test <test@example.invalid>\nDescription: union test program\n"
+            + (f"Depends: {depends}\n" if depends else "")
         ).encode()
     }
     if postinst is not None:
@@ -393,6 +397,18 @@ def test_tampered_image_is_refused_before_mounting(sandbox: Path) -> None:
     assert _union_mounts() == []
 
 
+def _processes_naming(text: str) -> list[str]:
+    found = []
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(d)
+        except OSError:
+            continue
+    return found
+
+
 def _fuse_unusable_here() -> str | None:
     from contentpkg.env.union.images import fuse_unusable
 
@@ -420,14 +436,13 @@ def test_image_mounted_with_squashfuse_dies_with_the_command(usable: None) -> No
         assert lines[:3] == ["greeting 1.0", "plugin 1.0", "helper 1.0"]
         assert lines[3] == "1"  # one image, mounted by squashfuse
         image = str(next((root / "home" / "images").glob("*.squashfs")))
-        left = []
-        for d in os.listdir("/proc"):
-            try:
-                with open(f"/proc/{d}/cmdline", "rb") as f:
-                    if image.encode() in f.read():
-                        left.append(d)
-            except OSError:
-                continue
+        # The kernel's SIGKILL reaches squashfuse as the command exits; its
+        # end is asynchronous, so wait for it (bounded) rather than race it.
+        for _ in range(100):
+            left = _processes_naming(image)
+            if not left:
+                break
+            time.sleep(0.05)
         assert left == []  # squashfuse ended with the command
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(root)], check=False)
@@ -444,3 +459,21 @@ def test_image_without_fuse_is_verified_and_says_tree_used(sandbox: Path) -> Non
     proc = cpk(sandbox, "enter", "--image", deb, "--", PROG)
     assert proc.returncode == 0, proc.stderr
     assert "images verified but not mounted (/dev/fuse is not accessible" in proc.stderr
+
+
+def test_stored_dependencies_join_the_union(sandbox: Path) -> None:
+    from tests.support.debs import Deb
+
+    where = sandbox / "debs"
+    where.mkdir()
+    extra = Deb("uprog-extra", files={"usr/share/uprog-extra/marker": b"extra here\n"})
+    extra.architecture = _arch()
+    extra_deb = extra.build(where / "uprog-extra.deb")
+    deb = build_deb(where, "1.0", depends="uprog-extra (>= 1.0), libc6")
+    if _as_user():
+        subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(where)], check=True)
+    assert cpk(sandbox, "enter", extra_deb, "--", "true").returncode == 0
+    proc = cpk(sandbox, "enter", deb, "--", "cat", "/usr/share/uprog-extra/marker")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "extra here\n"
+    assert "left to the host (not in the store): libc6" in proc.stderr

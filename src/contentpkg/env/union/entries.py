@@ -85,6 +85,8 @@ def add_unmodified_deb(
             "version": pkg.version,
             "architecture": pkg.architecture,
             "maintainer_scripts": present,
+            "depends": pkg.depends,
+            "pre_depends": pkg.pre_depends,
         },
         "alternatives": alts,
         "notes": list(notes),
@@ -217,3 +219,45 @@ def union_entry(
             "gone; the union uses it as stored"
         ]
     return entry, []
+
+
+def with_dependencies(
+    ctx: Context, store: Store, entries: list[Entry], *, image: bool, matcher: Matcher
+) -> tuple[list[Entry], list[str]]:
+    """entries and, transitively, the stored packages their Depends name.
+
+    As ``cpk install`` does, a dependency is taken from the store when it
+    holds that package (one version of it: several is a choice the user
+    makes by naming one); what the store lacks is left to the host, and one
+    note names it.
+    """
+    out = list(entries)
+    have = {e.name for e in entries}
+    notes: list[str] = []
+    host: set[str] = set()
+    queue = list(entries)
+    while queue:
+        deb = queue.pop(0).metadata.get("deb") or {}
+        for group in [*(deb.get("pre_depends") or []), *(deb.get("depends") or [])]:
+            names = [str(r[0]) for r in group]
+            if any(n in have for n in names):
+                continue
+            for n in names:
+                found = matcher.match(n)
+                if not found:
+                    continue
+                if len({f.version for f in found}) > 1:
+                    notes.append(f"dependency {n}: several versions stored; name one to use it")
+                    have.add(n)
+                    break
+                dep, more = union_entry(ctx, store, n, image=image, matcher=matcher)
+                notes += more
+                out.append(dep)
+                have.add(n)
+                queue.append(dep)
+                break
+            else:
+                host.update(names[:1])
+    if host:
+        notes.append(f"left to the host (not in the store): {', '.join(sorted(host))}")
+    return out, notes

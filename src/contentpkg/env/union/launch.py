@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, NoReturn
 
 from contentpkg.env.execution import exec_command
 from contentpkg.env.union.compose import Farm, compose
-from contentpkg.env.union.entries import Matcher, add_unmodified_deb, deb_of, union_entry
+from contentpkg.env.union.entries import (
+    Matcher,
+    add_unmodified_deb,
+    deb_of,
+    union_entry,
+    with_dependencies,
+)
 from contentpkg.env.union.namespace import (
     MountApi,
     UnionUnavailableError,
@@ -73,6 +79,8 @@ def prepare(
             entry, more = add_unmodified_deb(store, path, image_in=ctx if images else None)
             entries.append(entry)
             notes += more
+    entries, more = with_dependencies(ctx, store, entries, image=images, matcher=matcher)
+    notes += more
     seen: set[str] = set()
     unique = [e for e in entries if not (e.dirname in seen or seen.add(e.dirname))]
     verified = _verified_images(ctx, unique, notes) if images else {}
