@@ -477,3 +477,27 @@ def test_stored_dependencies_join_the_union(sandbox: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "extra here\n"
     assert "left to the host (not in the store): libc6" in proc.stderr
+
+
+def test_disabled_user_namespaces_are_one_line(sandbox: Path) -> None:
+    # A user namespace whose own limit of nested namespaces is 0 stands for
+    # a machine with them disabled; cpk enter runs inside it.
+    (deb,) = _debs(sandbox, "1.0")
+    marker = sandbox / "ran"
+    # The system's interpreter: the unprivileged user may not reach the
+    # suite's own through a shell (cpk enter needs only the standard library).
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    inner = (
+        "echo 0 > /proc/sys/user/max_user_namespaces || exit 99; "
+        f'exec "{python}" -m contentpkg enter "{deb}" -- touch "{marker}"'
+    )
+    proc = subprocess.run(
+        [*_as_user(), "unshare", "-Ur", "sh", "-c", inner],
+        capture_output=True, text=True, env=_env(sandbox), cwd=sandbox, timeout=120,
+    )  # fmt: skip
+    if proc.returncode == 99:
+        pytest.skip("cannot lower the nested user namespace limit here")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("cpk: error: user namespaces are disabled on this machine")
+    assert proc.stderr.count("\n") == 1
+    assert not marker.exists()
