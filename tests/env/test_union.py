@@ -501,3 +501,39 @@ def test_disabled_user_namespaces_are_one_line(sandbox: Path) -> None:
     assert proc.stderr.startswith("cpk: error: user namespaces are disabled on this machine")
     assert proc.stderr.count("\n") == 1
     assert not marker.exists()
+
+
+def test_ld_so_conf_d_directories_reach_the_loader_cache(sandbox: Path) -> None:
+    where = sandbox / "debs"
+    where.mkdir()
+    work = where / "build"
+    work.mkdir()
+    lib = _compile('const char *priv(void) { return "private lib"; }', work / "libpriv.so.1",
+                   "-shared", "-fPIC", "-Wl,-soname,libpriv.so.1")  # fmt: skip
+    main = _compile(
+        '#include <stdio.h>\nconst char *priv(void);\nint main(void) { puts(priv()); return 0; }',
+        work / "privtool", f"-L{work}", "-l:libpriv.so.1",
+    )  # fmt: skip
+    deb = where / "privtool.deb"
+    control = (
+        f"Package: privtool\nVersion: 1.0\nArchitecture: {_arch()}\n"
+        "Maintainer: Test <test@example.invalid>\nDescription: a private library\n"
+    )
+    files: dict[str, bytes | str] = {
+        "usr/bin/privtool": main,
+        "usr/lib/privtool/libpriv.so.1": lib,
+        "etc/ld.so.conf.d/privtool.conf": b"# the private library\n/usr/lib/privtool\n",
+    }
+    deb.write_bytes(
+        _ar([("debian-binary", b"2.0\n"), ("control.tar.gz", _tar({"control": control.encode()})),
+             ("data.tar.gz", _tar(files))])
+    )  # fmt: skip
+    if _as_user():
+        subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(where)], check=True)
+    proc = cpk(sandbox, "enter", deb, "--", "privtool")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "private lib\n"
+    assert (
+        "ldconfig: library directories of privtool added to the union's loader cache (1)"
+        in proc.stderr
+    )

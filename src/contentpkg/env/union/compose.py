@@ -194,6 +194,8 @@ def _build(root: Path, entries: Sequence[Entry], stores: dict[str, str], images:
             f"/{top} is not overlaid; files there from {', '.join(sorted(names))} are left out"
         )
     _alternatives(root, entries, owner, farm.notes)
+    if ldconfig(root, entries, farm.notes) and "etc" not in farm.areas:
+        farm.areas.append("etc")
     return farm
 
 
@@ -260,3 +262,53 @@ def _alternatives(
         os.symlink(a["path"], dest)
         owner[link] = a["entry"]
         notes.append(f"alternative {name}: {link} -> {a['path']} (from {a['entry']})")
+
+
+def ldconfig(root: Path, entries: Sequence[Entry], notes: list[str]) -> bool:
+    """A loader cache with the directories the entries' ``ld.so.conf.d`` add.
+
+    What a package's trigger would do with ``ldconfig``: libraries in the
+    default directories need nothing (the loader searches them after its
+    cache), but a package that puts its libraries elsewhere lists the
+    directory in ``/etc/ld.so.conf.d/``. The cache is built by ``ldconfig``
+    itself (``-C`` to a file of the farm, ``-X`` to touch no links), from the
+    host's configuration plus those directories at their real store paths,
+    which the namespace shows too. True when the farm got a cache.
+    """
+    extra: list[str] = []
+    named: list[str] = []
+    for e in entries:
+        conf_dir = e.path / "etc" / "ld.so.conf.d"
+        if not conf_dir.is_dir():
+            continue
+        for conf in sorted(conf_dir.glob("*.conf")):
+            for line in conf.read_text(errors="replace").splitlines():
+                line = line.split("#", 1)[0].strip()
+                if not line.startswith("/usr/") or line.startswith("include"):
+                    continue
+                real = e.path / line.removeprefix("/usr/")
+                if real.is_dir() and str(real) not in extra:
+                    extra.append(str(real))
+                    named.append(e.name)
+    if not extra:
+        return False
+    import shutil
+    import subprocess
+
+    tool = shutil.which("ldconfig") or shutil.which("ldconfig", path="/sbin:/usr/sbin")
+    if tool is None:
+        notes.append(f"ldconfig not found: library directories of {', '.join(named)} "
+                     "are not in the loader's cache")  # fmt: skip
+        return False
+    (root / "etc").mkdir(exist_ok=True)
+    conf = root / "ld.so.conf"
+    conf.write_text("include /etc/ld.so.conf\n" + "".join(f"{d}\n" for d in extra))
+    run = subprocess.run([tool, "-X", "-C", str(root / "etc" / "ld.so.cache"), "-f", str(conf)],
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    if run.returncode != 0 or not (root / "etc" / "ld.so.cache").exists():
+        notes.append(f"ldconfig failed ({run.stderr.strip()[:200]}); library directories of "
+                     f"{', '.join(named)} are not in the loader's cache")  # fmt: skip
+        return False
+    notes.append(f"ldconfig: library directories of {', '.join(sorted(set(named)))} "
+                 f"added to the union's loader cache ({len(extra)})")  # fmt: skip
+    return True
