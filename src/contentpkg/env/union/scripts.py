@@ -4,9 +4,11 @@ A union has no root and no dpkg database, and a script run in it would
 change the host's view only for one process tree anyway, so ``preinst``,
 ``postinst`` and the others are not run. What they do that matters and is
 declarative is done without them: ``update-alternatives --install`` lines
-become links in the merged lower (:mod:`.compose`), and libraries in the
+become links in the merged lower (:mod:`.compose`); libraries in the
 default directories need no ``ldconfig`` (the loader searches those
-directories after its cache). Everything else the scripts do is reported,
+directories after its cache), and directories a package adds in
+``/etc/ld.so.conf.d`` get a loader cache of the union's own
+(:func:`.compose.ldconfig`). Everything else the scripts do is reported,
 by script name, when the entry is made.
 """
 
