@@ -537,3 +537,27 @@ def test_ld_so_conf_d_directories_reach_the_loader_cache(sandbox: Path) -> None:
         "ldconfig: library directories of privtool added to the union's loader cache (1)"
         in proc.stderr
     )
+
+
+def test_profile_packages_enter_unmodified(tmp_path: Path) -> None:
+    # Composition only, in this process: installing needs patchelf, which
+    # the unprivileged user may not reach.
+    from contentpkg.context import Context
+    from contentpkg.env.union.entries import is_unmodified
+    from contentpkg.env.union.launch import prepare
+    from contentpkg.store.layers import Store
+
+    deb = build_deb(tmp_path, "1.0")
+    env = dict(os.environ, CPK_HOME=str(tmp_path / "home"), CPK_CACHE_DIR=str(tmp_path / "c"),
+               PYTHONPATH=str(SRC))  # fmt: skip
+    for args in (["store", "add", str(deb)], ["install", PROG, "--profile", "tools"]):
+        run = subprocess.run([sys.executable, "-m", "contentpkg", *args], env=env,
+                             capture_output=True, text=True)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+    ctx = Context.from_environ(env)
+    union = prepare(ctx, Store.open(ctx=ctx), [], profiles=["tools"])
+    assert [e.name for e in union.entries] == [PROG]
+    assert is_unmodified(union.entries[0])
+    assert os.readlink(union.farm.lower("usr") / "bin" / PROG).endswith(f"/bin/{PROG}")
+    with pytest.raises(Exception, match="profile 'nope' does not exist"):
+        prepare(ctx, Store.open(ctx=ctx), [], profiles=["nope"])

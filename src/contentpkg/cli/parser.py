@@ -638,6 +638,10 @@ def _add_union_commands(commands: Any) -> None:
         help="a Debian package, fetched from the archive with its dependencies if missing",
     )  # fmt: skip
     p.add_argument(
+        "--profile", "-p", action="append", metavar="NAME",
+        help="the packages of a profile's current generation (see cpk profile list)",
+    )  # fmt: skip
+    p.add_argument(
         "--image", action="store_true",
         help="store entries with squashfs images (sha256 in their metadata) and mount "
         "those, each verified first (squashfuse; needs an accessible /dev/fuse)",

@@ -13,8 +13,11 @@ if TYPE_CHECKING:
     import argparse
 
 
-def split_enter_args(rest: list[str], debs: list[str]) -> tuple[list[str], list[str], list[str]]:
-    """(specs, --deb names, command) from ``SPEC... [--deb NAME]... [-- CMD...]``.
+def split_enter_args(
+    rest: list[str], debs: list[str], profiles: list[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """(specs, --deb names, command) from ``SPEC... [--deb NAME]... [-- CMD...]``;
+    ``--profile NAME`` words are added to profiles.
 
     argparse cannot tell specs before ``--`` from a command after it when
     both are positional, so the words are split here.
@@ -27,11 +30,12 @@ def split_enter_args(rest: list[str], debs: list[str]) -> tuple[list[str], list[
     names = list(debs)
     words = iter(head)
     for word in words:
-        if word == "--deb" or word.startswith("--deb="):
+        option = word.partition("=")[0]
+        if option in ("--deb", "--profile"):
             value = word.partition("=")[2] or next(words, "")
             if not value:
-                raise CpkError("enter: --deb needs a package name")
-            names.append(value)
+                raise CpkError(f"enter: {option} needs a name")
+            (names if option == "--deb" else profiles).append(value)
         elif word.startswith("-"):
             raise CpkError(f"enter: unknown option {word} (a command goes after --)")
         else:
@@ -43,8 +47,9 @@ def cmd_enter(args: argparse.Namespace) -> int:
     from contentpkg.env.union.launch import exec_in_union, prepare
 
     ctx = args.ctx
-    specs, debs, command = split_enter_args(list(args.rest), list(args.deb or []))
-    union = prepare(ctx, open_store(ctx), specs, debs, images=args.image)
+    profiles = list(args.profile or [])
+    specs, debs, command = split_enter_args(list(args.rest), list(args.deb or []), profiles)
+    union = prepare(ctx, open_store(ctx), specs, debs, profiles=profiles, images=args.image)
     for note in union.notes:
         print(f"cpk: {note}", file=sys.stderr)
     if not command:

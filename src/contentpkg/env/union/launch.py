@@ -49,6 +49,7 @@ def prepare(
     specs: Sequence[str],
     debs: Sequence[str] = (),
     *,
+    profiles: Sequence[str] = (),
     images: bool = False,
 ) -> Union:
     """Find (or make) the unmodified entries and compose their farm.
@@ -57,8 +58,9 @@ def prepare(
     when the store lacks them, with their dependencies as the archive
     resolves them (packages every Debian system has are left to the host).
     """
-    if not specs and not debs:
-        raise CpkError("nothing to enter: name entries, .deb files or --deb packages")
+    if not specs and not debs and not profiles:
+        raise CpkError("nothing to enter: name entries, .deb files, --deb or --profile")
+    specs = [*specs, *_profile_specs(ctx, store, profiles)]
     entries: list[Entry] = []
     notes: list[str] = []
     matcher = Matcher(store)
@@ -86,6 +88,20 @@ def prepare(
     verified = _verified_images(ctx, unique, notes) if images else {}
     farm = compose(ctx, unique, verified)
     return Union(unique, farm, notes + farm.notes, verified)
+
+
+def _profile_specs(ctx: Context, store: Store, names: Sequence[str]) -> list[str]:
+    """The entries each profile's current generation was asked to hold."""
+    from contentpkg.elf.envdir import installed_requests
+    from contentpkg.env.profiles import check_profile_name, profiles_dir
+
+    out: list[str] = []
+    for name in names:
+        where = profiles_dir(ctx.home) / check_profile_name(name)
+        if not where.exists():
+            raise CpkError(f"profile {name!r} does not exist (cpk profile list)")
+        out += [e.dirname for e in installed_requests(store, where)]
+    return out
 
 
 def _verified_images(ctx: Context, entries: Sequence[Entry], notes: list[str]) -> dict[str, Path]:
