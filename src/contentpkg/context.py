@@ -170,8 +170,8 @@ class Context:
 
 def _remote_environment(env: Mapping[str, str]) -> RemoteEnvironment:
     home = Path(env.get("HOME") or os.path.expanduser("~"))
-    docker_dir = (
-        Path(env["DOCKER_CONFIG"]).expanduser() if env.get("DOCKER_CONFIG") else (home / ".docker")
+    docker_dir = Path(env["DOCKER_CONFIG"]).expanduser() if env.get("DOCKER_CONFIG") else (
+        home / ".docker"
     )
     return RemoteEnvironment(
         remotes=tuple(env.get("CPK_REMOTES", "").split()),

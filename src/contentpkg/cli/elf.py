@@ -79,7 +79,9 @@ def cmd_fetch_any(args: argparse.Namespace) -> int:
     if args.dry_run:
         from contentpkg.elf.archive.fetch import resolve_names
 
-        resolution = resolve_names(args.ctx, args.requirements, recommends=args.with_recommends)
+        resolution = resolve_names(
+            args.ctx, args.requirements, recommends=args.with_recommends
+        )
         for p in resolution.packages:
             print(f"{p.name} {p.version}")
         for name, why in sorted(resolution.system.items()):
@@ -263,3 +265,4 @@ def cmd_ldd(args: argparse.Namespace) -> int:
     if report.error:
         print(f"cpk: error: the loader stops: {report.error}", file=sys.stderr)
     return 0 if report.ok else 1
+

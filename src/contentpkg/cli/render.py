@@ -42,3 +42,4 @@ def version_key(version: str) -> tuple[int, Any]:
 
 def local_time(moment: Any) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+

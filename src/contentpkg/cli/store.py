@@ -98,7 +98,8 @@ def cmd_store_ls(args: argparse.Namespace) -> int:
         print("no entries" + (f" match {args.pattern!r}" if args.pattern else ""), file=sys.stderr)
         return 0
     rows = [
-        [e.name, e.version, e.short_hash[:12], human(e.size), e.kind, e.layer.role] for e in entries
+        [e.name, e.version, e.short_hash[:12], human(e.size), e.kind, e.layer.role]
+        for e in entries
     ]
     print(table(rows, ["NAME", "VERSION", "HASH", "SIZE", "KIND", "LAYER"]))
     return 0
@@ -227,3 +228,4 @@ def cmd_identify(args: argparse.Namespace) -> int:
                 f"[{entry.layer.role}] {entry.path / rel}"
             )
     return status
+

@@ -1188,7 +1188,9 @@ def _same(full: Path, p: _Placement) -> bool:
         return False
 
 
-def _put(where: Path, p: _Placement, link_mode: str = "auto", made: set[Path] | None = None) -> str:
+def _put(
+    where: Path, p: _Placement, link_mode: str = "auto", made: set[Path] | None = None
+) -> str:
     """Place one file or link atomically: build beside it, then rename; say how.
 
     Where nothing is in the way (a fresh WHERE), the file or link is made

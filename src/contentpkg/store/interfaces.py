@@ -58,3 +58,4 @@ class StoreWriter(Protocol):
     ) -> AddResult:
         """Build an entry with populate in staging and publish it with one rename."""
         ...
+

@@ -428,10 +428,8 @@ def _parse_file(where: str, base: str, entry: Any, kind: str) -> LockedFile:
         raise LockUnreadableError(f"{where}: {kind} {name} has no hashes")
     for algorithm, value in hashes.items():
         want = _HEX_LENGTHS.get(str(algorithm).lower())
-        if (
-            not isinstance(value, str)
-            or not re.fullmatch(r"[0-9a-fA-F]+", value)
-            or (want is not None and len(value) != want)
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F]+", value) or (
+            want is not None and len(value) != want
         ):
             raise LockUnreadableError(
                 f"{where}: {kind} {name} has a malformed {algorithm} hash {str(value)[:80]!r}"

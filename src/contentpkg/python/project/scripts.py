@@ -76,3 +76,5 @@ def read_script_metadata(script: Path, *, validate: bool = True) -> ScriptInputs
         tool=tool,
         files=(script,),
     )
+
+

@@ -133,7 +133,9 @@ def plan_run(options: Options, request: RunRequest) -> RunPlan:
     )  # fmt: skip
 
 
-def _find_inputs(options: Options, request: RunRequest, script: str | None) -> ProjectInputs | None:
+def _find_inputs(
+    options: Options, request: RunRequest, script: str | None
+) -> ProjectInputs | None:
     """The script's PEP 723 header, else the project, else None (``--with`` alone)."""
     if request.isolated:
         return None
@@ -290,7 +292,9 @@ def _make(plan: RunPlan) -> Prepared:
 _METADATA_FILES = ("pyproject.toml", "setup.cfg", "setup.py")
 
 
-def memo_facts(prepared: Prepared, plan: RunPlan) -> tuple[list[str], list[str], list[str]]:
+def memo_facts(
+    prepared: Prepared, plan: RunPlan
+) -> tuple[list[str], list[str], list[str]]:
     """(inputs, absent, exists) for :func:`.memo.write_memo`: every file whose
     change could change this decision, the project files whose appearance
     could, and what must still be there to use the environment.
