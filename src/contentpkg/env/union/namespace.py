@@ -38,6 +38,9 @@ MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
 MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_RELATIME = 1 << 21
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
@@ -135,6 +138,11 @@ def bind_read_only(source: str, target: str) -> None:
         (os.ST_NOSUID, MS_NOSUID),
         (os.ST_NODEV, MS_NODEV),
         (os.ST_NOEXEC, MS_NOEXEC),
+        # The atime mode is locked too: left out, the kernel would ask for
+        # relatime and refuse the change on a noatime file system.
+        (os.ST_NOATIME, MS_NOATIME),
+        (os.ST_NODIRATIME, MS_NODIRATIME),
+        (os.ST_RELATIME, MS_RELATIME),
     ):
         if st.f_flag & st_flag:
             keep |= ms_flag
