@@ -73,6 +73,8 @@ class Bucket(enum.Enum):
     GIT = "git-v1"
     #: Archives named by direct URL requirements, by URL, until hashed and locked.
     DIRECT_ARCHIVES = "direct-v1"
+    #: Unions' merged lower layers (symlink farms), by their entry list.
+    UNIONS = "unions-v1"
 
 
 @dataclass(frozen=True)

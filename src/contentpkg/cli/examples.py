@@ -50,6 +50,7 @@ EXAMPLES: dict[str, str] = {
     "cache prune": "cpk cache prune",
     "completion": "cpk completion bash > ~/.local/share/bash-completion/completions/cpk",
     "help": "cpk help add",
+    "enter": "cpk enter --deb groff -- groff -man -Tps page.1",
     "key": "cpk key generate ~/.config/cpk/ci.key",
     "key generate": "cpk key generate ~/.config/cpk/ci.key",
     "key trust": "cpk key trust ci.key.pub",

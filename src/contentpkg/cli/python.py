@@ -177,13 +177,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         native=native,
     )
     options = python_options(args)
+    union = getattr(args, "union", False)
     try:
-        # The memo is written only for the arguments the hot path will see.
-        launch = run(options, request, getattr(args, "run_argv", None))
+        # The memo is written only for the arguments the hot path will see;
+        # a union is entered per run: no memo, whose fast path would skip it.
+        launch = run(options, request, None if union else getattr(args, "run_argv", None))
     finally:
         options.close()
     _print_launch(launch)
     drop_scratch_cache(args)
+    if union:
+        from contentpkg.cli.union import exec_run_union
+
+        exec_run_union(args, launch)
     launch.exec()
     return 0  # not reached: exec replaced this process
 

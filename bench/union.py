@@ -1,0 +1,289 @@
+"""Benchmark: unions (``cpk enter``) against a plain exec and ``bwrap``.
+
+Rows, each a median over rounds interleaved in the same run, printed with
+its ratio (the machines are noisy: read the ratios and differences):
+
+* start-up of ``/bin/true`` in a union of 10 and of 300 entries (farm
+  cached), measured from fork to exit: a plain exec, the union's namespace
+  and mounts (``exec_in_union``), and ``bwrap`` overlaying the same farm
+  and binding the same store; plus the whole ``cpk enter`` command, whose
+  interpreter start-up is the larger part;
+* 2,000 cold lookups of missing names under the union's ``/usr`` (a new
+  mount each round) against the host's ``/usr`` (fresh names each round,
+  so no negative dentry helps either side);
+* importing every package of a project of 50 and of 200 small wheels (served
+  by a static index on loopback), timed inside the command: ``cpk run``
+  (a view of links) against ``cpk run --union`` (one overlaid site-packages,
+  a layer per entry).
+
+    python bench/union.py [--rounds 21] [--skip-python]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from contentpkg.context import Context
+from contentpkg.env.union.compose import STORE_MOUNT, compose
+from contentpkg.env.union.launch import Union, exec_in_union
+from contentpkg.fs import remove_tree
+from contentpkg.store.add import add_built
+from contentpkg.store.layers import Store
+
+LOOKUPS = 2000
+LOOKUP_CODE = (
+    "import os, sys, time\n"
+    "tag = sys.argv[1]\n"
+    "names = [f'/usr/share/cpk-bench-missing-{tag}-{i}' for i in range(" + str(LOOKUPS) + ")]\n"
+    "t = time.perf_counter()\n"
+    "for n in names:\n"
+    "    try: os.stat(n)\n"
+    "    except FileNotFoundError: pass\n"
+    "print(time.perf_counter() - t)\n"
+)
+
+
+def make_entries(ctx: Context, count: int) -> list:
+    store = Store.open(ctx=ctx)
+    out = []
+    for i in range(count):
+
+        def populate(dest: Path, i: int = i) -> None:
+            (dest / "bin").mkdir()
+            tool = dest / "bin" / f"tool{i}"
+            tool.write_text(f"#!/bin/sh\necho tool {i}\n")
+            tool.chmod(0o755)
+            share = dest / "share" / f"pkg{i}"
+            share.mkdir(parents=True)
+            for j in range(5):
+                (share / f"data{j}.txt").write_text(f"{i} {j}\n")
+            lib = dest / "lib" / "x86_64-linux-gnu" / f"pkg{i}"
+            lib.mkdir(parents=True)
+            (lib / "plugin.txt").write_text(str(i))
+
+        result = add_built(store, f"pkg{i}", "1.0", "generic", populate,
+                           extra={"unmodified": True})  # fmt: skip
+        out.append(result.entry)
+    return out
+
+
+def timed_fork(target) -> float:
+    t = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            target()
+        finally:
+            os._exit(127)
+    _, status = os.waitpid(pid, 0)
+    elapsed = time.perf_counter() - t
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"child failed with {status}")
+    return elapsed
+
+
+def plain_exec() -> None:
+    os.execv("/bin/true", ["/bin/true"])
+
+
+def union_exec(union: Union) -> None:
+    exec_in_union(union, ["/bin/true"], dict(os.environ))
+
+
+def bwrap_overlays() -> bool:
+    """bwrap 0.9 added overlays; older ones can only bind."""
+    run = subprocess.run(["bwrap", "--help"], capture_output=True, text=True, check=False)
+    return "--overlay-src" in run.stdout + run.stderr
+
+
+def bwrap_argv(union: Union, store: Path, command: list[str], overlays: bool) -> list[str]:
+    if not overlays:
+        # The same store bound read-only (at its own path: bwrap would create
+        # a missing mount point on the host); no overlay of /usr.
+        return ["bwrap", "--dev-bind", "/", "/", "--ro-bind", str(store), str(store), *command]
+    return [
+        "bwrap", "--dev-bind", "/", "/",
+        "--overlay-src", str(union.farm.lower("usr")), "--overlay-src", "/usr",
+        "--ro-overlay", "/usr", "--ro-bind", str(store), STORE_MOUNT, *command,
+    ]  # fmt: skip
+
+
+def median_ms(values: list[float]) -> float:
+    return statistics.median(values) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=21)
+    ap.add_argument("--skip-python", action="store_true")
+    args = ap.parse_args()
+    bwrap = shutil.which("bwrap")
+    overlays = bool(bwrap) and bwrap_overlays()
+    work = Path(tempfile.mkdtemp(prefix="cpk-bench-union-"))
+    try:
+        ctx = Context.from_environ(
+            {**os.environ, "CPK_HOME": str(work / "home"), "CPK_CACHE_DIR": str(work / "cache")}
+        )
+        entries = make_entries(ctx, 300)
+        store_dir = ctx.store_dir
+        env = dict(os.environ, CPK_HOME=str(work / "home"), CPK_CACHE_DIR=str(work / "cache"))
+        print(f"start-up of /bin/true, medians of {args.rounds} rounds (ms)")
+        if bwrap and not overlays:
+            print("(this bwrap has no --overlay-src: it binds the store read-only, no overlay)")
+        print(f"{'entries':>8} {'plain':>8} {'union':>8} {'+ms':>6} {'bwrap':>8} "
+              f"{'+ms':>6} {'cpk enter':>10}")  # fmt: skip
+        for n in (10, 300):
+            farm = compose(ctx, entries[:n])
+            union = Union(entries[:n], farm)
+            specs = [e.dirname for e in entries[:n]]
+            rows: dict[str, list[float]] = {"plain": [], "union": [], "bwrap": [], "cli": []}
+            for _ in range(args.rounds):
+                rows["plain"].append(timed_fork(plain_exec))
+                rows["union"].append(timed_fork(lambda u=union: union_exec(u)))
+                if bwrap:
+                    t = time.perf_counter()
+                    subprocess.run(
+                        bwrap_argv(union, store_dir, ["/bin/true"], overlays), check=True
+                    )
+                    rows["bwrap"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "contentpkg", "enter", *specs, "--",
+                                "/bin/true"], check=True, env=env)  # fmt: skip
+                rows["cli"].append(time.perf_counter() - t)
+            p, u = median_ms(rows["plain"]), median_ms(rows["union"])
+            b = median_ms(rows["bwrap"]) if rows["bwrap"] else float("nan")
+            print(f"{n:>8} {p:>8.2f} {u:>8.2f} {u - p:>6.2f} {b:>8.2f} {b - p:>6.2f} "
+                  f"{median_ms(rows['cli']):>10.1f}")  # fmt: skip
+
+        union = Union(entries, compose(ctx, entries))
+        host: list[float] = []
+        inside: list[float] = []
+        for r in range(args.rounds):
+            tag = f"{os.getpid()}-{r}"
+            run = subprocess.run([sys.executable, "-c", LOOKUP_CODE, f"h{tag}"],
+                                 capture_output=True, text=True, check=True)  # fmt: skip
+            host.append(float(run.stdout))
+            read, write = os.pipe()
+
+            def lookups(tag: str = tag, write: int = write) -> None:
+                os.dup2(write, 1)
+                exec_in_union(union, [sys.executable, "-c", LOOKUP_CODE, f"u{tag}"],
+                              dict(os.environ))  # fmt: skip
+
+            timed_fork(lookups)
+            os.close(write)
+            with os.fdopen(read) as f:
+                inside.append(float(f.read()))
+        h, i = median_ms(host), median_ms(inside)
+        print(f"\n{LOOKUPS} cold lookups of missing names (ms, medians of {args.rounds})")
+        print(f"  host /usr {h:.2f}   union /usr (300 entries, one farm) {i:.2f}   "
+              f"ratio {i / h:.2f}x")  # fmt: skip
+        if not args.skip_python:
+            python_rows(work, args.rounds)
+    finally:
+        remove_tree(work)
+
+
+def write_wheel(dest: Path, name: str) -> None:
+    """A minimal pure wheel holding one package (written here: bench needs no test code)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    files = {
+        f"{name}/__init__.py": f"VALUE = {name!r}\n".encode(),
+        f"{name}-1.0.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n"
+        ).encode(),
+        f"{name}-1.0.dist-info/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    rows = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        rows.append(f"{path},sha256={digest},{len(data)}")
+    rows.append(f"{name}-1.0.dist-info/RECORD,,")
+    files[f"{name}-1.0.dist-info/RECORD"] = ("\n".join(rows) + "\n").encode()
+    with zipfile.ZipFile(dest / f"{name}-1.0-py3-none-any.whl", "w") as z:
+        for path, data in files.items():
+            z.writestr(path, data)
+
+
+def static_index(root: Path, names: list[str]) -> None:
+    """PEP 503 pages for the wheels in root/files, with their sha256, as static files."""
+    import hashlib
+
+    for name in names:
+        page = root / "simple" / name
+        page.mkdir(parents=True)
+        whl = f"{name}-1.0-py3-none-any.whl"
+        sha = hashlib.sha256((root / "files" / whl).read_bytes()).hexdigest()
+        (page / "index.html").write_text(f'<a href="../../files/{whl}#sha256={sha}">{whl}</a>\n')
+
+
+def python_rows(work: Path, rounds: int) -> None:
+    import socket
+
+    print(f"\nimporting every package, inside the command (ms, medians of {rounds})")
+    print(f"{'packages':>9} {'view':>8} {'--union':>8} {'ratio':>6}")
+    for count in (50, 200):
+        base = work / f"py{count}"
+        names = [f"pkg{count}x{i}" for i in range(count)]
+        (base / "index" / "files").mkdir(parents=True)
+        for n in names:
+            write_wheel(base / "index" / "files", n)
+        static_index(base / "index", names)
+        proj = base / "proj"
+        proj.mkdir()
+        deps = ", ".join(f'"{n}"' for n in names)
+        (proj / "pyproject.toml").write_text(
+            f'[project]\nname = "proj"\nversion = "0"\ndependencies = [{deps}]\n'
+        )
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+             "--directory", str(base / "index")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            env = dict(os.environ, CPK_HOME=str(base / "home"), CPK_CACHE_DIR=str(base / "cache"),
+                       CPK_INDEX_URL=f"http://127.0.0.1:{port}/simple")  # fmt: skip
+            code = ("import time\nt = time.perf_counter()\n"
+                    + "".join(f"import {n}\n" for n in names)
+                    + "print(time.perf_counter() - t)\n")  # fmt: skip
+            for _ in range(50):  # the server starts
+                probe = subprocess.run([sys.executable, "-m", "contentpkg", "lock"], cwd=proj,
+                                       env=env, capture_output=True)  # fmt: skip
+                if probe.returncode == 0:
+                    break
+                time.sleep(0.1)
+            times: dict[str, list[float]] = {"view": [], "union": []}
+            for _ in range(rounds):
+                for mode, extra in (("view", []), ("union", ["--union"])):
+                    run = subprocess.run(
+                        [sys.executable, "-m", "contentpkg", "run", *extra, "python", "-c", code],
+                        cwd=proj, env=env, capture_output=True, text=True,
+                    )  # fmt: skip
+                    if run.returncode != 0:
+                        raise SystemExit(f"cpk run {' '.join(extra)}: {run.stderr.strip()}")
+                    times[mode].append(float(run.stdout.strip().splitlines()[-1]))
+        finally:
+            server.terminate()
+            server.wait()
+        v, u = median_ms(times["view"]), median_ms(times["union"])
+        print(f"{count:>9} {v:>8.2f} {u:>8.2f} {u / v:>5.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Entries as squashfs images whose sha256 is in the entry's metadata.
+
+An image is made from the entry's staged tree while the entry is added (so
+its hash goes into the metadata with everything else, and is covered by
+whatever signs the metadata) and kept beside the store under its own
+sha256, read-only. ``mksquashfs`` runs with every varying input pinned
+(owner, times, no extended attributes, one thread), so the same tree
+always gives the same bytes and the hash can be checked by anyone who
+rebuilds it.
+
+Before a union mounts an image, the image is hashed again and compared with
+the metadata; a mismatch is refused before anything is mounted. The
+trade-off: hashing costs one read of the image per union (about a second
+per GB); trusting a file once verified would save it, but a file its owner
+can write is only as immutable as its owner's care, and this kernel has no
+fs-verity to make the check cheap and lasting. So every mount verifies.
+
+Inside an unprivileged namespace, images are mounted with ``squashfuse``
+(the kernel's squashfs needs real root), which needs ``/dev/fuse`` to be
+accessible; each ``squashfuse`` is a child of the command, killed by the
+kernel when the command ends (``PR_SET_PDEATHSIG``), so it never keeps the
+namespace alive.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from contentpkg.errors import CpkError, HashMismatchError
+from contentpkg.fs import make_tmp_dir, remove_tree
+from contentpkg.store.hashing import hash_file
+
+if TYPE_CHECKING:
+    from contentpkg.context import Context
+    from contentpkg.store.entry import Entry
+
+FORMAT = "squashfs"
+#: Every input mksquashfs would otherwise take from the moment or the machine.
+_REPRODUCIBLE = ["-noappend", "-quiet", "-no-progress", "-all-root", "-mkfs-time", "0",
+                 "-all-time", "0", "-no-xattrs", "-processors", "1"]  # fmt: skip
+_PR_SET_PDEATHSIG = 1
+
+
+def images_dir(ctx: Context) -> Path:
+    return ctx.home / "images"
+
+
+def image_path(ctx: Context, sha256: str) -> Path:
+    """Where the image with this sha256 is kept (named by its hash)."""
+    return images_dir(ctx) / f"{sha256}.{FORMAT}"
+
+
+def make_image(ctx: Context, tree: Path) -> dict[str, Any]:
+    """Build tree's image, keep it under its hash; return its metadata record."""
+    tool = shutil.which("mksquashfs")
+    if tool is None:
+        raise CpkError("images need mksquashfs (Debian: squashfs-tools), which is not installed")
+    where = images_dir(ctx)
+    where.mkdir(parents=True, exist_ok=True)
+    tmp = make_tmp_dir(where, "image")
+    try:
+        out = tmp / f"image.{FORMAT}"
+        run = subprocess.run([tool, str(tree), str(out), *_REPRODUCIBLE],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+        if run.returncode != 0:
+            raise CpkError(f"mksquashfs {tree}: {run.stderr.strip() or run.stdout.strip()}")
+        sha256, size = hash_file(out)
+        os.chmod(out, 0o444)
+        os.replace(out, image_path(ctx, sha256))
+    finally:
+        remove_tree(tmp)
+    return {"format": FORMAT, "sha256": sha256, "size": size}
+
+
+def image_of(entry: Entry) -> dict[str, Any] | None:
+    """The image record of an entry's metadata, if it has one."""
+    image = entry.metadata.get("image")
+    return image if isinstance(image, dict) and image.get("sha256") else None
+
+
+def verify_image(ctx: Context, entry: Entry) -> Path:
+    """The entry's image, hashed and found equal to its metadata; else refused."""
+    record = image_of(entry)
+    if record is None:
+        raise CpkError(f"{entry.dirname}: has no image")
+    path = image_path(ctx, record["sha256"])
+    try:
+        actual = hash_file(path)[0]
+    except OSError as exc:
+        raise CpkError(f"{path}: image of {entry.dirname} unreadable ({exc.strerror})") from None
+    if actual != record["sha256"]:
+        raise HashMismatchError(
+            f"{path}: image of {entry.dirname} has sha256 {actual}, its metadata says "
+            f"{record['sha256']}; refusing to mount it",
+            subject=str(path),
+            expected=record["sha256"],
+            actual=actual,
+        )
+    return path
+
+
+def fuse_unusable() -> str | None:
+    """Why squashfuse cannot mount here, or None when it can."""
+    if shutil.which("squashfuse") is None:
+        return "squashfuse is not installed"
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return "/dev/fuse is not accessible to this user"
+    return None
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def mount_image(image: Path, target: str) -> None:
+    """Mount image on target with squashfuse, in the foreground of a child.
+
+    Foreground, so the process stays our child: the kernel kills it when
+    this process (soon the command it execs) ends. Mounted when target
+    becomes a mount point; a squashfuse that exits first has failed.
+    """
+    proc = subprocess.Popen(
+        ["squashfuse", "-f", str(image), target],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        preexec_fn=_die_with_parent, close_fds=True,
+    )  # fmt: skip
+    while not os.path.ismount(target):
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+            raise CpkError(f"squashfuse {image}: {err or f'exit status {proc.returncode}'}")
+        time.sleep(0.001)
+    if proc.stderr is not None:
+        proc.stderr.close()

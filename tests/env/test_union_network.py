@@ -1,0 +1,44 @@
+"""A real Debian program, fetched by cpk, run unmodified in a union (network)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.env.test_union import NOBODY, _as_user, _env, sandbox, usable  # noqa: F401
+
+pytestmark = pytest.mark.network
+
+PAGE = ".TH HELLO 1\n.SH NAME\nhello \\- say hello\n.SH DESCRIPTION\nHello from a union.\n"
+
+
+def test_groff_renders_a_man_page_to_postscript(sandbox: Path) -> None:  # noqa: F811
+    page = sandbox / "hello.1"
+    page.write_text(PAGE)
+    page.chmod(0o644)
+    # Fetched by the suite's own user (the archive reader's libraries may be
+    # out of an unprivileged user's reach), entered by the unprivileged one.
+    fetched = subprocess.run(
+        [sys.executable, "-m", "contentpkg", "fetch", "--deb", "groff"],
+        capture_output=True, text=True, env=_env(sandbox), cwd=sandbox, timeout=900,
+    )  # fmt: skip
+    assert fetched.returncode == 0, fetched.stderr
+    if _as_user():
+        subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(sandbox)], check=True)
+    specs = sorted(p.name for p in (sandbox / "home" / "store").iterdir() if "," in p.name)
+    assert any(s.startswith("groff,") for s in specs)
+    script = 'groff -man -Tps hello.1 && readlink -f "$(command -v groff)"'
+    proc = subprocess.run(
+        [*_as_user(), sys.executable, "-m", "contentpkg", "enter", *specs,
+         "--", "sh", "-c", script],
+        capture_output=True, text=True, env=_env(sandbox), cwd=sandbox, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("%!PS-Adobe-3.0")
+    assert "Hello" in proc.stdout  # the text, set in a font groff's data files describe
+    # groff ran from the store, unmodified, at its fixed path.
+    assert proc.stdout.rstrip().splitlines()[-1].startswith("/usr/lib/contentpkg/store/groff")
+    assert "maintainer scripts not run" in proc.stderr
