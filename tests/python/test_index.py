@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -390,6 +391,67 @@ def test_metadata_without_pep658_reads_the_wheel_once(
     assert b"Requires-Dist: alpha>=1" in client.metadata(wheel)
     client.download(wheel, tmp_path / "out")  # served from the copy fetched for metadata
     assert local_index.paths() == ["/simple/plain/", f"/files/{path.name}"]
+
+
+def test_metadata_without_pep658_is_read_with_range_requests(
+    local_index: LocalIndex, client_factory: Factory, tmp_path: Path
+) -> None:
+    local_index.metadata_files = False
+    # Big enough (and incompressible) that reading the whole wheel would show.
+    files = {f"big/part{i}.bin": os.urandom(100_000) for i in range(4)}
+    path = make_wheel(local_index.root, "big", "1.0", requires_dist=["alpha>=1"], files=files)
+    size = path.stat().st_size
+    client = client_factory(local_index.url)
+    (wheel,) = client.project_files("big")
+    assert client.metadata(wheel) == wheel_metadata(path)
+    ranged = [r for r in local_index.requests if r.path == f"/files/{path.name}"]
+    # One range, the last 64 KiB: the zip's directory and, since wheel builders
+    # write .dist-info last, the METADATA member too; the wheel is not fetched.
+    assert [(r.headers.get("Range"), r.status) for r in ranged] == [
+        (f"bytes={size - 65536}-", 206)
+    ]
+    assert not any((tmp_path / "cache").rglob("*.whl"))
+    # Cached by the wheel's hash: another client asks nothing.
+    local_index.clear_log()
+    assert client_factory(local_index.url).metadata(wheel) == wheel_metadata(path)
+    assert local_index.paths() == []
+
+
+def test_metadata_far_from_the_end_costs_one_more_range(
+    local_index: LocalIndex, client_factory: Factory
+) -> None:
+    local_index.metadata_files = False
+    path = local_index.root / "front-1.0-py3-none-any.whl"
+    metadata = b"Metadata-Version: 2.1\nName: front\nVersion: 1.0\nRequires-Dist: alpha\n"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("front-1.0.dist-info/METADATA", metadata)
+        zf.writestr("front/blob.bin", os.urandom(300_000))
+        zf.writestr("front-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\n")
+        zf.writestr("front-1.0.dist-info/RECORD", "")
+    client = client_factory(local_index.url)
+    (wheel,) = client.project_files("front")
+    assert client.metadata(wheel) == metadata
+    ranged = [r for r in local_index.requests if r.path == f"/files/{path.name}"]
+    size = path.stat().st_size
+    assert [(r.headers.get("Range"), r.status) for r in ranged] == [
+        (f"bytes={size - 65536}-", 206),
+        ("bytes=0-32767", 206),  # the member's local header and data, from offset 0
+    ]
+
+
+def test_metadata_falls_back_to_the_wheel_when_ranges_are_not_served(
+    local_index: LocalIndex, client_factory: Factory, tmp_path: Path
+) -> None:
+    local_index.metadata_files = False
+    local_index.ranges = False
+    files = {f"big/part{i}.bin": os.urandom(100_000) for i in range(2)}
+    path = make_wheel(local_index.root, "big", "1.0", files=files)
+    client = client_factory(local_index.url)
+    (wheel,) = client.project_files("big")
+    assert client.metadata(wheel) == wheel_metadata(path)
+    client.download(wheel, tmp_path / "out")  # the wheel fetched for metadata is reused
+    wheel_requests = [r for r in local_index.requests if r.path == f"/files/{path.name}"]
+    assert [("Range" in r.headers, r.status) for r in wheel_requests] == [(True, 200), (False, 200)]
 
 
 def test_metadata_file_with_wrong_hash_is_rejected(

@@ -85,13 +85,16 @@ class LocalIndex:
 
     ``metadata_files`` switches PEP 658 metadata off for the whole index;
     ``formats`` lists what the server can answer ("json", "html");
-    ``cache_control`` is sent with every simple-API page.
+    ``cache_control`` is sent with every simple-API page; ``ranges`` makes
+    files answer ``Range`` requests (206), one ``bytes=a-b``/``-n``/``a-``
+    range each, the way PyPI's file host does.
     """
 
     root: Path
     metadata_files: bool = True
     formats: tuple[str, ...] = ("json", "html")
     cache_control: str = "max-age=0, must-revalidate"
+    ranges: bool = True
     requests: list[Request] = field(default_factory=list)
     _files: dict[str, _FileInfo] = field(default_factory=dict)
     _faults: dict[str, list[_Fault]] = field(default_factory=dict)
@@ -308,6 +311,25 @@ def _negotiate(accept: str, formats: tuple[str, ...]) -> str | None:
     return best[1] if best else None
 
 
+def _byte_range(spec: str, body: bytes) -> tuple[int, bytes, dict[str, str]]:
+    """Answer one ``bytes=`` range of body: 206 with Content-Range, or 416."""
+    unit, _, value = spec.partition("=")
+    first, _, last = value.strip().partition("-")
+    size = len(body)
+    try:
+        if unit.strip() != "bytes" or "," in value:
+            raise ValueError(spec)
+        if first == "":
+            start, end = max(0, size - int(last)), size - 1
+        else:
+            start, end = int(first), min(size - 1, int(last)) if last else size - 1
+    except ValueError:
+        return 416, b"", {"Content-Range": f"bytes */{size}"}
+    if start > end or start >= size:
+        return 416, b"", {"Content-Range": f"bytes */{size}"}
+    return 206, body[start : end + 1], {"Content-Range": f"bytes {start}-{end}/{size}"}
+
+
 class _Handler(BaseHTTPRequestHandler):
     owner: LocalIndex
     protocol_version = "HTTP/1.1"  # keep-alive, so clients can reuse connections
@@ -343,6 +365,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
+        wanted = self.headers.get("Range")
+        if status == 200 and wanted and index.ranges and path.startswith("/files/"):
+            status, body, extra = _byte_range(wanted, body)
         self._send(status, body, content_type, path, extra)
 
     def _route(self, path: str) -> tuple[int, bytes, str, dict[str, str]]:

@@ -397,6 +397,8 @@ class IndexClient:
         self._lock = threading.Lock()
         self._memo: dict[tuple[str, str], Future[Any]] = {}
         self._background: ThreadPoolExecutor | None = None
+        #: Hosts that answered a range request with a whole file.
+        self._no_ranges: set[str] = set()
         self._jobs = jobs
         #: The flocked pin directory's descriptor (see :meth:`_make_pin_dir`).
         self._pin_fd: int | None = None
@@ -627,10 +629,39 @@ class IndexClient:
         if data is None:
             if not file.is_wheel:
                 raise CpkError(f"{file.filename}: no metadata file; the sdist must be built")
+            data = self._metadata_by_range(file)
+        if data is None:
             data = wheel_metadata_from_archive(self.fetch_archive(file), file.filename)
         if cache_path is not None:
             write_cache(cache_path, data)
         return data
+
+    def _metadata_by_range(self, file: DistFile) -> bytes | None:
+        """A remote wheel's METADATA by range requests; None to download it instead.
+
+        Worth it only for wheels bigger than the two requests it takes; a
+        small wheel is downloaded whole (sync needs it next anyway). Hosts
+        that answer a range request with the whole file are remembered and
+        not asked again by this client.
+        """
+        from contentpkg.python.index.ranged import (
+            MIN_SIZE,
+            RangesUnsupported,
+            wheel_metadata_by_range,
+        )
+
+        if is_file_url(file.url) or self.offline:
+            return None
+        if file.size is not None and file.size < MIN_SIZE:
+            return None
+        host = urllib.parse.urlsplit(file.url).netloc
+        if host in self._no_ranges:
+            return None
+        try:
+            return wheel_metadata_by_range(self.http, file.url, file.filename, file.size)
+        except RangesUnsupported:
+            self._no_ranges.add(host)
+            return None
 
     # -- archives ---------------------------------------------------------
 

@@ -539,6 +539,50 @@ class HttpSession:
             raise CpkError(_status_message(url, status))
         return data
 
+    # -- byte ranges --------------------------------------------------------
+
+    def fetch_range(
+        self, url: str, start: int | None, length: int | None
+    ) -> tuple[int, bytes | None]:
+        """GET part of a remote file: (file size, bytes), or (0, None) without ranges.
+
+        ``start=None`` asks for the last ``length`` bytes (a suffix range);
+        ``length=None`` for everything from ``start``. A server that answers
+        with the whole file (200) or without a ``Content-Range`` gives
+        (0, None) and its connection is closed rather than drained, so the
+        caller can fall back to a download without paying for this one.
+        """
+        self._check_online(url, "downloading")
+        if start is None:
+            spec = f"bytes=-{length}"
+        elif length is None:
+            spec = f"bytes={start}-"
+        else:
+            spec = f"bytes={start}-{start + length - 1}"
+
+        def attempt() -> tuple[int, bytes | None]:
+            import urllib3
+
+            response = self._request(
+                url, {"Accept": "*/*", "Range": spec, "Accept-Encoding": "identity"}, stream=True
+            )
+            try:
+                if response.status in (404, 410):
+                    raise CpkError(_status_message(url, response.status))
+                total = _range_total(response.headers.get("Content-Range"))
+                if response.status != 206 or total is None:
+                    response.close()
+                    return 0, None
+                try:
+                    data = response.read(decode_content=False)
+                except urllib3.exceptions.HTTPError as exc:
+                    raise _Retryable(_describe_network_error(exc)) from None
+                return total, data
+            finally:
+                response.release_conn()
+
+        return self._with_retries(url, attempt)
+
     # -- downloads --------------------------------------------------------
 
     def download(
@@ -680,6 +724,16 @@ def _final_url(url: str, response: Any) -> str:
 def _content_length(value: str | None) -> int | None:
     try:
         return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _range_total(value: str | None) -> int | None:
+    """The full size from ``Content-Range: bytes a-b/total``; None if absent or ``*``."""
+    if not value or "/" not in value:
+        return None
+    try:
+        return int(value.rsplit("/", 1)[1])
     except ValueError:
         return None
 
