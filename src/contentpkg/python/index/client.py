@@ -371,6 +371,7 @@ class IndexClient:
         backoff: float = 0.25,
         jobs: int = 8,
         netrc: Path | None = None,
+        refresh: bool = False,
     ) -> None:
         # A caller without a Context (contentpkg.use()) gets this process's.
         self.cache_dir = (
@@ -387,6 +388,7 @@ class IndexClient:
             backoff=backoff,
             jobs=jobs,
             netrc=netrc,
+            refresh=refresh,
         )
         # Credentials in a location are handed to the session, scoped to its
         # host, and dropped from the URL: every URL kept from here on (pins,
@@ -639,8 +641,8 @@ class IndexClient:
     def _metadata_by_range(self, file: DistFile) -> bytes | None:
         """A remote wheel's METADATA by range requests; None to download it instead.
 
-        Worth it only for wheels bigger than the two requests it takes; a
-        small wheel is downloaded whole (sync needs it next anyway). Hosts
+        Worth it only for wheels known to be bigger than the two requests it
+        takes; others are downloaded whole (sync needs them next anyway). Hosts
         that answer a range request with the whole file are remembered and
         not asked again by this client.
         """
@@ -652,7 +654,9 @@ class IndexClient:
 
         if is_file_url(file.url) or self.offline:
             return None
-        if file.size is not None and file.size < MIN_SIZE:
+        # Without a size (HTML pages give none) the wheel may be tiny, and a
+        # server that ignores ranges would cost a request for nothing.
+        if file.size is None or file.size < MIN_SIZE:
             return None
         host = urllib.parse.urlsplit(file.url).netloc
         if host in self._no_ranges:
