@@ -236,6 +236,23 @@ def test_fresh_page_is_served_without_a_request(
     assert populated.paths() == []
 
 
+def test_page_without_freshness_headers_is_fresh_for_a_while_unless_refreshed(
+    populated: LocalIndex, client_factory: Factory
+) -> None:
+    populated.cache_control = ""  # says nothing, as PyPI's mirrors do
+    client_factory(populated.url).project_files("beta")
+    populated.clear_log()
+    client_factory(populated.url).project_files("beta")
+    assert populated.paths() == []  # within the window: no request at all
+    # --refresh: every page revalidated, with its validator, and a 304 is enough.
+    assert [
+        f.filename for f in client_factory(populated.url, refresh=True).project_files("beta")
+    ] == ["beta-0.1-py3-none-any.whl"]
+    assert [
+        (r.path, r.status, bool(r.headers.get("If-None-Match"))) for r in populated.requests
+    ] == [("/simple/beta/", 304, True)]
+
+
 def test_no_store_pages_are_not_cached(populated: LocalIndex, client_factory: Factory) -> None:
     populated.cache_control = "no-store"
     client_factory(populated.url).project_files("beta")
@@ -407,9 +424,7 @@ def test_metadata_without_pep658_is_read_with_range_requests(
     ranged = [r for r in local_index.requests if r.path == f"/files/{path.name}"]
     # One range, the last 64 KiB: the zip's directory and, since wheel builders
     # write .dist-info last, the METADATA member too; the wheel is not fetched.
-    assert [(r.headers.get("Range"), r.status) for r in ranged] == [
-        (f"bytes={size - 65536}-", 206)
-    ]
+    assert [(r.headers.get("Range"), r.status) for r in ranged] == [(f"bytes={size - 65536}-", 206)]
     assert not any((tmp_path / "cache").rglob("*.whl"))
     # Cached by the wheel's hash: another client asks nothing.
     local_index.clear_log()

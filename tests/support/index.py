@@ -85,7 +85,7 @@ class LocalIndex:
 
     ``metadata_files`` switches PEP 658 metadata off for the whole index;
     ``formats`` lists what the server can answer ("json", "html");
-    ``cache_control`` is sent with every simple-API page; ``ranges`` makes
+    ``cache_control`` is sent with every simple-API page (none when empty); ``ranges`` makes
     files answer ``Range`` requests (206), one ``bytes=a-b``/``-n``/``a-``
     range each, the way PyPI's file host does.
     """
@@ -392,7 +392,9 @@ class _Handler(BaseHTTPRequestHandler):
                 body = index.root_page(kind == "json")
             ctype = JSON_TYPE if kind == "json" else "text/html; charset=utf-8"
             etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-            headers = {"ETag": etag, "Cache-Control": index.cache_control, "Vary": "Accept"}
+            headers = {"ETag": etag, "Vary": "Accept"}
+            if index.cache_control:
+                headers["Cache-Control"] = index.cache_control
             if etag in [t.strip() for t in self.headers.get("If-None-Match", "").split(",")]:
                 return 304, b"", ctype, headers
             return 200, body, ctype, headers

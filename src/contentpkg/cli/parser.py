@@ -68,6 +68,11 @@ def _add_index_options(
         action="store_true",
         help="use only cached index pages and the store; no network",
     )
+    p.add_argument(
+        "--refresh",
+        action="store_true",
+        help="revalidate every cached index page, however fresh",
+    )
 
 
 def _add_lock_use_options(p: argparse.ArgumentParser) -> None:

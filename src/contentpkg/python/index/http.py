@@ -43,6 +43,8 @@ _CHUNK = 1 << 16
 # 408/429 are the server asking us to come back later; 5xx are its failures.
 _RETRY_STATUS = frozenset({408, 429})
 _MAX_RETRY_AFTER = 10.0
+#: Seconds a cached page is fresh when its response carried no max-age.
+HEURISTIC_FRESHNESS = 300.0
 
 
 def is_file_url(url: str) -> bool:
@@ -271,6 +273,8 @@ class HttpSession:
     the waits between them grow as ``backoff * 2**n``. ``offline`` forbids
     the network: cached pages are still served (whatever their age, as
     ``uv --offline`` does) and anything else raises a CpkError naming the URL.
+    ``refresh`` revalidates every cached page whatever its freshness
+    (``--refresh``).
     """
 
     def __init__(
@@ -283,8 +287,10 @@ class HttpSession:
         timeout: float = 30.0,
         jobs: int = 8,
         netrc: Path | None = None,
+        refresh: bool = False,
     ) -> None:
         self.cache_dir = Path(cache_dir)
+        self.refresh = refresh
         self.credentials = _Credentials(netrc)
         self.offline = offline
         self.retries = max(0, retries)
@@ -421,9 +427,11 @@ class HttpSession:
     def fetch_page(self, url: str, accept: str = "text/html") -> Page | None:
         """GET a page through the HTTP cache; None when the server says 404/410.
 
-        A cached page younger than its ``max-age`` is served without asking;
-        an older one (or one marked ``no-cache``) is revalidated with
-        ``If-None-Match`` / ``If-Modified-Since`` and served again on 304.
+        A cached page younger than its ``max-age`` (or, when the server gave
+        none, than :data:`HEURISTIC_FRESHNESS`) is served without asking; an
+        older one, one marked ``no-cache``, or any with ``refresh`` set, is
+        revalidated with ``If-None-Match`` / ``If-Modified-Since`` and served
+        again on 304.
         """
         if is_file_url(url):
             return self._file_page(url)
@@ -437,7 +445,11 @@ class HttpSession:
                 return page
             control = _CacheControl(meta.get("cache_control"))
             age = time.time() - float(meta.get("stored", 0)) + float(meta.get("age", 0))
-            if not control.no_cache and control.max_age is not None and age < control.max_age:
+            # A server that says nothing about freshness (PyPI's mirrors
+            # strip the headers) gets a short window, as uv gives it: a
+            # re-lock minutes later need not fetch every page again.
+            fresh_for = control.max_age if control.max_age is not None else HEURISTIC_FRESHNESS
+            if not self.refresh and not control.no_cache and age < fresh_for:
                 return page
         self._check_online(url, "fetching this page")
         headers = {"Accept": accept}

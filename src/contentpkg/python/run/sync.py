@@ -127,6 +127,7 @@ class Session:
                 offline=self.options.offline,
                 reporter=self.options.reporter,
                 netrc=self.options.ctx.netrc,
+                refresh=self.options.refresh,
             )
         return self._client
 
