@@ -69,6 +69,9 @@ class Bucket(enum.Enum):
     #: The project's own builds (metadata, editable and regular wheels, the
     #: backend's log), by the build key of its files and interpreter.
     PROJECT_BUILDS = "project-builds-v1"
+    #: What the system's ld.so reports about itself (``ld.so --help``), by
+    #: the loader's stat and the machine.
+    LOADER = "loader-v1"
 
 
 @dataclass(frozen=True)

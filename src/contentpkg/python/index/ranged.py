@@ -21,7 +21,8 @@ import zipfile
 import zlib
 from typing import TYPE_CHECKING
 
-from packaging.utils import canonicalize_name
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion
 
 if TYPE_CHECKING:
     from contentpkg.python.index.http import HttpSession
@@ -99,7 +100,6 @@ def wheel_metadata_by_range(http: HttpSession, url: str, filename: str, size: in
     downloads the wheel instead) and InvalidInputError for a broken wheel.
     """
     from contentpkg.errors import InvalidInputError
-    from contentpkg.python.index.client import parse_filename
 
     remote = _RangeFile(http, url, size)
     try:
@@ -107,10 +107,13 @@ def wheel_metadata_by_range(http: HttpSession, url: str, filename: str, size: in
             candidates = [
                 n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
             ]
-            parsed = parse_filename(filename)
-            if parsed is not None and len(candidates) > 1:
+            if len(candidates) > 1:
+                try:
+                    project = parse_wheel_filename(filename)[0]
+                except (InvalidWheelFilename, InvalidVersion):
+                    project = None
                 candidates = [
-                    n for n in candidates if canonicalize_name(n.split("-", 1)[0]) == parsed.name
+                    n for n in candidates if canonicalize_name(n.split("-", 1)[0]) == project
                 ] or candidates
             if len(candidates) != 1:
                 raise InvalidInputError(
