@@ -253,6 +253,22 @@ def test_page_without_freshness_headers_is_fresh_for_a_while_unless_refreshed(
     ] == [("/simple/beta/", 304, True)]
 
 
+def test_parsed_pages_are_kept_by_the_page_body_and_a_changed_page_is_parsed_again(
+    populated: LocalIndex, client_factory: Factory, tmp_path: Path
+) -> None:
+    parsed = tmp_path / "cache" / "parsed-pages-v1"
+    first = client_factory(populated.url).project_files("alpha")
+    assert len(list(parsed.rglob("*.marshal"))) == 1
+    again = client_factory(populated.url).project_files("alpha")
+    assert again == first and [f.hashes for f in again] == [f.hashes for f in first]
+    assert [f.core_metadata for f in again] == [f.core_metadata for f in first]
+    assert len(list(parsed.rglob("*.marshal"))) == 1  # read back, not parsed anew
+    make_wheel(populated.root, "alpha", "3.0")
+    names = [f.filename for f in client_factory(populated.url).project_files("alpha")]
+    assert "alpha-3.0-py3-none-any.whl" in names
+    assert len(list(parsed.rglob("*.marshal"))) == 2
+
+
 def test_no_store_pages_are_not_cached(populated: LocalIndex, client_factory: Factory) -> None:
     populated.cache_control = "no-store"
     client_factory(populated.url).project_files("beta")

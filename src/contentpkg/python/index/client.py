@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import marshal
 import os
 import tarfile
 import threading
@@ -43,7 +44,7 @@ from contentpkg.errors import CpkError, HashMismatchError, InvalidInputError
 from contentpkg.fs import TMP_PREFIX, discard, make_tmp_dir, replace_path, write_cache
 from contentpkg.progress import QUIET, Reporter
 from contentpkg.python.index.dists import DistFile
-from contentpkg.python.index.http import HttpSession, file_url_path, is_file_url, redact
+from contentpkg.python.index.http import HttpSession, Page, file_url_path, is_file_url, redact
 
 # Where to look is decided in a module of its own, light enough for the hot
 # path of ``cpk run`` (which must not import this client); re-exported here.
@@ -68,6 +69,9 @@ _JSON_TYPES = (
     "application/json",
 )
 _SDIST_SUFFIXES = (".tar.gz", ".zip")
+#: Bump when DistFile's fields or the parsing rules change: parsed pages
+#: cached under the old format are then simply not found.
+_PARSED_FORMAT = 1
 
 
 # -- file names --------------------------------------------------------------
@@ -482,10 +486,50 @@ class IndexClient:
         page = self.http.fetch_page(url, ACCEPT_SIMPLE)
         if page is None:
             return []
+        return self._vet(page.url, self._parsed(page, index))
+
+    def _parsed(self, page: Page, index: str) -> list[DistFile]:
+        """The files of a project page, parsed once per page body on this machine.
+
+        A big project's page (botocore's lists ~20,000 files) takes a
+        re-lock longer to parse than to revalidate: every link is resolved,
+        its name parsed and checked. The result is kept in the cache by the
+        hash of what it was parsed from, so a page that did not change is
+        read back (marshal, no parsing) instead.
+        """
         content_type = page.content_type.split(";", 1)[0].strip().lower()
-        if content_type in _JSON_TYPES:
-            return self._vet(page.url, parse_json_page(page.body, page.url, index))
-        return self._vet(page.url, parse_html_page(page.body, page.url, index))
+        as_json = content_type in _JSON_TYPES
+        key_text = f"{_PARSED_FORMAT}\0{page.url}\0{index}\0{as_json}\0".encode()
+        key = hashlib.sha256(key_text + page.body).hexdigest()
+        path = (
+            self.cache_dir
+            / Bucket.PARSED_PAGES.value
+            / key[:2]
+            / f"{key}.{marshal.version}.marshal"
+        )
+        try:
+            rows = marshal.loads(path.read_bytes())
+            return [DistFile(*row) for row in rows]
+        except (OSError, EOFError, ValueError, TypeError):
+            pass  # not parsed yet (or written by another version): parse it
+        parse = parse_json_page if as_json else parse_html_page
+        files = parse(page.body, page.url, index)
+        rows = [
+            (
+                f.filename,
+                f.url,
+                f.hashes,
+                f.requires_python,
+                f.yanked,
+                f.core_metadata,
+                f.size,
+                f.upload_time,
+                f.index,
+            )
+            for f in files
+        ]
+        write_cache(path, marshal.dumps(rows))
+        return files
 
     def _find_links_files(self, location: str) -> list[DistFile]:
         return self._once("find-links", location, lambda: self._list_find_links(location))
