@@ -186,16 +186,26 @@ def _make_file(
     upload_time: str | None = None,
     filename: str | None = None,
 ) -> DistFile | None:
-    try:
-        absolute = urllib.parse.urljoin(page_url, url)
-        without_fragment, fragment = urllib.parse.urldefrag(absolute)
-        path = urllib.parse.urlsplit(without_fragment).path
-    except ValueError:
-        # urllib's own refusal ("Invalid IPv6 URL"): a link no client can
-        # follow, skipped like a file name no installer can use.
-        return None
-    if filename is None:
-        filename = urllib.parse.unquote(path.rsplit("/", 1)[-1])
+    if (
+        filename is not None
+        and url.startswith(("https://", "http://"))
+        and not any(c in url for c in "#[]")
+    ):
+        # What PyPI's JSON pages give for every file: an absolute URL with
+        # no fragment and the name beside it. Nothing to resolve or parse,
+        # and urljoin over tens of thousands of links is most of a page's cost.
+        without_fragment, fragment = url, ""
+    else:
+        try:
+            absolute = urllib.parse.urljoin(page_url, url)
+            without_fragment, fragment = urllib.parse.urldefrag(absolute)
+            path = urllib.parse.urlsplit(without_fragment).path
+        except ValueError:
+            # urllib's own refusal ("Invalid IPv6 URL"): a link no client can
+            # follow, skipped like a file name no installer can use.
+            return None
+        if filename is None:
+            filename = urllib.parse.unquote(path.rsplit("/", 1)[-1])
     if not _safe_filename(filename) or parse_filename(filename) is None:
         return None
     all_hashes = _hash_fragment(fragment) if fragment else {}
