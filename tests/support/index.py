@@ -20,6 +20,7 @@ import json
 import socket
 import struct
 import threading
+import time
 import zipfile
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -95,6 +96,7 @@ class LocalIndex:
     formats: tuple[str, ...] = ("json", "html")
     cache_control: str = "max-age=0, must-revalidate"
     ranges: bool = True
+    latency: float = 0.0  # seconds slept before every answer (benchmarks)
     requests: list[Request] = field(default_factory=list)
     _files: dict[str, _FileInfo] = field(default_factory=dict)
     _faults: dict[str, list[_Fault]] = field(default_factory=dict)
@@ -339,6 +341,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         index = self.owner
+        if index.latency:
+            time.sleep(index.latency)
         path = self.path.split("?", 1)[0]
         fault = index._take_fault(path)
         if fault is not None and fault.kind == "reset":
@@ -416,7 +420,12 @@ class _Handler(BaseHTTPRequestHandler):
             data = file.read_bytes()
             if name in index._corrupt:
                 data = bytes(b ^ 0x5A for b in data)
-            return 200, data, "application/octet-stream", {}
+            return (
+                200,
+                data,
+                "application/octet-stream",
+                ({"Accept-Ranges": "bytes"} if index.ranges else {}),
+            )
         return 404, b"not found\n", "text/plain", {}
 
     def _send(
@@ -427,7 +436,7 @@ class _Handler(BaseHTTPRequestHandler):
         path: str,
         extra: dict[str, str] | None = None,
     ) -> None:
-        self.owner._log(Request("GET", path, dict(self.headers), status))
+        self.owner._log(Request(self.command, path, dict(self.headers), status))
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         for key, value in (extra or {}).items():
@@ -435,5 +444,9 @@ class _Handler(BaseHTTPRequestHandler):
         if status != 304:
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if status != 304:
+        if status != 304 and self.command != "HEAD":
             self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        """GET's headers without the body (uv asks this before range requests)."""
+        self.do_GET()
