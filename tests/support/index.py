@@ -14,9 +14,11 @@ of every file, for find-links).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import json
+import os
 import socket
 import struct
 import threading
@@ -59,6 +61,8 @@ class _FileInfo:
     requires_python: str | None = None
 
 
+# Cached: a benchmark's index lists a thousand files on every request.
+@functools.cache
 def _project_of(filename: str) -> str | None:
     try:
         if filename.endswith(".whl"):
@@ -214,9 +218,12 @@ class LocalIndex:
     # -- content ------------------------------------------------------------
 
     def _dists(self) -> list[Path]:
-        return sorted(
-            p for p in self.root.iterdir() if p.is_file() and _project_of(p.name) is not None
-        )
+        # scandir's file type needs no stat per file: a benchmark's index of
+        # a thousand files is listed on every request.
+        with os.scandir(self.root) as entries:
+            return sorted(
+                Path(e.path) for e in entries if e.is_file() and _project_of(e.name) is not None
+            )
 
     def projects(self) -> list[str]:
         return sorted({_project_of(p.name) or "" for p in self._dists()})
