@@ -68,7 +68,7 @@ def main() -> None:
     cpk = [sys.executable, "-m", "contentpkg"]
 
     results: dict[str, list[float]] = {
-        k: [] for k in ("cpk-cold", "uv-cold", "cpk-warm", "uv-warm")
+        k: [] for k in ("cpk-cold", "uv-cold", "cpk-warm", "uv-warm", "cpk-noop", "uv-noop")
     }
     sizes: dict[str, int] = {}
     for _ in range(args.runs):
@@ -83,6 +83,8 @@ def main() -> None:
                 UV_PYTHON_DOWNLOADS="never",
                 UV_NO_PROGRESS="1",
             )
+            # cpk's own modules compile once, as in any install, not per process.
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
             write_project(work / "cpk-proj")
             write_project(work / "uv-proj")
             results["cpk-cold"].append(timed([*cpk, "sync"], work / "cpk-proj", env))
@@ -91,17 +93,29 @@ def main() -> None:
             (work / "uv-proj" / "uv.lock").unlink()
             results["cpk-warm"].append(timed([*cpk, "lock"], work / "cpk-proj", env))
             results["uv-warm"].append(timed([uv, "lock"], work / "uv-proj", env))
+            results["cpk-noop"].append(timed([*cpk, "lock"], work / "cpk-proj", env))
+            results["uv-noop"].append(timed([uv, "lock"], work / "uv-proj", env))
             sizes["cpk store"] = disk_usage(work / "cpk-home")
             sizes["cpk cache"] = disk_usage(work / "cpk-cache")
             sizes["uv cache"] = disk_usage(work / "uv-cache")
             remove_tree(work / "cpk-home")
 
     med = {k: statistics.median(v) for k, v in results.items()}
-    print(f"{'measure':<26} {'cpk':>9} {'uv':>9} {'cpk/uv':>7}")
-    print(f"{'cold resolve+fetch':<26} {med['cpk-cold']:>8.2f}s {med['uv-cold']:>8.2f}s "
-          f"{med['cpk-cold'] / med['uv-cold']:>6.2f}x")  # fmt: skip
-    print(f"{'warm re-lock':<26} {med['cpk-warm']:>8.2f}s {med['uv-warm']:>8.2f}s "
-          f"{med['cpk-warm'] / med['uv-warm']:>6.2f}x")  # fmt: skip
+
+    def spread(key: str) -> str:
+        return f"{min(results[key]):.2f}-{max(results[key]):.2f}"
+
+    print(f"{'measure':<22} {'cpk':>8} {'uv':>8} {'cpk/uv':>7}   cpk min-max  uv min-max")
+    for label, key in (
+        ("cold resolve+fetch", "cold"),
+        ("warm re-lock", "warm"),
+        ("no-op lock", "noop"),
+    ):
+        c, u = med[f"cpk-{key}"], med[f"uv-{key}"]
+        print(
+            f"{label:<22} {c:>7.2f}s {u:>7.2f}s {c / u:>6.2f}x"
+            f"   {spread('cpk-' + key):>11}  {spread('uv-' + key):>10}"
+        )
     mib = 1 << 20
     cpk_total = sizes["cpk store"] + sizes["cpk cache"]
     uv_total = sizes["uv cache"]

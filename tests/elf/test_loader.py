@@ -615,3 +615,28 @@ def test_cli_names_reasons(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "libb.so.1 => not found" in proc.stdout
     assert "1 not found" in proc.stderr
+
+
+def test_loader_configuration_is_cached_by_the_loaders_stat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contentpkg.elf.loader import cached_system_config, system_config
+
+    first = cached_system_config(tmp_path)
+    assert first == system_config()
+    written = list((tmp_path / "loader-v1").rglob("*.json"))
+    assert len(written) == 1
+
+    # The next process reads the answer: ld.so is not started again.
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError("ld.so --help was run again")
+
+    monkeypatch.setattr(subprocess, "run", no_process)
+    assert cached_system_config(tmp_path) == first
+    # Other tunables are another question, kept beside the first answer.
+    monkeypatch.undo()
+    cached_system_config(tmp_path, "glibc.cpu.hwcaps=-AVX2")
+    assert len(list((tmp_path / "loader-v1").rglob("*.json"))) == 2
+    # A damaged file is asked again and rewritten, never trusted.
+    written[0].write_text("{not json")
+    assert cached_system_config(tmp_path) == first

@@ -177,3 +177,32 @@ def test_hash_mismatch_on_sync_changes_nothing(tmp_path: Path, index: LocalIndex
     assert Store.open(root).entries() == []
     staging = Path(os.environ["CPK_HOME"]) / "store" / ".staging"
     assert not staging.exists() or os.listdir(staging) == []
+
+
+def test_warm_relock_only_revalidates_and_refresh_asks_again(
+    tmp_path: Path, index: LocalIndex
+) -> None:
+    root = project(tmp_path, "app-lib")
+    cpk(index, "lock", cwd=root)
+    (root / "pylock.toml").unlink()
+    index.clear_log()
+    cpk(index, "lock", cwd=root)
+    assert locked(root) == {"app-lib": "2.0", "helper": "2.0"}
+    # The pages say max-age=0: each is revalidated with its ETag and comes
+    # back 304; metadata is cached by the file's hash, so nothing else is asked.
+    assert sorted(r.path for r in index.requests) == ["/simple/app-lib/", "/simple/helper/"]
+    assert all(r.status == 304 and r.headers.get("If-None-Match") for r in index.requests)
+    # A server that says nothing about freshness is trusted for a while
+    # (new releases change both pages, so both come back whole, without
+    # Cache-Control)...
+    index.cache_control = ""
+    make_wheel(index.root, "app-lib", "2.1", requires_dist=["helper>=2"])
+    make_wheel(index.root, "helper", "2.1")
+    cpk(index, "lock", "--upgrade", cwd=root)
+    assert locked(root) == {"app-lib": "2.1", "helper": "2.1"}
+    index.clear_log()
+    cpk(index, "lock", "--upgrade", cwd=root)
+    assert index.requests == []
+    # ...unless --refresh asks again.
+    cpk(index, "lock", "--upgrade", "--refresh", cwd=root)
+    assert sorted(r.path for r in index.requests) == ["/simple/app-lib/", "/simple/helper/"]

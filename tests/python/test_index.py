@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -235,6 +236,39 @@ def test_fresh_page_is_served_without_a_request(
     assert populated.paths() == []
 
 
+def test_page_without_freshness_headers_is_fresh_for_a_while_unless_refreshed(
+    populated: LocalIndex, client_factory: Factory
+) -> None:
+    populated.cache_control = ""  # says nothing, as PyPI's mirrors do
+    client_factory(populated.url).project_files("beta")
+    populated.clear_log()
+    client_factory(populated.url).project_files("beta")
+    assert populated.paths() == []  # within the window: no request at all
+    # --refresh: every page revalidated, with its validator, and a 304 is enough.
+    assert [
+        f.filename for f in client_factory(populated.url, refresh=True).project_files("beta")
+    ] == ["beta-0.1-py3-none-any.whl"]
+    assert [
+        (r.path, r.status, bool(r.headers.get("If-None-Match"))) for r in populated.requests
+    ] == [("/simple/beta/", 304, True)]
+
+
+def test_parsed_pages_are_kept_by_the_page_body_and_a_changed_page_is_parsed_again(
+    populated: LocalIndex, client_factory: Factory, tmp_path: Path
+) -> None:
+    parsed = tmp_path / "cache" / "parsed-pages-v1"
+    first = client_factory(populated.url).project_files("alpha")
+    assert len(list(parsed.rglob("*.marshal"))) == 1
+    again = client_factory(populated.url).project_files("alpha")
+    assert again == first and [f.hashes for f in again] == [f.hashes for f in first]
+    assert [f.core_metadata for f in again] == [f.core_metadata for f in first]
+    assert len(list(parsed.rglob("*.marshal"))) == 1  # read back, not parsed anew
+    make_wheel(populated.root, "alpha", "3.0")
+    names = [f.filename for f in client_factory(populated.url).project_files("alpha")]
+    assert "alpha-3.0-py3-none-any.whl" in names
+    assert len(list(parsed.rglob("*.marshal"))) == 2
+
+
 def test_no_store_pages_are_not_cached(populated: LocalIndex, client_factory: Factory) -> None:
     populated.cache_control = "no-store"
     client_factory(populated.url).project_files("beta")
@@ -390,6 +424,65 @@ def test_metadata_without_pep658_reads_the_wheel_once(
     assert b"Requires-Dist: alpha>=1" in client.metadata(wheel)
     client.download(wheel, tmp_path / "out")  # served from the copy fetched for metadata
     assert local_index.paths() == ["/simple/plain/", f"/files/{path.name}"]
+
+
+def test_metadata_without_pep658_is_read_with_range_requests(
+    local_index: LocalIndex, client_factory: Factory, tmp_path: Path
+) -> None:
+    local_index.metadata_files = False
+    # Big enough (and incompressible) that reading the whole wheel would show.
+    files = {f"big/part{i}.bin": os.urandom(100_000) for i in range(4)}
+    path = make_wheel(local_index.root, "big", "1.0", requires_dist=["alpha>=1"], files=files)
+    size = path.stat().st_size
+    client = client_factory(local_index.url)
+    (wheel,) = client.project_files("big")
+    assert client.metadata(wheel) == wheel_metadata(path)
+    ranged = [r for r in local_index.requests if r.path == f"/files/{path.name}"]
+    # One range, the last 64 KiB: the zip's directory and, since wheel builders
+    # write .dist-info last, the METADATA member too; the wheel is not fetched.
+    assert [(r.headers.get("Range"), r.status) for r in ranged] == [(f"bytes={size - 65536}-", 206)]
+    assert not any((tmp_path / "cache").rglob("*.whl"))
+    # Cached by the wheel's hash: another client asks nothing.
+    local_index.clear_log()
+    assert client_factory(local_index.url).metadata(wheel) == wheel_metadata(path)
+    assert local_index.paths() == []
+
+
+def test_metadata_far_from_the_end_costs_one_more_range(
+    local_index: LocalIndex, client_factory: Factory
+) -> None:
+    local_index.metadata_files = False
+    path = local_index.root / "front-1.0-py3-none-any.whl"
+    metadata = b"Metadata-Version: 2.1\nName: front\nVersion: 1.0\nRequires-Dist: alpha\n"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("front-1.0.dist-info/METADATA", metadata)
+        zf.writestr("front/blob.bin", os.urandom(300_000))
+        zf.writestr("front-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\n")
+        zf.writestr("front-1.0.dist-info/RECORD", "")
+    client = client_factory(local_index.url)
+    (wheel,) = client.project_files("front")
+    assert client.metadata(wheel) == metadata
+    ranged = [r for r in local_index.requests if r.path == f"/files/{path.name}"]
+    size = path.stat().st_size
+    assert [(r.headers.get("Range"), r.status) for r in ranged] == [
+        (f"bytes={size - 65536}-", 206),
+        ("bytes=0-32767", 206),  # the member's local header and data, from offset 0
+    ]
+
+
+def test_metadata_falls_back_to_the_wheel_when_ranges_are_not_served(
+    local_index: LocalIndex, client_factory: Factory, tmp_path: Path
+) -> None:
+    local_index.metadata_files = False
+    local_index.ranges = False
+    files = {f"big/part{i}.bin": os.urandom(100_000) for i in range(2)}
+    path = make_wheel(local_index.root, "big", "1.0", files=files)
+    client = client_factory(local_index.url)
+    (wheel,) = client.project_files("big")
+    assert client.metadata(wheel) == wheel_metadata(path)
+    client.download(wheel, tmp_path / "out")  # the wheel fetched for metadata is reused
+    wheel_requests = [r for r in local_index.requests if r.path == f"/files/{path.name}"]
+    assert [("Range" in r.headers, r.status) for r in wheel_requests] == [(True, 200), (False, 200)]
 
 
 def test_metadata_file_with_wrong_hash_is_rejected(

@@ -14,12 +14,15 @@ of every file, for find-links).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import json
+import os
 import socket
 import struct
 import threading
+import time
 import zipfile
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -58,6 +61,8 @@ class _FileInfo:
     requires_python: str | None = None
 
 
+# Cached: a benchmark's index lists a thousand files on every request.
+@functools.cache
 def _project_of(filename: str) -> str | None:
     try:
         if filename.endswith(".whl"):
@@ -85,13 +90,17 @@ class LocalIndex:
 
     ``metadata_files`` switches PEP 658 metadata off for the whole index;
     ``formats`` lists what the server can answer ("json", "html");
-    ``cache_control`` is sent with every simple-API page.
+    ``cache_control`` is sent with every simple-API page (none when empty); ``ranges`` makes
+    files answer ``Range`` requests (206), one ``bytes=a-b``/``-n``/``a-``
+    range each, the way PyPI's file host does.
     """
 
     root: Path
     metadata_files: bool = True
     formats: tuple[str, ...] = ("json", "html")
     cache_control: str = "max-age=0, must-revalidate"
+    ranges: bool = True
+    latency: float = 0.0  # seconds slept before every answer (benchmarks)
     requests: list[Request] = field(default_factory=list)
     _files: dict[str, _FileInfo] = field(default_factory=dict)
     _faults: dict[str, list[_Fault]] = field(default_factory=dict)
@@ -209,9 +218,12 @@ class LocalIndex:
     # -- content ------------------------------------------------------------
 
     def _dists(self) -> list[Path]:
-        return sorted(
-            p for p in self.root.iterdir() if p.is_file() and _project_of(p.name) is not None
-        )
+        # scandir's file type needs no stat per file: a benchmark's index of
+        # a thousand files is listed on every request.
+        with os.scandir(self.root) as entries:
+            return sorted(
+                Path(e.path) for e in entries if e.is_file() and _project_of(e.name) is not None
+            )
 
     def projects(self) -> list[str]:
         return sorted({_project_of(p.name) or "" for p in self._dists()})
@@ -308,6 +320,25 @@ def _negotiate(accept: str, formats: tuple[str, ...]) -> str | None:
     return best[1] if best else None
 
 
+def _byte_range(spec: str, body: bytes) -> tuple[int, bytes, dict[str, str]]:
+    """Answer one ``bytes=`` range of body: 206 with Content-Range, or 416."""
+    unit, _, value = spec.partition("=")
+    first, _, last = value.strip().partition("-")
+    size = len(body)
+    try:
+        if unit.strip() != "bytes" or "," in value:
+            raise ValueError(spec)
+        if first == "":
+            start, end = max(0, size - int(last)), size - 1
+        else:
+            start, end = int(first), min(size - 1, int(last)) if last else size - 1
+    except ValueError:
+        return 416, b"", {"Content-Range": f"bytes */{size}"}
+    if start > end or start >= size:
+        return 416, b"", {"Content-Range": f"bytes */{size}"}
+    return 206, body[start : end + 1], {"Content-Range": f"bytes {start}-{end}/{size}"}
+
+
 class _Handler(BaseHTTPRequestHandler):
     owner: LocalIndex
     protocol_version = "HTTP/1.1"  # keep-alive, so clients can reuse connections
@@ -317,6 +348,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         index = self.owner
+        if index.latency:
+            time.sleep(index.latency)
         path = self.path.split("?", 1)[0]
         fault = index._take_fault(path)
         if fault is not None and fault.kind == "reset":
@@ -343,6 +376,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
+        wanted = self.headers.get("Range")
+        if status == 200 and wanted and index.ranges and path.startswith("/files/"):
+            status, body, extra = _byte_range(wanted, body)
         self._send(status, body, content_type, path, extra)
 
     def _route(self, path: str) -> tuple[int, bytes, str, dict[str, str]]:
@@ -367,7 +403,9 @@ class _Handler(BaseHTTPRequestHandler):
                 body = index.root_page(kind == "json")
             ctype = JSON_TYPE if kind == "json" else "text/html; charset=utf-8"
             etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-            headers = {"ETag": etag, "Cache-Control": index.cache_control, "Vary": "Accept"}
+            headers = {"ETag": etag, "Vary": "Accept"}
+            if index.cache_control:
+                headers["Cache-Control"] = index.cache_control
             if etag in [t.strip() for t in self.headers.get("If-None-Match", "").split(",")]:
                 return 304, b"", ctype, headers
             return 200, body, ctype, headers
@@ -389,7 +427,12 @@ class _Handler(BaseHTTPRequestHandler):
             data = file.read_bytes()
             if name in index._corrupt:
                 data = bytes(b ^ 0x5A for b in data)
-            return 200, data, "application/octet-stream", {}
+            return (
+                200,
+                data,
+                "application/octet-stream",
+                ({"Accept-Ranges": "bytes"} if index.ranges else {}),
+            )
         return 404, b"not found\n", "text/plain", {}
 
     def _send(
@@ -400,7 +443,7 @@ class _Handler(BaseHTTPRequestHandler):
         path: str,
         extra: dict[str, str] | None = None,
     ) -> None:
-        self.owner._log(Request("GET", path, dict(self.headers), status))
+        self.owner._log(Request(self.command, path, dict(self.headers), status))
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         for key, value in (extra or {}).items():
@@ -408,5 +451,9 @@ class _Handler(BaseHTTPRequestHandler):
         if status != 304:
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if status != 304:
+        if status != 304 and self.command != "HEAD":
             self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        """GET's headers without the body (uv asks this before range requests)."""
+        self.do_GET()

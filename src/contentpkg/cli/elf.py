@@ -225,9 +225,11 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 def cmd_ldd(args: argparse.Namespace) -> int:
     import json
 
-    from contentpkg.elf.loader import resolve
+    from contentpkg.elf.loader import cached_system_config, resolve
 
-    report = resolve(args.file, args.ctx.environ, explain=True)
+    tunables = args.ctx.environ.get("GLIBC_TUNABLES", "")
+    config = cached_system_config(args.ctx.cache_dir, tunables)
+    report = resolve(args.file, args.ctx.environ, explain=True, config=config)
     if args.json:
         print(json.dumps(report.to_json(), indent=1))
         return 0 if report.ok else 1

@@ -67,6 +67,11 @@ def _add_index_options(
     p.add_argument(
         "--prefer-store", action="store_true", help="prefer versions already in the store"
     )
+    p.add_argument(
+        "--refresh",
+        action="store_true",
+        help="revalidate every cached index page, however fresh",
+    )
 
 
 def _add_lock_use_options(p: argparse.ArgumentParser) -> None:

@@ -34,6 +34,7 @@ def python_options(args: argparse.Namespace) -> Options:
         extra_index_urls=tuple(args.extra_index_url or ()),
         find_links=tuple(args.find_links or ()),
         offline=args.ctx.offline,
+        refresh=bool(getattr(args, "refresh", False)),
         prereleases=args.prerelease,
         prefer_store=args.prefer_store,
         extras=tuple(getattr(args, "extra", None) or ()),

@@ -45,18 +45,22 @@ names it lists, and symbol-version checks (which never change what is mapped).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import hashlib
+import json
 import os
 import re
 import stat
 import struct
-import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import Literal
 
+from contentpkg.context import Bucket
 from contentpkg.elf import ldcache
 from contentpkg.elf.reader import (
     ELF_MAGIC,
@@ -72,6 +76,7 @@ from contentpkg.elf.reader import (
     read_elf,
 )
 from contentpkg.errors import CpkError
+from contentpkg.fs import write_cache
 
 # Reasons an object was found (LoadedObject.reason).
 MAIN = "main"
@@ -276,6 +281,8 @@ def system_config(tunables: str = "") -> LoaderConfig:
     elf_class, machine = host_arch()
     interpreter = _default_interpreter(machine)
     facts: dict[str, object] = {}
+    import subprocess  # only when asking: a cached answer needs no process
+
     try:
         env = {"GLIBC_TUNABLES": tunables} if tunables else {}
         proc = subprocess.run(
@@ -317,6 +324,40 @@ def system_config(tunables: str = "") -> LoaderConfig:
         elf_class=elf_class,
         machine=machine,
     )
+
+
+def cached_system_config(cache_dir: Path, tunables: str = "") -> LoaderConfig:
+    """:func:`system_config`, kept in the cache between processes.
+
+    Asking the loader (``ld.so --help``) costs a process start, most of what
+    a ``cpk ldd`` of one file takes. Its answer changes only with the loader
+    file (its stat), the tunables, and the machine and kernel it runs on
+    (hwcaps follow the CPU: the host name and kernel release stand for it,
+    so a home shared between machines keeps one answer per machine).
+    """
+    _elf_class, machine = host_arch()
+    interpreter = _default_interpreter(machine)
+    try:
+        st = os.stat(interpreter)
+    except OSError:
+        return system_config(tunables)
+    host = os.uname()
+    identity = [
+        interpreter, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+        tunables, host.nodename, host.release, host.machine,
+    ]  # fmt: skip
+    key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()
+    path = cache_dir / Bucket.LOADER.value / key[:2] / f"{key}.json"
+    try:
+        fields = json.loads(path.read_bytes())
+        return LoaderConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+        )
+    except (OSError, ValueError, TypeError):
+        pass  # absent, or written by another version: ask the loader
+    config = system_config(tunables)
+    write_cache(path, json.dumps(dataclasses.asdict(config)))
+    return config
 
 
 # --- the report ----------------------------------------------------------------

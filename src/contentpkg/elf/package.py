@@ -94,7 +94,12 @@ def add_package(
     check_part("version", version)
     if stat.S_ISDIR(st.st_mode):
         check_source(src, st)
-        return _add(store, src, name, version, lambda d: copy_tree(src, d), None, requires)
+        # The copy hashes every file and notes the ELF ones as it goes: no
+        # second pass over the tree needs to read them again.
+        elf: list[str] = []
+        return _add(
+            store, src, name, version, lambda d: copy_tree(src, d, elf), None, requires, elf=elf
+        )
     if not stat.S_ISREG(st.st_mode):
         raise CpkError(f"{src}: not a regular file, directory or .deb")
     with open(src, "rb") as f:
@@ -293,13 +298,35 @@ def _add(
     *,
     extra: dict[str, Any] | None = None,
     notes: list[str] | None = None,
+    elf: list[str] | None = None,
 ) -> tuple[AddResult, list[str]]:
+    """Add what write puts into the slot, its ELF files patched.
+
+    When write returns the records of what it wrote (a copy that hashed as it
+    went) and ``elf`` lists its ELF files (filled by write), neither the
+    search for ELF files nor the hashing reads the tree again; only patched
+    files are hashed anew.
+    """
     scan = _Scan(notes=notes if notes is not None else [])
 
     def populate(dest: Path) -> list[FileRecord] | None:
-        write(dest)
-        _patch_tree(dest, scan)
-        return None
+        written = write(dest)
+        if not isinstance(written, list) or elf is None:
+            _patch_tree(dest, scan)
+            return None
+        _patch_tree(dest, scan, elf)
+        changed = {
+            rel for rel, facts in scan.elf.items() if facts["sha256"] != facts["original_sha256"]
+        }
+        if not changed:
+            return written
+        records = []
+        for r in written:
+            if r.path in changed:
+                digest, size = hash_file(dest / r.path)
+                r = FileRecord(r.path, r.kind, digest, size)
+            records.append(r)
+        return records
 
     def describe(records: list[FileRecord]) -> dict[str, Any]:
         return {
@@ -325,10 +352,14 @@ def _add(
     return result, scan.notes
 
 
-def _patch_tree(root: Path, scan: _Scan) -> None:
-    """Patch every dynamic ELF below root in place (inside the slot)."""
-    candidates: list[str] = []
-    for dirpath, _dirnames, filenames in os.walk(root):
+def _patch_tree(root: Path, scan: _Scan, known: list[str] | None = None) -> None:
+    """Patch every dynamic ELF below root in place (inside the slot).
+
+    ``known`` lists the ELF files when whoever wrote the tree saw them;
+    otherwise every file's first bytes are read to find them.
+    """
+    candidates: list[str] = list(known) if known is not None else []
+    for dirpath, _dirnames, filenames in os.walk(root) if known is None else ():
         for f in filenames:
             full = os.path.join(dirpath, f)
             if os.path.islink(full):

@@ -350,8 +350,13 @@ def _check_mode(rel: str, st: os.stat_result, shown: str | None = None) -> None:
         raise CpkError(f"{shown}: has the setuid or setgid bit; the store refuses such files")
 
 
-def copy_tree(src: Path, dest: Path) -> list[FileRecord]:
-    """Copy a checked tree into dest, hashing each file as it is copied."""
+def copy_tree(src: Path, dest: Path, elf: list[str] | None = None) -> list[FileRecord]:
+    """Copy a checked tree into dest, hashing each file as it is copied.
+
+    ``elf``, when given, receives the relative path of every file that
+    starts with the ELF magic: the copy has just read those bytes, so a
+    caller that patches ELF files need not open every file again to find them.
+    """
     records: list[FileRecord] = []
     stack = [("", os.fspath(src))]
     while stack:
@@ -372,7 +377,9 @@ def copy_tree(src: Path, dest: Path) -> list[FileRecord]:
                 records.append(FileRecord(rel, "d", ""))
                 stack.append((rel + "/", item.path))
             else:
-                digest, size, mode = copy_file(Path(item.path), target)
+                digest, size, mode, head = _copy_file(Path(item.path), target)
+                if elf is not None and head == _ELF_MAGIC:
+                    elf.append(rel)
                 records.append(FileRecord(rel, "x" if mode & stat.S_IXUSR else "f", digest, size))
     return records
 
@@ -384,6 +391,14 @@ def copy_file(src: Path, dst: Path) -> tuple[str, int, int]:
     checked at open, so writing through the descriptor still works, and the
     seal pass has nothing left to change.
     """
+    return _copy_file(src, dst)[:3]
+
+
+_ELF_MAGIC = b"\x7fELF"
+
+
+def _copy_file(src: Path, dst: Path) -> tuple[str, int, int, bytes]:
+    """:func:`copy_file`, also giving the file's first four bytes."""
     fd_in = os.open(src, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
         st = os.fstat(fd_in)
@@ -392,8 +407,11 @@ def copy_file(src: Path, dst: Path) -> tuple[str, int, int]:
         fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         h = hashlib.sha256()
         size = 0
+        head = b""
         try:
             while chunk := os.read(fd_in, _CHUNK):
+                if not size:
+                    head = chunk[:4]
                 h.update(chunk)
                 size += len(chunk)
                 view = memoryview(chunk)
@@ -403,4 +421,4 @@ def copy_file(src: Path, dst: Path) -> tuple[str, int, int]:
             os.close(fd_out)
     finally:
         os.close(fd_in)
-    return h.hexdigest(), size, mode
+    return h.hexdigest(), size, mode, head

@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import marshal
 import os
 import tarfile
 import threading
@@ -44,7 +45,7 @@ from contentpkg.errors import CpkError, HashMismatchError, InvalidInputError
 from contentpkg.fs import TMP_PREFIX, discard, make_tmp_dir, replace_path, write_cache
 from contentpkg.progress import QUIET, Reporter
 from contentpkg.python.index.dists import DistFile
-from contentpkg.python.index.http import HttpSession, file_url_path, is_file_url, redact
+from contentpkg.python.index.http import HttpSession, Page, file_url_path, is_file_url, redact
 
 # Where to look is decided in a module of its own, light enough for the hot
 # path of ``cpk run`` (which must not import this client); re-exported here.
@@ -69,6 +70,9 @@ _JSON_TYPES = (
     "application/json",
 )
 _SDIST_SUFFIXES = (".tar.gz", ".zip")
+#: Bump when DistFile's fields or the parsing rules change: parsed pages
+#: cached under the old format are then simply not found.
+_PARSED_FORMAT = 1
 
 #: Under -v: which index answered, what the HTTP cache served.
 _log = logging.getLogger(__name__)
@@ -186,16 +190,26 @@ def _make_file(
     upload_time: str | None = None,
     filename: str | None = None,
 ) -> DistFile | None:
-    try:
-        absolute = urllib.parse.urljoin(page_url, url)
-        without_fragment, fragment = urllib.parse.urldefrag(absolute)
-        path = urllib.parse.urlsplit(without_fragment).path
-    except ValueError:
-        # urllib's own refusal ("Invalid IPv6 URL"): a link no client can
-        # follow, skipped like a file name no installer can use.
-        return None
-    if filename is None:
-        filename = urllib.parse.unquote(path.rsplit("/", 1)[-1])
+    if (
+        filename is not None
+        and url.startswith(("https://", "http://"))
+        and not any(c in url for c in "#[]")
+    ):
+        # What PyPI's JSON pages give for every file: an absolute URL with
+        # no fragment and the name beside it. Nothing to resolve or parse,
+        # and urljoin over tens of thousands of links is most of a page's cost.
+        without_fragment, fragment = url, ""
+    else:
+        try:
+            absolute = urllib.parse.urljoin(page_url, url)
+            without_fragment, fragment = urllib.parse.urldefrag(absolute)
+            path = urllib.parse.urlsplit(without_fragment).path
+        except ValueError:
+            # urllib's own refusal ("Invalid IPv6 URL"): a link no client can
+            # follow, skipped like a file name no installer can use.
+            return None
+        if filename is None:
+            filename = urllib.parse.unquote(path.rsplit("/", 1)[-1])
     if not _safe_filename(filename) or parse_filename(filename) is None:
         return None
     all_hashes = _hash_fragment(fragment) if fragment else {}
@@ -376,6 +390,7 @@ class IndexClient:
         backoff: float = 0.25,
         jobs: int = 8,
         netrc: Path | None = None,
+        refresh: bool = False,
     ) -> None:
         # A caller without a Context (contentpkg.use()) gets this process's.
         self.cache_dir = (
@@ -393,6 +408,7 @@ class IndexClient:
             backoff=backoff,
             jobs=jobs,
             netrc=netrc,
+            refresh=refresh,
         )
         # Credentials in a location are handed to the session, scoped to its
         # host, and dropped from the URL: every URL kept from here on (pins,
@@ -403,6 +419,8 @@ class IndexClient:
         self._lock = threading.Lock()
         self._memo: dict[tuple[str, str], Future[Any]] = {}
         self._background: ThreadPoolExecutor | None = None
+        #: Hosts that answered a range request with a whole file.
+        self._no_ranges: set[str] = set()
         self._jobs = jobs
         #: The flocked pin directory's descriptor (see :meth:`_make_pin_dir`).
         self._pin_fd: int | None = None
@@ -499,10 +517,50 @@ class IndexClient:
         page = self.http.fetch_page(url, ACCEPT_SIMPLE)
         if page is None:
             return []
+        return self._vet(page.url, self._parsed(page, index))
+
+    def _parsed(self, page: Page, index: str) -> list[DistFile]:
+        """The files of a project page, parsed once per page body on this machine.
+
+        A big project's page (botocore's lists ~20,000 files) takes a
+        re-lock longer to parse than to revalidate: every link is resolved,
+        its name parsed and checked. The result is kept in the cache by the
+        hash of what it was parsed from, so a page that did not change is
+        read back (marshal, no parsing) instead.
+        """
         content_type = page.content_type.split(";", 1)[0].strip().lower()
-        if content_type in _JSON_TYPES:
-            return self._vet(page.url, parse_json_page(page.body, page.url, index))
-        return self._vet(page.url, parse_html_page(page.body, page.url, index))
+        as_json = content_type in _JSON_TYPES
+        key_text = f"{_PARSED_FORMAT}\0{page.url}\0{index}\0{as_json}\0".encode()
+        key = hashlib.sha256(key_text + page.body).hexdigest()
+        path = (
+            self.cache_dir
+            / Bucket.PARSED_PAGES.value
+            / key[:2]
+            / f"{key}.{marshal.version}.marshal"
+        )
+        try:
+            rows = marshal.loads(path.read_bytes())
+            return [DistFile(*row) for row in rows]
+        except (OSError, EOFError, ValueError, TypeError):
+            pass  # not parsed yet (or written by another version): parse it
+        parse = parse_json_page if as_json else parse_html_page
+        files = parse(page.body, page.url, index)
+        rows = [
+            (
+                f.filename,
+                f.url,
+                f.hashes,
+                f.requires_python,
+                f.yanked,
+                f.core_metadata,
+                f.size,
+                f.upload_time,
+                f.index,
+            )
+            for f in files
+        ]
+        write_cache(path, marshal.dumps(rows))
+        return files
 
     def _find_links_files(self, location: str) -> list[DistFile]:
         return self._once("find-links", location, lambda: self._list_find_links(location))
@@ -648,10 +706,41 @@ class IndexClient:
         if data is None:
             if not file.is_wheel:
                 raise CpkError(f"{file.filename}: no metadata file; the sdist must be built")
+            data = self._metadata_by_range(file)
+        if data is None:
             data = wheel_metadata_from_archive(self.fetch_archive(file), file.filename)
         if cache_path is not None:
             write_cache(cache_path, data)
         return data
+
+    def _metadata_by_range(self, file: DistFile) -> bytes | None:
+        """A remote wheel's METADATA by range requests; None to download it instead.
+
+        Worth it only for wheels known to be bigger than the two requests it
+        takes; others are downloaded whole (sync needs them next anyway). Hosts
+        that answer a range request with the whole file are remembered and
+        not asked again by this client.
+        """
+        from contentpkg.python.index.ranged import (
+            MIN_SIZE,
+            RangesUnsupported,
+            wheel_metadata_by_range,
+        )
+
+        if is_file_url(file.url) or self.offline:
+            return None
+        # Without a size (HTML pages give none) the wheel may be tiny, and a
+        # server that ignores ranges would cost a request for nothing.
+        if file.size is None or file.size < MIN_SIZE:
+            return None
+        host = urllib.parse.urlsplit(file.url).netloc
+        if host in self._no_ranges:
+            return None
+        try:
+            return wheel_metadata_by_range(self.http, file.url, file.filename, file.size)
+        except RangesUnsupported:
+            self._no_ranges.add(host)
+            return None
 
     # -- archives ---------------------------------------------------------
 

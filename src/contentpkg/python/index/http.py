@@ -44,6 +44,8 @@ _CHUNK = 1 << 16
 # 408/429 are the server asking us to come back later; 5xx are its failures.
 _RETRY_STATUS = frozenset({408, 429})
 _MAX_RETRY_AFTER = 10.0
+#: Seconds a cached page is fresh when its response carried no max-age.
+HEURISTIC_FRESHNESS = 300.0
 
 #: Under -v: which index answered, what the HTTP cache served.
 _log = logging.getLogger(__name__)
@@ -275,6 +277,8 @@ class HttpSession:
     the waits between them grow as ``backoff * 2**n``. ``offline`` forbids
     the network: cached pages are still served (whatever their age, as
     ``uv --offline`` does) and anything else raises a CpkError naming the URL.
+    ``refresh`` revalidates every cached page whatever its freshness
+    (``--refresh``).
     """
 
     def __init__(
@@ -287,8 +291,10 @@ class HttpSession:
         timeout: float = 30.0,
         jobs: int = 8,
         netrc: Path | None = None,
+        refresh: bool = False,
     ) -> None:
         self.cache_dir = Path(cache_dir)
+        self.refresh = refresh
         self.credentials = _Credentials(netrc)
         self.offline = offline
         self.retries = max(0, retries)
@@ -425,9 +431,11 @@ class HttpSession:
     def fetch_page(self, url: str, accept: str = "text/html") -> Page | None:
         """GET a page through the HTTP cache; None when the server says 404/410.
 
-        A cached page younger than its ``max-age`` is served without asking;
-        an older one (or one marked ``no-cache``) is revalidated with
-        ``If-None-Match`` / ``If-Modified-Since`` and served again on 304.
+        A cached page younger than its ``max-age`` (or, when the server gave
+        none, than :data:`HEURISTIC_FRESHNESS`) is served without asking; an
+        older one, one marked ``no-cache``, or any with ``refresh`` set, is
+        revalidated with ``If-None-Match`` / ``If-Modified-Since`` and served
+        again on 304.
         """
         if is_file_url(url):
             return self._file_page(url)
@@ -442,8 +450,12 @@ class HttpSession:
                 return page
             control = _CacheControl(meta.get("cache_control"))
             age = time.time() - float(meta.get("stored", 0)) + float(meta.get("age", 0))
-            if not control.no_cache and control.max_age is not None and age < control.max_age:
-                _log.debug("%s: from the cache (fresh for %.0fs more)", url, control.max_age - age)
+            # A server that says nothing about freshness (PyPI's mirrors
+            # strip the headers) gets a short window, as uv gives it: a
+            # re-lock minutes later need not fetch every page again.
+            fresh_for = control.max_age if control.max_age is not None else HEURISTIC_FRESHNESS
+            if not self.refresh and not control.no_cache and age < fresh_for:
+                _log.debug("%s: from the cache (fresh for %.0fs more)", url, fresh_for - age)
                 return page
         self._check_online(url, "fetching this page")
         headers = {"Accept": accept}
@@ -545,6 +557,50 @@ class HttpSession:
         if status != 200:
             raise CpkError(_status_message(url, status))
         return data
+
+    # -- byte ranges --------------------------------------------------------
+
+    def fetch_range(
+        self, url: str, start: int | None, length: int | None
+    ) -> tuple[int, bytes | None]:
+        """GET part of a remote file: (file size, bytes), or (0, None) without ranges.
+
+        ``start=None`` asks for the last ``length`` bytes (a suffix range);
+        ``length=None`` for everything from ``start``. A server that answers
+        with the whole file (200) or without a ``Content-Range`` gives
+        (0, None) and its connection is closed rather than drained, so the
+        caller can fall back to a download without paying for this one.
+        """
+        self._check_online(url, "downloading")
+        if start is None:
+            spec = f"bytes=-{length}"
+        elif length is None:
+            spec = f"bytes={start}-"
+        else:
+            spec = f"bytes={start}-{start + length - 1}"
+
+        def attempt() -> tuple[int, bytes | None]:
+            import urllib3
+
+            response = self._request(
+                url, {"Accept": "*/*", "Range": spec, "Accept-Encoding": "identity"}, stream=True
+            )
+            try:
+                if response.status in (404, 410):
+                    raise CpkError(_status_message(url, response.status))
+                total = _range_total(response.headers.get("Content-Range"))
+                if response.status != 206 or total is None:
+                    response.close()
+                    return 0, None
+                try:
+                    data = response.read(decode_content=False)
+                except urllib3.exceptions.HTTPError as exc:
+                    raise _Retryable(_describe_network_error(exc)) from None
+                return total, data
+            finally:
+                response.release_conn()
+
+        return self._with_retries(url, attempt)
 
     # -- downloads --------------------------------------------------------
 
@@ -687,6 +743,16 @@ def _final_url(url: str, response: Any) -> str:
 def _content_length(value: str | None) -> int | None:
     try:
         return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _range_total(value: str | None) -> int | None:
+    """The full size from ``Content-Range: bytes a-b/total``; None if absent or ``*``."""
+    if not value or "/" not in value:
+        return None
+    try:
+        return int(value.rsplit("/", 1)[1])
     except ValueError:
         return None
 

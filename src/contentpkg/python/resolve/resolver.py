@@ -328,6 +328,8 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         self.store = store
         self.sdist_metadata = sdist_metadata
         self.hashes = hashes
+        #: (name, specifier) already handed to the background look-ahead.
+        self._warmed: set[tuple[str, str]] = set()
         self._releases: dict[str, dict[Version, list[tuple[DistFile, FileName]]]] = {}
         self._newest_first: dict[str, list[Version]] = {}
         self._usable: dict[tuple[str, Version, bool], tuple[DistFile, ...]] = {}
@@ -789,6 +791,10 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
 
     def _warm(self, reqs: list[_Req]) -> None:
         for req in reqs:
+            key = (req.name, str(req.specifier))
+            if key in self._warmed:
+                continue  # also ends the look-ahead on dependency cycles
+            self._warmed.add(key)
             self.client.background(self._warm_one, req)
 
     def _warm_one(self, req: _Req) -> None:
@@ -810,7 +816,22 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         # cache that the download reuses), so fetching it early costs nothing
         # extra unless the resolver backtracks away from it.
         if best is not None and (best[1].core_metadata is not None or best[1].is_wheel):
-            self.client.metadata(best[1])
+            data = self.client.metadata(best[1])
+            # Look further ahead: the likely choice's own dependencies are
+            # what the resolver asks about after it. Fetching them now widens
+            # the frontier from one candidate's children to every level the
+            # metadata already shows (as uv's prefetching does).
+            raw, _ = parse_email(data)
+            ahead: list[_Req] = []
+            env = {**self.env, "extra": ""}
+            for line in raw.get("requires_dist", []):
+                try:
+                    dep = Requirement(line)
+                    if dep.marker is None or dep.marker.evaluate(env):
+                        ahead.extend(r for r in _expand(dep) if r.extra is None)
+                except Exception:
+                    continue  # the resolver reports bad metadata when it gets there
+            self._prefetch(ahead)
 
 
 # -- explaining failures -------------------------------------------------------

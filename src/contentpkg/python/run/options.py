@@ -29,6 +29,7 @@ class Options:
     extra_index_urls: tuple[str, ...] = ()
     find_links: tuple[str, ...] = ()
     offline: bool = False
+    refresh: bool = False  # revalidate every cached index page
     prereleases: bool = False
     prefer_store: bool = False
     extras: tuple[str, ...] = ()

@@ -151,6 +151,7 @@ class Session:
                 netrc=self.options.ctx.netrc,
                 retries=self.options.ctx.http_retries,
                 timeout=self.options.ctx.http_timeout,
+                refresh=self.options.refresh,
             )
         return self._client
 

@@ -1,0 +1,138 @@
+"""Benchmark: how lock cost grows with the number of packages, cpk against uv.
+
+Synthetic projects of 50, 200 and 1,000 packages are served from a
+loopback index (tests/support/index.py) that waits ``--latency`` seconds
+(20 ms by default) before every answer, as a distant index does. The
+packages form a binary tree (package i depends on 2i+1 and 2i+2), so a
+resolver learns each level only from the metadata of the one before: what
+it fetches in parallel shows. The index offers no PEP 658 files and serves
+ranges, like the PyPI mirror this project is measured against.
+
+For each size, in the same run and interleaved: a cold lock (empty caches)
+and a warm re-lock (caches kept, lock file deleted), ``cpk lock`` against
+``uv lock``. Prints medians with min-max, the cpk/uv ratios, and the slope
+of each column (milliseconds per package, least squares over the sizes).
+
+    python bench/growth.py [--runs 3] [--sizes 50 200 1000] [--latency 0.02]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from support.index import LocalIndex  # noqa: E402
+from support.wheels import make_wheel  # noqa: E402
+
+
+def build(dest: Path, count: int) -> None:
+    for i in range(count):
+        deps = [f"synth-{j:04d}" for j in (2 * i + 1, 2 * i + 2) if j < count]
+        module = f"synth_{i:04d}"
+        make_wheel(
+            dest,
+            f"synth-{i:04d}",
+            "1.0",
+            files={f"{module}/__init__.py": f"VALUE = {i}\n"},
+            requires_dist=deps,
+        )
+
+
+def write_project(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "growth"\nversion = "0"\n'
+        f'requires-python = ">={sys.version_info.major}.{sys.version_info.minor}"\n'
+        'dependencies = ["synth-0000"]\n\n[tool.uv]\npackage = false\n'
+    )
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)  # fmt: skip
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed in {cwd}:\n{done.stderr}")
+    return elapsed
+
+
+def slope(xs: list[int], ys: list[float]) -> float:
+    """Least-squares slope of ys over xs."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50, 200, 1000])
+    parser.add_argument("--latency", type=float, default=0.02)
+    args = parser.parse_args()
+    uv = shutil.which("uv")
+    if uv is None:
+        sys.exit("bench/growth.py needs uv on PATH (pip install uv)")
+    cpk = [sys.executable, "-m", "contentpkg"]
+    rows: dict[int, dict[str, list[float]]] = {}
+    for count in args.sizes:
+        with tempfile.TemporaryDirectory(prefix="cpk-growth-") as tmp:
+            work = Path(tmp)
+            build(work / "dists", count)
+            with LocalIndex(work / "dists", metadata_files=False, formats=("json",)) as index:
+                index.latency = args.latency
+                results: dict[str, list[float]] = {
+                    k: [] for k in ("cpk-cold", "uv-cold", "cpk-warm", "uv-warm")
+                }
+                for run in range(args.runs):
+                    env = dict(os.environ)
+                    env.update(
+                        CPK_HOME=str(work / f"cpk-home{run}"),
+                        CPK_CACHE_DIR=str(work / f"cpk-cache{run}"),
+                        UV_CACHE_DIR=str(work / f"uv-cache{run}"),
+                        UV_PYTHON=sys.executable,
+                        UV_PYTHON_DOWNLOADS="never",
+                        UV_NO_PROGRESS="1",
+                        UV_INDEX_URL=index.url,
+                    )
+                    env.pop("PYTHONDONTWRITEBYTECODE", None)  # cpk's own modules compile once
+                    cpk_proj, uv_proj = work / f"cpk{run}", work / f"uv{run}"
+                    write_project(cpk_proj)
+                    write_project(uv_proj)
+                    lock = [*cpk, "lock", "--index-url", index.url]
+                    results["cpk-cold"].append(timed(lock, cpk_proj, env))
+                    results["uv-cold"].append(timed([uv, "lock"], uv_proj, env))
+                    (cpk_proj / "pylock.toml").unlink()
+                    (uv_proj / "uv.lock").unlink()
+                    results["cpk-warm"].append(timed(lock, cpk_proj, env))
+                    results["uv-warm"].append(timed([uv, "lock"], uv_proj, env))
+                rows[count] = results
+    print(f"lock cost by size, {args.latency * 1000:.0f} ms per request, medians of {args.runs}")
+    print(f"{'packages':>8} {'':>6} {'cpk':>8} {'uv':>8} {'cpk/uv':>7}   cpk min-max   uv min-max")
+    for count, results in rows.items():
+        for key in ("cold", "warm"):
+            c, u = results[f"cpk-{key}"], results[f"uv-{key}"]
+            mc, mu = statistics.median(c), statistics.median(u)
+            print(
+                f"{count:>8} {key:>6} {mc:>7.2f}s {mu:>7.2f}s {mc / mu:>6.2f}x"
+                f"   {min(c):.2f}-{max(c):.2f}   {min(u):.2f}-{max(u):.2f}"
+            )
+    sizes = list(rows)
+    for key in ("cold", "warm"):
+        for tool in ("cpk", "uv"):
+            ys = [statistics.median(rows[n][f"{tool}-{key}"]) for n in sizes]
+            print(f"slope {key:>4} {tool:>3}: {slope(sizes, ys) * 1000:.2f} ms per package")
+
+
+if __name__ == "__main__":
+    main()
