@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -189,14 +190,15 @@ def _lib_debs(work: Path) -> list[Deb]:
 
 
 @pytest.fixture
-def archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Archive:
+def archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Archive]:
     if GPG is None:
         pytest.skip("needs gpg to sign a test archive")
     if os.uname().machine != "x86_64":
         pytest.skip("the test archive is amd64")
     arch = Archive(tmp_path / "archive", debs=_lib_debs(tmp_path / "build"))
     arch.make_key()
-    return arch
+    yield arch
+    arch.stop_agent()
 
 
 @pytest.fixture
@@ -293,6 +295,7 @@ def test_index_signed_by_another_key_refused(
     archive.build()
     other = Archive(tmp_path / "other")
     other.make_key()
+    other.stop_agent()
     sources = tmp_path / "apt" / "test.sources"
     sources.write_text(archive.sources(server.url, keyring=other.keyring))
     _refused(("fetch", "--deb", "hello"), "signed by a key not in")

@@ -135,6 +135,19 @@ class Archive:
         out = self._gpg("--export", capture=True)
         self.keyring.write_bytes(out)
 
+    def stop_agent(self) -> None:
+        """Stop the gpg-agent that signing started for this GNUPGHOME: a
+        test leaves no process behind."""
+        if self.gnupghome is None:
+            return
+        gpgconf = shutil.which("gpgconf")
+        if gpgconf is not None:
+            subprocess.run(
+                [gpgconf, "--homedir", str(self.gnupghome), "--kill", "all"],
+                capture_output=True,
+                check=False,
+            )
+
     def _gpg(self, *args: str, capture: bool = False, stdin: bytes | None = None) -> bytes:
         assert GPG is not None and self.gnupghome is not None
         env = dict(os.environ, GNUPGHOME=str(self.gnupghome))
