@@ -288,6 +288,7 @@ def test_a_project_runs_offline_from_entries_substituted_by_a_remote(
         assert entry.derived_records() and verify_entry(entry) == []
 
 
+@pytest.mark.slow  # seconds of retries and TLS set-up: with the long variants
 def test_a_failing_remote_is_named_and_the_next_one_serves(
     tmp_path: Path, registry: Registry, keys: tuple[Path, Path], index: LocalIndex
 ) -> None:
@@ -332,8 +333,15 @@ def published(
     [
         (Fault("/blobs/sha256:", "truncate", times=-1), "after"),
         (Fault("/blobs/sha256:", "alter", times=-1), "hashes to"),
-        (Fault("/blobs/sha256:", "drop", times=-1), "connection"),
-        (Fault("/manifests/", "status", times=-1, status=429, retry_after="0"), "HTTP 429"),
+        # The two that wait out bounded retries run with the slow variants.
+        pytest.param(
+            Fault("/blobs/sha256:", "drop", times=-1), "connection", marks=pytest.mark.slow
+        ),
+        pytest.param(
+            Fault("/manifests/", "status", times=-1, status=429, retry_after="0"),
+            "HTTP 429",
+            marks=pytest.mark.slow,
+        ),
     ],
     ids=["truncated", "altered", "down", "429"],
 )
@@ -448,6 +456,7 @@ def test_install_pulls_a_missing_package_from_a_remote(
 # -- auth -------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds of retries and TLS set-up: with the long variants
 def test_basic_auth_over_tls_with_docker_config_credentials(
     tmp_path: Path, keys: tuple[Path, Path]
 ) -> None:
@@ -485,6 +494,7 @@ def test_basic_auth_over_tls_with_docker_config_credentials(
             assert "s3cret" not in text and "Y2k6" not in text
 
 
+@pytest.mark.slow  # seconds of retries and TLS set-up: with the long variants
 def test_bearer_token_flow_from_www_authenticate(
     tmp_path: Path, registry: Registry, keys: tuple[Path, Path]
 ) -> None:
