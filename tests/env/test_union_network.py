@@ -21,9 +21,11 @@ def test_groff_renders_a_man_page_to_postscript(sandbox: Path) -> None:  # noqa:
     page.chmod(0o644)
     # Fetched by the suite's own user (the archive reader's libraries may be
     # out of an unprivileged user's reach), entered by the unprivileged one.
+    # The machine's own apt sources, not the suite's empty stand-in.
+    machine = {k: v for k, v in _env(sandbox).items() if k != "CPK_APT_SOURCES"}
     fetched = subprocess.run(
         [sys.executable, "-m", "contentpkg", "fetch", "--deb", "groff"],
-        capture_output=True, text=True, env=_env(sandbox), cwd=sandbox, timeout=900,
+        capture_output=True, text=True, env=machine, cwd=sandbox, timeout=900,
     )  # fmt: skip
     assert fetched.returncode == 0, fetched.stderr
     if _as_user():
