@@ -137,10 +137,11 @@ ALLOWED = {
     "fs": set(),
     "context": set(),
     "progress": set(),
-    "store": {"errors", "fs", "context"},
-    "elf": {"errors", "fs", "context", "progress", "store"},
-    "env": {"errors", "fs", "context", "progress", "store", "elf"},
-    "python": {"errors", "fs", "context", "progress", "store", "env", "elf"},
+    "netfaults": set(),
+    "store": {"errors", "fs", "context", "netfaults"},
+    "elf": {"errors", "fs", "context", "progress", "netfaults", "store"},
+    "env": {"errors", "fs", "context", "progress", "netfaults", "store", "elf"},
+    "python": {"errors", "fs", "context", "progress", "netfaults", "store", "env", "elf"},
 }
 
 

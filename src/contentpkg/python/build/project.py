@@ -38,7 +38,7 @@ import hashlib
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -227,6 +227,36 @@ def split_extra(req: str) -> tuple[str, str | None]:
     return (f"{base.strip()}; {rest}" if rest else base.strip()), extra
 
 
+def requirements_by_extra(
+    requires_dist: Sequence[str], project: str
+) -> tuple[list[str], dict[str, list[str]]]:
+    """A backend's Requires-Dist as (unconditional requirements, each
+    extra's), with requirements on the project itself (``proj[test]``, a
+    backend's way of reusing an extra) expanded into that extra's."""
+    base: list[str] = []
+    by_extra: dict[str, list[str]] = {}
+    for req in requires_dist:
+        plain, extra = split_extra(req)
+        if extra is None:
+            base.append(req)
+        else:
+            by_extra.setdefault(extra, []).append(plain)
+    self_name = canonical_name(project)
+
+    def expand(reqs: list[str]) -> list[str]:
+        out: list[str] = []
+        for req in reqs:
+            match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*\[([^\]]*)\]", req)
+            if match and canonical_name(match.group(1)) == self_name:
+                for extra in match.group(2).split(","):
+                    out += by_extra.get(canonical_name(extra.strip()), [])
+                continue
+            out.append(req)
+        return list(dict.fromkeys(out))
+
+    return expand(base), {name: expand(reqs) for name, reqs in sorted(by_extra.items())}
+
+
 def complete_inputs(inputs: ProjectInputs, meta: CoreMetadata) -> ProjectInputs:
     """The inputs with every field the backend supplied filled in."""
     dynamic = set(inputs.dynamic)
@@ -235,15 +265,7 @@ def complete_inputs(inputs: ProjectInputs, meta: CoreMetadata) -> ProjectInputs:
             f"{inputs.input_file}: the build backend names the project {meta.name!r}, "
             f"not {inputs.name!r}"
         )
-    base: list[str] = []
-    by_extra: dict[str, list[str]] = {}
-    for req in meta.requires_dist:
-        plain, extra = split_extra(req)
-        if extra is None:
-            base.append(req)
-        else:
-            by_extra.setdefault(extra, []).append(plain)
-    self_name = canonical_name(meta.name)
+    base, by_extra = requirements_by_extra(meta.requires_dist, meta.name)
     added: list[str] = []
     if "dependencies" in dynamic:
         added += base
@@ -258,17 +280,7 @@ def complete_inputs(inputs: ProjectInputs, meta: CoreMetadata) -> ProjectInputs:
                     f"{inputs.input_file}: no extra named {extra!r} (the backend declares: {have})"
                 )
             added += by_extra.get(extra, [])
-    # A requirement on the project itself with extras (``proj[test]``) is
-    # the backend's way of reusing an extra: expanded, as for static tables.
-    expanded: list[str] = []
-    for req in added:
-        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*\[([^\]]*)\]", req)
-        if match and canonical_name(match.group(1)) == self_name:
-            for extra in match.group(2).split(","):
-                expanded += by_extra.get(canonical_name(extra.strip()), [])
-            continue
-        expanded.append(req)
-    requirements = list(dict.fromkeys([*expanded, *inputs.requirements]))
+    requirements = list(dict.fromkeys([*added, *inputs.requirements]))
     return replace(
         inputs,
         name=inputs.name or meta.name,

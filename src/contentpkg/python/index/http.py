@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from contentpkg import netfaults
 from contentpkg.context import Bucket
 from contentpkg.errors import CpkError, HashMismatchError, write_failed
 from contentpkg.fs import write_cache, writing_atomic
@@ -377,7 +378,7 @@ class HttpSession:
             response = self._send(url, headers, stream)
         status = response.status
         if status >= 500 or status in _RETRY_STATUS:
-            retry_after = _retry_after(response.headers.get("Retry-After"))
+            retry_after = netfaults.retry_after(response.headers.get("Retry-After"))
             if stream:
                 response.drain_conn()
                 response.release_conn()
@@ -395,11 +396,11 @@ class HttpSession:
                 "GET", url, headers=headers, preload_content=not stream, redirect=True
             )
         except urllib3.exceptions.MaxRetryError as exc:
-            raise _Retryable(_describe_network_error(exc.reason or exc)) from None
+            raise _Retryable(netfaults.describe(exc.reason or exc)) from None
         except urllib3.exceptions.HTTPError as exc:
-            raise _Retryable(_describe_network_error(exc)) from None
+            raise _Retryable(netfaults.describe(exc)) from None
         except OSError as exc:
-            raise _Retryable(_describe_network_error(exc)) from None
+            raise _Retryable(netfaults.describe(exc)) from None
 
     # -- pages ------------------------------------------------------------
 
@@ -472,7 +473,7 @@ class HttpSession:
             try:
                 data = response.data
             except urllib3.exceptions.HTTPError as exc:
-                raise _Retryable(_describe_network_error(exc)) from None
+                raise _Retryable(netfaults.describe(exc)) from None
             return response.status, response.headers, data, _final_url(url, response)
 
         status, resp_headers, data, final_url = self._with_retries(url, attempt)
@@ -549,7 +550,7 @@ class HttpSession:
             try:
                 return response.status, response.data
             except urllib3.exceptions.HTTPError as exc:
-                raise _Retryable(_describe_network_error(exc)) from None
+                raise _Retryable(netfaults.describe(exc)) from None
 
         status, data = self._with_retries(url, attempt)
         if status in (404, 410):
@@ -595,7 +596,7 @@ class HttpSession:
                 try:
                     data = response.read(decode_content=False)
                 except urllib3.exceptions.HTTPError as exc:
-                    raise _Retryable(_describe_network_error(exc)) from None
+                    raise _Retryable(netfaults.describe(exc)) from None
                 return total, data
             finally:
                 response.release_conn()
@@ -704,7 +705,7 @@ class HttpSession:
                     yield chunk
             except urllib3.exceptions.HTTPError as exc:
                 got = f" (got {received} of {expected} bytes)" if expected is not None else ""
-                raise _Retryable(f"{_describe_network_error(exc)}{got}") from None
+                raise _Retryable(f"{netfaults.describe(exc)}{got}") from None
             # enforce_content_length catches short bodies; this also catches a
             # server whose Content-Length disagrees with the size the index gave.
             want = expected if expected is not None else size
@@ -762,30 +763,3 @@ def _age(headers: Any) -> float:
         return float(headers.get("Age") or 0)
     except ValueError:
         return 0.0
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None  # an HTTP date: the exponential backoff will do
-
-
-def _describe_network_error(exc: BaseException) -> str:
-    """One short phrase for a network failure, without urllib3's object reprs."""
-    text = str(exc)
-    lowered = text.lower()
-    if "incompleteread" in lowered or "incomplete read" in lowered:
-        return "truncated response"
-    if "reset" in lowered or "connection aborted" in lowered or "remotedisconnected" in lowered:
-        return "connection reset"
-    if "refused" in lowered:
-        return "connection refused"
-    if "timed out" in lowered or "timeout" in lowered:
-        return "timed out"
-    if "name or service not known" in lowered or "nodename nor servname" in lowered:
-        return "unknown host"
-    cause = getattr(exc, "reason", None) or exc.__cause__ or exc.__context__
-    if cause is not None and cause is not exc and isinstance(cause, BaseException):
-        return _describe_network_error(cause)
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -96,41 +96,17 @@ def lock_inputs(inputs: ProjectInputs) -> Declared:
 
 def _backend_declared(inputs: ProjectInputs, static: Declared | None) -> Declared:
     """The declaration the build backend gave: its unconditional
-    requirements, and each extra's (``proj[x]`` self-references expanded)."""
-    import re
-
-    from contentpkg.python.build.project import split_extra
-    from contentpkg.python.names import canonical_name
+    requirements and each extra's; groups stay pyproject.toml's own."""
+    from contentpkg.python.build.project import requirements_by_extra
     from contentpkg.python.project.pyproject import Declared
 
-    assert inputs.backend_metadata is not None
-    _, requires_dist, _ = inputs.backend_metadata
-    base: list[str] = []
-    extras: dict[str, list[str]] = {}
-    for req in requires_dist:
-        plain, extra = split_extra(req)
-        if extra is None:
-            base.append(req)
-        else:
-            extras.setdefault(extra, []).append(plain)
-    self_name = canonical_name(inputs.name) if inputs.name else None
-
-    def expand(reqs: list[str]) -> list[str]:
-        out: list[str] = []
-        for req in reqs:
-            match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*\[([^\]]*)\]", req)
-            if match and self_name and canonical_name(match.group(1)) == self_name:
-                for extra in match.group(2).split(","):
-                    out += extras.get(canonical_name(extra.strip()), [])
-                continue
-            out.append(req)
-        return list(dict.fromkeys(out))
-
+    assert inputs.backend_metadata is not None and inputs.name is not None
+    base, extras = requirements_by_extra(inputs.backend_metadata[1], inputs.name)
     if static is None:
-        return Declared(expand(base), {n: expand(r) for n, r in sorted(extras.items())}, {}, ())
+        return Declared(base, extras, {}, ())
     return Declared(
-        expand(base),
-        {name: expand(reqs) for name, reqs in sorted(extras.items())},
+        base,
+        extras,
         static.groups,
         static.default_groups,
         environments=static.environments,

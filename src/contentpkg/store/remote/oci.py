@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
+from contentpkg import netfaults
 from contentpkg.errors import CpkError, HashMismatchError
 
 if TYPE_CHECKING:
@@ -339,9 +340,9 @@ class Registry:
                     redirect=method in ("GET", "HEAD"),
                 )
             except urllib3.exceptions.HTTPError as exc:
-                raise _Retryable(_network_error(exc)) from None
+                raise _Retryable(netfaults.describe(exc)) from None
             except OSError as exc:
-                raise _Retryable(_network_error(exc)) from None
+                raise _Retryable(netfaults.describe(exc)) from None
             if response.status == 401 and not challenged:
                 header = response.headers.get("WWW-Authenticate", "")
                 _release(response, stream)
@@ -351,7 +352,7 @@ class Registry:
             break
         status = response.status
         if status in _RETRY_STATUS:
-            retry_after = _retry_after(response.headers.get("Retry-After"))
+            retry_after = netfaults.retry_after(response.headers.get("Retry-After"))
             _release(response, stream)
             raise _Retryable(f"HTTP {status} {response.reason or ''}".rstrip(), retry_after)
         if status in (401, 403):
@@ -398,7 +399,7 @@ class Registry:
             else:
                 response = self.pool.request("GET", token_url, headers=self._creds.basic_header())
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise _Retryable(f"token service: {_network_error(exc)}") from None
+            raise _Retryable(f"token service: {netfaults.describe(exc)}") from None
         if response.status in _RETRY_STATUS:
             raise _Retryable(f"token service: HTTP {response.status}")
         if response.status != 200:
@@ -552,7 +553,7 @@ class Registry:
                     received += len(chunk)
                     yield chunk
             except (urllib3.exceptions.HTTPError, OSError) as exc:
-                why = f"{_network_error(exc)} after {received} bytes"
+                why = f"{netfaults.describe(exc)} after {received} bytes"
                 raise TransferError(f"{self.url}: {what}: {why}", remote=str(self.url)) from None
         finally:
             _release(response, True)
@@ -697,32 +698,3 @@ def _error_text(response: Any) -> str:
         return "; ".join(f"{e.get('code')} {e.get('message', '')}".strip() for e in errors)
     except (ValueError, AttributeError, TypeError):
         return (response.reason or "").strip()
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
-
-
-def _network_error(exc: BaseException) -> str:
-    """One short phrase for a network failure, without urllib3's object reprs."""
-    text = str(exc)
-    lowered = text.lower()
-    if "incompleteread" in lowered or "incomplete read" in lowered:
-        return "truncated response"
-    if "reset" in lowered or "aborted" in lowered or "remotedisconnected" in lowered:
-        return "connection reset"
-    if "refused" in lowered:
-        return "connection refused"
-    if "timed out" in lowered or "timeout" in lowered:
-        return "timed out"
-    if "certificate" in lowered or "ssl" in lowered:
-        return "TLS handshake failed (is the registry's CA in SSL_CERT_FILE?)"
-    if "name or service not known" in lowered:
-        return "unknown host"
-    cause = getattr(exc, "reason", None) or exc.__cause__ or exc.__context__
-    if cause is not None and cause is not exc and isinstance(cause, BaseException):
-        return _network_error(cause)
-    return text.splitlines()[0] if text else type(exc).__name__
