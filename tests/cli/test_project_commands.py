@@ -189,3 +189,21 @@ def test_export_evaluates_package_markers(proj: Path, index: LocalIndex) -> None
     assert "helper==" not in plain and "app-lib==1.0" in plain
     grouped = cpk(index, "export", "--frozen", "--group", "g", cwd=proj).stdout
     assert "helper==2.0" in grouped
+
+
+def test_bad_requirement_and_bad_depth_are_one_line_and_change_nothing(tmp_path: Path) -> None:
+    run_cpk("init", tmp_path / "proj", check=True)
+    root = tmp_path / "proj"
+    before = (root / "pyproject.toml").read_bytes()
+    added = run_cpk("add", "bad req!!", cwd=root)
+    assert added.returncode == 1
+    assert added.stderr.strip().splitlines() == [
+        "cpk: error: 'bad req!!': not a valid requirement"
+        " (Expected semicolon (after name with no version specifier) or end)"
+    ]
+    assert (root / "pyproject.toml").read_bytes() == before
+    tree = run_cpk("tree", "--depth", "-1", cwd=root)
+    assert tree.returncode == 2
+    last = tree.stderr.strip().splitlines()[-1]
+    assert last.endswith("'-1' is not a number of levels (0 or more)")
+    assert "Traceback" not in tree.stderr

@@ -77,7 +77,9 @@ def add_project_commands(commands: Any, _add_index_options: Any) -> None:
         "direct requirements down; a package already shown is marked (*). Locks first "
         "when the inputs changed, unless --frozen.",
     )
-    p.add_argument("--depth", "-d", type=int, metavar="N", help="show N levels below the roots")
+    p.add_argument(
+        "--depth", "-d", type=_levels, metavar="N", help="show N levels below the roots"
+    )
     p.add_argument("--invert", metavar="NAME", help="show what depends on NAME instead")
     p.add_argument("--outdated", action="store_true", help="show the newest version the index has")
     p.add_argument("--frozen", action="store_true", help="read pylock.toml as it is")
@@ -207,6 +209,19 @@ def cmd_remove(args: argparse.Namespace) -> int:
         options.close()
     _report(args, changed, "updated")
     return 0
+
+
+def _levels(text: str) -> int:
+    """--depth: a count of levels, 0 or more (argparse turns the error into one line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        from argparse import ArgumentTypeError
+
+        raise ArgumentTypeError(f"{text!r} is not a number of levels (0 or more)")
+    return value
 
 
 def _names_a_dir(names: list[str]) -> bool:

@@ -40,7 +40,9 @@ def _requirement_name(text: str, file: Path) -> str:
     try:
         return canonical_name(Requirement(text).name)
     except InvalidRequirement as exc:
-        raise CpkError(f"{text!r}: not a valid requirement ({exc})") from None
+        # packaging's message ends with a caret drawing: its first line only.
+        reason = str(exc).splitlines()[0]
+        raise CpkError(f"{text!r}: not a valid requirement ({reason})") from None
 
 
 def _parse(text: str, file: Path) -> Any:
