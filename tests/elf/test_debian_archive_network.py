@@ -52,12 +52,17 @@ _GLIBC_SONAMES = re.compile(
 )
 
 
-def _user_prefix(sandbox: Path) -> list[str]:
-    """Run as a user created for the test; else (this Python unreachable by
-    it) as root with every capability dropped, as ``test_jq_deb`` does."""
+@pytest.fixture
+def test_user() -> Iterator[str | None]:
+    """A system user made for the test (CI runs as root), removed at teardown.
+
+    The name is this test's own: one left behind by an interrupted run is
+    taken over and removed too.
+    """
     if os.geteuid() != 0:
-        return []
-    for tool in ("setpriv", "useradd"):
+        yield None
+        return
+    for tool in ("setpriv", "useradd", "userdel"):
         if shutil.which(tool) is None:
             pytest.skip(f"running as root without {tool} to drop privileges")
     try:
@@ -67,7 +72,18 @@ def _user_prefix(sandbox: Path) -> list[str]:
             ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", USER],
             check=True,
         )
-    entry = pwd.getpwnam(USER)
+    try:
+        yield USER
+    finally:
+        subprocess.run(["userdel", USER], check=False)
+
+
+def _user_prefix(sandbox: Path, user: str | None) -> list[str]:
+    """Run as the test's user; else (this Python unreachable by it) as root
+    with every capability dropped, as ``test_jq_deb`` does."""
+    if user is None:
+        return []
+    entry = pwd.getpwnam(user)
     as_user = [
         "setpriv",
         f"--reuid={entry.pw_uid}",
@@ -223,12 +239,22 @@ def _parents(path: str) -> list[str]:
     return ["/".join(parts[:i]) for i in range(len(parts), 2, -1)]
 
 
-def test_programs_with_large_closures_from_the_archive(sandbox: Path) -> None:
+#: Compiled-in lookups the launchers must point into WHERE (program_env.toml).
+_REDIRECTED = {
+    "/usr/lib/x86_64-linux-gnu/graphviz": "GVBINDIR",
+    "/usr/lib/x86_64-linux-gnu/gawk": "AWKLIBPATH",
+    "/etc/ImageMagick-6": "MAGICK_CONFIGURE_PATH",
+}
+
+
+def test_programs_with_large_closures_from_the_archive(
+    sandbox: Path, test_user: str | None
+) -> None:
     if shutil.which("strace") is None:
         pytest.skip("needs strace to see which system files the programs open")
     if os.uname().machine != "x86_64":
         pytest.skip("the glibc file patterns are written for x86_64")
-    prefix = _user_prefix(sandbox)
+    prefix = _user_prefix(sandbox, test_user)
     env = _env(sandbox)
     where = sandbox / "where"
     problems: list[str] = []
@@ -246,6 +272,10 @@ def test_programs_with_large_closures_from_the_archive(sandbox: Path) -> None:
             problems.append(f"cpk install {package}: exit {proc.returncode}: {_tail(proc.stderr)}")
     report = "\n".join(reports)
     (sandbox / "install-report.txt").write_text(report)
+    for path, variable in _REDIRECTED.items():
+        said = rf"read {re.escape(path)} \S+ redirected to WHERE/\S+ by {variable}"
+        if not re.search(said, report):
+            problems.append(f"the install report does not say {path} is redirected by {variable}")
     _run_all(prefix, where, sandbox / "out", env, report, problems)
     copy = sandbox / "copy"
     subprocess.run([*prefix, "cp", "-a", str(where), str(copy)], check=True)

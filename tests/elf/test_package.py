@@ -190,7 +190,8 @@ def test_single_executable_lands_in_bin_named_after_the_file(tmp_path: Path) -> 
     assert os.listdir(entry / "bin") == ["tool"]
     assert dynamic(entry / "bin" / "tool")["RUNPATH"] == [RUNPATH.format("tool")]
     m = meta(entry)
-    assert m["source_hash"] == sha256(exe) == m["elf"]["bin/tool"]["original_sha256"]
+    assert m["source_hash"] == f"sha256:{sha256(exe)}"
+    assert m["elf"]["bin/tool"]["original_sha256"] == sha256(exe)
     assert m["provides"]["PATH"] == ["bin/tool"]
 
 
@@ -418,10 +419,34 @@ def test_deb_import_takes_name_version_depends_and_patches(prefix: Path, tmp_pat
     entry = add(deb)
     assert entry.name.startswith("hello,2.5-1,")
     m = meta(entry)
-    assert m["source_hash"] == sha256(deb)
+    assert m["source_hash"] == f"sha256:{sha256(deb)}"  # spelled as a wheel's is
     assert m["deb"]["version"] == "1:2.5-1" and m["dependencies"] == ["libc6 (>= 2.34)"]
     for rel, elfname in ELVES.items():
         assert dynamic(entry / rel)["RUNPATH"] == [RUNPATH.format(elfname)]
         assert m["elf"][rel]["original_sha256"] == sha256(prefix / rel)
     assert (entry / "share/doc/hello/README").read_bytes() == b"hello docs\n"
     assert m["provides"]["PATH"] == ["bin/hello"]
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+def test_deb_recorded_by_bare_hex_is_still_found(
+    prefix: Path, tmp_path: Path, cpk_home: Path
+) -> None:
+    """Entries made before source hashes were ``sha256:<hex>`` are keyed by
+    the bare hex: adding the same .deb again finds them, unpacking nothing."""
+    from contentpkg.store.layers import LocalStore
+
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True)
+    deb = _build_deb(tmp_path, prefix, arch.stdout.strip())
+    entry = add(deb)
+    sources = cpk_home / "store" / ".sources"
+    digest = sha256(deb)
+    os.rename(sources / f"sha256-{digest}", sources / digest)  # the old spelling
+    state = home_state(cpk_home)
+    again = run_cpk("store", "add", deb, check=True)
+    assert Path(again.stdout.strip()) == entry
+    assert home_state(cpk_home) == state  # nothing unpacked, nothing re-linked
+    store = LocalStore(cpk_home / "store")
+    for spelling in (f"sha256:{digest}", digest):
+        found = store.find_source(spelling)
+        assert found is not None and found.path == entry

@@ -135,6 +135,8 @@ class _Placement:
     def row(self) -> dict[str, Any]:
         if self.kind == "file":
             return {"entry": self.entry, "path": self.entry_path, "sha256": self.sha256}
+        if self.kind == "generated":  # a launcher: source holds its text
+            return {"generated": "launcher", "sha256": self.sha256}
         return {"link": self.source, "entry": self.entry, "path": self.entry_path}
 
 
@@ -1085,6 +1087,7 @@ def _apply(
 ) -> InstallResult:
     tools = tools or []
     plan = _plan(store, requests, libs, system_libs, symlink_libs, with_docs)
+    launch = _launchers(plan)
     if link_mode == "symlink":
         _symlink_data(plan)
     for tool in tools:
@@ -1097,7 +1100,10 @@ def _apply(
     assert result is not None
     result.where = where
     result.link_mode = link_mode
-    result.compiled_paths = _compiled_paths(plan)
+    from contentpkg.elf.launchers import redirections
+
+    result.compiled_paths = redirections(launch, _compiled_paths(plan))
+    result.notes += launch.notes
     old = read_manifest(where) or {}
     old_files: dict[str, dict[str, Any]] = old.get("files", {})
     same_mode = old.get("link_mode", "auto") == link_mode
@@ -1130,6 +1136,7 @@ def _apply(
             pass
         result.changed = True
         _prune_dirs(where, os.path.dirname(rel))
+    steps_made = _post_install(where, launch, old, result)
 
     manifest = {
         "format": MANIFEST_FORMAT,
@@ -1152,6 +1159,7 @@ def _apply(
         "python_tools": [t.row() for t in tools],
         "link_mode": link_mode,
         "with_docs": with_docs,
+        "post_install": steps_made,
     }
     if manifest != old:
         result.changed = True
@@ -1179,7 +1187,7 @@ def _entries_section(store: Store, plan: _Plan, requests: list[Entry]) -> dict[s
 
 def _same(full: Path, p: _Placement) -> bool:
     try:
-        if p.kind == "file":
+        if p.kind in ("file", "generated"):
             if os.path.islink(full):
                 return False
             return hash_file(full)[0] == p.sha256
@@ -1205,6 +1213,8 @@ def _put(
         dest.parent.mkdir(parents=True, exist_ok=True)
         if made is not None:
             made.add(dest.parent)
+    if p.kind == "generated":
+        return _put_generated(dest, p.source)
     if not os.path.lexists(dest):
         if p.kind == "file":
             return place_file(Path(p.source), dest, link_mode)
@@ -1220,6 +1230,40 @@ def _put(
         return how[0]
     replace_symlink(dest, p.source, durable=False)
     return "symlink"
+
+
+def _put_generated(dest: Path, text: str) -> str:
+    """A file cpk writes (a launcher): executable, read-only like placed files."""
+    if os.path.isdir(dest) and not os.path.islink(dest):
+        shutil.rmtree(dest)
+    write_atomic(dest, text, durable=False, mode=0o555, exact_mode=True)
+    return "generated"
+
+
+def _launchers(plan: _Plan) -> Any:
+    """Launchers for programs with compiled-in lookups the table redirects
+    (:mod:`contentpkg.elf.launchers`), added to the plan."""
+    from contentpkg.elf.launchers import plan_for_envdir, text_sha256
+
+    launch = plan_for_envdir(plan.files, plan.entries)
+    for old, new in launch.moves.items():
+        moved = plan.files.pop(old)
+        moved.path = new
+        plan.files[new] = moved
+    for rel, target in launch.links.items():
+        _add_link(plan, rel, target, None)
+    for rel, text in launch.scripts.items():
+        plan.files[rel] = _Placement(rel, "generated", text, None, None, text_sha256(text))
+    return launch
+
+
+def _post_install(where: Path, launch: Any, old: dict[str, Any], result: InstallResult) -> Any:
+    """Run the table's post-install steps in WHERE once its files are placed."""
+    from contentpkg.elf.launchers import run_steps
+
+    made, notes = run_steps(where, launch.steps, old.get("post_install") or {}, result.changed)
+    result.notes += notes
+    return made
 
 
 #: How ``cpk install --link-mode`` places files (uv's ``--link-mode``):

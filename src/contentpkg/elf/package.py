@@ -119,7 +119,7 @@ def add_package(
         if where == "lib" and info.soname and info.soname != real_name:
             os.symlink(real_name, dest / where / info.soname)
 
-    return _add(store, src, name, version, populate, hash_file(src)[0], requires)
+    return _add(store, src, name, version, populate, f"sha256:{hash_file(src)[0]}", requires)
 
 
 def _is_deb(path: Path) -> bool:
@@ -137,8 +137,9 @@ def _add_deb(
     from contentpkg.elf.deb import extract_data, read_deb
 
     pkg = read_deb(src)  # hashes the file and reads the control part only
+    source_hash = f"sha256:{pkg.sha256}"  # spelled as wheels' are
     reused = _stored_from(
-        store, pkg.sha256, name or pkg.name, version or _entry_version(pkg.version)
+        store, source_hash, name or pkg.name, version or _entry_version(pkg.version)
     )
     if reused is not None:
         # The entry made from these very bytes exists: no unpacking, patching
@@ -176,7 +177,7 @@ def _add_deb(
         ],
     }
     result, more = _add(
-        store, src, name, version, populate, pkg.sha256, requires, extra=extra, notes=notes
+        store, src, name, version, populate, source_hash, requires, extra=extra, notes=notes
     )
     return result, more
 
@@ -216,7 +217,7 @@ def _stored_deb(store: Store, path: Path) -> Entry | None:
             sha256 = hashlib.file_digest(f, "sha256").hexdigest()
     except OSError:
         return None  # add_package says what is wrong with it
-    entry = store.find_source(sha256)
+    entry = store.find_source(f"sha256:{sha256}")  # or bare hex, as older entries have it
     if entry is None:
         return None
     try:

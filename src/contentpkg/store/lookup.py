@@ -86,12 +86,26 @@ def link_source(store_root: Path, source_hash: str, entry_path: Path) -> None:
         replace_symlink(link, target, durable=False)
 
 
+def _spellings(source_hash: str) -> list[str]:
+    """The keys source_hash may be recorded under: ``.deb`` and ELF entries
+    made before sources were always ``sha256:<hex>`` recorded bare hex."""
+    keys = [_source_key(source_hash)]
+    value = source_hash.removeprefix("sha256:")
+    if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        keys.append(value if value != source_hash else f"sha256-{value}")
+    return keys
+
+
 def find_source(store_root: Path, source_hash: str) -> Path | None:
     """The entry directory made from source_hash, if it still exists."""
-    link = store_root / SOURCES / _source_key(source_hash)
-    try:
-        target = os.readlink(link)
-    except OSError:
+    for key in _spellings(source_hash):
+        link = store_root / SOURCES / key
+        try:
+            target = os.readlink(link)
+        except OSError:
+            continue
+        break
+    else:
         return None
     path = store_root / SOURCES / target if not os.path.isabs(target) else Path(target)
     path = Path(os.path.normpath(path))

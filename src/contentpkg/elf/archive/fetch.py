@@ -98,7 +98,7 @@ def fetch_debs(
     for p in result.resolution.packages:
         if not p.sha256:
             raise ArchiveTrustError(f"{p.url}: the index gives no SHA256; refusing it")
-        if store.find_source(p.sha256) is not None:
+        if store.find_source(f"sha256:{p.sha256}") is not None:
             result.stored.append(p)
         else:
             wanted.append(p)

@@ -132,7 +132,7 @@ def _share_with(patched: Entry, dest: Path) -> None:
 def deb_of(ctx: Context, entry: Entry) -> Path | None:
     """The .deb an entry was made from, if still on disk with the same bytes."""
     meta = entry.metadata
-    sha = meta.get("unmodified_of") or meta.get("source_hash")
+    sha = str(meta.get("unmodified_of") or meta.get("source_hash") or "").removeprefix("sha256:")
     if not sha:
         return None
     candidates = [ctx.bucket(Bucket.DEBIAN) / "debs" / f"{sha}.deb"]
