@@ -222,6 +222,23 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     return 0
 
 
+def _through_launcher(file: Any) -> Any:
+    """The program a cpk launcher in an env dir runs, said on stderr; else file.
+
+    The launcher is a shell script: what the loader does is the program's."""
+    from contentpkg.elf.launchers import launcher_of
+
+    launched = launcher_of(file)
+    if launched is None:
+        return file
+    real, variables = launched
+    print(
+        f"{file}: a cpk launcher; it sets {', '.join(variables) or 'nothing'} and runs {real}",
+        file=sys.stderr,
+    )
+    return real
+
+
 def cmd_ldd(args: argparse.Namespace) -> int:
     import json
 
@@ -229,7 +246,7 @@ def cmd_ldd(args: argparse.Namespace) -> int:
 
     tunables = args.ctx.environ.get("GLIBC_TUNABLES", "")
     config = cached_system_config(args.ctx.cache_dir, tunables)
-    report = resolve(args.file, args.ctx.environ, explain=True, config=config)
+    report = resolve(_through_launcher(args.file), args.ctx.environ, explain=True, config=config)
     if args.json:
         print(json.dumps(report.to_json(), indent=1))
         return 0 if report.ok else 1

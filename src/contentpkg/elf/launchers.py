@@ -176,9 +176,11 @@ class _Paths:
 
 
 def _match_parts(path: str, pattern: str) -> bool:
-    return all(
-        fnmatch.fnmatchcase(a, b) for a, b in zip(path.split("/"), pattern.split("/"), strict=True)
-    )
+    """Shell patterns per segment: ``*`` never crosses a ``/``."""
+    parts, patterns = path.split("/"), pattern.split("/")
+    if len(parts) != len(patterns):
+        return False
+    return all(fnmatch.fnmatchcase(a, b) for a, b in zip(parts, patterns, strict=True))
 
 
 def _variables(pkg: str, spec: dict[str, Any], paths: _Paths, notes: list[str]) -> list[Variable]:
@@ -201,11 +203,13 @@ def _variables(pkg: str, spec: dict[str, Any], paths: _Paths, notes: list[str]) 
 
 
 def plan_launchers(
-    programs: Iterable[Program], packages: Iterable[str], paths: Iterable[str]
+    programs: Iterable[Program], packages: Mapping[str, Mapping[str, str]], paths: Iterable[str]
 ) -> LaunchPlan:
     """Launchers for the programs whose closure holds a package of the table,
     and the steps of the table's packages among ``packages`` (everything the
-    install places). ``paths`` are every path WHERE will hold."""
+    install places: package -> {path in its entry: path in WHERE}, since a
+    requested package's ``sbin/x`` may be placed as ``bin/x-VERSION``).
+    ``paths`` are every path WHERE will hold."""
     plan = LaunchPlan()
     where = _Paths(paths)
     by_package: dict[str, list[Variable]] = {}
@@ -214,7 +218,7 @@ def plan_launchers(
         by_package[pkg] = variables
         env = tuple((v.name, ":".join(v.paths)) for v in variables)
         for step in spec.get("post-install") or []:
-            run = where.match(step["run"])
+            run = _placed(packages.get(pkg, {}), step["run"])
             creates_dir = where.match(posixpath.dirname(step["creates"]))
             if run is None or creates_dir is None:
                 plan.notes.append(
@@ -239,6 +243,14 @@ def plan_launchers(
         plan.scripts[prog.name] = launcher_text(name, variables)
         plan.programs[prog.name] = variables
     return plan
+
+
+def _placed(files: Mapping[str, str], pattern: str) -> str | None:
+    """Where the package's file matching pattern (a path in its entry) is in WHERE."""
+    found = sorted(
+        rel for rel in files if _match_parts(rel, pattern.replace("{triplet}", _TRIPLET))
+    )
+    return files[found[-1]] if found else None
 
 
 def launcher_text(name: str, variables: list[Variable]) -> str:
@@ -333,8 +345,21 @@ def plan_for_envdir(files: Mapping[str, Placed], entries: Mapping[str, Entry]) -
         programs.append(
             Program(rel, real, _closure(files, entries, real), f"{rel}-{entry.version}")
         )
-    packages = {_package(e) for e in entries.values()}
+    packages: dict[str, dict[str, str]] = {_package(e): {} for e in entries.values()}
+    for rel, p in sorted(files.items(), key=lambda item: _likeness(item[1])):
+        entry = entries.get(p.entry or "")
+        if p.kind == "file" and entry is not None and p.entry_path is not None:
+            packages[_package(entry)].setdefault(p.entry_path, rel)
     return plan_launchers(programs, packages, files)
+
+
+def _likeness(p: Placed) -> tuple[int, str]:
+    """Order a file's places in WHERE: its own path, then its own name
+    (``bin/x-1.0`` for ``sbin/x``), then any other name linked to it."""
+    own = p.entry_path or ""
+    if p.path == own:
+        return (0, p.path)
+    return (1 if posixpath.basename(p.path).startswith(posixpath.basename(own)) else 2, p.path)
 
 
 def _follow(files: Mapping[str, Placed], rel: str) -> str | None:

@@ -1,0 +1,155 @@
+"""Launchers: a program's compiled-in lookups pointed into WHERE by a variable.
+
+The package is built here: ``libgvc9`` (a name ``program_env.toml`` knows,
+as graphviz's ``libgvc[0-9]*``) holds a program that reads
+``<dir>/config6a``, where ``<dir>`` is ``GVBINDIR`` or else the compiled-in
+``/usr/lib/<triplet>/graphviz``, and writes that file when run with ``-c``
+(what Debian's maintainer script does). ``dot`` and ``circo`` are links to
+it, and it prints the name it was run under, as graphviz chooses its layout
+by that name. Without the launcher the program reads the system's path
+(absent here); with it, WHERE's copy, from WHERE and from a ``cp -a`` copy.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import shutil
+import subprocess
+import sysconfig
+from pathlib import Path
+
+import pytest
+from support.cli import run_cpk
+from support.elfbuild import CC, needs_cc
+
+DPKG_DEB = shutil.which("dpkg-deb")
+TRIPLET = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
+ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+COMPILED = f"/usr/lib/{TRIPLET}/graphviz"
+
+pytestmark = [
+    needs_cc,
+    pytest.mark.skipif(DPKG_DEB is None, reason="needs dpkg-deb to build .deb files"),
+]
+
+PROGRAM = r"""
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+int main(int argc, char **argv) {
+  const char *dir = getenv("GVBINDIR");
+  if (!dir) dir = "COMPILED";
+  char path[4096];
+  snprintf(path, sizeof path, "%s/config6a", dir);
+  if (argc > 1 && strcmp(argv[1], "-c") == 0) {
+    FILE *f = fopen(path, "w");
+    if (!f) { perror(path); return 1; }
+    fprintf(f, "libgvplugin_demo.so.9 demo\n");
+    return fclose(f) != 0;
+  }
+  FILE *f = fopen(path, "r");
+  if (!f) { perror(path); return 2; }
+  char line[256] = {0};
+  if (!fgets(line, sizeof line, f)) line[0] = 0;
+  printf("%s %s %s", basename(argv[0]), dir, line);
+  return 0;
+}
+"""
+
+
+def _build(work: Path) -> Path:
+    tree = work / "libgvc9"
+    src = work / "gvc.c"
+    src.write_text(PROGRAM.replace("COMPILED", COMPILED))
+    (tree / "usr/sbin").mkdir(parents=True)
+    assert CC is not None
+    subprocess.run(
+        [CC, "-o", str(tree / "usr/sbin/libgvc9-config-update"), str(src)],
+        check=True,
+        capture_output=True,
+    )
+    (tree / "usr/bin").mkdir()
+    os.symlink("../sbin/libgvc9-config-update", tree / "usr/bin/dot")
+    os.symlink("dot", tree / "usr/bin/circo")
+    plugins = tree / "usr/lib" / TRIPLET / "graphviz"
+    plugins.mkdir(parents=True)
+    (plugins / "libgvplugin_demo.so.9").write_text("not really a plugin\n")
+    (tree / "DEBIAN").mkdir()
+    (tree / "DEBIAN/control").write_text(
+        f"Package: libgvc9\nVersion: 1.0\nArchitecture: {ARCH}\n"
+        "Maintainer: T <t@example.org>\nDescription: a graphviz look-alike\n"
+    )
+    out = work / "libgvc9.deb"
+    assert DPKG_DEB is not None
+    subprocess.run(
+        [DPKG_DEB, "--root-owner-group", "-Zgzip", "--build", str(tree), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def _run(program: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "GVBINDIR"}
+    return subprocess.run([program], capture_output=True, text=True, env=env)
+
+
+def test_launcher_points_the_compiled_in_path_into_where(tmp_path: Path, cpk_home: Path) -> None:
+    if os.path.exists(COMPILED):
+        pytest.skip(f"this machine has {COMPILED}: the system's copy would answer")
+    run_cpk("store", "add", _build(tmp_path), check=True)
+    where = tmp_path / "where"
+    proc = run_cpk("install", "libgvc9", where, check=True)
+    report = proc.stderr
+    config = f"lib/{TRIPLET}/graphviz/config6a"
+
+    # The report says which variable redirects the compiled-in path, and the
+    # post-install step ran in WHERE and is recorded.
+    assert (
+        f"read {COMPILED} \u2014 redirected to WHERE/lib/{TRIPLET}/graphviz by GVBINDIR"
+    ) in report
+    assert f"ran bin/libgvc9-config-update-1.0 -c (wrote {config})" in report
+    assert (where / config).read_text() == "libgvplugin_demo.so.9 demo\n"
+    manifest = json.loads((where / ".cpk/manifest.json").read_text())
+    assert set(manifest["post_install"]) == {config}
+    assert manifest["files"]["bin/dot"]["generated"] == "launcher"
+
+    # Each name is its own launcher; the real program keeps the name it was
+    # run under, and the loader sees the same ELF file as without a launcher.
+    assert (where / "bin/dot").read_text().startswith("#!/bin/sh\n")
+    unwrapped = where / "bin/.unwrapped"
+    assert filecmp.cmp(unwrapped / "circo", unwrapped / "dot", shallow=False)
+    assert os.path.islink(unwrapped / "dot") and not os.path.islink(
+        os.path.realpath(unwrapped / "dot")
+    )
+    for copy in (where, tmp_path / "copy"):
+        if copy != where:
+            subprocess.run(["cp", "-a", str(where), str(copy)], check=True)
+        for name in ("dot", "circo"):
+            out = _run(copy / "bin" / name)
+            assert out.returncode == 0, out.stderr
+            expected = f"{name} {copy}/lib/{TRIPLET}/graphviz libgvplugin_demo.so.9 demo\n"
+            assert out.stdout == expected
+        # Without the launcher the compiled-in path is read: absent here.
+        bare = _run(copy / "bin/.unwrapped/dot")
+        assert bare.returncode == 2 and COMPILED in bare.stderr
+
+    # cpk ldd follows the launcher to the program; env --check finds nothing changed.
+    ldd = run_cpk("ldd", where / "bin/dot", check=True)
+    assert "a cpk launcher; it sets GVBINDIR and runs" in ldd.stderr
+    assert ldd.stdout.startswith(f"{where}/bin/.unwrapped/dot (program;")
+    check = run_cpk("env", "--check", where)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    # A changed launcher is named like any changed file of WHERE.
+    os.chmod(where / "bin/dot", 0o755)
+    (where / "bin/dot").write_text("#!/bin/sh\nexit 0\n")
+    check = run_cpk("env", "--check", where)
+    assert check.returncode != 0 and "bin/dot" in check.stdout + check.stderr
+
+    # Uninstalling removes the step's file along with everything else.
+    run_cpk("uninstall", "libgvc9", "--from", where, check=True)
+    assert not (where / config).exists() and not (where / "bin").exists()
