@@ -85,6 +85,8 @@ def _check_one(path: Path, rel: str, row: Mapping[str, Any], problems: list[str]
     """Append what is wrong with one placed file or link to problems."""
     full = path / rel
     origin = f"{row.get('entry', '?')}:{row.get('path', '?')}"
+    if row.get("generated"):  # written by cpk install, from no entry
+        origin = f"cpk's {row['generated']}"
     if "link" in row:
         try:
             target = os.readlink(full)
