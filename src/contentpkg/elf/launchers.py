@@ -227,6 +227,13 @@ def plan_launchers(
                 )
                 continue
             creates = posixpath.join(creates_dir, posixpath.basename(step["creates"]))
+            if where.match(creates) is not None:
+                # Placed from an entry: perhaps the store's own inode, never
+                # to be written through.
+                plan.notes.append(
+                    f"{pkg}: post-install step {step['run']} not run: {creates} is a packaged file"
+                )
+                continue
             args = tuple(str(a) for a in step.get("args") or [])
             plan.steps.append(Step(pkg, run, args, creates, env))
     for prog in sorted(programs, key=lambda p: p.name):
@@ -483,6 +490,8 @@ def run_steps(
         for name, value in step.env:
             env[name] = ":".join(p if p == "." else str(where / p) for p in value.split(":"))
         try:
+            # A fresh inode each time: the old file may be a copy's hard link.
+            target.unlink(missing_ok=True)
             proc = subprocess.run(
                 [str(where / step.run), *step.args],
                 cwd=where,
