@@ -153,3 +153,36 @@ def test_launcher_points_the_compiled_in_path_into_where(tmp_path: Path, cpk_hom
     # Uninstalling removes the step's file along with everything else.
     run_cpk("uninstall", "libgvc9", "--from", where, check=True)
     assert not (where / config).exists() and not (where / "bin").exists()
+
+
+def test_launcher_finds_where_through_outside_links_and_keeps_search_paths(
+    tmp_path: Path,
+) -> None:
+    """A launcher reached through a symlink from outside WHERE (a user's
+    ~/bin) still finds WHERE; a "prefix" variable keeps the caller's value
+    after WHERE's paths, and "." stays the working directory."""
+    from contentpkg.elf.launchers import UNWRAPPED, Variable, launcher_text
+
+    where = tmp_path / "my env"  # a space, which the launcher must quote
+    (where / "bin" / UNWRAPPED).mkdir(parents=True)
+    real = where / "bin/prog-1"
+    real.write_text('#!/bin/sh\necho "${0##*/}|$AWKPATH|$MAGICK_CONFIGURE_PATH"\n')
+    real.chmod(0o755)
+    os.symlink("../prog-1", where / "bin" / UNWRAPPED / "prog")
+    variables = [
+        Variable("AWKPATH", (".", "share/awk"), False, "gawk"),
+        Variable("MAGICK_CONFIGURE_PATH", ("etc/im", "share/im"), True, "im"),
+    ]
+    (where / "bin/prog").write_text(launcher_text("prog", variables))
+    (where / "bin/prog").chmod(0o555)
+    home_bin = tmp_path / "home-bin"
+    home_bin.mkdir()
+    os.symlink(where / "bin/prog", home_bin / "alias")
+    env = {"PATH": f"{home_bin}:/usr/bin:/bin", "MAGICK_CONFIGURE_PATH": "/mine"}
+    for argv0 in ("alias", str(home_bin / "alias"), str(where / "bin/prog")):
+        out = subprocess.run([argv0], env=env, capture_output=True, text=True, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == f"prog|.:{where}/share/awk|{where}/etc/im:{where}/share/im:/mine\n"
+    del env["MAGICK_CONFIGURE_PATH"]
+    out = subprocess.run([where / "bin/prog"], env=env, capture_output=True, text=True)
+    assert out.stdout.endswith(f"|{where}/etc/im:{where}/share/im\n")

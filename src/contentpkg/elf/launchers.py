@@ -237,7 +237,12 @@ def plan_launchers(
             args = tuple(str(a) for a in step.get("args") or [])
             plan.steps.append(Step(pkg, run, args, creates, env))
     for prog in sorted(programs, key=lambda p: p.name):
-        variables = [v for pkg in sorted(prog.entries) for v in by_package.get(pkg, [])]
+        # One value per variable: the first package (by name) that sets it.
+        chosen: dict[str, Variable] = {}
+        for pkg in sorted(prog.entries):
+            for v in by_package.get(pkg, []):
+                chosen.setdefault(v.name, v)
+        variables = list(chosen.values())
         if not variables:
             continue
         name = posixpath.basename(prog.name)
