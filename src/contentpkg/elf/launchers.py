@@ -334,7 +334,7 @@ def plan_for_envdir(files: Mapping[str, Placed], entries: Mapping[str, Entry]) -
     """:func:`plan_launchers` for the programs in bin/ of an env dir's plan.
 
     A name in bin/ (a file, or a link inside WHERE to one) is a program when
-    its file is a dynamically linked ELF executable; its closure is what
+    its file is an ELF executable (static ones too); its closure is what
     DT_NEEDED reaches among the plan's libraries (``lib/``, or the private
     ``<elfname>_deps/`` beside it), the loader's own search in WHERE.
     """
@@ -351,7 +351,7 @@ def plan_for_envdir(files: Mapping[str, Placed], entries: Mapping[str, Entry]) -
         if real is None or (real == rel and rel in behind):
             continue
         facts = _facts(files[real], entries)
-        if facts is None or facts.get("type") != "executable" or not facts.get("interpreter"):
+        if facts is None or facts.get("type") != "executable":
             continue
         entry = entries[files[real].entry or ""]
         programs.append(
