@@ -338,6 +338,9 @@ def plan_for_envdir(files: Mapping[str, Placed], entries: Mapping[str, Entry]) -
     DT_NEEDED reaches among the plan's libraries (``lib/``, or the private
     ``<elfname>_deps/`` beside it), the loader's own search in WHERE.
     """
+    known = {_package(e) for e in entries.values()}
+    if not rules_for(known):
+        return LaunchPlan()  # most installs: nothing in the table, nothing to read
     names = [
         rel
         for rel in sorted(files)
@@ -357,11 +360,14 @@ def plan_for_envdir(files: Mapping[str, Placed], entries: Mapping[str, Entry]) -
         programs.append(
             Program(rel, real, _closure(files, entries, real), f"{rel}-{entry.version}")
         )
-    packages: dict[str, dict[str, str]] = {_package(e): {} for e in entries.values()}
+    packages: dict[str, dict[str, str]] = {pkg: {} for pkg in known}
+    with_steps = {pkg for pkg, spec in rules_for(known) if spec.get("post-install")}
     for rel, p in sorted(files.items(), key=lambda item: _likeness(item[1])):
         entry = entries.get(p.entry or "")
         if p.kind == "file" and entry is not None and p.entry_path is not None:
-            packages[_package(entry)].setdefault(p.entry_path, rel)
+            pkg = _package(entry)
+            if pkg in with_steps:
+                packages[pkg].setdefault(p.entry_path, rel)
     return plan_launchers(programs, packages, files)
 
 
