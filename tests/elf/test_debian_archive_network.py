@@ -10,7 +10,11 @@ created for the test (CI runs as root): ``graphviz`` (``dot -Tpng``,
 program does real work from WHERE and from a ``cp -a`` copy of it; under
 ``LD_DEBUG=libs`` every library and plugin but glibc's must come from the
 env dir in use, and every file under ``/usr`` or ``/etc`` a program still
-opens (``strace``) must be named by the install report.
+opens (``strace``) must be named by the install report. The plugins,
+coders and extensions are found through the launchers cpk writes from
+``elf/program_env.toml`` (GVBINDIR, MAGICK_*_PATH, AWKLIBPATH), and the
+report must say so; graphviz's ``config6a`` comes from its post-install
+step. The user made for the test is removed at teardown.
 
 ``convert`` and ``gnuplot`` are names update-alternatives gives from
 maintainer scripts, which cpk does not run; the packages ship
