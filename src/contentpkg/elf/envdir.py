@@ -21,6 +21,10 @@ from WHERE, wherever WHERE is later copied (seed 000 §6-7):
   ``lib/<triplet>/<pkg>`` for libraries that look beside themselves.
   Packaged symlinks stay when their target is here and are left out, with
   a note, when not.
+- ``bin/<name>`` as a launcher (:mod:`contentpkg.elf.launchers`) for a
+  program whose compiled-in lookups ``elf/program_env.toml`` knows how to
+  point into WHERE, with ``bin/.unwrapped/<name>`` linking to the program;
+  the table's post-install steps run once everything is placed.
 - ``.cpk/manifest.json``: every file's back-reference (entry, path in the
   entry, sha256), the installed requests, and what each entry provides;
   ``.cpk/refs`` lists the entries, so gc keeps them while WHERE exists.
