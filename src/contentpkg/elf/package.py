@@ -430,7 +430,11 @@ def _patch_tree(
         patched = _patch(full, tmp, rel, info)
         if tmp.exists():
             os.chmod(tmp, 0o755 if mode & stat.S_IXUSR else 0o644)
-            os.replace(tmp, full)
+            # Unlink, then rename, in the private slot: a rename over the old
+            # file would make ext4 flush the new one's data first
+            # (auto_da_alloc); the entry is flushed once, as a whole, later.
+            os.unlink(full)
+            os.rename(tmp, full)
             current = hash_file(full)[0]
         else:
             current = original  # nothing written: the file is as it came

@@ -22,6 +22,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import shutil
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
@@ -94,6 +95,7 @@ class _Staged:
 class _Batch:
     root: Path
     staged: list[_Staged] = field(default_factory=list)
+    cleaned: bool = False  # staging debris already removed
 
 
 #: The batch the current thread adds into, if any (threads start without one).
@@ -161,9 +163,15 @@ def add_built(
     check_part("name", name)
     check_part("version", version)
     root = store.user.root
+    batch = _BATCH.get()
     try:
         store.ensure()
-        clean_stale(root)
+        if batch is None or not batch.cleaned:
+            # Once per batch: its own pending slots are locked, and asking
+            # each of them again for every add would grow with the square.
+            clean_stale(root)
+            if batch is not None:
+                batch.cleaned = True
         return _build(store, root, name, version, kind, populate, source, source_hash,
                       extra, references, extra_file_rows, describe)  # fmt: skip
     except OSError as exc:
@@ -346,15 +354,19 @@ def share_identical(root: Path, records: list[FileRecord]) -> int:
         src, dest = root / keep, root / r.path
         if os.path.samestat(os.stat(src), os.stat(dest)):
             continue
-        tmp = dest.with_name(dest.name + ".cpk-link")
+        # Unlink, then link: the slot is private, so no reader can see the
+        # moment between. A rename over the copy would be atomic but costly:
+        # ext4 flushes a file's unwritten data when it replaces another by
+        # rename (auto_da_alloc), where an unlinked copy is never written.
+        os.unlink(dest)
         try:
-            os.link(src, tmp)
+            os.link(src, dest)
         except OSError as exc:
-            if exc.errno != errno.EMLINK:  # a file system's link limit: keep the copy
+            if exc.errno != errno.EMLINK:  # a file system's link limit: keep a copy
                 raise
+            shutil.copyfile(src, dest)
+            os.chmod(dest, stat.S_IMODE(os.stat(src).st_mode))
             stored += r.size
-            continue
-        os.replace(tmp, dest)
     return stored
 
 
