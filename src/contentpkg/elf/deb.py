@@ -836,13 +836,15 @@ class _Extraction:
         full = self.parent(info.name, mapped)
         if info.mode & (stat.S_ISUID | stat.S_ISGID):
             self.privileged.append(mapped)
-        # Owner read/write always (the store seals entries afterwards); the
-        # executable bits kept; group and world write never.
-        mode = (info.mode & 0o755) | 0o600
+        # Created with the mode the store seals files with (read-only, the
+        # owner's executable bit kept for everyone): permissions are checked
+        # at open, so this descriptor still writes, and sealing the entry
+        # later has no file left to chmod.
+        mode = 0o555 if info.mode & stat.S_IXUSR else 0o444
         digest = hashlib.sha256()
         size = 0
         head = b""
-        fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         with open(fd, "wb") as out:
             while chunk := _read(source):
                 if not size:
@@ -850,7 +852,8 @@ class _Extraction:
                 size += len(chunk)
                 digest.update(chunk)
                 out.write(chunk)
-            os.fchmod(out.fileno(), mode)
+            if stat.S_IMODE(os.fstat(out.fileno()).st_mode) != mode:
+                os.fchmod(out.fileno(), mode)  # a umask took bits away
         self.placed[mapped] = _Placed(
             "f", digest.hexdigest(), info.name, size, bool(mode & stat.S_IXUSR), head == _ELF
         )

@@ -429,7 +429,7 @@ def _patch_tree(
         tmp = full.with_name(full.name + ".cpk-patched")
         patched = _patch(full, tmp, rel, info)
         if tmp.exists():
-            os.chmod(tmp, 0o755 if mode & stat.S_IXUSR else 0o644)
+            os.chmod(tmp, 0o555 if mode & stat.S_IXUSR else 0o444)  # as sealed
             # Unlink, then rename, in the private slot: a rename over the old
             # file would make ext4 flush the new one's data first
             # (auto_da_alloc); the entry is flushed once, as a whole, later.
