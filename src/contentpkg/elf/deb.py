@@ -40,11 +40,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from contentpkg.errors import CpkError, InvalidInputError
-from contentpkg.store.hashing import META_DIR
+from contentpkg.store.hashing import META_DIR, FileRecord
 
 AR_MAGIC = b"!<arch>\n"
 _AR_HEADER = 60
 _CHUNK = 1 << 20
+_ELF = b"\x7fELF"
 
 #: The compressions dpkg writes (or once wrote), by member-name suffix.
 #: ".lzma" is LZMA-alone, which lzma's automatic format detection reads.
@@ -614,8 +615,18 @@ def map_path(name: str) -> str:
     return name.removeprefix("usr/")
 
 
-def extract_data(pkg: DebPackage, dest: Path) -> list[str]:
+def extract_data(
+    pkg: DebPackage,
+    dest: Path,
+    records: list[FileRecord] | None = None,
+    elf: list[str] | None = None,
+) -> list[str]:
     """Unpack pkg's data archive into dest in prefix layout; return notes.
+
+    ``records``, when given, receives the content hash's record of every
+    path written (each file was hashed as it was written), and ``elf`` the
+    paths of the files that begin with the ELF magic: a store add then
+    reads no file a second time to hash it or to find its ELF files.
 
     dest must be an existing directory this process owns (a staging slot).
     Refused, as one CpkError naming the package and member: absolute or
@@ -643,6 +654,10 @@ def extract_data(pkg: DebPackage, dest: Path) -> list[str]:
             raise CpkError(f"{label}: truncated or corrupt ({exc})") from None
         where = f"{exc.filename}: " if exc.filename else f"{pkg.path}: unpacking into {dest}: "
         raise CpkError(f"{where}{exc.strerror or exc}") from None
+    if records is not None:
+        records.extend(extraction.records())
+    if elf is not None:
+        elf.extend(path for path, placed in extraction.placed.items() if placed.elf)
     return extraction.notes()
 
 
@@ -655,6 +670,9 @@ class _Placed:
     kind: str  # "d", "f" or "l"
     value: str  # sha256 of a file, target of a symlink, "" for a directory
     origin: str  # the member name that put it there
+    size: int = 0  # a file's length
+    executable: bool = False  # a file's owner-executable bit as written
+    elf: bool = False  # a file that begins with the ELF magic
 
 
 class _Extraction:
@@ -800,7 +818,9 @@ class _Extraction:
             os.link(src, full, follow_symlinks=False)
         except OSError:
             shutil.copy2(src, full, follow_symlinks=False)
-        self.placed[mapped] = _Placed("f", source.value, info.name)
+        self.placed[mapped] = _Placed(
+            "f", source.value, info.name, source.size, source.executable, source.elf
+        )
 
     def file(self, tar: tarfile.TarFile, info: tarfile.TarInfo, mapped: str) -> None:
         if not mapped:
@@ -816,17 +836,35 @@ class _Extraction:
         full = self.parent(info.name, mapped)
         if info.mode & (stat.S_ISUID | stat.S_ISGID):
             self.privileged.append(mapped)
-        # Owner read/write always (the store seals entries afterwards); the
-        # executable bits kept; group and world write never.
-        mode = (info.mode & 0o755) | 0o600
+        # Created with the mode the store seals files with (read-only, the
+        # owner's executable bit kept for everyone): permissions are checked
+        # at open, so this descriptor still writes, and sealing the entry
+        # later has no file left to chmod.
+        mode = 0o555 if info.mode & stat.S_IXUSR else 0o444
         digest = hashlib.sha256()
-        fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        size = 0
+        head = b""
+        fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         with open(fd, "wb") as out:
             while chunk := _read(source):
+                if not size:
+                    head = chunk[:4]
+                size += len(chunk)
                 digest.update(chunk)
                 out.write(chunk)
-            os.fchmod(out.fileno(), mode)
-        self.placed[mapped] = _Placed("f", digest.hexdigest(), info.name)
+            if stat.S_IMODE(os.fstat(out.fileno()).st_mode) != mode:
+                os.fchmod(out.fileno(), mode)  # a umask took bits away
+        self.placed[mapped] = _Placed(
+            "f", digest.hexdigest(), info.name, size, bool(mode & stat.S_IXUSR), head == _ELF
+        )
+
+    def records(self) -> list[FileRecord]:
+        """What was written, as the content hash records it (the root left out)."""
+        return [
+            FileRecord(path, "x" if p.kind == "f" and p.executable else p.kind, p.value, p.size)
+            for path, p in self.placed.items()
+            if path
+        ]
 
     def notes(self) -> list[str]:
         notes = []

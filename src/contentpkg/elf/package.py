@@ -35,7 +35,14 @@ from contentpkg.elf.reader import (
     read_elf,
 )
 from contentpkg.errors import CpkError
-from contentpkg.store.add import AddResult, add_built, check_source, copy_file, copy_tree
+from contentpkg.store.add import (
+    AddResult,
+    add_built,
+    check_source,
+    copy_file,
+    copy_tree,
+    publishing_together,
+)
 from contentpkg.store.entry import check_part
 from contentpkg.store.hashing import FileRecord, hash_file
 from contentpkg.store.layers import Store
@@ -157,9 +164,13 @@ def _add_deb(
     check_part("name", name)
     check_part("version", version)
     notes: list[str] = []
+    elf: list[str] = []
 
-    def populate(dest: Path) -> None:
-        notes.extend(extract_data(pkg, dest))
+    def populate(dest: Path) -> list[FileRecord]:
+        # Hashed as unpacked, ELF files noted: nothing is read twice.
+        records: list[FileRecord] = []
+        notes.extend(extract_data(pkg, dest, records, elf))
+        return records
 
     extra = {
         "deb": {
@@ -177,7 +188,8 @@ def _add_deb(
         ],
     }
     result, more = _add(
-        store, src, name, version, populate, source_hash, requires, extra=extra, notes=notes
+        store, src, name, version, populate, source_hash, requires, extra=extra, notes=notes,
+        elf=elf,
     )
     return result, more
 
@@ -230,17 +242,29 @@ def _stored_deb(store: Store, path: Path) -> Entry | None:
     return None
 
 
-def _add_one(
-    ctx: Context, path: Path, name: str | None, version: str | None,
+def _add_chunk(
+    ctx: Context, paths: Sequence[Path], name: str | None, version: str | None,
     requires: Sequence[tuple[str, str]],
-) -> Added:  # fmt: skip
-    """A worker's whole job: its own store handle, errors as text (a
-    CpkError subclass need not survive pickling, its message does)."""
+) -> list[Added]:  # fmt: skip
+    """A worker's whole job: its own store handle, several paths published
+    together (one flush, one files-table transaction for all of them), errors
+    as text (a CpkError subclass need not survive pickling, its message does)."""
+    store = Store.open(ctx=ctx)
+    results: list[Added] = []
     try:
-        result, notes = add_package(Store.open(ctx=ctx), path, name, version, requires=requires)
+        with publishing_together(store):
+            for path in paths:
+                try:
+                    result, notes = add_package(store, path, name, version, requires=requires)
+                except CpkError as exc:
+                    results.append(Added(path, None, [], str(exc)))
+                    continue
+                results.append(Added(path, result, notes))
     except CpkError as exc:
-        return Added(path, None, [], str(exc))
-    return Added(path, result, notes)
+        # Publishing failed (the disk filled, say): none of the chunk's
+        # staged entries is in the store, and each path says why.
+        return [a if a.error else Added(a.path, None, [], str(exc)) for a in results]
+    return results
 
 
 def add_packages(
@@ -280,12 +304,21 @@ def add_packages(
         return [Added(paths[0], result, notes)]
     workers = min(jobs or os.cpu_count() or 1, len(paths))
     if workers <= 1:
-        return [_add_one(ctx, p, name, version, requires) for p in paths]
+        return _add_chunk(ctx, paths, name, version, requires)
     from concurrent.futures import ProcessPoolExecutor
 
+    # Chunks rather than single paths: each chunk pays one flush and one
+    # files-table transaction; four per worker keep the load balanced when
+    # packages differ in size.
+    size = -(-len(paths) // (workers * _CHUNKS_PER_WORKER))
+    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
     with ProcessPoolExecutor(workers) as pool:
-        futures = [pool.submit(_add_one, ctx, p, name, version, requires) for p in paths]
-        return [f.result() for f in futures]
+        futures = [pool.submit(_add_chunk, ctx, c, name, version, requires) for c in chunks]
+        return [added for f in futures for added in f.result()]
+
+
+#: How many chunks :func:`add_packages` gives each worker process.
+_CHUNKS_PER_WORKER = 4
 
 
 def _add(
@@ -315,17 +348,21 @@ def _add(
         if not isinstance(written, list) or elf is None:
             _patch_tree(dest, scan)
             return None
-        _patch_tree(dest, scan, elf)
+        _patch_tree(dest, scan, elf, {r.path: r.value for r in written if r.kind in "fx"})
         changed = {
-            rel for rel, facts in scan.elf.items() if facts["sha256"] != facts["original_sha256"]
+            rel: facts
+            for rel, facts in scan.elf.items()
+            if facts["sha256"] != facts["original_sha256"]
         }
         if not changed:
             return written
         records = []
         for r in written:
-            if r.path in changed:
-                digest, size = hash_file(dest / r.path)
-                r = FileRecord(r.path, r.kind, digest, size)
+            facts = changed.get(r.path)
+            if facts is not None:
+                # The patch already hashed what it wrote; only the size is new.
+                size = os.lstat(dest / r.path).st_size
+                r = FileRecord(r.path, r.kind, facts["sha256"], size)
             records.append(r)
         return records
 
@@ -353,12 +390,20 @@ def _add(
     return result, scan.notes
 
 
-def _patch_tree(root: Path, scan: _Scan, known: list[str] | None = None) -> None:
+def _patch_tree(
+    root: Path,
+    scan: _Scan,
+    known: list[str] | None = None,
+    hashes: dict[str, str] | None = None,
+) -> None:
     """Patch every dynamic ELF below root in place (inside the slot).
 
     ``known`` lists the ELF files when whoever wrote the tree saw them;
-    otherwise every file's first bytes are read to find them.
+    otherwise every file's first bytes are read to find them. ``hashes``
+    gives the sha256 of files the writer hashed as it wrote them, so their
+    original hash is not read again.
     """
+    hashes = hashes or {}
     candidates: list[str] = list(known) if known is not None else []
     for dirpath, _dirnames, filenames in os.walk(root) if known is None else ():
         for f in filenames:
@@ -380,18 +425,25 @@ def _patch_tree(root: Path, scan: _Scan, known: list[str] | None = None) -> None
         except ElfError as exc:
             raise ElfError(str(exc).replace(str(full), rel)) from None
         check_native(info, rel)
-        original = hash_file(full)[0]
+        original = hashes.get(rel) or hash_file(full)[0]
         mode = os.stat(full).st_mode
         tmp = full.with_name(full.name + ".cpk-patched")
         patched = _patch(full, tmp, rel, info)
         if tmp.exists():
-            os.chmod(tmp, 0o755 if mode & stat.S_IXUSR else 0o644)
-            os.replace(tmp, full)
+            os.chmod(tmp, 0o555 if mode & stat.S_IXUSR else 0o444)  # as sealed
+            # Unlink, then rename, in the private slot: a rename over the old
+            # file would make ext4 flush the new one's data first
+            # (auto_da_alloc); the entry is flushed once, as a whole, later.
+            os.unlink(full)
+            os.rename(tmp, full)
+            current = hash_file(full)[0]
+        else:
+            current = original  # nothing written: the file is as it came
         facts = patched.facts()
         facts["original_runpath"] = info.runpath
         facts["original_rpath"] = info.rpath
         facts["original_sha256"] = original
-        facts["sha256"] = hash_file(full)[0]
+        facts["sha256"] = current
         return rel, facts, original
 
     workers = min(8, (os.cpu_count() or 2) * 2, len(candidates))

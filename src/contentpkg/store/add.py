@@ -6,22 +6,33 @@ private staging slot, and this module does the rest the same way for all:
 check what was written, hash it, write the metadata, make it read-only, flush
 it to disk, record it in the lookup tables, and ``rename(2)`` it into place.
 A crash at any point leaves staging debris, never a partial entry.
+
+Many entries added by one call (the ``.deb`` files of a closure) can share
+the costs that do not depend on their number: inside
+:func:`publishing_together` every entry is staged and sealed as usual, and
+the flush, the files-table write and the publishing renames happen once for
+all of them when the block ends (one ``syncfs``, one SQLite transaction on
+one connection, one directory fsync), still in the order that keeps each
+entry unpublished until it is durable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
+import shutil
 import stat
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contentpkg.errors import CpkError, write_failed
-from contentpkg.fs import sync_filesystem
+from contentpkg.fs import fsync_dir, sync_filesystem
 from contentpkg.store import lookup
 from contentpkg.store.entry import (
     ENTRY_JSON,
@@ -31,6 +42,7 @@ from contentpkg.store.entry import (
     check_part,
     dump_files,
     dump_metadata,
+    parse_dirname,
 )
 from contentpkg.store.hashing import (
     DERIVED_DIRS,
@@ -55,10 +67,74 @@ Populate = Callable[[Path], "list[FileRecord] | None"]
 _CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
+@dataclass
 class AddResult:
+    """The entry an add made or found.
+
+    Not frozen: inside :func:`publishing_together` ``created`` is settled
+    only when the batch publishes (another writer may publish the same
+    entry first).
+    """
+
     entry: Entry
     created: bool  # False when an identical entry was already in the store
+
+
+@dataclass
+class _Staged:
+    """A sealed entry in its slot, waiting to be made durable and published."""
+
+    slot: Slot
+    dirname: str
+    rows: list[tuple[str, str]]
+    source_hash: str | None
+    result: AddResult | None = None
+
+
+@dataclass
+class _Batch:
+    root: Path
+    staged: list[_Staged] = field(default_factory=list)
+    cleaned: bool = False  # staging debris already removed
+
+
+#: The batch the current thread adds into, if any (threads start without one).
+_BATCH: ContextVar[_Batch | None] = ContextVar("cpk_add_batch", default=None)
+
+
+@contextlib.contextmanager
+def publishing_together(store: Store) -> Iterator[None]:
+    """Publish every entry added in this block (by this thread) at its end.
+
+    Entries are staged and sealed as each add runs and returned at once
+    with their final paths; they appear in the store when the block ends:
+    one ``syncfs`` for all of them, their files-table rows in one
+    transaction, then one rename each and one fsync of the store directory.
+    An entry is never visible before it is durable. If the block raises,
+    nothing staged in it is published. A failure to publish raises (as
+    :func:`add_built` would) after every entry that could be published was.
+    """
+    if _BATCH.get() is not None:  # nested: the outer block publishes
+        yield
+        return
+    root = store.user.root
+    batch = _Batch(root)
+    token = _BATCH.set(batch)
+    try:
+        try:
+            yield
+        finally:
+            _BATCH.reset(token)
+        if batch.staged:
+            try:
+                _publish(store, root, batch.staged)
+            except OSError as exc:
+                if exc.errno in _WRITE_ERRNOS:
+                    raise write_failed(exc, root, "publishing the added entries") from None
+                raise
+    finally:
+        for staged in batch.staged:
+            staged.slot.close()
 
 
 def add_built(
@@ -87,9 +163,15 @@ def add_built(
     check_part("name", name)
     check_part("version", version)
     root = store.user.root
+    batch = _BATCH.get()
     try:
         store.ensure()
-        clean_stale(root)
+        if batch is None or not batch.cleaned:
+            # Once per batch: its own pending slots are locked, and asking
+            # each of them again for every add would grow with the square.
+            clean_stale(root)
+            if batch is not None:
+                batch.cleaned = True
         return _build(store, root, name, version, kind, populate, source, source_hash,
                       extra, references, extra_file_rows, describe)  # fmt: skip
     except OSError as exc:
@@ -120,65 +202,132 @@ def _build(
     describe: Callable[[list[FileRecord]], dict[str, Any]] | None,
 ) -> AddResult:
     """The staged build and publish of :func:`add_built`."""
-    with collector_lock(root), Slot(root) as slot:
-        records = populate(slot.path)
-        if records is None:
-            records = scan_tree(slot.path)
-        _check_staged(slot.path, records)
-        full_hash = content_hash(records)
-        dirname = f"{name},{version},{short_hash(full_hash)}"
-        existing = store.entry(dirname)
-        if existing is not None:
-            if source_hash:
-                lookup.link_source(root, source_hash, existing.path)
-            return AddResult(existing, created=False)
+    batch = _BATCH.get()
+    with collector_lock(root):
+        slot = Slot(root)
+        try:
+            staged = _stage(store, root, slot, name, version, kind, populate, source,
+                            source_hash, extra, references, extra_file_rows, describe)  # fmt: skip
+            if isinstance(staged, AddResult):
+                slot.close()
+                return staged
+            if batch is not None and batch.root == root:
+                # Published when the batch ends; the entry's path is final now.
+                staged.result = AddResult(_entry_at(store, root, staged.dirname), created=True)
+                batch.staged.append(staged)
+                return staged.result
+            _publish(store, root, [staged])
+            assert staged.result is not None
+            return staged.result
+        except BaseException:
+            slot.close()
+            raise
+        finally:
+            if batch is None or batch.root != root:
+                slot.close()
 
-        meta: dict[str, Any] = {
-            "format": METADATA_FORMAT,
-            "kind": kind,
-            "name": name,
-            "version": version,
-            "content_hash": full_hash,
-            "source": source,
-            "source_hash": source_hash,
-            "size": sum(r.size for r in records),
-            "file_count": sum(1 for r in records if r.kind in "fx"),
-            "dependencies": [],
-            "provides": {},
-            "references": sorted(set(references)),
-            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        meta.update(extra or {})
-        if describe is not None:
-            meta.update(describe(records))
-        # Consumed only now: a populate callback may have filled it. Kept in
-        # the metadata so a rebuilt files table has these rows too.
-        extra_rows = sorted({(str(sha), str(rel)) for sha, rel in extra_file_rows})
-        if extra_rows:
-            meta[lookup.EXTRA_ROWS_KEY] = [list(row) for row in extra_rows]
-        stored = share_identical(slot.path, records)
-        if stored != meta["size"]:
-            meta["stored_size"] = stored
-        meta_dir = slot.path / META_DIR
-        meta_dir.mkdir()
-        (meta_dir / ENTRY_JSON).write_bytes(dump_metadata(meta))
-        (meta_dir / FILES_JSON).write_bytes(dump_files(records))
-        seal(slot.path, top=False)
-        sync_filesystem(slot.path)
 
-        rows = [(r.value, r.path) for r in records if r.kind in "fx"]
-        lookup.record_files(root, dirname, [*rows, *extra_rows])
-        final = root / dirname
-        created = slot.publish(final)
+def _entry_at(store: Store, root: Path, dirname: str) -> Entry:
+    parts = parse_dirname(dirname)
+    assert parts is not None
+    return Entry(root / dirname, *parts, layer=store.user)
+
+
+def _stage(
+    store: Store,
+    root: Path,
+    slot: Slot,
+    name: str,
+    version: str,
+    kind: str,
+    populate: Populate,
+    source: str | None,
+    source_hash: str | None,
+    extra: dict[str, Any] | None,
+    references: Iterable[str],
+    extra_file_rows: Iterable[tuple[str, str]],
+    describe: Callable[[list[FileRecord]], dict[str, Any]] | None,
+) -> _Staged | AddResult:
+    """Populate, check, hash, describe and seal one entry in its slot.
+
+    Returns the existing entry's result when an identical one is already
+    in the store (nothing to publish).
+    """
+    records = populate(slot.path)
+    if records is None:
+        records = scan_tree(slot.path)
+    _check_staged(slot.path, records)
+    full_hash = content_hash(records)
+    dirname = f"{name},{version},{short_hash(full_hash)}"
+    existing = store.entry(dirname)
+    if existing is not None:
+        if source_hash:
+            lookup.link_source(root, source_hash, existing.path)
+        return AddResult(existing, created=False)
+
+    meta: dict[str, Any] = {
+        "format": METADATA_FORMAT,
+        "kind": kind,
+        "name": name,
+        "version": version,
+        "content_hash": full_hash,
+        "source": source,
+        "source_hash": source_hash,
+        "size": sum(r.size for r in records),
+        "file_count": sum(1 for r in records if r.kind in "fx"),
+        "dependencies": [],
+        "provides": {},
+        "references": sorted(set(references)),
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    meta.update(extra or {})
+    if describe is not None:
+        meta.update(describe(records))
+    # Consumed only now: a populate callback may have filled it. Kept in
+    # the metadata so a rebuilt files table has these rows too.
+    extra_rows = sorted({(str(sha), str(rel)) for sha, rel in extra_file_rows})
+    if extra_rows:
+        meta[lookup.EXTRA_ROWS_KEY] = [list(row) for row in extra_rows]
+    stored = share_identical(slot.path, records)
+    if stored != meta["size"]:
+        meta["stored_size"] = stored
+    meta_dir = slot.path / META_DIR
+    meta_dir.mkdir()
+    (meta_dir / ENTRY_JSON).write_bytes(dump_metadata(meta))
+    (meta_dir / FILES_JSON).write_bytes(dump_files(records))
+    seal(slot.path, top=False)
+    rows = [(r.value, r.path) for r in records if r.kind in "fx"]
+    return _Staged(slot, dirname, [*rows, *extra_rows], source_hash)
+
+
+def _publish(store: Store, root: Path, staged: list[_Staged]) -> None:
+    """Make sealed entries durable, record them, and rename them into place.
+
+    The order is the store's crash rule: content on stable storage (one
+    ``syncfs`` for all, since every slot is on the store's file system),
+    then the files-table rows (derived data, written before the entry
+    exists so a crash leaves at worst rows that readers skip), then the
+    renames, then one fsync of the store directory that holds them all.
+    """
+    sync_filesystem(root)
+    tables: dict[str, list[tuple[str, str]]] = {}
+    for s in staged:
+        tables.setdefault(s.dirname, []).extend(s.rows)
+    lookup.record_entries(root, tables)
+    for s in staged:
+        final = root / s.dirname
+        created = s.slot.publish(final, durable=False)
         if created:
             # The top directory stays writable until here: moving a directory
             # to another parent needs write permission on it.
             os.chmod(final, 0o555)
-        if source_hash:
-            lookup.link_source(root, source_hash, final)
-        entry = store.user.entry(dirname)
-        assert entry is not None
-        return AddResult(entry, created)
+        if s.source_hash:
+            lookup.link_source(root, s.source_hash, final)
+        if s.result is None:
+            s.result = AddResult(_entry_at(store, root, s.dirname), created)
+        else:
+            s.result.created = created
+    fsync_dir(root)
 
 
 def share_identical(root: Path, records: list[FileRecord]) -> int:
@@ -205,15 +354,19 @@ def share_identical(root: Path, records: list[FileRecord]) -> int:
         src, dest = root / keep, root / r.path
         if os.path.samestat(os.stat(src), os.stat(dest)):
             continue
-        tmp = dest.with_name(dest.name + ".cpk-link")
+        # Unlink, then link: the slot is private, so no reader can see the
+        # moment between. A rename over the copy would be atomic but costly:
+        # ext4 flushes a file's unwritten data when it replaces another by
+        # rename (auto_da_alloc), where an unlinked copy is never written.
+        os.unlink(dest)
         try:
-            os.link(src, tmp)
+            os.link(src, dest)
         except OSError as exc:
-            if exc.errno != errno.EMLINK:  # a file system's link limit: keep the copy
+            if exc.errno != errno.EMLINK:  # a file system's link limit: keep a copy
                 raise
+            shutil.copyfile(src, dest)
+            os.chmod(dest, stat.S_IMODE(os.stat(src).st_mode))
             stored += r.size
-            continue
-        os.replace(tmp, dest)
     return stored
 
 

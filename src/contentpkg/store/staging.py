@@ -61,14 +61,16 @@ class Slot:
         self.path = self.area / ident
         self.path.mkdir()
 
-    def publish(self, final: Path) -> bool:
+    def publish(self, final: Path, *, durable: bool = True) -> bool:
         """Rename the slot's directory to final; False if final already exists.
 
         When two processes publish the same entry exactly one wins and the
         other learns that an identical entry is already in place. Durable: a
-        store entry is what everything else relies on after a crash.
+        store entry is what everything else relies on after a crash. A
+        caller publishing several entries into one directory passes
+        ``durable=False`` and fsyncs that directory once after the last.
         """
-        return publish_dir(self.path, final, durable=True)
+        return publish_dir(self.path, final, durable=durable)
 
     def close(self) -> None:
         if self.lock_fd is None:
