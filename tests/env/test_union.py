@@ -192,7 +192,7 @@ def _debs(sandbox: Path, *versions: str) -> list[Path]:
 
 def _union_mounts(pid: int | str = "self") -> list[str]:
     with open(f"/proc/{pid}/mountinfo") as f:
-        return [line for line in f if " - overlay " in line and "unions-v1" in line]
+        return [line for line in f if " - overlay " in line and "/unions/" in line]
 
 
 def test_unmodified_program_runs_in_union_and_fails_outside(sandbox: Path) -> None:
@@ -215,17 +215,35 @@ def test_unmodified_program_runs_in_union_and_fails_outside(sandbox: Path) -> No
     assert _union_mounts() == []
 
 
-def test_the_store_appears_at_one_fixed_path(sandbox: Path) -> None:
+def test_the_farm_is_one_layer_of_hard_links_and_the_store_has_one_fixed_path(
+    sandbox: Path,
+) -> None:
     (deb,) = _debs(sandbox, "1.0")
-    proc = cpk(sandbox, "enter", deb, "--", "readlink", f"/usr/bin/{PROG}")
+    proc = cpk(sandbox, "enter", deb, "--", "sh", "-c",
+               f"stat -c '%i %h' /usr/bin/{PROG}; ls /usr/lib/contentpkg/store; "
+               "grep ' - overlay ' /proc/self/mountinfo")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    target = proc.stdout.strip()
-    assert target.startswith("/usr/lib/contentpkg/store/uprog,1.0,")
+    lines = proc.stdout.splitlines()
+    (entry,) = (sandbox / "home" / "store").glob(f"{PROG},1.0,*")
+    member = os.stat(entry / "bin" / PROG)
+    # The program is the store's own inode, reached by plain lookups: a hard
+    # link in the farm (no symlink to follow), seen through the overlay.
+    assert lines[0] == f"{member.st_ino} {member.st_nlink}"
+    assert member.st_nlink >= 2
+    assert entry.name in lines[1:]  # the store at its fixed path inside
+    # One merged lower whatever the entry count: farm, then the host's /usr.
+    (usr,) = [m for m in lines if " - overlay " in m and m.split()[4] == "/usr"]
+    # The lookup options reached the kernel (it shows uuid=off as null, and
+    # no default-valued option).
+    assert "uuid=null" in usr and "xino=on" not in usr and "metacopy=on" not in usr
     # Farms are cached by entry list: a second union of the same entries reuses it.
     cpk(sandbox, "enter", deb, "--", "true")
-    farms = [p for p in (sandbox / "cache" / "unions-v1").iterdir() if not p.name.startswith(".")]
+    farms = [p for p in (sandbox / "home" / "unions").iterdir() if not p.name.startswith(".")]
     assert len(farms) == 1
-    assert os.readlink(farms[0] / "usr" / "bin" / PROG) == target
+    farm_file = os.lstat(farms[0] / "usr" / "bin" / PROG)
+    assert (farm_file.st_ino, farm_file.st_dev) == (member.st_ino, member.st_dev)
+    assert (farms[0] / ".cpk" / "refs").read_text().split() == [entry.name]
+    assert os.readlink(sandbox / "home" / "roots" / f"union-{farms[0].name}") == str(farms[0])
 
 
 def test_unmodified_entry_shares_identical_files_with_patched_form(tmp_path: Path) -> None:
@@ -558,6 +576,7 @@ def test_profile_packages_enter_unmodified(tmp_path: Path) -> None:
     union = prepare(ctx, Store.open(ctx=ctx), [], profiles=["tools"])
     assert [e.name for e in union.entries] == [PROG]
     assert is_unmodified(union.entries[0])
-    assert os.readlink(union.farm.lower("usr") / "bin" / PROG).endswith(f"/bin/{PROG}")
+    farm_file = os.lstat(union.farm.lower("usr") / "bin" / PROG)
+    assert farm_file.st_ino == os.stat(union.entries[0].path / "bin" / PROG).st_ino
     with pytest.raises(Exception, match="profile 'nope' does not exist"):
         prepare(ctx, Store.open(ctx=ctx), [], profiles=["nope"])
