@@ -13,10 +13,10 @@ its ratio (the machines are noisy: read the ratios and differences):
   so no negative dentry helps either side);
 * importing every package of a project of 50 and of 200 small wheels (served
   by a static index on loopback), timed inside the command: ``cpk run``
-  (a view of links) against ``cpk run --union`` (one overlaid site-packages,
-  a layer per entry).
+  (a view of links) against ``cpk run --union`` (one overlaid site-packages:
+  a merged lower of hard links into the store, cached).
 
-    python bench/union.py [--rounds 21] [--skip-python]
+    python bench/union.py [--rounds 21] [--skip-python | --python-only]
 """
 
 from __future__ import annotations
@@ -124,7 +124,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=21)
     ap.add_argument("--skip-python", action="store_true")
+    ap.add_argument("--python-only", action="store_true")
     args = ap.parse_args()
+    if args.python_only:
+        work = Path(tempfile.mkdtemp(prefix="cpk-bench-union-"))
+        try:
+            python_rows(work, args.rounds)
+        finally:
+            remove_tree(work)
+        return
     bwrap = shutil.which("bwrap")
     overlays = bool(bwrap) and bwrap_overlays()
     work = Path(tempfile.mkdtemp(prefix="cpk-bench-union-"))

@@ -28,6 +28,8 @@ CHECK = (
     "print('link' if os.path.islink(os.path.join(site, 'beta')) else 'dir')\n"
     "mounts = open('/proc/self/mountinfo').read().splitlines()\n"
     "print(sum(' - overlay ' in m and m.split()[4] == site for m in mounts))\n"
+    "print(os.stat(beta.__file__).st_ino)\n"
+    "print([m.count('lowerdir') for m in mounts if ' - overlay ' in m and m.split()[4] == site])\n"
 )
 
 
@@ -68,14 +70,24 @@ def test_run_union_overlays_the_locked_entries(project) -> None:
     proj, env = project
     view = _run(proj, env, "python", "-c", CHECK)
     assert view.returncode == 0, view.stderr
-    assert view.stdout.splitlines() == ["beta 1.0 2.0", "link", "0"]
+    assert view.stdout.splitlines()[:3] == ["beta 1.0 2.0", "link", "0"]
     union = _run(proj, env, "--union", "python", "-c", CHECK)
     assert union.returncode == 0, union.stderr
     # The same packages, now real directories of one overlaid site-packages.
-    assert union.stdout.splitlines() == ["beta 1.0 2.0", "dir", "1"]
+    assert union.stdout.splitlines()[:3] == ["beta 1.0 2.0", "dir", "1"]
+    # Made of the store's own files (hard links: the same inode as the view
+    # reaches through its link), in one merged lower above an empty layer.
+    (entry,) = (Path(env["CPK_HOME"]) / "store").glob("beta,2.0,*")
+    stored = next(entry.rglob("beta/__init__.py"))
+    assert union.stdout.splitlines()[3] == view.stdout.splitlines()[3] == str(stored.stat().st_ino)
+    assert stored.stat().st_nlink >= 2
+    assert union.stdout.splitlines()[4] == "[2]"
     # And twice: a union run writes no memo that a warm run would take
     # without entering the union.
     again = _run(proj, env, "--union", "python", "-c", CHECK)
-    assert again.stdout.splitlines()[1:] == ["dir", "1"]
+    assert again.stdout.splitlines()[1:3] == ["dir", "1"]
     plain = _run(proj, env, "python", "-c", CHECK)
-    assert plain.stdout.splitlines()[1:] == ["link", "0"]
+    assert plain.stdout.splitlines()[1:3] == ["link", "0"]
+    # One merged site, cached: both union runs used it.
+    sites = list((Path(env["CPK_HOME"]) / "unions").glob("site-*"))
+    assert len(sites) == 1

@@ -66,5 +66,6 @@ def exec_run_union(args: argparse.Namespace, launch: Any) -> None:
     """``cpk run --union``: the launch's environment, its site-packages one overlay."""
     from contentpkg.env.union.sites import overlay_site_packages
 
-    overlay_site_packages(Path(launch.env), api="auto")
+    ctx = args.ctx
+    overlay_site_packages(Path(launch.env), api="auto", store=open_store(ctx), home=ctx.home)
     launch.exec()

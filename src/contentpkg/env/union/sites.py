@@ -1,24 +1,48 @@
 """``cpk run --union``: a Python environment's packages overlaid into one site-packages.
 
 A view's site-packages holds one symlink per top-level name of each entry;
-here the entries' own ``site-packages`` directories are instead stacked by
-overlayfs onto the view's, inside a private namespace, so the interpreter
-sees one real directory made of the store's files (seed 003's union per
-process, literally). The view stays beneath, for what it writes itself
-(``.dist-info`` records naming scripts, merged namespace directories).
+here the same names are instead made one merged lower of hard links into
+the store (directories made, files linked, the packages' own symlinks
+copied) and overlaid onto the view's site-packages inside a private
+namespace, so the interpreter sees one real directory made of the store's
+own files (seed 003's union per process, literally) and each import is a
+plain directory lookup, with no symlink to follow into the store.
 
-The layers come from the view's own links, so the union holds exactly the
-entries the lock put in the view, in its order; it needs no knowledge of
-locks or wheels, and the Python side needs none of namespaces.
+The layer is made from the view's own listing, so the union holds exactly
+the entries the lock put in the view, in its order, and what the view
+wrote itself (``.dist-info`` records naming scripts, merged namespace
+directories) is linked too; it needs no knowledge of locks or wheels, and
+the Python side needs none of namespaces. Merged sites are cached like the
+unions' farms (``unions/site-<key>``, rooted as ``roots/union-site-<key>``,
+touched per use, collected by gc once unused).
+
+A store on another file system than the home cannot be hard-linked: then
+each entry's ``site-packages`` is its own overlay layer, as few layers as
+the overlay allows, and one warning says so (imports are slower, the more
+so the more entries).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from contentpkg.env.union.namespace import MountApi, mount_overlay, unshare_user_mount
 from contentpkg.errors import CpkError
+
+if TYPE_CHECKING:
+    from contentpkg.store.layers import Store
+
+_log = logging.getLogger(__name__)
+
+_FORMAT = "union-site-1"
+#: The merged site inside its cached directory (beside ``.cpk/refs``).
+_SITE = "site-packages"
+#: An empty directory beside it: the overlay's required second layer.
+_EMPTY = "empty"
 
 
 def site_packages_of(env: Path) -> Path:
@@ -46,15 +70,134 @@ def site_layers(site: Path) -> list[str]:
     return layers
 
 
-def overlay_site_packages(env: Path, api: MountApi = "auto") -> int:
-    """Enter a new namespace with env's site-packages made one overlay; return layers."""
+def site_key(site: Path) -> str:
+    """The merged site's cache key: the view's path and its top-level listing.
+
+    Views are immutable once published and keyed by their entry list, so
+    the listing (names and link targets) names the entries exactly.
+    """
+    h = hashlib.sha256(f"{_FORMAT}\0{os.path.realpath(site)}".encode())
+    for name in sorted(os.listdir(site)):
+        path = site / name
+        target = os.readlink(path) if path.is_symlink() else ""
+        h.update(f"\0{name}\0{target}".encode())
+    return h.hexdigest()[:32]
+
+
+def merged_site(store: Store, home: Path, site: Path) -> Path | None:
+    """The cached merged site of hard links for site, built if missing.
+
+    None when the store's files cannot be hard-linked from the home (another
+    file system): the caller falls back to a layer per entry.
+    """
+    from contentpkg.env.union.compose import ROOT_PREFIX, UNIONS
+    from contentpkg.fs import make_tmp_dir, publish_dir, remove_tree
+    from contentpkg.store.gc import add_root, write_refs
+    from contentpkg.store.locks import collector_lock
+
+    base = home / UNIONS
+    store.ensure()
+    base.mkdir(parents=True, exist_ok=True)
+    if os.stat(base).st_dev != os.stat(store.user.root).st_dev:
+        return None
+    key = "site-" + site_key(site)
+    final = base / key
+    with collector_lock(store.user.root):
+        if not (final / _SITE).is_dir():
+            tmp = make_tmp_dir(base, key)
+            try:
+                _link_tree(site, tmp / _SITE)
+                (tmp / _EMPTY).mkdir()
+                entries = [e for e in (store.containing(Path(p)) for p in site_layers(site)) if e]
+                write_refs(tmp / ".cpk" / "refs", [e[0] for e in entries])
+                if not publish_dir(tmp, final, durable=False):
+                    remove_tree(tmp)  # an equal one was published meanwhile
+            except BaseException:
+                remove_tree(tmp)
+                raise
+        add_root(store, ROOT_PREFIX + key, final)
+    try:
+        os.utime(final)  # its last use: gc ages unused ones out
+    except OSError:
+        pass
+    return final
+
+
+def _link_tree(src: Path, dest: Path) -> None:
+    """Mirror src at dest, following its links to the store once, at the top.
+
+    The view's links (to an entry's package, or inside a merged namespace
+    directory) are followed; the packages' own symlinks below them are
+    copied as they are. Files are hard-linked; a file that cannot be (a
+    read-only system store's, which ``protected_hardlinks`` keeps from other
+    users) is a symlink to its real path, which the namespace still shows.
+    """
+    dest.mkdir()
+    with os.scandir(src) as it:
+        items = sorted(it, key=lambda d: d.name)
+    for item in items:
+        path = Path(item.path)
+        to = dest / item.name
+        if item.is_symlink():
+            real = Path(os.path.realpath(path))
+            if real.is_dir():
+                _copy_tree(real, to)
+            elif real.exists():
+                _link_file(real, to)
+            else:
+                os.symlink(os.readlink(path), to)  # dangling in the view too
+        elif item.is_dir():
+            _link_tree(path, to)
+        else:
+            _link_file(path, to)
+
+
+def _copy_tree(src: Path, dest: Path) -> None:
+    """Directories made, files hard-linked, symlinks copied (an entry's tree)."""
+    dest.mkdir()
+    with os.scandir(src) as it:
+        for item in it:
+            to = dest / item.name
+            if item.is_symlink():
+                os.symlink(os.readlink(item.path), to)
+            elif item.is_dir():
+                _copy_tree(Path(item.path), to)
+            else:
+                _link_file(Path(item.path), to)
+
+
+def _link_file(src: Path, dest: Path) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:
+        os.symlink(src, dest)
+
+
+def overlay_site_packages(
+    env: Path, api: MountApi = "auto", *, store: Store | None = None, home: Path | None = None
+) -> int:
+    """Enter a new namespace with env's site-packages made one overlay; return layers.
+
+    With a store and home: one merged lower of hard links (two layers in
+    all); without, or across file systems, a layer per entry.
+    """
     site = site_packages_of(env)
     layers = site_layers(site)
     if not layers:
         raise CpkError(f"{env}: no store entries to overlay into its site-packages")
+    merged = merged_site(store, home, site) if store is not None and home is not None else None
+    if merged is not None:
+        lowers = [str(merged / _SITE), str(merged / _EMPTY)]
+    else:
+        if store is not None:
+            _log.warning(
+                "the store is on another file system than %s: --union overlays one layer "
+                "per entry (%d), and imports are slower", home, len(layers)
+            )
+        lowers = [*layers, str(site)]
     unshare_user_mount()
     try:
-        mount_overlay(str(site), [*layers, str(site)], api)
+        mount_overlay(str(site), lowers, api)
     except OSError as exc:
         raise CpkError(f"cannot overlay {site}: {exc.strerror}") from None
-    return len(layers)
+    return len(lowers) - 1
