@@ -444,8 +444,14 @@ def test_image_mounted_with_squashfuse_dies_with_the_command(usable: None) -> No
     try:
         deb = build_deb(root, "1.0")
         env = dict(_env(root))
+        from contentpkg.env.union.namespace import privileged
+
+        # Real root would mount with the kernel: in a user namespace of its
+        # own, root is not real root, and squashfuse is what mounts.
+        wrap = ["unshare", "--user", "--map-user=0", "--map-group=0"] if privileged() else []
         proc = subprocess.run(
-            [sys.executable, "-m", "contentpkg", "enter", "--image", str(deb), "--", "sh", "-c",
+            [*wrap, sys.executable, "-m", "contentpkg", "enter", "--image", str(deb), "--", "sh",
+             "-c",
              f"{PROG} && grep -c ' - fuse.squashfuse ' /proc/self/mountinfo"],
             capture_output=True, text=True, env=env, timeout=120,
         )  # fmt: skip
@@ -580,3 +586,42 @@ def test_profile_packages_enter_unmodified(tmp_path: Path) -> None:
     assert farm_file.st_ino == os.stat(union.entries[0].path / "bin" / PROG).st_ino
     with pytest.raises(Exception, match="profile 'nope' does not exist"):
         prepare(ctx, Store.open(ctx=ctx), [], profiles=["nope"])
+
+
+def _kernel_mount_unusable() -> str | None:
+    from contentpkg.env.union.namespace import privileged
+
+    if not privileged():
+        return "kernel image mounts need the machine's real root"
+    if shutil.which("losetup") is None or not os.path.exists("/dev/loop-control"):
+        return "no loop devices here"
+    return None
+
+
+@pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="needs squashfs-tools")
+def test_real_root_mounts_images_with_the_kernel(usable: None) -> None:
+    why = _kernel_mount_unusable()
+    if why:
+        pytest.skip(why)
+    root = Path(tempfile.mkdtemp(prefix="cpk-union-kernel-"))
+    try:
+        deb = build_deb(root, "1.0")
+        proc = subprocess.run(
+            [sys.executable, "-m", "contentpkg", "enter", "--image", str(deb), "--", "sh", "-c",
+             f"{PROG} && grep -c ' - squashfs ' /proc/self/mountinfo; "
+             "grep -c ' - fuse.squashfuse ' /proc/self/mountinfo; cat /proc/self/uid_map"],
+            capture_output=True, text=True, env=_env(root), timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.split("\n")
+        assert lines[:3] == ["greeting 1.0", "plugin 1.0", "helper 1.0"]
+        # The kernel's squashfs, no FUSE; no user namespace was made.
+        assert lines[3:5] == ["1", "0"]
+        assert lines[5].split() == ["0", "0", "4294967295"]
+        image = next((root / "home" / "images").glob("*.squashfs"))
+        # The loop device went with the namespace: nothing holds the image.
+        left = subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True)
+        assert left.stdout == ""
+        assert _union_mounts() == []
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -88,8 +88,26 @@ def _fail(what: str) -> OSError:
     return OSError(code, f"{what}: {os.strerror(code)}")
 
 
+def privileged() -> bool:
+    """Whether this process is the machine's real root (root of the first user namespace).
+
+    Real root needs no user namespace for its mounts, and only it may mount
+    a kernel file system from a block device (squashfs, EROFS).
+    """
+    if os.geteuid() != 0:
+        return False
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() == ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
 def unshare_user_mount() -> None:
     """Move this process into new user and mount namespaces, uid/gid kept.
+
+    Real root gets a new mount namespace only: it may mount already, and a
+    user namespace would take away the right to mount kernel images.
 
     Raises :class:`UnionUnavailableError` with the reason when the kernel
     or its policy refuses (``kernel.unprivileged_userns_clone=0``,
@@ -99,6 +117,12 @@ def unshare_user_mount() -> None:
         # unshare(CLONE_NEWUSER) refuses a multi-threaded process (EINVAL);
         # say which rule was broken instead of the kernel's bare errno.
         raise UnionUnavailableError("cannot enter a union from a process running threads")
+    if privileged():
+        if _libc.unshare(CLONE_NEWNS) != 0:
+            code = ctypes.get_errno()
+            raise UnionUnavailableError(f"cannot make a mount namespace: {os.strerror(code)}")
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        return
     uid, gid = os.getuid(), os.getgid()
     if _libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0:
         code = ctypes.get_errno()
