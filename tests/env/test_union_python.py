@@ -27,9 +27,9 @@ CHECK = (
     "print(beta.NAME, alpha.__version__, md.version('beta'))\n"
     "print('link' if os.path.islink(os.path.join(site, 'beta')) else 'dir')\n"
     "mounts = open('/proc/self/mountinfo').read().splitlines()\n"
-    "print(sum(' - overlay ' in m and m.split()[4] == site for m in mounts))\n"
+    "print(sum(m.split()[4] == site for m in mounts))\n"
     "print(os.stat(beta.__file__).st_ino)\n"
-    "print([m.count('lowerdir') for m in mounts if ' - overlay ' in m and m.split()[4] == site])\n"
+    "print([m.split(' - ')[1].split()[0] for m in mounts if m.split()[4] == site])\n"
 )
 
 
@@ -76,12 +76,14 @@ def test_run_union_overlays_the_locked_entries(project) -> None:
     # The same packages, now real directories of one overlaid site-packages.
     assert union.stdout.splitlines()[:3] == ["beta 1.0 2.0", "dir", "1"]
     # Made of the store's own files (hard links: the same inode as the view
-    # reaches through its link), in one merged lower above an empty layer.
+    # reaches through its link), one merged directory bound over the view's
+    # (a plain directory of the store's file system, not an overlay).
     (entry,) = (Path(env["CPK_HOME"]) / "store").glob("beta,2.0,*")
     stored = next(entry.rglob("beta/__init__.py"))
     assert union.stdout.splitlines()[3] == view.stdout.splitlines()[3] == str(stored.stat().st_ino)
     assert stored.stat().st_nlink >= 2
-    assert union.stdout.splitlines()[4] == "[2]"
+    fstype = os.popen(f"findmnt -no FSTYPE -T {stored}").read().strip() or "ext4"
+    assert union.stdout.splitlines()[4] == str([fstype])
     # And twice: a union run writes no memo that a warm run would take
     # without entering the union.
     again = _run(proj, env, "--union", "python", "-c", CHECK)
@@ -91,3 +93,30 @@ def test_run_union_overlays_the_locked_entries(project) -> None:
     # One merged site, cached: both union runs used it.
     sites = list((Path(env["CPK_HOME"]) / "unions").glob("site-*"))
     assert len(sites) == 1
+
+
+FALLBACK = (
+    "import os, sys\n"
+    "from pathlib import Path\n"
+    "from contentpkg.env.union.sites import mount_site_packages\n"
+    "env = Path(sys.argv[1])\n"
+    "print(mount_site_packages(env))\n"
+    "site = str(sorted(env.resolve().glob('lib/python*/site-packages'))[0])\n"
+    "mounts = open('/proc/self/mountinfo').read().splitlines()\n"
+    "print([m.split(' - ')[1].split()[0] for m in mounts if m.split()[4] == site])\n"
+    "sys.path.insert(0, site)\n"
+    "import beta\n"
+    "print(beta.NAME, os.path.islink(os.path.join(site, 'beta')))\n"
+)
+
+
+def test_without_a_merged_site_each_entry_is_an_overlay_layer(project) -> None:
+    # What a store on another file system gets: the entries' own
+    # site-packages as overlay layers above the view's, no hard links.
+    proj, env = project
+    assert _run(proj, env, "python", "-c", "pass").returncode == 0
+    (view,) = (Path(env["CPK_HOME"]) / "views").iterdir()
+    run = subprocess.run([sys.executable, "-c", FALLBACK, str(view)], env=env,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["2", "['overlay']", "beta False"]
