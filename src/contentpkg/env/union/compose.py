@@ -164,11 +164,17 @@ def compose(
     store.ensure()
     # Shared with other builders, exclusive for gc: a farm is never swept
     # between being found (or built) and being rooted.
+    root = store.roots_dir / (ROOT_PREFIX + key)
     with collector_lock(store.user.root):
         farm = _cached(final, manifest)
         if farm is None:
             farm = _publish(base, final, manifest, entries, stores, images)
-        add_root(store, ROOT_PREFIX + key, final)
+        try:
+            rooted = os.readlink(root) == os.path.abspath(final)
+        except OSError:
+            rooted = False
+        if not rooted:  # written once (durably): a reused farm costs no fsync
+            add_root(store, ROOT_PREFIX + key, final)
     try:
         os.utime(final)  # its last use: gc ages unused farms out
     except OSError:

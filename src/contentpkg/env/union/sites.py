@@ -117,7 +117,12 @@ def merged_site(store: Store, home: Path, site: Path) -> Path | None:
             except BaseException:
                 remove_tree(tmp)
                 raise
-        add_root(store, ROOT_PREFIX + key, final)
+        try:
+            rooted = os.readlink(store.roots_dir / (ROOT_PREFIX + key)) == os.path.abspath(final)
+        except OSError:
+            rooted = False
+        if not rooted:  # written once (durably): a reused site costs no fsync
+            add_root(store, ROOT_PREFIX + key, final)
     try:
         os.utime(final)  # its last use: gc ages unused ones out
     except OSError:
