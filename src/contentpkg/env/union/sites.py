@@ -204,7 +204,9 @@ def mount_site_packages(
     if merged is None and store is not None:
         _log.warning(
             "the store is on another file system than %s: --union overlays one layer "
-            "per entry (%d), and imports are slower", home, len(layers)
+            "per entry (%d), and imports are slower",
+            home,
+            len(layers),
         )
     unshare_user_mount()
     try:
