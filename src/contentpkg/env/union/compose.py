@@ -3,10 +3,17 @@
 Overlayfs looks a missing name up in every lower layer, so cold lookups
 grow with the number of layers (2,000 missing names: 6 ms on a plain
 directory, 72 ms through 10 layers, up to 2 s through 500), and each new
-mount starts cold. A union of many entries is therefore never one layer per
-entry: the entries' trees are merged here into one directory of real
-directories and symlinks, and the overlay has two layers whatever the
-number of entries: this farm, then the host's own directory beneath.
+mount starts cold. A union is therefore never one layer per entry: the
+entries' trees are merged here into one directory, and the overlay has two
+layers whatever the number of entries: this farm, then the host's own
+directory beneath. Per-entry layers were weighed for small unions and
+measured (2,000 missing names under ``/usr/share``, against the host's):
+one layer above the host 1.42x, two 1.68x, four 2.66x, eight 4.07x, while a
+farm costs about 10 ms once for one entry and 0.3 ms on reuse. One entry's
+own tree as the only layer would tie with its farm on lookups, save that
+one build, but lose the store's fixed path and show the entry's metadata
+directory in ``/usr``; two or more lose on every lookup. So the threshold
+is one, and every union gets a farm.
 
 The farm's files are hard links to the store's files (the farm lives in
 the user's home, on the store's file system): a lookup under the union is a
