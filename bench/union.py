@@ -121,6 +121,11 @@ def median_ms(values: list[float]) -> float:
     return statistics.median(values) * 1000
 
 
+def spread(values: list[float]) -> str:
+    """min-max in ms, to read beside the median on a noisy machine."""
+    return f"{min(values) * 1000:.2f}-{max(values) * 1000:.2f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=21)
@@ -170,7 +175,8 @@ def main() -> None:
             p, u = median_ms(rows["plain"]), median_ms(rows["union"])
             b = median_ms(rows["bwrap"]) if rows["bwrap"] else float("nan")
             print(f"{n:>8} {p:>8.2f} {u:>8.2f} {u - p:>6.2f} {b:>8.2f} {b - p:>6.2f} "
-                  f"{median_ms(rows['cli']):>10.1f}")  # fmt: skip
+                  f"{median_ms(rows['cli']):>10.1f}   (union {spread(rows['union'])}, "
+                  f"plain {spread(rows['plain'])})")  # fmt: skip
 
         union = Union(entries, compose(ctx, entries))
         # A plain directory holding the names the union's /usr/share shows
@@ -206,7 +212,7 @@ def main() -> None:
                            ("same", "plain dir, the union's names"),
                            ("union", "union /usr/share (300 entries, one farm)")):  # fmt: skip
             v = times[key]
-            print(f"  {label:42} {median_ms(v):7.2f}  ({min(v) * 1000:.2f}-{max(v) * 1000:.2f})")
+            print(f"  {label:42} {median_ms(v):7.2f}  ({spread(v)})")
         print(f"  ratio union/host {i / h:.2f}x   union/plain dir of the same names {i / m:.2f}x")
         if not args.skip_python:
             python_rows(work, args.rounds)
@@ -304,7 +310,8 @@ def python_rows(work: Path, rounds: int) -> None:
             server.terminate()
             server.wait()
         v, u = median_ms(times["view"]), median_ms(times["union"])
-        print(f"{count:>9} {v:>8.2f} {u:>8.2f} {u / v:>5.2f}x")
+        print(f"{count:>9} {v:>8.2f} {u:>8.2f} {u / v:>5.2f}x   "
+              f"(view {spread(times['view'])}, --union {spread(times['union'])})")  # fmt: skip
 
 
 if __name__ == "__main__":
