@@ -8,15 +8,16 @@ its ratio (the machines are noisy: read the ratios and differences):
   and mounts (``exec_in_union``), and ``bwrap`` overlaying the same farm
   and binding the same store; plus the whole ``cpk enter`` command, whose
   interpreter start-up is the larger part;
-* 2,000 cold lookups of missing names under the union's ``/usr`` (a new
-  mount each round) against the host's ``/usr`` (fresh names each round,
-  so no negative dentry helps either side);
+* 2,000 cold lookups of missing names under the union's ``/usr/share`` (a
+  new mount each round) against the host's ``/usr/share`` and against a
+  plain directory holding the same names as the union's (fresh names each
+  round, so no negative dentry helps any side);
 * importing every package of a project of 50 and of 200 small wheels (served
   by a static index on loopback), timed inside the command: ``cpk run``
-  (a view of links) against ``cpk run --union`` (one overlaid site-packages,
-  a layer per entry).
+  (a view of links) against ``cpk run --union`` (one overlaid site-packages:
+  a merged lower of hard links into the store, cached).
 
-    python bench/union.py [--rounds 21] [--skip-python]
+    python bench/union.py [--rounds 21] [--skip-python | --python-only]
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ from contentpkg.store.layers import Store
 LOOKUPS = 2000
 LOOKUP_CODE = (
     "import os, sys, time\n"
-    "tag = sys.argv[1]\n"
-    "names = [f'/usr/share/cpk-bench-missing-{tag}-{i}' for i in range(" + str(LOOKUPS) + ")]\n"
+    "tag, where = sys.argv[1], sys.argv[2]\n"
+    "names = [f'{where}/cpk-bench-missing-{tag}-{i}' for i in range(" + str(LOOKUPS) + ")]\n"
     "t = time.perf_counter()\n"
     "for n in names:\n"
     "    try: os.stat(n)\n"
@@ -120,11 +121,24 @@ def median_ms(values: list[float]) -> float:
     return statistics.median(values) * 1000
 
 
+def spread(values: list[float]) -> str:
+    """min-max in ms, to read beside the median on a noisy machine."""
+    return f"{min(values) * 1000:.2f}-{max(values) * 1000:.2f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=21)
     ap.add_argument("--skip-python", action="store_true")
+    ap.add_argument("--python-only", action="store_true")
     args = ap.parse_args()
+    if args.python_only:
+        work = Path(tempfile.mkdtemp(prefix="cpk-bench-union-"))
+        try:
+            python_rows(work, args.rounds)
+        finally:
+            remove_tree(work)
+        return
     bwrap = shutil.which("bwrap")
     overlays = bool(bwrap) and bwrap_overlays()
     work = Path(tempfile.mkdtemp(prefix="cpk-bench-union-"))
@@ -161,31 +175,45 @@ def main() -> None:
             p, u = median_ms(rows["plain"]), median_ms(rows["union"])
             b = median_ms(rows["bwrap"]) if rows["bwrap"] else float("nan")
             print(f"{n:>8} {p:>8.2f} {u:>8.2f} {u - p:>6.2f} {b:>8.2f} {b - p:>6.2f} "
-                  f"{median_ms(rows['cli']):>10.1f}")  # fmt: skip
+                  f"{median_ms(rows['cli']):>10.1f}   (union {spread(rows['union'])}, "
+                  f"plain {spread(rows['plain'])})")  # fmt: skip
 
         union = Union(entries, compose(ctx, entries))
-        host: list[float] = []
-        inside: list[float] = []
+        # A plain directory holding the names the union's /usr/share shows
+        # (the host's and the farm's): what a merged /usr/share would cost
+        # without an overlay. A bigger directory costs more per miss by
+        # itself (ext4 indexes a directory past one block), so this row
+        # separates the overlay's cost from the cost of more names.
+        same = work / "same-names" / "share"
+        same.mkdir(parents=True)
+        for name in {*os.listdir("/usr/share"), *os.listdir(union.farm.lower("usr") / "share")}:
+            (same / name).mkdir()
+        times: dict[str, list[float]] = {"host": [], "same": [], "union": []}
         for r in range(args.rounds):
             tag = f"{os.getpid()}-{r}"
-            run = subprocess.run([sys.executable, "-c", LOOKUP_CODE, f"h{tag}"],
-                                 capture_output=True, text=True, check=True)  # fmt: skip
-            host.append(float(run.stdout))
+            for key, where in (("host", "/usr/share"), ("same", str(same))):
+                run = subprocess.run([sys.executable, "-c", LOOKUP_CODE, f"{key}{tag}", where],
+                                     capture_output=True, text=True, check=True)  # fmt: skip
+                times[key].append(float(run.stdout))
             read, write = os.pipe()
 
             def lookups(tag: str = tag, write: int = write) -> None:
                 os.dup2(write, 1)
-                exec_in_union(union, [sys.executable, "-c", LOOKUP_CODE, f"u{tag}"],
+                exec_in_union(union, [sys.executable, "-c", LOOKUP_CODE, f"u{tag}", "/usr/share"],
                               dict(os.environ))  # fmt: skip
 
             timed_fork(lookups)
             os.close(write)
             with os.fdopen(read) as f:
-                inside.append(float(f.read()))
-        h, i = median_ms(host), median_ms(inside)
-        print(f"\n{LOOKUPS} cold lookups of missing names (ms, medians of {args.rounds})")
-        print(f"  host /usr {h:.2f}   union /usr (300 entries, one farm) {i:.2f}   "
-              f"ratio {i / h:.2f}x")  # fmt: skip
+                times["union"].append(float(f.read()))
+        h, m, i = (median_ms(times[k]) for k in ("host", "same", "union"))
+        print(f"\n{LOOKUPS} cold lookups of missing names (ms, medians of {args.rounds}, min-max)")
+        for key, label in (("host", "host /usr/share"),
+                           ("same", "plain dir, the union's names"),
+                           ("union", "union /usr/share (300 entries, one farm)")):  # fmt: skip
+            v = times[key]
+            print(f"  {label:42} {median_ms(v):7.2f}  ({spread(v)})")
+        print(f"  ratio union/host {i / h:.2f}x   union/plain dir of the same names {i / m:.2f}x")
         if not args.skip_python:
             python_rows(work, args.rounds)
     finally:
@@ -282,7 +310,8 @@ def python_rows(work: Path, rounds: int) -> None:
             server.terminate()
             server.wait()
         v, u = median_ms(times["view"]), median_ms(times["union"])
-        print(f"{count:>9} {v:>8.2f} {u:>8.2f} {u / v:>5.2f}x")
+        print(f"{count:>9} {v:>8.2f} {u:>8.2f} {u / v:>5.2f}x   "
+              f"(view {spread(times['view'])}, --union {spread(times['union'])})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -192,7 +192,7 @@ def _debs(sandbox: Path, *versions: str) -> list[Path]:
 
 def _union_mounts(pid: int | str = "self") -> list[str]:
     with open(f"/proc/{pid}/mountinfo") as f:
-        return [line for line in f if " - overlay " in line and "unions-v1" in line]
+        return [line for line in f if " - overlay " in line and "/unions/" in line]
 
 
 def test_unmodified_program_runs_in_union_and_fails_outside(sandbox: Path) -> None:
@@ -215,17 +215,35 @@ def test_unmodified_program_runs_in_union_and_fails_outside(sandbox: Path) -> No
     assert _union_mounts() == []
 
 
-def test_the_store_appears_at_one_fixed_path(sandbox: Path) -> None:
+def test_the_farm_is_one_layer_of_hard_links_and_the_store_has_one_fixed_path(
+    sandbox: Path,
+) -> None:
     (deb,) = _debs(sandbox, "1.0")
-    proc = cpk(sandbox, "enter", deb, "--", "readlink", f"/usr/bin/{PROG}")
+    proc = cpk(sandbox, "enter", deb, "--", "sh", "-c",
+               f"stat -c '%i %h' /usr/bin/{PROG}; ls /usr/lib/contentpkg/store; "
+               "grep ' - overlay ' /proc/self/mountinfo")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    target = proc.stdout.strip()
-    assert target.startswith("/usr/lib/contentpkg/store/uprog,1.0,")
+    lines = proc.stdout.splitlines()
+    (entry,) = (sandbox / "home" / "store").glob(f"{PROG},1.0,*")
+    member = os.stat(entry / "bin" / PROG)
+    # The program is the store's own inode, reached by plain lookups: a hard
+    # link in the farm (no symlink to follow), seen through the overlay.
+    assert lines[0] == f"{member.st_ino} {member.st_nlink}"
+    assert member.st_nlink >= 2
+    assert entry.name in lines[1:]  # the store at its fixed path inside
+    # One merged lower whatever the entry count: farm, then the host's /usr.
+    (usr,) = [m for m in lines if " - overlay " in m and m.split()[4] == "/usr"]
+    # The lookup options reached the kernel (it shows uuid=off as null, and
+    # no default-valued option).
+    assert "uuid=null" in usr and "xino=on" not in usr and "metacopy=on" not in usr
     # Farms are cached by entry list: a second union of the same entries reuses it.
     cpk(sandbox, "enter", deb, "--", "true")
-    farms = [p for p in (sandbox / "cache" / "unions-v1").iterdir() if not p.name.startswith(".")]
+    farms = [p for p in (sandbox / "home" / "unions").iterdir() if not p.name.startswith(".")]
     assert len(farms) == 1
-    assert os.readlink(farms[0] / "usr" / "bin" / PROG) == target
+    farm_file = os.lstat(farms[0] / "usr" / "bin" / PROG)
+    assert (farm_file.st_ino, farm_file.st_dev) == (member.st_ino, member.st_dev)
+    assert (farms[0] / ".cpk" / "refs").read_text().split() == [entry.name]
+    assert os.readlink(sandbox / "home" / "roots" / f"union-{farms[0].name}") == str(farms[0])
 
 
 def test_unmodified_entry_shares_identical_files_with_patched_form(tmp_path: Path) -> None:
@@ -426,8 +444,14 @@ def test_image_mounted_with_squashfuse_dies_with_the_command(usable: None) -> No
     try:
         deb = build_deb(root, "1.0")
         env = dict(_env(root))
+        from contentpkg.env.union.namespace import privileged
+
+        # Real root would mount with the kernel: in a user namespace of its
+        # own, root is not real root, and squashfuse is what mounts.
+        wrap = ["unshare", "--user", "--map-user=0", "--map-group=0"] if privileged() else []
         proc = subprocess.run(
-            [sys.executable, "-m", "contentpkg", "enter", "--image", str(deb), "--", "sh", "-c",
+            [*wrap, sys.executable, "-m", "contentpkg", "enter", "--image", str(deb), "--", "sh",
+             "-c",
              f"{PROG} && grep -c ' - fuse.squashfuse ' /proc/self/mountinfo"],
             capture_output=True, text=True, env=env, timeout=120,
         )  # fmt: skip
@@ -558,6 +582,46 @@ def test_profile_packages_enter_unmodified(tmp_path: Path) -> None:
     union = prepare(ctx, Store.open(ctx=ctx), [], profiles=["tools"])
     assert [e.name for e in union.entries] == [PROG]
     assert is_unmodified(union.entries[0])
-    assert os.readlink(union.farm.lower("usr") / "bin" / PROG).endswith(f"/bin/{PROG}")
+    farm_file = os.lstat(union.farm.lower("usr") / "bin" / PROG)
+    assert farm_file.st_ino == os.stat(union.entries[0].path / "bin" / PROG).st_ino
     with pytest.raises(Exception, match="profile 'nope' does not exist"):
         prepare(ctx, Store.open(ctx=ctx), [], profiles=["nope"])
+
+
+def _kernel_mount_unusable() -> str | None:
+    from contentpkg.env.union.namespace import privileged
+
+    if not privileged():
+        return "kernel image mounts need the machine's real root"
+    if shutil.which("losetup") is None or not os.path.exists("/dev/loop-control"):
+        return "no loop devices here"
+    return None
+
+
+@pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="needs squashfs-tools")
+def test_real_root_mounts_images_with_the_kernel(usable: None) -> None:
+    why = _kernel_mount_unusable()
+    if why:
+        pytest.skip(why)
+    root = Path(tempfile.mkdtemp(prefix="cpk-union-kernel-"))
+    try:
+        deb = build_deb(root, "1.0")
+        proc = subprocess.run(
+            [sys.executable, "-m", "contentpkg", "enter", "--image", str(deb), "--", "sh", "-c",
+             f"{PROG} && grep -c ' - squashfs ' /proc/self/mountinfo; "
+             "grep -c ' - fuse.squashfuse ' /proc/self/mountinfo; cat /proc/self/uid_map"],
+            capture_output=True, text=True, env=_env(root), timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.split("\n")
+        assert lines[:3] == ["greeting 1.0", "plugin 1.0", "helper 1.0"]
+        # The kernel's squashfs, no FUSE; no user namespace was made.
+        assert lines[3:5] == ["1", "0"]
+        assert lines[5].split() == ["0", "0", "4294967295"]
+        image = next((root / "home" / "images").glob("*.squashfs"))
+        # The loop device went with the namespace: nothing holds the image.
+        left = subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True)
+        assert left.stdout == ""
+        assert _union_mounts() == []
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -27,7 +27,9 @@ CHECK = (
     "print(beta.NAME, alpha.__version__, md.version('beta'))\n"
     "print('link' if os.path.islink(os.path.join(site, 'beta')) else 'dir')\n"
     "mounts = open('/proc/self/mountinfo').read().splitlines()\n"
-    "print(sum(' - overlay ' in m and m.split()[4] == site for m in mounts))\n"
+    "print(sum(m.split()[4] == site for m in mounts))\n"
+    "print(os.stat(beta.__file__).st_ino)\n"
+    "print([m.split(' - ')[1].split()[0] for m in mounts if m.split()[4] == site])\n"
 )
 
 
@@ -68,14 +70,53 @@ def test_run_union_overlays_the_locked_entries(project) -> None:
     proj, env = project
     view = _run(proj, env, "python", "-c", CHECK)
     assert view.returncode == 0, view.stderr
-    assert view.stdout.splitlines() == ["beta 1.0 2.0", "link", "0"]
+    assert view.stdout.splitlines()[:3] == ["beta 1.0 2.0", "link", "0"]
     union = _run(proj, env, "--union", "python", "-c", CHECK)
     assert union.returncode == 0, union.stderr
     # The same packages, now real directories of one overlaid site-packages.
-    assert union.stdout.splitlines() == ["beta 1.0 2.0", "dir", "1"]
+    assert union.stdout.splitlines()[:3] == ["beta 1.0 2.0", "dir", "1"]
+    # Made of the store's own files (hard links: the same inode as the view
+    # reaches through its link), one merged directory bound over the view's
+    # (a plain directory of the store's file system, not an overlay).
+    (entry,) = (Path(env["CPK_HOME"]) / "store").glob("beta,2.0,*")
+    stored = next(entry.rglob("beta/__init__.py"))
+    assert union.stdout.splitlines()[3] == view.stdout.splitlines()[3] == str(stored.stat().st_ino)
+    assert stored.stat().st_nlink >= 2
+    fstype = os.popen(f"findmnt -no FSTYPE -T {stored}").read().strip() or "ext4"
+    assert union.stdout.splitlines()[4] == str([fstype])
     # And twice: a union run writes no memo that a warm run would take
     # without entering the union.
     again = _run(proj, env, "--union", "python", "-c", CHECK)
-    assert again.stdout.splitlines()[1:] == ["dir", "1"]
+    assert again.stdout.splitlines()[1:3] == ["dir", "1"]
     plain = _run(proj, env, "python", "-c", CHECK)
-    assert plain.stdout.splitlines()[1:] == ["link", "0"]
+    assert plain.stdout.splitlines()[1:3] == ["link", "0"]
+    # One merged site, cached: both union runs used it.
+    sites = list((Path(env["CPK_HOME"]) / "unions").glob("site-*"))
+    assert len(sites) == 1
+
+
+FALLBACK = (
+    "import os, sys\n"
+    "from pathlib import Path\n"
+    "from contentpkg.env.union.sites import mount_site_packages\n"
+    "env = Path(sys.argv[1])\n"
+    "print(mount_site_packages(env))\n"
+    "site = str(sorted(env.resolve().glob('lib/python*/site-packages'))[0])\n"
+    "mounts = open('/proc/self/mountinfo').read().splitlines()\n"
+    "print([m.split(' - ')[1].split()[0] for m in mounts if m.split()[4] == site])\n"
+    "sys.path.insert(0, site)\n"
+    "import beta\n"
+    "print(beta.NAME, os.path.islink(os.path.join(site, 'beta')))\n"
+)
+
+
+def test_without_a_merged_site_each_entry_is_an_overlay_layer(project) -> None:
+    # What a store on another file system gets: the entries' own
+    # site-packages as overlay layers above the view's, no hard links.
+    proj, env = project
+    assert _run(proj, env, "python", "-c", "pass").returncode == 0
+    (view,) = (Path(env["CPK_HOME"]) / "views").iterdir()
+    run = subprocess.run([sys.executable, "-c", FALLBACK, str(view)], env=env,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["2", "['overlay']", "beta False"]

@@ -63,8 +63,9 @@ def cmd_enter(args: argparse.Namespace) -> int:
 
 
 def exec_run_union(args: argparse.Namespace, launch: Any) -> None:
-    """``cpk run --union``: the launch's environment, its site-packages one overlay."""
-    from contentpkg.env.union.sites import overlay_site_packages
+    """``cpk run --union``: the launch's environment, its site-packages the union."""
+    from contentpkg.env.union.sites import mount_site_packages
 
-    overlay_site_packages(Path(launch.env), api="auto")
+    ctx = args.ctx
+    mount_site_packages(Path(launch.env), api="auto", store=open_store(ctx), home=ctx.home)
     launch.exec()

@@ -15,16 +15,21 @@ per GB); trusting a file once verified would save it, but a file its owner
 can write is only as immutable as its owner's care, and this kernel has no
 fs-verity to make the check cheap and lasting. So every mount verifies.
 
-Inside an unprivileged namespace, images are mounted with ``squashfuse``
-(the kernel's squashfs needs real root), which needs ``/dev/fuse`` to be
-accessible; each ``squashfuse`` is a child of the command, killed by the
-kernel when the command ends (``PR_SET_PDEATHSIG``), so it never keeps the
-namespace alive.
+Run by the machine's real root, an image is mounted by the kernel's own
+squashfs through a loop device (``mount -o loop``, which sets the device to
+free itself when the last mount of it goes, so the namespace's end releases
+it); if the kernel refuses (no loop devices in a container), squashfuse is
+used and a warning says so. Inside an unprivileged namespace, images are
+mounted with ``squashfuse`` (the kernel's squashfs needs real root), which
+needs ``/dev/fuse`` to be accessible; each ``squashfuse`` is a child of the
+command, killed by the kernel when the command ends (``PR_SET_PDEATHSIG``),
+so it never keeps the namespace alive.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import shutil
 import signal
@@ -40,6 +45,8 @@ from contentpkg.store.hashing import hash_file
 if TYPE_CHECKING:
     from contentpkg.context import Context
     from contentpkg.store.entry import Entry
+
+_log = logging.getLogger(__name__)
 
 FORMAT = "squashfs"
 #: Every input mksquashfs would otherwise take from the moment or the machine.
@@ -107,7 +114,14 @@ def verify_image(ctx: Context, entry: Entry) -> Path:
 
 
 def fuse_unusable() -> str | None:
-    """Why squashfuse cannot mount here, or None when it can."""
+    """Why images cannot be mounted here, or None when they can.
+
+    Real root mounts them with the kernel (falling back to squashfuse).
+    """
+    from contentpkg.env.union.namespace import privileged
+
+    if privileged() and shutil.which("mount") is not None:
+        return None
     if shutil.which("squashfuse") is None:
         return "squashfuse is not installed"
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
@@ -120,7 +134,26 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def mount_image(image: Path, target: str) -> None:
+def mount_image(image: Path, target: str) -> str:
+    """Mount image on target (inside the namespace); return how: kernel or squashfuse."""
+    from contentpkg.env.union.namespace import privileged
+
+    if privileged():
+        run = subprocess.run(
+            ["mount", "-t", FORMAT, "-o", "loop,ro,nodev,nosuid", str(image), target],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if run.returncode == 0:
+            return "kernel"
+        if shutil.which("squashfuse") is None:
+            raise CpkError(f"mount {image}: {run.stderr.strip()}")
+        _log.warning("the kernel cannot mount %s (%s); squashfuse mounts it",
+                     image.name, run.stderr.strip())  # fmt: skip
+    _squashfuse(image, target)
+    return "squashfuse"
+
+
+def _squashfuse(image: Path, target: str) -> None:
     """Mount image on target with squashfuse, in the foreground of a child.
 
     Foreground, so the process stays our child: the kernel kills it when

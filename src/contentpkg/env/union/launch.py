@@ -86,7 +86,7 @@ def prepare(
     seen: set[str] = set()
     unique = [e for e in entries if not (e.dirname in seen or seen.add(e.dirname))]
     verified = _verified_images(ctx, unique, notes) if images else {}
-    farm = compose(ctx, unique, verified)
+    farm = compose(ctx, unique, verified, store)
     return Union(unique, farm, notes + farm.notes, verified)
 
 

@@ -64,6 +64,17 @@ _AT_FDCWD = -100
 MountApi = Literal["auto", "fsconfig", "mount"]
 
 
+#: Overlay options that spare work a read-only union never needs: no inode
+#: number remapping (``xino``: every layer here is a store or host file
+#: system whose own numbers are kept), no metacopy, index or uuid lookups
+#: (they serve copy-up, which a union without an upper layer never does).
+#: ``redirect_dir=off`` would fit too, but the kernel refuses it in a user
+#: namespace (EPERM), so it is left at its default. A kernel that does not
+#: know an option (EINVAL) mounts without it: they change speed, not what
+#: the union shows.
+LOOKUP_OPTIONS = (("xino", "off"), ("metacopy", "off"), ("index", "off"), ("uuid", "off"))
+
+
 class UnionUnavailableError(CpkError):
     """This machine (kernel, policy, process state) cannot give a union."""
 
@@ -77,8 +88,26 @@ def _fail(what: str) -> OSError:
     return OSError(code, f"{what}: {os.strerror(code)}")
 
 
+def privileged() -> bool:
+    """Whether this process is the machine's real root (root of the first user namespace).
+
+    Real root needs no user namespace for its mounts, and only it may mount
+    a kernel file system from a block device (squashfs, EROFS).
+    """
+    if os.geteuid() != 0:
+        return False
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() == ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
 def unshare_user_mount() -> None:
     """Move this process into new user and mount namespaces, uid/gid kept.
+
+    Real root gets a new mount namespace only: it may mount already, and a
+    user namespace would take away the right to mount kernel images.
 
     Raises :class:`UnionUnavailableError` with the reason when the kernel
     or its policy refuses (``kernel.unprivileged_userns_clone=0``,
@@ -88,6 +117,12 @@ def unshare_user_mount() -> None:
         # unshare(CLONE_NEWUSER) refuses a multi-threaded process (EINVAL);
         # say which rule was broken instead of the kernel's bare errno.
         raise UnionUnavailableError("cannot enter a union from a process running threads")
+    if privileged():
+        if _libc.unshare(CLONE_NEWNS) != 0:
+            code = ctypes.get_errno()
+            raise UnionUnavailableError(f"cannot make a mount namespace: {os.strerror(code)}")
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        return
     uid, gid = os.getuid(), os.getgid()
     if _libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0:
         code = ctypes.get_errno()
@@ -154,9 +189,10 @@ def _escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
-def overlay_options(lowers: Sequence[str]) -> str:
+def overlay_options(lowers: Sequence[str], options: Sequence[tuple[str, str]] = ()) -> str:
     """The ``mount(2)`` data string for a read-only overlay of lowers (top first)."""
-    return "lowerdir=" + ":".join(_escape(p) for p in lowers)
+    return ",".join(["lowerdir=" + ":".join(_escape(p) for p in lowers),
+                     *(f"{k}={v}" for k, v in options)])  # fmt: skip
 
 
 def mount_overlay(target: str, lowers: Sequence[str], api: MountApi = "auto") -> str:
@@ -177,14 +213,22 @@ def mount_overlay(target: str, lowers: Sequence[str], api: MountApi = "auto") ->
         except OSError as exc:
             if api == "fsconfig" or exc.errno not in (errno.EINVAL, errno.ENOSYS):
                 raise
-    data = overlay_options(lowers)
     page = os.sysconf("SC_PAGESIZE")
-    if len(data) >= page:
+    if len(overlay_options(lowers)) >= page:
         raise UnionUnavailableError(
             f"{len(lowers)} layers do not fit mount(2)'s {page}-byte options and this "
             "kernel lacks lowerdir+ (6.8); compose fewer layers"
         )
-    mount("overlay", target, "overlay", MS_RDONLY, data)
+    data = overlay_options(lowers, LOOKUP_OPTIONS)
+    if len(data) >= page:  # the layers fit, not the options too: layers first
+        data = overlay_options(lowers)
+    try:
+        mount("overlay", target, "overlay", MS_RDONLY, data)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        # An older kernel that knows not every option: the layers alone.
+        mount("overlay", target, "overlay", MS_RDONLY, overlay_options(lowers))
     return "mount"
 
 
@@ -195,6 +239,9 @@ def _fsconfig_overlay(target: str, lowers: Sequence[str]) -> None:
         raise _fail("fsopen overlay")
     mnt = -1
     try:
+        for key, value in LOOKUP_OPTIONS:
+            # Refused (an older kernel): mounted without it, see LOOKUP_OPTIONS.
+            sc(_SYS_FSCONFIG, fs, _FSCONFIG_SET_STRING, key.encode(), value.encode(), 0)
         for layer in lowers:
             if sc(_SYS_FSCONFIG, fs, _FSCONFIG_SET_STRING, b"lowerdir+", layer.encode(), 0) < 0:
                 raise _fail(f"overlay layer {layer}")
