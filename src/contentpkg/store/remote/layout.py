@@ -86,9 +86,17 @@ def plain_sha256(source_hash: str) -> str | None:
     return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
 
 
-def index_tag(source_hash: str) -> str | None:
+def index_tag(source_hash: str, *, unmodified: bool = False) -> str | None:
+    """The index tag for an entry made from source_hash.
+
+    A ``.deb`` can have two entries: the patched one (its source hash) and
+    the one a union stores as shipped (``unmodified_of``); the second is
+    indexed under the same hash with ``.unmodified`` after it.
+    """
     value = plain_sha256(source_hash)
-    return f"sha256-{value}" if value else None
+    if not value:
+        return None
+    return f"sha256-{value}.unmodified" if unmodified else f"sha256-{value}"
 
 
 def descriptor(media_type: str, digest: str, size: int, **more: Any) -> dict[str, Any]:

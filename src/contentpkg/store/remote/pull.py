@@ -54,6 +54,9 @@ class Ref:
     repository: str  # without the remote's prefix
     tag: str
     dirname: str = ""  # name,version,hash when known before the manifest is read
+    #: Found through the index of unmodified entries: the hash asked for is
+    #: the entry's ``unmodified_of``, not its source hash.
+    unmodified: bool = False
 
 
 @dataclass
@@ -102,9 +105,10 @@ class RemoteStore:
 
     # -- finding --------------------------------------------------------------
 
-    def ref_for_source(self, source_hash: str) -> Ref | None:
-        """The entry the index maps source_hash to, if this remote has one."""
-        tag = layout.index_tag(source_hash)
+    def ref_for_source(self, source_hash: str, *, unmodified: bool = False) -> Ref | None:
+        """The entry the index maps source_hash to, if this remote has one
+        (with unmodified, the ``.deb``'s entry stored as shipped)."""
+        tag = layout.index_tag(source_hash, unmodified=unmodified)
         if tag is None:
             return None
         found = self.registry.get_manifest(self.url.repository(layout.INDEX_REPOSITORY), tag)
@@ -115,7 +119,7 @@ class RemoteStore:
         repo, entry_tag = notes.get(layout.A_REPOSITORY), notes.get(layout.A_TAG)
         if not isinstance(repo, str) or not isinstance(entry_tag, str):
             raise RemoteError(f"{self.url}: index {tag} names no entry", remote=str(self.url))
-        return Ref(repo, entry_tag, str(notes.get(layout.A_ENTRY, "")))
+        return Ref(repo, entry_tag, str(notes.get(layout.A_ENTRY, "")), unmodified)
 
     def refs_for_spec(self, spec: Spec) -> list[Ref]:
         """The tags of spec's repository that can match it (version, hash prefix).
@@ -297,8 +301,9 @@ class RemoteStore:
             raise RemoteError(
                 f"{where}: the signed metadata names another entry", remote=str(self.url)
             )
+        made_from = meta.get("unmodified_of" if ref.unmodified else "source_hash")
         if source_hash is not None and layout.plain_sha256(
-            str(meta.get("source_hash") or "")
+            str(made_from or "")
         ) != layout.plain_sha256(source_hash):
             raise RemoteError(
                 f"{where}: the index maps {source_hash[:19]}... to an entry"
