@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from contentpkg.errors import CpkError
-from contentpkg.fs import sync_filesystem
+from contentpkg.fs import fsync_dir, publish_dir, sync_filesystem
 from contentpkg.store import lookup
 from contentpkg.store.entry import ENTRY_JSON, Entry, Spec, parse_dirname
 from contentpkg.store.hashing import META_DIR, SHORT_HASH_LEN
@@ -438,8 +438,15 @@ class RemoteStore:
                 lookup.record_entries(root, rows)
             for item in batch:
                 final = root / item.dirname
-                if item.slot.publish(final):
+                # Not durable one by one: the store directory is flushed once
+                # after the batch's renames (below), before anything is
+                # reported pulled, instead of once per entry.
+                if publish_dir(item.slot.path, final, durable=False):
                     os.chmod(final, 0o555)
+            if batch:
+                fsync_dir(root)
+            for item in batch:
+                final = root / item.dirname
                 source_hash = item.meta.get("source_hash")
                 if isinstance(source_hash, str) and source_hash:
                     lookup.link_source(root, source_hash, final)
@@ -467,17 +474,27 @@ class _Stream:
         self._buffer = b""
 
     def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            if self._task is not None:
-                self._task.advance(len(chunk))
-            self._buffer += chunk
+        """Up to size bytes: the next chunk (or what is left of it), short
+        reads as a socket gives, so no chunk is copied into a growing buffer."""
         if size < 0:
-            size = len(self._buffer)
+            parts = [self._buffer]
+            while chunk := self._next():
+                parts.append(chunk)
+            self._buffer = b""
+            return b"".join(parts)
+        if not self._buffer:
+            self._buffer = self._next()
         data, self._buffer = self._buffer[:size], self._buffer[size:]
         return data
+
+    def _next(self) -> bytes:
+        """The next non-empty chunk, counted; b"" at the end."""
+        for chunk in self._chunks:
+            if chunk:
+                if self._task is not None:
+                    self._task.advance(len(chunk))
+                return chunk
+        return b""
 
     def drain(self) -> None:
         while self.read(1 << 20):
