@@ -197,11 +197,16 @@ def cmd_store_pull(args: argparse.Namespace) -> int:
     remote = RemoteStore(url, store, ctx, reporter=reporter, jobs=args.jobs)
     pulled: list[Entry] = []
     try:
-        for text in args.specs:
-            entry = remote.newest(Spec.parse(text))
-            if entry is None:
+        # Every spec's tags listed, then every entry pulled, in parallel:
+        # a Debian closure is hundreds of packages.
+        found = remote.newest_refs([Spec.parse(text) for text in args.specs])
+        for text, ref in zip(args.specs, found, strict=True):
+            if ref is None:
                 raise NotFoundError(f"{url}: no entry matches {text!r}", what=text)
-            pulled.append(entry)
+        for result in remote.pull_many([(ref, None) for ref in found if ref is not None]):
+            if isinstance(result, CpkError):
+                raise result
+            pulled.append(result)
         if args.lock:
             absent = []
             refs = []

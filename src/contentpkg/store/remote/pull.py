@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from contentpkg.errors import CpkError
@@ -57,6 +57,8 @@ class Ref:
     #: Found through the index of unmodified entries: the hash asked for is
     #: the entry's ``unmodified_of``, not its source hash.
     unmodified: bool = False
+    #: What the entry was asked for by, checked against its signed metadata.
+    spec: Spec | None = None
 
 
 @dataclass
@@ -139,6 +141,20 @@ class RemoteStore:
                 continue
             refs.append(Ref(repo, tag))
         return refs
+
+    def newest_refs(self, specs: list[Spec]) -> list[Ref | None]:
+        """Each spec's newest matching ref (None where the remote has none),
+        the tag lists asked in parallel: one small request per package."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(spec: Spec) -> Ref | None:
+            refs = self.refs_for_spec(spec)
+            return replace(_newest(refs), spec=spec) if refs else None
+
+        if len(specs) <= 1:
+            return [one(s) for s in specs]
+        with ThreadPoolExecutor(max_workers=min(self.jobs, len(specs))) as pool:
+            return list(pool.map(one, specs))
 
     # -- the StoreReader interface, pulling what is asked for ----------------
 
@@ -284,6 +300,7 @@ class RemoteStore:
                 f"{where}: the manifest names entry {dirname!r}, not this tag's",
                 remote=str(self.url),
             )
+        spec = spec or ref.spec
         local = self.store.entry(dirname)
         if local is not None:
             return local
