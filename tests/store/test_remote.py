@@ -697,6 +697,33 @@ def test_pull_a_lock_then_run_offline_with_no_remote_configured(
     assert proc.stdout.strip() == "alpha beta"
 
 
+def test_push_a_lock_notes_packages_for_other_platforms_and_refuses_an_unsynced_one(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path], index: LocalIndex
+) -> None:
+    key, _pub = keys
+    make_wheel(index.root, "winonly", "1.0", files={"winonly/__init__.py": ""})
+    url = _url(registry.host, "marked")
+    one = Home(tmp_path / "one")
+    root = _project(tmp_path)
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "proj"\nversion = "0.1"\n'
+        'dependencies = ["alpha", "winonly; sys_platform == \'win32\'"]\n'
+    )
+    one.cpk("sync", "--index-url", index.url, cwd=root)
+    assert "winonly" in (root / "pylock.toml").read_text()
+    pushed = one.cpk("store", "push", url, "--lock", root / "pylock.toml", "--sign-key", key)
+    assert "pushed 2 entries" in pushed.stderr
+    assert "1 package" in pushed.stderr and "winonly 1.0" in pushed.stderr
+
+    # A package every platform installs but this store lacks: the lock was not synced here.
+    fresh = Home(tmp_path / "fresh")
+    refused = fresh.cpk(
+        "store", "push", url, "--lock", root / "pylock.toml", "--sign-key", key, check=False
+    )
+    assert refused.returncode == 1 and "run 'cpk sync'" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
 def test_push_a_profile_pushes_what_its_generation_holds(
     tmp_path: Path, registry: Registry, keys: tuple[Path, Path]
 ) -> None:
