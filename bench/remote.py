@@ -122,9 +122,10 @@ def python_part(work: Path, env: dict[str, str], url: str, key: Path, runs: int)
     med = {k: statistics.median(v) for k, v in times.items()}
     cpu = {k: statistics.median(CPU[k]) for k in times}
     print("14-dependency project into a fresh CPK_HOME (lock present):")
-    print(f"  {'':<12} {'wall':>8} {'cpu':>8}")
+    print(f"  {'':<12} {'wall':>8} {'(min-max)':>14} {'cpu':>8}")
     for k, v in med.items():
-        print(f"  {k:<12} {v:>7.2f}s {cpu[k]:>7.2f}s")
+        span = f"{min(times[k]):.2f}-{max(times[k]):.2f}"
+        print(f"  {k:<12} {v:>7.2f}s {span:>14} {cpu[k]:>7.2f}s")
     print(f"  registry / index cold = {med['registry'] / med['index cold']:.2f}x (goal <= 0.3x)")
     print(f"  registry / uv warm    = {med['registry'] / med['uv warm']:.2f}x (goal <= 1x)")
     print(f"  cpu: registry / index cold = {cpu['registry'] / cpu['index cold']:.2f}x,"
