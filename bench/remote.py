@@ -12,15 +12,15 @@ bytecode) to a local ``docker-registry``. Then, each in a fresh
 
 Goals: registry <= 0.3x the cold index and <= 1x uv's warm sync.
 
-The Debian part (``--debs PKG...``, default a small closure) downloads
-``.deb``\\ s with ``apt-get download``, adds them with ``cpk store add``
-(the "fetched from the archive" path: download plus unpack and patch),
-pushes them, and times pulling the same entries into a fresh home.
+The Debian part (``--deb PROGRAM``, default ``ffmpeg``: some 200
+packages) times ``cpk fetch --deb PROGRAM`` into a fresh home and cache
+(resolve, download every ``.deb``, unpack and patch), pushes the entries
+once, and times ``cpk store pull`` of the same packages into a fresh home.
 
 Times are medians of ``--runs`` runs. Needs network (PyPI, Debian's
 archive), ``uv`` and ``docker-registry`` on PATH.
 
-    python bench/remote.py [--runs 3] [--debs jq libjq1 libonig5 ...]
+    python bench/remote.py [--runs 3] [--deb ffmpeg] [--skip-python] [--skip-debian]
 """
 
 from __future__ import annotations
@@ -42,14 +42,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from python_fetch import write_project
 
 from contentpkg.fs import remove_tree
-
-DEFAULT_DEBS = [
-    "jq", "libjq1", "libonig5", "curl", "libcurl4", "libnghttp2-14", "librtmp1", "libssh2-1",
-    "libpsl5", "libbrotli1", "libldap-2.5-0", "libsasl2-2", "libsasl2-modules-db",
-    "libgssapi-krb5-2", "libkrb5-3", "libk5crypto3", "libkrb5support0", "libkeyutils1",
-    "libcom-err2", "libzstd1", "zlib1g", "libidn2-0", "libunistring2", "libgnutls30",
-    "libhogweed6", "libnettle8", "libgmp10", "libp11-kit0", "libffi8", "libtasn1-6",
-]  # fmt: skip
 
 
 def start_registry(work: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -81,8 +73,11 @@ CPU: dict[str, list[float]] = {}
 def run(cmd: list[str], cwd: Path, env: dict[str, str], label: str = "") -> float:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.PIPE)  # fmt: skip
+    done = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)  # fmt: skip
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        raise subprocess.CalledProcessError(done.returncode, cmd, stderr=done.stderr)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if label:
@@ -127,9 +122,10 @@ def python_part(work: Path, env: dict[str, str], url: str, key: Path, runs: int)
     med = {k: statistics.median(v) for k, v in times.items()}
     cpu = {k: statistics.median(CPU[k]) for k in times}
     print("14-dependency project into a fresh CPK_HOME (lock present):")
-    print(f"  {'':<12} {'wall':>8} {'cpu':>8}")
+    print(f"  {'':<12} {'wall':>8} {'(min-max)':>14} {'cpu':>8}")
     for k, v in med.items():
-        print(f"  {k:<12} {v:>7.2f}s {cpu[k]:>7.2f}s")
+        span = f"{min(times[k]):.2f}-{max(times[k]):.2f}"
+        print(f"  {k:<12} {v:>7.2f}s {span:>14} {cpu[k]:>7.2f}s")
     print(f"  registry / index cold = {med['registry'] / med['index cold']:.2f}x (goal <= 0.3x)")
     print(f"  registry / uv warm    = {med['registry'] / med['uv warm']:.2f}x (goal <= 1x)")
     print(f"  cpu: registry / index cold = {cpu['registry'] / cpu['index cold']:.2f}x,"
@@ -138,64 +134,58 @@ def python_part(work: Path, env: dict[str, str], url: str, key: Path, runs: int)
 
 
 def debian_part(work: Path, env: dict[str, str], url: str, key: Path, runs: int,
-                debs: list[str]) -> None:  # fmt: skip
+                program: str) -> None:  # fmt: skip
+    """program's closure fetched from the archive vs pulled from the registry."""
     cpk = [sys.executable, "-m", "contentpkg"]
-    times: dict[str, list[float]] = {"download": [], "store add": [], "pull": []}
-    deb_dir = work / "debs"
+    times: dict[str, list[float]] = {"archive": [], "registry": []}
+    names: list[str] = []
     for n in range(runs):
-        shutil.rmtree(deb_dir, ignore_errors=True)
-        deb_dir.mkdir()
-        times["download"].append(run(["apt-get", "download", "-qq", *debs], deb_dir, env))
-        files = sorted(str(p) for p in deb_dir.glob("*.deb"))
-        added = fresh(env, work, "debs")
-        start = time.perf_counter()
-        refused = []
-        for path in files:
-            try:
-                run([*cpk, "store", "add", path], deb_dir, added)
-            except subprocess.CalledProcessError as exc:
-                refused.append(f"{Path(path).name}: {exc.stderr.strip()[:100]}")
-        times["store add"].append(time.perf_counter() - start)
-        for line in refused if n == 0 else []:
-            print(f"  (not added: {line})")
+        # From the archive: resolve, download every .deb, unpack and patch.
+        fetched = fresh(env, work, "debs")
+        times["archive"].append(run([*cpk, "fetch", "--deb", program], work, fetched, "archive"))
         if n == 0:
-            run([*cpk, "store", "push", url, "--all", "--sign-key", str(key)], deb_dir, added)
+            run([*cpk, "store", "push", url, "--all", "--sign-key", str(key)], work, fetched)
+            stored = os.listdir(work / "debs-home" / "store")
+            names = sorted({e.split(",")[0] for e in stored if "," in e})
+        # From the registry: the same entries, by name, into an empty home.
         pulled = fresh(env, work, "debpull")
-        run([*cpk, "key", "trust", f"{key}.pub"], deb_dir, pulled)
-        stored = os.listdir(work / "debs-home" / "store")
-        names = sorted({e.split(",")[0] for e in stored if "," in e})
-        times["pull"].append(run([*cpk, "store", "pull", url, *names], deb_dir, pulled))
+        run([*cpk, "key", "trust", f"{key}.pub"], work, pulled)
+        times["registry"].append(
+            run([*cpk, "store", "pull", url, *names], work, pulled, "registry")
+        )
     med = {k: statistics.median(v) for k, v in times.items()}
-    archive = med["download"] + med["store add"]
-    print(f"Debian set of {len(debs)} packages ({len(names)} entries) into a fresh CPK_HOME:")
-    print(f"  archive (apt-get download {med['download']:.2f}s + cpk store add "
-          f"{med['store add']:.2f}s) {archive:>7.2f}s")  # fmt: skip
-    print(f"  registry pull  {med['pull']:>7.2f}s")
-    print(f"  registry / archive = {med['pull'] / archive:.2f}x")
+    cpu = {k: statistics.median(CPU[k]) for k in times}
+    print(f"Debian: {program}'s closure, {len(names)} packages, into a fresh CPK_HOME:")
+    for k, v in times.items():
+        print(f"  {k:<9} {med[k]:>7.2f}s wall (min {min(v):.2f} max {max(v):.2f})"
+              f" {cpu[k]:>6.2f}s cpu")  # fmt: skip
+    print(f"  registry / archive = {med['registry'] / med['archive']:.2f}x wall,"
+          f" {cpu['registry'] / cpu['archive']:.2f}x cpu")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--debs", nargs="*", default=DEFAULT_DEBS)
-    parser.add_argument("--debs-from", metavar="FILE", help="package names, one a line")
+    parser.add_argument("--deb", default="ffmpeg", help="a program with a large closure")
     parser.add_argument("--skip-python", action="store_true")
+    parser.add_argument("--skip-debian", action="store_true")
     args = parser.parse_args()
-    if args.debs_from:
-        args.debs = Path(args.debs_from).read_text().split()
     with tempfile.TemporaryDirectory(prefix="cpk-bench-remote-") as tmp:
         work = Path(tmp)
         proc, port = start_registry(work)
         try:
             env = {**os.environ, "CPK_REMOTES": ""}
+            # cpk as installed, with its own modules' bytecode written once,
+            # not compiled afresh in every measured command.
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
             key = work / "bench.key"
             subprocess.run([sys.executable, "-m", "contentpkg", "key", "generate", str(key)],
                            check=True, stderr=subprocess.DEVNULL)  # fmt: skip
             url = f"oci://127.0.0.1:{port}/bench"
             if not args.skip_python:
                 python_part(work, env, url, key, args.runs)
-            if args.debs:
-                debian_part(work, env, url, key, args.runs, args.debs)
+            if not args.skip_debian:
+                debian_part(work, env, url, key, args.runs, args.deb)
             print(f"medians of {args.runs} runs")
         finally:
             os.kill(proc.pid, signal.SIGTERM)

@@ -514,6 +514,76 @@ def test_bearer_token_flow_from_www_authenticate(
         assert refused.returncode == 1 and "token service refused" in refused.stderr
 
 
+def _credential_helper(directory: Path, name: str, host: str, user: str, secret: str) -> Path:
+    """A ``docker-credential-NAME`` as docker runs it: ``get``, the host on stdin,
+    JSON out; for any other host the helpers' own "not found" answer."""
+    log = directory / f"{name}.log"
+    script = directory / f"docker-credential-{name}"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = get ] || exit 2\nread -r host\necho "$host" >> {log}\n'
+        f'if [ "$host" = "{host}" ]; then\n'
+        f'  printf \'{{"ServerURL":"%s","Username":"{user}","Secret":"{secret}"}}\' "$host"\n'
+        "else\n  echo 'credentials not found in native keychain'; exit 1\nfi\n"
+    )
+    script.chmod(0o755)
+    return log
+
+
+def test_credentials_come_from_docker_credential_helpers(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path]
+) -> None:
+    key, pub = keys
+    helpers = tmp_path / "helpers"
+    helpers.mkdir()
+    path = f"{helpers}:{os.environ.get('PATH', '')}"
+    with FaultProxy(registry.base, account=("robot", "helper-s3cret")) as proxy:
+        url = _url(proxy.host, "helped")
+        per_host = _credential_helper(helpers, "pass", proxy.host, "robot", "helper-s3cret")
+        store_log = _credential_helper(
+            helpers, "secretservice", proxy.host, "robot", "helper-s3cret"
+        )
+        _credential_helper(helpers, "other", "elsewhere.example:5000", "robot", "helper-s3cret")
+
+        def home(tag: str, config: dict[str, object]) -> Home:
+            docker = tmp_path / f"docker-{tag}"
+            docker.mkdir()
+            (docker / "config.json").write_text(json.dumps(config))
+            made = Home(tmp_path / tag, DOCKER_CONFIG=str(docker), PATH=path)
+            made.cpk("key", "trust", pub)
+            return made
+
+        # credHelpers names the host's helper, which wins over a stale auths entry.
+        stale = {proxy.host: {"auth": "cm9ib3Q6b2xk"}}  # robot:old
+        one = home("one", {"credHelpers": {proxy.host: "pass"}, "auths": stale})
+        one.cpk("store", "add", _prefix(tmp_path, "hp", "h"), "--name", "hp", "--version", "1")
+        pushed = one.cpk("store", "push", url, "--all", "--sign-key", key)
+        assert per_host.read_text().split() == [proxy.host]  # asked once, with the host
+
+        # credsStore serves every host that has no helper of its own.
+        two = home("two", {"credsStore": "secretservice"})
+        pulled = two.cpk("store", "pull", url, "hp")
+        assert two.entries() == one.entries()
+        assert store_log.read_text().split() == [proxy.host]
+
+        # A helper that holds nothing for this host: anonymous, refused with the hint.
+        three = home("three", {"credsStore": "other"})
+        refused = three.cpk("store", "pull", url, "hp", check=False)
+        assert refused.returncode == 1 and "HTTP 401" in refused.stderr
+        assert "docker login" in refused.stderr and len(refused.stderr.splitlines()) == 1
+
+        # A helper that is not installed is named in one line.
+        four = home("four", {"credHelpers": {proxy.host: "absent"}})
+        missing = four.cpk("store", "pull", url, "hp", check=False)
+        assert missing.returncode == 1
+        assert (
+            "docker-credential-absent" in missing.stderr and "not found on PATH" in missing.stderr
+        )
+        assert not (four.store_dir.exists() and any(four.store_dir.glob("hp,*")))
+        for proc in (pushed, pulled, refused, missing):
+            assert "s3cret" not in proc.stderr + proc.stdout
+
+
 def test_chunked_uploads_resume_where_the_registry_says_they_stopped(
     tmp_path: Path, registry: Registry
 ) -> None:
@@ -625,6 +695,33 @@ def test_pull_a_lock_then_run_offline_with_no_remote_configured(
         cwd=root,
     )
     assert proc.stdout.strip() == "alpha beta"
+
+
+def test_push_a_lock_notes_packages_for_other_platforms_and_refuses_an_unsynced_one(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path], index: LocalIndex
+) -> None:
+    key, _pub = keys
+    make_wheel(index.root, "winonly", "1.0", files={"winonly/__init__.py": ""})
+    url = _url(registry.host, "marked")
+    one = Home(tmp_path / "one")
+    root = _project(tmp_path)
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "proj"\nversion = "0.1"\n'
+        'dependencies = ["alpha", "winonly; sys_platform == \'win32\'"]\n'
+    )
+    one.cpk("sync", "--index-url", index.url, cwd=root)
+    assert "winonly" in (root / "pylock.toml").read_text()
+    pushed = one.cpk("store", "push", url, "--lock", root / "pylock.toml", "--sign-key", key)
+    assert "pushed 2 entries" in pushed.stderr
+    assert "1 package" in pushed.stderr and "winonly 1.0" in pushed.stderr
+
+    # A package every platform installs but this store lacks: the lock was not synced here.
+    fresh = Home(tmp_path / "fresh")
+    refused = fresh.cpk(
+        "store", "push", url, "--lock", root / "pylock.toml", "--sign-key", key, check=False
+    )
+    assert refused.returncode == 1 and "run 'cpk sync'" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
 
 
 def test_push_a_profile_pushes_what_its_generation_holds(

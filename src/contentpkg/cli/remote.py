@@ -70,25 +70,36 @@ def _store(ctx: Context) -> Store:
     return Store.open(ctx=ctx)
 
 
-def _lock_entries(store: Store, ctx: Context, path: Path) -> list[Entry]:
-    """The store's entries for every package a ``pylock.toml`` names."""
+def _lock_entries(store: Store, ctx: Context, path: Path) -> tuple[list[Entry], list[str]]:
+    """The store's entries for every package a ``pylock.toml`` names, and the
+    packages under a marker that this machine did not install.
+
+    A universal lock names packages for other platforms, extras and groups
+    (``colorama`` on Windows): those are pushed by the machine that installs
+    them, so their absence here is a note, not an error. A package with no
+    marker is installed everywhere, so its absence means the lock was never
+    synced.
+    """
     from contentpkg.python.lock import read_lock
 
     lock = read_lock(path, cache_dir=ctx.cache_dir)
-    found = []
+    found: list[Entry] = []
+    skipped: list[str] = []
     for package in lock.packages:
         if package.directory is not None:
             continue
         files = [package.file] if package.file else [*package.wheels, package.sdist]
         hashes = [f.sha256 for f in files if f is not None and f.sha256]
         entries = [e for h in hashes if (e := store.find_source(f"sha256:{h}")) is not None]
-        if not entries:
+        if not entries and package.marker:
+            skipped.append(f"{package.name} {package.version}")
+        elif not entries:
             raise NotFoundError(
                 f"{path}: {package.name} {package.version} is not in the store; run 'cpk sync'",
                 what=package.name,
             )
         found += entries
-    return found
+    return found, skipped
 
 
 def _lock_hashes(ctx: Context, path: Path) -> dict[str, list[str]]:
@@ -146,7 +157,14 @@ def cmd_store_push(args: argparse.Namespace) -> int:
     if args.all:
         entries += store.entries()
     if args.lock:
-        entries += _lock_entries(store, ctx, Path(args.lock))
+        locked, skipped = _lock_entries(store, ctx, Path(args.lock))
+        entries += locked
+        if skipped:
+            print(
+                f"note: {counted(len(skipped), 'package')} of {args.lock} not installed here"
+                f" (their markers exclude this machine or its selection): {', '.join(skipped)}",
+                file=sys.stderr,
+            )
     if args.profile:
         entries += _profile_entries(store, ctx, args.profile)
     if not entries:
@@ -179,11 +197,16 @@ def cmd_store_pull(args: argparse.Namespace) -> int:
     remote = RemoteStore(url, store, ctx, reporter=reporter, jobs=args.jobs)
     pulled: list[Entry] = []
     try:
-        for text in args.specs:
-            entry = remote.newest(Spec.parse(text))
-            if entry is None:
+        # Every spec's tags listed, then every entry pulled, in parallel:
+        # a Debian closure is hundreds of packages.
+        found = remote.newest_refs([Spec.parse(text) for text in args.specs])
+        for text, ref in zip(args.specs, found, strict=True):
+            if ref is None:
                 raise NotFoundError(f"{url}: no entry matches {text!r}", what=text)
-            pulled.append(entry)
+        for result in remote.pull_many([(ref, None) for ref in found if ref is not None]):
+            if isinstance(result, CpkError):
+                raise result
+            pulled.append(result)
         if args.lock:
             absent = []
             refs = []

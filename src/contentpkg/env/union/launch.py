@@ -69,11 +69,17 @@ def prepare(
         entries.append(entry)
         notes += more
     if debs:
-        from contentpkg.elf.archive.fetch import fetch_debs
+        from contentpkg.elf.archive.fetch import fetch_debs, resolve_names
+        from contentpkg.store.remote.substitute import for_union
 
+        # Configured remotes come before the archive's downloads, as for install.
+        pulled = for_union(ctx, store, lambda: resolve_names(ctx, list(debs)).packages)
         fetched = fetch_debs(ctx, store, list(debs))
         notes += fetched.notes
         for p in fetched.resolution.packages:
+            if p.sha256 in pulled:
+                entries.append(pulled[p.sha256])
+                continue
             patched = store.find_source(p.sha256)
             path = deb_of(ctx, patched) if patched is not None else None
             if path is None:

@@ -86,9 +86,17 @@ def plain_sha256(source_hash: str) -> str | None:
     return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
 
 
-def index_tag(source_hash: str) -> str | None:
+def index_tag(source_hash: str, *, unmodified: bool = False) -> str | None:
+    """The index tag for an entry made from source_hash.
+
+    A ``.deb`` can have two entries: the patched one (its source hash) and
+    the one a union stores as shipped (``unmodified_of``); the second is
+    indexed under the same hash with ``.unmodified`` after it.
+    """
     value = plain_sha256(source_hash)
-    return f"sha256-{value}" if value else None
+    if not value:
+        return None
+    return f"sha256-{value}.unmodified" if unmodified else f"sha256-{value}"
 
 
 def descriptor(media_type: str, digest: str, size: int, **more: Any) -> dict[str, Any]:
@@ -313,14 +321,33 @@ class _TarReader:
     refused: a layer of cpk's media type holds only what cpk writes.
     """
 
+    #: Bytes asked of the decompressor at a time: most members are small
+    #: files, served from this buffer by slicing rather than by one
+    #: decompressor call each (those calls were a pull's main Python cost).
+    _FILL = 1 << 20
+
     def __init__(self, raw: Any, where: str) -> None:
         self.raw = raw
         self.where = where
+        self._buf = b""
+        self._pos = 0
+
+    def _take(self, n: int) -> memoryview:
+        """Up to n bytes (at least one), from the buffer or a refill; empty at the end."""
+        if self._pos >= len(self._buf):
+            self._buf = self.raw.read(max(n, self._FILL))
+            self._pos = 0
+            if not self._buf:
+                return memoryview(b"")
+        end = min(self._pos + n, len(self._buf))
+        view = memoryview(self._buf)[self._pos : end]
+        self._pos = end
+        return view
 
     def _exact(self, n: int) -> bytes:
-        data = self.raw.read(n)
+        data = bytes(self._take(n))
         while len(data) < n:
-            more = self.raw.read(n - len(data))
+            more = self._take(n - len(data))
             if not more:
                 raise EOFError("truncated tar")
             data += more
@@ -376,12 +403,11 @@ class _TarReader:
         try:
             left = size
             while left:
-                chunk = self.raw.read(min(left, 1 << 20))
-                if not chunk:
+                view = self._take(left)
+                if not view:
                     raise EOFError("truncated tar")
-                left -= len(chunk)
-                h.update(chunk)
-                view = memoryview(chunk)
+                left -= len(view)
+                h.update(view)
                 while view:
                     view = view[os.write(fd, view) :]
         finally:

@@ -114,45 +114,72 @@ class RemoteUrl:
 class _Credentials:
     """Who to be at a registry: the environment's account, else Docker's config.
 
-    Read the way docker, podman, skopeo and oras read ``config.json``:
-    ``auths[host].auth`` (base64 ``user:password``) or its ``username`` and
-    ``password``, or an ``identitytoken`` (an OAuth refresh token). Nothing
+    Read the way docker, podman, skopeo and oras read ``config.json``: a
+    credential helper named for the host in ``credHelpers``, else the one
+    named by ``credsStore``, else ``auths[host]`` — its ``auth`` (base64
+    ``user:password``) or ``username`` and ``password``, or an
+    ``identitytoken`` (an OAuth refresh token). Looked up on the first
+    challenge only, so an anonymous registry never runs a helper. Nothing
     here ever enters a message.
     """
 
     def __init__(self, settings: RemoteEnvironment | None, host: str) -> None:
-        self.basic: tuple[str, str] | None = None
-        self.refresh_token: str | None = None
-        if settings is None:
-            return
-        if settings.username:
-            self.basic = (settings.username, settings.password)
-            return
-        entry = _docker_auth(settings.docker_config, host)
-        if not entry:
-            return
-        if entry.get("auth"):
-            try:
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                raise CpkError(
-                    f"{settings.docker_config}: the auth entry for {host} is not base64"
-                    " of user:password"
-                ) from None
-            self.basic = (user, password)
-        elif entry.get("username"):
-            self.basic = (str(entry["username"]), str(entry.get("password", "")))
-        if entry.get("identitytoken"):
-            self.refresh_token = str(entry["identitytoken"])
+        self._settings = settings
+        self._host = host
+        self._lock = threading.Lock()
+        self._loaded = False
+        self._basic: tuple[str, str] | None = None
+        self._refresh_token: str | None = None
+
+    @property
+    def basic(self) -> tuple[str, str] | None:
+        self._load()
+        return self._basic
+
+    @property
+    def refresh_token(self) -> str | None:
+        self._load()
+        return self._refresh_token
+
+    def _load(self) -> None:
+        with self._lock:
+            if self._loaded:
+                return
+            self._loaded = True
+            settings = self._settings
+            if settings is None:
+                return
+            if settings.username:
+                self._basic = (settings.username, settings.password)
+                return
+            entry = _docker_auth(settings.docker_config, self._host)
+            if not entry:
+                return
+            if entry.get("auth"):
+                try:
+                    decoded = base64.b64decode(entry["auth"]).decode()
+                except (ValueError, UnicodeDecodeError):
+                    raise CpkError(
+                        f"{settings.docker_config}: the auth entry for {self._host} is not"
+                        " base64 of user:password"
+                    ) from None
+                user, _, password = decoded.partition(":")
+                self._basic = (user, password)
+            elif entry.get("username"):
+                self._basic = (str(entry["username"]), str(entry.get("password", "")))
+            if entry.get("identitytoken"):
+                self._refresh_token = str(entry["identitytoken"])
 
     def basic_header(self) -> dict[str, str]:
-        if self.basic is None:
+        basic = self.basic
+        if basic is None:
             return {}
-        raw = f"{self.basic[0]}:{self.basic[1]}".encode()
+        raw = f"{basic[0]}:{basic[1]}".encode()
         return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
 
 
 def _docker_auth(path: Path | None, host: str) -> dict[str, Any] | None:
+    """host's credentials from Docker's config: a helper's, else ``auths``'."""
     if path is None:
         return None
     try:
@@ -161,15 +188,69 @@ def _docker_auth(path: Path | None, host: str) -> dict[str, Any] | None:
         return None
     except (OSError, ValueError) as exc:
         raise CpkError(f"{path}: unreadable Docker config ({exc.__class__.__name__})") from None
-    auths = data.get("auths") if isinstance(data, dict) else None
-    if not isinstance(auths, dict):
+    if not isinstance(data, dict):
         return None
-    # Docker writes keys as bare hosts or as URLs (https://host/v1/).
-    for key, value in auths.items():
-        bare = re.sub(r"^https?://", "", str(key)).split("/", 1)[0]
-        if bare == host and isinstance(value, dict):
+    helper = _matching(data.get("credHelpers"), host) or data.get("credsStore")
+    if isinstance(helper, str) and helper:
+        found = _from_helper(helper, host, path)
+        if found is not None:
+            return found
+    found = _matching(data.get("auths"), host)
+    return found if isinstance(found, dict) else None
+
+
+def _matching(table: object, host: str) -> Any:
+    """table's value for host; Docker writes keys as bare hosts or as URLs
+    (``https://host/v1/``)."""
+    if not isinstance(table, dict):
+        return None
+    for key, value in table.items():
+        if re.sub(r"^https?://", "", str(key)).split("/", 1)[0] == host:
             return value
     return None
+
+
+#: What helpers print when they hold nothing for a host (docker-credential-helpers'
+#: ``ErrCredentialsNotFound``): not an error, the next source is read.
+_NOT_FOUND = "credentials not found"
+
+
+def _from_helper(name: str, host: str, config: Path) -> dict[str, Any] | None:
+    """``docker-credential-NAME get`` with host on stdin, as docker runs it.
+
+    Its JSON answer (``Username``, ``Secret``) becomes an ``auths``-style
+    entry; a ``<token>`` user means the secret is an identity token. The
+    helper's output is never echoed: it may hold the secret.
+    """
+    import shutil
+    import subprocess
+
+    what = f"{config}: credential helper docker-credential-{name} for {host}"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise CpkError(f"{config}: {name!r} is not a credential helper's name")
+    program = shutil.which(f"docker-credential-{name}")
+    if program is None:
+        raise CpkError(f"{what}: not found on PATH")
+    try:
+        done = subprocess.run(
+            [program, "get"], input=host.encode(), capture_output=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CpkError(f"{what}: could not run ({exc.__class__.__name__})") from None
+    if done.returncode != 0:
+        if _NOT_FOUND in (done.stdout + done.stderr).decode(errors="replace").lower():
+            return None
+        raise CpkError(f"{what}: failed (exit status {done.returncode})")
+    try:
+        answer = json.loads(done.stdout)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or not isinstance(answer.get("Secret"), str):
+        raise CpkError(f"{what}: answered something other than a JSON credential")
+    user, secret = str(answer.get("Username") or ""), answer["Secret"]
+    if user == "<token>":
+        return {"identitytoken": secret}
+    return {"username": user, "password": secret}
 
 
 def _challenge(header: str) -> tuple[str, dict[str, str]]:

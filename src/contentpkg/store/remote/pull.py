@@ -23,11 +23,11 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from contentpkg.errors import CpkError
-from contentpkg.fs import sync_filesystem
+from contentpkg.fs import fsync_dir, publish_dir, sync_filesystem
 from contentpkg.store import lookup
 from contentpkg.store.entry import ENTRY_JSON, Entry, Spec, parse_dirname
 from contentpkg.store.hashing import META_DIR, SHORT_HASH_LEN
@@ -54,6 +54,11 @@ class Ref:
     repository: str  # without the remote's prefix
     tag: str
     dirname: str = ""  # name,version,hash when known before the manifest is read
+    #: Found through the index of unmodified entries: the hash asked for is
+    #: the entry's ``unmodified_of``, not its source hash.
+    unmodified: bool = False
+    #: What the entry was asked for by, checked against its signed metadata.
+    spec: Spec | None = None
 
 
 @dataclass
@@ -102,9 +107,10 @@ class RemoteStore:
 
     # -- finding --------------------------------------------------------------
 
-    def ref_for_source(self, source_hash: str) -> Ref | None:
-        """The entry the index maps source_hash to, if this remote has one."""
-        tag = layout.index_tag(source_hash)
+    def ref_for_source(self, source_hash: str, *, unmodified: bool = False) -> Ref | None:
+        """The entry the index maps source_hash to, if this remote has one
+        (with unmodified, the ``.deb``'s entry stored as shipped)."""
+        tag = layout.index_tag(source_hash, unmodified=unmodified)
         if tag is None:
             return None
         found = self.registry.get_manifest(self.url.repository(layout.INDEX_REPOSITORY), tag)
@@ -115,7 +121,7 @@ class RemoteStore:
         repo, entry_tag = notes.get(layout.A_REPOSITORY), notes.get(layout.A_TAG)
         if not isinstance(repo, str) or not isinstance(entry_tag, str):
             raise RemoteError(f"{self.url}: index {tag} names no entry", remote=str(self.url))
-        return Ref(repo, entry_tag, str(notes.get(layout.A_ENTRY, "")))
+        return Ref(repo, entry_tag, str(notes.get(layout.A_ENTRY, "")), unmodified)
 
     def refs_for_spec(self, spec: Spec) -> list[Ref]:
         """The tags of spec's repository that can match it (version, hash prefix).
@@ -135,6 +141,20 @@ class RemoteStore:
                 continue
             refs.append(Ref(repo, tag))
         return refs
+
+    def newest_refs(self, specs: list[Spec]) -> list[Ref | None]:
+        """Each spec's newest matching ref (None where the remote has none),
+        the tag lists asked in parallel: one small request per package."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(spec: Spec) -> Ref | None:
+            refs = self.refs_for_spec(spec)
+            return replace(_newest(refs), spec=spec) if refs else None
+
+        if len(specs) <= 1:
+            return [one(s) for s in specs]
+        with ThreadPoolExecutor(max_workers=min(self.jobs, len(specs))) as pool:
+            return list(pool.map(one, specs))
 
     # -- the StoreReader interface, pulling what is asked for ----------------
 
@@ -280,6 +300,7 @@ class RemoteStore:
                 f"{where}: the manifest names entry {dirname!r}, not this tag's",
                 remote=str(self.url),
             )
+        spec = spec or ref.spec
         local = self.store.entry(dirname)
         if local is not None:
             return local
@@ -297,8 +318,9 @@ class RemoteStore:
             raise RemoteError(
                 f"{where}: the signed metadata names another entry", remote=str(self.url)
             )
+        made_from = meta.get("unmodified_of" if ref.unmodified else "source_hash")
         if source_hash is not None and layout.plain_sha256(
-            str(meta.get("source_hash") or "")
+            str(made_from or "")
         ) != layout.plain_sha256(source_hash):
             raise RemoteError(
                 f"{where}: the index maps {source_hash[:19]}... to an entry"
@@ -433,8 +455,15 @@ class RemoteStore:
                 lookup.record_entries(root, rows)
             for item in batch:
                 final = root / item.dirname
-                if item.slot.publish(final):
+                # Not durable one by one: the store directory is flushed once
+                # after the batch's renames (below), before anything is
+                # reported pulled, instead of once per entry.
+                if publish_dir(item.slot.path, final, durable=False):
                     os.chmod(final, 0o555)
+            if batch:
+                fsync_dir(root)
+            for item in batch:
+                final = root / item.dirname
                 source_hash = item.meta.get("source_hash")
                 if isinstance(source_hash, str) and source_hash:
                     lookup.link_source(root, source_hash, final)
@@ -462,17 +491,27 @@ class _Stream:
         self._buffer = b""
 
     def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            if self._task is not None:
-                self._task.advance(len(chunk))
-            self._buffer += chunk
+        """Up to size bytes: the next chunk (or what is left of it), short
+        reads as a socket gives, so no chunk is copied into a growing buffer."""
         if size < 0:
-            size = len(self._buffer)
+            parts = [self._buffer]
+            while chunk := self._next():
+                parts.append(chunk)
+            self._buffer = b""
+            return b"".join(parts)
+        if not self._buffer:
+            self._buffer = self._next()
         data, self._buffer = self._buffer[:size], self._buffer[size:]
         return data
+
+    def _next(self) -> bytes:
+        """The next non-empty chunk, counted; b"" at the end."""
+        for chunk in self._chunks:
+            if chunk:
+                if self._task is not None:
+                    self._task.advance(len(chunk))
+                return chunk
+        return b""
 
     def drain(self) -> None:
         while self.read(1 << 20):

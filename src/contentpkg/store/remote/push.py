@@ -194,7 +194,12 @@ def _index(
     registry: Registry, url: RemoteUrl, entry: Entry, repo: str, tag: str, digest: str
 ) -> None:
     source_hash = entry.metadata.get("source_hash")
-    index_tag = layout.index_tag(str(source_hash or ""))
+    unmodified_of = entry.metadata.get("unmodified_of")
+    if not source_hash and unmodified_of:
+        source_hash = unmodified_of
+        index_tag = layout.index_tag(str(source_hash), unmodified=True)
+    else:
+        index_tag = layout.index_tag(str(source_hash or ""))
     if index_tag is None:
         return
     index_repo = url.repository(layout.INDEX_REPOSITORY)

@@ -10,8 +10,8 @@ never be worse than no cache.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from contentpkg.errors import CpkError
 from contentpkg.store.entry import Entry, Spec
@@ -32,12 +32,15 @@ def by_source(
     ctx: Context,
     source_hashes: Iterable[str],
     reporter: Reporter | None = None,
+    *,
+    unmodified: bool = False,
 ) -> dict[str, Entry]:
     """Pull the entries made from source_hashes that some remote has.
 
     Returns what was found, by source hash; what is missing from the result
     is for the caller's own source. Nothing is asked when no remote is
-    configured.
+    configured. With unmodified, the hashes are ``.deb``\\ s' and the
+    entries their unmodified (union) form.
     """
     wanted = [h for h in dict.fromkeys(source_hashes) if h]
     remotes = configured(ctx) if wanted else []
@@ -52,7 +55,7 @@ def by_source(
         try:
             refs: list[tuple[Ref, str | None]] = []
             try:
-                for ref, h in zip(_index_refs(reader, missing), missing, strict=True):
+                for ref, h in zip(_index_refs(reader, missing, unmodified), missing, strict=True):
                     if ref is not None:
                         refs.append((ref, h))
             except CpkError as exc:
@@ -81,14 +84,17 @@ def _trusting(reader: RemoteStore) -> bool:
     return False
 
 
-def _index_refs(reader: RemoteStore, hashes: list[str]) -> list[Ref | None]:
+def _index_refs(reader: RemoteStore, hashes: list[str], unmodified: bool) -> list[Ref | None]:
     """Each hash's index lookup, in parallel (one small GET each)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    def one(h: str) -> Ref | None:
+        return reader.ref_for_source(h, unmodified=unmodified)
+
     if len(hashes) <= 1:
-        return [reader.ref_for_source(h) for h in hashes]
+        return [one(h) for h in hashes]
     with ThreadPoolExecutor(max_workers=min(reader.jobs, len(hashes))) as pool:
-        return list(pool.map(reader.ref_for_source, hashes))
+        return list(pool.map(one, hashes))
 
 
 def by_spec(
@@ -111,4 +117,28 @@ def by_spec(
     return None
 
 
-__all__ = ["RemoteError", "by_source", "by_spec"]
+def for_union(
+    ctx: Context, store: Store, packages: Callable[[], Iterable[Any]]
+) -> dict[str, Entry]:
+    """The unmodified entries of the ``.deb``\\ s packages() lists (objects
+    with a ``sha256``) that configured remotes have, pulled, by sha256, with
+    their patched twins where the remote has those too (so the archive is
+    not asked for them either). packages is called only when a remote is
+    configured: without one, nothing is resolved twice."""
+    if not configured(ctx):
+        return {}
+    wanted = [str(p.sha256) for p in packages() if p.sha256]
+    by_source(store, ctx, [h for h in wanted if store.find_source(h) is None])
+    found = by_source(store, ctx, wanted, unmodified=True)
+    for h in wanted:
+        patched = store.find_source(h) if h not in found else None
+        # A package with no ELF file had nothing rewritten: its one entry is
+        # the package as shipped (adding it unmodified makes the same entry).
+        if patched is not None and not (
+            patched.metadata.get("kind") == "elf" and patched.metadata.get("elf")
+        ):
+            found[h] = patched
+    return found
+
+
+__all__ = ["RemoteError", "by_source", "by_spec", "for_union"]
