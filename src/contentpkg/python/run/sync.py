@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from contentpkg.errors import CpkError, NotFoundError
 from contentpkg.progress import elapsed, size_text
-from contentpkg.python.index.client import IndexClient
 from contentpkg.python.index.dists import DistFile, Pin, Resolution
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
 from contentpkg.python.lock import (
@@ -785,6 +784,17 @@ class _InstalledFirst:
 
         found = self._files.get(canonicalize_name(name))
         return [found] if found is not None else self._client.project_files(name)
+
+    def project_releases(self, name: str) -> Any:
+        from packaging.utils import canonicalize_name
+
+        from contentpkg.python.index.releases import ProjectFiles
+
+        key = canonicalize_name(name)
+        found = self._files.get(key)
+        if found is None:
+            return self._client.project_releases(name)
+        return ProjectFiles.of([found], key, found.index)
 
     def prefetch(self, names: Iterable[str]) -> None:
         from packaging.utils import canonicalize_name
