@@ -620,7 +620,9 @@ def relock(
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     directories = _directories(resolution, inputs)
-    changed = write_lock(path, resolution, state.fingerprint, directories=directories)
+    changed = write_lock(
+        path, resolution, state.fingerprint, directories=directories, cache_dir=session.cache_dir
+    )
     return LockOutcome(path, False, changed, len(resolution.pins)), read_lock(
         path, cache_dir=session.cache_dir
     )
