@@ -673,31 +673,59 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
             versions, strings = _exact_versions(spec)
             exact |= versions
             exact_strings |= strings
-        matching = [
-            v
-            for v in self.newest_first(name)
-            if not (pins and any(v != p for p in pins))
-            and all(s.contains(v, prereleases=True) for s in specs)
-        ]
+
+        def allowed(version: Version) -> bool:
+            return not (pins and any(version != p for p in pins)) and all(
+                s.contains(version, prereleases=True) for s in specs
+            )
 
         def usable(version: Version) -> tuple[DistFile, ...]:
             yanked_ok = version in exact or str(version) in exact_strings
             return self.usable_files(name, version, yanked_ok)
 
         allow_pre = self.prereleases or any(s.prereleases for s in specs) or bool(pins)
-        # Pre-releases stay only when no final release is usable.
-        if not allow_pre and any(not v.is_prerelease and usable(v) for v in matching):
-            matching = [v for v in matching if not v.is_prerelease]
         preferred = self.preferences.get(name)
-        if preferred is not None or (self.store is not None and store_order):
+        if (self.store is not None and store_order) or (
+            preferred is not None and preferred.is_prerelease and not allow_pre
+        ):
+            # Orders that need every matching version known first.
+            matching = [v for v in self.newest_first(name) if allowed(v)]
+            # Pre-releases stay only when no final release is usable.
+            if not allow_pre and any(not v.is_prerelease and usable(v) for v in matching):
+                matching = [v for v in matching if not v.is_prerelease]
             # Stable sort: the lock's version, then versions in the store, newest first.
             matching.sort(
                 key=lambda v: (v != preferred, store_order and not self.in_store(name, v))
             )
-        for version in matching:
-            files = usable(version)
+            for version in matching:
+                files = usable(version)
+                if files:
+                    yield version, files
+            return
+        # The same order, found lazily: the resolver mostly takes the first
+        # answer, and a project with thousands of releases (botocore) need
+        # not have each checked against the specifiers on every question.
+        final_seen = False
+        if preferred is not None and preferred in self.releases(name) and allowed(preferred):
+            files = usable(preferred)
             if files:
-                yield version, files
+                final_seen = not preferred.is_prerelease
+                yield preferred, files
+        for version in self.newest_first(name):
+            if version == preferred or (version.is_prerelease and not allow_pre):
+                continue
+            if allowed(version):
+                files = usable(version)
+                if files:
+                    final_seen = final_seen or not version.is_prerelease
+                    yield version, files
+        if not allow_pre and not final_seen:
+            # No final release is usable: pre-releases are, then (pip's and uv's rule).
+            for version in self.newest_first(name):
+                if version.is_prerelease and version != preferred and allowed(version):
+                    files = usable(version)
+                    if files:
+                        yield version, files
 
     def is_satisfied_by(self, requirement: _Req, candidate: _Candidate) -> bool:
         if requirement.pinned is not None:
