@@ -312,11 +312,19 @@ class HttpSession:
         with self._pool_lock:
             if self._pool is None:
                 import urllib3
+                from urllib3.util.ssl_ import create_urllib3_context
 
                 from contentpkg import __version__
 
+                # One TLS context for every connection: left to itself,
+                # urllib3 makes one per connection and loads the system's CA
+                # bundle into each (~20 ms of CPU apiece, times the parallel
+                # connections of a cold lock).
+                tls = create_urllib3_context()
+                tls.load_default_certs()
                 self._pool = urllib3.PoolManager(
                     num_pools=32,
+                    ssl_context=tls,
                     # Parallel downloads from one host share its pool; block=False
                     # lets a burst open extra connections instead of waiting.
                     maxsize=max(10, self.jobs),
