@@ -194,3 +194,39 @@ def test_a_written_lock_is_read_back_without_parsing_it(tmp_path: Path, tree: Lo
     key = hashlib.sha256(blob).hexdigest()
     kept = cache / Bucket.PARSED_LOCKS.value / f"{key}.{marshal.version}.marshal"
     assert marshal.loads(kept.read_bytes()) == tomllib.loads(blob.decode())
+
+
+def test_a_current_lock_is_confirmed_without_the_network_or_the_resolver(
+    tmp_path: Path, tree: LocalIndex
+) -> None:
+    tree.latency = 0.0
+    root = write_project(tmp_path)
+    assert run_cpk("lock", "--index-url", tree.url, cwd=root).returncode == 0
+    tree.clear_log()
+    proc = run_cpk("lock", "--index-url", tree.url, cwd=root, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "pylock.toml is up to date (10 packages)" in proc.stderr
+    assert tree.requests == []
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.splitlines()
+        if "import time:" in line
+    }
+    # No requirement is parsed again, no HTTP stack or resolver loaded.
+    assert not imported & {
+        "packaging.requirements",
+        "urllib3",
+        "resolvelib",
+        "contentpkg.python.index.client",
+        "contentpkg.python.resolve.resolver",
+    }
+    assert "contentpkg.python.run.sync" in imported  # (the import log is real)
+    # A changed input is seen: the project is locked again.
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"top-b"', '"top-b<1"'))
+    proc = run_cpk("lock", "--index-url", tree.url, cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "top-b" in (root / "pylock.toml").read_text()
+        and 'version = "0.9"' in (root / "pylock.toml").read_text()
+    )

@@ -510,15 +510,20 @@ def _pick_wheel(package: LockedPackage, python: InterpreterInfo) -> object | Non
     return best or package.sdist
 
 
-def project_inputs(options: Options) -> ProjectInputs:
-    """The project the options name, or the one found upward from here."""
+def project_inputs(options: Options, *, validate: bool = True) -> ProjectInputs:
+    """The project the options name, or the one found upward from here.
+
+    ``validate=False`` leaves the requirement strings unparsed (no
+    ``packaging`` import): for deciding whether a lock is current, which
+    compares them as strings, before anything else is needed.
+    """
     start = options.project or Path.cwd()
     root = find_project(start) if options.project is None else start
     if root is None:
         raise NotFoundError(
             f"{start}: no pyproject.toml or requirements.txt here or above", what=str(start)
         )
-    return load_project(root, **selection_arguments(options))
+    return load_project(root, **selection_arguments(options), validate=validate)
 
 
 def check_requires_python(inputs: ProjectInputs, python: InterpreterInfo) -> None:
@@ -654,6 +659,10 @@ def lock_project(
     check: bool = False,
 ) -> LockOutcome:
     """Write the project's ``pylock.toml`` if its inputs changed (or asked to)."""
+    if not upgrade and not upgrade_packages:
+        current = _current_lock(options)
+        if current is not None:
+            return current
     inputs = project_inputs(options)
     session = Session.open(options, inputs.root, inputs)
     try:
@@ -676,6 +685,27 @@ def lock_project(
         return outcome
     finally:
         session.close()
+
+
+def _current_lock(options: Options) -> LockOutcome | None:
+    """The outcome of locking when the lock is already current, decided the
+    cheap way; None when it is not (or cannot be told without more).
+
+    A current lock's fingerprint equals the inputs' as they are now, and
+    those inputs were checked when it was made: so this reads them without
+    parsing a requirement, opens no store, asks nothing of the interpreter
+    and imports no HTTP or resolver code. What a project's build backend
+    decides (dynamic metadata) needs the full path.
+    """
+    inputs = project_inputs(options, validate=False)
+    if inputs.dynamic:
+        return None
+    fingerprint, _ = universal_fingerprint(inputs, index_places(options, inputs))
+    state = lock_state(inputs.root / inputs.lock_name, fingerprint, cache_dir=options.ctx.cache_dir)
+    if not state.fresh:
+        return None
+    assert state.found is not None
+    return LockOutcome(state.path, True, False, len(state.found.packages))
 
 
 def current_project_lock(
