@@ -16,6 +16,7 @@ import json
 import logging
 import marshal
 import os
+import re
 import tarfile
 import threading
 import urllib.parse
@@ -73,13 +74,14 @@ _PARSED_FORMAT = 2
 _log = logging.getLogger(__name__)
 
 
+#: What may not be in a file name: path separators and control characters.
+_UNSAFE_IN_NAME = re.compile(r"[/\\\x00-\x1f]")
+
+
 def _safe_filename(filename: str) -> bool:
     # The name becomes a path in the download directory: it must stay there.
     return (
-        bool(filename)
-        and not filename.startswith(".")
-        and not any(c in filename for c in "/\\\x00")
-        and all(ord(c) >= 32 for c in filename)
+        bool(filename) and not filename.startswith(".") and _UNSAFE_IN_NAME.search(filename) is None
     )
 
 

@@ -867,7 +867,8 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         choice = next(self.matching_versions(req.name, [req], store_order=False), None)
         if choice is None:
             return
-        file = choice[1][0]
+        version, files = choice
+        file = files[0]
         # Without a PEP 658 file a wheel's metadata is read by range requests,
         # or the wheel itself is fetched when small: the likely choice, which
         # a sync would download next anyway (into the archive cache that the
@@ -876,17 +877,19 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         # to the resolver.
         if not (file.is_wheel or file.core_metadata is not None):
             return
-        data = self.client.metadata(file)
+        try:
+            # Read and parsed as the resolver reads it, and kept for it.
+            meta = self.metadata(req.name, version, files)
+        except (_Unusable, CpkError):
+            return  # the resolver meets (and reports) it when it gets there
         # Look further ahead: the likely choice's own dependencies are what
         # the resolver asks about after it. Fetching them now widens the
         # frontier from one candidate's children to every level the metadata
         # already shows (as uv's prefetching does).
-        raw, _ = parse_email(data)
         ahead: list[_Req] = []
         env = {**self.env, "extra": ""}
-        for line in raw.get("requires_dist", []):
+        for dep in meta.requires_dist:
             try:
-                dep = Requirement(line)
                 if dep.marker is None:
                     applies = True
                 elif self.universe is not None:
@@ -900,7 +903,7 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
                 if applies:
                     ahead.extend(r for r in _expand(dep) if r.extra is None)
             except Exception:
-                continue  # the resolver reports bad metadata when it gets there
+                continue  # the resolver reports bad markers when it gets there
         self._prefetch(ahead)
 
 
