@@ -95,13 +95,13 @@ def test_a_warm_relock_reads_no_page_again(
     cache = tmp_path / "cache"
     first = IndexClient([tree.url], cache_dir=cache)
     calls = Counter[str]()
-    real = IndexClient._json_rows
+    real = IndexClient._json_groups
 
-    def counted(self: IndexClient, page: Page):
+    def counted(self: IndexClient, page: Page, name: str):
         calls[page.url] += 1
-        return real(self, page)
+        return real(self, page, name)
 
-    monkeypatch.setattr(IndexClient, "_json_rows", counted)
+    monkeypatch.setattr(IndexClient, "_json_groups", counted)
     try:
         before = first.project_files("plat")
     finally:
@@ -230,3 +230,20 @@ def test_a_current_lock_is_confirmed_without_the_network_or_the_resolver(
         "top-b" in (root / "pylock.toml").read_text()
         and 'version = "0.9"' in (root / "pylock.toml").read_text()
     )
+
+
+def test_a_page_linking_a_local_file_is_refused_whole(client_factory: Factory) -> None:
+    from contentpkg.errors import CpkError
+
+    items = [
+        {
+            "filename": "pkg-1.0-py3-none-any.whl",
+            "url": "https://f.example/pkg-1.0-py3-none-any.whl",
+        },
+        {"filename": "other-1.0-py3-none-any.whl", "url": "file:///etc/passwd"},
+    ]
+    body = json.dumps({"meta": {"api-version": "1.1"}, "files": items}).encode()
+    client = client_factory("https://index.example/simple/")
+    page = Page("https://index.example/simple/pkg/", JSON_TYPE, body)
+    with pytest.raises(CpkError, match="never local files"):
+        client._parsed(page, "https://index.example/simple/", "pkg")

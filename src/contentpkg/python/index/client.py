@@ -41,8 +41,9 @@ from contentpkg.progress import QUIET, Reporter
 from contentpkg.python.index.dists import DistFile
 from contentpkg.python.index.filenames import FileName as FileName
 from contentpkg.python.index.filenames import parse_filename as parse_filename
+from contentpkg.python.index.filenames import split_filename
 from contentpkg.python.index.http import HttpSession, Page, file_url_path, is_file_url, redact
-from contentpkg.python.index.releases import ProjectFiles, Row, group_rows, to_row
+from contentpkg.python.index.releases import ProjectFiles, canonical_part, group_rows, to_row
 
 # Where to look is decided in a module of its own, light enough for the hot
 # path of ``cpk run`` (which must not import this client); re-exported here.
@@ -68,7 +69,7 @@ _JSON_TYPES = (
 )
 #: Bump when DistFile's fields or the parsing rules change: parsed pages
 #: cached under the old format are then simply not found.
-_PARSED_FORMAT = 2
+_PARSED_FORMAT = 3
 
 #: Under -v: which index answered, what the HTTP cache served.
 _log = logging.getLogger(__name__)
@@ -512,9 +513,10 @@ class IndexClient:
             / key[:2]
             / f"{key}.{marshal.version}.marshal"
         )
+        maker = self._json_maker(page.url, index) if as_json else None
         try:
             cached = marshal.loads(path.read_bytes())
-            files = ProjectFiles.loads(cached[0], index, self._with_hash)
+            files = ProjectFiles.loads(cached[0], index, self._with_hash, maker)
             for url in cached[1]:
                 # Credentials a link carried go to the session again (they
                 # are never in what is cached).
@@ -523,23 +525,27 @@ class IndexClient:
         except (OSError, EOFError, ValueError, TypeError, IndexError):
             pass  # not read yet (or written by another version): read it
         if as_json:
-            rows, takes = self._json_rows(page)
+            groups, takes = self._json_groups(page, name)
         else:
             listed = parse_html_page(page.body, page.url, index)
             takes = [f.url for f in listed if "@" in f.url]
             rows = [to_row(i, f) for i, f in enumerate(self._vet(page.url, listed))]
-        files = ProjectFiles(group_rows(rows, name), index, self._with_hash)  # type: ignore[arg-type]
+            groups = group_rows(rows, name)  # type: ignore[assignment]
+        files = ProjectFiles(groups, index, self._with_hash, maker)  # type: ignore[arg-type]
         write_cache(path, marshal.dumps((files.dumps(), takes)))
         return files
 
-    def _json_rows(self, page: Page) -> tuple[list[Row], list[str]]:
-        """A PEP 691 page's files as rows, vetted (see :meth:`_vet`), and
-        the links that carried credentials.
+    def _json_groups(
+        self, page: Page, name: NormalizedName
+    ) -> tuple[dict[str, list[Any]], list[str]]:
+        """A PEP 691 page's entries for project name, grouped by the version
+        their file names give, and the links that carried credentials.
 
-        :func:`parse_json_page` makes a DistFile of every file; this makes
-        a tuple, and takes the short way for what PyPI gives every file (an
-        absolute https URL without fragment, its name beside it, lower-case
-        hashes), so a page of 15,000 files reads in the time of its JSON.
+        Each entry is kept as the page gave it and made into a DistFile
+        (by :func:`parse_json_page`'s own rules) only when its release is
+        asked for: reading a page of 15,000 files then costs about its JSON
+        decoding. The page is refused as a whole here, as :meth:`_vet` does,
+        if it links a distribution anywhere but http(s).
         """
         page_url = page.url
         try:
@@ -551,52 +557,42 @@ class IndexClient:
         meta = data.get("meta")
         _check_api_version(meta.get("api-version") if isinstance(meta, dict) else None, page_url)
         remote = not is_file_url(page_url)
-        rows: list[Row] = []
+        groups: dict[str, list[Any]] = {}
         takes: list[str] = []
         for position, item in enumerate(data["files"]):
             if not isinstance(item, dict):
                 continue
             url = item.get("url")
+            if not isinstance(url, str):
+                continue
             filename = item.get("filename")
-            hashes = item.get("hashes")
-            if (
-                isinstance(url, str)
-                and isinstance(filename, str)
-                and url.startswith("https://")
-                and "@" not in url
-                and not any(c in url for c in "#[]")
-                and isinstance(hashes, dict)
-                and all(
-                    isinstance(k, str) and isinstance(v, str) and k.islower() and v.islower()
-                    for k, v in hashes.items()
-                )
-                and _safe_filename(filename)
-            ):
-                yanked_value = item.get("yanked", False)
-                size = item.get("size")
-                rows.append((
-                    position,
-                    filename,
-                    url,
-                    hashes,
-                    _text(item, "requires-python") or None,
-                    yanked_value if isinstance(yanked_value, str)
-                    else "" if yanked_value else None,
-                    _json_metadata(item.get("core-metadata", item.get("dist-info-metadata"))),
-                    size if isinstance(size, int) else None,
-                    _text(item, "upload-time"),
-                ))  # fmt: skip
+            if not isinstance(filename, str):
+                made = _json_file(item, page_url, "")
+                if made is None:
+                    continue
+                filename = made.filename
+            split = split_filename(filename)
+            if split is None:
                 continue
-            # Anything else takes the long way, as parse_json_page reads it.
-            made = _json_file(item, page_url, "")
-            if made is None:
-                continue
-            if remote or "@" in made.url:
+            if (remote and not url.startswith(("https://", "http://"))) or "@" in url:
+                made = _json_file(item, page_url, "")
+                if made is None:
+                    continue
                 if "@" in made.url:
                     takes.append(made.url)
-                (made,) = self._vet(page_url, [made])
-            rows.append(to_row(position, made))
-        return rows, takes
+                self._vet(page_url, [made])  # refuses the page, or takes credentials
+            if canonical_part(split[0]) == name:
+                groups.setdefault(split[1], []).append((position, item))
+        return groups, takes
+
+    def _json_maker(self, page_url: str, index: str) -> Callable[[dict[str, Any]], DistFile | None]:
+        """Make one kept PEP 691 entry of the page at page_url into a vetted DistFile."""
+
+        def make(item: dict[str, Any]) -> DistFile | None:
+            made = _json_file(item, page_url, index)
+            return None if made is None else self._vet(page_url, [made])[0]
+
+        return make
 
     def _find_links_files(self, location: str) -> list[DistFile]:
         return self._once("find-links", location, lambda: self._list_find_links(location))

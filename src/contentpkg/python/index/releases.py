@@ -20,6 +20,7 @@ from __future__ import annotations
 import marshal
 from collections.abc import Callable, Iterable
 from functools import lru_cache
+from typing import Any
 
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -28,13 +29,15 @@ from contentpkg.python.index.dists import DistFile
 from contentpkg.python.index.filenames import parse_filename, split_filename
 
 #: One file as kept in a group: its position on the page (so the flat list
-#: keeps the page's order), then DistFile's fields but ``index``.
+#: keeps the page's order), then DistFile's fields but ``index``; or, for a
+#: PEP 691 page, its position and the page's own entry for it, made into a
+#: DistFile only when its release is asked for.
 Row = tuple[int, str, str, dict[str, str], str | None, str | None, dict[str, str] | None,
             int | None, str | None]  # fmt: skip
 
 
 @lru_cache(maxsize=4096)
-def _canonical(text: str) -> NormalizedName:
+def canonical_part(text: str) -> NormalizedName:
     # A page repeats a handful of spellings of its project's name.
     return canonicalize_name(text)
 
@@ -52,7 +55,7 @@ def group_rows(rows: Iterable[Row], project: NormalizedName) -> dict[str, list[R
     groups: dict[str, list[Row]] = {}
     for row in rows:
         split = split_filename(row[1])
-        if split is None or _canonical(split[0]) != project:
+        if split is None or canonical_part(split[0]) != project:
             continue
         groups.setdefault(split[1], []).append(row)
     return groups
@@ -78,10 +81,12 @@ class ProjectFiles:
         groups: dict[str, list[Row] | bytes],
         index: str,
         finish: Callable[[DistFile], DistFile] | None = None,
+        make_raw: Callable[[dict[str, Any]], DistFile | None] | None = None,
     ) -> None:
         self._groups = groups
         self._index = index
         self._finish = finish
+        self._make_raw = make_raw
         self._made: dict[str, list[tuple[int, DistFile]]] = {}
         self._versions: dict[Version, tuple[str, ...]] | None = None
         self._by_version: dict[Version, list[DistFile]] = {}
@@ -111,12 +116,16 @@ class ProjectFiles:
 
     @classmethod
     def loads(
-        cls, data: bytes, index: str, finish: Callable[[DistFile], DistFile] | None = None
+        cls,
+        data: bytes,
+        index: str,
+        finish: Callable[[DistFile], DistFile] | None = None,
+        make_raw: Callable[[dict[str, Any]], DistFile | None] | None = None,
     ) -> ProjectFiles:
         groups = marshal.loads(data)
         if not isinstance(groups, dict):
             raise ValueError("not a grouped page")
-        return cls(groups, index, finish)
+        return cls(groups, index, finish, make_raw)
 
     # -- what callers ask -------------------------------------------------
 
@@ -130,9 +139,16 @@ class ProjectFiles:
             index, finish = self._index, self._finish
             made = []
             for row in rows:
-                if parse_filename(row[1]) is None:
+                if len(row) == 2:
+                    # A PEP 691 entry as the page gave it: made the long way,
+                    # now that its release is asked for.
+                    f = self._make_raw(row[1]) if self._make_raw is not None else None
+                    if f is None or parse_filename(f.filename) is None:
+                        continue
+                elif parse_filename(row[1]) is None:
                     continue  # what the full parse skips (invalid tags or version)
-                f = DistFile(*row[1:], index=index)
+                else:
+                    f = DistFile(*row[1:], index=index)
                 made.append((row[0], finish(f) if finish is not None else f))
             self._made[text] = made
         return made
@@ -174,7 +190,13 @@ class ProjectFiles:
         for rows in self._groups.values():
             if isinstance(rows, bytes):
                 rows = marshal.loads(rows)
-            names.update(row[1] for row in rows)
+            for row in rows:
+                if len(row) != 2:
+                    names.add(row[1])
+                elif isinstance(row[1].get("filename"), str):
+                    names.add(row[1]["filename"])
+                elif self._make_raw is not None and (f := self._make_raw(row[1])) is not None:
+                    names.add(f.filename)
         return names
 
     def __bool__(self) -> bool:
