@@ -696,7 +696,7 @@ class IndexClient:
         """Start fetching the pages of projects that will be asked for soon."""
         for name in names:
             if ("project", canonicalize_name(name)) not in self._memo:
-                self.background(self.project_files, name)
+                self.background(self.project_releases, name)
 
     # -- metadata ---------------------------------------------------------
 

@@ -674,6 +674,8 @@ def lock_project(
             fresh = state.fresh and not upgrade and not upgrade_packages
             found = state.found
             return LockOutcome(state.path, fresh, False, len(found.packages) if found else 0)
+        if not state.fresh or upgrade or upgrade_packages:
+            _prefetch_roots(session, inputs, declared)
         outcome, _ = relock(
             session,
             inputs,
@@ -685,6 +687,33 @@ def lock_project(
         return outcome
     finally:
         session.close()
+
+
+def _prefetch_roots(session: Session, inputs: ProjectInputs, declared: Declared) -> None:
+    """Start fetching the index pages of the project's own requirements
+    while the resolver's modules load: on a cold lock the first requests
+    otherwise wait for those imports.
+
+    Only names the index serves: not local checkouts, URL requirements,
+    names pinned to another index or replaced by overrides (a name must
+    never be asked of an index the project did not send it to).
+    """
+    from contentpkg.python.project.pep508 import requirement_name, split_marker
+
+    skip = set(inputs.sources) | set(inputs.index_pins)
+    skip |= {requirement_name(r) for r in inputs.overrides}
+    if inputs.name:
+        skip.add(requirement_name(inputs.name))
+    texts = [*declared.base]
+    for table in (declared.extras, declared.groups):
+        for reqs in table.values():
+            texts += reqs
+    names = {
+        requirement_name(text)
+        for text in texts
+        if isinstance(text, str) and "@" not in split_marker(text)[0]
+    }
+    session.client.prefetch(sorted(names - skip))
 
 
 def _current_lock(options: Options) -> LockOutcome | None:
