@@ -5,7 +5,11 @@ pytest, black, jinja2, click, attrs, numpy, pyyaml and boto3. For each tool,
 in the same run and with the same interpreter:
 
 * cold: empty store and caches, resolve and fetch everything
-  (``cpk sync`` against ``uv sync``, which also links a venv);
+  (``cpk sync`` against ``uv sync``, which also links a venv); cpk's own
+  summary lines split its time into resolving, fetching into the store,
+  and the rest (compiling bytecode into the new entries, which uv does not);
+* cold lock: empty caches again, resolve only (``cpk lock`` against
+  ``uv lock``): the index traffic and the resolver, without the store;
 * warm re-lock: caches warm, lock file deleted, resolve again
   (``cpk lock`` against ``uv lock``);
 * size: the store (``$CPK_HOME``) against uv's cache directory.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -52,10 +57,23 @@ def write_project(root: Path) -> None:
 
 
 def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    return timed_output(cmd, cwd, env)[0]
+
+
+def timed_output(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)  # fmt: skip
-    return time.perf_counter() - start
+    done = subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return time.perf_counter() - start, done.stderr
+
+
+def summary_seconds(stderr: str, word: str) -> float:
+    """The duration on cpk's "<word> ... in 2.1s" summary line (0 when absent)."""
+    found = re.search(rf"^{word} .* in ([0-9.]+)(ms|s)$", stderr, re.MULTILINE)
+    if found is None:
+        return 0.0
+    value = float(found.group(1))
+    return value / 1000 if found.group(2) == "ms" else value
 
 
 def main() -> None:
@@ -68,7 +86,12 @@ def main() -> None:
     cpk = [sys.executable, "-m", "contentpkg"]
 
     results: dict[str, list[float]] = {
-        k: [] for k in ("cpk-cold", "uv-cold", "cpk-warm", "uv-warm", "cpk-noop", "uv-noop")
+        k: []
+        for k in (
+            *("cpk-cold", "uv-cold", "cpk-lock", "uv-lock"),
+            *("cpk-warm", "uv-warm", "cpk-noop", "uv-noop"),
+            *("cpk-resolved", "cpk-fetched"),
+        )
     }
     sizes: dict[str, int] = {}
     for _ in range(args.runs):
@@ -87,8 +110,22 @@ def main() -> None:
             env.pop("PYTHONDONTWRITEBYTECODE", None)
             write_project(work / "cpk-proj")
             write_project(work / "uv-proj")
-            results["cpk-cold"].append(timed([*cpk, "sync"], work / "cpk-proj", env))
+            took, said = timed_output([*cpk, "sync"], work / "cpk-proj", env)
+            results["cpk-cold"].append(took)
+            results["cpk-resolved"].append(summary_seconds(said, "Resolved"))
+            results["cpk-fetched"].append(summary_seconds(said, "Fetched"))
             results["uv-cold"].append(timed([uv, "sync"], work / "uv-proj", env))
+            # A cold lock alone, from caches of its own.
+            alone = dict(env)
+            alone.update(
+                CPK_HOME=str(work / "cpk-home-lock"),
+                CPK_CACHE_DIR=str(work / "cpk-cache-lock"),
+                UV_CACHE_DIR=str(work / "uv-cache-lock"),
+            )
+            write_project(work / "cpk-lock")
+            write_project(work / "uv-lock")
+            results["cpk-lock"].append(timed([*cpk, "lock"], work / "cpk-lock", alone))
+            results["uv-lock"].append(timed([uv, "lock"], work / "uv-lock", alone))
             (work / "cpk-proj" / "pylock.toml").unlink()
             (work / "uv-proj" / "uv.lock").unlink()
             results["cpk-warm"].append(timed([*cpk, "lock"], work / "cpk-proj", env))
@@ -108,6 +145,7 @@ def main() -> None:
     print(f"{'measure':<22} {'cpk':>8} {'uv':>8} {'cpk/uv':>7}   cpk min-max  uv min-max")
     for label, key in (
         ("cold resolve+fetch", "cold"),
+        ("cold lock", "lock"),
         ("warm re-lock", "warm"),
         ("no-op lock", "noop"),
     ):
@@ -116,6 +154,11 @@ def main() -> None:
             f"{label:<22} {c:>7.2f}s {u:>7.2f}s {c / u:>6.2f}x"
             f"   {spread('cpk-' + key):>11}  {spread('uv-' + key):>10}"
         )
+    resolved, fetched = med["cpk-resolved"], med["cpk-fetched"]
+    print(
+        f"  cpk sync, cold: resolving {resolved:.2f}s, fetching into the store {fetched:.2f}s,"
+        f" the rest {med['cpk-cold'] - resolved - fetched:.2f}s (start-up, lock file, bytecode)"
+    )
     mib = 1 << 20
     cpk_total = sizes["cpk store"] + sizes["cpk cache"]
     uv_total = sizes["uv cache"]

@@ -101,6 +101,9 @@ class LocalIndex:
     cache_control: str = "max-age=0, must-revalidate"
     ranges: bool = True
     latency: float = 0.0  # seconds slept before every answer (benchmarks)
+    #: Requests being answered at once, and the most seen (for concurrency tests).
+    in_flight: int = 0
+    max_in_flight: int = 0
     requests: list[Request] = field(default_factory=list)
     _files: dict[str, _FileInfo] = field(default_factory=dict)
     _faults: dict[str, list[_Fault]] = field(default_factory=dict)
@@ -348,6 +351,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         index = self.owner
+        with index._lock:
+            index.in_flight += 1
+            index.max_in_flight = max(index.max_in_flight, index.in_flight)
+        try:
+            self._get(index)
+        finally:
+            with index._lock:
+                index.in_flight -= 1
+
+    def _get(self, index: LocalIndex) -> None:
         if index.latency:
             time.sleep(index.latency)
         path = self.path.split("?", 1)[0]

@@ -16,6 +16,7 @@ import json
 import logging
 import marshal
 import os
+import re
 import tarfile
 import threading
 import urllib.parse
@@ -23,29 +24,26 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from functools import lru_cache
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, TypeVar
 
-from packaging.tags import Tag
 from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
     NormalizedName,
     canonicalize_name,
-    parse_sdist_filename,
-    parse_wheel_filename,
 )
-from packaging.version import InvalidVersion, Version
 
 from contentpkg.context import Bucket, Context
 from contentpkg.errors import CpkError, HashMismatchError, InvalidInputError
 from contentpkg.fs import TMP_PREFIX, discard, make_tmp_dir, replace_path, write_cache
 from contentpkg.progress import QUIET, Reporter
 from contentpkg.python.index.dists import DistFile
+from contentpkg.python.index.filenames import FileName as FileName
+from contentpkg.python.index.filenames import parse_filename as parse_filename
+from contentpkg.python.index.filenames import split_filename
 from contentpkg.python.index.http import HttpSession, Page, file_url_path, is_file_url, redact
+from contentpkg.python.index.releases import ProjectFiles, canonical_part, group_rows, to_row
 
 # Where to look is decided in a module of its own, light enough for the hot
 # path of ``cpk run`` (which must not import this client); re-exported here.
@@ -69,56 +67,22 @@ _JSON_TYPES = (
     "application/vnd.pypi.simple.latest+json",
     "application/json",
 )
-_SDIST_SUFFIXES = (".tar.gz", ".zip")
 #: Bump when DistFile's fields or the parsing rules change: parsed pages
 #: cached under the old format are then simply not found.
-_PARSED_FORMAT = 1
+_PARSED_FORMAT = 3
 
 #: Under -v: which index answered, what the HTTP cache served.
 _log = logging.getLogger(__name__)
 
 
-# -- file names --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FileName:
-    """What a distribution's file name says: project, version and wheel tags."""
-
-    name: NormalizedName
-    version: Version
-    tags: frozenset[Tag] | None  # None for an sdist
-    build: tuple[int, str] | tuple[()] = ()
-
-
-# Cached: a big project page lists thousands of files, and the page parser,
-# the client's name filter and the resolver each need every name parsed.
-@lru_cache(maxsize=1 << 16)
-def parse_filename(filename: str) -> FileName | None:
-    """Parse a wheel or sdist file name; None for anything else or anything invalid.
-
-    Indexes list files no installer can use (eggs, .exe, .tar.bz2, names with
-    invalid versions from before PEP 440); skipping them is what pip and uv do.
-    """
-    try:
-        if filename.endswith(".whl"):
-            name, version, build, tags = parse_wheel_filename(filename)
-            return FileName(name, version, tags, build)
-        if filename.endswith(_SDIST_SUFFIXES):
-            name, version = parse_sdist_filename(filename)
-            return FileName(name, version, None)
-    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
-        return None
-    return None
+#: What may not be in a file name: path separators and control characters.
+_UNSAFE_IN_NAME = re.compile(r"[/\\\x00-\x1f]")
 
 
 def _safe_filename(filename: str) -> bool:
     # The name becomes a path in the download directory: it must stay there.
     return (
-        bool(filename)
-        and not filename.startswith(".")
-        and not any(c in filename for c in "/\\\x00")
-        and all(ord(c) >= 32 for c in filename)
+        bool(filename) and not filename.startswith(".") and _UNSAFE_IN_NAME.search(filename) is None
     )
 
 
@@ -284,28 +248,33 @@ def parse_json_page(body: bytes | str, page_url: str, index: str = "") -> list[D
     _check_api_version(meta.get("api-version") if isinstance(meta, dict) else None, page_url)
     files = []
     for item in data["files"]:
-        if not isinstance(item, dict) or not isinstance(item.get("url"), str):
-            continue
-        yanked_value = item.get("yanked", False)
-        yanked = yanked_value if isinstance(yanked_value, str) else "" if yanked_value else None
-        core_value = item.get("core-metadata", item.get("dist-info-metadata"))
-        hashes = item.get("hashes") if isinstance(item.get("hashes"), dict) else {}
-        size = item.get("size")
-        made = _make_file(
-            item["url"],
-            page_url,
-            index,
-            hashes={str(k): str(v) for k, v in hashes.items()},
-            requires_python=_text(item, "requires-python"),
-            yanked=yanked,
-            core_metadata=_json_metadata(core_value),
-            size=size if isinstance(size, int) else None,
-            upload_time=_text(item, "upload-time"),
-            filename=_text(item, "filename"),
-        )
+        made = _json_file(item, page_url, index)
         if made is not None:
             files.append(made)
     return files
+
+
+def _json_file(item: Any, page_url: str, index: str) -> DistFile | None:
+    """One entry of a PEP 691 page's ``files`` list, or None to skip it."""
+    if not isinstance(item, dict) or not isinstance(item.get("url"), str):
+        return None
+    yanked_value = item.get("yanked", False)
+    yanked = yanked_value if isinstance(yanked_value, str) else "" if yanked_value else None
+    core_value = item.get("core-metadata", item.get("dist-info-metadata"))
+    hashes = item.get("hashes") if isinstance(item.get("hashes"), dict) else {}
+    size = item.get("size")
+    return _make_file(
+        item["url"],
+        page_url,
+        index,
+        hashes={str(k): str(v) for k, v in hashes.items()},
+        requires_python=_text(item, "requires-python"),
+        yanked=yanked,
+        core_metadata=_json_metadata(core_value),
+        size=size if isinstance(size, int) else None,
+        upload_time=_text(item, "upload-time"),
+        filename=_text(item, "filename"),
+    )
 
 
 # -- archives ----------------------------------------------------------------
@@ -473,64 +442,70 @@ class IndexClient:
 
         An empty list means no index and no find-links location has it.
         """
-        canonical = canonicalize_name(name)
-        return list(self._once("project", canonical, lambda: self._project_files(canonical)))
+        return self.project_releases(name).all()
 
-    def _project_files(self, name: NormalizedName) -> list[DistFile]:
-        files: list[DistFile] = []
+    def project_releases(self, name: str) -> ProjectFiles:
+        """A project's files as :meth:`project_files` lists them, grouped by
+        version and made only for the versions asked about (what a resolver
+        wants of a page of thousands of files)."""
+        canonical = canonicalize_name(name)
+        return self._once("project", canonical, lambda: self._project_files(canonical))
+
+    def _project_files(self, name: NormalizedName) -> ProjectFiles:
+        files = ProjectFiles({}, "")
         for index in self.indexes:
-            found = [f for f in self._index_files(index, name) if _file_name(f) == name]
+            found = self._index_files(index, name)
             if found:
-                _log.debug("%s: %d files from %s", name, len(found), index)
+                _log.debug("%s: files from %s", name, index)
                 files = found
                 break
             _log.debug("%s: not on %s", name, index)
-        seen = {f.filename for f in files}
         for location in self.find_links:
-            for f in self._find_links_files(location):
-                if _file_name(f) == name and f.filename not in seen:
-                    files.append(f)
-                    seen.add(f.filename)
-        return [self._with_hash(f) for f in files]
+            listed = self._find_links_files(location)
+            files = files.merged(ProjectFiles.of(listed, name, location, self._with_hash))
+        return files
 
     def files_on(self, index: str, name: str) -> list[DistFile]:
         """A project's files on one index only: for a name the project pins
         to an index (uv's ``[tool.uv.sources] x = { index = "..." }``), which
         no other index and no find-links location may serve."""
+        return self.releases_on(index, name).all()
+
+    def releases_on(self, index: str, name: str) -> ProjectFiles:
+        """:meth:`files_on`, grouped as :meth:`project_releases` groups."""
         canonical = canonicalize_name(name)
         place = self.http.credentials.take(index_url(index))
+        return self._once(
+            "project-on", f"{place} {canonical}", lambda: self._index_files(place, canonical)
+        )
 
-        def compute() -> list[DistFile]:
-            found = self._index_files(place, canonical)
-            return [self._with_hash(f) for f in found if _file_name(f) == canonical]
-
-        return list(self._once("project-on", f"{place} {canonical}", compute))
-
-    def _index_files(self, index: str, name: NormalizedName) -> list[DistFile]:
+    def _index_files(self, index: str, name: NormalizedName) -> ProjectFiles:
         url = f"{index}{name}/"
         if is_file_url(url):
             directory = file_url_path(url)
             if directory.is_dir() and not (directory / "index.html").is_file():
                 # A plain directory tree (root/<project>/<files>) serves as a
                 # local index without anyone having to write index.html files.
-                return self._directory_files(directory, index)
+                listed = self._directory_files(directory, index)
+                return ProjectFiles.of(listed, name, index, self._with_hash)
         page = self.http.fetch_page(url, ACCEPT_SIMPLE)
         if page is None:
-            return []
-        return self._vet(page.url, self._parsed(page, index))
+            return ProjectFiles({}, index)
+        return self._parsed(page, index, name)
 
-    def _parsed(self, page: Page, index: str) -> list[DistFile]:
-        """The files of a project page, parsed once per page body on this machine.
+    def _parsed(self, page: Page, index: str, name: NormalizedName) -> ProjectFiles:
+        """The files of a project page, read once per page body on this machine.
 
-        A big project's page (botocore's lists ~20,000 files) takes a
-        re-lock longer to parse than to revalidate: every link is resolved,
-        its name parsed and checked. The result is kept in the cache by the
-        hash of what it was parsed from, so a page that did not change is
-        read back (marshal, no parsing) instead.
+        A big project's page (pydantic-core's lists ~15,000 files) takes
+        longer to parse than to fetch, and a resolver looks at a few of its
+        releases. So the page is only split into groups by version here
+        (:mod:`.releases`), and kept in the cache in that form by the hash
+        of what it was read from: a page that did not change is loaded back
+        with no work per file.
         """
         content_type = page.content_type.split(";", 1)[0].strip().lower()
         as_json = content_type in _JSON_TYPES
-        key_text = f"{_PARSED_FORMAT}\0{page.url}\0{index}\0{as_json}\0".encode()
+        key_text = f"{_PARSED_FORMAT}\0{page.url}\0{index}\0{name}\0{as_json}\0".encode()
         key = hashlib.sha256(key_text + page.body).hexdigest()
         path = (
             self.cache_dir
@@ -538,29 +513,86 @@ class IndexClient:
             / key[:2]
             / f"{key}.{marshal.version}.marshal"
         )
+        maker = self._json_maker(page.url, index) if as_json else None
         try:
-            rows = marshal.loads(path.read_bytes())
-            return [DistFile(*row) for row in rows]
-        except (OSError, EOFError, ValueError, TypeError):
-            pass  # not parsed yet (or written by another version): parse it
-        parse = parse_json_page if as_json else parse_html_page
-        files = parse(page.body, page.url, index)
-        rows = [
-            (
-                f.filename,
-                f.url,
-                f.hashes,
-                f.requires_python,
-                f.yanked,
-                f.core_metadata,
-                f.size,
-                f.upload_time,
-                f.index,
-            )
-            for f in files
-        ]
-        write_cache(path, marshal.dumps(rows))
+            cached = marshal.loads(path.read_bytes())
+            files = ProjectFiles.loads(cached[0], index, self._with_hash, maker)
+            for url in cached[1]:
+                # Credentials a link carried go to the session again (they
+                # are never in what is cached).
+                self.http.credentials.take(url, override=False)
+            return files
+        except (OSError, EOFError, ValueError, TypeError, IndexError):
+            pass  # not read yet (or written by another version): read it
+        if as_json:
+            groups, takes = self._json_groups(page, name)
+        else:
+            listed = parse_html_page(page.body, page.url, index)
+            takes = [f.url for f in listed if "@" in f.url]
+            rows = [to_row(i, f) for i, f in enumerate(self._vet(page.url, listed))]
+            groups = group_rows(rows, name)  # type: ignore[assignment]
+        files = ProjectFiles(groups, index, self._with_hash, maker)  # type: ignore[arg-type]
+        write_cache(path, marshal.dumps((files.dumps(), takes)))
         return files
+
+    def _json_groups(
+        self, page: Page, name: NormalizedName
+    ) -> tuple[dict[str, list[Any]], list[str]]:
+        """A PEP 691 page's entries for project name, grouped by the version
+        their file names give, and the links that carried credentials.
+
+        Each entry is kept as the page gave it and made into a DistFile
+        (by :func:`parse_json_page`'s own rules) only when its release is
+        asked for: reading a page of 15,000 files then costs about its JSON
+        decoding. The page is refused as a whole here, as :meth:`_vet` does,
+        if it links a distribution anywhere but http(s).
+        """
+        page_url = page.url
+        try:
+            data = json.loads(page.body)
+        except ValueError as exc:
+            raise CpkError(f"{redact(page_url)}: invalid JSON project page ({exc})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+            raise CpkError(f"{redact(page_url)}: JSON project page without a 'files' list")
+        meta = data.get("meta")
+        _check_api_version(meta.get("api-version") if isinstance(meta, dict) else None, page_url)
+        remote = not is_file_url(page_url)
+        groups: dict[str, list[Any]] = {}
+        takes: list[str] = []
+        for position, item in enumerate(data["files"]):
+            if not isinstance(item, dict):
+                continue
+            url = item.get("url")
+            if not isinstance(url, str):
+                continue
+            filename = item.get("filename")
+            if not isinstance(filename, str):
+                made = _json_file(item, page_url, "")
+                if made is None:
+                    continue
+                filename = made.filename
+            split = split_filename(filename)
+            if split is None:
+                continue
+            if (remote and not url.startswith(("https://", "http://"))) or "@" in url:
+                made = _json_file(item, page_url, "")
+                if made is None:
+                    continue
+                if "@" in made.url:
+                    takes.append(made.url)
+                self._vet(page_url, [made])  # refuses the page, or takes credentials
+            if canonical_part(split[0]) == name:
+                groups.setdefault(split[1], []).append((position, item))
+        return groups, takes
+
+    def _json_maker(self, page_url: str, index: str) -> Callable[[dict[str, Any]], DistFile | None]:
+        """Make one kept PEP 691 entry of the page at page_url into a vetted DistFile."""
+
+        def make(item: dict[str, Any]) -> DistFile | None:
+            made = _json_file(item, page_url, index)
+            return None if made is None else self._vet(page_url, [made])[0]
+
+        return make
 
     def _find_links_files(self, location: str) -> list[DistFile]:
         return self._once("find-links", location, lambda: self._list_find_links(location))
@@ -664,7 +696,7 @@ class IndexClient:
         """Start fetching the pages of projects that will be asked for soon."""
         for name in names:
             if ("project", canonicalize_name(name)) not in self._memo:
-                self.background(self.project_files, name)
+                self.background(self.project_releases, name)
 
     # -- metadata ---------------------------------------------------------
 

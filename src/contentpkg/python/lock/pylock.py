@@ -264,6 +264,24 @@ def read_lock(path: Path, *, cache_dir: Path | None = None) -> Lock:
         raise LockUnreadableError(str(exc), path=os.fspath(path)) from None
 
 
+def _parse_cache_path(cache_dir: Path, blob: bytes) -> tuple[str, Path]:
+    import hashlib
+    import marshal
+
+    key = hashlib.sha256(blob).hexdigest()
+    return key, Path(cache_dir) / Bucket.PARSED_LOCKS.value / f"{key}.{marshal.version}.marshal"
+
+
+def _remember_parse(cache_dir: Path, blob: bytes, document: dict[str, Any]) -> None:
+    """Keep document as the parse of the lock whose bytes are blob."""
+    import marshal
+
+    try:
+        write_cache(_parse_cache_path(cache_dir, blob)[1], marshal.dumps(document))
+    except (OSError, ValueError):
+        pass  # failing only costs the next read a parse
+
+
 def _read_lock(path: Path, *, cache_dir: Path | None = None) -> Lock:
     """Read and check a ``pylock.toml``; any problem is one CpkError line.
 
@@ -284,11 +302,9 @@ def _read_lock(path: Path, *, cache_dir: Path | None = None) -> Lock:
         ) from None
     if cache_dir is None:
         return _parse_lock(path, _decode(path, blob))
-    import hashlib
     import marshal
 
-    key = hashlib.sha256(blob).hexdigest()
-    cached = Path(cache_dir) / Bucket.PARSED_LOCKS.value / f"{key}.{marshal.version}.marshal"
+    key, cached = _parse_cache_path(cache_dir, blob)
     data = None
     try:
         data = marshal.loads(cached.read_bytes())
@@ -607,6 +623,7 @@ def write_lock(
     created_by: str = "cpk",
     directories: Mapping[str, tuple[Path, bool]] | None = None,
     force: bool = False,
+    cache_dir: Path | None = None,
 ) -> bool:
     """Write ``resolution`` as a ``pylock.toml``; return whether the bytes changed.
 
@@ -623,9 +640,15 @@ def write_lock(
     unless ``force``: it may be someone's only record of an environment. A
     file that does not parse is replaced, since regenerating is how a lock
     with merge-conflict markers gets fixed.
+
+    With ``cache_dir``, the new lock's parse is kept there for
+    :func:`read_lock` (see :func:`_remember_parse`).
     """
+    import tomli_w
+
     path = Path(path)
-    text = render_lock(path, resolution, inputs_fingerprint, created_by, directories or {})
+    document = lock_document(path, resolution, inputs_fingerprint, created_by, directories or {})
+    text = tomli_w.dumps(document)
     data = text.encode("utf-8")
     try:
         old = path.read_bytes()
@@ -639,14 +662,24 @@ def write_lock(
         author = _author(old)
         if author and author != created_by:
             raise CpkError(f"{path}: written by {author}, not {created_by}; not replacing it")
-    _check_standard(path, text)
+    _check_standard(path, document)
     _atomic_write(path, data)
+    if cache_dir is not None:
+        # What reading these bytes back would parse is the document itself
+        # (plain dicts, lists, strings, numbers and booleans, as tomllib
+        # gives them): kept as the parse of the new lock, the read that
+        # follows every write costs no TOML parsing.
+        _remember_parse(cache_dir, data, document)
     return True
 
 
-def _check_standard(path: Path, text: str) -> None:
+def _check_standard(path: Path, document: dict[str, Any]) -> None:
     """Validate what we are about to write with ``packaging.pylock``, PEP 751's
     own model, so a lock cpk writes is one every PEP 751 reader accepts.
+
+    The document is checked as the dict it is rendered from (``tomli_w``
+    writes what it is given; parsing the text back would only cost a TOML
+    parse of a lock that lists every wheel of every platform).
 
     Only on writing. Reading stays hand-written: it is on ``cpk run``'s path,
     where importing ``packaging`` (~17 ms) is what the marshal cache exists
@@ -659,7 +692,7 @@ def _check_standard(path: Path, text: str) -> None:
     from packaging.pylock import Pylock, PylockValidationError
 
     try:
-        Pylock.from_dict(tomllib.loads(text))
+        Pylock.from_dict(document)
     except PylockValidationError as error:
         raise CpkError(f"{path}: cpk rendered an invalid PEP 751 lock ({error})") from None
 
@@ -682,6 +715,19 @@ def render_lock(
     """The text :func:`write_lock` writes for ``path`` (paths are relative to it)."""
     import tomli_w
 
+    return tomli_w.dumps(
+        lock_document(path, resolution, inputs_fingerprint, created_by, directories)
+    )
+
+
+def lock_document(
+    path: Path,
+    resolution: Resolution,
+    inputs_fingerprint: str,
+    created_by: str = "cpk",
+    directories: Mapping[str, tuple[Path, bool]] | None = None,
+) -> dict[str, Any]:
+    """The TOML document of the lock, as the dict :func:`render_lock` renders."""
     base = os.path.dirname(os.path.abspath(path))
     dirs = {canonical_name(name): value for name, value in (directories or {}).items()}
     pins = {canonical_name(pin.name): pin for pin in resolution.pins.values()}
@@ -709,7 +755,7 @@ def render_lock(
             }
         },
     }
-    return tomli_w.dumps(document)
+    return document
 
 
 def _render_universal(
@@ -719,10 +765,8 @@ def _render_universal(
     inputs_fingerprint: str,
     created_by: str,
     dirs: Mapping[str, tuple[Path, bool]],
-) -> str:
+) -> dict[str, Any]:
     """A universal lock (see the module's doc): markers, every file."""
-    import tomli_w
-
     from contentpkg.python.resolve.markers import FALSE, render
 
     pins = list(resolution.pins.values())
@@ -767,7 +811,7 @@ def _render_universal(
     if resolution.conflicts:
         cpk["conflicts"] = [[f"{k}:{n}" for k, n in members] for members in resolution.conflicts]
     document["tool"] = {"cpk": cpk}
-    return tomli_w.dumps(document)
+    return document
 
 
 def _environment_marker(resolution: Resolution) -> str:

@@ -44,6 +44,7 @@ from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep
 from contentpkg.errors import CpkError, InvalidInputError, ResolutionError
 from contentpkg.python.index.client import FileName, IndexClient, parse_filename, sdist_pkg_info
 from contentpkg.python.index.dists import DistFile, Pin, Resolution
+from contentpkg.python.index.releases import ProjectFiles
 from contentpkg.python.interpreter import InterpreterInfo
 from contentpkg.python.project.pep621 import DYNAMIC_VERSION, read_static_project
 from contentpkg.python.resolve.markers import (
@@ -292,6 +293,37 @@ def _requires_python_ok(spec: str | None, target: Version) -> bool:
         return True  # as pip does: a malformed constraint does not exclude
 
 
+class _Releases(Mapping[Version, list[tuple[DistFile, FileName]]]):
+    """A project's versions, each one's files (with their parsed names) made
+    on first look: most releases of a big project are never looked at."""
+
+    def __init__(self, files: ProjectFiles) -> None:
+        self._files = files
+        self._made: dict[Version, list[tuple[DistFile, FileName]]] = {}
+
+    def __getitem__(self, version: Version) -> list[tuple[DistFile, FileName]]:
+        found = self._made.get(version)
+        if found is None:
+            if version not in self._files.versions():
+                raise KeyError(version)
+            found = []
+            for file in self._files.release(version):
+                parsed = parse_filename(file.filename)
+                if parsed is not None:
+                    found.append((file, parsed))
+            self._made[version] = found
+        return found
+
+    def __iter__(self) -> Iterator[Version]:
+        return iter(self._files.versions())
+
+    def __len__(self) -> int:
+        return len(self._files.versions())
+
+    def __contains__(self, version: object) -> bool:
+        return version in self._files.versions()
+
+
 class _Provider(AbstractProvider):  # type: ignore[type-arg]
     def __init__(
         self,
@@ -330,7 +362,7 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         self.hashes = hashes
         #: (name, specifier) already handed to the background look-ahead.
         self._warmed: set[tuple[str, str]] = set()
-        self._releases: dict[str, dict[Version, list[tuple[DistFile, FileName]]]] = {}
+        self._releases: dict[str, _Releases] = {}
         self._newest_first: dict[str, list[Version]] = {}
         self._usable: dict[tuple[str, Version, bool], tuple[DistFile, ...]] = {}
         self._metadata: dict[tuple[str, Version], _Metadata | _Unusable] = {}
@@ -356,21 +388,17 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
 
     # -- index data -----------------------------------------------------
 
-    def releases(self, name: str) -> dict[Version, list[tuple[DistFile, FileName]]]:
+    def releases(self, name: str) -> Mapping[Version, list[tuple[DistFile, FileName]]]:
+        """A project's releases: each version's files, made when first looked at."""
         found = self._releases.get(name)
         if found is None:
-            found = {}
             pinned = self.index_pins.get(canonicalize_name(name))
             listed = (
-                self.client.files_on(pinned, name)
+                self.client.releases_on(pinned, name)
                 if pinned is not None
-                else self.client.project_files(name)
+                else self.client.project_releases(name)
             )
-            for file in listed:
-                parsed = parse_filename(file.filename)
-                if parsed is not None and parsed.name == name:
-                    found.setdefault(parsed.version, []).append((file, parsed))
-            self._releases[name] = found
+            found = self._releases[name] = _Releases(listed)
         return found
 
     def newest_first(self, name: str) -> list[Version]:
@@ -630,9 +658,13 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
         return candidates
 
     def matching_versions(
-        self, name: NormalizedName, reqs: Sequence[_Req]
+        self, name: NormalizedName, reqs: Sequence[_Req], *, store_order: bool = True
     ) -> Iterator[tuple[Version, tuple[DistFile, ...]]]:
-        """Versions (with their usable files) allowed by reqs, most preferred first."""
+        """Versions (with their usable files) allowed by reqs, most preferred first.
+
+        ``store_order=False`` leaves out the preference for versions in the
+        store (for the look-ahead threads, which must not touch the store).
+        """
         specs = [r.specifier for r in reqs] + list(self.constraints.get(name, ()))
         pins = {r.pinned for r in reqs if r.pinned is not None}
         exact: set[Version] = set(pins)
@@ -641,29 +673,59 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
             versions, strings = _exact_versions(spec)
             exact |= versions
             exact_strings |= strings
-        matching = [
-            v
-            for v in self.newest_first(name)
-            if not (pins and any(v != p for p in pins))
-            and all(s.contains(v, prereleases=True) for s in specs)
-        ]
+
+        def allowed(version: Version) -> bool:
+            return not (pins and any(version != p for p in pins)) and all(
+                s.contains(version, prereleases=True) for s in specs
+            )
 
         def usable(version: Version) -> tuple[DistFile, ...]:
             yanked_ok = version in exact or str(version) in exact_strings
             return self.usable_files(name, version, yanked_ok)
 
         allow_pre = self.prereleases or any(s.prereleases for s in specs) or bool(pins)
-        # Pre-releases stay only when no final release is usable.
-        if not allow_pre and any(not v.is_prerelease and usable(v) for v in matching):
-            matching = [v for v in matching if not v.is_prerelease]
         preferred = self.preferences.get(name)
-        if preferred is not None or self.store is not None:
+        if (self.store is not None and store_order) or (
+            preferred is not None and preferred.is_prerelease and not allow_pre
+        ):
+            # Orders that need every matching version known first.
+            matching = [v for v in self.newest_first(name) if allowed(v)]
+            # Pre-releases stay only when no final release is usable.
+            if not allow_pre and any(not v.is_prerelease and usable(v) for v in matching):
+                matching = [v for v in matching if not v.is_prerelease]
             # Stable sort: the lock's version, then versions in the store, newest first.
-            matching.sort(key=lambda v: (v != preferred, not self.in_store(name, v)))
-        for version in matching:
-            files = usable(version)
+            matching.sort(
+                key=lambda v: (v != preferred, store_order and not self.in_store(name, v))
+            )
+            for version in matching:
+                files = usable(version)
+                if files:
+                    yield version, files
+            return
+        # The same order, found lazily: the resolver mostly takes the first
+        # answer, and a project with thousands of releases (botocore) need
+        # not have each checked against the specifiers on every question.
+        final_seen = False
+        if preferred is not None and preferred in self.releases(name) and allowed(preferred):
+            files = usable(preferred)
             if files:
-                yield version, files
+                final_seen = not preferred.is_prerelease
+                yield preferred, files
+        for version in self.newest_first(name):
+            if version == preferred or (version.is_prerelease and not allow_pre):
+                continue
+            if allowed(version):
+                files = usable(version)
+                if files:
+                    final_seen = final_seen or not version.is_prerelease
+                    yield version, files
+        if not allow_pre and not final_seen:
+            # No final release is usable: pre-releases are, then (pip's and uv's rule).
+            for version in self.newest_first(name):
+                if version.is_prerelease and version != preferred and allowed(version):
+                    files = usable(version)
+                    if files:
+                        yield version, files
 
     def is_satisfied_by(self, requirement: _Req, candidate: _Candidate) -> bool:
         if requirement.pinned is not None:
@@ -785,6 +847,7 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
             and r.name not in self._releases
             and r.name not in self.local_paths
             and r.name not in self.index_pins  # never asked of another index
+            and not (self.direct is not None and r.name in self.direct.names)
         ]
         if pending:
             self.client.background(self._warm, pending)
@@ -798,40 +861,50 @@ class _Provider(AbstractProvider):  # type: ignore[type-arg]
             self.client.background(self._warm_one, req)
 
     def _warm_one(self, req: _Req) -> None:
-        best: tuple[Version, DistFile] | None = None
-        for file in self.client.project_files(req.name):
-            parsed = parse_filename(file.filename)
-            if parsed is None or parsed.tags is None or file.yanked is not None:
-                continue
-            if parsed.version.is_prerelease or not req.specifier.contains(parsed.version):
-                continue
-            if self.universe is None and not any(t in self.ranks for t in parsed.tags):
-                continue
-            if not self._python_ok(file.requires_python):
-                continue
-            if best is None or parsed.version > best[0]:
-                best = (parsed.version, file)
-        # Without a PEP 658 file the wheel itself is fetched: the likely
-        # choice, which a sync would download next anyway (into the archive
-        # cache that the download reuses), so fetching it early costs nothing
-        # extra unless the resolver backtracks away from it.
-        if best is not None and (best[1].core_metadata is not None or best[1].is_wheel):
-            data = self.client.metadata(best[1])
-            # Look further ahead: the likely choice's own dependencies are
-            # what the resolver asks about after it. Fetching them now widens
-            # the frontier from one candidate's children to every level the
-            # metadata already shows (as uv's prefetching does).
-            raw, _ = parse_email(data)
-            ahead: list[_Req] = []
-            env = {**self.env, "extra": ""}
-            for line in raw.get("requires_dist", []):
-                try:
-                    dep = Requirement(line)
-                    if dep.marker is None or dep.marker.evaluate(env):
-                        ahead.extend(r for r in _expand(dep) if r.extra is None)
-                except Exception:
-                    continue  # the resolver reports bad metadata when it gets there
-            self._prefetch(ahead)
+        # The resolver's own first choice for req alone, made the way it makes
+        # it (versions, then the best usable file), so what is fetched here is
+        # what it reads next: never another platform's wheel of the release.
+        choice = next(self.matching_versions(req.name, [req], store_order=False), None)
+        if choice is None:
+            return
+        version, files = choice
+        file = files[0]
+        # Without a PEP 658 file a wheel's metadata is read by range requests,
+        # or the wheel itself is fetched when small: the likely choice, which
+        # a sync would download next anyway (into the archive cache that the
+        # download reuses), so it costs nothing extra unless the resolver
+        # backtracks away from it. An sdist's metadata may need a build: left
+        # to the resolver.
+        if not (file.is_wheel or file.core_metadata is not None):
+            return
+        try:
+            # Read and parsed as the resolver reads it, and kept for it.
+            meta = self.metadata(req.name, version, files)
+        except (_Unusable, CpkError):
+            return  # the resolver meets (and reports) it when it gets there
+        # Look further ahead: the likely choice's own dependencies are what
+        # the resolver asks about after it. Fetching them now widens the
+        # frontier from one candidate's children to every level the metadata
+        # already shows (as uv's prefetching does).
+        ahead: list[_Req] = []
+        env = {**self.env, "extra": ""}
+        for dep in meta.requires_dist:
+            try:
+                if dep.marker is None:
+                    applies = True
+                elif self.universe is not None:
+                    # Every environment of a universal lock counts, but not
+                    # what only an extra of the choice adds.
+                    applies = "extra" not in marker_variables(dep.marker) and (
+                        self.universe.possible(to_dnf(dep.marker))
+                    )
+                else:
+                    applies = dep.marker.evaluate(env)
+                if applies:
+                    ahead.extend(r for r in _expand(dep) if r.extra is None)
+            except Exception:
+                continue  # the resolver reports bad markers when it gets there
+        self._prefetch(ahead)
 
 
 # -- explaining failures -------------------------------------------------------
@@ -1156,7 +1229,9 @@ def resolve(
     provider.direct = direct
     provider.root_names = {r.name for r in roots}
     skip = set(local) | set(provider.index_pins) | (set(direct.names) if direct else set())
-    client.prefetch(sorted(provider.root_names - skip))
+    # The roots' pages, their likely choices' metadata and what those need
+    # in turn, fetched ahead in parallel while the resolver starts.
+    provider._prefetch([r for r in roots if r.name not in skip])
     resolver: Resolver[_Req, _Candidate, str] = Resolver(provider, BaseReporter())
     try:
         result = resolver.resolve(roots, max_rounds=_MAX_ROUNDS)

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from contentpkg.errors import CpkError, NotFoundError
 from contentpkg.progress import elapsed, size_text
-from contentpkg.python.index.client import IndexClient
 from contentpkg.python.index.dists import DistFile, Pin, Resolution
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
 from contentpkg.python.lock import (
@@ -511,15 +510,20 @@ def _pick_wheel(package: LockedPackage, python: InterpreterInfo) -> object | Non
     return best or package.sdist
 
 
-def project_inputs(options: Options) -> ProjectInputs:
-    """The project the options name, or the one found upward from here."""
+def project_inputs(options: Options, *, validate: bool = True) -> ProjectInputs:
+    """The project the options name, or the one found upward from here.
+
+    ``validate=False`` leaves the requirement strings unparsed (no
+    ``packaging`` import): for deciding whether a lock is current, which
+    compares them as strings, before anything else is needed.
+    """
     start = options.project or Path.cwd()
     root = find_project(start) if options.project is None else start
     if root is None:
         raise NotFoundError(
             f"{start}: no pyproject.toml or requirements.txt here or above", what=str(start)
         )
-    return load_project(root, **selection_arguments(options))
+    return load_project(root, **selection_arguments(options), validate=validate)
 
 
 def check_requires_python(inputs: ProjectInputs, python: InterpreterInfo) -> None:
@@ -621,7 +625,9 @@ def relock(
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     directories = _directories(resolution, inputs)
-    changed = write_lock(path, resolution, state.fingerprint, directories=directories)
+    changed = write_lock(
+        path, resolution, state.fingerprint, directories=directories, cache_dir=session.cache_dir
+    )
     return LockOutcome(path, False, changed, len(resolution.pins)), read_lock(
         path, cache_dir=session.cache_dir
     )
@@ -653,6 +659,10 @@ def lock_project(
     check: bool = False,
 ) -> LockOutcome:
     """Write the project's ``pylock.toml`` if its inputs changed (or asked to)."""
+    if not upgrade and not upgrade_packages:
+        current = _current_lock(options)
+        if current is not None:
+            return current
     inputs = project_inputs(options)
     session = Session.open(options, inputs.root, inputs)
     try:
@@ -664,6 +674,8 @@ def lock_project(
             fresh = state.fresh and not upgrade and not upgrade_packages
             found = state.found
             return LockOutcome(state.path, fresh, False, len(found.packages) if found else 0)
+        if not state.fresh or upgrade or upgrade_packages:
+            _prefetch_roots(session, inputs, declared)
         outcome, _ = relock(
             session,
             inputs,
@@ -675,6 +687,54 @@ def lock_project(
         return outcome
     finally:
         session.close()
+
+
+def _prefetch_roots(session: Session, inputs: ProjectInputs, declared: Declared) -> None:
+    """Start fetching the index pages of the project's own requirements
+    while the resolver's modules load: on a cold lock the first requests
+    otherwise wait for those imports.
+
+    Only names the index serves: not local checkouts, URL requirements,
+    names pinned to another index or replaced by overrides (a name must
+    never be asked of an index the project did not send it to).
+    """
+    from contentpkg.python.project.pep508 import requirement_name, split_marker
+
+    skip = set(inputs.sources) | set(inputs.index_pins)
+    skip |= {requirement_name(r) for r in inputs.overrides}
+    if inputs.name:
+        skip.add(requirement_name(inputs.name))
+    texts = [*declared.base]
+    for table in (declared.extras, declared.groups):
+        for reqs in table.values():
+            texts += reqs
+    names = {
+        requirement_name(text)
+        for text in texts
+        if isinstance(text, str) and "@" not in split_marker(text)[0]
+    }
+    session.client.prefetch(sorted(names - skip))
+
+
+def _current_lock(options: Options) -> LockOutcome | None:
+    """The outcome of locking when the lock is already current, decided the
+    cheap way; None when it is not (or cannot be told without more).
+
+    A current lock's fingerprint equals the inputs' as they are now, and
+    those inputs were checked when it was made: so this reads them without
+    parsing a requirement, opens no store, asks nothing of the interpreter
+    and imports no HTTP or resolver code. What a project's build backend
+    decides (dynamic metadata) needs the full path.
+    """
+    inputs = project_inputs(options, validate=False)
+    if inputs.dynamic:
+        return None
+    fingerprint, _ = universal_fingerprint(inputs, index_places(options, inputs))
+    state = lock_state(inputs.root / inputs.lock_name, fingerprint, cache_dir=options.ctx.cache_dir)
+    if not state.fresh:
+        return None
+    assert state.found is not None
+    return LockOutcome(state.path, True, False, len(state.found.packages))
 
 
 def current_project_lock(
@@ -785,6 +845,17 @@ class _InstalledFirst:
 
         found = self._files.get(canonicalize_name(name))
         return [found] if found is not None else self._client.project_files(name)
+
+    def project_releases(self, name: str) -> Any:
+        from packaging.utils import canonicalize_name
+
+        from contentpkg.python.index.releases import ProjectFiles
+
+        key = canonicalize_name(name)
+        found = self._files.get(key)
+        if found is None:
+            return self._client.project_releases(name)
+        return ProjectFiles.of([found], key, found.index)
 
     def prefetch(self, names: Iterable[str]) -> None:
         from packaging.utils import canonicalize_name
