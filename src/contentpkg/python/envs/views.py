@@ -49,12 +49,13 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from contentpkg.errors import CpkError
 from contentpkg.fs import discard, make_tmp_dir, publish_dir, remove_tree
+from contentpkg.python.envs.links import LinkPool
 from contentpkg.python.interpreter import InterpreterInfo
 from contentpkg.store import Entry, Store
 from contentpkg.store.hashing import b32
@@ -65,6 +66,10 @@ VIEWS = "views"
 VIEW_JSON = "view.json"
 SITE = "site-packages"
 PYCACHE = "__pycache__"
+
+#: How a view makes one symlink: ``os.symlink``, or a pool's hard link to a
+#: shared one (:class:`~contentpkg.python.envs.links.LinkPool`).
+Symlinker = Callable[[str | os.PathLike[str], str | os.PathLike[str]], None]
 
 
 @dataclass(frozen=True)
@@ -159,7 +164,7 @@ def ensure_view(store: Store, entries: Sequence[Entry], python: InterpreterInfo)
     staging: Path | None = None
     try:
         staging = make_tmp_dir(final.parent, final.name)
-        conflicts = _build(staging, final, entries, python)
+        conflicts = _build(staging, final, entries, python, LinkPool.of(store).symlink)
         # Not durable (fs's rule): a view is derived from the store and
         # rebuilt when missing, so a crash costs only a rebuild.
         created = publish_dir(staging, final, durable=False)
@@ -206,22 +211,35 @@ def clean_stale_views(store: Store) -> None:
 # --- building ---------------------------------------------------------------------
 
 
-def _build(root: Path, final: Path, entries: Sequence[Entry], python: InterpreterInfo) -> list:
-    """Write the view into root; paths inside it name final (where it will live)."""
+def _build(
+    root: Path,
+    final: Path,
+    entries: Sequence[Entry],
+    python: InterpreterInfo,
+    symlink: Symlinker = os.symlink,
+) -> list:
+    """Write the view into root; paths inside it name final (where it will live).
+
+    Every symlink is made by ``symlink``: the store's link pool shares one
+    inode per target between all views (see :mod:`.links`).
+    """
     for entry in entries:
         if entry.kind != "wheel":
             raise CpkError(f"{entry.dirname}: a {entry.kind} entry cannot be in a Python view")
-    write_skeleton(root, python, prompt="cpk")
+    write_skeleton(root, python, prompt="cpk", symlink=symlink)
     site = root / python.site_packages
     site.mkdir(parents=True)
     conflicts: list[Conflict] = []
-    link_merged(site, [(e.dirname, e.path / SITE) for e in entries], conflicts, "")
+    link_merged(
+        site, [(e.dirname, e.path / SITE) for e in entries], conflicts, "", symlink=symlink
+    )
     link_merged(
         root,
         [(e.dirname, e.path / "data") for e in entries],
         conflicts,
         "",
         skip_top={"bin", "lib", "pyvenv.cfg", ".cpk", "include"},
+        symlink=symlink,
     )
     for entry in entries:
         headers = entry.path / "headers"
@@ -230,11 +248,11 @@ def _build(root: Path, final: Path, entries: Sequence[Entry], python: Interprete
             target.mkdir(parents=True, exist_ok=True)
             name = entry.name
             if not (target / name).exists():
-                os.symlink(headers, target / name)
+                symlink(headers, target / name)
     written = write_scripts(
         root / "bin", final / "bin" / "python", entries, root_final=final, dropped=conflicts
     )
-    _write_records(root, site, entries, written, python)
+    _write_records(root, site, entries, written, python, symlink)
     meta = root / ".cpk"
     meta.mkdir()
     (meta / "refs").write_text("".join(f"{e.dirname}\n" for e in entries))
@@ -249,7 +267,9 @@ def _build(root: Path, final: Path, entries: Sequence[Entry], python: Interprete
     return conflicts
 
 
-def write_skeleton(root: Path, python: InterpreterInfo, prompt: str) -> None:
+def write_skeleton(
+    root: Path, python: InterpreterInfo, prompt: str, symlink: Symlinker = os.symlink
+) -> None:
     """``pyvenv.cfg`` and ``bin/python*``: what makes CPython treat root as a venv.
 
     ``home`` is the real installation's bin directory (where CPython finds
@@ -271,7 +291,7 @@ def write_skeleton(root: Path, python: InterpreterInfo, prompt: str) -> None:
     bin_dir.mkdir(exist_ok=True)
     major = python.version_info[0]
     for name in ("python", f"python{major}", f"python{python.short_version}"):
-        os.symlink(base, bin_dir / name)
+        symlink(base, bin_dir / name)
 
 
 def link_merged(
@@ -280,6 +300,7 @@ def link_merged(
     conflicts: list[Conflict],
     prefix: str,
     skip_top: Iterable[str] = (),
+    symlink: Symlinker = os.symlink,
 ) -> None:
     """Fill dest with links to the children of each provider directory.
 
@@ -315,26 +336,31 @@ def link_merged(
         if name == PYCACHE:
             continue  # after the sources, whose owners it needs
         if len(found) == 1:
-            os.symlink(found[0][1], target)
+            symlink(found[0][1], target)
             owners[name] = found[0][0]
             continue
         dirs = [(o, p) for o, p in found if p.is_dir() and not p.is_symlink()]
         if len(dirs) == len(found):
             target.mkdir()
-            link_merged(target, dirs, conflicts, f"{prefix}{name}/")
+            link_merged(target, dirs, conflicts, f"{prefix}{name}/", symlink=symlink)
             continue
         first_owner, first = found[0]
-        os.symlink(first, target)
+        symlink(first, target)
         owners[name] = first_owner
         for owner, other in found[1:]:
             if not _same_file(first, other):
                 conflicts.append(Conflict(f"{prefix}{name}", first_owner, owner))
     caches = [(o, p) for o, p in children.get(PYCACHE, ()) if p.is_dir() and not p.is_symlink()]
     if caches:
-        _link_bytecode(dest / PYCACHE, caches, owners)
+        _link_bytecode(dest / PYCACHE, caches, owners, symlink)
 
 
-def _link_bytecode(dest: Path, caches: Sequence[tuple[str, Path]], owners: dict[str, str]) -> None:
+def _link_bytecode(
+    dest: Path,
+    caches: Sequence[tuple[str, Path]],
+    owners: dict[str, str],
+    symlink: Symlinker = os.symlink,
+) -> None:
     """A real ``__pycache__`` of links, each ``.pyc`` from its source's owner.
 
     ``mod.cpython-311.pyc`` and ``mod.cpython-311.opt-1.pyc`` belong to
@@ -352,7 +378,7 @@ def _link_bytecode(dest: Path, caches: Sequence[tuple[str, Path]], owners: dict[
             source = name.split(".", 1)[0] + ".py"
             if owners.get(source, owner) != owner or os.path.lexists(dest / name):
                 continue
-            os.symlink(directory / name, dest / name)
+            symlink(directory / name, dest / name)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -469,6 +495,7 @@ def _write_records(
     entries: Sequence[Entry],
     written: dict[str, list[str]],
     python: InterpreterInfo,
+    symlink: Symlinker = os.symlink,
 ) -> None:
     """Make ``RECORD`` name the files where the view installed them.
 
@@ -526,7 +553,7 @@ def _write_records(
         link.mkdir()
         for child in sorted(os.listdir(source)):
             if child != "RECORD":
-                os.symlink(source / child, link / child)
+                symlink(source / child, link / child)
         text = io.StringIO()
         csv.writer(text, lineterminator="\n").writerows(out)
         (link / "RECORD").write_text(text.getvalue(), encoding="utf-8")
