@@ -230,9 +230,7 @@ def _build(
     site = root / python.site_packages
     site.mkdir(parents=True)
     conflicts: list[Conflict] = []
-    link_merged(
-        site, [(e.dirname, e.path / SITE) for e in entries], conflicts, "", symlink=symlink
-    )
+    link_merged(site, [(e.dirname, e.path / SITE) for e in entries], conflicts, "", symlink=symlink)
     link_merged(
         root,
         [(e.dirname, e.path / "data") for e in entries],
