@@ -101,6 +101,29 @@ class LinkPool:
             return False
         return True
 
+    def file(self, data: bytes, dest: str | os.PathLike[str]) -> None:
+        """Make ``dest`` a read-only file holding data, as a hard link to the
+        pool's copy of those bytes (named by their hash) when it can."""
+        if self.enabled:
+            pooled = f"{self.root}/f-{hashlib.sha256(data).hexdigest()[:40]}"
+            if not os.path.exists(pooled):
+                from contentpkg.fs import write_cache
+
+                # Whole or absent (renamed into place); read-only, since
+                # every view that links it shares the one inode.
+                write_cache(pooled, data, mode=0o444)
+            try:
+                os.link(pooled, dest)
+                self.shared += 1
+                return
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINK and not isinstance(exc, FileNotFoundError):
+                    raise
+        with open(dest, "wb") as f:
+            f.write(data)
+        os.chmod(dest, 0o444)
+        self.plain += 1
+
     def prepare(self, entry: Entry) -> None:
         """Make the pool symlinks a view of a wheel entry will want: one per
         top-level name of its site-packages, so that composing a view later

@@ -61,7 +61,8 @@ from contentpkg.store import Entry, Store
 from contentpkg.store.hashing import b32
 
 # 2: merged ``__pycache__`` per source owner; RECORD rewritten for ``.data``.
-VIEW_FORMAT = 2
+# 3: the import finder (_cpk_finder), links from the shared pool.
+VIEW_FORMAT = 3
 VIEWS = "views"
 VIEW_JSON = "view.json"
 SITE = "site-packages"
@@ -164,7 +165,7 @@ def ensure_view(store: Store, entries: Sequence[Entry], python: InterpreterInfo)
     staging: Path | None = None
     try:
         staging = make_tmp_dir(final.parent, final.name)
-        conflicts = _build(staging, final, entries, python, LinkPool.of(store).symlink)
+        conflicts = _build(staging, final, entries, python, LinkPool.of(store))
         # Not durable (fs's rule): a view is derived from the store and
         # rebuilt when missing, so a crash costs only a rebuild.
         created = publish_dir(staging, final, durable=False)
@@ -216,13 +217,14 @@ def _build(
     final: Path,
     entries: Sequence[Entry],
     python: InterpreterInfo,
-    symlink: Symlinker = os.symlink,
+    pool: LinkPool,
 ) -> list:
     """Write the view into root; paths inside it name final (where it will live).
 
-    Every symlink is made by ``symlink``: the store's link pool shares one
-    inode per target between all views (see :mod:`.links`).
+    Every symlink comes from the store's link pool, which shares one inode
+    per target between all views (see :mod:`.links`).
     """
+    symlink = pool.symlink
     for entry in entries:
         if entry.kind != "wheel":
             raise CpkError(f"{entry.dirname}: a {entry.kind} entry cannot be in a Python view")
@@ -247,6 +249,7 @@ def _build(
             name = entry.name
             if not (target / name).exists():
                 symlink(headers, target / name)
+    install_finder(site, python, pool)
     written = write_scripts(
         root / "bin", final / "bin" / "python", entries, root_final=final, dropped=conflicts
     )
@@ -263,6 +266,50 @@ def _build(
     }
     (meta / VIEW_JSON).write_text(json.dumps(data, indent=1) + "\n")
     return conflicts
+
+
+#: The module every view's interpreter loads at start, and the line that loads it.
+FINDER = "_cpk_finder"
+FINDER_PTH = f"import {FINDER}; {FINDER}.install(sitedir)\n"
+
+
+def install_finder(site: Path, python: InterpreterInfo, pool: LinkPool) -> None:
+    """Put the view's import finder (:mod:`.sitefinder`) into site.
+
+    ``site`` runs the ``.pth`` line with ``sitedir`` naming the directory it
+    is adding, so the finder serves the path the interpreter actually uses
+    (a project's ``.venv`` link or the view itself). The module gets
+    unchecked-hash bytecode when cpk runs the view's Python version (the
+    view may not be writable, and every start would compile it otherwise).
+    """
+    source = Path(__file__).with_name("sitefinder.py").read_bytes()
+    if os.path.lexists(site / f"{FINDER}.py"):
+        return  # a distribution's own module of that name: leave it
+    pool.file(source, site / f"{FINDER}.py")
+    pyc = _unchecked_pyc(source, python)
+    if pyc is not None:
+        cache = site / PYCACHE
+        cache.mkdir(exist_ok=True)
+        pool.file(pyc, cache / f"{FINDER}.{python.cache_tag}.pyc")
+    pool.file(FINDER_PTH.encode(), site / f"{FINDER}.pth")
+
+
+def _unchecked_pyc(source: bytes, python: InterpreterInfo) -> bytes | None:
+    """PEP 552 unchecked-hash bytecode of source for python, if this
+    interpreter's bytecode is python's (same cache tag and magic number)."""
+    import importlib.util
+    import sys
+
+    if python.cache_tag is None or python.cache_tag != sys.implementation.cache_tag:
+        return None
+    if python.magic_number not in (None, importlib.util.MAGIC_NUMBER.hex()):
+        return None
+    # importlib's own writer of hash-based .pyc (what py_compile uses),
+    # without py_compile's detour through files.
+    from importlib._bootstrap_external import _code_to_hash_pyc  # type: ignore[attr-defined]
+
+    code = compile(source, f"{FINDER}.py", "exec", dont_inherit=True)
+    return bytes(_code_to_hash_pyc(code, importlib.util.source_hash(source), checked=False))
 
 
 def write_skeleton(
