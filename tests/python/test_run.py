@@ -180,6 +180,25 @@ def test_warm_run_loads_only_the_standard_library_and_the_memo(
     assert "contentpkg.python.run.memo" in loaded, sorted(loaded)
     outside = {m for m in loaded if m.split(".")[0] not in sys.stdlib_module_names}
     assert outside <= HOT_PATH_MODULES, sorted(outside - HOT_PATH_MODULES)
+    # Nor any standard module the decision could do without (collections,
+    # zlib...), started as the console script starts it (``-m`` would load
+    # runpy, which loads those itself), without site (whose .pth files here
+    # may load them too), so that only cpk's own imports show.
+    script = "import sys; from contentpkg.cli import main; sys.exit(main())"
+    bare = subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", "-c", "pass"],
+        cwd=root, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    console = subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", "-c", script, "run", "--index-url", index.url,
+         *probe],
+        cwd=root, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert console.stdout.strip() == "probe ran alpha", console.stderr
+    extra = _imported(console.stderr) - _imported(bare.stderr) - HOT_PATH_MODULES
+    # os and what it loads are what any command needs; site loads them, -S does not.
+    allowed = {"__future__", "os", "posixpath", "genericpath", "stat", "_stat", "_collections_abc"}
+    assert extra <= allowed, " ".join(sorted(extra))
 
 
 def test_the_hot_path_check_sees_a_memo_miss(tmp_path: Path, index: LocalIndex) -> None:
@@ -459,9 +478,7 @@ def test_launchers_are_the_scripts_installer_writes() -> None:
 
 def test_a_bad_with_requirement_is_one_line(tmp_path: Path, index: LocalIndex) -> None:
     root = project(tmp_path, "alpha")
-    proc = run_cpk(
-        "-q", "run", "--index-url", index.url, "--with", "bad req!!", "python", cwd=root
-    )
+    proc = run_cpk("-q", "run", "--index-url", index.url, "--with", "bad req!!", "python", cwd=root)
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "invalid requirement 'bad req!!'" in proc.stderr
 
@@ -503,9 +520,7 @@ def test_a_header_added_to_a_script_is_noticed(tmp_path: Path, index: LocalIndex
     assert proc.stdout.strip() == "['gamma']"
 
 
-def test_a_project_appearing_under_a_with_run_is_noticed(
-    tmp_path: Path, index: LocalIndex
-) -> None:
+def test_a_project_appearing_under_a_with_run_is_noticed(tmp_path: Path, index: LocalIndex) -> None:
     where = tmp_path / "bare"
     where.mkdir()
     for _ in range(2):

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+
+# collections.abc is not imported at run time: ``cpk run``'s hot path goes
+# through here, and ``collections`` costs more than its whole decision.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 #: A shell's status for a process killed by SIGPIPE (128 + 13), which is
 #: what ``cpk store ls | head -1`` gives, as ``ls | head -1`` does.

@@ -51,6 +51,7 @@ from contentpkg.store.hashing import b32
 
 if TYPE_CHECKING:
     from contentpkg.python.build.project import BuiltProject
+    from contentpkg.python.envs.views import Symlinker
 
 ENVS = "envs"
 # 2: site.PREFIXES names the view; links to its data directories.
@@ -109,7 +110,11 @@ def ensure_overlay(
         return final
     staging = make_tmp_dir(final.parent, final.name)
     try:
-        write_skeleton(staging, python, prompt=inputs.name or inputs.root.name)
+        from contentpkg.python.envs.links import LinkPool
+
+        pool = LinkPool.of(store)
+        prompt = inputs.name or inputs.root.name
+        write_skeleton(staging, python, prompt=prompt, symlink=pool.symlink)
         site = staging / python.site_packages
         site.mkdir(parents=True)
         view_site = view / python.site_packages
@@ -123,7 +128,7 @@ def ensure_overlay(
         )
         if project is not None:
             _install_project(project, staging, site, final / "bin" / "python")
-        _link_data_dirs(staging, view)
+        _link_data_dirs(staging, view, pool.symlink)
         scripts: dict[str, str] = {}
         for root in _editables(inputs):
             meta = _static_metadata(root)
@@ -148,7 +153,7 @@ def ensure_overlay(
 _OWN = frozenset({"bin", "lib", "lib64", "pyvenv.cfg", ".cpk"})
 
 
-def _link_data_dirs(overlay: Path, view: Path) -> None:
+def _link_data_dirs(overlay: Path, view: Path, symlink: Symlinker = os.symlink) -> None:
     """Link each data-scheme directory of the view into the overlay's root.
 
     The view already merged every distribution's ``.data/data`` (and its
@@ -157,7 +162,7 @@ def _link_data_dirs(overlay: Path, view: Path) -> None:
     for name in sorted(os.listdir(view)):
         # What the project's own wheel put there (its data files) stays.
         if name not in _OWN and not os.path.lexists(overlay / name):
-            os.symlink(view / name, overlay / name)
+            symlink(view / name, overlay / name)
 
 
 def _install_project(project: BuiltProject, root: Path, site: Path, python: Path) -> None:

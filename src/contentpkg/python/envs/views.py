@@ -49,22 +49,28 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from contentpkg.errors import CpkError
 from contentpkg.fs import discard, make_tmp_dir, publish_dir, remove_tree
+from contentpkg.python.envs.links import LinkPool
 from contentpkg.python.interpreter import InterpreterInfo
 from contentpkg.store import Entry, Store
 from contentpkg.store.hashing import b32
 
 # 2: merged ``__pycache__`` per source owner; RECORD rewritten for ``.data``.
-VIEW_FORMAT = 2
+# 3: the import finder (_cpk_finder), links from the shared pool.
+VIEW_FORMAT = 3
 VIEWS = "views"
 VIEW_JSON = "view.json"
 SITE = "site-packages"
 PYCACHE = "__pycache__"
+
+#: How a view makes one symlink: ``os.symlink``, or a pool's hard link to a
+#: shared one (:class:`~contentpkg.python.envs.links.LinkPool`).
+Symlinker = Callable[[str | os.PathLike[str], str | os.PathLike[str]], None]
 
 
 @dataclass(frozen=True)
@@ -159,7 +165,7 @@ def ensure_view(store: Store, entries: Sequence[Entry], python: InterpreterInfo)
     staging: Path | None = None
     try:
         staging = make_tmp_dir(final.parent, final.name)
-        conflicts = _build(staging, final, entries, python)
+        conflicts = _build(staging, final, entries, python, LinkPool.of(store))
         # Not durable (fs's rule): a view is derived from the store and
         # rebuilt when missing, so a crash costs only a rebuild.
         created = publish_dir(staging, final, durable=False)
@@ -206,22 +212,34 @@ def clean_stale_views(store: Store) -> None:
 # --- building ---------------------------------------------------------------------
 
 
-def _build(root: Path, final: Path, entries: Sequence[Entry], python: InterpreterInfo) -> list:
-    """Write the view into root; paths inside it name final (where it will live)."""
+def _build(
+    root: Path,
+    final: Path,
+    entries: Sequence[Entry],
+    python: InterpreterInfo,
+    pool: LinkPool,
+) -> list:
+    """Write the view into root; paths inside it name final (where it will live).
+
+    Every symlink comes from the store's link pool, which shares one inode
+    per target between all views (see :mod:`.links`).
+    """
+    symlink = pool.symlink
     for entry in entries:
         if entry.kind != "wheel":
             raise CpkError(f"{entry.dirname}: a {entry.kind} entry cannot be in a Python view")
-    write_skeleton(root, python, prompt="cpk")
+    write_skeleton(root, python, prompt="cpk", symlink=symlink)
     site = root / python.site_packages
     site.mkdir(parents=True)
     conflicts: list[Conflict] = []
-    link_merged(site, [(e.dirname, e.path / SITE) for e in entries], conflicts, "")
+    link_merged(site, [(e.dirname, e.path / SITE) for e in entries], conflicts, "", symlink=symlink)
     link_merged(
         root,
         [(e.dirname, e.path / "data") for e in entries],
         conflicts,
         "",
         skip_top={"bin", "lib", "pyvenv.cfg", ".cpk", "include"},
+        symlink=symlink,
     )
     for entry in entries:
         headers = entry.path / "headers"
@@ -230,11 +248,12 @@ def _build(root: Path, final: Path, entries: Sequence[Entry], python: Interprete
             target.mkdir(parents=True, exist_ok=True)
             name = entry.name
             if not (target / name).exists():
-                os.symlink(headers, target / name)
+                symlink(headers, target / name)
+    install_finder(site, python, pool)
     written = write_scripts(
         root / "bin", final / "bin" / "python", entries, root_final=final, dropped=conflicts
     )
-    _write_records(root, site, entries, written, python)
+    _write_records(root, site, entries, written, python, symlink)
     meta = root / ".cpk"
     meta.mkdir()
     (meta / "refs").write_text("".join(f"{e.dirname}\n" for e in entries))
@@ -249,7 +268,53 @@ def _build(root: Path, final: Path, entries: Sequence[Entry], python: Interprete
     return conflicts
 
 
-def write_skeleton(root: Path, python: InterpreterInfo, prompt: str) -> None:
+#: The module every view's interpreter loads at start, and the line that loads it.
+FINDER = "_cpk_finder"
+FINDER_PTH = f"import {FINDER}; {FINDER}.install(sitedir)\n"
+
+
+def install_finder(site: Path, python: InterpreterInfo, pool: LinkPool) -> None:
+    """Put the view's import finder (:mod:`.sitefinder`) into site.
+
+    ``site`` runs the ``.pth`` line with ``sitedir`` naming the directory it
+    is adding, so the finder serves the path the interpreter actually uses
+    (a project's ``.venv`` link or the view itself). The module gets
+    unchecked-hash bytecode when cpk runs the view's Python version (the
+    view may not be writable, and every start would compile it otherwise).
+    """
+    source = Path(__file__).with_name("sitefinder.py").read_bytes()
+    if os.path.lexists(site / f"{FINDER}.py"):
+        return  # a distribution's own module of that name: leave it
+    pool.file(source, site / f"{FINDER}.py")
+    pyc = _unchecked_pyc(source, python)
+    if pyc is not None:
+        cache = site / PYCACHE
+        cache.mkdir(exist_ok=True)
+        pool.file(pyc, cache / f"{FINDER}.{python.cache_tag}.pyc")
+    pool.file(FINDER_PTH.encode(), site / f"{FINDER}.pth")
+
+
+def _unchecked_pyc(source: bytes, python: InterpreterInfo) -> bytes | None:
+    """PEP 552 unchecked-hash bytecode of source for python, if this
+    interpreter's bytecode is python's (same cache tag and magic number)."""
+    import importlib.util
+    import sys
+
+    if python.cache_tag is None or python.cache_tag != sys.implementation.cache_tag:
+        return None
+    if python.magic_number not in (None, importlib.util.MAGIC_NUMBER.hex()):
+        return None
+    # importlib's own writer of hash-based .pyc (what py_compile uses),
+    # without py_compile's detour through files.
+    from importlib._bootstrap_external import _code_to_hash_pyc  # type: ignore[attr-defined]
+
+    code = compile(source, f"{FINDER}.py", "exec", dont_inherit=True)
+    return bytes(_code_to_hash_pyc(code, importlib.util.source_hash(source), checked=False))
+
+
+def write_skeleton(
+    root: Path, python: InterpreterInfo, prompt: str, symlink: Symlinker = os.symlink
+) -> None:
     """``pyvenv.cfg`` and ``bin/python*``: what makes CPython treat root as a venv.
 
     ``home`` is the real installation's bin directory (where CPython finds
@@ -271,7 +336,7 @@ def write_skeleton(root: Path, python: InterpreterInfo, prompt: str) -> None:
     bin_dir.mkdir(exist_ok=True)
     major = python.version_info[0]
     for name in ("python", f"python{major}", f"python{python.short_version}"):
-        os.symlink(base, bin_dir / name)
+        symlink(base, bin_dir / name)
 
 
 def link_merged(
@@ -280,6 +345,7 @@ def link_merged(
     conflicts: list[Conflict],
     prefix: str,
     skip_top: Iterable[str] = (),
+    symlink: Symlinker = os.symlink,
 ) -> None:
     """Fill dest with links to the children of each provider directory.
 
@@ -315,26 +381,31 @@ def link_merged(
         if name == PYCACHE:
             continue  # after the sources, whose owners it needs
         if len(found) == 1:
-            os.symlink(found[0][1], target)
+            symlink(found[0][1], target)
             owners[name] = found[0][0]
             continue
         dirs = [(o, p) for o, p in found if p.is_dir() and not p.is_symlink()]
         if len(dirs) == len(found):
             target.mkdir()
-            link_merged(target, dirs, conflicts, f"{prefix}{name}/")
+            link_merged(target, dirs, conflicts, f"{prefix}{name}/", symlink=symlink)
             continue
         first_owner, first = found[0]
-        os.symlink(first, target)
+        symlink(first, target)
         owners[name] = first_owner
         for owner, other in found[1:]:
             if not _same_file(first, other):
                 conflicts.append(Conflict(f"{prefix}{name}", first_owner, owner))
     caches = [(o, p) for o, p in children.get(PYCACHE, ()) if p.is_dir() and not p.is_symlink()]
     if caches:
-        _link_bytecode(dest / PYCACHE, caches, owners)
+        _link_bytecode(dest / PYCACHE, caches, owners, symlink)
 
 
-def _link_bytecode(dest: Path, caches: Sequence[tuple[str, Path]], owners: dict[str, str]) -> None:
+def _link_bytecode(
+    dest: Path,
+    caches: Sequence[tuple[str, Path]],
+    owners: dict[str, str],
+    symlink: Symlinker = os.symlink,
+) -> None:
     """A real ``__pycache__`` of links, each ``.pyc`` from its source's owner.
 
     ``mod.cpython-311.pyc`` and ``mod.cpython-311.opt-1.pyc`` belong to
@@ -352,7 +423,7 @@ def _link_bytecode(dest: Path, caches: Sequence[tuple[str, Path]], owners: dict[
             source = name.split(".", 1)[0] + ".py"
             if owners.get(source, owner) != owner or os.path.lexists(dest / name):
                 continue
-            os.symlink(directory / name, dest / name)
+            symlink(directory / name, dest / name)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -469,6 +540,7 @@ def _write_records(
     entries: Sequence[Entry],
     written: dict[str, list[str]],
     python: InterpreterInfo,
+    symlink: Symlinker = os.symlink,
 ) -> None:
     """Make ``RECORD`` name the files where the view installed them.
 
@@ -526,7 +598,7 @@ def _write_records(
         link.mkdir()
         for child in sorted(os.listdir(source)):
             if child != "RECORD":
-                os.symlink(source / child, link / child)
+                symlink(source / child, link / child)
         text = io.StringIO()
         csv.writer(text, lineterminator="\n").writerows(out)
         (link / "RECORD").write_text(text.getvalue(), encoding="utf-8")

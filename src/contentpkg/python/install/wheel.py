@@ -210,7 +210,7 @@ def add_wheel(
                 )  # fmt: skip
 
             try:
-                return add_built(
+                result = add_built(
                     store,
                     plan.name,
                     plan.version,
@@ -228,6 +228,13 @@ def add_wheel(
                 # The reads of the archive are judged inside _extract; what
                 # reaches here is the store writing its metadata and tables.
                 raise write_failed(exc, store.user.root, operation) from None
+    if result.created:
+        # The symlinks every view of this entry will hold, made once here
+        # (views then hard-link them: python/envs/links.py).
+        from contentpkg.python.envs.links import LinkPool
+
+        LinkPool.of(store).prepare(result.entry)
+    return result
 
 
 def wheel_entry_info(entry: Entry) -> dict[str, Any]:

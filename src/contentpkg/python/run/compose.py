@@ -135,10 +135,8 @@ def compose(
         if note:
             notes.append(note)
     elif inputs is not None and inputs.kind == "script":
-        from contentpkg.store.gc import add_root
-
         key = hashlib.sha256(os.fsencode(inputs.input_file)).hexdigest()[:20]
-        add_root(store, f"script-{key}", view.path)
+        _ensure_root(store, f"script-{key}", view.path)
     conflicts = view.conflicts if view.created else []
     return Prepared(env, python, inputs, conflicts, notes, lock_path=lock.path)
 
@@ -198,8 +196,23 @@ def link_dot_venv(store: Store, inputs: ProjectInputs, env: Path) -> str | None:
         replace_symlink(dot, os.fspath(env), durable=False)
     except OSError as exc:
         return f"cannot link {dot}: {exc.strerror}"
+    key = hashlib.sha256(os.fsencode(dot)).hexdigest()[:20]
+    _ensure_root(store, f"venv-{key}", dot)
+    return None
+
+
+def _ensure_root(store: Store, name: str, target: Path) -> None:
+    """Make the gc root ``name`` point at target, unless it already does.
+
+    A root names a stable path (the ``.venv`` link, a script), not the view
+    behind it, so once made it stays right; making it again would cost a
+    durable write (an fsync of the roots directory) on every rebuilt view.
+    """
+    try:
+        if os.readlink(store.roots_dir / name) == os.path.abspath(target):
+            return
+    except OSError:
+        pass
     from contentpkg.store.gc import add_root
 
-    key = hashlib.sha256(os.fsencode(dot)).hexdigest()[:20]
-    add_root(store, f"venv-{key}", dot)
-    return None
+    add_root(store, name, target)

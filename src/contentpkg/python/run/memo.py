@@ -27,8 +27,13 @@ from __future__ import annotations
 import marshal
 import os
 import sys
-import zlib
-from collections.abc import Iterable, Mapping, Sequence
+
+# Not ``typing.TYPE_CHECKING`` nor ``collections.abc`` at run time: on the
+# hot path, ``collections`` (with keyword, operator, reprlib) cost more than
+# the whole memo decision, and the annotations are strings anyway.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
 
 # 2: the script part of the key is set only for existing files;
 # 3: the key holds the prefix the command form adds (``x.py`` vs ``python x.py``)
@@ -176,10 +181,14 @@ def _uncredentialed(value: str) -> str:
 
 
 def memo_path(cache_dir: str | os.PathLike[str], key: str) -> str:
-    # zlib's crc32 is builtin and cheap; the full key is stored and compared,
-    # so a collision only costs a memo miss.
-    name = f"{zlib.crc32(key.encode('utf-8', 'surrogateescape')):08x}.marshal"
-    return os.path.join(cache_dir, MEMO_DIR, name)
+    # The full key is stored and compared, so the name only has to spread
+    # keys: a collision costs a memo miss. FNV-1a in Python, because every
+    # library hash (zlib, binascii, hashlib) is a shared object that the hot
+    # path would load for this one call, which costs more than the loop.
+    h = 0xCBF29CE484222325
+    for byte in key.encode("utf-8", "surrogateescape"):
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return os.path.join(cache_dir, MEMO_DIR, f"{h:016x}.marshal")
 
 
 def try_fast(args: Sequence[str]) -> None:

@@ -1,0 +1,138 @@
+"""A pool of shared symlinks, so that building a view writes no new inode per link.
+
+A view is a farm of symlinks into store entries, and on the file systems
+this project is measured on, creating a symlink costs what creating any
+inode costs: about ten times a hard link (1,000 symlinks 380-1,660 ms,
+1,000 hard links 17-90 ms, ext4 on a shared 2-core machine). Every view
+that holds an entry links the same names to the same targets, so each
+such symlink is made once, in the pool (``<home>/links/``, named by the
+hash of its target), and every view gets a *hard link to that symlink
+inode* (``link(2)`` without ``AT_SYMLINK_FOLLOW`` links the symlink
+itself). Reading a view is unchanged: the kernel follows the symlink the
+hard link names, whatever directory it sits in, because the targets are
+absolute.
+
+The pool is derived data: a missing pool symlink is made on first use; a
+pool on another file system than the view, a file system without hard
+links, or an inode at its link limit falls back to an ordinary symlink in
+the view. Symlinks are created whole by one ``symlink(2)``, so concurrent
+builders can only race to make an identical one, and the loser uses the
+winner's.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from pathlib import Path
+
+from contentpkg.store import Entry, Store
+
+#: The pool's directory under the home, beside ``store/`` and ``views/``.
+LINKS = "links"
+SITE = "site-packages"
+
+#: What link(2) says when a hard link cannot be made here (another file
+#: system, no hard links, too many links to the inode, not permitted):
+#: the view gets an ordinary symlink instead.
+_NO_HARD_LINK = frozenset({errno.EXDEV, errno.EMLINK, errno.EPERM, errno.EOPNOTSUPP})
+
+
+class LinkPool:
+    """Makes a view's symlinks as hard links to symlinks shared by every view."""
+
+    def __init__(self, home: Path) -> None:
+        self.root = os.fspath(home / LINKS)
+        self.enabled = True
+        #: Counts, for tests and benchmarks: how many links came from the
+        #: pool, how many pool symlinks were made, how many fell back.
+        self.shared = 0
+        self.made = 0
+        self.plain = 0
+
+    @classmethod
+    def of(cls, store: Store) -> LinkPool:
+        return cls(store.home)
+
+    def _pooled(self, target: str) -> str:
+        digest = hashlib.sha256(os.fsencode(target)).hexdigest()[:40]
+        return f"{self.root}/{digest}"
+
+    def symlink(self, target: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+        """Make ``dest`` a symlink to the absolute path ``target``."""
+        target = os.fspath(target)
+        if self.enabled and os.path.isabs(target):
+            pooled = self._pooled(target)
+            for _ in range(2):
+                try:
+                    os.link(pooled, dest, follow_symlinks=False)
+                    self.shared += 1
+                    return
+                except FileNotFoundError:
+                    if not self._make(pooled, target):
+                        break
+                except OSError as exc:
+                    if exc.errno not in _NO_HARD_LINK:
+                        raise
+                    if exc.errno != errno.EMLINK:
+                        self.enabled = False  # nothing here will link either
+                    break
+        os.symlink(target, dest)
+        self.plain += 1
+
+    def _make(self, pooled: str, target: str) -> bool:
+        """Put the symlink to target in the pool; False if it cannot be."""
+        try:
+            os.symlink(target, pooled)
+            self.made += 1
+        except FileExistsError:
+            pass  # made by a concurrent builder: the same target, by its name
+        except FileNotFoundError:
+            try:
+                os.makedirs(self.root, exist_ok=True)
+                os.symlink(target, pooled)
+                self.made += 1
+            except FileExistsError:
+                pass
+            except OSError:
+                return False
+        except OSError:
+            return False
+        return True
+
+    def file(self, data: bytes, dest: str | os.PathLike[str]) -> None:
+        """Make ``dest`` a read-only file holding data, as a hard link to the
+        pool's copy of those bytes (named by their hash) when it can."""
+        if self.enabled:
+            pooled = f"{self.root}/f-{hashlib.sha256(data).hexdigest()[:40]}"
+            if not os.path.exists(pooled):
+                from contentpkg.fs import write_cache
+
+                # Whole or absent (renamed into place); read-only, since
+                # every view that links it shares the one inode.
+                write_cache(pooled, data, mode=0o444)
+            try:
+                os.link(pooled, dest)
+                self.shared += 1
+                return
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINK and not isinstance(exc, FileNotFoundError):
+                    raise
+        with open(dest, "wb") as f:
+            f.write(data)
+        os.chmod(dest, 0o444)
+        self.plain += 1
+
+    def prepare(self, entry: Entry) -> None:
+        """Make the pool symlinks a view of a wheel entry will want: one per
+        top-level name of its site-packages, so that composing a view later
+        writes no symlink at all. Best effort: the view makes what is missing."""
+        site = entry.path / SITE
+        try:
+            names = os.listdir(site)
+        except OSError:
+            return
+        for name in names:
+            if name != "__pycache__":
+                self._make(self._pooled(os.fspath(site / name)), os.fspath(site / name))
