@@ -180,10 +180,11 @@ def test_tree_and_export_agree_with_the_lock(proj: Path, index: LocalIndex) -> N
 def test_export_evaluates_package_markers(proj: Path, index: LocalIndex) -> None:
     cpk(index, "lock", cwd=proj)
     text = (proj / "pylock.toml").read_text()
-    # A universal lock's markers: helper only with the group 'g'.
+    # A universal lock's markers: helper only with the group 'g' (which the
+    # lock declares, as a lock of a project with that group would).
     text = text.replace(
         'name = "helper"\n', 'name = "helper"\nmarker = "\'g\' in dependency_groups"\n'
-    )
+    ).replace("dependency-groups = []\n", 'dependency-groups = ["g"]\n')
     (proj / "pylock.toml").write_text(text)
     plain = cpk(index, "export", "--frozen", cwd=proj).stdout
     assert "helper==" not in plain and "app-lib==1.0" in plain
@@ -207,3 +208,46 @@ def test_bad_requirement_and_bad_depth_are_one_line_and_change_nothing(tmp_path:
     last = tree.stderr.strip().splitlines()[-1]
     assert last.endswith("'-1' is not a number of levels (0 or more)")
     assert "Traceback" not in tree.stderr
+
+
+GROUPED = """\
+[project]
+name = "proj"
+version = "0.1"
+dependencies = ["app-lib"]
+
+[dependency-groups]
+dev = ["tester"]
+lint = ["extra-dep"]
+
+[tool.uv]
+default-groups = ["lint"]
+"""
+
+
+def test_tree_and_export_take_the_default_groups_as_sync_does(
+    proj: Path, index: LocalIndex
+) -> None:
+    (proj / "pyproject.toml").write_text(GROUPED)
+    cpk(index, "lock", cwd=proj)
+
+    def names(*flags: str) -> tuple[set[str], set[str]]:
+        tree = cpk(index, "tree", "--frozen", *flags, cwd=proj).stdout.splitlines()
+        exported = cpk(index, "export", "--frozen", *flags, cwd=proj).stdout.splitlines()
+        return (
+            {line.lstrip("│├└─ ").split(" ")[0] for line in tree},
+            {line.split("==")[0] for line in exported if "==" in line},
+        )
+
+    # [tool.uv] default-groups replaces dev: lint comes, dev does not.
+    default = {"app-lib", "helper", "extra-dep"}
+    assert names() == (default, default)
+    everything = default | {"tester"}
+    assert names("--all-groups") == (everything, everything)
+    assert names("--no-default-groups") == ({"app-lib", "helper"}, {"app-lib", "helper"})
+    assert names("--only-group", "dev") == ({"tester", "helper"}, {"tester", "helper"})
+    unknown = cpk(index, "export", "--frozen", "--group", "docs", cwd=proj, check=False)
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == (
+        "cpk: error: no dependency group named 'docs' (declared: dev, lint)"
+    )

@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_store_commands(commands)
     _add_python_commands(commands)
-    add_project_commands(commands, _add_index_options)
+    add_project_commands(commands, _add_index_options, _add_selection_options)
     _add_elf_commands(commands)
     _add_environment_commands(commands)
     _add_path_commands(commands)

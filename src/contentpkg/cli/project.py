@@ -14,9 +14,11 @@ if TYPE_CHECKING:
     import argparse
 
 
-def add_project_commands(commands: Any, _add_index_options: Any) -> None:
+def add_project_commands(
+    commands: Any, _add_index_options: Any, add_selection_options: Any
+) -> None:
     """The parsers of the project commands (called by ``build_parser``, which
-    passes its function adding the index options)."""
+    passes its functions adding the index and the selection options)."""
     p = commands.add_parser(
         "init",
         help="create a new project (pyproject.toml, .gitignore)",
@@ -83,8 +85,7 @@ def add_project_commands(commands: Any, _add_index_options: Any) -> None:
     p.add_argument("--invert", metavar="NAME", help="show what depends on NAME instead")
     p.add_argument("--outdated", action="store_true", help="show the newest version the index has")
     p.add_argument("--frozen", action="store_true", help="read pylock.toml as it is")
-    p.add_argument("--extra", metavar="NAME", action="append", help="include an extra")
-    p.add_argument("--group", metavar="NAME", action="append", help="include a group")
+    add_selection_options(p)
     _add_index_options(p)
     p.set_defaults(func=cmd_tree)
 
@@ -104,8 +105,7 @@ def add_project_commands(commands: Any, _add_index_options: Any) -> None:
     )
     p.add_argument("--output-file", "-o", metavar="FILE", help="write here instead of stdout")
     p.add_argument("--frozen", action="store_true", help="read pylock.toml as it is")
-    p.add_argument("--extra", metavar="NAME", action="append", help="include an extra")
-    p.add_argument("--group", metavar="NAME", action="append", help="include a group")
+    add_selection_options(p)
     _add_index_options(p)
     p.set_defaults(func=cmd_export)
 
@@ -265,11 +265,12 @@ def _declared(path: Path) -> list[str]:
 
 
 def cmd_tree(args: argparse.Namespace) -> int:
-    from contentpkg.python.lockview.selection import environment, selected
+    from contentpkg.python.lock.selection import applicable
     from contentpkg.python.lockview.tree import dependency_tree, render_tree
 
     lock, options = _lock_for(args)
-    packages = selected(lock, environment(args.extra or (), args.group or ()))
+    # The same flags, defaults and choice as `cpk sync` (default groups included).
+    packages = applicable(lock, options.chosen(lock))
     forest = dependency_tree(packages, _declared(lock.path), depth=args.depth, invert=args.invert)
     if args.outdated:
         _mark_latest(options, forest)
@@ -331,11 +332,11 @@ def _mark_latest(options: Any, forest: list[Any]) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from contentpkg.fs import write_atomic
+    from contentpkg.python.lock.selection import applicable
     from contentpkg.python.lockview.export import to_pylock, to_requirements
-    from contentpkg.python.lockview.selection import environment, selected
 
-    lock, _options = _lock_for(args)
-    packages = selected(lock, environment(args.extra or (), args.group or ()))
+    lock, options = _lock_for(args)
+    packages = applicable(lock, options.chosen(lock))
     if args.format == "pylock.toml":
         text = to_pylock(lock, packages)
     else:

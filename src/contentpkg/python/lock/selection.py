@@ -118,6 +118,22 @@ def _select(lock: Lock, python: Any, chosen: Chosen | None) -> Lock:
     if not lock.universal:
         return lock
     assert chosen is not None
+    ranks = {tag: rank for rank, tag in enumerate(python.tags)}
+    taken = applicable(lock, chosen, python.markers, python.executable)
+    return _narrowed(lock, [_with_file(lock, package, ranks, python) for package in taken])
+
+
+def applicable(
+    lock: Lock, chosen: Chosen | None, markers: Any = None, target: str = "this interpreter"
+) -> list[LockedPackage]:
+    """The lock's packages whose markers hold for markers (an interpreter's
+    marker environment; default: the running one's) and chosen, in the
+    lock's order, files not chosen. A single-environment lock (chosen None,
+    or not universal) is taken whole. ``cpk sync`` narrows these further to
+    a file each; ``cpk tree`` and ``cpk export`` show them as they are, so
+    all three take the same packages for the same flags."""
+    if not lock.universal or chosen is None:
+        return list(lock.packages)
     for members in lock.conflicts:
         picked = [
             m
@@ -127,10 +143,13 @@ def _select(lock: Lock, python: Any, chosen: Chosen | None) -> Lock:
         if len(picked) > 1:
             shown = " and ".join(m.replace(":", " ", 1) for m in picked)
             raise CpkError(f"{shown} are declared conflicting (conflicts): select one of them")
-    env = dict(python.markers)
+    if markers is None:
+        from packaging.markers import default_environment
+
+        markers = default_environment()
+    env = dict(markers)
     env["extras"] = chosen.extras
     env["dependency_groups"] = chosen.groups
-    ranks = {tag: rank for rank, tag in enumerate(python.tags)}
     kept: list[LockedPackage] = []
     seen: dict[str, LockedPackage] = {}
     for package in lock.packages:
@@ -144,11 +163,11 @@ def _select(lock: Lock, python: Any, chosen: Chosen | None) -> Lock:
         if package.name in seen:
             raise LockMismatchError(
                 f"{lock.path}: {package.name} {seen[package.name].version} and "
-                f"{package.version} both apply to {python.executable}; re-lock with `cpk lock`"
+                f"{package.version} both apply to {target}; re-lock with `cpk lock`"
             )
         seen[package.name] = package
-        kept.append(_with_file(lock, package, ranks, python))
-    return _narrowed(lock, kept)
+        kept.append(package)
+    return kept
 
 
 def _narrowed(lock: Lock, kept: list[LockedPackage]) -> Lock:
@@ -335,4 +354,12 @@ def wheel_tags(filename: str) -> list[str]:
     ]
 
 
-__all__ = ["LOCK_FILENAME", "Chosen", "LockMismatchError", "choose", "is_default", "select"]
+__all__ = [
+    "LOCK_FILENAME",
+    "Chosen",
+    "LockMismatchError",
+    "applicable",
+    "choose",
+    "is_default",
+    "select",
+]
