@@ -183,6 +183,11 @@ def test_launcher_finds_where_through_outside_links_and_keeps_search_paths(
         out = subprocess.run([argv0], env=env, capture_output=True, text=True, cwd=tmp_path)
         assert out.returncode == 0, out.stderr
         assert out.stdout == f"prog|.:{where}/share/awk|{where}/etc/im:{where}/share/im:/mine\n"
+    # A relative $0 under a CDPATH that would make cd print: still one directory.
+    out = subprocess.run(
+        ["bin/prog"], env=dict(env, CDPATH=str(where)), capture_output=True, text=True, cwd=where
+    )
+    assert out.returncode == 0 and out.stdout.startswith(f"prog|.:{where}/share/awk|"), out
     del env["MAGICK_CONFIGURE_PATH"]
     out = subprocess.run([where / "bin/prog"], env=env, capture_output=True, text=True)
     assert out.stdout.endswith(f"|{where}/etc/im:{where}/share/im\n")

@@ -280,11 +280,11 @@ def launcher_text(name: str, variables: list[Variable]) -> str:
         "# its compiled-in lookups into this env dir, found from this file's place.",
         "self=$0",
         'while [ -L "$self" ]; do',
-        '    link=$(readlink "$self") || break',
+        '    link=$(readlink -- "$self") || break',
         "    case $link in /*) self=$link ;; *) self=${self%/*}/$link ;; esac",
         "done",
         "case $self in */*) bin=${self%/*} ;; *) bin=. ;; esac",
-        'bin=$(cd -P "$bin" && pwd) || exit 127',
+        'bin=$(CDPATH= cd -P -- "$bin" && pwd) || exit 127',
         "env=${bin%/*}",
     ]
     for v in variables:
