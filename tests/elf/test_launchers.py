@@ -183,6 +183,28 @@ def test_launcher_finds_where_through_outside_links_and_keeps_search_paths(
         out = subprocess.run([argv0], env=env, capture_output=True, text=True, cwd=tmp_path)
         assert out.returncode == 0, out.stderr
         assert out.stdout == f"prog|.:{where}/share/awk|{where}/etc/im:{where}/share/im:/mine\n"
+    # A relative $0 under a CDPATH that would make cd print: still one directory.
+    out = subprocess.run(
+        ["bin/prog"], env=dict(env, CDPATH=str(where)), capture_output=True, text=True, cwd=where
+    )
+    assert out.returncode == 0 and out.stdout.startswith(f"prog|.:{where}/share/awk|"), out
     del env["MAGICK_CONFIGURE_PATH"]
     out = subprocess.run([where / "bin/prog"], env=env, capture_output=True, text=True)
     assert out.stdout.endswith(f"|{where}/etc/im:{where}/share/im\n")
+
+
+def test_the_shipped_table_names_variables_inside_where_and_complete_steps() -> None:
+    from contentpkg.elf.launchers import rules_for, table
+
+    packages = table()
+    assert {"libgvc[0-9]*", "libmagickcore-6.q16-*", "gawk"} <= set(packages)
+    for spec in packages.values():
+        for value in spec.get("env", {}).values():
+            for item in [value] if isinstance(value, str) else value:
+                assert not item.startswith("/") and ".." not in item.split("/")
+        assert set(spec.get("prefix", [])) <= set(spec.get("env", {}))
+    # Soname bumps rename library packages: the patterns still match.
+    assert [p for p, _ in rules_for(["libgvc6", "libmagickcore-6.q16-7t64", "jq"])] == [
+        "libgvc6",
+        "libmagickcore-6.q16-7t64",
+    ]

@@ -33,6 +33,7 @@ import hashlib
 import os
 import posixpath
 import re
+import stat
 import subprocess
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -279,11 +280,11 @@ def launcher_text(name: str, variables: list[Variable]) -> str:
         "# its compiled-in lookups into this env dir, found from this file's place.",
         "self=$0",
         'while [ -L "$self" ]; do',
-        '    link=$(readlink "$self") || break',
+        '    link=$(readlink -- "$self") || break',
         "    case $link in /*) self=$link ;; *) self=${self%/*}/$link ;; esac",
         "done",
         "case $self in */*) bin=${self%/*} ;; *) bin=. ;; esac",
-        'bin=$(cd -P "$bin" && pwd) || exit 127',
+        'bin=$(CDPATH= cd -P -- "$bin" && pwd) || exit 127',
         "env=${bin%/*}",
     ]
     for v in variables:
@@ -303,6 +304,9 @@ def _quote(text: str) -> str:
 def launcher_of(path: str | os.PathLike[str]) -> tuple[Path, list[str]] | None:
     """(the program a cpk launcher execs, the variables it sets), or None."""
     try:
+        # A FIFO or a device would block or mislead: only a regular file is read.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         with open(path, "rb") as f:
             head = f.read(512)
     except OSError:
