@@ -131,7 +131,7 @@ def test_verify_runs_registered_checks(tmp_path: Path) -> None:
 
 def test_the_namespaces_register_roots_areas_and_checks() -> None:
     reg = registry()
-    assert reg.environment_areas == ("views", "envs")  # each area once
+    assert reg.environment_areas == ("views", "envs", "unions")  # each area once
     assert len(reg.root_kinds) == 1 and reg.root_kinds[0].claims(Path("pylock.toml"))
-    assert [e.prefix for e in reg.expiring] == ["runtime-"]
+    assert [e.prefix for e in reg.expiring] == ["runtime-", "union-"]
     assert len(reg.root_sources) == 1 and len(reg.checks) == 1
