@@ -464,7 +464,8 @@ class IndexClient:
         for index in self.indexes:
             found = self._index_files(index, name)
             if found:
-                _log.debug("%s: files from %s", name, index)
+                if _log.isEnabledFor(logging.DEBUG):  # counting loads every group
+                    _log.debug("%s: %d files from %s", name, len(found.filenames()), index)
                 files = found
                 break
             _log.debug("%s: not on %s", name, index)
