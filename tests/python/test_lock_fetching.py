@@ -247,3 +247,24 @@ def test_a_page_linking_a_local_file_is_refused_whole(client_factory: Factory) -
     page = Page("https://index.example/simple/pkg/", JSON_TYPE, body)
     with pytest.raises(CpkError, match="never local files"):
         client._parsed(page, "https://index.example/simple/", "pkg")
+
+
+def test_small_wheels_are_read_in_memory_and_kept_for_the_download(
+    tree: LocalIndex, client_factory: Factory, tmp_path: Path
+) -> None:
+    from contentpkg.errors import HashMismatchError
+
+    tree.latency = 0.0
+    client = client_factory(tree.url)
+    (wheel,) = client.project_files("leaf-a")
+    assert b"Name: leaf-a" in client.metadata(wheel)
+    assert [r.path for r in tree.requests] == ["/simple/leaf-a/", f"/files/{wheel.filename}"]
+    archives = tmp_path / "cache" / Bucket.ARCHIVES.value
+    assert not list(archives.glob(".pins.*/*"))  # nothing pinned to remove at close
+    tree.clear_log()
+    client.download(wheel, tmp_path / "out")  # the copy read for its metadata
+    assert tree.requests == []
+    (other,) = client.project_files("leaf-b")
+    tree.corrupt(other.filename)
+    with pytest.raises(HashMismatchError):
+        client.metadata(other)

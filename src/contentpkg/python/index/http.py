@@ -13,13 +13,14 @@ interpreter facts do) never loads the HTTP stack.
 HTTP/1.1 over pooled keep-alive connections, not HTTP/2, though PyPI and
 its mirrors offer it: measured with ``bench/python_http2.py`` (what a cold
 lock of a 14-project set asks for: 45 pages and 45 range requests from 8
-threads), httpx multiplexing everything over one HTTP/2 connection was no
-faster than urllib3 over 8 connections (wall 0.71 s against 0.68 s) and
-cost more CPU (0.30 s against 0.21 s: h2 and hpack are pure Python), on top
-of a larger import; and httpcore's HTTP/2 connection shared by threads
-failed one run in two (``KeyError`` on a stream id). What HTTP/2 would save
-is the TLS handshake of each extra connection, which a pool pays once per
-connection, not per request: too little for the dependency.
+threads; medians of 5 on 2 busy cores), httpx multiplexing everything over
+one HTTP/2 connection was slower than urllib3 over a pool (0.79 s against
+0.49 s) and cost more CPU (0.29 s against 0.19 s: h2 and hpack are pure
+Python), on top of a larger import (0.42 s against 0.17 s); and httpcore's
+HTTP/2 connection shared by threads failed one run in five (``KeyError``
+on a stream id). What HTTP/2 would save is the TLS handshake of each extra
+connection, paid once per connection, not per request: too little for the
+dependency.
 """
 
 from __future__ import annotations
