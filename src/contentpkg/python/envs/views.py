@@ -233,9 +233,12 @@ def _build(
     site.mkdir(parents=True)
     conflicts: list[Conflict] = []
     link_merged(site, [(e.dirname, e.path / SITE) for e in entries], conflicts, "", symlink=symlink)
+    # Which install schemes each entry has (site-packages, data, scripts,
+    # headers): one listing per entry instead of a failing call per scheme.
+    layout = {e.dirname: _listing(e.path) for e in entries}
     link_merged(
         root,
-        [(e.dirname, e.path / "data") for e in entries],
+        [(e.dirname, e.path / "data") for e in entries if "data" in layout[e.dirname]],
         conflicts,
         "",
         skip_top={"bin", "lib", "pyvenv.cfg", ".cpk", "include"},
@@ -243,7 +246,7 @@ def _build(
     )
     for entry in entries:
         headers = entry.path / "headers"
-        if headers.is_dir():
+        if "headers" in layout[entry.dirname]:
             target = root / "include" / "site" / f"python{python.short_version}"
             target.mkdir(parents=True, exist_ok=True)
             name = entry.name
@@ -251,9 +254,14 @@ def _build(
                 symlink(headers, target / name)
     install_finder(site, python, pool)
     written = write_scripts(
-        root / "bin", final / "bin" / "python", entries, root_final=final, dropped=conflicts
+        root / "bin",
+        final / "bin" / "python",
+        entries,
+        root_final=final,
+        dropped=conflicts,
+        layout=layout,
     )
-    _write_records(root, site, entries, written, python, symlink)
+    _write_records(root, site, entries, written, python, symlink, layout)
     meta = root / ".cpk"
     meta.mkdir()
     (meta / "refs").write_text("".join(f"{e.dirname}\n" for e in entries))
@@ -271,6 +279,13 @@ def _build(
 #: The module every view's interpreter loads at start, and the line that loads it.
 FINDER = "_cpk_finder"
 FINDER_PTH = f"import {FINDER}; {FINDER}.install(sitedir)\n"
+
+
+def _listing(path: Path) -> frozenset[str]:
+    try:
+        return frozenset(os.listdir(path))
+    except OSError:
+        return frozenset()
 
 
 def install_finder(site: Path, python: InterpreterInfo, pool: LinkPool) -> None:
@@ -481,6 +496,7 @@ def write_scripts(
     entries: Sequence[Entry],
     root_final: Path | None = None,
     dropped: list[Conflict] | None = None,
+    layout: dict[str, frozenset[str]] | None = None,
 ) -> dict[str, list[str]]:
     """Console and GUI scripts of the entries, and their data-scheme scripts.
 
@@ -520,7 +536,7 @@ def write_scripts(
                 _write_executable(bin_dir / name, launcher(python, module.strip(), attr))
                 mine.append(name)
         scripts = entry.path / "scripts"
-        if scripts.is_dir():
+        if ("scripts" in layout[entry.dirname]) if layout is not None else scripts.is_dir():
             for path in sorted(scripts.iterdir()):
                 if not path.is_file() or not claim(entry, path.name):
                     continue
@@ -541,6 +557,7 @@ def _write_records(
     written: dict[str, list[str]],
     python: InterpreterInfo,
     symlink: Symlinker = os.symlink,
+    layout: dict[str, frozenset[str]] | None = None,
 ) -> None:
     """Make ``RECORD`` name the files where the view installed them.
 
@@ -559,7 +576,8 @@ def _write_records(
         meta = entry.metadata.get("python") or {}
         dist_info = meta.get("dist_info")
         mine = written.get(entry.dirname, [])
-        schemes = [d for d in ("scripts", "data", "headers") if (entry.path / d).is_dir()]
+        has = layout[entry.dirname] if layout is not None else _listing(entry.path)
+        schemes = [d for d in ("scripts", "data", "headers") if d in has]
         if not dist_info or not (schemes or mine):
             continue
         link = site / dist_info
