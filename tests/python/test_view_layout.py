@@ -173,3 +173,47 @@ def test_the_finder_file_is_shared_and_read_only(tmp_path: Path) -> None:
         pyc = view.site_packages / "__pycache__" / f"{FINDER}.{sys.implementation.cache_tag}.pyc"
         # Unchecked-hash bytecode (PEP 552): never compared with a source.
         assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b01
+
+
+def test_tools_work_in_a_view(tmp_path: Path) -> None:
+    """pytest (its rootdir, its assertion rewriting through the view's
+    finder), coverage.py and console scripts, from entries made of this
+    machine's own installed distributions."""
+    from support.backends import wheel_of_installed
+
+    store = Store.open()
+    entries = []
+    for name in ("pytest", "pluggy", "iniconfig", "packaging", "pygments", "coverage"):
+        wheel = wheel_of_installed(tmp_path / "dists", name)
+        if wheel is None:
+            pytest.skip(f"{name} is not installed here")
+        entries.append(add_wheel(store, wheel).entry)
+    entries += _entries(tmp_path)
+    view = ensure_view(store, entries, interpreter_info())
+    project = tmp_path / "project"
+    (project / "tests").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    (project / "tests" / "test_it.py").write_text(
+        "import alpha.sub.mod\n\ndef f():\n    return 2\n\n"
+        "def test_mod():\n    assert alpha.sub.mod.NAME == 'mod'\n\n"
+        "def test_rewritten():\n    assert f() == 3\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COV"))}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    done = subprocess.run(
+        [os.fspath(view.bin_dir / "pytest"), "-p", "no:cacheprovider", "tests"],
+        cwd=project, capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"rootdir: {project}" in done.stdout
+    assert "1 failed, 1 passed" in done.stdout
+    assert "where 2 = f()" in done.stdout  # the assertion was rewritten
+    coverage = os.fspath(view.bin_dir / "coverage")
+    subprocess.run(
+        [coverage, "run", "-m", "pytest", "-p", "no:cacheprovider", "-q", "tests"],
+        cwd=project, capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    report = subprocess.run(
+        [coverage, "report"], cwd=project, capture_output=True, text=True, env=env, check=True
+    ).stdout
+    assert "tests/test_it.py" in report and "100%" in report, report
