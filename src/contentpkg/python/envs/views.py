@@ -13,14 +13,15 @@ the other way to keep imports as cheap as a plain virtualenv's:
   sees an ordinary directory: nothing of Python's import system is replaced.
 * ``sys.path`` holds one site-packages, so an import costs one directory
   lookup whatever the number of packages, exactly as in a virtualenv.
-  Measured with bench/python_run.py against uv's ``.venv`` holding the same
-  packages and bytecode: importing all of them took 1.02x as long for 44
-  PyPI packages and 1.05x for 500 small ones (the kernel following one more
-  link per package), where a ``sys.path`` entry per package costs several
-  times more at a few hundred packages, and a meta-path finder would put
-  Python code in front of every import.
-* Building costs one symlink per top-level name (a few per package), not per
-  file; only directories shared by several distributions (PEP 420 and
+  Following one more link per package made importing all of them 1.03-1.06x
+  as long as from uv's ``.venv`` (bench/python_run.py); the view's own
+  finder (:mod:`.sitefinder`, a ``FileFinder`` that lists each directory
+  once instead of stat'ing it per lookup) more than makes up for it, with
+  the same paths and loaders. A ``sys.path`` entry per package costs several
+  times more at a few hundred packages.
+* Building costs one link per top-level name (a few per package), not per
+  file, and no new inode: each is a hard link to a symlink shared by every
+  view (:mod:`.links`); only directories shared by several distributions (PEP 420 and
   legacy namespaces) become real directories, recursively, holding links to
   each provider's children. In those, ``__pycache__`` is merged too, one
   link per ``.pyc``, taken from the distribution whose source won (see
