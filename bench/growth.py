@@ -13,7 +13,15 @@ and a warm re-lock (caches kept, lock file deleted), ``cpk lock`` against
 ``uv lock``. Prints medians with min-max, the cpk/uv ratios, and the slope
 of each column (milliseconds per package, least squares over the sizes).
 
-    python bench/growth.py [--runs 3] [--sizes 50 200 1000] [--latency 0.02]
+Then, for the same sizes (``--env``, or ``--env-only`` without the lock
+rows), what a locked project costs to use: the environment built from a
+warm store (views deleted, store kept, then ``cpk run python -c pass``)
+against ``uv sync`` into a fresh ``.venv`` from a warm cache; importing
+every package with each environment's interpreter; and the overhead of
+``cpk run`` / ``uv run python -c pass`` over that interpreter. cpk runs
+as an installed tool would (bench/python_run.py's ``install_cpk``).
+
+    python bench/growth.py [--runs 3] [--sizes 50 200 1000] [--latency 0.02] [--env]
 """
 
 from __future__ import annotations
@@ -74,12 +82,123 @@ def slope(xs: list[int], ys: list[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
 
 
+def env_rows(args: argparse.Namespace, uv: str) -> None:
+    """Environment build, import-all and run overhead by size, cpk against uv."""
+    import resource
+
+    from python_run import install_cpk
+
+    from contentpkg.fs import remove_tree
+
+    def cpu_timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        timed(cmd, cwd, env)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+    keys = ("build", "buildcpu", "import", "overhead")
+    rows: dict[int, dict[str, list[float]]] = {}
+    for count in args.sizes:
+        with tempfile.TemporaryDirectory(prefix="cpk-growth-env-") as tmp:
+            work = Path(tmp)
+            try:
+                cpk = install_cpk(work / "cpk-tool")
+                build(work / "dists", count)
+                env = dict(os.environ)
+                env.update(
+                    CPK_HOME=str(work / "cpk-home"),
+                    CPK_CACHE_DIR=str(work / "cpk-cache"),
+                    UV_CACHE_DIR=str(work / "uv-cache"),
+                    UV_PYTHON=sys.executable,
+                    UV_PYTHON_DOWNLOADS="never",
+                    UV_NO_PROGRESS="1",
+                    PYTHONDONTWRITEBYTECODE="1",
+                )
+                env.pop("VIRTUAL_ENV", None)
+                with LocalIndex(work / "dists", formats=("json",)) as index:
+                    env["UV_INDEX_URL"] = url = index.url
+                    cpk_proj, uv_proj = work / "cpk", work / "uv"
+                    write_project(cpk_proj)
+                    write_project(uv_proj)
+                    sync = [*cpk, "sync", "--index-url", index.url]
+                    timed(sync, cpk_proj, env)
+                    timed([uv, "sync", "--compile-bytecode"], uv_proj, env)
+                script = work / "import_all.py"
+                script.write_text("".join(f"import synth_{i:04d}\n" for i in range(count)))
+                home = work / "cpk-home"
+                # The lock's index (fingerprinted) but no request: the server is gone.
+                run = [*cpk, "run", "--offline", "--index-url", url, "python", "-c", "pass"]
+                timed(run, cpk_proj, env)
+                cpk_py = str(Path(os.path.realpath(cpk_proj / ".venv")) / "bin" / "python")
+                uv_py = str(uv_proj / ".venv" / "bin" / "python")
+                found: dict[str, list[float]] = {}
+                for _ in range(args.runs):
+                    for name in ("views", "envs"):
+                        if (home / name).exists():
+                            remove_tree(home / name)
+                    (cpk_proj / ".venv").unlink(missing_ok=True)
+                    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    found.setdefault("cpk-build", []).append(timed(run, cpk_proj, env))
+                    middle = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    shutil.rmtree(uv_proj / ".venv")
+                    found.setdefault("uv-build", []).append(
+                        timed([uv, "sync", "--offline"], uv_proj, env)
+                    )
+                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    for tool, a, b in (("cpk", before, middle), ("uv", middle, after)):
+                        cpu = (b.ru_utime - a.ru_utime) + (b.ru_stime - a.ru_stime)
+                        found.setdefault(f"{tool}-buildcpu", []).append(cpu)
+                    cpk_py = str(Path(os.path.realpath(cpk_proj / ".venv")) / "bin" / "python")
+                    for tool, python, proj, runner in (
+                        ("cpk", cpk_py, cpk_proj, run),
+                        ("uv", uv_py, uv_proj, [uv, "run", "--offline", "python", "-c", "pass"]),
+                    ):
+                        found.setdefault(f"{tool}-import", []).append(
+                            cpu_timed([python, str(script)], work, env)
+                        )
+                        bare = cpu_timed([python, "-c", "pass"], proj, env)
+                        found.setdefault(f"{tool}-overhead", []).append(
+                            cpu_timed(runner, proj, env) - bare
+                        )
+                rows[count] = found
+            finally:
+                if (work / "cpk-home").exists():
+                    remove_tree(work / "cpk-home")
+    print("\nusing a locked project, by size: medians of", args.runs, "rounds")
+    print("build = env from a warm store (wall; buildcpu: its CPU time, children included),")
+    print("import = import every package (CPU),")
+    print("overhead = `cpk run` / `uv run python -c pass` minus the env's python (CPU)")
+    print(f"{'packages':>8} {'':>8} {'cpk':>9} {'uv':>9} {'cpk/uv':>7}   cpk min-max    uv min-max")
+    for count, found in rows.items():
+        for key in keys:
+            c, u = found[f"cpk-{key}"], found[f"uv-{key}"]
+            mc, mu = statistics.median(c), statistics.median(u)
+            spread = "   ".join(f"{min(x) * 1000:.0f}-{max(x) * 1000:.0f}" for x in (c, u))
+            print(
+                f"{count:>8} {key:>8} {mc * 1000:>7.1f}ms {mu * 1000:>7.1f}ms {mc / mu:>6.2f}x"
+                f"   {spread}"
+            )
+    sizes = list(rows)
+    for key in keys:
+        for tool in ("cpk", "uv"):
+            ys = [statistics.median(rows[n][f"{tool}-{key}"]) for n in sizes]
+            print(f"slope {key:>8} {tool:>3}: {slope(sizes, ys) * 1000:.3f} ms per package")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 200, 1000])
     parser.add_argument("--latency", type=float, default=0.02)
+    parser.add_argument("--env", action="store_true", help="also the environment rows")
+    parser.add_argument("--env-only", action="store_true", help="only the environment rows")
     args = parser.parse_args()
+    if args.env_only:
+        uv = shutil.which("uv")
+        if uv is None:
+            sys.exit("bench/growth.py needs uv on PATH (pip install uv)")
+        env_rows(args, uv)
+        return
     uv = shutil.which("uv")
     if uv is None:
         sys.exit("bench/growth.py needs uv on PATH (pip install uv)")
@@ -132,6 +251,8 @@ def main() -> None:
         for tool in ("cpk", "uv"):
             ys = [statistics.median(rows[n][f"{tool}-{key}"]) for n in sizes]
             print(f"slope {key:>4} {tool:>3}: {slope(sizes, ys) * 1000:.2f} ms per package")
+    if args.env:
+        env_rows(args, uv)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ import argparse
 import hashlib
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -158,19 +159,43 @@ def run(cmd: Sequence[str], cwd: Path, env: dict[str, str]) -> str:
     return done.stdout
 
 
+#: CPU time (user + system) of the last command ``timed`` ran, with its
+#: children: on a machine shared with other work, wall time mostly measures
+#: the neighbours, CPU time much less so.
+LAST_CPU = [0.0]
+
+
 def timed(cmd: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
+    """Wall time of cmd; its CPU time is left in ``LAST_CPU``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE)  # fmt: skip
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU[0] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         tail = "\n".join(done.stderr.decode(errors="replace").strip().splitlines()[-15:])
         raise BenchError(f"`{' '.join(cmd)}` in {cwd} exited {done.returncode}:\n{tail}")
     return elapsed
 
 
+#: Every sample, by measure: wall times, and CPU times under ``cpu:<name>``.
+SAMPLES: dict[str, list[float]] = {}
+
+
+def record(key: str, wall: float) -> float:
+    SAMPLES.setdefault(key, []).append(wall)
+    SAMPLES.setdefault(f"cpu:{key}", []).append(LAST_CPU[0])
+    return wall
+
+
 def interleaved(
-    commands: dict[str, tuple[list[str], Path]], env: dict[str, str], rounds: int, reps: int
+    commands: dict[str, tuple[list[str], Path]],
+    env: dict[str, str],
+    rounds: int,
+    reps: int,
+    label: str = "",
 ) -> dict[str, float]:
     """Median time of each command, sampled in turn (one warm-up each)."""
     for cmd, cwd in commands.values():
@@ -181,6 +206,9 @@ def interleaved(
         for key in keys[i % len(keys) :] + keys[: i % len(keys)]:
             cmd, cwd = commands[key]
             samples[key].append(timed(cmd, cwd, env))
+            SAMPLES.setdefault(f"cpu:{label}:{key}", []).append(LAST_CPU[0])
+    for key, values in samples.items():
+        SAMPLES.setdefault(f"{label}:{key}", []).extend(values)
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
@@ -461,6 +489,7 @@ class Case:
             self.env,
             self.args.runs,
             self.args.reps,
+            self.result.label,
         )
         self.result.times.update(medians)
 
@@ -482,6 +511,7 @@ class Case:
             self.env,
             self.args.runs,
             self.args.reps,
+            self.result.label,
         )
         self.result.times.update(medians)
 
@@ -490,8 +520,8 @@ class Case:
     def cold_views(self) -> None:
         log(f"{self.result.label}: environments from a warm store / cache")
 
-        def cpk_cold() -> float:
-            for name in ("views", "envs"):
+        def cpk_cold(*areas: str) -> float:
+            for name in ("views", "envs", *areas):
                 if (self.home / name).exists():
                     remove_tree(self.home / name)
             (self.cpk_proj / ".venv").unlink(missing_ok=True)
@@ -501,11 +531,18 @@ class Case:
             shutil.rmtree(self.uv_proj / ".venv", ignore_errors=True)
             return timed([*self.uv, "sync", *extra], self.uv_proj, self.env)
 
-        samples: dict[str, list[float]] = {"cpk-view": [], "uv-sync": [], "uv-sync-pyc": []}
+        label = self.result.label
+        samples: dict[str, list[float]] = {
+            "cpk-view": [], "uv-sync": [], "uv-sync-pyc": [], "cpk-view-nopool": []
+        }  # fmt: skip
         for _ in range(self.args.runs):
-            samples["cpk-view"].append(cpk_cold())
-            samples["uv-sync"].append(uv_cold())
+            samples["cpk-view"].append(record(f"{label}:cpk-view", cpk_cold()))
+            samples["uv-sync"].append(record(f"{label}:uv-sync", uv_cold()))
             samples["uv-sync-pyc"].append(uv_cold("--compile-bytecode"))
+            # The link pool is made when wheels enter the store; without it
+            # the first view of these entries makes every symlink itself.
+            samples["cpk-view-nopool"].append(record(f"{label}:cpk-view-nopool",
+                                                     cpk_cold("links")))  # fmt: skip
         self.result.times.update({k: statistics.median(v) for k, v in samples.items()})
 
     # 4: ten projects with the same lock
@@ -591,6 +628,32 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b > 0 else "n/a"
 
 
+def _stats(key: str) -> tuple[float, float, float]:
+    values = SAMPLES.get(key) or [float("nan")]
+    return statistics.median(values), min(values), max(values)
+
+
+def cpu_rows(label: str, w: int) -> None:
+    """The same measures in CPU time (user + system, children included),
+    and each wall time's min-max: the machine's noise, side by side."""
+    head = f"{'  CPU time, medians':<{w}} {'cpk':>10} {'uv':>10} {'cpk/uv':>7}"
+    print(f"{head}  wall min-max cpk | uv")
+
+    def line(name: str, ours: str, theirs: str, base_ours: str = "", base_theirs: str = "") -> None:
+        c, u = _stats(f"cpu:{label}:{ours}")[0], _stats(f"cpu:{label}:{theirs}")[0]
+        if base_ours:
+            c -= _stats(f"cpu:{label}:{base_ours}")[0]
+            u -= _stats(f"cpu:{label}:{base_theirs}")[0]
+        _, cmin, cmax = _stats(f"{label}:{ours}")
+        _, umin, umax = _stats(f"{label}:{theirs}")
+        spread = f"{ms(cmin)}-{ms(cmax)} | {ms(umin)}-{ms(umax)}"
+        print(f"  {name:<{w - 2}} {ms(c):>10} {ms(u):>10} {ratio(c, u):>7}  {spread}")
+
+    line("run overhead over bin/python", "cpk-run", "uv-run", "cpk-python", "uv-python")
+    line("import every top-level package", "cpk-import", "uv-import")
+    line("env from warm store / uv sync", "cpk-view", "uv-sync")
+
+
 def report(results: Sequence[Results], args: argparse.Namespace) -> None:
     w = 46
 
@@ -615,6 +678,8 @@ def report(results: Sequence[Results], args: argparse.Namespace) -> None:
             row("  the shared view alone, no overlay", t["cpk-view-import"], t["uv-import"])
         row("env from warm store: cpk run / uv sync [c]", t["cpk-view"], t["uv-sync"], "<= 0.25x")
         row("  against uv sync --compile-bytecode", t["cpk-view"], t["uv-sync-pyc"])
+        row("  cpk with the link pool deleted too [e]", t["cpk-view-nopool"], t["uv-sync"])
+        cpu_rows(r.label, w)
         d = r.disk
         cpk_b = d["cpk-shared"][0] + d["cpk-projects"][0]
         cpk_i = d["cpk-shared"][1] + d["cpk-projects"][1]
@@ -647,7 +712,9 @@ def report(results: Sequence[Results], args: argparse.Namespace) -> None:
         "    both treat them as virtual: cpk runs in the shared view, uv in its .venv\n"
         "[c] views/ and envs/ deleted, store kept, then `cpk run python -c pass` (which\n"
         "    includes starting python); .venv deleted, cache kept, then `uv sync`\n"
-        "[d] st_blocks * 512 and inodes, each inode once (hard links), symlinks not followed"
+        "[d] st_blocks * 512 and inodes, each inode once (hard links), symlinks not followed\n"
+        "[e] the pool of shared symlinks (links/ under CPK_HOME) is made when wheels enter the\n"
+        "    store and kept with it; this row deletes it too, so the view makes every symlink"
     )
 
 

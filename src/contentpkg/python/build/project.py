@@ -31,8 +31,6 @@ path of the log holding the backend's whole output.
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import glob
 import hashlib
 import os
@@ -185,6 +183,11 @@ class CoreMetadata:
 
 
 def parse_metadata(data: bytes, shown: str) -> CoreMetadata:
+    # Imported here: ``cpk run`` asks whether a project is built on every
+    # composed run, and the email package costs more than that whole check.
+    import email.parser
+    import email.policy
+
     msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(data)
     name, version = msg.get("Name"), msg.get("Version")
     if not name or not version:

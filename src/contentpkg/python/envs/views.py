@@ -13,14 +13,15 @@ the other way to keep imports as cheap as a plain virtualenv's:
   sees an ordinary directory: nothing of Python's import system is replaced.
 * ``sys.path`` holds one site-packages, so an import costs one directory
   lookup whatever the number of packages, exactly as in a virtualenv.
-  Measured with bench/python_run.py against uv's ``.venv`` holding the same
-  packages and bytecode: importing all of them took 1.02x as long for 44
-  PyPI packages and 1.05x for 500 small ones (the kernel following one more
-  link per package), where a ``sys.path`` entry per package costs several
-  times more at a few hundred packages, and a meta-path finder would put
-  Python code in front of every import.
-* Building costs one symlink per top-level name (a few per package), not per
-  file; only directories shared by several distributions (PEP 420 and
+  Following one more link per package made importing all of them 1.03-1.06x
+  as long as from uv's ``.venv`` (bench/python_run.py); the view's own
+  finder (:mod:`.sitefinder`, a ``FileFinder`` that lists each directory
+  once instead of stat'ing it per lookup) more than makes up for it, with
+  the same paths and loaders. A ``sys.path`` entry per package costs several
+  times more at a few hundred packages.
+* Building costs one link per top-level name (a few per package), not per
+  file, and no new inode: each is a hard link to a symlink shared by every
+  view (:mod:`.links`); only directories shared by several distributions (PEP 420 and
   legacy namespaces) become real directories, recursively, holding links to
   each provider's children. In those, ``__pycache__`` is merged too, one
   link per ``.pyc``, taken from the distribution whose source won (see
@@ -233,9 +234,12 @@ def _build(
     site.mkdir(parents=True)
     conflicts: list[Conflict] = []
     link_merged(site, [(e.dirname, e.path / SITE) for e in entries], conflicts, "", symlink=symlink)
+    # Which install schemes each entry has (site-packages, data, scripts,
+    # headers): one listing per entry instead of a failing call per scheme.
+    layout = {e.dirname: _listing(e.path) for e in entries}
     link_merged(
         root,
-        [(e.dirname, e.path / "data") for e in entries],
+        [(e.dirname, e.path / "data") for e in entries if "data" in layout[e.dirname]],
         conflicts,
         "",
         skip_top={"bin", "lib", "pyvenv.cfg", ".cpk", "include"},
@@ -243,7 +247,7 @@ def _build(
     )
     for entry in entries:
         headers = entry.path / "headers"
-        if headers.is_dir():
+        if "headers" in layout[entry.dirname]:
             target = root / "include" / "site" / f"python{python.short_version}"
             target.mkdir(parents=True, exist_ok=True)
             name = entry.name
@@ -251,9 +255,14 @@ def _build(
                 symlink(headers, target / name)
     install_finder(site, python, pool)
     written = write_scripts(
-        root / "bin", final / "bin" / "python", entries, root_final=final, dropped=conflicts
+        root / "bin",
+        final / "bin" / "python",
+        entries,
+        root_final=final,
+        dropped=conflicts,
+        layout=layout,
     )
-    _write_records(root, site, entries, written, python, symlink)
+    _write_records(root, site, entries, written, python, symlink, layout)
     meta = root / ".cpk"
     meta.mkdir()
     (meta / "refs").write_text("".join(f"{e.dirname}\n" for e in entries))
@@ -271,6 +280,13 @@ def _build(
 #: The module every view's interpreter loads at start, and the line that loads it.
 FINDER = "_cpk_finder"
 FINDER_PTH = f"import {FINDER}; {FINDER}.install(sitedir)\n"
+
+
+def _listing(path: Path) -> frozenset[str]:
+    try:
+        return frozenset(os.listdir(path))
+    except OSError:
+        return frozenset()
 
 
 def install_finder(site: Path, python: InterpreterInfo, pool: LinkPool) -> None:
@@ -481,6 +497,7 @@ def write_scripts(
     entries: Sequence[Entry],
     root_final: Path | None = None,
     dropped: list[Conflict] | None = None,
+    layout: dict[str, frozenset[str]] | None = None,
 ) -> dict[str, list[str]]:
     """Console and GUI scripts of the entries, and their data-scheme scripts.
 
@@ -520,7 +537,7 @@ def write_scripts(
                 _write_executable(bin_dir / name, launcher(python, module.strip(), attr))
                 mine.append(name)
         scripts = entry.path / "scripts"
-        if scripts.is_dir():
+        if ("scripts" in layout[entry.dirname]) if layout is not None else scripts.is_dir():
             for path in sorted(scripts.iterdir()):
                 if not path.is_file() or not claim(entry, path.name):
                     continue
@@ -541,6 +558,7 @@ def _write_records(
     written: dict[str, list[str]],
     python: InterpreterInfo,
     symlink: Symlinker = os.symlink,
+    layout: dict[str, frozenset[str]] | None = None,
 ) -> None:
     """Make ``RECORD`` name the files where the view installed them.
 
@@ -559,7 +577,8 @@ def _write_records(
         meta = entry.metadata.get("python") or {}
         dist_info = meta.get("dist_info")
         mine = written.get(entry.dirname, [])
-        schemes = [d for d in ("scripts", "data", "headers") if (entry.path / d).is_dir()]
+        has = layout[entry.dirname] if layout is not None else _listing(entry.path)
+        schemes = [d for d in ("scripts", "data", "headers") if d in has]
         if not dist_info or not (schemes or mine):
             continue
         link = site / dist_info

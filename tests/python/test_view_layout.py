@@ -1,0 +1,219 @@
+"""How a view is made and how its interpreter imports (issue 16).
+
+The mechanisms, not the times: a view's symlinks are hard links to one
+shared symlink per target (so a second view writes no symlink inode), and
+the view's import finder answers from directory listings read once, with
+the paths, loaders and specs the standard finder gives, in fewer system
+calls than the standard finder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.wheels import make_wheel
+
+from contentpkg.python.envs.links import LINKS
+from contentpkg.python.envs.views import FINDER, ensure_view
+from contentpkg.python.install.wheel import add_wheel
+from contentpkg.python.interpreter import interpreter_info
+from contentpkg.store import Entry, Store
+
+
+def _entries(tmp_path: Path) -> list[Entry]:
+    store = Store.open()
+    wheels = [
+        make_wheel(
+            tmp_path / "dists",
+            "alpha",
+            "1.0",
+            files={
+                "alpha/__init__.py": "VALUE = 1\n",
+                "alpha/sub/__init__.py": "",
+                "alpha/sub/mod.py": "NAME = 'mod'\n",
+                "alpha/data.txt": "hello\n",
+            },
+            entry_points={"console_scripts": {"alpha-tool": "alpha:main"}},
+        ),
+        make_wheel(tmp_path / "dists", "beta", "1.0", files={"beta.py": "B = 2\n"}),
+        make_wheel(tmp_path / "dists", "gamma", "1.0", files={"gamma/__init__.py": ""}),
+    ]
+    return [add_wheel(store, w).entry for w in wheels]
+
+
+def _symlinks(root: Path) -> list[Path]:
+    return [
+        Path(d) / n
+        for d, dirs, files in os.walk(root)
+        for n in dirs + files
+        if os.path.islink(os.path.join(d, n))
+    ]
+
+
+def test_a_second_view_makes_no_symlink_inode(tmp_path: Path) -> None:
+    entries = _entries(tmp_path)
+    store = Store.open()
+    pool = store.home / LINKS
+    # Adding a wheel made the symlinks its views will hold.
+    made_at_add = set(os.listdir(pool))
+    for entry in entries:
+        for name in os.listdir(entry.path / "site-packages"):
+            target = os.fspath(entry.path / "site-packages" / name)
+            assert any(os.readlink(pool / n) == target for n in made_at_add if n[:2] != "f-")
+    python = interpreter_info()
+    first = ensure_view(store, entries, python)
+    after_first = set(os.listdir(pool))
+    second = ensure_view(store, list(reversed(entries)), python)
+    assert second.path != first.path
+    # The second view added nothing to the pool: every link it holds was there.
+    assert set(os.listdir(pool)) == after_first
+    links = _symlinks(second.path)
+    assert links, "a view of links"
+    for link in links:
+        st = os.lstat(link)
+        # One inode shared with the pool and the first view, never a new symlink.
+        assert st.st_nlink >= 3, (link, st.st_nlink)
+    shared = os.lstat(second.site_packages / "alpha")
+    assert shared.st_ino == os.lstat(first.site_packages / "alpha").st_ino
+    # And it is an ordinary view to the interpreter.
+    probe = "import alpha.sub.mod, beta, gamma; print(alpha.sub.mod.NAME, beta.B)"
+    done = subprocess.run(
+        [os.fspath(second.python_path), "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["mod", "2"]
+
+
+PROBE = r"""
+import importlib, json, sys
+import alpha.sub.mod, beta, gamma
+out = {}
+for name in ("alpha", "alpha.sub", "alpha.sub.mod", "beta", "gamma"):
+    m = sys.modules[name]
+    out[name] = [m.__file__, getattr(m, "__path__", None) and list(m.__path__),
+                 type(m.__spec__.loader).__name__, m.__spec__.origin]
+site = [p for p in sys.path if p.endswith("site-packages")][-1]
+out["finders"] = sorted({type(sys.path_importer_cache[p]).__name__
+                         for p in sys.path_importer_cache if p.startswith(site)})
+print(json.dumps(out))
+"""
+
+
+def _probe(python: Path, *flags: str, site: Path | None = None) -> dict:
+    code = PROBE if site is None else f"import sys; sys.path.append({os.fspath(site)!r})\n" + PROBE
+    done = subprocess.run(
+        [os.fspath(python), *flags, "-c", code], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout)
+
+
+def test_the_view_finder_gives_the_standard_answers(tmp_path: Path) -> None:
+    entries = _entries(tmp_path)
+    view = ensure_view(Store.open(), entries, interpreter_info())
+    ours = _probe(view.python_path)
+    assert ours.pop("finders") == ["ViewFinder"]
+    # -S: no site, so no .pth and no finder; the same directory on sys.path.
+    standard = _probe(view.python_path, "-S", site=view.site_packages)
+    assert standard.pop("finders") == ["FileFinder"]
+    assert ours == standard
+    assert ours["alpha"][0] == os.fspath(view.site_packages / "alpha" / "__init__.py")
+    assert ours["alpha.sub.mod"][2] == "SourceFileLoader"
+
+
+def test_the_view_finder_sees_what_is_added_to_site_packages(tmp_path: Path) -> None:
+    entries = _entries(tmp_path)
+    view = ensure_view(Store.open(), entries, interpreter_info())
+    added = view.site_packages / "late_module.py"
+    code = (
+        "import beta, importlib\n"  # the finder has listed site-packages
+        f"open({os.fspath(added)!r}, 'w').write('X = 3')\n"
+        "import late_module; print(late_module.X)\n"
+    )
+    done = subprocess.run([os.fspath(view.python_path), "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "3", done.stderr
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_the_view_finder_makes_fewer_system_calls(tmp_path: Path) -> None:
+    entries = _entries(tmp_path)
+    view = ensure_view(Store.open(), entries, interpreter_info())
+    script = "import alpha.sub.mod, beta, gamma\n"
+
+    def path_calls(*args: str) -> int:
+        log = tmp_path / "strace.log"
+        subprocess.run(
+            ["strace", "-f", "-qq", "-e", "trace=%file", "-o", os.fspath(log),
+             os.fspath(view.python_path), *args],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return sum(os.fspath(view.site_packages) in line for line in log.read_text().splitlines())
+
+    with_finder = path_calls("-c", script)
+    standard = path_calls(
+        "-S", "-c", f"import sys; sys.path.append({os.fspath(view.site_packages)!r})\n" + script
+    )
+    # FileFinder stats each directory per lookup and each candidate __init__;
+    # the finder lists each directory once. Every path call into the view counts.
+    assert 0 < with_finder < standard, (with_finder, standard)
+
+
+def test_the_finder_file_is_shared_and_read_only(tmp_path: Path) -> None:
+    entries = _entries(tmp_path)
+    view = ensure_view(Store.open(), entries, interpreter_info())
+    module = view.site_packages / f"{FINDER}.py"
+    st = module.stat()
+    assert st.st_nlink >= 2 and not st.st_mode & 0o222
+    assert (view.site_packages / f"{FINDER}.pth").read_text().startswith(f"import {FINDER};")
+    if sys.implementation.cache_tag:
+        pyc = view.site_packages / "__pycache__" / f"{FINDER}.{sys.implementation.cache_tag}.pyc"
+        # Unchecked-hash bytecode (PEP 552): never compared with a source.
+        assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b01
+
+
+def test_tools_work_in_a_view(tmp_path: Path) -> None:
+    """pytest (its rootdir, its assertion rewriting through the view's
+    finder), coverage.py and console scripts, from entries made of this
+    machine's own installed distributions."""
+    from support.backends import wheel_of_installed
+
+    store = Store.open()
+    entries = []
+    for name in ("pytest", "pluggy", "iniconfig", "packaging", "pygments", "coverage"):
+        wheel = wheel_of_installed(tmp_path / "dists", name)
+        if wheel is None:
+            pytest.skip(f"{name} is not installed here")
+        entries.append(add_wheel(store, wheel).entry)
+    entries += _entries(tmp_path)
+    view = ensure_view(store, entries, interpreter_info())
+    project = tmp_path / "project"
+    (project / "tests").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    (project / "tests" / "test_it.py").write_text(
+        "import alpha.sub.mod\n\ndef f():\n    return 2\n\n"
+        "def test_mod():\n    assert alpha.sub.mod.NAME == 'mod'\n\n"
+        "def test_rewritten():\n    assert f() == 3\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COV"))}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    done = subprocess.run(
+        [os.fspath(view.bin_dir / "pytest"), "-p", "no:cacheprovider", "tests"],
+        cwd=project, capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"rootdir: {project}" in done.stdout
+    assert "1 failed, 1 passed" in done.stdout
+    assert "where 2 = f()" in done.stdout  # the assertion was rewritten
+    coverage = os.fspath(view.bin_dir / "coverage")
+    subprocess.run(
+        [coverage, "run", "-m", "pytest", "-p", "no:cacheprovider", "-q", "tests"],
+        cwd=project, capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    report = subprocess.run(
+        [coverage, "report"], cwd=project, capture_output=True, text=True, env=env, check=True
+    ).stdout
+    assert "tests/test_it.py" in report and "100%" in report, report
