@@ -48,6 +48,10 @@ def cpk(env: dict[str, str], *args: str | Path, check: bool = True) -> subproces
     return proc
 
 
+#: Every sample taken, by what median_time returned, for the min-max columns.
+SAMPLES: dict[float, list[float]] = {}
+
+
 def median_time(
     fn: Callable[[], object], runs: int, before: Callable[[], object] = lambda: None
 ) -> float:
@@ -57,7 +61,15 @@ def median_time(
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    median = statistics.median(times)
+    SAMPLES.setdefault(median, []).extend(times)
+    return median
+
+
+def spread(value: float) -> str:
+    """min-max of the samples behind a median (the machine's noise)."""
+    samples = SAMPLES.get(value) or [value]
+    return f"[{min(samples):.2f}-{max(samples):.2f}]"
 
 
 def rm(path: Path) -> None:
@@ -112,6 +124,8 @@ def main() -> None:
         t_readd = median_time(lambda: cpk(env, "store", "add", *debs), 1)
         rounds.append((t_dpkg, t_add, t_readd))
     t_dpkg, t_add, t_readd = (statistics.median(r[i] for r in rounds) for i in range(3))
+    for i, median in enumerate((t_dpkg, t_add, t_readd)):
+        SAMPLES[median] = [r[i] for r in rounds]
     unpacked = du(work / "dpkg-x")
     store_size = du(work / "home" / "store")
 
@@ -143,11 +157,14 @@ def main() -> None:
 
     def row(what: str, mine: float, theirs: float, ref: str, goal: str) -> None:
         print(
-            f"{what:<34} {mine:8.2f}s  {ref:<28} {theirs:8.2f}s  "
-            f"ratio {mine / theirs:6.3f}  goal {goal}"
+            f"{what:<34} {mine:8.2f}s {spread(mine):<14} {ref:<28} {theirs:8.2f}s "
+            f"{spread(theirs):<14} ratio {mine / theirs:6.3f}  goal {goal}"
         )
 
-    print(f"medians of {args.runs} runs, {args.jobs} parallel jobs on both sides")
+    print(
+        f"medians of {args.runs} runs [min-max], {args.jobs} parallel jobs on both sides, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     row(f"cpk store add ({len(debs)} .debs)", t_add, t_dpkg, "dpkg-deb -x", "<= 1.5")
     row("cpk store add again (re-add)", t_readd, t_dpkg, "dpkg-deb -x", "<= 0.05")
     row(
