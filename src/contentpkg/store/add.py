@@ -570,6 +570,11 @@ def _copy_file(src: Path, dst: Path) -> tuple[str, int, int, bytes]:
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd_out, view) :]
+                if size == st.st_size and len(chunk) < _CHUNK:
+                    # A short read that reaches the size fstat gave: the
+                    # end. Most files are small, and the read that would
+                    # return nothing was a third of their system calls.
+                    break
         finally:
             os.close(fd_out)
     finally:
