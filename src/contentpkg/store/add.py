@@ -561,8 +561,13 @@ def _copy_file(src: Path, dst: Path) -> tuple[str, int, int, bytes]:
         h = hashlib.sha256()
         size = 0
         head = b""
+        # The first read asks for one byte more than fstat's size (a small
+        # buffer for a small file: a 1 MiB one costs an mmap, mremap and
+        # munmap each time); a short read that reaches that size is the
+        # end, which spares the read that would return nothing.
+        want = min(_CHUNK, st.st_size + 1)
         try:
-            while chunk := os.read(fd_in, _CHUNK):
+            while chunk := os.read(fd_in, want):
                 if not size:
                     head = chunk[:4]
                 h.update(chunk)
@@ -570,11 +575,9 @@ def _copy_file(src: Path, dst: Path) -> tuple[str, int, int, bytes]:
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd_out, view) :]
-                if size == st.st_size and len(chunk) < _CHUNK:
-                    # A short read that reaches the size fstat gave: the
-                    # end. Most files are small, and the read that would
-                    # return nothing was a third of their system calls.
+                if size == st.st_size and len(chunk) < want:
                     break
+                want = _CHUNK
         finally:
             os.close(fd_out)
     finally:
