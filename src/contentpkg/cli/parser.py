@@ -153,12 +153,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-#: Commands run once per file or in loops, by the function adding their group.
+#: Commands run once per file or in loops, by the function adding their group
+#: (one that no other group adds subcommands to: ``cpk store`` gains
+#: ``push``/``pull`` from the remote commands, so it is not here).
 _ONE_GROUP = {
     "ldd": "_add_elf_commands",
     "install": "_add_elf_commands",
     "identify": "_add_elf_commands",
-    "store": "_add_store_commands",
 }
 
 
