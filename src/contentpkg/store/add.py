@@ -127,7 +127,8 @@ def publishing_together(store: Store) -> Iterator[None]:
             _BATCH.reset(token)
         if batch.staged:
             try:
-                _publish(store, root, batch.staged)
+                with collector_lock(root):  # as each add publishes: never beside gc
+                    _publish(store, root, batch.staged)
             except OSError as exc:
                 if exc.errno in _WRITE_ERRNOS:
                     raise write_failed(exc, root, "publishing the added entries") from None
