@@ -111,8 +111,8 @@ def publishing_together(store: Store) -> Iterator[None]:
     one ``syncfs`` for all of them, their files-table rows in one
     transaction, then one rename each and one fsync of the store directory.
     An entry is never visible before it is durable. If the block raises,
-    nothing staged in it is published. A failure to publish raises (as
-    :func:`add_built` would) after every entry that could be published was.
+    nothing staged in it is published. A failure to publish raises as
+    :func:`add_built` would; entries renamed before it stay, each whole.
     """
     if _BATCH.get() is not None:  # nested: the outer block publishes
         yield
