@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -48,6 +49,10 @@ def cpk(env: dict[str, str], *args: str | Path, check: bool = True) -> subproces
     return proc
 
 
+#: Every sample taken, by what median_time returned, for the min-max columns.
+SAMPLES: dict[float, list[float]] = {}
+
+
 def median_time(
     fn: Callable[[], object], runs: int, before: Callable[[], object] = lambda: None
 ) -> float:
@@ -57,7 +62,21 @@ def median_time(
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    median = statistics.median(times)
+    SAMPLES.setdefault(median, []).extend(times)
+    return median
+
+
+def children_cpu() -> float:
+    """CPU seconds used so far by every finished child (and their children)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def spread(value: float) -> str:
+    """min-max of the samples behind a median (the machine's noise)."""
+    samples = SAMPLES.get(value) or [value]
+    return f"[{min(samples):.2f}-{max(samples):.2f}]"
 
 
 def rm(path: Path) -> None:
@@ -104,14 +123,22 @@ def main() -> None:
 
     # Interleaved, one of each per round: a busy machine slows both sides alike.
     rounds: list[tuple[float, float, float]] = []
+    cpus: list[tuple[float, float]] = []  # CPU seconds (user + system): dpkg-deb, cpk
     for _ in range(args.runs):
         rm(work / "dpkg-x")
+        cpu0 = children_cpu()
         t_dpkg = median_time(dpkg_x, 1)
+        cpu1 = children_cpu()
         rm(work / "home")
+        cpu2 = children_cpu()
         t_add = median_time(lambda: cpk(env, "store", "add", "--jobs", str(args.jobs), *debs), 1)
+        cpu3 = children_cpu()
         t_readd = median_time(lambda: cpk(env, "store", "add", *debs), 1)
         rounds.append((t_dpkg, t_add, t_readd))
+        cpus.append((cpu1 - cpu0, cpu3 - cpu2))
     t_dpkg, t_add, t_readd = (statistics.median(r[i] for r in rounds) for i in range(3))
+    for i, median in enumerate((t_dpkg, t_add, t_readd)):
+        SAMPLES[median] = [r[i] for r in rounds]
     unpacked = du(work / "dpkg-x")
     store_size = du(work / "home" / "store")
 
@@ -143,12 +170,20 @@ def main() -> None:
 
     def row(what: str, mine: float, theirs: float, ref: str, goal: str) -> None:
         print(
-            f"{what:<34} {mine:8.2f}s  {ref:<28} {theirs:8.2f}s  "
-            f"ratio {mine / theirs:6.3f}  goal {goal}"
+            f"{what:<34} {mine:8.2f}s {spread(mine):<14} {ref:<28} {theirs:8.2f}s "
+            f"{spread(theirs):<14} ratio {mine / theirs:6.3f}  goal {goal}"
         )
 
-    print(f"medians of {args.runs} runs, {args.jobs} parallel jobs on both sides")
+    print(
+        f"medians of {args.runs} runs [min-max], {args.jobs} parallel jobs on both sides, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     row(f"cpk store add ({len(debs)} .debs)", t_add, t_dpkg, "dpkg-deb -x", "<= 1.5")
+    cpu_dpkg, cpu_add = (statistics.median(c[i] for c in cpus) for i in range(2))
+    print(
+        f"{'  CPU time, user + system':<34} {cpu_add:8.2f}s {'':<14} {'':<28} {cpu_dpkg:8.2f}s "
+        f"{'':<14} ratio {cpu_add / cpu_dpkg:6.3f}  (less noisy than wall time on a busy machine)"
+    )
     row("cpk store add again (re-add)", t_readd, t_dpkg, "dpkg-deb -x", "<= 0.05")
     row(
         f"resolution ({count_cpk} packages)",

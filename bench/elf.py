@@ -114,6 +114,11 @@ def median_ms(samples: Sequence[float]) -> float:
     return statistics.median(samples) * 1000
 
 
+def span_ms(samples: Sequence[float]) -> str:
+    """min-max of the samples, in ms: the machine's noise beside each median."""
+    return f"[{min(samples) * 1000:.1f}-{max(samples) * 1000:.1f}]"
+
+
 # --- the program and its prefix tree ------------------------------------------------
 
 
@@ -500,15 +505,17 @@ def report_install(program: Program, t: InstallTimes, files: int, size: int) -> 
         f"\n== 1. install {program.name} ({len(program.libs)} non-glibc libraries, "
         f"{files} files, {size / (1 << 20):.1f} MiB) from a warm store =="
     )
-    print(f"{'measure':<44} {'median':>10} {'/ cp -r':>8}  note")
+    print(f"{'measure':<44} {'median':>10} {'min-max':>16} {'/ cp -r':>8}  note")
     rows = [
-        ("cp -r of the prefix tree [a]", base, ""),
-        ("cpk install PROG WHERE (command) [b]", median_ms(t.cli), ""),
-        ("install() in process [c]", median_ms(t.function), ""),
-        ("  the tool's python -c pass", median_ms(t.python), "interpreter start-up alone"),
+        ("cp -r of the prefix tree [a]", t.cp, ""),
+        ("cpk install PROG WHERE (command) [b]", t.cli, ""),
+        ("install() in process [c]", t.function, ""),
+        ("  the tool's python -c pass", t.python, "interpreter start-up alone"),
     ]
-    for label, value, note in rows:
-        print(f"{label:<44} {value:>8.1f}ms {value / base:>7.2f}x  {note}".rstrip())
+    for label, samples, note in rows:
+        value = median_ms(samples)
+        line = f"{label:<44} {value:>8.1f}ms {span_ms(samples):>16} {value / base:>7.2f}x  {note}"
+        print(line.rstrip())
     cli, fn, python = median_ms(t.cli), median_ms(t.function), median_ms(t.python)
     startup = cli - fn
     print(f"  command - in process: {startup:.1f} ms, {startup / cli:.0%} of the command [d]")
@@ -582,12 +589,15 @@ def report_startup(program: Program, s: Startup, where: Path) -> None:
 def report_ldd(bench: LddBench) -> None:
     rows = bench.rows
     print(f"\n== 3. cpk ldd vs ldd on {len(rows)} ELF files ==")
-    print(f"{'file':<34} {'libs':>4} {'ldd':>9} {'cpk ldd':>9} {'ratio':>7} {'resolve()':>10}")
+    print(
+        f"{'file':<34} {'libs':>4} {'ldd':>9} {'min-max':>13} {'cpk ldd':>9} {'min-max':>13} "
+        f"{'ratio':>7} {'resolve()':>10}"
+    )
     for r in rows:
         ldd, cpk, res = median_ms(r.ldd), median_ms(r.cpk), median_ms(r.resolve)
         print(
-            f"{r.path.name[:34]:<34} {r.libs:>4} {ldd:>7.1f}ms {cpk:>7.1f}ms "
-            f"{cpk / ldd:>6.2f}x {res:>8.2f}ms"
+            f"{r.path.name[:34]:<34} {r.libs:>4} {ldd:>7.1f}ms {span_ms(r.ldd):>13} "
+            f"{cpk:>7.1f}ms {span_ms(r.cpk):>13} {cpk / ldd:>6.2f}x {res:>8.2f}ms"
         )
     ldd = statistics.median(median_ms(r.ldd) for r in rows)
     cpk = statistics.median(median_ms(r.cpk) for r in rows)

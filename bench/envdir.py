@@ -129,6 +129,7 @@ def main() -> None:
             f"{size_store / size_unpacked:.3f}x (goal <= 1.1x)")  # fmt: skip
 
         results = {}
+        spans: dict[str, str] = {}
         for mode in MODES:
             times = []
             for i in range(args.repeat):
@@ -139,6 +140,7 @@ def main() -> None:
             where = work / f"W-{mode}-0"
             added = du(store, where) - du(store)
             results[mode] = (statistics.median(times), added, where)
+            spans[mode] = f"[{min(times) * 1000:.0f}-{max(times) * 1000:.0f}]"
             for i in range(1, args.repeat):
                 rm(work / f"W-{mode}-{i}")
 
@@ -153,10 +155,12 @@ def main() -> None:
         log(f"load average {os.getloadavg()[0]:.1f}")
         files = sum(len(f) for _, _, f in os.walk(reference))
         log(f"cp -a of the env dir ({files} files, {du(reference) / 1e6:.1f} MB alone): "
-            f"{t_cp * 1000:.0f} ms")  # fmt: skip
+            f"{t_cp * 1000:.0f} ms [{min(copies) * 1000:.0f}-"
+            f"{max(copies) * 1000:.0f}]")  # fmt: skip
         for mode, (t, added, _where) in results.items():
-            log(f"cpk install --link-mode {mode:8}: {t * 1000:6.0f} ms, {t / t_cp:.2f}x cp -a "
-                f"(goal <= 0.5x); adds {added / 1e6:7.1f} MB beside the store")  # fmt: skip
+            log(f"cpk install --link-mode {mode:8}: {t * 1000:6.0f} ms {spans[mode]:<13}, "
+                f"{t / t_cp:.2f}x cp -a (goal <= 0.5x); adds {added / 1e6:7.1f} MB beside "
+                "the store")  # fmt: skip
     finally:
         rm(work)
 

@@ -46,13 +46,29 @@ def make_large_tree(root: Path, count: int, mib: int) -> None:
                 f.write(os.urandom(1 << 20))
 
 
-def median_time(fn: Callable[[], object], runs: int) -> float:
+def times_of(fn: Callable[[], object], runs: int) -> list[float]:
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def interleaved(fns: list[Callable[[], object]], runs: int) -> list[list[float]]:
+    """Each function's times, run in turn round by round, so a busy spell of
+    the machine slows every side alike."""
+    out: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for i, fn in enumerate(fns):
+            out[i].extend(times_of(fn, 1))
+    return out
+
+
+def cell(times: list[float], base: float | None = None) -> str:
+    median = statistics.median(times)
+    ratio = f" {median / base:4.2f}x" if base else ""
+    return f"{median:6.3f}s [{min(times):.3f}-{max(times):.3f}]{ratio}"
 
 
 def sha256sum(tree: Path) -> None:
@@ -114,19 +130,22 @@ def main() -> None:
         }
         make_small_tree(trees[f"{args.small} small files"], args.small)
         make_large_tree(trees[f"{args.large} x {args.large_mib} MiB"], args.large, args.large_mib)
-        print(f"{'tree':<22} {'sha256sum':>10} {'cpk hash':>18} {'cpk store add':>22}")
+        print(f"{'tree':<20} {'sha256sum':<24} {'cpk hash':<30} {'cpk store add':<30}")
         for label, tree in trees.items():
             sha256sum(tree)  # warm the page cache for both sides
-            base = median_time(lambda t=tree: sha256sum(t), args.runs)
-            hashed = median_time(lambda t=tree: cpk_hash(t), args.runs)
-            added = median_time(cpk_add(tree, work), args.runs)
+            base, hashed, added = interleaved(
+                [lambda t=tree: sha256sum(t), lambda t=tree: cpk_hash(t), cpk_add(tree, work)],
+                args.runs,
+            )
             for home in work.glob("home*"):
                 remove_tree(home)
-            print(
-                f"{label:<22} {base:>9.3f}s {hashed:>8.3f}s ({hashed / base:4.1f}x)"
-                f" {added:>10.3f}s ({added / base:4.1f}x)"
-            )
-        print("ratios are cpk time / sha256sum time, medians of", args.runs, "runs")
+            floor = statistics.median(base)
+            print(f"{label:<20} {cell(base):<24} {cell(hashed, floor):<30} {cell(added, floor)}")
+        print(
+            f"medians of {args.runs} interleaved runs [min-max]; ratios are cpk time / "
+            f"sha256sum time (goal for store add of the small files: <= 1.5x); "
+            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        )
 
 
 if __name__ == "__main__":

@@ -224,3 +224,22 @@ def test_no_cache_run_leaves_no_temporary_cache(
     assert ran.stdout == "ran\n"
     # run execs the command: the temporary cache is removed before that.
     assert [p.name for p in scratch.iterdir() if p.name.startswith("cpk-no-cache-")] == []
+
+
+def test_a_per_file_command_builds_only_its_own_group_of_commands() -> None:
+    """``cpk ldd FILE`` runs once per file: its parser holds its group only,
+    while a command line naming no known command still sees every command."""
+    from contentpkg.cli.parser import build_parser
+
+    def commands(parser: object) -> set[str]:
+        action = next(a for a in parser._actions if a.dest == "command")  # type: ignore[attr-defined]
+        return set(action.choices)
+
+    everything = commands(build_parser())
+    assert {"ldd", "install", "store", "run", "lock"} <= everything
+    assert commands(build_parser("ldd")) == {"install", "uninstall", "identify", "ldd"}
+    assert commands(build_parser("store")) == everything  # others add to its group
+    assert commands(build_parser("--help")) == everything
+    assert commands(build_parser("lddx")) == everything
+    args = build_parser("ldd").parse_args(["-q", "ldd", "--json", "x"])
+    assert (args.file, args.json, args.quiet) == ("x", True, True)

@@ -190,3 +190,44 @@ def test_publish_failure_is_one_line_per_path(
     (tmp_path / "x").mkdir()
     with pytest.raises(CpkError, match="no space left"):
         package.add_package(Store.open(ctx=ctx), _debs(tmp_path / "x", 1)[0])
+
+
+def test_parallel_chunks_balance_by_size_and_keep_the_order(tmp_path: Path) -> None:
+    """Workers take chunks balanced by size; results come back in input order."""
+    paths = []
+    for i in range(7):
+        body = os.urandom(1000 * (7 - i) ** 3)  # sizes far apart
+        deb = Deb(f"big{i}", files={f"usr/share/big{i}/blob": body})
+        paths.append(deb.build(tmp_path / f"big{i}.deb"))
+    bad = tmp_path / "empty.deb"
+    bad.write_bytes(b"")
+    paths.insert(3, bad)
+    added = package.add_packages(Context.from_environ(), paths, jobs=2)
+    assert [a.path for a in added] == paths
+    names = [a.result.entry.name if a.result else None for a in added]
+    assert names == ["big0", "big1", "big2", None, "big3", "big4", "big5", "big6"]
+    assert added[3].error is not None and "empty.deb" in added[3].error
+
+
+def test_a_small_file_is_copied_with_one_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read that would only say "end of file" is skipped once fstat's
+    size is reached; what was written is what was hashed."""
+    src = tmp_path / "small.txt"
+    src.write_bytes(b"x" * 3000)
+    reads: list[int] = []
+    real = os.read
+
+    def counting(fd: int, n: int) -> bytes:
+        data = real(fd, n)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(os, "read", counting)
+    digest, size, mode = add.copy_file(src, tmp_path / "copy.txt")
+    monkeypatch.undo()
+    assert reads == [3000]
+    assert (digest, size) == hashing.hash_file(tmp_path / "copy.txt")
+    assert (tmp_path / "copy.txt").read_bytes() == src.read_bytes()
+    assert mode == 0o444

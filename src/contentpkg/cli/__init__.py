@@ -146,7 +146,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     from contentpkg.cli.parser import build_parser, usage
     from contentpkg.errors import CpkError
 
-    parser = build_parser()
+    parser = build_parser(rest[0] if rest else None)
     args = parser.parse_args(raw)
     settle(args)
     args.raw_argv = raw

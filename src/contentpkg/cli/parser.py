@@ -117,7 +117,15 @@ def _add_selection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-dev", action="store_true", help="leave out the dev group")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or for a command in :data:`_ONE_GROUP` only its group.
+
+    Building all ~50 subparsers costs more than a run of ``cpk ldd FILE``
+    itself; a command line naming one of those commands needs only its own.
+    Anything else (no command, ``--help``, a typo) gets the whole parser,
+    so listings and "invalid choice" errors name every command.
+    """
+    only = _ONE_GROUP.get(command or "")
     parser = argparse.ArgumentParser(
         prog="cpk",
         description="contentpkg: every package version stored once, by content hash, "
@@ -129,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", parser_class=command_parser_class(EXAMPLES)
     )
 
+    if only is not None:
+        globals()[only](commands)
+        return parser
     _add_store_commands(commands)
     _add_python_commands(commands)
     add_project_commands(commands, _add_index_options, _add_selection_options)
@@ -140,6 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_shell_commands(commands, parser)
     _add_union_commands(commands)
     return parser
+
+
+#: Commands run once per file or in loops, by the function adding their group
+#: (one that no other group adds subcommands to: ``cpk store`` gains
+#: ``push``/``pull`` from the remote commands, so it is not here).
+_ONE_GROUP = {
+    "ldd": "_add_elf_commands",
+    "install": "_add_elf_commands",
+    "identify": "_add_elf_commands",
+}
 
 
 def _add_deb_fetch_options(p: argparse.ArgumentParser, deb_help: str) -> None:

@@ -461,6 +461,77 @@ class _FrameReader(io.RawIOBase):
         return n
 
 
+class _ReadAhead(io.RawIOBase):
+    """Decompress in a thread while the caller unpacks what came before.
+
+    dpkg-deb pipes its decompressor into tar: two processes. Here the
+    decompressors (lzma, zlib, bz2, zstd) release the GIL, so one thread
+    decompressing ahead into a short queue runs beside the parsing,
+    hashing and writing of the members. The queue bounds what is read
+    ahead (a few MiB, so a decompression bomb is still stopped by the
+    reader's expansion limit), and an error in the thread is raised, as
+    itself, by the next read.
+    """
+
+    DEPTH = 4
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        import queue
+
+        self._raw = raw
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(self.DEPTH)
+        self._stop = threading.Event()
+        self._out = memoryview(b"")
+        self._done = False
+        self._thread = threading.Thread(target=self._fill, name="deb-decompress", daemon=True)
+        self._thread.start()
+
+    def _fill(self) -> None:
+        import queue
+
+        item: bytes | BaseException
+        while not self._stop.is_set():
+            try:
+                item = self._raw.read(_CHUNK) or b""
+            except BaseException as exc:  # handed to the reader, raised there
+                item = exc
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if not isinstance(item, bytes) or not item:
+                return
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._out:
+            if self._done:
+                return 0
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                self._done = True
+                raise item
+            if not item:
+                self._done = True
+                return 0
+            self._out = memoryview(item)
+        n = min(len(buffer), len(self._out))
+        buffer[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def close(self) -> None:
+        # The thread reads the archive's file: it must be gone before the
+        # caller closes that.
+        self._stop.set()
+        self._thread.join()
+        super().close()
+
+
 #: What a corrupt or truncated compressed tar raises while being read.
 _READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError, ValueError)
 
@@ -499,8 +570,8 @@ def _open_tar(raw: IO[bytes], member: ArMember, path: Path) -> Iterator[tarfile.
     is required.
     """
     label = f"{path}: {member.name}"
-    with _decompressed(raw, member.compression, label) as plain:
-        counted = _Counted(plain, expansion_limit(member.size), label, member.size)
+    with _decompressed(raw, member.compression, label) as plain, _ReadAhead(plain) as ahead:
+        counted = _Counted(ahead, expansion_limit(member.size), label, member.size)
         try:
             # Closed by the with below; opening it inside the try keeps the
             # error conversion to the opening alone.

@@ -219,10 +219,16 @@ class _Providers:
         found = self.candidates(soname, arch) or self.by_file_name(soname, arch)
         if not found:
             return None
-        rank = {e.dirname: i for i, e in enumerate(prefer)}
-        preferred = [c for c in found if c[0].dirname in rank]
-        if preferred:
-            return min(preferred, key=lambda c: rank[c[0].dirname])
+        # The first of prefer that provides it (its first file): no rank of
+        # the whole prefer list per soname, which a large closure asks for
+        # thousands of times.
+        by_entry: dict[str, tuple[Entry, str]] = {}
+        for c in found:
+            by_entry.setdefault(c[0].dirname, c)
+        for e in prefer:
+            chosen = by_entry.get(e.dirname)
+            if chosen is not None:
+                return chosen
         return newest_first(found, lambda c: c[0].version)[0]
 
     def by_file_name(self, name: str, arch: tuple[Any, Any]) -> list[tuple[Entry, str]]:
@@ -1347,10 +1353,22 @@ def _copy(src: Path, dest: Path) -> None:
 _NO_REFLINK: set[tuple[int, int]] = set()
 
 
+#: Directory -> its file system's device, asked once per directory: placing
+#: a large closure would otherwise stat two paths for every file.
+_DEVICES: dict[Path, int] = {}
+
+
+def _device(directory: Path) -> int:
+    dev = _DEVICES.get(directory)
+    if dev is None:
+        dev = _DEVICES[directory] = os.stat(directory).st_dev
+    return dev
+
+
 def _reflink(src: Path, dest: Path) -> bool:
     """Clone src's blocks into a new dest (FICLONE); False where unsupported."""
     try:
-        devices = (os.stat(src).st_dev, os.stat(dest.parent).st_dev)
+        devices = (_device(src.parent), _device(dest.parent))
     except OSError:
         return False
     if devices in _NO_REFLINK:
@@ -1391,7 +1409,11 @@ def _write_manifest(
     meta.mkdir(parents=True, exist_ok=True)
     # Durable: after a crash the manifest is how cpk knows which files in
     # WHERE are its own to replace.
-    write_atomic(meta / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    # Compact: json's C encoder serves only unindented output, and a large
+    # closure's manifest took most of a second to indent.
+    write_atomic(
+        meta / MANIFEST, json.dumps(manifest, sort_keys=True, separators=(",", ":")) + "\n"
+    )
     if store is None:
         return
     from contentpkg.store.gc import add_root, write_refs

@@ -308,13 +308,37 @@ def add_packages(
     from concurrent.futures import ProcessPoolExecutor
 
     # Chunks rather than single paths: each chunk pays one flush and one
-    # files-table transaction; four per worker keep the load balanced when
-    # packages differ in size.
-    size = -(-len(paths) // (workers * _CHUNKS_PER_WORKER))
-    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
+    # files-table transaction. Balanced by size (largest first, each to the
+    # lightest chunk), several per worker, so no worker is left with the
+    # big packages while the other idles.
+    count = min(len(paths), workers * _CHUNKS_PER_WORKER)
+    chunks: list[list[int]] = [[] for _ in range(count)]
+    loads = [0] * count
+    for i in sorted(range(len(paths)), key=lambda i: -_size(paths[i])):
+        lightest = loads.index(min(loads))
+        chunks[lightest].append(i)
+        loads[lightest] += _size(paths[i]) + _PER_PATH
+    order = sorted(range(count), key=lambda c: -loads[c])
+    done: dict[int, Added] = {}
     with ProcessPoolExecutor(workers) as pool:
-        futures = [pool.submit(_add_chunk, ctx, c, name, version, requires) for c in chunks]
-        return [added for f in futures for added in f.result()]
+        futures = {
+            c: pool.submit(_add_chunk, ctx, [paths[i] for i in chunks[c]], name, version, requires)
+            for c in order
+        }
+        for c, future in futures.items():
+            done.update(zip(chunks[c], future.result(), strict=True))
+    return [done[i] for i in range(len(paths))]
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0  # add_package says what is wrong with it
+
+
+#: What one path costs beyond its bytes, in bytes (opening, staging, a slot).
+_PER_PATH = 64 << 10
 
 
 #: How many chunks :func:`add_packages` gives each worker process.

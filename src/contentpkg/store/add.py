@@ -111,8 +111,8 @@ def publishing_together(store: Store) -> Iterator[None]:
     one ``syncfs`` for all of them, their files-table rows in one
     transaction, then one rename each and one fsync of the store directory.
     An entry is never visible before it is durable. If the block raises,
-    nothing staged in it is published. A failure to publish raises (as
-    :func:`add_built` would) after every entry that could be published was.
+    nothing staged in it is published. A failure to publish raises as
+    :func:`add_built` would; entries renamed before it stay, each whole.
     """
     if _BATCH.get() is not None:  # nested: the outer block publishes
         yield
@@ -127,7 +127,8 @@ def publishing_together(store: Store) -> Iterator[None]:
             _BATCH.reset(token)
         if batch.staged:
             try:
-                _publish(store, root, batch.staged)
+                with collector_lock(root):  # as each add publishes: never beside gc
+                    _publish(store, root, batch.staged)
             except OSError as exc:
                 if exc.errno in _WRITE_ERRNOS:
                     raise write_failed(exc, root, "publishing the added entries") from None
@@ -561,8 +562,13 @@ def _copy_file(src: Path, dst: Path) -> tuple[str, int, int, bytes]:
         h = hashlib.sha256()
         size = 0
         head = b""
+        # The first read asks for one byte more than fstat's size (a small
+        # buffer for a small file: a 1 MiB one costs an mmap, mremap and
+        # munmap each time); a short read that reaches that size is the
+        # end, which spares the read that would return nothing.
+        want = min(_CHUNK, st.st_size + 1)
         try:
-            while chunk := os.read(fd_in, _CHUNK):
+            while chunk := os.read(fd_in, want):
                 if not size:
                     head = chunk[:4]
                 h.update(chunk)
@@ -570,6 +576,9 @@ def _copy_file(src: Path, dst: Path) -> tuple[str, int, int, bytes]:
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd_out, view) :]
+                if size == st.st_size and len(chunk) < want:
+                    break
+                want = _CHUNK
         finally:
             os.close(fd_out)
     finally:

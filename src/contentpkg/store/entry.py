@@ -104,8 +104,10 @@ class Entry:
     short_hash: str
     layer: Layer = field(repr=False)
 
-    @property
+    @cached_property
     def dirname(self) -> str:
+        # Cached: planning an env dir asks it hundreds of thousands of times,
+        # and pathlib computes a name anew each time.
         return self.path.name
 
     @cached_property
