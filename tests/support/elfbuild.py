@@ -8,8 +8,11 @@ picked without parsing ``LD_DEBUG``.
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,12 +23,77 @@ CC = shutil.which("cc") or shutil.which("gcc")
 needs_cc = pytest.mark.skipif(CC is None, reason="needs a C compiler (cc)")
 
 
+# Compiled outputs of this test process, by what decides their bytes (see
+# _output_key): many tests build the same small library or program, and cc
+# costs far more than a copy. Each test still gets its own file (a copy), so
+# a test that patches or deletes it changes nothing for the next.
+_COMPILED: Path | None = None
+# The SONAME each shared library built here was given (None: none), by its
+# content hash: a library with a SONAME is recorded in DT_NEEDED by that
+# name, one without by the path the link editor was given.
+_SONAMES: dict[str, str | None] = {}
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _output_key(args: Sequence[str]) -> str | None:
+    """What the output of ``cc args`` depends on: the flags, and each input
+    file by its content and base name (cc records the source's base name in
+    the symbol table, never its directory); ``-rpath-link`` only guides the
+    link editor. None when the output cannot be told from these alone (an
+    input that is not a file)."""
+    parts = [str(CC)]
+    it = iter(args)
+    for arg in it:
+        if arg == "-o":
+            next(it)  # the output's own name is not recorded in it
+            continue
+        if arg.startswith("-Wl,-rpath-link,"):
+            continue
+        if arg.startswith("-"):
+            parts.append(arg)
+            continue
+        path = Path(arg)
+        if not path.is_file():
+            return None
+        digest = _digest(path)
+        if arg.endswith(".c"):
+            parts.append(f"source {path.name} {digest}")
+        elif _SONAMES.get(digest):
+            parts.append(f"library {digest}")
+        else:  # linked by its path, which DT_NEEDED keeps as given
+            parts.append(f"library {arg} {digest}")
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
 def _cc(args: Sequence[str]) -> None:
+    global _COMPILED
     if CC is None:
         pytest.skip("needs a C compiler (cc)")
-    proc = subprocess.run([CC, *args], capture_output=True, text=True)
-    if proc.returncode:
-        raise AssertionError(f"cc {' '.join(args)} failed:\n{proc.stderr}")
+    args = list(args)
+    out = Path(args[args.index("-o") + 1]) if "-o" in args else None
+    key = _output_key(args) if out is not None else None
+    if _COMPILED is None:
+        _COMPILED = Path(tempfile.mkdtemp(prefix="cpk-test-cc-"))
+        atexit.register(shutil.rmtree, _COMPILED, True)
+    kept = _COMPILED / key if key is not None else None
+    if out is not None and kept is not None and kept.is_file():
+        # A new file with a fresh mtime, as the link editor writes one: tests
+        # that rebuild in place and expect the change to be noticed still see it.
+        out.unlink(missing_ok=True)
+        shutil.copyfile(kept, out)
+        shutil.copymode(kept, out)
+    else:
+        proc = subprocess.run([CC, *args], capture_output=True, text=True)
+        if proc.returncode:
+            raise AssertionError(f"cc {' '.join(args)} failed:\n{proc.stderr}")
+        if kept is not None and out is not None:
+            shutil.copy2(out, kept)
+    if out is not None and "-shared" in args:
+        soname = next((a.split(",", 2)[2] for a in args if a.startswith("-Wl,-soname,")), None)
+        _SONAMES[_digest(out)] = soname
 
 
 def _link_flags(libs: Sequence[Path | str], rpath: str | None, runpath: str | None) -> list[str]:
