@@ -185,6 +185,10 @@ def test_warm_run_loads_only_the_standard_library_and_the_memo(
     # runpy, which loads those itself), without site (whose .pth files here
     # may load them too), so that only cpk's own imports show.
     script = "import sys; from contentpkg.cli import main; sys.exit(main())"
+    # Without site an editable install's finder is not there: point at the package.
+    spec = importlib.util.find_spec("contentpkg")
+    assert spec is not None and spec.origin is not None
+    nosite = {**os.environ, "PYTHONPATH": str(Path(spec.origin).parent.parent)}
     bare = subprocess.run(
         [sys.executable, "-S", "-X", "importtime", "-c", "pass"],
         cwd=root, capture_output=True, text=True, check=True,
@@ -192,7 +196,7 @@ def test_warm_run_loads_only_the_standard_library_and_the_memo(
     console = subprocess.run(
         [sys.executable, "-S", "-X", "importtime", "-c", script, "run", "--index-url", index.url,
          *probe],
-        cwd=root, capture_output=True, text=True, timeout=120,
+        cwd=root, capture_output=True, text=True, timeout=120, env=nosite,
     )  # fmt: skip
     assert console.stdout.strip() == "probe ran alpha", console.stderr
     extra = _imported(console.stderr) - _imported(bare.stderr) - HOT_PATH_MODULES
