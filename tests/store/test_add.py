@@ -208,3 +208,45 @@ def test_seal_closes_the_metadata_directory_last(
         "site-packages/pkg/__pycache__"
     )
     assert len(order) == 8  # 3 files, 4 directories and the root: each once
+
+
+def test_an_entry_is_never_seen_writable_even_killed_as_it_publishes(
+    tmp_path: Path, cpk_home: Path
+) -> None:
+    """Moving a directory to another parent needs write permission on it, so
+    an entry renamed from staging used to appear writable until a chmod after
+    the rename, and a kill between the two left it so. A process killed just
+    before the last rename leaves no entry, nothing writable in the store's
+    root, only hidden debris that the next run's cleaning removes."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    from contentpkg.store.staging import PUBLISHING, clean_stale
+
+    src = make_src(tmp_path / "src")
+    spec = importlib.util.find_spec("contentpkg")
+    assert spec is not None and spec.origin is not None
+    child = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "import contentpkg.store.staging as staging\n"
+        "from contentpkg.store import Store\n"
+        "from contentpkg.store.add import add_path\n"
+        "staging.publish_dir = lambda *a, **k: os._exit(9)  # dies before the last rename\n"
+        "add_path(Store.open(), Path(sys.argv[1]), 'hello', '1.0')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(spec.origin).parent.parent)}
+    died = subprocess.run([sys.executable, "-c", child, str(src)], env=env, timeout=60)
+    assert died.returncode == 9
+    root = cpk_home / "store"
+    names = os.listdir(root)
+    assert not [n for n in names if "," in n], names  # no entry appeared
+    hidden = [n for n in names if n.startswith(PUBLISHING)]
+    assert len(hidden) == 1, names
+    assert stat.S_IMODE(os.lstat(root / hidden[0]).st_mode) == 0o555  # sealed before it moved on
+    assert clean_stale(root) != []
+    assert not [n for n in os.listdir(root) if n.startswith(PUBLISHING)]
+    # And the next add publishes the entry sealed.
+    entry = add_path(Store.open(), src, "hello", "1.0").entry
+    assert stat.S_IMODE(os.lstat(entry.path).st_mode) == 0o555

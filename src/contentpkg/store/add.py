@@ -317,11 +317,7 @@ def _publish(store: Store, root: Path, staged: list[_Staged]) -> None:
     lookup.record_entries(root, tables)
     for s in staged:
         final = root / s.dirname
-        created = s.slot.publish(final, durable=False)
-        if created:
-            # The top directory stays writable until here: moving a directory
-            # to another parent needs write permission on it.
-            os.chmod(final, 0o555)
+        created = s.slot.publish(final, durable=False)  # sealed as it appears
         if s.source_hash:
             lookup.link_source(root, s.source_hash, final)
         if s.result is None:

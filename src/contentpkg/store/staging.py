@@ -22,9 +22,12 @@ from types import TracebackType
 
 from contentpkg.fs import publish_dir, remove_tree
 
-__all__ = ["STAGING", "Slot", "clean_stale"]
+__all__ = ["PUBLISHING", "STAGING", "Slot", "clean_stale"]
 
 STAGING = ".staging"
+# A slot on its way into the store root (see Slot.publish); not an entry name,
+# since entry names never start with a dot.
+PUBLISHING = ".publishing-"
 
 
 def _lock_path_fd(path: Path) -> int | None:
@@ -58,6 +61,7 @@ class Slot:
                 break
         self.lock_fd: int | None = fd
         self.lock_path = lock
+        self.ident = ident
         self.path = self.area / ident
         self.path.mkdir()
 
@@ -70,7 +74,18 @@ class Slot:
         caller publishing several entries into one directory passes
         ``durable=False`` and fsyncs that directory once after the last.
         """
-        return publish_dir(self.path, final, durable=durable)
+        # The entry appears sealed or not at all. Moving a directory to
+        # another parent needs write permission on it, so a slot renamed
+        # straight from .staging/ would be visible, writable, until a chmod
+        # after the rename; a kill between the two left a writable entry.
+        # Instead cross into the store under a hidden name (debris that
+        # clean_stale finds by this slot's lock), seal the top there, and
+        # publish with a rename within one parent, which needs none.
+        hidden = final.parent / f"{PUBLISHING}{self.ident}"
+        os.rename(self.path, hidden)
+        self.path = hidden
+        os.chmod(hidden, 0o555)
+        return publish_dir(hidden, final, durable=durable)
 
     def close(self) -> None:
         if self.lock_fd is None:
@@ -122,6 +137,8 @@ def clean_stale(store_root: Path) -> list[str]:
                 continue
             if os.path.lexists(area / ident):
                 remove_tree(area / ident)
+            if os.path.lexists(store_root / f"{PUBLISHING}{ident}"):
+                remove_tree(store_root / f"{PUBLISHING}{ident}")
             os.unlink(lock)
             removed.append(ident)
         finally:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from contentpkg.errors import CpkError
-from contentpkg.fs import fsync_dir, publish_dir, sync_filesystem
+from contentpkg.fs import fsync_dir, sync_filesystem
 from contentpkg.store import lookup
 from contentpkg.store.entry import ENTRY_JSON, Entry, Spec, parse_dirname
 from contentpkg.store.hashing import META_DIR, SHORT_HASH_LEN
@@ -458,8 +458,7 @@ class RemoteStore:
                 # Not durable one by one: the store directory is flushed once
                 # after the batch's renames (below), before anything is
                 # reported pulled, instead of once per entry.
-                if publish_dir(item.slot.path, final, durable=False):
-                    os.chmod(final, 0o555)
+                item.slot.publish(final, durable=False)  # sealed as it appears
             if batch:
                 fsync_dir(root)
             for item in batch:
