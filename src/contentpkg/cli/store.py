@@ -195,8 +195,16 @@ def cmd_store_gc(args: argparse.Namespace) -> int:
         print(f"{'would prune' if args.dry_run else 'pruned'} dangling root: {name}")
     for name, size in [*report.removed_environments, *report.removed]:
         print(f"{verb}: {name} ({human(size)})")
+    # Derived files (pool links, images) come by the thousand: counted per
+    # folder in the summary, not listed.
+    areas: dict[str, int] = {}
+    for name, _ in report.removed_derived:
+        area = name.split(os.sep, 1)[0]
+        areas[area] = areas.get(area, 0) + 1
+    derived = "".join(f", {counted(n, 'file')} under {a}/" for a, n in sorted(areas.items()))
     print(
-        f"{verb} {counted(len(report.removed), 'entry', 'entries')}, {human(report.freed)}; "
+        f"{verb} {counted(len(report.removed), 'entry', 'entries')}{derived}, "
+        f"{human(report.freed)}; "
         f"{counted(report.live, 'entry', 'entries')} reachable from roots",
         file=sys.stderr,
     )

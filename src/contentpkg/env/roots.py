@@ -46,13 +46,16 @@ def registry() -> Registry:
     A union's farm (``unions/<key>``, rooted as ``roots/union-<key>``) keeps
     the entries its ``.cpk/refs`` lists; it is touched on each use and
     lapses, with its root, once unused for ``FARM_MAX_AGE``; a farm no root
-    reaches is swept with the other environments.
+    reaches is swept with the other environments. The images of entries gc
+    removes go with them.
     """
     from contentpkg.env.union.compose import FARM_MAX_AGE, ROOT_PREFIX, UNIONS
+    from contentpkg.env.union.images import ImageGarbage
     from contentpkg.store.registry import ExpiringRoots
 
     return Registry(
         root_sources=(ProfileGenerations(),),
         expiring=(ExpiringRoots(ROOT_PREFIX, FARM_MAX_AGE),),
         environment_areas=(UNIONS,),
+        derived=(ImageGarbage(),),
     )

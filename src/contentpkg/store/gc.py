@@ -48,13 +48,19 @@ REFS = ".cpk/refs"
 class GcReport:
     removed: list[tuple[str, int]] = field(default_factory=list)  # (entry, bytes)
     removed_environments: list[tuple[str, int]] = field(default_factory=list)
+    #: Files derived from the removed entries (pool links, images), by path
+    #: under the home.
+    removed_derived: list[tuple[str, int]] = field(default_factory=list)
     pruned_roots: list[str] = field(default_factory=list)
     live: int = 0
     dry_run: bool = False
 
     @property
     def freed(self) -> int:
-        return sum(size for _, size in [*self.removed, *self.removed_environments])
+        return sum(
+            size
+            for _, size in [*self.removed, *self.removed_environments, *self.removed_derived]
+        )
 
 
 def write_refs(path: Path, entries: list[Entry]) -> None:
@@ -247,6 +253,10 @@ def collect(store: Store, registry: Registry, dry_run: bool = False) -> GcReport
         dead = sorted(
             (e for e in store.user.entries() if e.dirname not in live), key=lambda e: e.dirname
         )
+        # Asked while the dead entries are still there to read; removed after
+        # them, so a crash in between leaves only derived files, which the
+        # next run finds again, never an entry without its image.
+        derived = _derived_of(store, registry, dead)
         for entry in dead:
             size = disk_usage(entry.path)
             if not dry_run:
@@ -265,7 +275,40 @@ def collect(store: Store, registry: Registry, dry_run: bool = False) -> GcReport
             names = {e.dirname for e in dead}
             lookup.forget(root, names)
             lookup.unlink_sources(root, names)
+        _remove_derived(store, derived, report)
     return report
+
+
+def _derived_of(store: Store, registry: Registry, dead: list[Entry]) -> list[Path]:
+    """What the namespaces derived from the dead entries, once each."""
+    paths: dict[Path, None] = {}
+    for derived in registry.derived:
+        paths.update(dict.fromkeys(derived.doomed(store, dead)))
+    return list(paths)
+
+
+def _remove_derived(store: Store, paths: list[Path], report: GcReport) -> None:
+    for path in paths:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        is_dir = not os.path.islink(path) and os.path.isdir(path)
+        size = disk_usage(path) if is_dir else st.st_blocks * 512
+        # A pool link or image with other hard links (a view's) frees no space.
+        if not is_dir and st.st_nlink > 1:
+            size = 0
+        name = os.path.relpath(path, store.home) if path.is_relative_to(store.home) else str(path)
+        report.removed_derived.append((name, size))
+        if report.dry_run:
+            continue
+        if is_dir:
+            remove_tree(path)
+        else:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
 
 def _sweep_environments(

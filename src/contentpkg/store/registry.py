@@ -13,7 +13,7 @@ lists every namespace's registrations in one place.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from contentpkg.store.entry import Entry
     from contentpkg.store.interfaces import StoreReader
+    from contentpkg.store.layers import Store
 
 
 class RootKind(Protocol):
@@ -64,6 +65,24 @@ class ExpiringRoots:
     max_age: float
 
 
+class DerivedFiles(Protocol):
+    """Files a namespace derives from entries and keeps beside the store.
+
+    Example: the link pool's symlinks into entries, the squashfs images of
+    entries. They are worthless once their entries are gone, so gc removes
+    them with the entries.
+    """
+
+    def doomed(self, store: Store, dead: Sequence[Entry]) -> list[Path]:
+        """The files (or directories) under the home that go with ``dead``.
+
+        Called while the dead entries are still in place (their metadata
+        readable) and every builder is held off by the collector lock; gc
+        removes what is returned after the entries themselves.
+        """
+        ...
+
+
 class EntryCheck(Protocol):
     """A namespace's check of what its metadata says against the entry's files.
 
@@ -91,6 +110,7 @@ class Registry:
     #: reaches them, swept by gc otherwise.
     environment_areas: tuple[str, ...] = ()
     checks: tuple[EntryCheck, ...] = ()
+    derived: tuple[DerivedFiles, ...] = ()
 
     @classmethod
     def combine(cls, *parts: Registry) -> Registry:
@@ -104,4 +124,5 @@ class Registry:
             expiring=tuple(e for p in parts for e in p.expiring),
             environment_areas=tuple(areas),
             checks=tuple(c for p in parts for c in p.checks),
+            derived=tuple(d for p in parts for d in p.derived),
         )

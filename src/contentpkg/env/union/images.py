@@ -24,6 +24,10 @@ mounted with ``squashfuse`` (the kernel's squashfs needs real root), which
 needs ``/dev/fuse`` to be accessible; each ``squashfuse`` is a child of the
 command, killed by the kernel when the command ends (``PR_SET_PDEATHSIG``),
 so it never keeps the namespace alive.
+
+Images are derived from entries: ``cpk store gc`` removes, through
+:class:`ImageGarbage`, the image of every entry it removes, unless an entry
+it keeps has the same image (the same tree gives the same bytes).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +50,7 @@ from contentpkg.store.hashing import hash_file
 if TYPE_CHECKING:
     from contentpkg.context import Context
     from contentpkg.store.entry import Entry
+    from contentpkg.store.layers import Store
 
 _log = logging.getLogger(__name__)
 
@@ -55,13 +61,21 @@ _REPRODUCIBLE = ["-noappend", "-quiet", "-no-progress", "-all-root", "-mkfs-time
 _PR_SET_PDEATHSIG = 1
 
 
+#: The images' directory under the home, beside ``store/``.
+IMAGES = "images"
+
+
 def images_dir(ctx: Context) -> Path:
-    return ctx.home / "images"
+    return ctx.home / IMAGES
+
+
+def _image_under(home: Path, sha256: str) -> Path:
+    return home / IMAGES / f"{sha256}.{FORMAT}"
 
 
 def image_path(ctx: Context, sha256: str) -> Path:
     """Where the image with this sha256 is kept (named by its hash)."""
-    return images_dir(ctx) / f"{sha256}.{FORMAT}"
+    return _image_under(ctx.home, sha256)
 
 
 def make_image(ctx: Context, tree: Path) -> dict[str, Any]:
@@ -90,6 +104,34 @@ def image_of(entry: Entry) -> dict[str, Any] | None:
     """The image record of an entry's metadata, if it has one."""
     image = entry.metadata.get("image")
     return image if isinstance(image, dict) and image.get("sha256") else None
+
+
+def _image_hash(entry: Entry) -> str | None:
+    try:
+        record = image_of(entry)
+    except Exception:  # unreadable metadata: verify reports it, gc goes on
+        return None
+    return str(record["sha256"]) if record is not None else None
+
+
+class ImageGarbage:
+    """The images gc removes with their entries (registered with gc).
+
+    Only the images the removed entries name, and only those no remaining
+    entry of any layer names too: an image being made for an entry not yet
+    added is named by nothing yet, and must not be taken for garbage.
+    """
+
+    def doomed(self, store: Store, dead: Sequence[Entry]) -> list[Path]:
+        gone = {h for e in dead if (h := _image_hash(e)) is not None}
+        if not gone:
+            return []
+        dead_names = {e.dirname for e in dead}
+        for layer in store.layers:
+            for entry in layer.entries():
+                if entry.dirname not in dead_names or layer is not store.user:
+                    gone.discard(_image_hash(entry) or "")
+        return [_image_under(store.home, h) for h in sorted(gone)]
 
 
 def verify_image(ctx: Context, entry: Entry) -> Path:

@@ -18,6 +18,10 @@ links, or an inode at its link limit falls back to an ordinary symlink in
 the view. Symlinks are created whole by one ``symlink(2)``, so concurrent
 builders can only race to make an identical one, and the loser uses the
 winner's.
+
+``cpk store gc`` removes, through :class:`PoolGarbage`, the pool symlinks
+whose target entry it removes (or that an older gc left dangling) and the
+pooled files no view links any more.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from contentpkg.store import Entry, Store
@@ -136,3 +142,52 @@ class LinkPool:
         for name in names:
             if name != "__pycache__":
                 self._make(self._pooled(os.fspath(site / name)), os.fspath(site / name))
+
+
+class PoolGarbage:
+    """What of the pool goes when gc removes entries (registered with gc).
+
+    A pool symlink goes when its target's entry does: gc removed it now, or
+    it is missing already. Removing the pool's name never breaks a view: a
+    view holds its own hard link to the symlink inode, which lives on while
+    any view names it, and a live view's entries are live, so its targets
+    stay. A pooled file (``f-...``) goes when no view links it any more
+    (``st_nlink`` 1: only the pool's name). Pool symlinks into other layers
+    are left: gc does not sweep those layers, so their targets live on.
+    A builder racing with this finds the pool name gone and makes it again
+    (or falls back to a plain link): the pool is derived data.
+    """
+
+    def doomed(self, store: Store, dead: Sequence[Entry]) -> list[Path]:
+        pool = store.home / LINKS
+        try:
+            names = os.listdir(pool)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        dead_names = {e.dirname for e in dead}
+        user = store.user.root
+        bases = {os.fspath(user) + os.sep, os.path.realpath(user) + os.sep}
+        doomed = []
+        for name in names:
+            path = pool / name
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                if name.startswith("f-") and st.st_nlink == 1:
+                    doomed.append(path)
+                continue
+            if not stat.S_ISLNK(st.st_mode):
+                continue
+            try:
+                target = os.readlink(path)
+            except OSError:
+                continue
+            base = next((b for b in bases if target.startswith(b)), None)
+            if base is None:
+                continue
+            entry = target[len(base) :].split(os.sep, 1)[0]
+            if entry in dead_names or not os.path.lexists(user / entry):
+                doomed.append(path)
+        return doomed

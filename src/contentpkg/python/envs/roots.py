@@ -52,6 +52,7 @@ class PylockRoots:
 
 def registry() -> Registry:
     """The Python namespace's registrations."""
+    from contentpkg.python.envs.links import PoolGarbage
     from contentpkg.python.envs.overlay import ENVS
     from contentpkg.python.envs.views import VIEWS
 
@@ -59,4 +60,5 @@ def registry() -> Registry:
         root_kinds=(PylockRoots(),),
         expiring=(ExpiringRoots("runtime-", RUNTIME_MAX_AGE),),
         environment_areas=(VIEWS, ENVS),
+        derived=(PoolGarbage(),),
     )
