@@ -17,7 +17,7 @@ from contentpkg.errors import CpkError
 from contentpkg.store.entry import Entry, Spec
 from contentpkg.store.remote.oci import RemoteError
 from contentpkg.store.remote.pull import Ref, RemoteStore
-from contentpkg.store.remote.remotes import configured
+from contentpkg.store.remote.remotes import ConfiguredRemote, configured
 
 if TYPE_CHECKING:
     from contentpkg.context import Context
@@ -34,16 +34,21 @@ def by_source(
     reporter: Reporter | None = None,
     *,
     unmodified: bool = False,
+    remotes: list[ConfiguredRemote] | None = None,
 ) -> dict[str, Entry]:
     """Pull the entries made from source_hashes that some remote has.
 
     Returns what was found, by source hash; what is missing from the result
     is for the caller's own source. Nothing is asked when no remote is
     configured. With unmodified, the hashes are ``.deb``\\ s' and the
-    entries their unmodified (union) form.
+    entries their unmodified (union) form. ``remotes`` (default: every
+    configured one) lets a caller asking twice pass the trusted ones once.
     """
     wanted = [h for h in dict.fromkeys(source_hashes) if h]
-    remotes = configured(ctx) if wanted else []
+    if not wanted:
+        remotes = []
+    elif remotes is None:
+        remotes = configured(ctx)
     found: dict[str, Entry] = {}
     for remote in remotes:
         missing = [h for h in wanted if h not in found]
@@ -82,6 +87,17 @@ def _trusting(reader: RemoteStore) -> bool:
     )
     reader.close()
     return False
+
+
+def _trusted(store: Store, ctx: Context) -> list[ConfiguredRemote]:
+    """The configured remotes with a trusted key; each other one warned about once."""
+    trusted = []
+    for remote in configured(ctx):
+        reader = RemoteStore(remote.url, store, ctx)
+        if _trusting(reader):
+            trusted.append(remote)
+            reader.close()
+    return trusted
 
 
 def _index_refs(reader: RemoteStore, hashes: list[str], unmodified: bool) -> list[Ref | None]:
@@ -128,8 +144,13 @@ def for_union(
     if not configured(ctx):
         return {}
     wanted = [str(p.sha256) for p in packages() if p.sha256]
-    by_source(store, ctx, [h for h in wanted if store.find_source(h) is None])
-    found = by_source(store, ctx, wanted, unmodified=True)
+    # Both passes below ask the same remotes: sorted out (and an untrusted
+    # one named) once, not once per pass.
+    remotes = _trusted(store, ctx)
+    if not remotes:
+        return {}
+    by_source(store, ctx, [h for h in wanted if store.find_source(h) is None], remotes=remotes)
+    found = by_source(store, ctx, wanted, unmodified=True, remotes=remotes)
     for h in wanted:
         patched = store.find_source(h) if h not in found else None
         # A package with no ELF file had nothing rewritten: its one entry is
