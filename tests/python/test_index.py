@@ -504,3 +504,11 @@ def test_links_urllib_cannot_parse_are_skipped_and_a_bad_base_is_one_line() -> N
     with pytest.raises(CpkError) as caught:
         parse_html_page(b'<base href="http://[x/"><a href="a.whl">a</a>', "https://i.example/s/")
     assert "invalid <base href>" in str(caught.value)
+
+
+def test_markup_the_html_parser_asserts_on_is_one_line() -> None:
+    # html.parser raises AssertionError for an unknown marked section (found by fuzzing).
+    with pytest.raises(CpkError) as caught:
+        parse_html_page(b"<![OCTYPE html><a href='a-1.0.tar.gz'>a</a>", "https://i.example/s/a/")
+    assert "not an HTML page an index serves" in str(caught.value)
+    assert "\n" not in str(caught.value)

@@ -207,8 +207,14 @@ def parse_html_page(body: bytes | str, page_url: str, index: str = "") -> list[D
     """
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     parser = _LinkParser()
-    parser.feed(text)
-    parser.close()
+    try:
+        parser.feed(text)
+        parser.close()
+    except AssertionError as exc:
+        # The standard library's parser asserts on some malformed markup
+        # (``<![OCTYPE``: "unknown status keyword ... in marked section")
+        # instead of raising a parse error; it is the page that is bad.
+        raise CpkError(f"{redact(page_url)}: not an HTML page an index serves ({exc})") from None
     _check_api_version(parser.api_version, page_url)
     try:
         base = urllib.parse.urljoin(page_url, parser.base) if parser.base else page_url
