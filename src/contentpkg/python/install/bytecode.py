@@ -353,6 +353,8 @@ def ensure_bytecode_many(
     if target is None:
         return
     todo = [e for e in entries if e.layer.writable and not _is_done(e, target.cache_tag)]
+    if not todo:
+        return
     jobs = min(jobs or os.cpu_count() or 1, len(todo))
     with BytecodePipeline(store, python, jobs=jobs) as pipeline:
         pipeline.submit_many(todo)
@@ -375,16 +377,18 @@ class BytecodePipeline:
     lives until they are gone, and die with it (``PR_SET_PDEATHSIG`` fires
     when the thread that started a child exits). Workers are started only
     when there is work no running worker is free for, never more than
-    ``jobs``. With ``jobs`` 1 (``contentpkg.use()``: a worker would re-run
-    someone else's ``__main__``) everything is compiled in the calling
-    thread when the block ends.
+    ``jobs`` (default: one per core). With ``jobs`` 1 (``contentpkg.use()``:
+    a worker would re-run someone else's ``__main__``) everything is
+    compiled in the calling thread when the block ends.
     """
 
     def __init__(self, store: Store, python: Any = None, jobs: int | None = None) -> None:
         self._store = store
         self._python = python
         self._target = _target(python)
-        self._jobs = max(1, jobs or os.cpu_count() or 1)
+        self._jobs = jobs or os.cpu_count() or 1
+        # Only when asked: one worker still overlaps a fetch on one core.
+        self._in_caller = jobs == 1
         self._lock = threading.Lock()
         self._seen: set[str] = set()
         #: (-size, order, entry path): a heap, so the largest waiting entry goes first.
@@ -426,7 +430,7 @@ class BytecodePipeline:
             self._seen.update(str(e.path) for e in todo)
             if not todo or self._error is not None:
                 return
-            if self._jobs == 1:
+            if self._in_caller:
                 self._inline.extend(todo)
                 return
             for entry in todo:
