@@ -14,6 +14,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,12 @@ from support.wheels import make_wheel
 
 import contentpkg
 from contentpkg.errors import CpkError
-from contentpkg.python.install.bytecode import bytecode_marker, compiled_tags, ensure_bytecode
+from contentpkg.python.install.bytecode import (
+    BytecodePipeline,
+    bytecode_marker,
+    compiled_tags,
+    ensure_bytecode,
+)
 from contentpkg.python.install.wheel import add_wheel
 from contentpkg.store import Entry, Store
 from contentpkg.store.add import add_path
@@ -549,3 +555,38 @@ def test_compile_starts_before_the_last_download_finishes(tmp_path: Path) -> Non
         (entry_dir,) = store.glob(f"{name},1.0,*")
         assert (entry_dir / ".cpk" / f"bytecode-{TAG}").exists()
         assert (entry_dir / "site-packages" / name / "__pycache__" / f"__init__.{TAG}.pyc").exists()
+
+
+def test_pipeline_starts_no_more_workers_than_entries_and_none_for_done_ones(
+    tmp_path: Path,
+) -> None:
+    store = Store.open()
+    entries = [
+        add_wheel(store, make_wheel(tmp_path / "w", n, "1.0", files={f"{n}/__init__.py": ""})).entry
+        for n in ("one", "two")
+    ]
+    with BytecodePipeline(store, jobs=8) as pipeline:
+        pipeline.submit_many(entries)
+        pipeline.submit(entries[0])  # handed in twice: compiled once
+    assert 1 <= pipeline.workers_started <= 2
+    assert all(compiled_tags(e) == [TAG] for e in entries)
+    before = {e.dirname: snapshot(e.path) for e in entries}
+    with BytecodePipeline(store, jobs=8) as again:
+        again.submit_many(entries)
+    assert again.workers_started == 0
+    assert {e.dirname: snapshot(e.path) for e in entries} == before
+
+
+def test_pipeline_error_in_a_worker_is_raised_by_the_block(tmp_path: Path) -> None:
+    store = Store.open()
+    entry = demo_entry(tmp_path)
+    # An interpreter that cannot be started: the worker answers with the error.
+    missing = types.SimpleNamespace(cache_tag="cpython-0", executable=str(tmp_path / "nopython"))
+    with (
+        pytest.raises(CpkError, match="nopython: no such file"),
+        BytecodePipeline(store, missing, jobs=2) as pipeline,
+    ):
+        pipeline.submit(entry)
+    assert pipeline.workers_started == 1
+    assert compiled_tags(entry) == []
+    assert_sealed(entry)

@@ -393,6 +393,7 @@ class BytecodePipeline:
         self._seen: set[str] = set()
         #: (-size, order, entry path): a heap, so the largest waiting entry goes first.
         self._pending: list[tuple[int, int, str]] = []
+        self._order = 0
         self._inline: list[Entry] = []  # jobs == 1: compiled at the end, here
         self._closed = False
         self._cancelled = False
@@ -434,7 +435,8 @@ class BytecodePipeline:
                 self._inline.extend(todo)
                 return
             for entry in todo:
-                heapq.heappush(self._pending, (-entry.size, len(self._seen), str(entry.path)))
+                self._order += 1
+                heapq.heappush(self._pending, (-entry.size, self._order, str(entry.path)))
             if self._thread is None:
                 self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
                 self._thread = threading.Thread(
@@ -456,9 +458,17 @@ class BytecodePipeline:
         if thread is None:
             return
         self._wake()
-        thread.join()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        try:
+            thread.join()
+        except BaseException:  # interrupted while waiting: do not wait for the rest
+            with self._lock:
+                self._cancelled = True
+            self._wake()
+            thread.join()
+            raise
+        finally:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
     # -- the managing thread --------------------------------------------------
 
