@@ -421,6 +421,7 @@ class BytecodePipeline:
         self.submit_many([entry])
 
     def submit_many(self, entries: Sequence[Entry]) -> None:
+        """:meth:`submit` for many, queued at once so the largest goes first."""
         target = self._target
         if target is None:
             return
