@@ -12,15 +12,24 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support.index import LocalIndex
 from support.wheels import make_wheel
 
 import contentpkg
 from contentpkg.errors import CpkError
-from contentpkg.python.install.bytecode import bytecode_marker, compiled_tags, ensure_bytecode
+from contentpkg.python.install.bytecode import (
+    BytecodePipeline,
+    bytecode_marker,
+    compiled_tags,
+    ensure_bytecode,
+)
 from contentpkg.python.install.wheel import add_wheel
 from contentpkg.store import Entry, Store
 from contentpkg.store.add import add_path
@@ -480,3 +489,104 @@ def test_another_interpreters_compile_runs_compileall_and_reports_what_failed(
     flags = int.from_bytes(pyc.read_bytes()[4:8], "little")
     assert flags == 0b01  # hash-based, unchecked (PEP 552)
     assert pyc.read_bytes()[:4] == iu.MAGIC_NUMBER
+
+
+# --- compiling beside the fetch ------------------------------------------------
+
+
+class HoldingIndex(LocalIndex):
+    """A loopback index that answers nothing for one file until released."""
+
+    held: str = ""
+    release: threading.Event
+    waiting: threading.Event  # set once a request for the held file arrived
+
+    def _take_fault(self, path: str):  # type: ignore[no-untyped-def]
+        if path == self.file_path(self.held):
+            self.waiting.set()
+            self.release.wait(timeout=120)  # hang guard: the test releases it
+        return super()._take_fault(path)
+
+
+def test_compile_starts_before_the_last_download_finishes(tmp_path: Path) -> None:
+    # The "late" wheel is held back by the index: its entry cannot exist
+    # until the test lets it go, so "early" compiled meanwhile proves the
+    # compile is fed as entries arrive, not after the whole fetch.
+    dists = tmp_path / "dists"
+    make_wheel(dists, "early", "1.0", files={"early/__init__.py": "E = 1\n"})
+    make_wheel(dists, "late", "1.0", files={"late/__init__.py": "L = 1\n"})
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "proj"\nversion = "0"\ndependencies = ["early", "late"]\n'
+    )
+    home = tmp_path / "home"
+    index = HoldingIndex(dists)
+    index.held, index.release, index.waiting = (
+        "late-1.0-py3-none-any.whl",
+        threading.Event(),
+        threading.Event(),
+    )
+    with index:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "contentpkg", "sync", "--index-url", index.url],
+            cwd=project,
+            env={**os.environ, "CPK_HOME": str(home), "PYTHONPATH": SRC},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            store = home / "store"
+            marker = None
+            deadline = time.monotonic() + 120  # hang guard, not a timing assert
+            while marker is None and proc.poll() is None and time.monotonic() < deadline:
+                found = list(store.glob(f"early,1.0,*/.cpk/bytecode-{TAG}"))
+                marker = found[0] if found else None
+                time.sleep(0.01)
+            held_then = not index.release.is_set() and not list(store.glob("late,*"))
+        finally:
+            index.release.set()
+            out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out.decode(errors="replace")
+    assert index.waiting.is_set(), "the held file was never asked for"
+    assert marker is not None, "early was not compiled while late was held back"
+    assert held_then
+    for name in ("early", "late"):
+        (entry_dir,) = store.glob(f"{name},1.0,*")
+        assert (entry_dir / ".cpk" / f"bytecode-{TAG}").exists()
+        assert (entry_dir / "site-packages" / name / "__pycache__" / f"__init__.{TAG}.pyc").exists()
+
+
+def test_pipeline_starts_no_more_workers_than_entries_and_none_for_done_ones(
+    tmp_path: Path,
+) -> None:
+    store = Store.open()
+    entries = [
+        add_wheel(store, make_wheel(tmp_path / "w", n, "1.0", files={f"{n}/__init__.py": ""})).entry
+        for n in ("one", "two")
+    ]
+    with BytecodePipeline(store, jobs=8) as pipeline:
+        pipeline.submit_many(entries)
+        pipeline.submit(entries[0])  # handed in twice: compiled once
+    assert 1 <= pipeline.workers_started <= 2
+    assert all(compiled_tags(e) == [TAG] for e in entries)
+    before = {e.dirname: snapshot(e.path) for e in entries}
+    with BytecodePipeline(store, jobs=8) as again:
+        again.submit_many(entries)
+    assert again.workers_started == 0
+    assert {e.dirname: snapshot(e.path) for e in entries} == before
+
+
+def test_pipeline_error_in_a_worker_is_raised_by_the_block(tmp_path: Path) -> None:
+    store = Store.open()
+    entry = demo_entry(tmp_path)
+    # An interpreter that cannot be started: the worker answers with the error.
+    missing = types.SimpleNamespace(cache_tag="cpython-0", executable=str(tmp_path / "nopython"))
+    with (
+        pytest.raises(CpkError, match="nopython: no such file"),
+        BytecodePipeline(store, missing, jobs=2) as pipeline,
+    ):
+        pipeline.submit(entry)
+    assert pipeline.workers_started == 1
+    assert compiled_tags(entry) == []
+    assert_sealed(entry)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import heapq
 import importlib.util
 import json
 import os
@@ -37,6 +38,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -342,27 +344,200 @@ def ensure_bytecode_many(
     """:func:`ensure_bytecode` for many entries, on every core.
 
     Compiling is CPU-bound and holds the GIL, so the work is spread over
-    worker processes, largest entries first so no core idles at the end.
-    Entries already done cost two stats each and never start a worker.
-
-    The workers are plain child processes fed over pipes, not a
-    ``ProcessPoolExecutor``: its workers wait forever on a queue whose
-    writer is gone, and its resource tracker outlives a killed parent,
-    both holding the caller's stdout and stderr. Ours die with this thread
-    (``PR_SET_PDEATHSIG``), so call this from a thread that outlives the
-    call (any caller does: it waits for the result).
+    worker processes (see :class:`BytecodePipeline`), largest entries first
+    so no core idles at the end. Entries already done cost two stats each
+    and never start a worker; a single entry is compiled in this process,
+    as a worker would only add its start-up.
     """
     target = _target(python)
     if target is None:
         return
     todo = [e for e in entries if e.layer.writable and not _is_done(e, target.cache_tag)]
-    jobs = min(jobs or os.cpu_count() or 1, len(todo))
-    if jobs <= 1:
-        for entry in todo:
-            ensure_bytecode(store, entry, python)
+    if not todo:
         return
-    todo.sort(key=lambda e: e.size, reverse=True)
-    _run_workers([(str(e.path), target.executable) for e in todo], jobs)
+    jobs = min(jobs or os.cpu_count() or 1, len(todo))
+    with BytecodePipeline(store, python, jobs=jobs) as pipeline:
+        pipeline.submit_many(todo)
+
+
+class BytecodePipeline:
+    """Compile entries as they are handed in, while the caller goes on.
+
+    A fetch hands each entry in as soon as it is in the store, so compiling
+    the first ones overlaps downloading the rest instead of waiting for the
+    last download (on a cold sync the compile is most of the CPU time).
+    Leaving the ``with`` block waits for every compile and raises the first
+    error; leaving it by an exception kills the workers instead of waiting.
+
+    :meth:`submit` may be called from any thread. The work goes to plain
+    child processes fed over pipes, not a ``ProcessPoolExecutor``: its
+    workers wait forever on a queue whose writer is gone, and its resource
+    tracker outlives a killed parent, both holding the caller's stdout and
+    stderr. Ours are started and reaped by one thread of this object, which
+    lives until they are gone, and die with it (``PR_SET_PDEATHSIG`` fires
+    when the thread that started a child exits). Workers are started only
+    when there is work no running worker is free for, never more than
+    ``jobs`` (default: one per core). With ``jobs`` 1 (``contentpkg.use()``:
+    a worker would re-run someone else's ``__main__``) everything is
+    compiled in the calling thread when the block ends.
+    """
+
+    def __init__(self, store: Store, python: Any = None, jobs: int | None = None) -> None:
+        self._store = store
+        self._python = python
+        self._target = _target(python)
+        self._jobs = jobs or os.cpu_count() or 1
+        # Only when asked: one worker still overlaps a fetch on one core.
+        self._in_caller = jobs == 1
+        self._lock = threading.Lock()
+        self._seen: set[str] = set()
+        #: (-size, order, entry path): a heap, so the largest waiting entry goes first.
+        self._pending: list[tuple[int, int, str]] = []
+        self._order = 0
+        self._inline: list[Entry] = []  # jobs == 1: compiled at the end, here
+        self._closed = False
+        self._cancelled = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = -1, -1
+        #: Worker processes started, for tests and reports.
+        self.workers_started = 0
+
+    def __enter__(self) -> BytecodePipeline:
+        return self
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        if kind is not None:
+            self._stop(cancel=True)
+            return
+        self._stop(cancel=False)
+        for entry in self._inline:
+            ensure_bytecode(self._store, entry, self._python)
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, entry: Entry) -> None:
+        """Compile entry soon (at once when a worker is free); no-op when done."""
+        self.submit_many([entry])
+
+    def submit_many(self, entries: Sequence[Entry]) -> None:
+        """:meth:`submit` for many, queued at once so the largest goes first."""
+        target = self._target
+        if target is None:
+            return
+        # Two stats each, in the caller's thread: done entries never reach a worker.
+        todo = [e for e in entries if e.layer.writable and not _is_done(e, target.cache_tag)]
+        with self._lock:
+            todo = [e for e in todo if str(e.path) not in self._seen]
+            self._seen.update(str(e.path) for e in todo)
+            if not todo or self._error is not None:
+                return
+            if self._in_caller:
+                self._inline.extend(todo)
+                return
+            for entry in todo:
+                self._order += 1
+                heapq.heappush(self._pending, (-entry.size, self._order, str(entry.path)))
+            if self._thread is None:
+                self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+                self._thread = threading.Thread(
+                    target=self._manage, name="cpk-bytecode", daemon=True
+                )
+                self._thread.start()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wake_w >= 0:
+            with contextlib.suppress(BlockingIOError):  # full: a wake-up is already due
+                os.write(self._wake_w, b"x")
+
+    def _stop(self, cancel: bool) -> None:
+        with self._lock:
+            self._closed = True
+            self._cancelled = cancel
+            thread = self._thread
+        if thread is None:
+            return
+        self._wake()
+        try:
+            thread.join()
+        except BaseException:  # interrupted while waiting: do not wait for the rest
+            with self._lock:
+                self._cancelled = True
+            self._wake()
+            thread.join()
+            raise
+        finally:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    # -- the managing thread --------------------------------------------------
+
+    def _manage(self) -> None:
+        import contentpkg
+
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(contentpkg.__file__)))
+        cmd = [sys.executable, "-c", _WORKER, package_parent, str(os.getpid())]
+        executable = self._target.executable if self._target else None
+        workers: list[subprocess.Popen[str]] = []
+        idle: list[subprocess.Popen[str]] = []
+        failed = True
+        with tempfile.TemporaryFile() as errors, selectors.DefaultSelector() as selector:
+            try:
+                selector.register(self._wake_r, selectors.EVENT_READ, None)
+                while True:
+                    with self._lock:
+                        if self._cancelled:
+                            break
+                        while self._pending and (idle or len(workers) < self._jobs):
+                            path = heapq.heappop(self._pending)[2]
+                            if idle:
+                                proc = idle.pop()
+                            else:
+                                # The workers' stderr goes to a private temporary
+                                # file (one open file shared by all, so writes
+                                # append), whose last line explains a worker that died.
+                                proc = subprocess.Popen(
+                                    cmd,
+                                    stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE,
+                                    stderr=errors,
+                                    text=True,
+                                )
+                                workers.append(proc)
+                                self.workers_started += 1
+                                selector.register(proc.stdout, selectors.EVENT_READ, proc)  # type: ignore[arg-type]
+                            _send(proc, (path, executable))
+                        if self._closed and not self._pending and len(idle) == len(workers):
+                            failed = False
+                            break
+                    for key, _ in selector.select():
+                        proc = key.data
+                        if proc is None:
+                            with contextlib.suppress(BlockingIOError):
+                                os.read(self._wake_r, 4096)
+                            continue
+                        line = key.fileobj.readline()  # type: ignore[union-attr]
+                        if not line:
+                            why = _last_line(proc, errors)
+                            raise CpkError(f"compiling bytecode: a worker died ({why})")
+                        reply = json.loads(line)
+                        if "error" in reply:
+                            raise CpkError(reply["error"])
+                        idle.append(proc)
+            except BaseException as exc:  # handed to the caller, raised there
+                with self._lock:
+                    self._error = exc
+            finally:
+                for proc in workers:
+                    if proc.stdin is not None:
+                        with contextlib.suppress(OSError):
+                            proc.stdin.close()  # end of input: the worker exits
+                    if failed:
+                        proc.kill()  # failing or interrupted: do not wait for the rest
+                    proc.wait()
+                    if proc.stdout is not None:
+                        proc.stdout.close()
 
 
 # --- worker processes ------------------------------------------------------------
@@ -374,66 +549,11 @@ _WORKER = (
 _PR_SET_PDEATHSIG = 1
 
 
-def _run_workers(jobs_todo: list[tuple[str, str | None]], jobs: int) -> None:
-    """Compile each (entry path, executable) in one of ``jobs`` workers.
-
-    One job per worker at a time, the next sent when its answer arrives; an
-    answer is one JSON line. The workers' stderr goes to a private temporary
-    file (one open file shared by all, so writes append), whose last line
-    explains a worker that died.
-    """
-    import contentpkg
-
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(contentpkg.__file__)))
-    cmd = [sys.executable, "-c", _WORKER, package_parent, str(os.getpid())]
-    pending = list(reversed(jobs_todo))  # pop() takes the largest first
-    workers: list[subprocess.Popen[str]] = []
-    with tempfile.TemporaryFile() as errors, selectors.DefaultSelector() as selector:
-        try:
-            for _ in range(jobs):
-                proc = subprocess.Popen(
-                    cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True
-                )
-                workers.append(proc)
-                assert proc.stdout is not None
-                selector.register(proc.stdout, selectors.EVENT_READ, proc)
-                _send_next(proc, pending)
-            busy = len(workers)
-            while busy:
-                for key, _ in selector.select():
-                    proc = key.data
-                    line = key.fileobj.readline()  # type: ignore[union-attr]
-                    if not line:
-                        why = _last_line(proc, errors)
-                        raise CpkError(f"compiling bytecode: a worker died ({why})")
-                    reply = json.loads(line)
-                    if "error" in reply:
-                        raise CpkError(reply["error"])
-                    if not _send_next(proc, pending):
-                        selector.unregister(key.fileobj)
-                        busy -= 1
-        finally:
-            failing = sys.exc_info()[0] is not None
-            for proc in workers:
-                if proc.stdin is not None:
-                    with contextlib.suppress(OSError):
-                        proc.stdin.close()
-                if failing:
-                    proc.kill()  # failing or interrupted: do not wait for the rest
-                proc.wait()
-                if proc.stdout is not None:
-                    proc.stdout.close()
-
-
-def _send_next(proc: subprocess.Popen[str], pending: list[tuple[str, str | None]]) -> bool:
-    """Give proc the next job; False (and its stdin closed) when none is left."""
+def _send(proc: subprocess.Popen[str], job: tuple[str, str | None]) -> None:
+    """Give proc one job: a JSON line; its answer is one JSON line too."""
     assert proc.stdin is not None
-    if not pending:
-        proc.stdin.close()
-        return False
-    proc.stdin.write(json.dumps(pending.pop()) + "\n")
+    proc.stdin.write(json.dumps(job) + "\n")
     proc.stdin.flush()
-    return True
 
 
 def _last_line(proc: subprocess.Popen[str], errors: Any) -> str:

@@ -389,7 +389,7 @@ class Session:
         return self._materialize(wanted)
 
     def _materialize(self, wanted: list[tuple[str, str, DistFile]]) -> list[Materialized]:
-        from contentpkg.python.install.bytecode import ensure_bytecode_many
+        from contentpkg.python.install.bytecode import BytecodePipeline
 
         items: list[Materialized] = []
         missing: list[tuple[str, str, DistFile]] = []
@@ -421,28 +421,35 @@ class Session:
                 if h in got
             ]
             missing = [m for m in missing if f"sha256:{m[2].sha256}" not in got]
-        if missing:
-            started = time.monotonic()
-            # Builds inside fetch their build requirements through here too:
-            # count from this call's start, not from zero.
-            mark = len(self._downloaded)
-            with tempfile.TemporaryDirectory(prefix="cpk-fetch-", dir=self._scratch()) as tmp:
-                wheels = [m for m in missing if m[2].is_wheel]
-                # Downloading and unpacking wait on the network and the disk,
-                # not the CPU: threads overlap them, as the GIL is released.
-                items.extend(self.client.http.map(lambda m: self._add(m, Path(tmp)), wheels))
-                # Builds resolve their own requirements through this session,
-                # whose state is not shared between threads: one at a time.
-                items.extend(self._add(m, Path(tmp)) for m in missing if not m[2].is_wheel)
-            count = len(missing)
-            size = size_text(sum(self._downloaded[mark:]))
-            self.options.reporter.summary(
-                f"Fetched {count} package{'' if count == 1 else 's'} ({size}) "
-                f"in {elapsed(time.monotonic() - started)}"
-            )
-        ensure_bytecode_many(
-            self.store, [item.entry for item in items], self.python, jobs=self.bytecode_jobs
-        )
+        # Each entry is compiled as soon as it is in the store, overlapping
+        # the downloads of the rest; leaving the block waits for the last.
+        with BytecodePipeline(self.store, self.python, jobs=self.bytecode_jobs) as compiling:
+            compiling.submit_many([item.entry for item in items])
+            if missing:
+                started = time.monotonic()
+                # Builds inside fetch their build requirements through here too:
+                # count from this call's start, not from zero.
+                mark = len(self._downloaded)
+                with tempfile.TemporaryDirectory(prefix="cpk-fetch-", dir=self._scratch()) as tmp:
+
+                    def add(m: tuple[str, str, DistFile]) -> Materialized:
+                        made = self._add(m, Path(tmp))
+                        compiling.submit(made.entry)
+                        return made
+
+                    wheels = [m for m in missing if m[2].is_wheel]
+                    # Downloading and unpacking wait on the network and the disk,
+                    # not the CPU: threads overlap them, as the GIL is released.
+                    items.extend(self.client.http.map(add, wheels))
+                    # Builds resolve their own requirements through this session,
+                    # whose state is not shared between threads: one at a time.
+                    items.extend(add(m) for m in missing if not m[2].is_wheel)
+                count = len(missing)
+                size = size_text(sum(self._downloaded[mark:]))
+                self.options.reporter.summary(
+                    f"Fetched {count} package{'' if count == 1 else 's'} ({size}) "
+                    f"in {elapsed(time.monotonic() - started)}"
+                )
         return sorted(items, key=lambda i: i.name)
 
     def _add(self, item: tuple[str, str, DistFile], tmp: Path) -> Materialized:
