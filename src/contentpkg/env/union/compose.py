@@ -157,7 +157,6 @@ def compose(
     images: their files are reached through the image's mount point instead.
     The farm is rooted in ``store`` (the user store of ``ctx`` if not given).
     """
-    from contentpkg.store.gc import add_root
     from contentpkg.store.layers import Store
     from contentpkg.store.locks import collector_lock
 
@@ -171,22 +170,33 @@ def compose(
     store.ensure()
     # Shared with other builders, exclusive for gc: a farm is never swept
     # between being found (or built) and being rooted.
-    root = store.roots_dir / (ROOT_PREFIX + key)
     with collector_lock(store.user.root):
         farm = _cached(final, manifest)
         if farm is None:
             farm = _publish(base, final, manifest, entries, stores, images)
-        try:
-            rooted = os.readlink(root) == os.path.abspath(final)
-        except OSError:
-            rooted = False
-        if not rooted:  # written once (durably): a reused farm costs no fsync
-            add_root(store, ROOT_PREFIX + key, final)
+        keep_rooted(store, key, final)
+    return farm
+
+
+def keep_rooted(store: Store, key: str, final: Path) -> None:
+    """Root a farm or merged site for gc, and mark its use.
+
+    The root is written once (durably), so reusing one costs no fsync; the
+    mtime says when it was last used, and gc ages unused ones out. Called
+    under the collector lock, so gc never sweeps it between build and root.
+    """
+    from contentpkg.store.gc import add_root
+
     try:
-        os.utime(final)  # its last use: gc ages unused farms out
+        rooted = os.readlink(store.roots_dir / (ROOT_PREFIX + key)) == os.path.abspath(final)
+    except OSError:
+        rooted = False
+    if not rooted:
+        add_root(store, ROOT_PREFIX + key, final)
+    try:
+        os.utime(final)
     except OSError:
         pass
-    return farm
 
 
 def _cached(final: Path, manifest: Path) -> Farm | None:

@@ -93,9 +93,9 @@ def merged_site(store: Store, home: Path, site: Path) -> Path | None:
     None when the store's files cannot be hard-linked from the home (another
     file system): the caller falls back to a layer per entry.
     """
-    from contentpkg.env.union.compose import ROOT_PREFIX, UNIONS
+    from contentpkg.env.union.compose import UNIONS, keep_rooted
     from contentpkg.fs import make_tmp_dir, publish_dir, remove_tree
-    from contentpkg.store.gc import add_root, write_refs
+    from contentpkg.store.gc import write_refs
     from contentpkg.store.locks import collector_lock
 
     base = home / UNIONS
@@ -117,16 +117,7 @@ def merged_site(store: Store, home: Path, site: Path) -> Path | None:
             except BaseException:
                 remove_tree(tmp)
                 raise
-        try:
-            rooted = os.readlink(store.roots_dir / (ROOT_PREFIX + key)) == os.path.abspath(final)
-        except OSError:
-            rooted = False
-        if not rooted:  # written once (durably): a reused site costs no fsync
-            add_root(store, ROOT_PREFIX + key, final)
-    try:
-        os.utime(final)  # its last use: gc ages unused ones out
-    except OSError:
-        pass
+        keep_rooted(store, key, final)
     return final
 
 

@@ -249,8 +249,8 @@ def _text(item: Mapping[str, Any], key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def parse_json_page(body: bytes | str, page_url: str, index: str = "") -> list[DistFile]:
-    """The files of a PEP 691 JSON project page (``meta.api-version`` 1.x)."""
+def _json_page_items(body: bytes | str, page_url: str) -> list[Any]:
+    """A PEP 691 JSON project page's ``files`` list, its shape and API version checked."""
     try:
         data = json.loads(body)
     except ValueError as exc:
@@ -259,8 +259,13 @@ def parse_json_page(body: bytes | str, page_url: str, index: str = "") -> list[D
         raise CpkError(f"{redact(page_url)}: JSON project page without a 'files' list")
     meta = data.get("meta")
     _check_api_version(meta.get("api-version") if isinstance(meta, dict) else None, page_url)
+    return data["files"]
+
+
+def parse_json_page(body: bytes | str, page_url: str, index: str = "") -> list[DistFile]:
+    """The files of a PEP 691 JSON project page (``meta.api-version`` 1.x)."""
     files = []
-    for item in data["files"]:
+    for item in _json_page_items(body, page_url):
         made = _json_file(item, page_url, index)
         if made is not None:
             files.append(made)
@@ -563,18 +568,11 @@ class IndexClient:
         if it links a distribution anywhere but http(s).
         """
         page_url = page.url
-        try:
-            data = json.loads(page.body)
-        except ValueError as exc:
-            raise CpkError(f"{redact(page_url)}: invalid JSON project page ({exc})") from None
-        if not isinstance(data, dict) or not isinstance(data.get("files"), list):
-            raise CpkError(f"{redact(page_url)}: JSON project page without a 'files' list")
-        meta = data.get("meta")
-        _check_api_version(meta.get("api-version") if isinstance(meta, dict) else None, page_url)
+        items = _json_page_items(page.body, page_url)
         remote = not is_file_url(page_url)
         groups: dict[str, list[Any]] = {}
         takes: list[str] = []
-        for position, item in enumerate(data["files"]):
+        for position, item in enumerate(items):
             if not isinstance(item, dict):
                 continue
             url = item.get("url")
