@@ -122,6 +122,18 @@ def test_identify_unknown_and_known(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "unknown (sha256 " in proc.stdout
 
 
+def test_identify_in_a_new_home_says_unknown_without_a_repair_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CPK_HOME", str(tmp_path / "never-used"))
+    stranger = tmp_path / "stranger"
+    stranger.write_text("never stored")
+    proc = run_cpk("identify", stranger)
+    assert proc.returncode == 1 and "unknown (sha256 " in proc.stdout
+    assert proc.stderr == ""  # nothing was damaged, so nothing is said to be rebuilt
+    assert not (tmp_path / "never-used" / "store").exists()  # a lookup creates no store
+
+
 def test_cli_help_and_version() -> None:
     from contentpkg import __version__
 

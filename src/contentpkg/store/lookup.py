@@ -357,6 +357,8 @@ def find_files(store_root: Path, sha256: str, writable: bool) -> list[tuple[str,
     """(entry, path) pairs holding a file with this hash; None if no table."""
     import sqlite3
 
+    if not store_root.is_dir():
+        return []  # a store not made yet holds nothing: no table to build or repair
     if writable:
         try:
             rows = _writing(
