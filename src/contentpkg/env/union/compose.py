@@ -79,6 +79,10 @@ _FORMAT = "union-farm-2"
 _MANIFEST = "union.json"
 
 #: The folder of the user's home holding farms (an environment area gc sweeps).
+#: In the home, not the cache (``context.Bucket``): a farm's files are hard
+#: links into the store, so it must sit on the store's file system, and the
+#: cache may be elsewhere (``CPK_CACHE_DIR``); and gc, which owns the home,
+#: must see a farm's refs to keep its entries.
 UNIONS = "unions"
 #: Roots of farms are named ``union-<key>``.
 ROOT_PREFIX = "union-"
