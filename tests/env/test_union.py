@@ -328,6 +328,36 @@ def test_nothing_stays_mounted_after_sigkill(sandbox: Path) -> None:
     assert _union_mounts() == []
 
 
+def test_gc_keeps_the_farm_a_running_union_holds(sandbox: Path) -> None:
+    (deb,) = _debs(sandbox, "1.0")
+    proc = spawn(sandbox, "enter", deb, "--", "sh", "-c", "echo ready; exec sleep 600")
+    assert proc.stdout is not None
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        home = sandbox / "home"
+        (farm,) = [p for p in (home / "unions").iterdir() if not p.name.startswith(".")]
+        names = (farm / ".cpk" / "refs").read_text().split()
+        assert names
+        # Its root lost (removed by hand, or lapsed): only the running union
+        # still holds the farm.
+        os.unlink(home / "roots" / f"union-{farm.name}")
+        gc = cpk(sandbox, "store", "gc")
+        assert gc.returncode == 0, gc.stderr
+        assert f"kept unions/{farm.name}: no root reaches it, but a running process uses it" \
+            in gc.stderr  # fmt: skip
+        assert farm.is_dir()
+        assert all((home / "store" / n).is_dir() for n in names)
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    # Once the command is gone, nothing holds the farm: gc takes it and its entries.
+    gc = cpk(sandbox, "store", "gc")
+    assert gc.returncode == 0, gc.stderr
+    assert not farm.exists()
+    assert not any((home / "store" / n).exists() for n in names)
+
+
 def test_mount2_form_forced(sandbox: Path) -> None:
     (deb,) = _debs(sandbox, "1.0")
     proc = cpk(sandbox, "enter", "--mount-api", "mount", deb, "--", PROG)

@@ -104,6 +104,9 @@ class Farm:
     reused: bool = False
     #: Files placed as symlinks because they could not be hard-linked.
     symlinked: int = 0
+    #: The descriptor holding the farm in use (``store.gc.hold_in_use``),
+    #: when composed to be entered: the command inherits it.
+    held: int | None = None
 
     def lower(self, area: str) -> Path:
         """The farm directory overlaid onto ``/<area>``."""
@@ -154,13 +157,20 @@ def compose(
     entries: Sequence[Entry],
     images: Collection[str] = (),
     store: Store | None = None,
+    *,
+    hold: bool = False,
 ) -> Farm:
     """The farm for entries (first listed wins a path), built or reused.
 
     ``images`` names the entries (dirnames) that will be mounted from their
     images: their files are reached through the image's mount point instead.
     The farm is rooted in ``store`` (the user store of ``ctx`` if not given).
+    With ``hold``, the farm is also held in use (:attr:`Farm.held`) before
+    gc could run again: a root alone can be lost or lapse while a union
+    runs for days, and gc would then take the farm and the entries it links
+    from under the running command.
     """
+    from contentpkg.store.gc import hold_in_use
     from contentpkg.store.layers import Store
     from contentpkg.store.locks import collector_lock
 
@@ -179,6 +189,8 @@ def compose(
         if farm is None:
             farm = _publish(base, final, manifest, entries, stores, images)
         keep_rooted(store, key, final)
+        if hold:
+            farm.held = hold_in_use(final)
     return farm
 
 
@@ -222,7 +234,7 @@ def _publish(
     stores: dict[str, str],
     images: list[str],
 ) -> Farm:
-    from contentpkg.store.gc import write_refs
+    from contentpkg.store.gc import IN_USE, write_refs
 
     base.mkdir(parents=True, exist_ok=True)
     tmp = make_tmp_dir(base, final.name)
@@ -249,6 +261,7 @@ def _publish(
         )
         # Not durable: a farm is derived from the store; a crash costs a rebuild.
         write_refs(tmp / REFS, list(entries))
+        (tmp / IN_USE).touch()
         if not publish_dir(tmp, final, durable=False):
             remove_tree(tmp)  # an equal farm was published meanwhile
             return _cached(final, manifest) or farm

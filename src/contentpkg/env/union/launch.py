@@ -92,7 +92,7 @@ def prepare(
     seen: set[str] = set()
     unique = [e for e in entries if not (e.dirname in seen or seen.add(e.dirname))]
     verified = _verified_images(ctx, unique, notes) if images else {}
-    farm = compose(ctx, unique, verified, store)
+    farm = compose(ctx, unique, verified, store, hold=True)
     return Union(unique, farm, notes + farm.notes, verified)
 
 
@@ -153,4 +153,8 @@ def exec_in_union(
         os.chdir(cwd)  # the same path, now seen through the overlays
     except OSError:
         os.chdir("/")
+    if union.farm.held is not None:
+        # The command holds the farm for gc as long as it (or a child that
+        # kept the descriptor) runs: no process stays behind to wait.
+        os.set_inheritable(union.farm.held, True)
     exec_command(command, environ, where="the union")
