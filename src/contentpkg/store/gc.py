@@ -35,17 +35,13 @@ from contentpkg.fs import remove_tree, replace_symlink, write_atomic
 from contentpkg.store import lookup
 from contentpkg.store.entry import Entry, parse_dirname
 from contentpkg.store.layers import Store
-from contentpkg.store.locks import LOCKS, collector_lock, reading_lock
+from contentpkg.store.locks import IN_USE, LOCKS, collector_lock, reading_lock
 from contentpkg.store.registry import ExpiringRoots, Registry, RootKind, RootSource
 from contentpkg.store.staging import Slot, clean_stale
 
 __all__ = ["ExpiringRoots", "Registry", "RootKind", "RootSource", "add_root", "collect"]
 
 REFS = ".cpk/refs"
-#: A lock file in an environment that running processes hold shared while
-#: they use it (a union's farm, mounted in a process tree): gc must neither
-#: remove it nor the entries it links, whatever became of its root.
-IN_USE = ".cpk/in-use"
 
 
 @dataclass
@@ -77,30 +73,8 @@ def write_refs(path: Path, entries: list[Entry]) -> None:
     write_atomic(path, "".join(f"{e.dirname}\n" for e in entries), durable=True)
 
 
-def hold_in_use(environment: Path) -> int:
-    """Hold environment shared until the returned descriptor is closed.
-
-    flock(2) rather than a pid file: the lock belongs to the open file, so
-    it passes through exec to the command and to the children that inherit
-    the descriptor, and the kernel drops it when the last of them ends,
-    however it ends (SIGKILL included); no process has to stay behind to
-    wait. The descriptor is close-on-exec until the caller says otherwise.
-    """
-    import fcntl
-
-    lock = environment / IN_USE
-    try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        # An environment made before in-use locks: give it one now.
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o444)
-    fcntl.flock(fd, fcntl.LOCK_SH)
-    return fd
-
-
 def in_use(environment: Path) -> bool:
-    """Whether a running process holds environment (see :func:`hold_in_use`).
+    """Whether a running process holds environment (``locks.hold_in_use``).
 
     Asked under the collector lock held exclusively: users take their hold
     while holding it shared, so none can start between this answer and the

@@ -104,7 +104,7 @@ class Farm:
     reused: bool = False
     #: Files placed as symlinks because they could not be hard-linked.
     symlinked: int = 0
-    #: The descriptor holding the farm in use (``store.gc.hold_in_use``),
+    #: The descriptor holding the farm in use (``store.locks.hold_in_use``),
     #: when composed to be entered: the command inherits it.
     held: int | None = None
 
@@ -170,9 +170,8 @@ def compose(
     runs for days, and gc would then take the farm and the entries it links
     from under the running command.
     """
-    from contentpkg.store.gc import hold_in_use
     from contentpkg.store.layers import Store
-    from contentpkg.store.locks import collector_lock
+    from contentpkg.store.locks import collector_lock, hold_in_use
 
     images = sorted(set(images))
     stores = mount_points(ctx, entries)
@@ -201,13 +200,13 @@ def keep_rooted(store: Store, key: str, final: Path) -> None:
     mtime says when it was last used, and gc ages unused ones out. Called
     under the collector lock, so gc never sweeps it between build and root.
     """
-    from contentpkg.store.gc import add_root
-
     try:
         rooted = os.readlink(store.roots_dir / (ROOT_PREFIX + key)) == os.path.abspath(final)
     except OSError:
         rooted = False
     if not rooted:
+        from contentpkg.store.gc import add_root  # the first use only: gc is a heavy import
+
         add_root(store, ROOT_PREFIX + key, final)
     try:
         os.utime(final)
@@ -234,7 +233,8 @@ def _publish(
     stores: dict[str, str],
     images: list[str],
 ) -> Farm:
-    from contentpkg.store.gc import IN_USE, write_refs
+    from contentpkg.store.gc import write_refs
+    from contentpkg.store.locks import IN_USE
 
     base.mkdir(parents=True, exist_ok=True)
     tmp = make_tmp_dir(base, final.name)

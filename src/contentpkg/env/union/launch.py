@@ -98,6 +98,8 @@ def prepare(
 
 def _profile_specs(ctx: Context, store: Store, names: Sequence[str]) -> list[str]:
     """The entries each profile's current generation was asked to hold."""
+    if not names:
+        return []  # and the env-dir modules below stay unimported
     from contentpkg.elf.envdir import installed_requests
     from contentpkg.env.profiles import check_profile_name, profiles_dir
 

@@ -92,13 +92,13 @@ def merged_site(store: Store, home: Path, site: Path, *, hold: bool = False) -> 
 
     None when the store's files cannot be hard-linked from the home (another
     file system): the caller falls back to a layer per entry. With ``hold``,
-    it is held in use (``store.gc.hold_in_use``) by a descriptor the command
+    it is held in use (``store.locks.hold_in_use``) by a descriptor the command
     inherits, as a union's farm is.
     """
     from contentpkg.env.union.compose import UNIONS, keep_rooted
     from contentpkg.fs import make_tmp_dir, publish_dir, remove_tree
-    from contentpkg.store.gc import IN_USE, hold_in_use, write_refs
-    from contentpkg.store.locks import collector_lock
+    from contentpkg.store.gc import write_refs
+    from contentpkg.store.locks import IN_USE, collector_lock, hold_in_use
 
     base = home / UNIONS
     store.ensure()
