@@ -32,7 +32,11 @@ again with the same entries reuses its farm (a ``stat``), and a farm is
 published whole (staged, then one rename) or not at all. Each farm lists its
 entries in ``.cpk/refs`` and is rooted as ``roots/union-<key>``, touched on
 each use: ``cpk store gc`` keeps those entries while the farm is used, and
-removes a farm (and its root) unused for :data:`FARM_MAX_AGE`.
+removes a farm (and its root) unused for :data:`FARM_MAX_AGE`. A root says
+"used lately", not "in use now": a union running longer than that, or one
+whose root was removed, is protected by its hold instead (``compose(...,
+hold=True)``: a shared lock on the farm that the command inherits, which
+gc will not take from it).
 """
 
 from __future__ import annotations
