@@ -163,12 +163,12 @@ def main() -> None:
         print(f"start-up of /bin/true, medians of {args.rounds} rounds (ms)")
         if bwrap and not overlays:
             print("(this bwrap has no --overlay-src: it binds the store read-only, no overlay)")
+        ns_argv = ["unshare", "-m" if privileged() else "-Urm", "/bin/true"]
         print("(union: the namespace, mounts and exec of exec_in_union, farm cached; "
-              "unshare: util-linux's unshare -Urm, a namespace and no mount, for scale; "
-              "cpk enter: the whole command, beside python3 -I -S -c pass, its floor)")
+              f"unshare: util-linux's {' '.join(ns_argv[:2])}, a namespace and no mount, for "
+              "scale; cpk enter: the whole command, beside python3 -I -S -c pass, its floor)")
         print(f"{'entries':>8} {'plain':>8} {'union':>8} {'+ms':>6} {'unshare':>8} {'+ms':>6} "
               f"{'bwrap':>8} {'+ms':>6} {'cpk enter':>10} {'python':>7}")  # fmt: skip
-        ns_argv = ["unshare", "-m" if privileged() else "-Urm", "/bin/true"]
         for n in (10, 300):
             farm = compose(ctx, entries[:n])
             union = Union(entries[:n], farm)
