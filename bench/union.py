@@ -212,16 +212,21 @@ def main() -> None:
         empty = work / "empty"
         empty.mkdir()
         times: dict[str, list[float]] = {
-            "host": [], "same": [], "ns": [], "one": [], "floor": [], "union": []
+            "host": [], "same": [], "ns": [], "one": [], "floor": [], "union": [],
+            "local": [], "union-local": [],
         }  # fmt: skip
         for r in range(args.rounds):
             tag = f"{os.getpid()}-{r}"
-            for key, where in (("host", "/usr/share"), ("same", str(same))):
+            for key, where in (("host", "/usr/share"), ("same", str(same)),
+                               ("local", "/usr/local/bin")):  # fmt: skip
                 run = subprocess.run([sys.executable, "-c", LOOKUP_CODE, f"{key}{tag}", where],
                                      capture_output=True, text=True, check=True)  # fmt: skip
                 times[key].append(float(run.stdout))
             for key in ("ns", "one", "floor", "union"):
                 times[key].append(lookups_inside(key, union, empty, f"{key}{tag}"))
+            times["union-local"].append(
+                lookups_inside("union", union, empty, f"l{tag}", "/usr/local/bin")
+            )
         h, m, f_, i = (median_ms(times[k]) for k in ("host", "same", "floor", "union"))
         print(f"\n{LOOKUPS} cold lookups of missing names (ms, medians of {args.rounds}, min-max)")
         for key, label in (("host", "host /usr/share"),
@@ -235,16 +240,22 @@ def main() -> None:
         print(f"  ratio union/host {i / h:.2f}x   union/plain dir of the same names {i / m:.2f}x")
         print(f"  floor/host {f_ / h:.2f}x   floor/plain dir of the same names {f_ / m:.2f}x   "
               f"union/floor {i / f_:.2f}x")  # fmt: skip
+        lh, lu = median_ms(times["local"]), median_ms(times["union-local"])
+        print(f"  in /usr/local/bin, a directory the farm leaves to the host: host {lh:.2f} "
+              f"({spread(times['local'])}), union {lu:.2f} ({spread(times['union-local'])}), "
+              f"{lu / lh:.2f}x")  # fmt: skip
         if not args.skip_python:
             python_rows(work, args.rounds)
     finally:
         remove_tree(work)
 
 
-def lookups_inside(kind: str, union: Union, empty: Path, tag: str) -> float:
+def lookups_inside(
+    kind: str, union: Union, empty: Path, tag: str, where: str = "/usr/share"
+) -> float:
     """LOOKUP_CODE's time in a fresh namespace: no overlay, the floor, or the union."""
     read, write = os.pipe()
-    argv = [sys.executable, "-c", LOOKUP_CODE, tag, "/usr/share"]
+    argv = [sys.executable, "-c", LOOKUP_CODE, tag, where]
 
     def child() -> None:
         os.dup2(write, 1)
