@@ -11,7 +11,12 @@ its ratio (the machines are noisy: read the ratios and differences):
 * 2,000 cold lookups of missing names under the union's ``/usr/share`` (a
   new mount each round) against the host's ``/usr/share`` and against a
   plain directory holding the same names as the union's (fresh names each
-  round, so no negative dentry helps any side);
+  round, so no negative dentry helps any side); with the floor no
+  composition can beat: an overlay on ``/usr/share`` whose only layers are
+  an EMPTY directory and the host's ``/usr/share`` (two layers, as the
+  union has there, with nothing of the entries'); and for scale an overlay
+  of ``/usr`` whose top layer has no ``share/`` (so ``/usr/share`` comes
+  from one layer), and a new namespace with no overlay at all;
 * importing every package of a project of 50 and of 200 small wheels (served
   by a static index on loopback), timed inside the command: ``cpk run``
   (a view of links) against ``cpk run --union`` (one overlaid site-packages:
@@ -35,6 +40,7 @@ from pathlib import Path
 from contentpkg.context import Context
 from contentpkg.env.union.compose import STORE_MOUNT, compose
 from contentpkg.env.union.launch import Union, exec_in_union
+from contentpkg.env.union.namespace import mount_overlay, privileged, unshare_user_mount
 from contentpkg.fs import remove_tree
 from contentpkg.store.add import add_built
 from contentpkg.store.layers import Store
@@ -91,6 +97,8 @@ def timed_fork(target) -> float:
     return elapsed
 
 
+# Every start-up row is timed the same way, fork of this process to the
+# child's exit, so their differences are the tools' own.
 def plain_exec() -> None:
     os.execv("/bin/true", ["/bin/true"])
 
@@ -142,6 +150,9 @@ def main() -> None:
     bwrap = shutil.which("bwrap")
     overlays = bool(bwrap) and bwrap_overlays()
     work = Path(tempfile.mkdtemp(prefix="cpk-bench-union-"))
+    # Every side's files (store, farm, the plain directories) are under work.
+    print(f"files under {work.parent} (uid {os.getuid()}, "
+          f"{'privileged: kernel mounts, no user namespace' if privileged() else 'unprivileged'})")
     try:
         ctx = Context.from_environ(
             {**os.environ, "CPK_HOME": str(work / "home"), "CPK_CACHE_DIR": str(work / "cache")}
@@ -152,31 +163,40 @@ def main() -> None:
         print(f"start-up of /bin/true, medians of {args.rounds} rounds (ms)")
         if bwrap and not overlays:
             print("(this bwrap has no --overlay-src: it binds the store read-only, no overlay)")
-        print(f"{'entries':>8} {'plain':>8} {'union':>8} {'+ms':>6} {'bwrap':>8} "
-              f"{'+ms':>6} {'cpk enter':>10}")  # fmt: skip
+        ns_argv = ["unshare", "-m" if privileged() else "-Urm", "/bin/true"]
+        print("(union: the namespace, mounts and exec of exec_in_union, farm cached; "
+              f"unshare: util-linux's {' '.join(ns_argv[:2])}, a namespace and no mount, for "
+              "scale; cpk enter: the whole command, beside python3 -I -S -c pass, its floor)")
+        print(f"{'entries':>8} {'plain':>8} {'union':>8} {'+ms':>6} {'unshare':>8} {'+ms':>6} "
+              f"{'bwrap':>8} {'+ms':>6} {'cpk enter':>10} {'python':>7}")  # fmt: skip
         for n in (10, 300):
             farm = compose(ctx, entries[:n])
             union = Union(entries[:n], farm)
             specs = [e.dirname for e in entries[:n]]
-            rows: dict[str, list[float]] = {"plain": [], "union": [], "bwrap": [], "cli": []}
+            rows: dict[str, list[float]] = {
+                "plain": [], "union": [], "unshare": [], "bwrap": [], "cli": [], "python": []
+            }  # fmt: skip
             for _ in range(args.rounds):
                 rows["plain"].append(timed_fork(plain_exec))
                 rows["union"].append(timed_fork(lambda u=union: union_exec(u)))
-                if bwrap:
-                    t = time.perf_counter()
-                    subprocess.run(
-                        bwrap_argv(union, store_dir, ["/bin/true"], overlays), check=True
-                    )
-                    rows["bwrap"].append(time.perf_counter() - t)
-                t = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "contentpkg", "enter", *specs, "--",
-                                "/bin/true"], check=True, env=env)  # fmt: skip
-                rows["cli"].append(time.perf_counter() - t)
+                for key, argv in (
+                    ("unshare", ns_argv if shutil.which("unshare") else None),
+                    ("bwrap", bwrap_argv(union, store_dir, ["/bin/true"], overlays) if bwrap
+                     else None),
+                    ("cli", [sys.executable, "-m", "contentpkg", "enter", *specs, "--",
+                             "/bin/true"]),
+                    ("python", [sys.executable, "-I", "-S", "-c", "pass"]),
+                ):  # fmt: skip
+                    if argv is not None:
+                        rows[key].append(timed_fork(lambda a=argv: os.execvpe(a[0], a, env)))
             p, u = median_ms(rows["plain"]), median_ms(rows["union"])
-            b = median_ms(rows["bwrap"]) if rows["bwrap"] else float("nan")
-            print(f"{n:>8} {p:>8.2f} {u:>8.2f} {u - p:>6.2f} {b:>8.2f} {b - p:>6.2f} "
-                  f"{median_ms(rows['cli']):>10.1f}   (union {spread(rows['union'])}, "
-                  f"plain {spread(rows['plain'])})")  # fmt: skip
+            s_, b = (median_ms(rows[k]) if rows[k] else float("nan") for k in ("unshare", "bwrap"))
+            print(f"{n:>8} {p:>8.2f} {u:>8.2f} {u - p:>6.2f} {s_:>8.2f} {s_ - p:>6.2f} "
+                  f"{b:>8.2f} {b - p:>6.2f} {median_ms(rows['cli']):>10.1f} "
+                  f"{median_ms(rows['python']):>7.1f}")  # fmt: skip
+            print(f"{'':>8} min-max: plain {spread(rows['plain'])}, union {spread(rows['union'])}, "
+                  f"bwrap {spread(rows['bwrap']) if rows['bwrap'] else '-'}, "
+                  f"cpk enter {spread(rows['cli'])}")  # fmt: skip
 
         union = Union(entries, compose(ctx, entries))
         # A plain directory holding the names the union's /usr/share shows
@@ -188,36 +208,70 @@ def main() -> None:
         same.mkdir(parents=True)
         for name in {*os.listdir("/usr/share"), *os.listdir(union.farm.lower("usr") / "share")}:
             (same / name).mkdir()
-        times: dict[str, list[float]] = {"host": [], "same": [], "union": []}
+        # The floor: the overlay alone, its top layer an empty directory.
+        empty = work / "empty"
+        empty.mkdir()
+        times: dict[str, list[float]] = {
+            "host": [], "same": [], "ns": [], "one": [], "floor": [], "union": [],
+            "local": [], "union-local": [],
+        }  # fmt: skip
         for r in range(args.rounds):
             tag = f"{os.getpid()}-{r}"
-            for key, where in (("host", "/usr/share"), ("same", str(same))):
+            for key, where in (("host", "/usr/share"), ("same", str(same)),
+                               ("local", "/usr/local/bin")):  # fmt: skip
                 run = subprocess.run([sys.executable, "-c", LOOKUP_CODE, f"{key}{tag}", where],
                                      capture_output=True, text=True, check=True)  # fmt: skip
                 times[key].append(float(run.stdout))
-            read, write = os.pipe()
-
-            def lookups(tag: str = tag, write: int = write) -> None:
-                os.dup2(write, 1)
-                exec_in_union(union, [sys.executable, "-c", LOOKUP_CODE, f"u{tag}", "/usr/share"],
-                              dict(os.environ))  # fmt: skip
-
-            timed_fork(lookups)
-            os.close(write)
-            with os.fdopen(read) as f:
-                times["union"].append(float(f.read()))
-        h, m, i = (median_ms(times[k]) for k in ("host", "same", "union"))
+            for key in ("ns", "one", "floor", "union"):
+                times[key].append(lookups_inside(key, union, empty, f"{key}{tag}"))
+            times["union-local"].append(
+                lookups_inside("union", union, empty, f"l{tag}", "/usr/local/bin")
+            )
+        h, m, f_, i = (median_ms(times[k]) for k in ("host", "same", "floor", "union"))
         print(f"\n{LOOKUPS} cold lookups of missing names (ms, medians of {args.rounds}, min-max)")
         for key, label in (("host", "host /usr/share"),
                            ("same", "plain dir, the union's names"),
+                           ("ns", "new namespace, no overlay"),
+                           ("one", "overlay on /usr, share from /usr only"),
+                           ("floor", "floor: overlay [EMPTY dir, /usr/share]"),
                            ("union", "union /usr/share (300 entries, one farm)")):  # fmt: skip
             v = times[key]
             print(f"  {label:42} {median_ms(v):7.2f}  ({spread(v)})")
         print(f"  ratio union/host {i / h:.2f}x   union/plain dir of the same names {i / m:.2f}x")
+        print(f"  floor/host {f_ / h:.2f}x   floor/plain dir of the same names {f_ / m:.2f}x   "
+              f"union/floor {i / f_:.2f}x")  # fmt: skip
+        lh, lu = median_ms(times["local"]), median_ms(times["union-local"])
+        print(f"  in /usr/local/bin, a directory the farm leaves to the host: host {lh:.2f} "
+              f"({spread(times['local'])}), union {lu:.2f} ({spread(times['union-local'])}), "
+              f"{lu / lh:.2f}x")  # fmt: skip
         if not args.skip_python:
             python_rows(work, args.rounds)
     finally:
         remove_tree(work)
+
+
+def lookups_inside(
+    kind: str, union: Union, empty: Path, tag: str, where: str = "/usr/share"
+) -> float:
+    """LOOKUP_CODE's time in a fresh namespace: no overlay, the floor, or the union."""
+    read, write = os.pipe()
+    argv = [sys.executable, "-c", LOOKUP_CODE, tag, where]
+
+    def child() -> None:
+        os.dup2(write, 1)
+        if kind == "union":
+            exec_in_union(union, argv, dict(os.environ))
+        unshare_user_mount()
+        if kind == "one":  # the farm's place, but no share/ in its top layer
+            mount_overlay("/usr", [str(empty), "/usr"])
+        elif kind == "floor":  # two layers at the directory looked in, one empty
+            mount_overlay("/usr/share", [str(empty), "/usr/share"])
+        os.execv(argv[0], argv)
+
+    timed_fork(child)
+    os.close(write)
+    with os.fdopen(read) as f:
+        return float(f.read())
 
 
 def write_wheel(dest: Path, name: str) -> None:

@@ -73,8 +73,6 @@ class Bucket(enum.Enum):
     GIT = "git-v1"
     #: Archives named by direct URL requirements, by URL, until hashed and locked.
     DIRECT_ARCHIVES = "direct-v1"
-    #: Unions' merged lower layers (symlink farms), by their entry list.
-    UNIONS = "unions-v1"
     #: What the system's ld.so reports about itself (``ld.so --help``), by
     #: the loader's stat and the machine.
     LOADER = "loader-v1"

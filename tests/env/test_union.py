@@ -221,7 +221,8 @@ def test_the_farm_is_one_layer_of_hard_links_and_the_store_has_one_fixed_path(
     (deb,) = _debs(sandbox, "1.0")
     proc = cpk(sandbox, "enter", deb, "--", "sh", "-c",
                f"stat -c '%i %h' /usr/bin/{PROG}; ls /usr/lib/contentpkg/store; "
-               "grep ' - overlay ' /proc/self/mountinfo")  # fmt: skip
+               "grep ' - overlay ' /proc/self/mountinfo; "
+               "echo; stat -f -c %T /usr/local /usr/share")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     (entry,) = (sandbox / "home" / "store").glob(f"{PROG},1.0,*")
@@ -231,11 +232,17 @@ def test_the_farm_is_one_layer_of_hard_links_and_the_store_has_one_fixed_path(
     assert lines[0] == f"{member.st_ino} {member.st_nlink}"
     assert member.st_nlink >= 2
     assert entry.name in lines[1:]  # the store at its fixed path inside
-    # One merged lower whatever the entry count: farm, then the host's /usr.
-    (usr,) = [m for m in lines if " - overlay " in m and m.split()[4] == "/usr"]
-    # The lookup options reached the kernel (it shows uuid=off as null, and
-    # no default-valued option).
-    assert "uuid=null" in usr and "xino=on" not in usr and "metacopy=on" not in usr
+    # One merged lower whatever the entry count: farm, then the host's, one
+    # overlay per directory of /usr the farm adds to (bin, lib, share).
+    overlays = {m.split()[4]: m for m in lines if " - overlay " in m}
+    assert sorted(overlays) == ["/usr/bin", "/usr/lib", "/usr/share"]
+    for usr in overlays.values():
+        # The lookup options reached the kernel (it shows uuid=off as null,
+        # and no default-valued option).
+        assert "uuid=null" in usr and "xino=on" not in usr and "metacopy=on" not in usr
+    # The host's other directories are its own, looked up without an overlay.
+    local_fs, share_fs = lines[lines.index("") + 1 :]
+    assert share_fs == "overlayfs" and local_fs != "overlayfs"
     # Farms are cached by entry list: a second union of the same entries reuses it.
     cpk(sandbox, "enter", deb, "--", "true")
     farms = [p for p in (sandbox / "home" / "unions").iterdir() if not p.name.startswith(".")]
@@ -244,6 +251,28 @@ def test_the_farm_is_one_layer_of_hard_links_and_the_store_has_one_fixed_path(
     assert (farm_file.st_ino, farm_file.st_dev) == (member.st_ino, member.st_dev)
     assert (farms[0] / ".cpk" / "refs").read_text().split() == [entry.name]
     assert os.readlink(sandbox / "home" / "roots" / f"union-{farms[0].name}") == str(farms[0])
+
+
+def test_usr_is_overlaid_per_directory_unless_the_farm_replaces_or_adds_one(
+    tmp_path: Path,
+) -> None:
+    from contentpkg.env.union.compose import Farm
+    from contentpkg.env.union.launch import overlay_plan
+
+    usr = tmp_path / "usr"
+    (usr / "share" / "x").mkdir(parents=True)
+    (usr / "bin").mkdir()
+    farm = Farm(tmp_path, ["usr", "etc"])
+    assert overlay_plan(farm, "usr") == [("/usr/bin", str(usr / "bin")),
+                                         ("/usr/share", str(usr / "share"))]  # fmt: skip
+    assert overlay_plan(farm, "etc") == [("/etc", str(tmp_path / "etc"))]
+    # A directory the host lacks cannot get a mount point: all /usr at once.
+    (usr / "cpk-no-such-dir").mkdir()
+    assert overlay_plan(farm, "usr") == [("/usr", str(usr))]
+    # Nor can a link of the farm's replace the host's directory below one.
+    (usr / "cpk-no-such-dir").rmdir()
+    (usr / "lib").symlink_to("share")
+    assert overlay_plan(farm, "usr") == [("/usr", str(usr))]
 
 
 def test_unmodified_entry_shares_identical_files_with_patched_form(tmp_path: Path) -> None:
@@ -326,6 +355,36 @@ def test_nothing_stays_mounted_after_sigkill(sandbox: Path) -> None:
     proc.wait(timeout=60)
     assert _holders(inside) == []
     assert _union_mounts() == []
+
+
+def test_gc_keeps_the_farm_a_running_union_holds(sandbox: Path) -> None:
+    (deb,) = _debs(sandbox, "1.0")
+    proc = spawn(sandbox, "enter", deb, "--", "sh", "-c", "echo ready; exec sleep 600")
+    assert proc.stdout is not None
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        home = sandbox / "home"
+        (farm,) = [p for p in (home / "unions").iterdir() if not p.name.startswith(".")]
+        names = (farm / ".cpk" / "refs").read_text().split()
+        assert names
+        # Its root lost (removed by hand, or lapsed): only the running union
+        # still holds the farm.
+        os.unlink(home / "roots" / f"union-{farm.name}")
+        gc = cpk(sandbox, "store", "gc")
+        assert gc.returncode == 0, gc.stderr
+        assert f"kept unions/{farm.name}: no root reaches it, but a running process uses it" \
+            in gc.stderr  # fmt: skip
+        assert farm.is_dir()
+        assert all((home / "store" / n).is_dir() for n in names)
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    # Once the command is gone, nothing holds the farm: gc takes it and its entries.
+    gc = cpk(sandbox, "store", "gc")
+    assert gc.returncode == 0, gc.stderr
+    assert not farm.exists()
+    assert not any((home / "store" / n).exists() for n in names)
 
 
 def test_mount2_form_forced(sandbox: Path) -> None:

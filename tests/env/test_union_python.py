@@ -95,6 +95,33 @@ def test_run_union_overlays_the_locked_entries(project) -> None:
     assert len(sites) == 1
 
 
+def test_a_running_union_holds_its_merged_site_against_gc(project) -> None:
+    proj, env = project
+    wait = "import alpha, sys; print('ready', flush=True); sys.stdin.read()"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "contentpkg", "run", "--union", "python", "-c", wait],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, cwd=proj,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stdin is not None
+    home = Path(env["CPK_HOME"])
+    try:
+        assert proc.stdout.readline() == "ready\n", proc.stderr.read() if proc.stderr else ""
+        (site,) = (home / "unions").glob("site-*")
+        os.unlink(home / "roots" / f"union-{site.name}")
+        gc = subprocess.run([sys.executable, "-m", "contentpkg", "store", "gc"], env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert gc.returncode == 0, gc.stderr
+        assert f"kept unions/{site.name}: no root reaches it" in gc.stderr
+        assert site.is_dir()
+    finally:
+        proc.communicate("", timeout=60)
+    assert proc.returncode == 0
+    subprocess.run([sys.executable, "-m", "contentpkg", "store", "gc"], env=env,
+                   capture_output=True, check=True, timeout=120)  # fmt: skip
+    assert not site.exists()
+
+
 FALLBACK = (
     "import os, sys\n"
     "from pathlib import Path\n"

@@ -143,8 +143,13 @@ def _main(argv: Sequence[str] | None = None) -> int:
             print(f"cpk: error: {exc}", file=sys.stderr)
             return _status(exc)
     from contentpkg.cli.options import settle
-    from contentpkg.cli.parser import build_parser, usage
     from contentpkg.errors import CpkError
+
+    if rest[:1] == ["enter"]:
+        # A union's start-up: its one parser, none of the other commands' imports.
+        from contentpkg.cli.union import build_enter_parser as build_parser
+    else:
+        from contentpkg.cli.parser import build_parser
 
     parser = build_parser(rest[0] if rest else None)
     args = parser.parse_args(raw)
@@ -166,6 +171,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     _show_core_messages(args.verbose)
     func = getattr(args, "func", None)
     if func is None:
+        from contentpkg.cli.parser import usage
+
         return usage(parser)
     try:
         return func(args)

@@ -160,6 +160,9 @@ _ONE_GROUP = {
     "ldd": "_add_elf_commands",
     "install": "_add_elf_commands",
     "identify": "_add_elf_commands",
+    # Its start-up is the union's: building every other subparser cost more
+    # than the namespace and the mounts together.
+    "enter": "_add_enter_command",
 }
 
 
@@ -691,43 +694,18 @@ def usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _add_union_commands(commands: Any) -> None:
-    """``cpk enter``: unmodified packages overlaid in a private mount namespace."""
-    from contentpkg.cli.union import cmd_enter
-
-    p = commands.add_parser(
-        "enter",
-        help="run a command with store entries overlaid onto /usr, /etc and /opt",
-        description="Run CMD (default: your shell) in a private user and mount namespace "
-        "where the named entries, stored unmodified, are overlaid onto /usr (and /etc, "
-        "/opt) above the host's own files, for that process tree only. Nothing stays "
-        "mounted after it ends. SPECs are entry specs or .deb files.",
-    )
-    p.add_argument(
-        "--deb", action="append", metavar="NAME",
-        help="a Debian package, fetched from the archive with its dependencies if missing",
-    )  # fmt: skip
-    p.add_argument(
-        "--profile", "-p", action="append", metavar="NAME",
-        help="the packages of a profile's current generation (see cpk profile list)",
-    )  # fmt: skip
-    p.add_argument(
-        "--image", action="store_true",
-        help="store entries with squashfs images (sha256 in their metadata) and mount "
-        "those, each verified first (squashfuse; needs an accessible /dev/fuse)",
-    )  # fmt: skip
-    p.add_argument(
-        "--mount-api", choices=["auto", "fsconfig", "mount"], default="auto",
-        help="how overlays are mounted: lowerdir+ through fsconfig (kernel 6.8), "
-        "mount(2) with its one-page options, or auto (the first that works)",
-    )  # fmt: skip
-    p.add_argument(
-        "rest", nargs=argparse.REMAINDER, metavar="SPEC... [-- CMD...]",
-        help="entries or .deb files, then -- and the command",
-    )  # fmt: skip
-    p.set_defaults(func=cmd_enter)
+    """``cpk enter``, and ``cpk run --union``."""
+    _add_enter_command(commands)
     # cpk run --union: the project's entries overlaid into one site-packages.
     commands.choices["run"].add_argument(
         "--union", action="store_true",
         help="run with the environment's packages overlaid into one site-packages in a "
         "private mount namespace, instead of reached through the view's links",
     )  # fmt: skip
+
+
+def _add_enter_command(commands: Any) -> None:
+    """``cpk enter``: defined beside its command (its start-up path builds it alone)."""
+    from contentpkg.cli.union import add_enter_command
+
+    add_enter_command(commands)

@@ -195,6 +195,9 @@ def cmd_store_gc(args: argparse.Namespace) -> int:
         print(f"{'would prune' if args.dry_run else 'pruned'} dangling root: {name}")
     for name, size in [*report.removed_environments, *report.removed]:
         print(f"{verb}: {name} ({human(size)})")
+    for name in report.in_use:
+        print(f"cpk: kept {name}: no root reaches it, but a running process uses it",
+              file=sys.stderr)  # fmt: skip
     # Derived files (pool links, images) come by the thousand: counted per
     # folder in the summary, not listed.
     areas: dict[str, int] = {}

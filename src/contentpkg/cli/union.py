@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from contentpkg.cli.store import open_store
 from contentpkg.errors import CpkError
 
 if TYPE_CHECKING:
@@ -43,7 +42,66 @@ def split_enter_args(
     return specs, names, command
 
 
+def add_enter_command(commands: Any) -> None:
+    """``cpk enter``: unmodified packages overlaid in a private mount namespace."""
+    import argparse
+
+    p = commands.add_parser(
+        "enter",
+        help="run a command with store entries overlaid onto /usr, /etc and /opt",
+        description="Run CMD (default: your shell) in a private user and mount namespace "
+        "where the named entries, stored unmodified, are overlaid onto /usr (and /etc, "
+        "/opt) above the host's own files, for that process tree only. Nothing stays "
+        "mounted after it ends. SPECs are entry specs or .deb files.",
+    )
+    p.add_argument(
+        "--deb", action="append", metavar="NAME",
+        help="a Debian package, fetched from the archive with its dependencies if missing",
+    )  # fmt: skip
+    p.add_argument(
+        "--profile", "-p", action="append", metavar="NAME",
+        help="the packages of a profile's current generation (see cpk profile list)",
+    )  # fmt: skip
+    p.add_argument(
+        "--image", action="store_true",
+        help="store entries with squashfs images (sha256 in their metadata) and mount "
+        "those, each verified first (squashfuse; needs an accessible /dev/fuse)",
+    )  # fmt: skip
+    p.add_argument(
+        "--mount-api", choices=["auto", "fsconfig", "mount"], default="auto",
+        help="how overlays are mounted: lowerdir+ through fsconfig (kernel 6.8), "
+        "mount(2) with its one-page options, or auto (the first that works)",
+    )  # fmt: skip
+    p.add_argument(
+        "rest", nargs=argparse.REMAINDER, metavar="SPEC... [-- CMD...]",
+        help="entries or .deb files, then -- and the command",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_enter)
+
+
+def build_enter_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top parser with ``enter`` alone under it.
+
+    A union's start-up is what ``cpk enter`` costs over its command: the
+    whole parser imports every command's module (measured about as much as
+    the namespace and mounts together), and ``enter`` needs none of them.
+    """
+    import argparse
+
+    from contentpkg.cli.examples import EXAMPLES
+    from contentpkg.cli.options import add_global_options, command_parser_class
+
+    parser = argparse.ArgumentParser(prog="cpk")
+    add_global_options(parser, top=True)
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=command_parser_class(EXAMPLES)
+    )
+    add_enter_command(commands)
+    return parser
+
+
 def cmd_enter(args: argparse.Namespace) -> int:
+    from contentpkg.cli.store import open_store
     from contentpkg.env.union.launch import exec_in_union, prepare
 
     ctx = args.ctx
@@ -64,6 +122,7 @@ def cmd_enter(args: argparse.Namespace) -> int:
 
 def exec_run_union(args: argparse.Namespace, launch: Any) -> None:
     """``cpk run --union``: the launch's environment, its site-packages the union."""
+    from contentpkg.cli.store import open_store
     from contentpkg.env.union.sites import mount_site_packages
 
     ctx = args.ctx

@@ -35,7 +35,7 @@ from contentpkg.fs import remove_tree, replace_symlink, write_atomic
 from contentpkg.store import lookup
 from contentpkg.store.entry import Entry, parse_dirname
 from contentpkg.store.layers import Store
-from contentpkg.store.locks import LOCKS, collector_lock, reading_lock
+from contentpkg.store.locks import IN_USE, LOCKS, collector_lock, reading_lock
 from contentpkg.store.registry import ExpiringRoots, Registry, RootKind, RootSource
 from contentpkg.store.staging import Slot, clean_stale
 
@@ -52,6 +52,9 @@ class GcReport:
     #: under the home.
     removed_derived: list[tuple[str, int]] = field(default_factory=list)
     pruned_roots: list[str] = field(default_factory=list)
+    #: Environments kept only because a running process holds them (by
+    #: path under the home).
+    in_use: list[str] = field(default_factory=list)
     live: int = 0
     dry_run: bool = False
 
@@ -68,6 +71,42 @@ def write_refs(path: Path, entries: list[Entry]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Durable: the refs are what keeps the entries alive after a crash.
     write_atomic(path, "".join(f"{e.dirname}\n" for e in entries), durable=True)
+
+
+def in_use(environment: Path) -> bool:
+    """Whether a running process holds environment (``locks.hold_in_use``).
+
+    Asked under the collector lock held exclusively: users take their hold
+    while holding it shared, so none can start between this answer and the
+    sweep.
+    """
+    import fcntl
+
+    try:
+        fd = os.open(environment / IN_USE, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's lock too
+    return False
+
+
+def _held_environments(store: Store, registry: Registry) -> list[Path]:
+    """Environments (views, farms, merged sites) a running process holds."""
+    held: list[Path] = []
+    for area in registry.environment_areas:
+        base = store.home / area
+        try:
+            names = sorted(os.listdir(base))
+        except FileNotFoundError:
+            continue
+        real_base = Path(os.path.realpath(base))
+        held += [real_base / n for n in names if not n.startswith(".") and in_use(base / n)]
+    return held
 
 
 def add_root(store: Store, name: str, target: Path) -> Path:
@@ -177,6 +216,12 @@ def live_entries(
     (an overlay keeps its view alive too).
     """
     pending: list[str] = []
+    # Held environments first: one in use is live whatever its root says
+    # (lost, or lapsed while a long-running union kept using it).
+    held = set(_held_environments(store, registry))
+    for env in sorted(held):
+        pending.extend(_root_names(store, registry, env))
+    reached: set[Path] = set()
     try:
         roots = sorted(os.listdir(store.roots_dir))
     except FileNotFoundError:
@@ -186,7 +231,11 @@ def live_entries(
         if name.startswith("."):
             continue
         expiry = _expiry_of(registry, name)
-        if expiry is not None and _unused_for(link, expiry.max_age):
+        if (
+            expiry is not None
+            and _unused_for(link, expiry.max_age)
+            and Path(os.path.realpath(link)) not in held
+        ):
             # Nothing owns such a target to delete it; its users touch the
             # root on each use, so age says it is forgotten.
             if report is not None and not report.dry_run:
@@ -203,6 +252,8 @@ def live_entries(
             continue
         target = Path(os.path.realpath(link))
         env = _environment_of(store, registry, target)
+        if env is not None:
+            reached.add(env)
         if env is not None and environments is not None:
             environments.add(env)
             view = env / ".cpk" / "view"
@@ -212,6 +263,11 @@ def live_entries(
         pending.extend(_root_names(store, registry, env if env is not None else target))
         if env is None and target.is_dir():
             pending.extend(_views_of(store, registry, target, environments))
+    for env in sorted(held - reached):
+        if report is not None:
+            report.in_use.append(os.path.relpath(env, os.path.realpath(store.home)))
+    if environments is not None:
+        environments.update(held)
     pending.extend(_source_names(store, registry, environments))
     live: set[str] = set()
     while pending:

@@ -22,9 +22,13 @@ from pathlib import Path
 
 from contentpkg.fs import flocked
 
-__all__ = ["LOCKS", "collector_lock", "entry_lock", "reading_lock"]
+__all__ = ["IN_USE", "LOCKS", "collector_lock", "entry_lock", "hold_in_use", "reading_lock"]
 
 LOCKS = ".locks"
+#: A lock file in an environment that running processes hold shared while
+#: they use it (a union's farm, mounted in a process tree): gc must neither
+#: remove it nor the entries it links, whatever became of its root.
+IN_USE = ".cpk/in-use"
 
 #: Errors that mean "this process may not write here", not "something broke".
 _CANNOT_WRITE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
@@ -62,3 +66,23 @@ def reading_lock(store_root: Path, exclusive: bool = False) -> Iterator[None]:
 def entry_lock(store_root: Path, dirname: str) -> AbstractContextManager[None]:
     """Serialise derived writes (bytecode) into one entry."""
     return flocked(store_root / LOCKS / f"{dirname}.lock", exclusive=True)
+
+
+def hold_in_use(environment: Path) -> int:
+    """Hold environment shared until the returned descriptor is closed.
+
+    flock(2) rather than a pid file: the lock belongs to the open file, so
+    it passes through exec to the command and to the children that inherit
+    the descriptor, and the kernel drops it when the last of them ends,
+    however it ends (SIGKILL included); no process has to stay behind to
+    wait. The descriptor is close-on-exec until the caller says otherwise.
+    """
+    lock = environment / IN_USE
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        # An environment made before in-use locks: give it one now.
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o444)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd

@@ -32,7 +32,11 @@ again with the same entries reuses its farm (a ``stat``), and a farm is
 published whole (staged, then one rename) or not at all. Each farm lists its
 entries in ``.cpk/refs`` and is rooted as ``roots/union-<key>``, touched on
 each use: ``cpk store gc`` keeps those entries while the farm is used, and
-removes a farm (and its root) unused for :data:`FARM_MAX_AGE`.
+removes a farm (and its root) unused for :data:`FARM_MAX_AGE`. A root says
+"used lately", not "in use now": a union running longer than that, or one
+whose root was removed, is protected by its hold instead (``compose(...,
+hold=True)``: a shared lock on the farm that the command inherits, which
+gc will not take from it).
 """
 
 from __future__ import annotations
@@ -79,6 +83,10 @@ _FORMAT = "union-farm-2"
 _MANIFEST = "union.json"
 
 #: The folder of the user's home holding farms (an environment area gc sweeps).
+#: In the home, not the cache (``context.Bucket``): a farm's files are hard
+#: links into the store, so it must sit on the store's file system, and the
+#: cache may be elsewhere (``CPK_CACHE_DIR``); and gc, which owns the home,
+#: must see a farm's refs to keep its entries.
 UNIONS = "unions"
 #: Roots of farms are named ``union-<key>``.
 ROOT_PREFIX = "union-"
@@ -100,6 +108,9 @@ class Farm:
     reused: bool = False
     #: Files placed as symlinks because they could not be hard-linked.
     symlinked: int = 0
+    #: The descriptor holding the farm in use (``store.locks.hold_in_use``),
+    #: when composed to be entered: the command inherits it.
+    held: int | None = None
 
     def lower(self, area: str) -> Path:
         """The farm directory overlaid onto ``/<area>``."""
@@ -150,15 +161,21 @@ def compose(
     entries: Sequence[Entry],
     images: Collection[str] = (),
     store: Store | None = None,
+    *,
+    hold: bool = False,
 ) -> Farm:
     """The farm for entries (first listed wins a path), built or reused.
 
     ``images`` names the entries (dirnames) that will be mounted from their
     images: their files are reached through the image's mount point instead.
     The farm is rooted in ``store`` (the user store of ``ctx`` if not given).
+    With ``hold``, the farm is also held in use (:attr:`Farm.held`) before
+    gc could run again: a root alone can be lost or lapse while a union
+    runs for days, and gc would then take the farm and the entries it links
+    from under the running command.
     """
     from contentpkg.store.layers import Store
-    from contentpkg.store.locks import collector_lock
+    from contentpkg.store.locks import collector_lock, hold_in_use
 
     images = sorted(set(images))
     stores = mount_points(ctx, entries)
@@ -175,6 +192,8 @@ def compose(
         if farm is None:
             farm = _publish(base, final, manifest, entries, stores, images)
         keep_rooted(store, key, final)
+        if hold:
+            farm.held = hold_in_use(final)
     return farm
 
 
@@ -185,13 +204,13 @@ def keep_rooted(store: Store, key: str, final: Path) -> None:
     mtime says when it was last used, and gc ages unused ones out. Called
     under the collector lock, so gc never sweeps it between build and root.
     """
-    from contentpkg.store.gc import add_root
-
     try:
         rooted = os.readlink(store.roots_dir / (ROOT_PREFIX + key)) == os.path.abspath(final)
     except OSError:
         rooted = False
     if not rooted:
+        from contentpkg.store.gc import add_root  # the first use only: gc is a heavy import
+
         add_root(store, ROOT_PREFIX + key, final)
     try:
         os.utime(final)
@@ -219,6 +238,7 @@ def _publish(
     images: list[str],
 ) -> Farm:
     from contentpkg.store.gc import write_refs
+    from contentpkg.store.locks import IN_USE
 
     base.mkdir(parents=True, exist_ok=True)
     tmp = make_tmp_dir(base, final.name)
@@ -245,6 +265,7 @@ def _publish(
         )
         # Not durable: a farm is derived from the store; a crash costs a rebuild.
         write_refs(tmp / REFS, list(entries))
+        (tmp / IN_USE).touch()
         if not publish_dir(tmp, final, durable=False):
             remove_tree(tmp)  # an equal farm was published meanwhile
             return _cached(final, manifest) or farm

@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contentpkg.context import Bucket
-from contentpkg.env.union.scripts import MAINTAINER_SCRIPTS, scripts_facts
 from contentpkg.errors import CpkError, NotFoundError
-from contentpkg.store.add import add_built
 from contentpkg.store.entry import Spec, check_part, parse_dirname
 from contentpkg.store.hashing import hash_file
 
@@ -55,7 +53,11 @@ def add_unmodified_deb(
     With ``image_in``, a squashfs image of the tree is made too, kept in that
     context's home, and its sha256 recorded in the entry's metadata.
     """
+    # Here, not at the top: entering a union of stored entries (the common,
+    # start-up-bound case) adds nothing, and needs neither.
     from contentpkg.elf.deb import extract_data, read_deb
+    from contentpkg.env.union.scripts import MAINTAINER_SCRIPTS, scripts_facts
+    from contentpkg.store.add import add_built
 
     pkg = read_deb(deb)
     version = pkg.version.split(":", 1)[-1]  # entry names hold no epoch colon

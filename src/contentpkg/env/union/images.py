@@ -27,12 +27,14 @@ so it never keeps the namespace alive.
 
 Images are derived from entries: ``cpk store gc`` removes, through
 :class:`ImageGarbage`, the image of every entry it removes, unless an entry
-it keeps has the same image (the same tree gives the same bytes).
+it keeps has the same image (the same tree gives the same bytes), and every
+image no entry names (left by an add that failed after making it).
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import shutil
@@ -115,23 +117,73 @@ def _image_hash(entry: Entry) -> str | None:
 
 
 class ImageGarbage:
-    """The images gc removes with their entries (registered with gc).
+    """The images gc removes (registered with gc).
 
-    Only the images the removed entries name, and only those no remaining
-    entry of any layer names too: an image being made for an entry not yet
-    added is named by nothing yet, and must not be taken for garbage.
+    Those of the entries gc removes, and every image no entry names at all:
+    an add that failed (refused, interrupted, out of room) after building
+    its image leaves a file nobody will ever mount or remove otherwise.
+    An image is kept while any entry of any layer names it, or an entry
+    still being staged does (a batch publishes its entries only at its
+    end). gc asks under its exclusive collector lock, and images are made
+    only inside an add, which holds that lock shared, so no image is being
+    made while this runs: a staging directory left in ``images/`` belongs
+    to a process that died, and goes too.
     """
 
     def doomed(self, store: Store, dead: Sequence[Entry]) -> list[Path]:
-        gone = {h for e in dead if (h := _image_hash(e)) is not None}
-        if not gone:
+        where = store.home / IMAGES
+        try:
+            names = sorted(os.listdir(where))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        if not names:
             return []
         dead_names = {e.dirname for e in dead}
+        named: set[str] = set(_staged_images(store))
         for layer in store.layers:
             for entry in layer.entries():
                 if entry.dirname not in dead_names or layer is not store.user:
-                    gone.discard(_image_hash(entry) or "")
-        return [_image_under(store.home, h) for h in sorted(gone)]
+                    named.add(_image_hash(entry) or "")
+        out: list[Path] = []
+        for name in names:
+            if name.endswith(f".{FORMAT}"):
+                if name.removesuffix(f".{FORMAT}") not in named:
+                    out.append(where / name)
+            elif name.startswith(".tmp-") and not _alive(name):
+                out.append(where / name)
+        return out
+
+
+def _staged_images(store: Store) -> list[str]:
+    """Images named by entries staged but not yet published."""
+    from contentpkg.store.entry import ENTRY_JSON
+    from contentpkg.store.hashing import META_DIR
+    from contentpkg.store.staging import STAGING
+
+    found: list[str] = []
+    for meta in (store.user.root / STAGING).glob(f"*/{META_DIR}/{ENTRY_JSON}"):
+        try:
+            image = json.loads(meta.read_bytes()).get("image")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(image, dict) and image.get("sha256"):
+            found.append(str(image["sha256"]))
+    return found
+
+
+def _alive(tmp_name: str) -> bool:
+    """Whether the process that made a staging directory (``.tmp-NAME.PID.HEX``) runs."""
+    try:
+        pid = int(tmp_name.rsplit(".", 2)[-2])
+    except (ValueError, IndexError):
+        return True  # not ours to judge
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def verify_image(ctx: Context, entry: Entry) -> Path:

@@ -87,16 +87,18 @@ def site_key(site: Path) -> str:
     return h.hexdigest()[:32]
 
 
-def merged_site(store: Store, home: Path, site: Path) -> Path | None:
+def merged_site(store: Store, home: Path, site: Path, *, hold: bool = False) -> Path | None:
     """The cached merged site of hard links for site, built if missing.
 
     None when the store's files cannot be hard-linked from the home (another
-    file system): the caller falls back to a layer per entry.
+    file system): the caller falls back to a layer per entry. With ``hold``,
+    it is held in use (``store.locks.hold_in_use``) by a descriptor the command
+    inherits, as a union's farm is.
     """
     from contentpkg.env.union.compose import UNIONS, keep_rooted
     from contentpkg.fs import make_tmp_dir, publish_dir, remove_tree
     from contentpkg.store.gc import write_refs
-    from contentpkg.store.locks import collector_lock
+    from contentpkg.store.locks import IN_USE, collector_lock, hold_in_use
 
     base = home / UNIONS
     store.ensure()
@@ -112,12 +114,15 @@ def merged_site(store: Store, home: Path, site: Path) -> Path | None:
                 _link_tree(site, tmp / _SITE)
                 entries = [e for e in (store.containing(Path(p)) for p in site_layers(site)) if e]
                 write_refs(tmp / ".cpk" / "refs", [e[0] for e in entries])
+                (tmp / IN_USE).touch()
                 if not publish_dir(tmp, final, durable=False):
                     remove_tree(tmp)  # an equal one was published meanwhile
             except BaseException:
                 remove_tree(tmp)
                 raise
         keep_rooted(store, key, final)
+        if hold:
+            os.set_inheritable(hold_in_use(final), True)
     return final
 
 
@@ -191,7 +196,11 @@ def mount_site_packages(
     layers = site_layers(site)
     if not layers:
         raise CpkError(f"{env}: no store entries to overlay into its site-packages")
-    merged = merged_site(store, home, site) if store is not None and home is not None else None
+    merged = (
+        merged_site(store, home, site, hold=True)
+        if store is not None and home is not None
+        else None
+    )
     if merged is None and store is not None:
         _log.warning(
             "the store is on another file system than %s: --union overlays one layer "
