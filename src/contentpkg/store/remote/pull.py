@@ -211,6 +211,17 @@ class RemoteStore:
         (with unmodified, the ``.deb``'s entry stored as shipped)."""
         return self.refs_for_sources([source_hash], unmodified=unmodified)[0]
 
+    def ref_for_any(self, hashes: list[str]) -> tuple[Ref, str] | None:
+        """The first of hashes (one package's files, as a lock lists every
+        platform's) the remote has an entry for, with that hash: the index
+        table's rows first, then the per-hash manifests one by one."""
+        table = self.index_table()
+        for h in sorted(hashes, key=lambda h: layout.index_tag(h) not in table):
+            ref = self.ref_for_source(h)
+            if ref is not None:
+                return ref, h
+        return None
+
     def _ref_from_manifest(self, source_hash: str, unmodified: bool) -> Ref | None:
         """source_hash's per-hash index manifest, read."""
         tag = layout.index_tag(source_hash, unmodified=unmodified)
