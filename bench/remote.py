@@ -167,6 +167,14 @@ def python_part(work: Path, env: dict[str, str], url: str, key: Path, runs: int)
                         ("floor cp -a", ""), ("floor cp+sync", "")):  # fmt: skip
         print(f"  registry / {other:<13} = {med['registry'] / med[other]:5.2f}x wall,"
               f" {cpu['registry'] / cpu[other]:5.2f}x cpu{goal}")  # fmt: skip
+    # Round by round, against the floor measured beside it: what the load
+    # and the disk did to both in that round cancels out.
+    for floor in ("floor cp -a", "floor cp+sync"):
+        ratios = [a / b for a, b in zip(times["registry"], times[floor], strict=True)]
+        cpu_ratios = [a / b for a, b in zip(CPU["registry"], CPU[floor], strict=True)]
+        print(f"  per round, registry / {floor}: {statistics.median(ratios):.2f}x wall"
+              f" ({min(ratios):.2f}-{max(ratios):.2f}), {statistics.median(cpu_ratios):.2f}x"
+              f" cpu ({min(cpu_ratios):.2f}-{max(cpu_ratios):.2f})")  # fmt: skip
     print(f"  uv warm / floor cp -a  = {med['uv warm'] / med['floor cp -a']:5.2f}x wall"
           " (uv hard-links from its cache: it creates no file's data)")  # fmt: skip
     print(f"  (load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
