@@ -839,6 +839,8 @@ def test_a_sync_reads_the_index_table_once_and_asks_three_things_per_entry(
         assert f"{len(entries)} pulled from remotes" in proc.stderr
         counts = _entry_requests(proxy, "trips")
         assert proxy.state.max_inflight >= 2
+        # Connections are kept alive and reused, not opened per request.
+        assert len(proxy.state.peers) < len(proxy.state.log)
     assert two.entries() == entries
     # One index table for the pull, not one request per hash; per entry its
     # manifest, its signature's manifest and its layer: no config blob (the

@@ -238,6 +238,8 @@ class _State:
     #: overlap and shows it in max_inflight.
     gate: str | None = None
     changed: threading.Condition = field(default_factory=threading.Condition)
+    #: The client ends (address, port) that requests came from: one per connection.
+    peers: set[tuple[str, int]] = field(default_factory=set)
 
 
 class FaultProxy:
@@ -325,6 +327,7 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
 
         def _forward(self) -> None:
             with state.changed:
+                state.peers.add(self.client_address[:2])
                 state.inflight += 1
                 state.max_inflight = max(state.max_inflight, state.inflight)
                 state.changed.notify_all()
