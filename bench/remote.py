@@ -16,7 +16,9 @@ Beside them, in the same rounds and under the same parent directory, the
 floor any puller into an empty home must pay: ``cp -a`` of the pulled
 entries (already decompressed, in the page cache) into an empty directory,
 and that plus ``sync -f`` (cpk makes a pull durable before reporting it);
-and ``python3 -I -S -c pass``, the interpreter's own start. uv's warm sync
+``tar --zstd -x`` of the layers as the registry stores them (decompressing
+too, but neither hashing nor checking anything); and ``python3 -I -S -c
+pass``, the interpreter's own start. uv's warm sync
 sits below that floor because it hard-links files from its cache: a fresh
 home has no such cache to link from.
 
@@ -123,7 +125,9 @@ def python_part(work: Path, env: dict[str, str], url: str, key: Path, runs: int)
               "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}  # fmt: skip
     run([uv, "sync"], uv_proj, uv_env)  # warms uv's cache and writes uv.lock
 
-    rows = ["registry", "index cold", "uv warm", "floor cp -a", "floor cp+sync", "python -S"]
+    rows = ["registry", "index cold", "uv warm", "floor cp -a", "floor cp+sync", "floor tar -x",
+            "python -S"]  # fmt: skip
+    layers = zstd_blobs(work / "registry")
     times: dict[str, list[float]] = {k: [] for k in rows}
     counts = ""
     for n in range(runs):
@@ -147,6 +151,14 @@ def python_part(work: Path, env: dict[str, str], url: str, key: Path, runs: int)
         flush = run(["sync", "-f", str(floor)], work, env, "floor cp+sync")
         CPU["floor cp+sync"][-1] += CPU["floor cp -a"][-1]
         times["floor cp+sync"].append(copy + flush)
+        # And the layers as served, decompressed and unpacked by tar and zstd
+        # (one shell for all, so not 44 starts of python's size).
+        untar = work / f"r{n}-floor-tar"
+        untar.mkdir()
+        script = 'i=0; for f; do i=$((i+1)); mkdir "$i"; tar --zstd -xf "$f" -C "$i"; done'
+        times["floor tar -x"].append(
+            run(["sh", "-c", script, "sh", *map(str, layers)], untar, env, "floor tar -x")
+        )
         venv = {**uv_env, "UV_PROJECT_ENVIRONMENT": str(work / f"r{n}-uv-venv")}
         times["uv warm"].append(run([uv, "sync", "--frozen"], uv_proj, venv, "uv warm"))
         times["python -S"].append(
@@ -163,13 +175,16 @@ def python_part(work: Path, env: dict[str, str], url: str, key: Path, runs: int)
         span = f"{min(times[k]):.2f}-{max(times[k]):.2f}"
         cspan = f"{min(CPU[k]):.2f}-{max(CPU[k]):.2f}"
         print(f"  {k:<14} {med[k]:>7.2f}s {span:>14} {cpu[k]:>7.2f}s {cspan:>14}")
+    print(f"  ({len(layers)} layers, {sum(p.stat().st_size for p in layers) / 1e6:.0f} MB,"
+          " for tar -x)")  # fmt: skip
     for other, goal in (("index cold", " (goal <= 0.3x)"), ("uv warm", " (goal <= 1x)"),
-                        ("floor cp -a", ""), ("floor cp+sync", "")):  # fmt: skip
+                        ("floor cp -a", ""), ("floor cp+sync", ""),
+                        ("floor tar -x", "")):  # fmt: skip
         print(f"  registry / {other:<13} = {med['registry'] / med[other]:5.2f}x wall,"
               f" {cpu['registry'] / cpu[other]:5.2f}x cpu{goal}")  # fmt: skip
     # Round by round, against the floor measured beside it: what the load
     # and the disk did to both in that round cancels out.
-    for floor in ("floor cp -a", "floor cp+sync"):
+    for floor in ("floor cp -a", "floor cp+sync", "floor tar -x"):
         ratios = [a / b for a, b in zip(times["registry"], times[floor], strict=True)]
         cpu_ratios = [a / b for a, b in zip(CPU["registry"], CPU[floor], strict=True)]
         print(f"  per round, registry / {floor}: {statistics.median(ratios):.2f}x wall"
@@ -178,6 +193,16 @@ def python_part(work: Path, env: dict[str, str], url: str, key: Path, runs: int)
     print(f"  uv warm / floor cp -a  = {med['uv warm'] / med['floor cp -a']:5.2f}x wall"
           " (uv hard-links from its cache: it creates no file's data)")  # fmt: skip
     print(f"  (load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+
+
+def zstd_blobs(storage: Path) -> list[Path]:
+    """The zstd-compressed blobs in the registry's storage: the entries' layers."""
+    found = []
+    for path in sorted(storage.rglob("blobs/sha256/*/*/data")):
+        with open(path, "rb") as f:
+            if f.read(4) == b"\x28\xb5\x2f\xfd":
+                found.append(path)
+    return found
 
 
 def count_files(root: Path) -> int:
@@ -242,7 +267,7 @@ def main() -> None:
         finally:
             os.kill(proc.pid, signal.SIGTERM)
             proc.wait()
-            for path in [*work.glob("*-home"), *work.glob("r*-floor")]:
+            for path in [*work.glob("*-home"), *work.glob("r*-floor*")]:
                 remove_tree(path)
 
 
