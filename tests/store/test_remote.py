@@ -791,3 +791,169 @@ def test_a_remote_store_is_a_store_reader(tmp_path: Path) -> None:
     )
     assert isinstance(remote, StoreReader)
     assert remote.entries() == [] and remote.find_files("0" * 64) == []
+
+
+# -- round trips --------------------------------------------------------------------
+
+
+def _entry_requests(proxy: FaultProxy, prefix: str) -> dict[str, int]:
+    """The proxy's GETs of one pull, by kind."""
+    kinds: dict[str, int] = {}
+    for method, path, _ in proxy.state.log:
+        if not path.startswith(f"/v2/{prefix}/"):
+            kind = "other"
+        elif "/cpk-index/manifests/table" in path:
+            kind = "table manifest"
+        elif "/cpk-index/manifests/" in path:
+            kind = "per-hash index"
+        elif "/cpk-index/blobs/" in path:
+            kind = "table blob"
+        elif path.endswith(".sig"):
+            kind = "signature manifest"
+        elif "/manifests/" in path:
+            kind = "entry manifest"
+        else:
+            kind = "blob"
+        key = f"{method} {kind}"
+        kinds[key] = kinds.get(key, 0) + 1
+    return kinds
+
+
+def test_a_sync_reads_the_index_table_once_and_asks_three_things_per_entry(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path], index: LocalIndex
+) -> None:
+    key, pub = keys
+    url = _url(registry.host, "trips")
+    one = Home(tmp_path / "one")
+    root = _project(tmp_path)
+    one.cpk("sync", "--index-url", index.url, cwd=root)
+    one.cpk("store", "push", url, "--lock", root / "pylock.toml", "--sign-key", key)
+    entries = one.entries()
+    with FaultProxy(registry.base) as proxy:
+        # The signature is asked for beside the manifest (the index named
+        # its digest): held until that overlap happens, it shows in max_inflight.
+        proxy.hold(".sig")
+        two = Home(tmp_path / "two", CPK_REMOTES=_url(proxy.host, "trips"))
+        two.cpk("key", "trust", pub)
+        proc = two.cpk("sync", "--offline", "--index-url", index.url, cwd=root)
+        assert f"{len(entries)} pulled from remotes" in proc.stderr
+        counts = _entry_requests(proxy, "trips")
+        assert proxy.state.max_inflight >= 2
+        # Connections are kept alive and reused, not opened per request.
+        assert len(proxy.state.peers) < len(proxy.state.log)
+    assert two.entries() == entries
+    # One index table for the pull, not one request per hash; per entry its
+    # manifest, its signature's manifest and its layer: no config blob (the
+    # layer's own entry.json is checked against the signed digest) and no
+    # signature blob (the standard payload is rebuilt and verified).
+    assert counts == {
+        "GET table manifest": 1,
+        "GET table blob": 1,
+        "GET entry manifest": len(entries),
+        "GET signature manifest": len(entries),
+        "GET blob": len(entries),
+    }, counts
+
+
+def test_a_pull_by_name_asks_for_the_signature_beside_the_layer(
+    tmp_path: Path, registry: Registry, published: tuple[Home, str, Path]
+) -> None:
+    one, prefix, pub = published
+    two = Home(tmp_path / "two")
+    two.cpk("key", "trust", pub)
+    with FaultProxy(registry.base) as proxy:
+        proxy.hold(".sig")
+        two.cpk("store", "pull", _url(proxy.host, prefix), "pkg")
+        # One entry: only the overlap of its own requests can make two at once.
+        assert proxy.state.max_inflight == 2
+        assert len(proxy.requests("GET", ".sig")) == 1
+        assert len(proxy.requests("GET", "/blobs/")) == 1  # the layer only
+    assert two.entries() == one.entries()
+
+
+def test_hashes_the_index_table_lacks_are_found_through_their_own_manifests(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path], index: LocalIndex
+) -> None:
+    """A table another push overwrote (registries have no compare-and-swap)
+    or a remote filled before tables existed: the per-hash manifests serve."""
+    from contentpkg.store.remote.oci import MANIFEST_TYPE
+    from contentpkg.store.remote.oci import Registry as Client
+    from contentpkg.store.remote.push import merge_table
+
+    key, pub = keys
+    url = _url(registry.host, "stale")
+    one = Home(tmp_path / "one")
+    root = _project(tmp_path)
+    one.cpk("sync", "--index-url", index.url, cwd=root)
+    one.cpk("store", "push", url, "--lock", root / "pylock.toml", "--sign-key", key)
+    entries = one.entries()
+    client = Client(RemoteUrl.parse(url))
+    table_manifest = client.get_manifest("stale/cpk-index", layout.INDEX_TABLE_TAG)
+    assert table_manifest is not None
+    rows = layout.parse_table(
+        client.get_blob_bytes(
+            "stale/cpk-index", json.loads(table_manifest[0])["layers"][0]["digest"]
+        ),
+        "table",
+    )
+    assert len(rows) == 2 and all(r.entry in entries for r in rows.values())
+    # Another push's table, holding only one of the two rows, won the race.
+    kept = dict(list(rows.items())[:1])
+    blob = layout.table_bytes(kept)
+    import hashlib
+    import io
+
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    client.push_blob("stale/cpk-index", digest, len(blob), lambda: io.BytesIO(blob))
+    client.put_manifest(
+        "stale/cpk-index",
+        layout.INDEX_TABLE_TAG,
+        layout.manifest_bytes(
+            layout.INDEX_TABLE_TYPE,
+            layout.descriptor(layout.EMPTY_TYPE, layout.EMPTY_DIGEST, 2),
+            [layout.descriptor(layout.INDEX_TABLE_LAYER, digest, len(blob))],
+        ),
+        MANIFEST_TYPE,
+    )
+    with FaultProxy(registry.base) as proxy:
+        two = Home(tmp_path / "two", CPK_REMOTES=_url(proxy.host, "stale"))
+        two.cpk("key", "trust", pub)
+        two.cpk("sync", "--offline", "--index-url", index.url, cwd=root)
+        counts = _entry_requests(proxy, "stale")
+    assert two.entries() == entries
+    assert counts["GET table manifest"] == 1 and counts["GET per-hash index"] == 1
+    # The next push merges its rows back into the table.
+    merge_table(client, RemoteUrl.parse(url), rows)
+    client.close()
+    found = client.get_manifest("stale/cpk-index", layout.INDEX_TABLE_TAG)
+    assert found is not None
+    digest = json.loads(found[0])["layers"][0]["digest"]
+    assert layout.parse_table(client.get_blob_bytes("stale/cpk-index", digest), "t") == rows
+
+
+def test_the_index_table_is_fetched_once_per_process(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path], index: LocalIndex
+) -> None:
+    from contentpkg.store.remote.pull import RemoteStore
+
+    key, _pub = keys
+    one = Home(tmp_path / "one")
+    root = _project(tmp_path)
+    one.cpk("sync", "--index-url", index.url, cwd=root)
+    one.cpk(
+        "store", "push", _url(registry.host, "once"), "--lock", root / "pylock.toml",
+        "--sign-key", key,
+    )  # fmt: skip
+    two = Home(tmp_path / "two")
+    with FaultProxy(registry.base) as proxy:
+        url = RemoteUrl.parse(_url(proxy.host, "once"))
+        ctx = Context.from_environ(two.env)
+        for _ in range(3):
+            reader = RemoteStore(url, two.store(), ctx)
+            try:
+                assert len(reader.index_table()) == 2
+                reader.index_table()  # a reader asks once
+            finally:
+                reader.close()
+        assert len(proxy.requests("GET", "/cpk-index/manifests/table")) == 3
+        assert len(proxy.requests("GET", "/cpk-index/blobs/")) == 1

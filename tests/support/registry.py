@@ -229,6 +229,17 @@ class _State:
     token: str | None = None  # a bearer token demanded of every /v2/ request
     account: tuple[str, str] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Requests being served now, and the most served at once.
+    inflight: int = 0
+    max_inflight: int = 0
+    #: Requests whose path contains this are held until another request is
+    #: in flight beside them (or 5 s pass): a client that asks for two
+    #: things at once gets both answered, one that asks in turn does not
+    #: overlap and shows it in max_inflight.
+    gate: str | None = None
+    changed: threading.Condition = field(default_factory=threading.Condition)
+    #: The client ends (address, port) that requests came from: one per connection.
+    peers: set[tuple[str, int]] = field(default_factory=set)
 
 
 class FaultProxy:
@@ -258,6 +269,10 @@ class FaultProxy:
 
     def requests(self, method: str, part: str) -> list[tuple[str, str, int]]:
         return [row for row in self.state.log if row[0] == method and part in row[1]]
+
+    def hold(self, part: str) -> None:
+        """Hold requests for paths containing part until another is in flight."""
+        self.state.gate = part
 
     def __enter__(self) -> FaultProxy:
         self.thread.start()
@@ -311,6 +326,20 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
             return True
 
         def _forward(self) -> None:
+            with state.changed:
+                state.peers.add(self.client_address[:2])
+                state.inflight += 1
+                state.max_inflight = max(state.max_inflight, state.inflight)
+                state.changed.notify_all()
+                if state.gate is not None and state.gate in self.path:
+                    state.changed.wait_for(lambda: state.inflight > 1, timeout=5)
+            try:
+                self._serve()
+            finally:
+                with state.changed:
+                    state.inflight -= 1
+
+        def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
             if not self._auth():

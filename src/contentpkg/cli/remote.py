@@ -210,13 +210,13 @@ def cmd_store_pull(args: argparse.Namespace) -> int:
         if args.lock:
             absent = []
             refs = []
-            for package, hashes in _lock_hashes(ctx, Path(args.lock)).items():
-                if any(store.find_source(h) is not None for h in hashes):
-                    continue
-                found = next(
-                    ((ref, h) for h in hashes if (ref := remote.ref_for_source(h)) is not None),
-                    None,
-                )
+            wanted = {
+                package: hashes
+                for package, hashes in _lock_hashes(ctx, Path(args.lock)).items()
+                if not any(store.find_source(h) is not None for h in hashes)
+            }
+            for package, hashes in wanted.items():
+                found = remote.ref_for_any(hashes)
                 if found is None:
                     absent.append(package)
                 else:

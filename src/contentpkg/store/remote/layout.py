@@ -13,6 +13,12 @@
   finds its entry with one request, without listing tags. One manifest per
   hash, rather than one shared document, lets many machines publish at once
   without overwriting each other (registries have no compare-and-swap).
+* The index table: the same rows gathered in one JSON blob, tagged
+  :data:`INDEX_TABLE_TAG` in ``<prefix>/cpk-index``, which every push merges
+  its rows into. A pull reads it once (two requests, the blob cached by its
+  digest) instead of one request per hash. Two pushes racing can drop each
+  other's rows from it, since a registry has no compare-and-swap: the
+  per-hash manifests stay the truth, asked for any hash the table lacks.
 * Signatures: see :mod:`contentpkg.store.remote.signing`.
 
 The tarball is made by hand with :mod:`tarfile` because its bytes must be a
@@ -47,6 +53,10 @@ EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY_BLOB = b"{}"
 EMPTY_DIGEST = "sha256:" + hashlib.sha256(EMPTY_BLOB).hexdigest()
 INDEX_REPOSITORY = "cpk-index"
+#: The index table's tag and media types (see the module's docstring).
+INDEX_TABLE_TAG = "table"
+INDEX_TABLE_TYPE = "application/vnd.contentpkg.index-table.v1"
+INDEX_TABLE_LAYER = "application/vnd.contentpkg.index-table.v1+json"
 
 #: Annotations of an index manifest: where the entry made from the source is.
 A_ENTRY = "dev.contentpkg.entry"
@@ -97,6 +107,54 @@ def index_tag(source_hash: str, *, unmodified: bool = False) -> str | None:
     if not value:
         return None
     return f"sha256-{value}.unmodified" if unmodified else f"sha256-{value}"
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """Where the entry indexed under one index tag is: what the per-hash
+    manifest's annotations say, and one row of the index table."""
+
+    entry: str  # name,version,hash
+    repository: str  # without the remote's prefix
+    tag: str
+    manifest: str  # the entry manifest's digest
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "entry": self.entry,
+            "repository": self.repository,
+            "tag": self.tag,
+            "manifest": self.manifest,
+        }
+
+
+def table_bytes(rows: dict[str, IndexRow]) -> bytes:
+    """The index table's blob: rows by index tag, serialised one way only."""
+    return json.dumps(
+        {"type": "contentpkg-index-table-v1", "rows": {k: r.as_json() for k, r in rows.items()}},
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
+
+
+def parse_table(data: bytes, where: str) -> dict[str, IndexRow]:
+    """The rows of an index table's blob; malformed rows are skipped (the
+    per-hash manifests still find those entries), a malformed blob refused."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        doc = None
+    rows = doc.get("rows") if isinstance(doc, dict) else None
+    if not isinstance(rows, dict):
+        raise CpkError(f"{where}: the index table is not a cpk index table")
+    table = {}
+    for key, row in rows.items():
+        if not isinstance(row, dict):
+            continue
+        fields = [row.get(k) for k in ("entry", "repository", "tag", "manifest")]
+        if all(isinstance(f, str) and f for f in fields):
+            table[str(key)] = IndexRow(*fields)  # type: ignore[arg-type]
+    return table
 
 
 def descriptor(media_type: str, digest: str, size: int, **more: Any) -> dict[str, Any]:

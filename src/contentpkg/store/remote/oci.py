@@ -310,7 +310,9 @@ class Registry:
                     kwargs["ca_certs"] = os.fspath(self._ca_file)
                 self._pool = urllib3.PoolManager(
                     num_pools=4,
-                    maxsize=max(10, self.jobs),
+                    # Kept alive for every transfer at once: a pull's jobs
+                    # and the signature checks running beside them.
+                    maxsize=max(10, 2 * self.jobs),
                     headers={"User-Agent": f"contentpkg/{__version__}"},
                     timeout=urllib3.Timeout(connect=min(10.0, self.timeout), read=self.timeout),
                     # Our own retries (below) cover truncated bodies and

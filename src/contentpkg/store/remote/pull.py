@@ -4,25 +4,35 @@
 binary caches are substituters: asking it for an entry (by name, spec or
 source hash) brings that entry into the user store and returns it there.
 
-A pull checks, in order, before anything is published: the manifest's
-digest; the signature artifact against the trusted keys (an unsigned entry,
-an unknown key or a bad signature is refused); the config's digest and that
-it names the entry asked for; the layer's digest while it streams; then,
-unpacked in a staging slot, that the metadata equals the signed config, the
-content hash of the tree equals the metadata's (and the name's), and every
-derived file (bytecode) its record. Only then is the slot renamed into the
-store, so a failure at any point leaves nothing but staging debris.
+A pull checks, before anything is published: the manifest's digest; the
+signature artifact against the trusted keys (an unsigned entry, an unknown
+key or a bad signature is refused); the layer's digest while it streams;
+then, unpacked in a staging slot, that the metadata hashes to the signed
+manifest's config digest and names the entry asked for, that the content
+hash of the tree equals the metadata's (and the name's), and every derived
+file (bytecode) its record. Only then is the slot renamed into the store,
+so a failure at any point leaves nothing but staging debris.
+
+Round trips are few because on loopback or a LAN they, not bytes, are what
+a pull of many small entries waits on: the index table is read once per
+pull; the signature is asked for beside the manifest when the index named
+the manifest's digest (else beside the layer), and a bad one stops the
+layer's stream; the signed payload is rebuilt rather than downloaded when
+its digest says it is the standard one; the config is the layer's own
+``entry.json``, checked against the config digest, not fetched again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
+import threading
 import time
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +54,6 @@ if TYPE_CHECKING:
     from contentpkg.store.staging import Slot
 
 _log = logging.getLogger(__name__)
-_MAX_CONFIG = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,41 @@ class Ref:
     unmodified: bool = False
     #: What the entry was asked for by, checked against its signed metadata.
     spec: Spec | None = None
+    #: The entry manifest's digest, when the index named it: its signature
+    #: can then be asked for before the manifest arrives.
+    digest: str = ""
+
+
+#: Index tables read by this process, by their blob's digest: a table is
+#: content-addressed, so a second pull (or a second remote's reader in one
+#: command) asks only for the small manifest naming it.
+_TABLES: dict[str, dict[str, layout.IndexRow]] = {}
+_TABLES_LOCK = threading.Lock()
+_MAX_TABLE = 256 << 20
+
+
+def read_index_table(
+    registry: Registry, index_repo: str, manifest: tuple[bytes, str], where: str
+) -> dict[str, layout.IndexRow]:
+    """The rows of the index table that manifest names, its blob fetched
+    unless this process has read that digest already."""
+    parsed = layout.parse_manifest(manifest[0], where)
+    layers = parsed.get("layers") or []
+    if (
+        parsed.get("artifactType") != layout.INDEX_TABLE_TYPE
+        or len(layers) != 1
+        or layers[0].get("mediaType") != layout.INDEX_TABLE_LAYER
+    ):
+        raise RemoteError(f"{where}: not a cpk index table", remote=str(registry.url))
+    digest = str(layers[0].get("digest"))
+    with _TABLES_LOCK:
+        cached = _TABLES.get(digest)
+    if cached is not None:
+        return cached
+    table = layout.parse_table(registry.get_blob_bytes(index_repo, digest, _MAX_TABLE), where)
+    with _TABLES_LOCK:
+        _TABLES[digest] = table
+    return table
 
 
 @dataclass
@@ -95,9 +139,25 @@ class RemoteStore:
         #: True during :meth:`pull_many`: staged entries are returned, to be
         #: published together.
         self._batch = False
+        self._lock = threading.Lock()
+        self._table: dict[str, layout.IndexRow] | None = None
+        #: Signature checks run here, beside the manifest or the layer they vouch for.
+        self._side: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
+        with self._lock:
+            side, self._side = self._side, None
+        if side is not None:
+            side.shutdown(wait=True)
         self.registry.close()
+
+    def _side_pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._side is None:
+                self._side = ThreadPoolExecutor(
+                    max_workers=self.jobs, thread_name_prefix="cpk-signature"
+                )
+            return self._side
 
     @property
     def keys(self) -> dict[str, Ed25519PublicKey]:
@@ -107,9 +167,63 @@ class RemoteStore:
 
     # -- finding --------------------------------------------------------------
 
+    def index_table(self) -> dict[str, layout.IndexRow]:
+        """The remote's index table (empty when it has none): asked once per
+        reader, its blob once per process (see :data:`_TABLES`)."""
+        with self._lock:
+            if self._table is not None:
+                return self._table
+        repo = self.url.repository(layout.INDEX_REPOSITORY)
+        found = self.registry.get_manifest(repo, layout.INDEX_TABLE_TAG)
+        where = f"{self.url}/{layout.INDEX_REPOSITORY}:{layout.INDEX_TABLE_TAG}"
+        table = read_index_table(self.registry, repo, found, where) if found else {}
+        with self._lock:
+            self._table = table
+        return table
+
+    def refs_for_sources(self, hashes: list[str], *, unmodified: bool = False) -> list[Ref | None]:
+        """Each hash's entry ref (None where the remote has none): the index
+        table for all of them, then the per-hash manifests, in parallel, for
+        any the table lacks (rows a racing push dropped, or a remote filled
+        before the table existed)."""
+        table = self.index_table()
+        refs: list[Ref | None] = []
+        for h in hashes:
+            tag = layout.index_tag(h, unmodified=unmodified)
+            row = table.get(tag) if tag is not None else None
+            refs.append(_ref_of(row, unmodified) if row is not None else None)
+        missing = [i for i, ref in enumerate(refs) if ref is None]
+
+        def one(i: int) -> Ref | None:
+            return self._ref_from_manifest(hashes[i], unmodified)
+
+        if len(missing) <= 1:
+            found = [one(i) for i in missing]
+        else:
+            with ThreadPoolExecutor(max_workers=min(self.jobs, len(missing))) as pool:
+                found = list(pool.map(one, missing))
+        for i, ref in zip(missing, found, strict=True):
+            refs[i] = ref
+        return refs
+
     def ref_for_source(self, source_hash: str, *, unmodified: bool = False) -> Ref | None:
         """The entry the index maps source_hash to, if this remote has one
         (with unmodified, the ``.deb``'s entry stored as shipped)."""
+        return self.refs_for_sources([source_hash], unmodified=unmodified)[0]
+
+    def ref_for_any(self, hashes: list[str]) -> tuple[Ref, str] | None:
+        """The first of hashes (one package's files, as a lock lists every
+        platform's) the remote has an entry for, with that hash: the index
+        table's rows first, then the per-hash manifests one by one."""
+        table = self.index_table()
+        for h in sorted(hashes, key=lambda h: layout.index_tag(h) not in table):
+            ref = self.ref_for_source(h)
+            if ref is not None:
+                return ref, h
+        return None
+
+    def _ref_from_manifest(self, source_hash: str, unmodified: bool) -> Ref | None:
+        """source_hash's per-hash index manifest, read."""
         tag = layout.index_tag(source_hash, unmodified=unmodified)
         if tag is None:
             return None
@@ -121,7 +235,14 @@ class RemoteStore:
         repo, entry_tag = notes.get(layout.A_REPOSITORY), notes.get(layout.A_TAG)
         if not isinstance(repo, str) or not isinstance(entry_tag, str):
             raise RemoteError(f"{self.url}: index {tag} names no entry", remote=str(self.url))
-        return Ref(repo, entry_tag, str(notes.get(layout.A_ENTRY, "")), unmodified)
+        digest = notes.get(layout.A_DIGEST)
+        return Ref(
+            repo,
+            entry_tag,
+            str(notes.get(layout.A_ENTRY, "")),
+            unmodified,
+            digest=digest if isinstance(digest, str) else "",
+        )
 
     def refs_for_spec(self, spec: Spec) -> list[Ref]:
         """The tags of spec's repository that can match it (version, hash prefix).
@@ -286,6 +407,30 @@ class RemoteStore:
                 return local
         repo = self.url.repository(ref.repository)
         where = f"{self.url}/{ref.repository}:{ref.tag}"
+        # The index named the manifest's digest: its signature is asked for
+        # now, beside the manifest, and checked against the manifest served.
+        signature: Future[None] | None = None
+        if ref.digest and ref.dirname:
+            signature = self._side_pool().submit(
+                self._check_signature, repo, ref.digest, ref.dirname, where
+            )
+        try:
+            return self._pull_manifest(ref, repo, where, signature, source_hash, spec)
+        finally:
+            # Not left running past the pull that asked for it (its outcome,
+            # when it matters, was read in _receive).
+            if signature is not None and not signature.cancel():
+                signature.exception()
+
+    def _pull_manifest(
+        self,
+        ref: Ref,
+        repo: str,
+        where: str,
+        signature: Future[None] | None,
+        source_hash: str | None,
+        spec: Spec | None,
+    ) -> Entry | _Staged:
         found = self.registry.get_manifest(repo, ref.tag)
         if found is None:
             raise RemoteError(f"{where}: no such entry on the remote", remote=str(self.url))
@@ -304,39 +449,52 @@ class RemoteStore:
         local = self.store.entry(dirname)
         if local is not None:
             return local
-        self._check_signature(repo, digest, dirname, where)
+        if signature is None or (digest, dirname) != (ref.digest, ref.dirname):
+            # No digest from the index (or the tag now names another
+            # manifest): the signature goes beside the layer instead.
+            signature = self._side_pool().submit(
+                self._check_signature, repo, digest, dirname, where
+            )
         config_desc = manifest.get("config") or {}
         layers = manifest["layers"]
-        if config_desc.get("mediaType") != layout.CONFIG_TYPE or len(layers) != 1:
+        if (
+            config_desc.get("mediaType") != layout.CONFIG_TYPE
+            or not isinstance(config_desc.get("size"), int)
+            or len(layers) != 1
+        ):
             raise RemoteError(f"{where}: not a cpk entry's layout", remote=str(self.url))
-        config = self.registry.get_blob_bytes(repo, str(config_desc.get("digest")), _MAX_CONFIG)
-        meta = _parse_config(config, where)
         name, version, short = parts
-        if (meta.get("name"), meta.get("version")) != (name, version) or not str(
-            meta.get("content_hash", "")
-        ).startswith("sha256:" + short):
-            raise RemoteError(
-                f"{where}: the signed metadata names another entry", remote=str(self.url)
-            )
-        made_from = meta.get("unmodified_of" if ref.unmodified else "source_hash")
-        if source_hash is not None and layout.plain_sha256(
-            str(made_from or "")
-        ) != layout.plain_sha256(source_hash):
-            raise RemoteError(
-                f"{where}: the index maps {source_hash[:19]}... to an entry"
-                " made from something else",
-                remote=str(self.url),
-            )
-        if spec is not None and not spec.matches(name, version, short):
-            raise RemoteError(
-                f"{where}: the entry is {dirname}, which {spec} does not match",
-                remote=str(self.url),
-            )
+
+        def accept(meta: dict[str, Any]) -> None:
+            """The signed metadata names the entry asked for."""
+            if (meta.get("name"), meta.get("version")) != (name, version) or not str(
+                meta.get("content_hash", "")
+            ).startswith("sha256:" + short):
+                raise RemoteError(
+                    f"{where}: the signed metadata names another entry", remote=str(self.url)
+                )
+            made_from = meta.get("unmodified_of" if ref.unmodified else "source_hash")
+            if source_hash is not None and layout.plain_sha256(
+                str(made_from or "")
+            ) != layout.plain_sha256(source_hash):
+                raise RemoteError(
+                    f"{where}: the index maps {source_hash[:19]}... to an entry"
+                    " made from something else",
+                    remote=str(self.url),
+                )
+            if spec is not None and not spec.matches(name, version, short):
+                raise RemoteError(
+                    f"{where}: the entry is {dirname}, which {spec} does not match",
+                    remote=str(self.url),
+                )
+
         layer = layers[0]
         for n in range(self.registry.retries + 1):
             try:
-                return self._receive(repo, layer, dirname, config, meta, where)
+                return self._receive(repo, layer, dirname, config_desc, accept, signature, where)
             except TransferError as exc:
+                if signature.done() and signature.exception() is not None:
+                    raise signature.exception() from None  # type: ignore[misc]
                 if n == self.registry.retries:
                     raise RemoteError(
                         f"{exc} (gave up after {n + 1} attempts)", remote=str(self.url)
@@ -353,7 +511,12 @@ class RemoteStore:
         layers = sig_manifest.get("layers") or []
         if sig_manifest.get("artifactType") != signing.SIGNATURE_TYPE or len(layers) != 1:
             raise RemoteError(f"{where}: {tag} is not a cpk signature", remote=str(self.url))
-        payload = self.registry.get_blob_bytes(repo, str(layers[0].get("digest")), 1 << 16)
+        # The payload is a function of (digest, entry): when the descriptor's
+        # digest is that of the payload expected, those are its bytes, and
+        # the request for them is saved. Anything else is fetched and checked.
+        payload = signing.payload(digest, dirname)
+        if layers[0].get("digest") != "sha256:" + hashlib.sha256(payload).hexdigest():
+            payload = self.registry.get_blob_bytes(repo, str(layers[0].get("digest")), 1 << 16)
         try:
             signing.check(self.keys, sig_manifest, payload, digest, dirname, where)
         except RemoteError:
@@ -366,15 +529,17 @@ class RemoteStore:
         repo: str,
         layer: dict[str, Any],
         dirname: str,
-        config: bytes,
-        meta: dict[str, Any],
+        config_desc: dict[str, Any],
+        accept: Callable[[dict[str, Any]], None],
+        signature: Future[None],
         where: str,
     ) -> Entry | _Staged:
         """Download, unpack and check one entry's layer in a staging slot.
 
-        In a batch (:meth:`pull_many`) the checked slot is returned, to be
-        published with the others after one flush; otherwise it is
-        published here.
+        The signature check runs meanwhile (a failure stops the stream) and
+        is waited for before the slot can be published. In a batch
+        (:meth:`pull_many`) the checked slot is returned, to be published
+        with the others after one flush; otherwise it is published here.
         """
         from contentpkg.store.add import _check_staged
         from contentpkg.store.locks import collector_lock
@@ -397,20 +562,25 @@ class RemoteStore:
             # before the slot is published; a failure discards the slot.
             chunks = self.registry.blob_chunks(repo, digest, size)
             try:
-                unpacked = layout.unpack(_Stream(chunks, task), slot.path, where)
+                unpacked = layout.unpack(_Stream(chunks, task, signature), slot.path, where)
             finally:
                 chunks.close()
                 if task is not None:
                     task.done()
+            signature.result()  # verified before anything else is believed
             try:
-                staged_meta = (slot.path / META_DIR / ENTRY_JSON).read_bytes()
+                config = (slot.path / META_DIR / ENTRY_JSON).read_bytes()
             except OSError:
-                staged_meta = b""
-            if staged_meta != config:
+                config = b""
+            if "sha256:" + hashlib.sha256(config).hexdigest() != config_desc.get("digest") or len(
+                config
+            ) != config_desc.get("size"):
                 raise RemoteError(
                     f"{where}: the layer's metadata differs from the signed config",
                     remote=str(self.url),
                 )
+            meta = _parse_config(config, where)
+            accept(meta)
             name, version, short = dirname.split(",")
             staged = Entry(slot.path, name, version, short, layer=self.store.user)
             problem = _check_unpacked(staged, meta, unpacked)
@@ -484,10 +654,14 @@ class _Stream:
     Reading to the end runs the generator's digest check; the unpack reads
     the zstd frame to its end, and :meth:`drain` makes sure of it."""
 
-    def __init__(self, chunks: Iterator[bytes], task: Task | None) -> None:
+    def __init__(
+        self, chunks: Iterator[bytes], task: Task | None, stop: Future[None] | None = None
+    ) -> None:
         self._chunks = chunks
         self._task = task
         self._buffer = b""
+        #: The signature check: once it has failed, the rest is not worth reading.
+        self._stop = stop
 
     def read(self, size: int = -1) -> bytes:
         """Up to size bytes: the next chunk (or what is left of it), short
@@ -506,6 +680,9 @@ class _Stream:
     def _next(self) -> bytes:
         """The next non-empty chunk, counted; b"" at the end."""
         for chunk in self._chunks:
+            stop = self._stop
+            if stop is not None and stop.done() and stop.exception() is not None:
+                raise stop.exception()  # type: ignore[misc]
             if chunk:
                 if self._task is not None:
                     self._task.advance(len(chunk))
@@ -580,6 +757,10 @@ def _declared_packages(entry: Entry) -> list[str]:
             if isinstance(name, str) and _DEP_NAME.fullmatch(name):
                 names.append(name)
     return names
+
+
+def _ref_of(row: layout.IndexRow, unmodified: bool) -> Ref:
+    return Ref(row.repository, row.tag, row.entry, unmodified, digest=row.manifest)
 
 
 def _newest(refs: list[Ref]) -> Ref:

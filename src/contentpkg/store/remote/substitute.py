@@ -101,16 +101,9 @@ def _trusted(store: Store, ctx: Context) -> list[ConfiguredRemote]:
 
 
 def _index_refs(reader: RemoteStore, hashes: list[str], unmodified: bool) -> list[Ref | None]:
-    """Each hash's index lookup, in parallel (one small GET each)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(h: str) -> Ref | None:
-        return reader.ref_for_source(h, unmodified=unmodified)
-
-    if len(hashes) <= 1:
-        return [one(h) for h in hashes]
-    with ThreadPoolExecutor(max_workers=min(reader.jobs, len(hashes))) as pool:
-        return list(pool.map(one, hashes))
+    """Each hash's entry on the remote: the index table read once, the
+    per-hash manifests only for what it lacks (see :meth:`refs_for_sources`)."""
+    return reader.refs_for_sources(hashes, unmodified=unmodified)
 
 
 def by_spec(
