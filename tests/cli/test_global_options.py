@@ -243,3 +243,25 @@ def test_a_per_file_command_builds_only_its_own_group_of_commands() -> None:
     assert commands(build_parser("lddx")) == everything
     args = build_parser("ldd").parse_args(["-q", "ldd", "--json", "x"])
     assert (args.file, args.json, args.quiet) == ("x", True, True)
+
+
+def test_the_project_commands_build_only_their_own_parser() -> None:
+    """A no-op ``cpk lock`` (and ``sync``, ``run`` past the memo) should cost
+    little more than the interpreter's start: its parser holds that command
+    alone, and still parses every option it takes."""
+    from contentpkg.cli.options import settle
+    from contentpkg.cli.parser import build_parser
+
+    def commands(parser: object) -> set[str]:
+        action = next(a for a in parser._actions if a.dest == "command")  # type: ignore[attr-defined]
+        return set(action.choices)
+
+    for name in ("lock", "sync", "fetch", "run", "shell"):
+        assert commands(build_parser(name)) == {name}
+    args = build_parser("lock").parse_args(
+        ["-q", "lock", "-q", "--upgrade-package", "a", "--check"]
+    )
+    settle(args)
+    assert (args.upgrade_package, args.check, args.quiet) == (["a"], True, 2)
+    args = build_parser("sync").parse_args(["sync", "--frozen", "--group", "dev"])
+    assert (args.frozen, args.group) == (True, ["dev"])

@@ -118,7 +118,8 @@ def _add_selection_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser, or for a command in :data:`_ONE_GROUP` only its group.
+    """The whole parser, or for a command in :data:`_ONE_GROUP` only its group
+    (or its own parser alone).
 
     Building all ~50 subparsers costs more than a run of ``cpk ldd FILE``
     itself; a command line naming one of those commands needs only its own.
@@ -160,6 +161,14 @@ _ONE_GROUP = {
     "ldd": "_add_elf_commands",
     "install": "_add_elf_commands",
     "identify": "_add_elf_commands",
+    # A no-op ``cpk lock`` should cost little more than the interpreter's
+    # start: every other subparser (each with the global options) would be
+    # most of what it adds. These commands' parsers stand alone.
+    "lock": "_add_lock_command",
+    "sync": "_add_sync_command",
+    "fetch": "_add_fetch_command",
+    "run": "_add_run_command",
+    "shell": "_add_shell_command",
 }
 
 
@@ -280,6 +289,15 @@ def _add_with_file_options(p: argparse.ArgumentParser) -> None:
 
 def _add_python_commands(commands: Any) -> None:
     """``cpk lock``, ``sync``, ``fetch``, ``run``, ``shell``: the project commands."""
+    _add_lock_command(commands)
+    _add_sync_command(commands)
+    _add_fetch_command(commands)
+    _add_run_command(commands)
+    _add_shell_command(commands)
+
+
+def _add_lock_command(commands: Any) -> None:
+    """``cpk lock``: resolve into pylock.toml."""
     p = commands.add_parser(
         "lock",
         help="resolve the project's dependencies into pylock.toml",
@@ -308,6 +326,9 @@ def _add_python_commands(commands: Any) -> None:
     # No --extra/--group: the lock holds every extra and group (as `uv lock`).
     p.set_defaults(func=cmd_lock)
 
+
+def _add_sync_command(commands: Any) -> None:
+    """``cpk sync``: lock if needed, then fetch what the store lacks."""
     p = commands.add_parser(
         "sync",
         help="make every package of the lock present in the store",
@@ -319,6 +340,9 @@ def _add_python_commands(commands: Any) -> None:
     _add_project_build_options(p)
     p.set_defaults(func=cmd_sync)
 
+
+def _add_fetch_command(commands: Any) -> None:
+    """``cpk fetch``: requirements (or .debs) into the store, no lock."""
     p = commands.add_parser(
         "fetch",
         help="resolve requirements and put them into the store",
@@ -335,6 +359,9 @@ def _add_python_commands(commands: Any) -> None:
                            "into it")  # fmt: skip
     p.set_defaults(func=cmd_fetch_any)
 
+
+def _add_run_command(commands: Any) -> None:
+    """``cpk run``: a command in the project's environment."""
     p = commands.add_parser(
         "run",
         help="run a command in the project's environment",
@@ -374,6 +401,9 @@ def _add_python_commands(commands: Any) -> None:
     )
     p.set_defaults(func=cmd_run)
 
+
+def _add_shell_command(commands: Any) -> None:
+    """``cpk shell``: a subshell in the project's environment or in ENV."""
     p = commands.add_parser(
         "shell",
         help="start a subshell in the project's environment, or in ENV",

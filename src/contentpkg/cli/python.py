@@ -97,16 +97,21 @@ def _print_launch(launch: Any, conflicts: bool = True) -> None:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    from contentpkg.python.run.sync import lock_project
+    from contentpkg.python.run.lockstate import current_lock
 
     options = python_options(args)
     try:
-        outcome = lock_project(
-            options,
-            upgrade=args.upgrade,
-            upgrade_packages=args.upgrade_package or [],
-            check=args.check,
-        )
+        # The common case first, without loading the resolution's modules.
+        outcome = None if args.upgrade or args.upgrade_package else current_lock(options)
+        if outcome is None:
+            from contentpkg.python.run.sync import lock_project
+
+            outcome = lock_project(
+                options,
+                upgrade=args.upgrade,
+                upgrade_packages=args.upgrade_package or [],
+                check=args.check,
+            )
     finally:
         options.close()
     if args.check and not outcome.fresh:

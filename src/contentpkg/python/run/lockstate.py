@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from contentpkg.errors import LockOutdatedError, LockUnreadableError, NotFoundError
 from contentpkg.python.lock import Lock, read_lock
-from contentpkg.python.project import ProjectInputs
+from contentpkg.python.project import ProjectInputs, find_project, load_project
+from contentpkg.python.run.options import Options, index_places, selection_arguments
 
 if TYPE_CHECKING:
     from contentpkg.python.project.pyproject import Declared
@@ -152,3 +153,52 @@ def universal_fingerprint(
         },
     )
     return fingerprint, declared
+
+
+@dataclass
+class LockOutcome:
+    """What ``cpk lock`` did: the file, and whether it was current or changed."""
+
+    path: Path
+    fresh: bool  # the lock was already up to date (nothing resolved)
+    changed: bool  # the file's bytes changed
+    packages: int
+
+
+def project_inputs(options: Options, *, validate: bool = True) -> ProjectInputs:
+    """The project the options name, or the one found upward from here.
+
+    ``validate=False`` leaves the requirement strings unparsed (no
+    ``packaging`` import): for deciding whether a lock is current, which
+    compares them as strings, before anything else is needed.
+    """
+    start = options.project or Path.cwd()
+    root = find_project(start) if options.project is None else start
+    if root is None:
+        raise NotFoundError(
+            f"{start}: no pyproject.toml or requirements.txt here or above", what=str(start)
+        )
+    return load_project(root, **selection_arguments(options), validate=validate)
+
+
+def current_lock(options: Options) -> LockOutcome | None:
+    """The outcome of locking when the lock is already current, decided the
+    cheap way; None when it is not (or cannot be told without more).
+
+    A current lock's fingerprint equals the inputs' as they are now, and
+    those inputs were checked when it was made: so this reads them without
+    parsing a requirement, opens no store, asks nothing of the interpreter
+    and imports no HTTP or resolver code. It lives here, not beside the
+    resolution in ``sync``, so a no-op ``cpk lock`` does not even load that
+    module. What a project's build backend decides (dynamic metadata) needs
+    the full path.
+    """
+    inputs = project_inputs(options, validate=False)
+    if inputs.dynamic:
+        return None
+    fingerprint, _ = universal_fingerprint(inputs, index_places(options, inputs))
+    state = lock_state(inputs.root / inputs.lock_name, fingerprint, cache_dir=options.ctx.cache_dir)
+    if not state.fresh:
+        return None
+    assert state.found is not None
+    return LockOutcome(state.path, True, False, len(state.found.packages))
