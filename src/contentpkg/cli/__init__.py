@@ -142,6 +142,18 @@ def _main(argv: Sequence[str] | None = None) -> int:
                 raise
             print(f"cpk: error: {exc}", file=sys.stderr)
             return _status(exc)
+    if rest[:1] == ["lock"] and not set(lead) & {"no_cache", "directory", "verbose"}:
+        # A no-op lock decides from its memo too (file stats, no parser).
+        from contentpkg.python.run.memo import current_lock_memo
+
+        current = current_lock_memo(rest[1:])
+        if current is not None:
+            if not lead.get("quiet"):
+                name, count = current
+                # Spelled as cli/render.py:counted does, without its import.
+                print(f"{name} is up to date ({count} package{'' if count == 1 else 's'})",
+                      file=sys.stderr)  # fmt: skip
+            return 0
     from contentpkg.cli.options import settle
     from contentpkg.cli.parser import build_parser, usage
     from contentpkg.errors import CpkError

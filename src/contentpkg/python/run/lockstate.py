@@ -9,6 +9,8 @@ the one place those two rules and their errors are written.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -202,3 +204,45 @@ def current_lock(options: Options) -> LockOutcome | None:
         return None
     assert state.found is not None
     return LockOutcome(state.path, True, False, len(state.found.packages))
+
+
+#: A local source's files whose change changes the fingerprint (it hashes them).
+METADATA_FILES = ("pyproject.toml", "setup.cfg", "setup.py")
+
+
+def remember_current(options: Options, args: Sequence[str], outcome: LockOutcome) -> str | None:
+    """Write the memo that lets the next ``cpk lock`` with these arguments
+    (those after the command) say the lock is current from file stats alone
+    (:func:`.memo.current_lock_memo`); return its path, None when none is.
+
+    Not for what the stats cannot watch: a build backend's answer (dynamic
+    metadata) or a ``${VAR}`` in a requirements file.
+    """
+    from contentpkg.python.run.memo import write_lock_memo
+
+    inputs = project_inputs(options, validate=False)
+    if inputs.dynamic or inputs.uses_environment:
+        return None
+    files = [os.fspath(f) for f in inputs.files]
+    for source in inputs.sources.values():
+        files += [os.fspath(source.path / name) for name in METADATA_FILES]
+    absent = discovery_absent(inputs.root) if options.project is None else []
+    ctx = options.ctx
+    lock = os.fspath(outcome.path.absolute())
+    return write_lock_memo(ctx.cache_dir, ctx.environ, args, lock, outcome.packages, files, absent)
+
+
+def discovery_absent(root: Path) -> list[str]:
+    """Project files that, by appearing, would make run (or lock) find another project:
+    any between the working directory and the root, and a pyproject.toml
+    above a requirements.txt project (it would win)."""
+    cwd = Path.cwd()
+    absent = []
+    if cwd.is_relative_to(root):
+        here = cwd
+        while here != root:
+            absent += [os.fspath(here / "pyproject.toml"), os.fspath(here / "requirements.txt")]
+            here = here.parent
+    if not (root / "pyproject.toml").exists():
+        absent += [os.fspath(d / "pyproject.toml") for d in (root, *root.parents)]
+    return absent
