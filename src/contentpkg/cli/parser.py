@@ -158,7 +158,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 #: (one that no other group adds subcommands to: ``cpk store`` gains
 #: ``push``/``pull`` from the remote commands, so it is not here).
 _ONE_GROUP = {
-    "ldd": "_add_elf_commands",
+    "ldd": "_add_ldd_command",
     "install": "_add_elf_commands",
     "identify": "_add_elf_commands",
     # A no-op ``cpk lock`` should cost little more than the interpreter's
@@ -498,7 +498,11 @@ def _add_elf_commands(commands: Any) -> None:
     )
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=cmd_identify)
+    _add_ldd_command(commands)
 
+
+def _add_ldd_command(commands: Any) -> None:
+    """``cpk ldd``: run once per file, so its parser stands alone."""
     p = commands.add_parser(
         "ldd",
         help="explain where the loader finds each library of a program",
