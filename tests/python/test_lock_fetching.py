@@ -294,6 +294,34 @@ def test_a_current_lock_is_confirmed_from_its_memo_until_an_input_changes(
     assert 'version = "0.9"' in lock.read_text()
 
 
+def test_no_lock_memo_is_written_for_inputs_that_changed_while_locking(
+    tmp_path: Path, tree: LocalIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memo's stats are taken before the inputs are read again and the
+    lock checked: an edit made while ``cpk lock`` ran is never taken for
+    current."""
+    from contentpkg.context import Context
+    from contentpkg.python.run.lockstate import current_lock, remember_current
+    from contentpkg.python.run.memo import current_lock_memo
+    from contentpkg.python.run.options import Options
+
+    tree.latency = 0.0
+    root = write_project(tmp_path)
+    monkeypatch.setenv("CPK_CACHE_DIR", str(tmp_path / "cache"))
+    assert run_cpk("lock", "--index-url", tree.url, cwd=root).returncode == 0
+    monkeypatch.chdir(root)
+    options = Options(ctx=Context.from_environ(), index_url=tree.url)
+    args = ["--index-url", tree.url]
+    outcome = current_lock(options)
+    assert outcome is not None and outcome.fresh
+    assert remember_current(options, args, outcome) is not None
+    assert current_lock_memo(args) == ("pylock.toml", 10)
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"top-b"', '"top-b<1"'))
+    assert current_lock_memo(args) is None  # the edit is seen by its stat
+    assert remember_current(options, args, outcome) is None  # nor remembered as current
+
+
 def test_a_page_linking_a_local_file_is_refused_whole(client_factory: Factory) -> None:
     from contentpkg.errors import CpkError
 

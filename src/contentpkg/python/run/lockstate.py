@@ -218,18 +218,29 @@ def remember_current(options: Options, args: Sequence[str], outcome: LockOutcome
     Not for what the stats cannot watch: a build backend's answer (dynamic
     metadata) or a ``${VAR}`` in a requirements file.
     """
-    from contentpkg.python.run.memo import write_lock_memo
+    from contentpkg.python.run.memo import stat_of, write_lock_memo
 
     inputs = project_inputs(options, validate=False)
     if inputs.dynamic or inputs.uses_environment:
         return None
+    lock = os.fspath(outcome.path.absolute())
     files = [os.fspath(f) for f in inputs.files]
     for source in inputs.sources.values():
         files += [os.fspath(source.path / name) for name in METADATA_FILES]
     absent = discovery_absent(inputs.root) if options.project is None else []
+    # Stat first, then read again and check: a file changed after its stat
+    # only makes the next check miss; one changed before it (while this
+    # command ran) is seen here, and no memo is written.
+    stats = [stat_of(p) for p in (*files, lock)] + [(p, -1, -1, -1) for p in absent]
+    again = project_inputs(options, validate=False)
+    if again.files != inputs.files or again.dynamic or again.uses_environment:
+        return None
+    fingerprint, _ = universal_fingerprint(again, index_places(options, again))
+    state = lock_state(outcome.path, fingerprint, cache_dir=options.ctx.cache_dir)
+    if not state.fresh or state.found is None:
+        return None
     ctx = options.ctx
-    lock = os.fspath(outcome.path.absolute())
-    return write_lock_memo(ctx.cache_dir, ctx.environ, args, lock, outcome.packages, files, absent)
+    return write_lock_memo(ctx.cache_dir, ctx.environ, args, lock, len(state.found.packages), stats)
 
 
 def discovery_absent(root: Path) -> list[str]:

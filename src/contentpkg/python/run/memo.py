@@ -410,18 +410,22 @@ def write_lock_memo(
     args: Sequence[str],
     lock: str,
     packages: int,
-    inputs: Iterable[str],
-    absent: Iterable[str],
+    stats: Iterable[Stat],
 ) -> str | None:
     """Remember that the lock at path ``lock`` (of ``packages`` packages) is
-    current for these ``cpk lock`` arguments while these files stay as they
-    are now; return the memo's path (None when nothing was written)."""
+    current for these ``cpk lock`` arguments while the files stay as
+    ``stats`` (:func:`stat_of` each, taken before the files were read) say;
+    return the memo's path (None when nothing was written)."""
     options = split_lock_args(args)
     if options is None:
         return None
     key = _lock_key(options, os.getcwd(), environ)
-    stats = [stat_of(p) for p in (*inputs, lock)] + [(p, -1, -1, -1) for p in absent]
-    memo = {"key": key, "stats": stats, "lock": os.path.basename(lock), "packages": packages}
+    memo = {
+        "key": key,
+        "stats": list(stats),
+        "lock": os.path.basename(lock),
+        "packages": packages,
+    }
     from contentpkg.fs import write_cache
 
     path = memo_path(cache_dir, key)
