@@ -266,3 +266,18 @@ def test_the_project_commands_build_only_their_own_parser() -> None:
     assert (args.upgrade_package, args.check, args.quiet) == (["a"], True, 2)
     args = build_parser("sync").parse_args(["sync", "--frozen", "--group", "dev"])
     assert (args.frozen, args.group) == (True, ["dev"])
+
+
+def test_a_command_built_alone_takes_every_option_it_takes_in_the_whole_parser() -> None:
+    """Another group may add an option to a command (``run --union``): the
+    parser built for that command alone must have it too."""
+    from contentpkg.cli.parser import _ONE_GROUP, build_parser
+
+    def options(parser: object, name: str) -> set[str]:
+        action = next(a for a in parser._actions if a.dest == "command")  # type: ignore[attr-defined]
+        return {o for a in action.choices[name]._actions for o in a.option_strings}
+
+    whole = build_parser()
+    for name in _ONE_GROUP:
+        assert options(build_parser(name), name) == options(whole, name), name
+    assert "--union" in options(build_parser("run"), "run")

@@ -167,7 +167,7 @@ _ONE_GROUP = {
     "lock": "_add_lock_command",
     "sync": "_add_sync_command",
     "fetch": "_add_fetch_command",
-    "run": "_add_run_command",
+    "run": "_add_run_alone",
     "shell": "_add_shell_command",
 }
 
@@ -501,6 +501,12 @@ def _add_elf_commands(commands: Any) -> None:
     _add_ldd_command(commands)
 
 
+def _add_run_alone(commands: Any) -> None:
+    """``cpk run``'s parser alone, with the option the union commands give it."""
+    _add_run_command(commands)
+    _add_run_union_option(commands)
+
+
 def _add_ldd_command(commands: Any) -> None:
     """``cpk ldd``: run once per file, so its parser stands alone."""
     p = commands.add_parser(
@@ -759,7 +765,11 @@ def _add_union_commands(commands: Any) -> None:
         help="entries or .deb files, then -- and the command",
     )  # fmt: skip
     p.set_defaults(func=cmd_enter)
-    # cpk run --union: the project's entries overlaid into one site-packages.
+    _add_run_union_option(commands)
+
+
+def _add_run_union_option(commands: Any) -> None:
+    """cpk run --union: the project's entries overlaid into one site-packages."""
     commands.choices["run"].add_argument(
         "--union", action="store_true",
         help="run with the environment's packages overlaid into one site-packages in a "

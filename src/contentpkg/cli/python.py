@@ -111,6 +111,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
                 upgrade=args.upgrade,
                 upgrade_packages=args.upgrade_package or [],
                 check=args.check,
+                known_stale=True,
             )
     finally:
         options.close()

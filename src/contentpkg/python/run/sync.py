@@ -641,9 +641,14 @@ def lock_project(
     upgrade: bool = False,
     upgrade_packages: Sequence[str] = (),
     check: bool = False,
+    known_stale: bool = False,
 ) -> LockOutcome:
-    """Write the project's ``pylock.toml`` if its inputs changed (or asked to)."""
-    if not upgrade and not upgrade_packages:
+    """Write the project's ``pylock.toml`` if its inputs changed (or asked to).
+
+    ``known_stale``: the caller has just found :func:`.lockstate.current_lock`
+    to be None, so the cheap check is not made twice.
+    """
+    if not upgrade and not upgrade_packages and not known_stale:
         current = current_lock(options)
         if current is not None:
             return current
