@@ -226,7 +226,6 @@ def _context(args: object) -> object:
     here, once, with the global options on top; the core takes them from
     it and never reads os.environ itself."""
     import dataclasses
-    import tempfile
     from pathlib import Path
 
     from contentpkg.context import Context
@@ -246,6 +245,10 @@ def _context(args: object) -> object:
     )
     ctx = dataclasses.replace(ctx, offline=a["offline"], no_cache=a["no_cache"], output=output)
     if a["no_cache"]:
+        # Imported here: tempfile (with shutil, random, weakref) is a
+        # noticeable part of a short command's start, and only this needs it.
+        import tempfile
+
         # A cache of this command's own, gone when it ends: nothing is read
         # from the user's cache, nothing kept in it (the store still is).
         scratch = tempfile.TemporaryDirectory(prefix="cpk-no-cache-")
