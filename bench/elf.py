@@ -50,11 +50,11 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # Run as a script, bench/ is on sys.path: the tool install and helpers are shared.
-from python_run import BenchError, install_cpk, log, run, timed
+from python_run import LAST_CPU, BenchError, install_cpk, log, run, timed
 
 from contentpkg.elf.envdir import is_glibc
 from contentpkg.fs import remove_tree  # entries are read-only
@@ -424,6 +424,12 @@ class LddRow:
     ldd: list[float]
     cpk: list[float]
     resolve: list[float]
+    #: cpk's floor, timed in the same rounds: its interpreter's bare start
+    #: (``-I -S``), and with the site module as ``cpk`` starts it.
+    floor: list[float] = field(default_factory=list)
+    floor_site: list[float] = field(default_factory=list)
+    #: CPU time (user + system) of each command's samples, by the same keys.
+    cpu: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -452,6 +458,7 @@ def bench_ldd(files: list[Path], cpk: list[str], work: Path, rounds: int) -> Ldd
     from contentpkg.elf.loader import resolve
 
     env = clean_env(work / "ldd-home")
+    python = interpreter_of(cpk)
     rows = []
     for path in files:
         log(f"ldd / cpk ldd / resolve: {path}")
@@ -461,15 +468,25 @@ def bench_ldd(files: list[Path], cpk: list[str], work: Path, rounds: int) -> Ldd
             "ldd": lambda p=path: timed(["ldd", str(p)], work, env),
             "cpk": lambda p=path: timed([*cpk, "ldd", str(p)], work, env),
             "resolve": lambda p=path: in_process(lambda: resolve(p, os.environ)),
+            "floor": lambda: timed([python, "-I", "-S", "-c", "pass"], work, env),
+            "floor_site": lambda: timed([python, "-c", "pass"], work, env),
         }
         for fn in commands.values():
             fn()
         for i in range(rounds):
             keys = list(commands)
-            for key in keys[i % 3 :] + keys[: i % 3]:
+            for key in keys[i % len(keys) :] + keys[: i % len(keys)]:
                 getattr(row, key).append(commands[key]())
+                if key != "resolve":
+                    row.cpu.setdefault(key, []).append(LAST_CPU[0])
         rows.append(row)
     return LddBench(rows, *once_per_process(files[0], cpk, work, env))
+
+
+def interpreter_of(cpk: list[str]) -> str:
+    """The interpreter that runs cpk: the console script's ``#!`` line."""
+    first = Path(cpk[0]).read_text().splitlines()[0] if len(cpk) == 1 else ""
+    return first[2:].strip() if first.startswith("#!") else cpk[0]
 
 
 def once_per_process(
@@ -606,6 +623,27 @@ def report_ldd(bench: LddBench) -> None:
     print(
         f"{'median over the files':<34} {'':>4} {ldd:>7.1f}ms {cpk:>7.1f}ms "
         f"{per_file:>6.2f}x {res:>8.2f}ms"
+    )
+    floor = statistics.median(median_ms(r.floor) for r in rows)
+    floor_site = statistics.median(median_ms(r.floor_site) for r in rows)
+    print(
+        f"{'floor: python -I -S -c pass':<34} {'':>4} {ldd:>7.1f}ms {floor:>7.1f}ms "
+        f"{floor / ldd:>6.2f}x"
+    )
+    print(
+        f"{'floor: python -c pass (site)':<34} {'':>4} {ldd:>7.1f}ms {floor_site:>7.1f}ms "
+        f"{floor_site / ldd:>6.2f}x"
+    )
+
+    def cpu(key: str) -> float:
+        return statistics.median(statistics.median(r.cpu[key]) * 1000 for r in rows)
+
+    print(
+        f"CPU time, medians: ldd {cpu('ldd'):.1f} ms, cpk ldd {cpu('cpk'):.1f} ms "
+        f"({cpu('cpk') / cpu('ldd'):.2f}x), python -I -S {cpu('floor'):.1f} ms "
+        f"({cpu('floor') / cpu('ldd'):.2f}x), python with site {cpu('floor_site'):.1f} ms; "
+        f"cpk ldd above its floor (site): {cpk - floor_site:.1f} ms wall, "
+        f"{cpu('cpk') - cpu('floor_site'):.1f} ms CPU"
     )
     largest = ", ".join(f"{name} {sec * 1000:.0f} ms" for name, sec in bench.imports)
     print(

@@ -90,9 +90,11 @@ def env_rows(args: argparse.Namespace, uv: str) -> None:
 
     from contentpkg.fs import remove_tree
 
+    LAST_WALL = [0.0]  # the wall time of cpu_timed's last command
+
     def cpu_timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        timed(cmd, cwd, env)
+        LAST_WALL[0] = timed(cmd, cwd, env)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
@@ -149,6 +151,13 @@ def env_rows(args: argparse.Namespace, uv: str) -> None:
                         cpu = (b.ru_utime - a.ru_utime) + (b.ru_stime - a.ru_stime)
                         found.setdefault(f"{tool}-buildcpu", []).append(cpu)
                     cpk_py = str(Path(os.path.realpath(cpk_proj / ".venv")) / "bin" / "python")
+                    # The build row's floor: the two interpreters it starts.
+                    tool_python = str(Path(cpk[0]).parent / "python")
+                    floor_cpu = cpu_timed([tool_python, "-c", "pass"], cpk_proj, env)
+                    floor_wall = LAST_WALL[0]
+                    floor_cpu += cpu_timed([cpk_py, "-c", "pass"], cpk_proj, env)
+                    found.setdefault("cpk-floor", []).append(floor_wall + LAST_WALL[0])
+                    found.setdefault("cpk-floorcpu", []).append(floor_cpu)
                     for tool, python, proj, runner in (
                         ("cpk", cpk_py, cpk_proj, run),
                         ("uv", uv_py, uv_proj, [uv, "run", "--offline", "python", "-c", "pass"]),
@@ -178,6 +187,16 @@ def env_rows(args: argparse.Namespace, uv: str) -> None:
                 f"{count:>8} {key:>8} {mc * 1000:>7.1f}ms {mu * 1000:>7.1f}ms {mc / mu:>6.2f}x"
                 f"   {spread}"
             )
+    print("build's floor: cpk's own interpreter start, then the env's python -c pass")
+    for count, found in rows.items():
+        floor, floor_cpu = (statistics.median(found[k]) for k in ("cpk-floor", "cpk-floorcpu"))
+        built, built_cpu = (statistics.median(found[k]) for k in ("cpk-build", "cpk-buildcpu"))
+        uv_built = statistics.median(found["uv-build"])
+        print(
+            f"{count:>8}    floor {floor * 1000:>7.1f}ms ({floor / uv_built:.2f}x uv's build),"
+            f" CPU {floor_cpu * 1000:.1f}ms; cpk build above it {(built - floor) * 1000:+.1f}ms"
+            f" wall, {(built_cpu - floor_cpu) * 1000:+.1f}ms CPU"
+        )
     sizes = list(rows)
     for key in keys:
         for tool in ("cpk", "uv"):

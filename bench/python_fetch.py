@@ -15,6 +15,10 @@ in the same run and with the same interpreter:
   ``uv lock``): the index traffic and the resolver, without the store;
 * warm re-lock: caches warm, lock file deleted, resolve again
   (``cpk lock`` against ``uv lock``);
+* no-op lock: nothing changed (``cpk lock`` against ``uv lock``), several
+  samples per run, wall and CPU time, beside the interpreter's own start
+  as its floor (``python3 -I -S -c pass``, and ``python3 -c pass`` with
+  the site imports every ``cpk`` command pays), and cpk minus that floor;
 * size: the store (``$CPK_HOME``) against uv's cache directory.
 
 Times are medians of ``--runs`` runs; the network and the machine are noisy,
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -70,6 +75,24 @@ def timed_output(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float,
     return time.perf_counter() - start, done.stderr
 
 
+def cpu_timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one run of cmd: the CPU time (user + system of
+    the child) is what a loaded machine's noise moves least."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)  # fmt: skip
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+#: The no-op lock's samples per run, and what each is timed beside.
+NOOP_SAMPLES = 7
+NOOP_ROWS = ("cpk lock", "uv lock", "python3 -I -S -c pass", "python3 -c pass")
+
+
 def summary_seconds(stderr: str, word: str) -> float:
     """The duration on cpk's "<word> ... in 2.1s" summary line (0 when absent)."""
     found = re.search(rf"^{word} .* in ([0-9.]+)(ms|s)$", stderr, re.MULTILINE)
@@ -97,6 +120,7 @@ def main() -> None:
         )
     }
     sizes: dict[str, int] = {}
+    noop: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in NOOP_ROWS}
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="cpk-bench-") as tmp:
             work = Path(tmp)
@@ -140,6 +164,17 @@ def main() -> None:
             results["uv-warm"].append(timed([uv, "lock"], work / "uv-proj", env))
             results["cpk-noop"].append(timed([*cpk, "lock"], work / "cpk-proj", env))
             results["uv-noop"].append(timed([uv, "lock"], work / "uv-proj", env))
+            commands = {
+                "cpk lock": ([*cpk, "lock"], work / "cpk-proj"),
+                "uv lock": ([uv, "lock"], work / "uv-proj"),
+                "python3 -I -S -c pass": ([sys.executable, "-I", "-S", "-c", "pass"], work),
+                "python3 -c pass": ([sys.executable, "-c", "pass"], work),
+            }
+            for _ in range(NOOP_SAMPLES):
+                for name, (cmd, cwd) in commands.items():  # interleaved
+                    wall, cpu = cpu_timed(cmd, cwd, env)
+                    noop[name][0].append(wall)
+                    noop[name][1].append(cpu)
             sizes["cpk store"] = disk_usage(work / "cpk-home")
             sizes["cpk cache"] = disk_usage(work / "cpk-cache")
             sizes["uv cache"] = disk_usage(work / "uv-cache")
@@ -168,6 +203,24 @@ def main() -> None:
         f"  cpk sync, cold: resolving {resolved:.2f}s, fetching into the store {fetched:.2f}s,"
         f" the rest {med['cpk-cold'] - resolved - fetched:.2f}s"
         " (start-up, lock file, bytecode not done by the end of the fetch)"
+    )
+    print(
+        f"\nno-op lock, {len(noop['cpk lock'][0])} samples: {'wall ms':>9} {'min-max':>9}"
+        f" {'CPU ms':>7} {'min-max':>9}"
+    )
+    for name, (walls, cpus) in noop.items():
+        print(
+            f"  {name:<27} {statistics.median(walls) * 1000:>7.1f}"
+            f" {min(walls) * 1000:>4.0f}-{max(walls) * 1000:<4.0f}"
+            f" {statistics.median(cpus) * 1000:>7.1f}"
+            f" {min(cpus) * 1000:>4.0f}-{max(cpus) * 1000:<4.0f}"
+        )
+    cpk_cpu = statistics.median(noop["cpk lock"][1])
+    floor_cpu = statistics.median(noop["python3 -c pass"][1])
+    print(
+        f"  cpk lock - python3 -c pass: {(cpk_cpu - floor_cpu) * 1000:.1f} ms CPU"
+        f" (the floor, with this machine's site imports, is {floor_cpu * 1000:.1f} ms);"
+        f" cpk/uv {cpk_cpu / statistics.median(noop['uv lock'][1]):.2f}x CPU"
     )
     mib = 1 << 20
     cpk_total = sizes["cpk store"] + sizes["cpk cache"]

@@ -531,12 +531,28 @@ class Case:
             shutil.rmtree(self.uv_proj / ".venv", ignore_errors=True)
             return timed([*self.uv, "sync", *extra], self.uv_proj, self.env)
 
+        # The floor of cpk's row: the two interpreters it starts (its own,
+        # then the environment's for ``python -c pass``), timed between.
+        tool_python = str(Path(self.cpk[0]).parent / "python")
+        env_python = str(self.cpk_proj / ".venv" / "bin" / "python")
+
+        def floor() -> float:
+            wall = timed([tool_python, "-c", "pass"], self.cpk_proj, self.env)
+            cpu = LAST_CPU[0]
+            wall += timed([env_python, "-c", "pass"], self.cpk_proj, self.env)
+            LAST_CPU[0] += cpu
+            return wall
+
         label = self.result.label
         samples: dict[str, list[float]] = {
-            "cpk-view": [], "uv-sync": [], "uv-sync-pyc": [], "cpk-view-nopool": []
+            "cpk-view": [], "uv-sync": [], "uv-sync-pyc": [], "cpk-view-nopool": [],
+            "cpk-view-floor": [], "python-bare": [],
         }  # fmt: skip
         for _ in range(self.args.runs):
             samples["cpk-view"].append(record(f"{label}:cpk-view", cpk_cold()))
+            samples["cpk-view-floor"].append(record(f"{label}:cpk-view-floor", floor()))
+            bare = timed([tool_python, "-I", "-S", "-c", "pass"], self.cpk_proj, self.env)
+            samples["python-bare"].append(record(f"{label}:python-bare", bare))
             samples["uv-sync"].append(record(f"{label}:uv-sync", uv_cold()))
             samples["uv-sync-pyc"].append(uv_cold("--compile-bytecode"))
             # The link pool is made when wheels enter the store; without it
@@ -652,6 +668,7 @@ def cpu_rows(label: str, w: int) -> None:
     line("run overhead over bin/python", "cpk-run", "uv-run", "cpk-python", "uv-python")
     line("import every top-level package", "cpk-import", "uv-import")
     line("env from warm store / uv sync", "cpk-view", "uv-sync")
+    line("  floor of that row [f]", "cpk-view-floor", "uv-sync")
 
 
 def report(results: Sequence[Results], args: argparse.Namespace) -> None:
@@ -679,6 +696,10 @@ def report(results: Sequence[Results], args: argparse.Namespace) -> None:
         row("env from warm store: cpk run / uv sync [c]", t["cpk-view"], t["uv-sync"], "<= 0.25x")
         row("  against uv sync --compile-bytecode", t["cpk-view"], t["uv-sync-pyc"])
         row("  cpk with the link pool deleted too [e]", t["cpk-view-nopool"], t["uv-sync"])
+        row("  floor: cpk's python + the env's python [f]", t["cpk-view-floor"], t["uv-sync"])
+        row("  floor: python -I -S -c pass", t["python-bare"], t["uv-sync"])
+        above = t["cpk-view"] - t["cpk-view-floor"]
+        row("  cpk above its floor", above, t["uv-sync"], sign=True)
         cpu_rows(r.label, w)
         d = r.disk
         cpk_b = d["cpk-shared"][0] + d["cpk-projects"][0]
@@ -714,7 +735,9 @@ def report(results: Sequence[Results], args: argparse.Namespace) -> None:
         "    includes starting python); .venv deleted, cache kept, then `uv sync`\n"
         "[d] st_blocks * 512 and inodes, each inode once (hard links), symlinks not followed\n"
         "[e] the pool of shared symlinks (links/ under CPK_HOME) is made when wheels enter the\n"
-        "    store and kept with it; this row deletes it too, so the view makes every symlink"
+        "    store and kept with it; this row deletes it too, so the view makes every symlink\n"
+        "[f] what cpk's row cannot go below: starting its own interpreter (`python -c pass`\n"
+        "    with the tool's site) and then the env's `bin/python -c pass`, timed beside it"
     )
 
 

@@ -11,7 +11,8 @@ selection, it prints medians of ``--runs`` samples of:
    selection is remembered by the run memo, so this is the hot path);
 3. the same with the run memo removed before each sample: the full path
    (project read, lock read, markers evaluated, view found), no resolution;
-4. ``cpk lock`` with nothing changed, and the index requests it made;
+4. ``cpk lock`` with nothing changed, without its memo (the full check)
+   and with it, and the index requests it made;
 
 with the ratios of 2 and 3 to 1 (the goal is under 2x).
 
@@ -90,7 +91,7 @@ def main() -> None:
                 timed(run(*flags), project, env)  # cold: lock, fetch, view, memo
             lock = project / "pylock.toml"
             stamp = (lock.read_bytes(), lock.stat().st_mtime_ns)
-            warm, switch, missed, noop, bare = [], [], [], [], []
+            warm, switch, missed, noop, bare, noop_full = [], [], [], [], [], []
             venv_python = [str(project / ".venv" / "bin" / "python"), "-c", "pass"]
             memo = work / "cache" / "run-memo"
             index.clear_log()
@@ -101,6 +102,8 @@ def main() -> None:
             for i in range(args.runs):  # no memo: the full path, without resolving
                 shutil.rmtree(memo, ignore_errors=True)
                 missed.append(timed(run("--group", "ab"[i % 2]), project, env))
+                # Without its memo (the run's removal took it), then with it.
+                noop_full.append(timed([*cpk, "lock", "--index-url", index.url], project, env))
                 noop.append(timed([*cpk, "lock", "--index-url", index.url], project, env))
             requests = [p for p in index.paths()]
             assert (lock.read_bytes(), lock.stat().st_mtime_ns) == stamp, "the lock changed"
@@ -110,7 +113,9 @@ def main() -> None:
     print(f"warm `cpk run python -c pass`             {w:8.1f} ms")
     print(f"`cpk run --group a|b` (memo)              {s:8.1f} ms   {s / w:5.2f}x")
     print(f"`cpk run --group a|b` (no memo, no lock)  {m:8.1f} ms   {m / w:5.2f}x")
-    print(f"no-op `cpk lock`                          {n:8.1f} ms")
+    print(f"no-op `cpk lock` (its memo)               {n:8.1f} ms")
+    full = statistics.median(noop_full) * 1000
+    print(f"no-op `cpk lock` (no memo: the full check) {full:7.1f} ms")
     print(f"index requests while switching and re-locking: {len(requests)}")
 
 

@@ -6,7 +6,11 @@ Two trees: 10,000 small files, and a few large files. For each, it times
 * ``sha256sum``: the floor, reading and hashing every byte once;
 * ``cpk hash``: contentpkg's content hash of the tree, in process;
 * ``cpk store add``: the real command, a fresh store each run (copy, hash,
-  seal, sync, publish), including the interpreter's start-up.
+  seal, sync, publish), including the interpreter's start-up;
+* its floors, in the same rounds: ``cp -r`` of the tree into the same parent
+  directory as cpk's stores (creating the files, which on this disk costs
+  far more than reading and hashing them), and the interpreter's start
+  (``python3 -I -S -c pass``).
 
 and prints each as a ratio to ``sha256sum`` measured in the same run. The
 machines are noisy: read the ratios, not the seconds.
@@ -84,12 +88,29 @@ def cpk_hash(tree: Path) -> None:
     tree_hash(tree)
 
 
+def copy_tree(tree: Path, work: Path) -> Callable[[], None]:
+    """``cp -r`` of the tree to a new directory beside cpk's stores."""
+    counter = iter(range(10**6))
+
+    def run() -> None:
+        dest = work / f"home-copy{next(counter)}"
+        subprocess.run(["cp", "-r", str(tree), str(dest)], check=True)
+
+    return run
+
+
+def python_start() -> None:
+    subprocess.run([sys.executable, "-I", "-S", "-c", "pass"], check=True)
+
+
 def cpk_add(tree: Path, work: Path) -> Callable[[], None]:
     counter = iter(range(10**6))
 
     def run() -> None:
         home = work / f"home{next(counter)}"
         env = dict(os.environ, CPK_HOME=str(home))
+        # cpk's own modules compile once, as in any install, not per process.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         subprocess.run(
             [
                 sys.executable,
@@ -130,17 +151,35 @@ def main() -> None:
         }
         make_small_tree(trees[f"{args.small} small files"], args.small)
         make_large_tree(trees[f"{args.large} x {args.large_mib} MiB"], args.large, args.large_mib)
-        print(f"{'tree':<20} {'sha256sum':<24} {'cpk hash':<30} {'cpk store add':<30}")
+        print(f"stores and copies under {work}")
+        print(
+            f"{'tree':<20} {'sha256sum':<24} {'cpk hash':<30} {'cpk store add':<30} "
+            f"{'floor: cp -r':<30} {'floor: python -I -S':<30}"
+        )
         for label, tree in trees.items():
             sha256sum(tree)  # warm the page cache for both sides
-            base, hashed, added = interleaved(
-                [lambda t=tree: sha256sum(t), lambda t=tree: cpk_hash(t), cpk_add(tree, work)],
+            base, hashed, added, copied, started = interleaved(
+                [
+                    lambda t=tree: sha256sum(t),
+                    lambda t=tree: cpk_hash(t),
+                    cpk_add(tree, work),
+                    copy_tree(tree, work),
+                    python_start,
+                ],
                 args.runs,
             )
             for home in work.glob("home*"):
                 remove_tree(home)
             floor = statistics.median(base)
-            print(f"{label:<20} {cell(base):<24} {cell(hashed, floor):<30} {cell(added, floor)}")
+            print(
+                f"{label:<20} {cell(base):<24} {cell(hashed, floor):<30} {cell(added, floor):<30} "
+                f"{cell(copied, floor):<30} {cell(started, floor)}"
+            )
+            above = statistics.median(added) - statistics.median(copied)
+            print(
+                f"{'':<20} cpk store add - cp -r: {above:+.3f}s "
+                f"({statistics.median(added) / statistics.median(copied):.2f}x cp -r)"
+            )
         print(
             f"medians of {args.runs} interleaved runs [min-max]; ratios are cpk time / "
             f"sha256sum time (goal for store add of the small files: <= 1.5x); "

@@ -24,7 +24,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,8 +35,15 @@ _TMP_PREFIX = ".tmp-"
 TMP_PREFIX = _TMP_PREFIX
 
 
+def _token() -> str:
+    """Eight random hex digits for a temporary name: what
+    ``secrets.token_hex(4)`` returns, without importing secrets (and with it
+    random, hmac and base64) into every short command's start."""
+    return os.urandom(4).hex()
+
+
 def _tmp_name(path: Path) -> Path:
-    return path.with_name(f"{_TMP_PREFIX}{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    return path.with_name(f"{_TMP_PREFIX}{path.name}.{os.getpid()}.{_token()}")
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -179,7 +185,7 @@ def publish_dir(
 
 def make_tmp_dir(parent: str | os.PathLike[str], name: str) -> Path:
     """A fresh private directory beside where ``name`` will be published."""
-    path = Path(parent) / f"{_TMP_PREFIX}{name}.{os.getpid()}.{secrets.token_hex(4)}"
+    path = Path(parent) / f"{_TMP_PREFIX}{name}.{os.getpid()}.{_token()}"
     path.mkdir(parents=True)
     return path
 

@@ -237,9 +237,47 @@ def test_a_per_file_command_builds_only_its_own_group_of_commands() -> None:
 
     everything = commands(build_parser())
     assert {"ldd", "install", "store", "run", "lock"} <= everything
-    assert commands(build_parser("ldd")) == {"install", "uninstall", "identify", "ldd"}
+    assert commands(build_parser("install")) == {"install", "uninstall", "identify", "ldd"}
+    assert commands(build_parser("ldd")) == {"ldd"}
     assert commands(build_parser("store")) == everything  # others add to its group
     assert commands(build_parser("--help")) == everything
     assert commands(build_parser("lddx")) == everything
     args = build_parser("ldd").parse_args(["-q", "ldd", "--json", "x"])
     assert (args.file, args.json, args.quiet) == ("x", True, True)
+
+
+def test_the_project_commands_build_only_their_own_parser() -> None:
+    """A no-op ``cpk lock`` (and ``sync``, ``run`` past the memo) should cost
+    little more than the interpreter's start: its parser holds that command
+    alone, and still parses every option it takes."""
+    from contentpkg.cli.options import settle
+    from contentpkg.cli.parser import build_parser
+
+    def commands(parser: object) -> set[str]:
+        action = next(a for a in parser._actions if a.dest == "command")  # type: ignore[attr-defined]
+        return set(action.choices)
+
+    for name in ("lock", "sync", "fetch", "run", "shell"):
+        assert commands(build_parser(name)) == {name}
+    args = build_parser("lock").parse_args(
+        ["-q", "lock", "-q", "--upgrade-package", "a", "--check"]
+    )
+    settle(args)
+    assert (args.upgrade_package, args.check, args.quiet) == (["a"], True, 2)
+    args = build_parser("sync").parse_args(["sync", "--frozen", "--group", "dev"])
+    assert (args.frozen, args.group) == (True, ["dev"])
+
+
+def test_a_command_built_alone_takes_every_option_it_takes_in_the_whole_parser() -> None:
+    """Another group may add an option to a command (``run --union``): the
+    parser built for that command alone must have it too."""
+    from contentpkg.cli.parser import _ONE_GROUP, build_parser
+
+    def options(parser: object, name: str) -> set[str]:
+        action = next(a for a in parser._actions if a.dest == "command")  # type: ignore[attr-defined]
+        return {o for a in action.choices[name]._actions for o in a.option_strings}
+
+    whole = build_parser()
+    for name in _ONE_GROUP:
+        assert options(build_parser(name), name) == options(whole, name), name
+    assert "--union" in options(build_parser("run"), "run")

@@ -21,6 +21,7 @@ from contentpkg.python.index.client import (
     parse_json_page,
 )
 from contentpkg.python.index.dists import DistFile
+from contentpkg.python.index.http import BodyTooLarge
 
 Factory = Callable[..., IndexClient]
 
@@ -483,6 +484,39 @@ def test_metadata_falls_back_to_the_wheel_when_ranges_are_not_served(
     client.download(wheel, tmp_path / "out")  # the wheel fetched for metadata is reused
     wheel_requests = [r for r in local_index.requests if r.path == f"/files/{path.name}"]
     assert [("Range" in r.headers, r.status) for r in wheel_requests] == [(True, 200), (False, 200)]
+
+
+def test_a_small_wheel_longer_than_declared_is_not_read_into_memory(
+    local_index: LocalIndex, client_factory: Factory
+) -> None:
+    """A small wheel's METADATA is read from the wheel held in memory, but
+    only up to the size the index declared: a longer body is cut there and
+    the wheel is streamed to disk instead, where its hash decides."""
+    local_index.metadata_files = False
+    path = make_wheel(local_index.root, "small", "1.0", requires_dist=["alpha>=1"])
+    client = client_factory(local_index.url)
+    (wheel,) = client.project_files("small")
+    understated = DistFile(wheel.filename, wheel.url, wheel.hashes, size=wheel.size // 4)
+    assert client.metadata(understated) == wheel_metadata(path)
+    gets = [r for r in local_index.requests if r.path == f"/files/{path.name}"]
+    assert [("Range" in r.headers, r.status) for r in gets] == [(False, 200), (False, 200)]
+    # The body checked against a limit is the same as one read whole.
+    assert client.http.fetch_bytes(wheel.url, limit=wheel.size) == path.read_bytes()
+    with pytest.raises(BodyTooLarge, match=f"larger than {wheel.size - 1} bytes"):
+        client.http.fetch_bytes(wheel.url, limit=wheel.size - 1)
+
+
+def test_a_metadata_file_past_the_cap_is_refused_in_one_line(
+    populated: LocalIndex, client_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contentpkg.python.index.client as client_module
+
+    client = client_factory(populated.url)
+    wheel = next(f for f in client.project_files("alpha") if f.filename.startswith("alpha-2.0-"))
+    monkeypatch.setattr(client_module, "MAX_METADATA_FILE", 16)  # real files are KiBs
+    with pytest.raises(CpkError) as caught:
+        client.metadata(wheel)
+    assert str(caught.value) == f"{wheel.url}.metadata: larger than 16 bytes"
 
 
 def test_metadata_file_with_wrong_hash_is_rejected(

@@ -203,7 +203,11 @@ def test_a_current_lock_is_confirmed_without_the_network_or_the_resolver(
     root = write_project(tmp_path)
     assert run_cpk("lock", "--index-url", tree.url, cwd=root).returncode == 0
     tree.clear_log()
-    proc = run_cpk("lock", "--index-url", tree.url, cwd=root, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    # Other arguments than the first lock's: no memo answers, the full path does.
+    proc = run_cpk(
+        "lock", "--index-url", tree.url, "--project", str(root),
+        cwd=tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"},
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "pylock.toml is up to date (10 packages)" in proc.stderr
     assert tree.requests == []
@@ -219,8 +223,10 @@ def test_a_current_lock_is_confirmed_without_the_network_or_the_resolver(
         "resolvelib",
         "contentpkg.python.index.client",
         "contentpkg.python.resolve.resolver",
+        # Nor even the module that resolves and syncs.
+        "contentpkg.python.run.sync",
     }
-    assert "contentpkg.python.run.sync" in imported  # (the import log is real)
+    assert "contentpkg.python.run.lockstate" in imported  # (the import log is real)
     # A changed input is seen: the project is locked again.
     pyproject = root / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('"top-b"', '"top-b<1"'))
@@ -230,6 +236,90 @@ def test_a_current_lock_is_confirmed_without_the_network_or_the_resolver(
         "top-b" in (root / "pylock.toml").read_text()
         and 'version = "0.9"' in (root / "pylock.toml").read_text()
     )
+
+
+def _imports(stderr: str) -> set[str]:
+    return {
+        line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if "import time:" in line
+    }
+
+
+def test_a_current_lock_is_confirmed_from_its_memo_until_an_input_changes(
+    tmp_path: Path, tree: LocalIndex
+) -> None:
+    """Once a lock is current, the same ``cpk lock`` says so from file stats:
+    no parser, no TOML, no lock read. Any change to an input or to the lock
+    itself sends it back to the full check."""
+    tree.latency = 0.0
+    root = write_project(tmp_path)
+    args = ("lock", "--index-url", tree.url)
+    assert run_cpk(*args, cwd=root).returncode == 0
+    timing = {"PYTHONPROFILEIMPORTTIME": "1"}
+    proc = run_cpk(*args, cwd=root, env=timing)
+    assert proc.returncode == 0, proc.stderr
+    assert "pylock.toml is up to date (10 packages)" in proc.stderr
+    fast = _imports(proc.stderr)
+    assert "contentpkg.python.run.memo" in fast  # (the import log is real)
+    assert not fast & {
+        "argparse",
+        "tomllib",
+        "contentpkg.context",
+        "contentpkg.python.run.lockstate",
+    }
+    quiet = run_cpk("-q", *args, cwd=root)
+    assert (quiet.returncode, quiet.stderr) == (0, "")
+    # The lock touched (same content, new stat): checked in full, still current.
+    lock = root / "pylock.toml"
+    lock.write_bytes(lock.read_bytes())
+    proc = run_cpk(*args, cwd=root, env=timing)
+    assert "pylock.toml is up to date (10 packages)" in proc.stderr
+    assert "contentpkg.python.run.lockstate" in _imports(proc.stderr)
+    # A project file appearing below the project root, where cpk is run: it
+    # is the project now, and it has no lock.
+    sub = root / "sub"
+    sub.mkdir()
+    assert run_cpk(*args, cwd=sub).returncode == 0
+    (sub / "pyproject.toml").write_text(
+        '[project]\nname = "sub"\nversion = "0"\ndependencies = ["leaf-a"]\n'
+    )
+    proc = run_cpk(*args, cwd=sub)
+    assert proc.returncode == 0, proc.stderr
+    assert "locked 1 package into pylock.toml" in proc.stderr
+    assert (sub / "pylock.toml").is_file()
+    # A changed requirement: locked again, and the memo does not say otherwise.
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"top-b"', '"top-b<1"'))
+    proc = run_cpk(*args, cwd=root)
+    assert "locked 6 packages into pylock.toml" in proc.stderr, proc.stderr
+    assert 'version = "0.9"' in lock.read_text()
+
+
+def test_no_lock_memo_is_written_for_inputs_that_changed_while_locking(
+    tmp_path: Path, tree: LocalIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memo's stats are taken before the inputs are read again and the
+    lock checked: an edit made while ``cpk lock`` ran is never taken for
+    current."""
+    from contentpkg.context import Context
+    from contentpkg.python.run.lockstate import current_lock, remember_current
+    from contentpkg.python.run.memo import current_lock_memo
+    from contentpkg.python.run.options import Options
+
+    tree.latency = 0.0
+    root = write_project(tmp_path)
+    monkeypatch.setenv("CPK_CACHE_DIR", str(tmp_path / "cache"))
+    assert run_cpk("lock", "--index-url", tree.url, cwd=root).returncode == 0
+    monkeypatch.chdir(root)
+    options = Options(ctx=Context.from_environ(), index_url=tree.url)
+    args = ["--index-url", tree.url]
+    outcome = current_lock(options)
+    assert outcome is not None and outcome.fresh
+    assert remember_current(options, args, outcome) is not None
+    assert current_lock_memo(args) == ("pylock.toml", 10)
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"top-b"', '"top-b<1"'))
+    assert current_lock_memo(args) is None  # the edit is seen by its stat
+    assert remember_current(options, args, outcome) is None  # nor remembered as current
 
 
 def test_a_page_linking_a_local_file_is_refused_whole(client_factory: Factory) -> None:

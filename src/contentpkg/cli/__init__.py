@@ -142,6 +142,18 @@ def _main(argv: Sequence[str] | None = None) -> int:
                 raise
             print(f"cpk: error: {exc}", file=sys.stderr)
             return _status(exc)
+    if rest[:1] == ["lock"] and not set(lead) & {"no_cache", "directory", "verbose"}:
+        # A no-op lock decides from its memo too (file stats, no parser).
+        from contentpkg.python.run.memo import current_lock_memo
+
+        current = current_lock_memo(rest[1:])
+        if current is not None:
+            if not lead.get("quiet"):
+                name, count = current
+                # Spelled as cli/render.py:counted does, without its import.
+                print(f"{name} is up to date ({count} package{'' if count == 1 else 's'})",
+                      file=sys.stderr)  # fmt: skip
+            return 0
     from contentpkg.cli.options import settle
     from contentpkg.errors import CpkError
 
@@ -221,7 +233,6 @@ def _context(args: object) -> object:
     here, once, with the global options on top; the core takes them from
     it and never reads os.environ itself."""
     import dataclasses
-    import tempfile
     from pathlib import Path
 
     from contentpkg.context import Context
@@ -241,6 +252,10 @@ def _context(args: object) -> object:
     )
     ctx = dataclasses.replace(ctx, offline=a["offline"], no_cache=a["no_cache"], output=output)
     if a["no_cache"]:
+        # Imported here: tempfile (with shutil, random, weakref) is a
+        # noticeable part of a short command's start, and only this needs it.
+        import tempfile
+
         # A cache of this command's own, gone when it ends: nothing is read
         # from the user's cache, nothing kept in it (the store still is).
         scratch = tempfile.TemporaryDirectory(prefix="cpk-no-cache-")

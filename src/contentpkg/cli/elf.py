@@ -226,6 +226,21 @@ def _through_launcher(file: Any) -> Any:
     """The program a cpk launcher in an env dir runs, said on stderr; else file.
 
     The launcher is a shell script: what the loader does is the program's."""
+    import os
+    import stat
+
+    try:
+        # Only a regular file is read: a FIFO would block (launcher_of's rule).
+        shell = stat.S_ISREG(os.stat(file).st_mode)
+        if shell:
+            with open(file, "rb") as f:
+                shell = f.read(10) == b"#!/bin/sh\n"
+    except OSError:
+        shell = False
+    if not shell:
+        # Not even a shell script: the launcher module (a third of what
+        # ``cpk ldd FILE`` would import) is not needed to say so.
+        return file
     from contentpkg.elf.launchers import launcher_of
 
     launched = launcher_of(file)

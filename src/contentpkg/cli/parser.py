@@ -118,7 +118,8 @@ def _add_selection_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser, or for a command in :data:`_ONE_GROUP` only its group.
+    """The whole parser, or for a command in :data:`_ONE_GROUP` only its group
+    (or its own parser alone).
 
     Building all ~50 subparsers costs more than a run of ``cpk ldd FILE``
     itself; a command line naming one of those commands needs only its own.
@@ -157,12 +158,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 #: (one that no other group adds subcommands to: ``cpk store`` gains
 #: ``push``/``pull`` from the remote commands, so it is not here).
 _ONE_GROUP = {
-    "ldd": "_add_elf_commands",
+    "ldd": "_add_ldd_command",
     "install": "_add_elf_commands",
     "identify": "_add_elf_commands",
     # Its start-up is the union's: building every other subparser cost more
     # than the namespace and the mounts together.
     "enter": "_add_enter_command",
+    # A no-op ``cpk lock`` should cost little more than the interpreter's
+    # start: every other subparser (each with the global options) would be
+    # most of what it adds. These commands' parsers stand alone.
+    "lock": "_add_lock_command",
+    "sync": "_add_sync_command",
+    "fetch": "_add_fetch_command",
+    "run": "_add_run_alone",
+    "shell": "_add_shell_command",
 }
 
 
@@ -283,6 +292,15 @@ def _add_with_file_options(p: argparse.ArgumentParser) -> None:
 
 def _add_python_commands(commands: Any) -> None:
     """``cpk lock``, ``sync``, ``fetch``, ``run``, ``shell``: the project commands."""
+    _add_lock_command(commands)
+    _add_sync_command(commands)
+    _add_fetch_command(commands)
+    _add_run_command(commands)
+    _add_shell_command(commands)
+
+
+def _add_lock_command(commands: Any) -> None:
+    """``cpk lock``: resolve into pylock.toml."""
     p = commands.add_parser(
         "lock",
         help="resolve the project's dependencies into pylock.toml",
@@ -311,6 +329,9 @@ def _add_python_commands(commands: Any) -> None:
     # No --extra/--group: the lock holds every extra and group (as `uv lock`).
     p.set_defaults(func=cmd_lock)
 
+
+def _add_sync_command(commands: Any) -> None:
+    """``cpk sync``: lock if needed, then fetch what the store lacks."""
     p = commands.add_parser(
         "sync",
         help="make every package of the lock present in the store",
@@ -322,6 +343,9 @@ def _add_python_commands(commands: Any) -> None:
     _add_project_build_options(p)
     p.set_defaults(func=cmd_sync)
 
+
+def _add_fetch_command(commands: Any) -> None:
+    """``cpk fetch``: requirements (or .debs) into the store, no lock."""
     p = commands.add_parser(
         "fetch",
         help="resolve requirements and put them into the store",
@@ -338,6 +362,9 @@ def _add_python_commands(commands: Any) -> None:
                            "into it")  # fmt: skip
     p.set_defaults(func=cmd_fetch_any)
 
+
+def _add_run_command(commands: Any) -> None:
+    """``cpk run``: a command in the project's environment."""
     p = commands.add_parser(
         "run",
         help="run a command in the project's environment",
@@ -377,6 +404,9 @@ def _add_python_commands(commands: Any) -> None:
     )
     p.set_defaults(func=cmd_run)
 
+
+def _add_shell_command(commands: Any) -> None:
+    """``cpk shell``: a subshell in the project's environment or in ENV."""
     p = commands.add_parser(
         "shell",
         help="start a subshell in the project's environment, or in ENV",
@@ -471,7 +501,17 @@ def _add_elf_commands(commands: Any) -> None:
     )
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=cmd_identify)
+    _add_ldd_command(commands)
 
+
+def _add_run_alone(commands: Any) -> None:
+    """``cpk run``'s parser alone, with the option the union commands give it."""
+    _add_run_command(commands)
+    _add_run_union_option(commands)
+
+
+def _add_ldd_command(commands: Any) -> None:
+    """``cpk ldd``: run once per file, so its parser stands alone."""
     p = commands.add_parser(
         "ldd",
         help="explain where the loader finds each library of a program",
@@ -696,7 +736,11 @@ def usage(parser: argparse.ArgumentParser) -> int:
 def _add_union_commands(commands: Any) -> None:
     """``cpk enter``, and ``cpk run --union``."""
     _add_enter_command(commands)
-    # cpk run --union: the project's entries overlaid into one site-packages.
+    _add_run_union_option(commands)
+
+
+def _add_run_union_option(commands: Any) -> None:
+    """cpk run --union: the project's entries overlaid into one site-packages."""
     commands.choices["run"].add_argument(
         "--union", action="store_true",
         help="run with the environment's packages overlaid into one site-packages in a "

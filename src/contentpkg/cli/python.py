@@ -97,23 +97,42 @@ def _print_launch(launch: Any, conflicts: bool = True) -> None:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    from contentpkg.python.run.sync import lock_project
+    from contentpkg.python.run.lockstate import current_lock
 
     options = python_options(args)
     try:
-        outcome = lock_project(
-            options,
-            upgrade=args.upgrade,
-            upgrade_packages=args.upgrade_package or [],
-            check=args.check,
-        )
+        # The common case first, without loading the resolution's modules.
+        outcome = None if args.upgrade or args.upgrade_package else current_lock(options)
+        if outcome is None:
+            from contentpkg.python.run.sync import lock_project
+
+            outcome = lock_project(
+                options,
+                upgrade=args.upgrade,
+                upgrade_packages=args.upgrade_package or [],
+                check=args.check,
+                known_stale=True,
+            )
     finally:
         options.close()
     if args.check and not outcome.fresh:
         print(f"{outcome.path.name} is out of date; run 'cpk lock'", file=sys.stderr)
         return 1
     print_lock(outcome, args.ctx.output.quiet > 0)
+    if not args.ctx.no_cache:
+        _remember_lock(args, options, outcome)
     return 0
+
+
+def _remember_lock(args: argparse.Namespace, options: Options, outcome: Any) -> None:
+    """Let the next identical ``cpk lock`` answer from file stats (the
+    memo's arguments are those after the command, as the fast path sees them)."""
+    from contentpkg.cli import leading_globals
+    from contentpkg.python.run.lockstate import remember_current
+
+    _, rest = leading_globals(args.raw_argv)
+    if rest[:1] == ["lock"]:
+        remember_current(options, rest[1:], outcome)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -255,6 +254,11 @@ def _packaging_stamp() -> str:
 
 
 def _probe(path: Path, python: str | os.PathLike[str]) -> dict[str, Any]:
+    # Here, not at the top: a warm start answers from the cache, and
+    # subprocess (with selectors and signal) is a noticeable part of what
+    # ``cpk run`` would otherwise load to build a view.
+    import subprocess
+
     packaging_dir = str(_packaging_tags().parent.parent)
     try:
         proc = subprocess.run(

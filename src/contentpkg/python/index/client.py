@@ -80,6 +80,8 @@ _log = logging.getLogger(__name__)
 #: on bench/growth.py's 200 packages at 20 ms a request, 3.3 s for 16 or
 #: 32 against 5.0 s for 8.
 JOBS = 16
+#: The largest PEP 658 metadata file read (into memory); real ones are a few KiB.
+MAX_METADATA_FILE = 8 << 20
 
 
 #: What may not be in a file name: path separators and control characters.
@@ -733,7 +735,7 @@ class IndexClient:
                 pass
         data = None
         if file.core_metadata is not None:
-            data = self.http.fetch_bytes(file.url + ".metadata")
+            data = self.http.fetch_bytes(file.url + ".metadata", limit=MAX_METADATA_FILE)
             if data is not None:
                 for algo, expected in file.core_metadata.items():
                     if algo not in hashlib.algorithms_guaranteed:
@@ -808,7 +810,15 @@ class IndexClient:
             or file.size >= MIN_SIZE
         ):
             return None
-        data = self.http.fetch_bytes(file.url)
+        from contentpkg.python.index.http import BodyTooLarge
+
+        try:
+            # Read into memory only what the index declared (and never more
+            # than this path is for): a longer body is not this wheel.
+            data = self.http.fetch_bytes(file.url, limit=file.size)
+        except BodyTooLarge:
+            _log.debug("%s: longer than the %d bytes declared; downloading it", file.url, file.size)
+            return None  # the archive path streams it to disk and checks its hash
         if data is None:
             return None  # the archive path says it is gone, in its words
         actual = hashlib.sha256(data).hexdigest()

@@ -254,6 +254,15 @@ class Page:
     from_cache: bool = False
 
 
+class BodyTooLarge(CpkError):
+    """A response body longer than its caller allowed (``fetch_bytes``'s
+    ``limit``): the caller takes another path or refuses in one line."""
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
 class _Retryable(Exception):
     """One attempt failed in a way another attempt may not (5xx, reset, truncation)."""
 
@@ -549,28 +558,47 @@ class HttpSession:
 
     # -- small immutable files --------------------------------------------
 
-    def fetch_bytes(self, url: str) -> bytes | None:
+    def fetch_bytes(self, url: str, *, limit: int | None = None) -> bytes | None:
         """GET a small file (a PEP 658 metadata file) with retries, uncached.
 
         None on 404/410. Truncated bodies are retried like server errors.
+        With ``limit``, a body longer than that many bytes raises
+        :class:`BodyTooLarge` once ``limit + 1`` bytes are read: the rest is
+        never read into memory (the connection is closed, not drained), so
+        an index cannot make this hold more than the caller allowed.
         """
         if is_file_url(url):
             try:
-                return file_url_path(url).read_bytes()
+                data = file_url_path(url).read_bytes()
             except FileNotFoundError:
                 return None
             except OSError as exc:
                 raise CpkError(f"{url}: cannot read ({exc.strerror or exc})") from None
+            if limit is not None and len(data) > limit:
+                raise BodyTooLarge(f"{url}: larger than {limit} bytes", limit=limit)
+            return data
         self._check_online(url, "downloading")
 
         def attempt() -> tuple[int, bytes]:
             import urllib3
 
-            response = self._request(url, {"Accept": "*/*"})
+            if limit is None:
+                response = self._request(url, {"Accept": "*/*"})
+                try:
+                    return response.status, response.data
+                except urllib3.exceptions.HTTPError as exc:
+                    raise _Retryable(netfaults.describe(exc)) from None
+            response = self._request(url, {"Accept": "*/*"}, stream=True)
             try:
-                return response.status, response.data
+                data = response.read(limit + 1)
             except urllib3.exceptions.HTTPError as exc:
+                response.close()
                 raise _Retryable(netfaults.describe(exc)) from None
+            if len(data) > limit:
+                response.close()
+                raise BodyTooLarge(f"{redact(url)}: larger than {limit} bytes", limit=limit)
+            response.release_conn()
+            return response.status, data
 
         status, data = self._with_retries(url, attempt)
         if status in (404, 410):

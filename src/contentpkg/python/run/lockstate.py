@@ -9,13 +9,16 @@ the one place those two rules and their errors are written.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from contentpkg.errors import LockOutdatedError, LockUnreadableError, NotFoundError
 from contentpkg.python.lock import Lock, read_lock
-from contentpkg.python.project import ProjectInputs
+from contentpkg.python.project import ProjectInputs, find_project, load_project
+from contentpkg.python.run.options import Options, index_places, selection_arguments
 
 if TYPE_CHECKING:
     from contentpkg.python.project.pyproject import Declared
@@ -152,3 +155,105 @@ def universal_fingerprint(
         },
     )
     return fingerprint, declared
+
+
+@dataclass
+class LockOutcome:
+    """What ``cpk lock`` did: the file, and whether it was current or changed."""
+
+    path: Path
+    fresh: bool  # the lock was already up to date (nothing resolved)
+    changed: bool  # the file's bytes changed
+    packages: int
+
+
+def project_inputs(options: Options, *, validate: bool = True) -> ProjectInputs:
+    """The project the options name, or the one found upward from here.
+
+    ``validate=False`` leaves the requirement strings unparsed (no
+    ``packaging`` import): for deciding whether a lock is current, which
+    compares them as strings, before anything else is needed.
+    """
+    start = options.project or Path.cwd()
+    root = find_project(start) if options.project is None else start
+    if root is None:
+        raise NotFoundError(
+            f"{start}: no pyproject.toml or requirements.txt here or above", what=str(start)
+        )
+    return load_project(root, **selection_arguments(options), validate=validate)
+
+
+def current_lock(options: Options) -> LockOutcome | None:
+    """The outcome of locking when the lock is already current, decided the
+    cheap way; None when it is not (or cannot be told without more).
+
+    A current lock's fingerprint equals the inputs' as they are now, and
+    those inputs were checked when it was made: so this reads them without
+    parsing a requirement, opens no store, asks nothing of the interpreter
+    and imports no HTTP or resolver code. It lives here, not beside the
+    resolution in ``sync``, so a no-op ``cpk lock`` does not even load that
+    module. What a project's build backend decides (dynamic metadata) needs
+    the full path.
+    """
+    inputs = project_inputs(options, validate=False)
+    if inputs.dynamic:
+        return None
+    fingerprint, _ = universal_fingerprint(inputs, index_places(options, inputs))
+    state = lock_state(inputs.root / inputs.lock_name, fingerprint, cache_dir=options.ctx.cache_dir)
+    if not state.fresh:
+        return None
+    assert state.found is not None
+    return LockOutcome(state.path, True, False, len(state.found.packages))
+
+
+#: A local source's files whose change changes the fingerprint (it hashes them).
+METADATA_FILES = ("pyproject.toml", "setup.cfg", "setup.py")
+
+
+def remember_current(options: Options, args: Sequence[str], outcome: LockOutcome) -> str | None:
+    """Write the memo that lets the next ``cpk lock`` with these arguments
+    (those after the command) say the lock is current from file stats alone
+    (:func:`.memo.current_lock_memo`); return its path, None when none is.
+
+    Not for what the stats cannot watch: a build backend's answer (dynamic
+    metadata) or a ``${VAR}`` in a requirements file.
+    """
+    from contentpkg.python.run.memo import stat_of, write_lock_memo
+
+    inputs = project_inputs(options, validate=False)
+    if inputs.dynamic or inputs.uses_environment:
+        return None
+    lock = os.fspath(outcome.path.absolute())
+    files = [os.fspath(f) for f in inputs.files]
+    for source in inputs.sources.values():
+        files += [os.fspath(source.path / name) for name in METADATA_FILES]
+    absent = discovery_absent(inputs.root) if options.project is None else []
+    # Stat first, then read again and check: a file changed after its stat
+    # only makes the next check miss; one changed before it (while this
+    # command ran) is seen here, and no memo is written.
+    stats = [stat_of(p) for p in (*files, lock)] + [(p, -1, -1, -1) for p in absent]
+    again = project_inputs(options, validate=False)
+    if again.files != inputs.files or again.dynamic or again.uses_environment:
+        return None
+    fingerprint, _ = universal_fingerprint(again, index_places(options, again))
+    state = lock_state(outcome.path, fingerprint, cache_dir=options.ctx.cache_dir)
+    if not state.fresh or state.found is None:
+        return None
+    ctx = options.ctx
+    return write_lock_memo(ctx.cache_dir, ctx.environ, args, lock, len(state.found.packages), stats)
+
+
+def discovery_absent(root: Path) -> list[str]:
+    """Project files that, by appearing, would make run (or lock) find another project:
+    any between the working directory and the root, and a pyproject.toml
+    above a requirements.txt project (it would win)."""
+    cwd = Path.cwd()
+    absent = []
+    if cwd.is_relative_to(root):
+        here = cwd
+        while here != root:
+            absent += [os.fspath(here / "pyproject.toml"), os.fspath(here / "requirements.txt")]
+            here = here.parent
+    if not (root / "pyproject.toml").exists():
+        absent += [os.fspath(d / "pyproject.toml") for d in (root, *root.parents)]
+    return absent

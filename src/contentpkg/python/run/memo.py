@@ -339,3 +339,94 @@ def exec_in(
         raise ExecError(
             f"{command[0]}: permission denied", command=command[0], status=126
         ) from None
+
+
+# A no-op ``cpk lock`` the same way: once a lock was found current (or made
+# so), the answer stays "up to date" until one of the files the fingerprint
+# is made from, or the lock itself, changes. Without this, confirming a
+# current lock costs the parser, the context, TOML and the lock's parse:
+# twice what the interpreter's own start costs.
+
+#: ``cpk lock`` options the lock memo reads; anything else (``--upgrade``,
+#: ``--check``, ``--refresh``, ``-q`` after the command) takes the full path.
+_LOCK_VALUE_OPTIONS = frozenset(
+    {"--project", "--python", "--index-url", "--extra-index-url", "--find-links", "-f"}
+)
+_LOCK_FLAGS = frozenset({"--prerelease", "--prefer-store"})
+
+
+def split_lock_args(args: Sequence[str]) -> list[str] | None:
+    """The options of ``cpk lock`` arguments, or None to let argparse decide."""
+    options: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in _LOCK_FLAGS:
+            options.append(arg)
+        elif arg in _LOCK_VALUE_OPTIONS and i + 1 < len(args):
+            options += [arg, args[i + 1]]
+            i += 1
+        elif "=" in arg and arg.split("=", 1)[0] in _LOCK_VALUE_OPTIONS:
+            options.append(arg)
+        else:
+            return None
+        i += 1
+    return options
+
+
+def _lock_key(options: Sequence[str], cwd: str, environ: Mapping[str, str]) -> str:
+    """What a lock memo is valid for; it starts with ``lock`` so that it can
+    never equal a run memo's key (those start with the format number)."""
+    parts = ["lock", str(MEMO_FORMAT), sys.executable, cwd, "\0"]
+    parts += [_uncredentialed(o) for o in options]
+    parts.append("\0")
+    parts += [_uncredentialed(environ.get(name, "")) for name in _KEY_VARIABLES]
+    return "\0".join(parts)
+
+
+def current_lock_memo(args: Sequence[str]) -> tuple[str, int] | None:
+    """(the lock file's name, its package count) when a valid memo says the
+    project's lock is current for these ``cpk lock`` arguments; None otherwise."""
+    options = split_lock_args(args)
+    if options is None:
+        return None
+    try:
+        key = _lock_key(options, os.getcwd(), os.environ)
+        with open(memo_path(cache_dir_of(os.environ), key), "rb") as f:
+            memo = marshal.load(f)
+    except (OSError, ValueError, EOFError, TypeError):
+        return None
+    if not isinstance(memo, dict) or memo.get("key") != key:
+        return None
+    for recorded in memo["stats"]:
+        if stat_of(recorded[0]) != tuple(recorded):
+            return None
+    return memo["lock"], memo["packages"]
+
+
+def write_lock_memo(
+    cache_dir: str | os.PathLike[str],
+    environ: Mapping[str, str],
+    args: Sequence[str],
+    lock: str,
+    packages: int,
+    stats: Iterable[Stat],
+) -> str | None:
+    """Remember that the lock at path ``lock`` (of ``packages`` packages) is
+    current for these ``cpk lock`` arguments while the files stay as
+    ``stats`` (:func:`stat_of` each, taken before the files were read) say;
+    return the memo's path (None when nothing was written)."""
+    options = split_lock_args(args)
+    if options is None:
+        return None
+    key = _lock_key(options, os.getcwd(), environ)
+    memo = {
+        "key": key,
+        "stats": list(stats),
+        "lock": os.path.basename(lock),
+        "packages": packages,
+    }
+    from contentpkg.fs import write_cache
+
+    path = memo_path(cache_dir, key)
+    return path if write_cache(path, marshal.dumps(memo), mode=0o600) else None

@@ -38,7 +38,13 @@ from contentpkg.python.project import (
 )
 from contentpkg.python.project.requirements import read_with
 from contentpkg.python.run.compose import Prepared, compose, entries_of, find_env
-from contentpkg.python.run.lockstate import LockState, lock_state, universal_fingerprint
+from contentpkg.python.run.lockstate import (
+    METADATA_FILES,
+    LockState,
+    discovery_absent,
+    lock_state,
+    universal_fingerprint,
+)
 from contentpkg.python.run.memo import (
     exec_in,
     outside_command,
@@ -140,9 +146,7 @@ def plan_run(options: Options, request: RunRequest) -> RunPlan:
     )  # fmt: skip
 
 
-def _find_inputs(
-    options: Options, request: RunRequest, script: str | None
-) -> ProjectInputs | None:
+def _find_inputs(options: Options, request: RunRequest, script: str | None) -> ProjectInputs | None:
     """The script's PEP 723 header, else the project, else None (``--with`` alone)."""
     if request.isolated:
         return None
@@ -317,12 +321,7 @@ def _make(plan: RunPlan) -> Prepared:
         session.close()
 
 
-_METADATA_FILES = ("pyproject.toml", "setup.cfg", "setup.py")
-
-
-def memo_facts(
-    prepared: Prepared, plan: RunPlan
-) -> tuple[list[str], list[str], list[str]]:
+def memo_facts(prepared: Prepared, plan: RunPlan) -> tuple[list[str], list[str], list[str]]:
     """(inputs, absent, exists) for :func:`.memo.write_memo`: every file whose
     change could change this decision, the project files whose appearance
     could, and what must still be there to use the environment.
@@ -341,7 +340,7 @@ def memo_facts(
     sources = dict(found.sources) if found is not None else {}
     sources.update(plan.run_inputs.sources)
     for source in sources.values():
-        inputs += [os.fspath(source.path / n) for n in _METADATA_FILES]
+        inputs += [os.fspath(source.path / n) for n in METADATA_FILES]
     if plan.run_inputs is not found:  # --with-requirements files
         inputs += [os.fspath(f) for f in plan.run_inputs.files]
     if found is not None:
@@ -353,9 +352,9 @@ def memo_facts(
             # in cache-keys) rebuilds the project on the next run.
             inputs += [os.fspath(f) for f in key_files(found.root)]
         if found.kind != "script":
-            absent += _discovery_absent(found.root)
+            absent += discovery_absent(found.root)
     else:
-        absent += _discovery_absent(Path("/"))
+        absent += discovery_absent(Path("/"))
     if prepared.lock_path is not None:
         inputs.append(os.fspath(prepared.lock_path))
     env = prepared.env
@@ -367,22 +366,6 @@ def memo_facts(
     if dot is not None and os.path.islink(dot) and os.readlink(dot) == os.fspath(env):
         exists.append(os.fspath(dot))
     return inputs, absent, exists
-
-
-def _discovery_absent(root: Path) -> list[str]:
-    """Project files that, by appearing, would make run find another project:
-    any between the working directory and the root, and a pyproject.toml
-    above a requirements.txt project (it would win)."""
-    cwd = Path.cwd()
-    absent = []
-    if cwd.is_relative_to(root):
-        here = cwd
-        while here != root:
-            absent += [os.fspath(here / "pyproject.toml"), os.fspath(here / "requirements.txt")]
-            here = here.parent
-    if not (root / "pyproject.toml").exists():
-        absent += [os.fspath(d / "pyproject.toml") for d in (root, *root.parents)]
-    return absent
 
 
 @dataclass

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from contentpkg.errors import CpkError, NotFoundError
+from contentpkg.errors import CpkError
 from contentpkg.progress import elapsed, size_text
 from contentpkg.python.index.dists import DistFile, Pin, Resolution
 from contentpkg.python.interpreter import InterpreterInfo, interpreter_info
@@ -35,18 +35,19 @@ from contentpkg.python.lock import (
 from contentpkg.python.lock.selection import select
 from contentpkg.python.project import (
     ProjectInputs,
-    find_project,
     inputs_fingerprint,
-    load_project,
 )
 from contentpkg.python.project.pyproject import Declared
 from contentpkg.python.run.lockstate import (
+    LockOutcome,
     LockState,
+    current_lock,
     lock_inputs,
     lock_state,
+    project_inputs,
     universal_fingerprint,
 )
-from contentpkg.python.run.options import Options, index_places, selection_arguments
+from contentpkg.python.run.options import Options, index_places
 from contentpkg.store import Entry, Store
 from contentpkg.store.locks import collector_lock
 
@@ -60,14 +61,6 @@ if TYPE_CHECKING:
 _MAX_BUILD_DEPTH = 4
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LockOutcome:
-    path: Path
-    fresh: bool  # the lock was already up to date (nothing resolved)
-    changed: bool  # the file's bytes changed
-    packages: int
 
 
 @dataclass
@@ -517,22 +510,6 @@ def _pick_wheel(package: LockedPackage, python: InterpreterInfo) -> object | Non
     return best or package.sdist
 
 
-def project_inputs(options: Options, *, validate: bool = True) -> ProjectInputs:
-    """The project the options name, or the one found upward from here.
-
-    ``validate=False`` leaves the requirement strings unparsed (no
-    ``packaging`` import): for deciding whether a lock is current, which
-    compares them as strings, before anything else is needed.
-    """
-    start = options.project or Path.cwd()
-    root = find_project(start) if options.project is None else start
-    if root is None:
-        raise NotFoundError(
-            f"{start}: no pyproject.toml or requirements.txt here or above", what=str(start)
-        )
-    return load_project(root, **selection_arguments(options), validate=validate)
-
-
 def check_requires_python(inputs: ProjectInputs, python: InterpreterInfo) -> None:
     if not inputs.requires_python:
         return
@@ -664,10 +641,15 @@ def lock_project(
     upgrade: bool = False,
     upgrade_packages: Sequence[str] = (),
     check: bool = False,
+    known_stale: bool = False,
 ) -> LockOutcome:
-    """Write the project's ``pylock.toml`` if its inputs changed (or asked to)."""
-    if not upgrade and not upgrade_packages:
-        current = _current_lock(options)
+    """Write the project's ``pylock.toml`` if its inputs changed (or asked to).
+
+    ``known_stale``: the caller has just found :func:`.lockstate.current_lock`
+    to be None, so the cheap check is not made twice.
+    """
+    if not upgrade and not upgrade_packages and not known_stale:
+        current = current_lock(options)
         if current is not None:
             return current
     inputs = project_inputs(options)
@@ -721,27 +703,6 @@ def _prefetch_roots(session: Session, inputs: ProjectInputs, declared: Declared)
         if isinstance(text, str) and "@" not in split_marker(text)[0]
     }
     session.client.prefetch(sorted(names - skip))
-
-
-def _current_lock(options: Options) -> LockOutcome | None:
-    """The outcome of locking when the lock is already current, decided the
-    cheap way; None when it is not (or cannot be told without more).
-
-    A current lock's fingerprint equals the inputs' as they are now, and
-    those inputs were checked when it was made: so this reads them without
-    parsing a requirement, opens no store, asks nothing of the interpreter
-    and imports no HTTP or resolver code. What a project's build backend
-    decides (dynamic metadata) needs the full path.
-    """
-    inputs = project_inputs(options, validate=False)
-    if inputs.dynamic:
-        return None
-    fingerprint, _ = universal_fingerprint(inputs, index_places(options, inputs))
-    state = lock_state(inputs.root / inputs.lock_name, fingerprint, cache_dir=options.ctx.cache_dir)
-    if not state.fresh:
-        return None
-    assert state.found is not None
-    return LockOutcome(state.path, True, False, len(state.found.packages))
 
 
 def current_project_lock(
