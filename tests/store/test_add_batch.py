@@ -231,3 +231,42 @@ def test_a_small_file_is_copied_with_one_read(
     assert (digest, size) == hashing.hash_file(tmp_path / "copy.txt")
     assert (tmp_path / "copy.txt").read_bytes() == src.read_bytes()
     assert mode == 0o444
+
+
+def test_a_publish_that_fails_partway_reports_exactly_what_was_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second rename of a batch fails (the store's directory out of room):
+    the first entry is in the store and reported added; only the rest fail."""
+    import errno
+
+    from contentpkg.store import staging
+
+    real = staging.Slot.publish
+    calls: list[Path] = []
+
+    def publish(self: staging.Slot, final: Path, *, durable: bool = True) -> bool:
+        calls.append(final)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, final, durable=durable)
+
+    monkeypatch.setattr(staging.Slot, "publish", publish)
+    ctx = Context.from_environ()
+    debs = _debs(tmp_path, 3)
+    added = package.add_packages(ctx, debs, jobs=1)
+    root = Store.open(ctx=ctx).user.root
+    published = {parse_dirname(n)[0] for n in _published(root)}  # type: ignore[index]
+    assert len(calls) == 2 and len(published) == 1
+    ok = [a for a in added if a.result is not None]
+    failed = [a for a in added if a.result is None]
+    assert [a.result.entry.name for a in ok] == sorted(published)  # type: ignore[union-attr]
+    assert ok[0].result.created and not ok[0].result.pending and ok[0].error is None  # type: ignore[union-attr]
+    assert ok[0].result.entry.path.is_dir()  # type: ignore[union-attr]
+    assert len(failed) == 2 and all("no space left" in (a.error or "") for a in failed)
+    assert os.listdir(root / STAGING) == []
+    # Adding again puts in what failed and finds what was published.
+    monkeypatch.setattr(staging.Slot, "publish", real)
+    again = package.add_packages(ctx, debs, jobs=1)
+    assert all(a.error is None for a in again)
+    assert sorted(a.result.created for a in again) == [False, True, True]  # type: ignore[union-attr]

@@ -261,9 +261,21 @@ def _add_chunk(
                     continue
                 results.append(Added(path, result, notes))
     except CpkError as exc:
-        # Publishing failed (the disk filled, say): none of the chunk's
-        # staged entries is in the store, and each path says why.
-        return [a if a.error else Added(a.path, None, [], str(exc)) for a in results]
+        # Publishing failed (the disk filled, say) partway: what was renamed
+        # into the store before the failure is there, whole, and is reported
+        # as added; every path still pending says why it is not. When none
+        # was pending (the last directory flush failed), the published ones
+        # carry the failure as a note: it must not go unsaid.
+        pending = any(a.result is not None and a.result.pending for a in results)
+        note = [] if pending else [f"added, but finishing the publish failed: {exc}"]
+        return [
+            a
+            if a.error or a.result is None
+            else Added(a.path, None, [], str(exc))
+            if a.result.pending
+            else Added(a.path, a.result, [*a.notes, *note])
+            for a in results
+        ]
     return results
 
 
