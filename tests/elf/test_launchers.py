@@ -144,6 +144,24 @@ def test_launcher_points_the_compiled_in_path_into_where(tmp_path: Path, cpk_hom
     check = run_cpk("env", "--check", where)
     assert check.returncode == 0, check.stdout + check.stderr
 
+    # A file the post-install step wrote is checked against the hash
+    # recorded when it ran: changed, then missing, each one line naming it.
+    step = "post-install step bin/libgvc9-config-update-1.0 -c"
+    (where / config).write_text("libgvplugin_other.so.9 other\n")
+    check = run_cpk("env", "--check", where)
+    lines = [ln for ln in check.stderr.splitlines() if config in ln]
+    assert check.returncode == 1 and len(lines) == 1, check.stderr
+    assert f"{config}: content changed (written by the {step})" in lines[0]
+    (where / config).unlink()
+    check = run_cpk("env", "--check", where)
+    lines = [ln for ln in check.stderr.splitlines() if config in ln]
+    assert check.returncode == 1 and len(lines) == 1, check.stderr
+    assert f"{config}: missing (written by the {step}; install again to rerun it)" in lines[0]
+    # Installing again reruns the step; the check is clean again.
+    run_cpk("install", "libgvc9", where, check=True)
+    assert (where / config).read_text() == "libgvplugin_demo.so.9 demo\n"
+    assert run_cpk("env", "--check", where).returncode == 0
+
     # A changed launcher is named like any changed file of WHERE.
     os.chmod(where / "bin/dot", 0o755)
     (where / "bin/dot").write_text("#!/bin/sh\nexit 0\n")

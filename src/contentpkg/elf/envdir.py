@@ -985,7 +985,14 @@ def install(
         link_mode = check_link_mode(link_mode or old.get("link_mode") or "auto")
         same_mode = link_mode == old.get("link_mode", "auto")
         more_docs = with_docs and not old.get("with_docs")
-        if not fresh and not new_tools and not more_docs and same_mode and old:
+        if (
+            not fresh
+            and not new_tools
+            and not more_docs
+            and same_mode
+            and old
+            and not _steps_stale(source, old)
+        ):
             # Already there: a no-op (a profile then discards its new generation).
             result = InstallResult(where=source, changed=False)
             result.programs = [(p, e.dirname) for e in wanted for p in _bin_links(e)]
@@ -1080,6 +1087,17 @@ class _locked:
                 except OSError:
                     break
         self.lock.__exit__(None, None, None)
+
+
+def _steps_stale(where: Path, manifest: dict[str, Any]) -> bool:
+    """Whether a file a post-install step wrote is missing or changed: the
+    install that finds everything else in place runs the step again."""
+    from contentpkg.elf.launchers import file_sha256
+
+    return any(
+        file_sha256(where / rel) != (row or {}).get("sha256")
+        for rel, row in (manifest.get("post_install") or {}).items()
+    )
 
 
 def _apply(

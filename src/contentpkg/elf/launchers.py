@@ -495,7 +495,7 @@ def run_steps(
         if (
             not changed
             and old.get("step") == step.describe()
-            and _sha256(target) == old.get("sha256")
+            and file_sha256(target) == old.get("sha256")
         ):
             made[step.creates] = dict(old)
             continue
@@ -518,7 +518,7 @@ def run_steps(
         except (OSError, subprocess.TimeoutExpired) as exc:
             notes.append(f"{step.package}: post-install step {step.describe()} failed: {exc}")
             continue
-        digest = _sha256(target)
+        digest = file_sha256(target)
         if proc.returncode != 0 or digest is None:
             tail = " | ".join(proc.stderr.strip().splitlines()[-2:])[:300]
             notes.append(
@@ -532,7 +532,7 @@ def run_steps(
     return made, notes
 
 
-def _sha256(path: Path) -> str | None:
+def file_sha256(path: Path) -> str | None:
     try:
         with open(path, "rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
