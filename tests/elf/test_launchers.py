@@ -226,3 +226,100 @@ def test_the_shipped_table_names_variables_inside_where_and_complete_steps() -> 
         "libgvc6",
         "libmagickcore-6.q16-7t64",
     ]
+
+
+DATA_PROGRAM = r"""
+#include <stdio.h>
+#include <stdlib.h>
+int main(void) {
+  const char *dir = getenv("VAR");
+  char path[4096];
+  if (dir) snprintf(path, sizeof path, "%s%s", dir, "NAME");
+  else snprintf(path, sizeof path, "%s%s", "COMPILED", "TAIL");
+  FILE *f = fopen(path, "r");
+  if (!f) { perror(path); return 2; }
+  char line[256] = {0};
+  if (!fgets(line, sizeof line, f)) line[0] = 0;
+  printf("%s", line);
+  return 0;
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("lib", "data", "variable", "name", "compiled", "tail", "data_file", "redirected_to"),
+    [
+        # libthai opens $LIBTHAI_DICTDIR/thbrk.tri; its binary holds the file's path.
+        (
+            "libthai0", "libthai-data", "LIBTHAI_DICTDIR", "/thbrk.tri",
+            "/usr/share/libthai/thbrk.tri", "", "usr/share/libthai/thbrk.tri",
+            "share/libthai/thbrk.tri",
+        ),
+        # libX11 reads $XLOCALEDIR/locale.dir; its binary holds the directory.
+        (
+            "libx11-6", "libx11-data", "XLOCALEDIR", "/locale.dir",
+            "/usr/share/X11/locale", "/locale.dir", "usr/share/X11/locale/locale.dir",
+            "share/X11/locale",
+        ),
+        # fontconfig reads $FONTCONFIG_FILE, the configuration file itself.
+        (
+            "libfontconfig1", "fontconfig-config", "FONTCONFIG_FILE", "",
+            "/etc/fonts/fonts.conf", "", "etc/fonts/fonts.conf", "etc/fonts/fonts.conf",
+        ),
+    ],
+)  # fmt: skip
+def test_data_read_by_a_library_at_a_compiled_in_path_comes_from_where(
+    tmp_path: Path,
+    cpk_home: Path,
+    lib: str,
+    data: str,
+    variable: str,
+    name: str,
+    compiled: str,
+    tail: str,
+    data_file: str,
+    redirected_to: str,
+) -> None:
+    """The shipped table's entries for libthai, libX11 and fontconfig: a program
+    whose closure holds the library reads the data package's copy in WHERE
+    (and in a copy of WHERE), and the report names the path as redirected."""
+    from support.debs import Deb
+
+    src = tmp_path / "prog.c"
+    src.write_text(
+        DATA_PROGRAM.replace("VAR", variable)
+        .replace("NAME", name)
+        .replace("COMPILED", compiled)
+        .replace("TAIL", tail)
+    )
+    assert CC is not None
+    binary = tmp_path / "prog"
+    subprocess.run([CC, "-O0", "-o", str(binary), str(src)], check=True, capture_output=True)
+    text = f"{data}'s copy\n"
+    lib_deb = Deb(
+        lib, architecture=ARCH, fields={"Depends": data},
+        files={f"usr/bin/{lib}-demo": binary.read_bytes()},
+    ).build(tmp_path / f"{lib}.deb")  # fmt: skip
+    data_deb = Deb(data, architecture="all", files={data_file: text.encode()}).build(
+        tmp_path / f"{data}.deb"
+    )
+    run_cpk("store", "add", lib_deb, data_deb, check=True)
+    where = tmp_path / "where"
+    report = run_cpk("install", lib, where, check=True).stderr
+    assert f"read {compiled} \u2014 redirected to WHERE/{redirected_to} by {variable}" in report, (
+        report
+    )
+    if lib == "libfontconfig1":
+        # What the variables cannot redirect is said, not implied.
+        assert "fonts are read from the directories fonts.conf names" in report
+        assert "not from WHERE/share/fonts" in report
+    env = {k: v for k, v in os.environ.items() if k != variable}
+    for copy in (where, tmp_path / "copy"):
+        if copy != where:
+            subprocess.run(["cp", "-a", str(where), str(copy)], check=True)
+        out = subprocess.run(
+            [copy / "bin" / f"{lib}-demo"], env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0 and out.stdout == text, out.stderr
+    bare = subprocess.run([where / "bin/.unwrapped" / f"{lib}-demo"], env=env, capture_output=True)
+    assert bare.stdout != text.encode()  # the compiled-in path: the system's copy, or nothing

@@ -79,6 +79,10 @@ class Variable:
     paths: tuple[str, ...]
     prefix: bool
     package: str
+    #: WHERE paths below ``paths`` the program builds from the variable
+    #: (``share/libthai/thbrk.tri`` from LIBTHAI_DICTDIR): the report may
+    #: call their compiled-in twins redirected too (``redirects`` in the table).
+    covers: tuple[str, ...] = ()
 
 
 @dataclass
@@ -139,6 +143,15 @@ def _check_spec(pattern: str, spec: Any) -> None:
     for step in spec.get("post-install") or []:
         if not isinstance(step, dict) or not {"run", "creates"} <= set(step):
             raise CpkError(f"{where}: a post-install step needs run and creates")
+    for name, items in (spec.get("redirects") or {}).items():
+        if name not in (spec.get("env") or {}):
+            raise CpkError(f"{where}: redirects.{name} names no variable of env")
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            raise CpkError(f"{where}: redirects.{name} must be a list of paths")
+        if any(v.startswith("/") or ".." in v.split("/") for v in items):
+            raise CpkError(f"{where}: redirects.{name} must stay inside WHERE")
+    if not isinstance(spec.get("note", ""), str):
+        raise CpkError(f"{where}: note must be a string")
 
 
 def rules_for(packages: Iterable[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -197,7 +210,12 @@ def _variables(pkg: str, spec: dict[str, Any], paths: _Paths, notes: list[str]) 
             if hit is not None:
                 found.append(hit)
         if any(p != "." for p in found):
-            out.append(Variable(name, tuple(found), name in prefix, pkg))
+            covers = tuple(
+                hit
+                for item in (spec.get("redirects") or {}).get(name, [])
+                if (hit := paths.match(item)) is not None
+            )
+            out.append(Variable(name, tuple(found), name in prefix, pkg, covers))
         else:
             notes.append(f"{pkg}: {name} not set: WHERE holds none of {value}")
     return out
@@ -217,6 +235,9 @@ def plan_launchers(
     for pkg, spec in rules_for(packages):
         variables = _variables(pkg, spec, where, plan.notes)
         by_package[pkg] = variables
+        if spec.get("note"):
+            # What the variables cannot redirect, said once per install.
+            plan.notes.append(f"{pkg}: {spec['note']}")
         env = tuple((v.name, ":".join(v.paths)) for v in variables)
         for step in spec.get("post-install") or []:
             run = _placed(packages.get(pkg, {}), step["run"])
@@ -445,12 +466,14 @@ def redirections(
     A path is redirected when a variable of some launcher names WHERE's
     copy of it (``/usr/lib/x86_64-linux-gnu/graphviz`` and GVBINDIR =
     ``lib/x86_64-linux-gnu/graphviz``). Exactly: a variable naming a
-    directory says nothing of the other paths under it a program may build.
+    directory says nothing of the other paths under it a program may build,
+    save those the table's ``redirects`` names for it (a file the program
+    reads from that directory by a fixed name).
     """
     by_path: dict[str, tuple[str, list[str]]] = {}
     for program, variables in sorted(plan.programs.items()):
         for v in variables:
-            for p in v.paths:
+            for p in (*v.paths, *v.covers):
                 if p != ".":
                     by_path.setdefault(p, (v.name, []))[1].append(program)
     out = []
