@@ -261,6 +261,12 @@ int main(void) {
             "/usr/share/X11/locale", "/locale.dir", "usr/share/X11/locale/locale.dir",
             "share/X11/locale",
         ),
+        # libxkbcommon reads layouts below $XKB_CONFIG_ROOT.
+        (
+            "libxkbcommon0", "xkb-data", "XKB_CONFIG_ROOT", "/rules/evdev",
+            "/usr/share/X11/xkb", "/rules/evdev", "usr/share/X11/xkb/rules/evdev",
+            "share/X11/xkb",
+        ),
         # fontconfig reads $FONTCONFIG_FILE, the configuration file itself.
         (
             "libfontconfig1", "fontconfig-config", "FONTCONFIG_FILE", "",
@@ -280,7 +286,7 @@ def test_data_read_by_a_library_at_a_compiled_in_path_comes_from_where(
     data_file: str,
     redirected_to: str,
 ) -> None:
-    """The shipped table's entries for libthai, libX11 and fontconfig: a program
+    """The shipped table's entries for libthai, libX11, xkbcommon and fontconfig: a program
     whose closure holds the library reads the data package's copy in WHERE
     (and in a copy of WHERE), and the report names the path as redirected."""
     from support.debs import Deb
