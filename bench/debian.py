@@ -186,6 +186,12 @@ def main() -> None:
     if copies:
         SAMPLES[t_cp] = copies
 
+    def per_round(label: str, ratios: list[float]) -> None:
+        print(
+            f"{label} median {statistics.median(ratios):.3f} "
+            f"[{min(ratios):.3f}-{max(ratios):.3f}] over {len(ratios)} rounds"
+        )
+
     def row(what: str, mine: float, theirs: float, ref: str, goal: str) -> None:
         print(
             f"{what:<34} {mine:8.2f}s {spread(mine):<14} {ref:<28} {theirs:8.2f}s "
@@ -206,6 +212,9 @@ def main() -> None:
         f"{'  CPU time, user + system':<34} {cpu_add:8.2f}s {'':<14} {'':<28} {cpu_dpkg:8.2f}s "
         f"{'':<14} ratio {cpu_add / cpu_dpkg:6.3f}  (less noisy than wall time on a busy machine)"
     )
+    # Each round ran both sides back to back: its own ratio shares its
+    # moment's load, so the spread of ratios is narrower than of times.
+    per_round(f"{'  ratio per round':<34}", [r[1] / r[0] for r in rounds])
     row("cpk store add again (re-add)", t_readd, t_dpkg, "dpkg-deb -x", "<= 0.05")
     row(
         f"resolution ({count_cpk} packages)",
@@ -216,6 +225,8 @@ def main() -> None:
     )
     if installed:
         row("cpk install, warm store", t_install, t_cp, "cp -a of the result", "<= 0.5")
+        ratios = [i / c for i, c in zip(installs, copies, strict=True)]
+        per_round(f"{'  ratio per round':<34}", ratios)
     else:
         print(f"cpk install {args.program}: failed; no install figure")
     print(
