@@ -270,3 +270,47 @@ def test_a_publish_that_fails_partway_reports_exactly_what_was_published(
     again = package.add_packages(ctx, debs, jobs=1)
     assert all(a.error is None for a in again)
     assert sorted(a.result.created for a in again) == [False, True, True]  # type: ignore[union-attr]
+
+
+def test_repeated_small_files_of_a_deb_are_linked_as_unpacked_never_written_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same icon in three directories, and the same bytes once executable:
+    the copies are hard links made while unpacking (no second file created,
+    none unlinked afterwards), the executable one stays apart, and the entry
+    hashes and verifies as if each had been written."""
+    icon = b"\x89PNG same icon bytes\n" * 50
+    files: dict[str, bytes | str] = {
+        "usr/share/icons/16/app.png": icon,
+        "usr/share/icons/32/app.png": icon,
+        "usr/share/icons/48/app.png": icon,
+        "usr/bin/app-icon": icon,  # the Deb helper makes usr/bin/ files executable
+        "usr/share/doc/app/README": b"other\n",
+    }
+    deb = Deb("app", files=files).build(tmp_path / "app.deb")
+    created: list[str] = []
+    unlinked: list[str] = []
+    real_open, real_unlink = os.open, os.unlink
+
+    def counting_open(path, flags, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if flags & os.O_CREAT and "app.png" in str(path):
+            created.append(str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def counting_unlink(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        unlinked.append(str(path))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    monkeypatch.setattr(os, "unlink", counting_unlink)
+    result, _ = package.add_package(Store.open(ctx=Context.from_environ()), deb)
+    monkeypatch.undo()
+    entry = result.entry.path
+    assert len(created) == 1
+    assert not [p for p in unlinked if "app.png" in p or "app-icon" in p]
+    inodes = {os.stat(entry / "share/icons" / d / "app.png").st_ino for d in ("16", "32", "48")}
+    assert len(inodes) == 1
+    assert os.stat(entry / "bin/app-icon").st_ino not in inodes
+    assert os.access(entry / "bin/app-icon", os.X_OK)
+    assert hashing.tree_hash(entry) == result.entry.content_hash
+    assert result.entry.metadata["stored_size"] == result.entry.metadata["size"] - 2 * len(icon)
