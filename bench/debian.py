@@ -129,10 +129,14 @@ def main() -> None:
     cpus: list[tuple[float, float]] = []  # CPU seconds (user + system): dpkg-deb, cpk
     for _ in range(args.runs):
         rm(work / "dpkg-x")
+        # Nothing left dirty from the step before: cpk's add ends with a
+        # syncfs, which would otherwise write out dpkg-deb's output too.
+        os.sync()
         cpu0 = children_cpu()
         t_dpkg = median_time(dpkg_x, 1)
         cpu1 = children_cpu()
         rm(work / "home")
+        os.sync()
         cpu2 = children_cpu()
         t_add = median_time(lambda: cpk(env, "store", "add", "--jobs", str(args.jobs), *debs), 1)
         cpu3 = children_cpu()
@@ -165,6 +169,7 @@ def main() -> None:
     for _ in range(args.install_runs):
         rm(where)
         rm(work / "where-copy")
+        os.sync()
         installs.append(
             median_time(lambda: subprocess.run(install, env=env, capture_output=True), 1)
         )
@@ -172,6 +177,7 @@ def main() -> None:
         if not installed:
             break
         rm(work / "where-copy")
+        os.sync()
         copies.append(
             median_time(
                 lambda: subprocess.run(
