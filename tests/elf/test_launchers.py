@@ -329,3 +329,43 @@ def test_data_read_by_a_library_at_a_compiled_in_path_comes_from_where(
         assert out.returncode == 0 and out.stdout == text, out.stderr
     bare = subprocess.run([where / "bin/.unwrapped" / f"{lib}-demo"], env=env, capture_output=True)
     assert bare.stdout != text.encode()  # the compiled-in path: the system's copy, or nothing
+
+
+def test_a_reader_whose_package_takes_no_variable_keeps_its_state(
+    tmp_path: Path, cpk_home: Path
+) -> None:
+    """libX11 (here: a program in libx11-6) honours XLOCALEDIR; another
+    library of the closure that names the same directory (as GTK 3 does)
+    takes no variable, so the report calls only the first redirected."""
+    from support.debs import Deb
+    from support.elfbuild import build_lib
+
+    src = tmp_path / "prog.c"
+    compiled = "/usr/share/X11/locale"
+    src.write_text(
+        DATA_PROGRAM.replace("VAR", "XLOCALEDIR")
+        .replace("NAME", "/locale.dir")
+        .replace("COMPILED", compiled)
+        .replace("TAIL", "/locale.dir")
+    )
+    assert CC is not None
+    binary = tmp_path / "prog"
+    subprocess.run([CC, "-O0", "-o", str(binary), str(src)], check=True, capture_output=True)
+    other = build_lib(tmp_path / "libother.so.1", "other", compiled, soname="libother.so.1")
+    debs = [
+        Deb("libx11-6", architecture=ARCH, fields={"Depends": "libx11-data, libother1"},
+            files={"usr/bin/x11-demo": binary.read_bytes()}),
+        Deb("libx11-data", architecture="all",
+            files={"usr/share/X11/locale/locale.dir": b"WHERE's locale.dir\n"}),
+        Deb("libother1", architecture=ARCH,
+            files={f"usr/lib/{TRIPLET}/libother.so.1": other.read_bytes()}),
+    ]  # fmt: skip
+    run_cpk("store", "add", *[d.build(tmp_path / f"{d.name}.deb") for d in debs], check=True)
+    report = run_cpk("install", "libx11-6", tmp_path / "where", check=True).stderr
+    lines = [ln for ln in report.splitlines() if f"read {compiled} \u2014" in ln]
+    assert len(lines) == 2, report
+    redirected = [ln for ln in lines if "redirected to WHERE/share/X11/locale by XLOCALEDIR" in ln]
+    assert len(redirected) == 1 and "libother" not in redirected[0], lines
+    rest = next(ln for ln in lines if ln not in redirected)
+    assert "lib/libother.so.1" in rest and "x11-demo" not in rest
+    assert rest.endswith(("use the union mode for an unmodified run", "absent on this system"))

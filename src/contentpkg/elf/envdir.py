@@ -1128,9 +1128,16 @@ def _apply(
     assert result is not None
     result.where = where
     result.link_mode = link_mode
-    from contentpkg.elf.launchers import redirections
+    from contentpkg.elf.launchers import package_of, redirections
 
-    result.compiled_paths = redirections(launch, _compiled_paths(plan))
+    # Which Debian package each placed file is from: a redirection is
+    # claimed only for readers whose package honours the variable.
+    readers = {
+        p.path: package_of(plan.entries[p.entry])
+        for p in plan.files.values()
+        if p.entry is not None and p.entry in plan.entries
+    }
+    result.compiled_paths = redirections(launch, _compiled_paths(plan), readers)
     result.notes += launch.notes
     old = read_manifest(where) or {}
     old_files: dict[str, dict[str, Any]] = old.get("files", {})
@@ -1224,9 +1231,7 @@ def _same(full: Path, p: _Placement) -> bool:
         return False
 
 
-def _put(
-    where: Path, p: _Placement, link_mode: str = "auto", made: set[Path] | None = None
-) -> str:
+def _put(where: Path, p: _Placement, link_mode: str = "auto", made: set[Path] | None = None) -> str:
     """Place one file or link atomically: build beside it, then rename; say how.
 
     Where nothing is in the way (a fresh WHERE), the file or link is made

@@ -425,8 +425,12 @@ def _facts(p: Placed, entries: Mapping[str, Entry]) -> dict[str, Any] | None:
     return facts if isinstance(facts, dict) else None
 
 
-def _package(entry: Entry) -> str:
+def package_of(entry: Entry) -> str:
+    """The Debian package an entry was made from (or its name)."""
     return str((entry.metadata.get("deb") or {}).get("package") or entry.name)
+
+
+_package = package_of
 
 
 def _closure(
@@ -459,7 +463,9 @@ def _closure(
 
 
 def redirections(
-    plan: LaunchPlan, compiled: list[tuple[str, list[str], str]]
+    plan: LaunchPlan,
+    compiled: list[tuple[str, list[str], str]],
+    packages: Mapping[str, str] | None = None,
 ) -> list[tuple[str, list[str], str]]:
     """The compiled-in path report with each path the launchers redirect said so.
 
@@ -469,24 +475,44 @@ def redirections(
     directory says nothing of the other paths under it a program may build,
     save those the table's ``redirects`` names for it (a file the program
     reads from that directory by a fixed name).
+
+    ``packages`` maps each reader (a file of WHERE) to its Debian package.
+    Given, only readers from a package whose table entry sets the variable
+    are called redirected: libX11 honours XLOCALEDIR, but GTK, naming the
+    same directory, does not, and its line keeps the state it had.
     """
-    by_path: dict[str, tuple[str, list[str]]] = {}
+    by_path: dict[str, tuple[str, set[str], list[str]]] = {}
     for program, variables in sorted(plan.programs.items()):
         for v in variables:
             for p in (*v.paths, *v.covers):
                 if p != ".":
-                    by_path.setdefault(p, (v.name, []))[1].append(program)
+                    name, honouring, programs = by_path.setdefault(p, (v.name, set(), []))
+                    if v.name == name:
+                        honouring.add(v.package)
+                    programs.append(program)
     out = []
     for absolute, readers, state in compiled:
         rel = map_path(absolute.lstrip("/"))
-        hit = rel if rel in by_path else None
-        if hit is not None:
-            variable, programs = by_path[hit]
+        if rel not in by_path:
+            out.append((absolute, readers, state))
+            continue
+        variable, honouring, programs = by_path[rel]
+        covered = [r for r in readers if packages is None or packages.get(r) in honouring]
+        rest = [r for r in readers if r not in covered]
+        if covered:
+            programs = sorted(set(programs))
             shown = ", ".join(programs[:2]) + (
                 f" +{len(programs) - 2} more" if len(programs) > 2 else ""
             )
-            state = f"redirected to WHERE/{hit} by {variable} (launchers: {shown})"
-        out.append((absolute, readers, state))
+            out.append(
+                (
+                    absolute,
+                    covered,
+                    f"redirected to WHERE/{rel} by {variable} (launchers: {shown})",
+                )
+            )
+        if rest:
+            out.append((absolute, rest, state))
     return out
 
 
