@@ -99,6 +99,9 @@ class LaunchPlan:
     programs: dict[str, list[Variable]] = field(default_factory=dict)
     steps: list[Step] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: package -> the variables its table entry sets (launcher or not: two
+    #: packages may set one variable, and a launcher sets it once)
+    by_package: dict[str, list[Variable]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -231,7 +234,7 @@ def plan_launchers(
     ``paths`` are every path WHERE will hold."""
     plan = LaunchPlan()
     where = _Paths(paths)
-    by_package: dict[str, list[Variable]] = {}
+    by_package = plan.by_package
     for pkg, spec in rules_for(packages):
         variables = _variables(pkg, spec, where, plan.notes)
         by_package[pkg] = variables
@@ -486,10 +489,14 @@ def redirections(
         for v in variables:
             for p in (*v.paths, *v.covers):
                 if p != ".":
-                    name, honouring, programs = by_path.setdefault(p, (v.name, set(), []))
-                    if v.name == name:
-                        honouring.add(v.package)
-                    programs.append(program)
+                    by_path.setdefault(p, (v.name, set(), []))[2].append(program)
+    # Which packages honour the variable at that path: every package whose
+    # table entry sets it there, whether or not its launcher was the one
+    # chosen to set it (one value per variable per launcher).
+    for path, (name, honouring, _programs) in by_path.items():
+        for pkg, variables in plan.by_package.items():
+            if any(v.name == name and path in (*v.paths, *v.covers) for v in variables):
+                honouring.add(pkg)
     out = []
     for absolute, readers, state in compiled:
         rel = map_path(absolute.lstrip("/"))
