@@ -334,9 +334,10 @@ def test_data_read_by_a_library_at_a_compiled_in_path_comes_from_where(
 def test_a_reader_whose_package_takes_no_variable_keeps_its_state(
     tmp_path: Path, cpk_home: Path
 ) -> None:
-    """libX11 (here: a program in libx11-6) honours XLOCALEDIR; another
-    library of the closure that names the same directory (as GTK 3 does)
-    takes no variable, so the report calls only the first redirected."""
+    """libX11 (here: a program in libx11-6) honours XLOCALEDIR, and so does
+    xkbcommon, whose table entry sets it too though the launcher took
+    libX11's value; another library of the closure that names the same
+    directory (as GTK 3 does) takes no variable, so its line says so."""
     from support.debs import Deb
     from support.elfbuild import build_lib
 
@@ -352,9 +353,13 @@ def test_a_reader_whose_package_takes_no_variable_keeps_its_state(
     binary = tmp_path / "prog"
     subprocess.run([CC, "-O0", "-o", str(binary), str(src)], check=True, capture_output=True)
     other = build_lib(tmp_path / "libother.so.1", "other", compiled, soname="libother.so.1")
+    xkb = build_lib(tmp_path / "libxkb.so.0", "xkb", compiled, soname="libxkbcommon.so.0")
     debs = [
-        Deb("libx11-6", architecture=ARCH, fields={"Depends": "libx11-data, libother1"},
+        Deb("libx11-6", architecture=ARCH,
+            fields={"Depends": "libx11-data, libother1, libxkbcommon0"},
             files={"usr/bin/x11-demo": binary.read_bytes()}),
+        Deb("libxkbcommon0", architecture=ARCH,
+            files={f"usr/lib/{TRIPLET}/libxkbcommon.so.0": xkb.read_bytes()}),
         Deb("libx11-data", architecture="all",
             files={"usr/share/X11/locale/locale.dir": b"WHERE's locale.dir\n"}),
         Deb("libother1", architecture=ARCH,
@@ -366,6 +371,7 @@ def test_a_reader_whose_package_takes_no_variable_keeps_its_state(
     assert len(lines) == 2, report
     redirected = [ln for ln in lines if "redirected to WHERE/share/X11/locale by XLOCALEDIR" in ln]
     assert len(redirected) == 1 and "libother" not in redirected[0], lines
+    assert "lib/libxkbcommon.so.0" in redirected[0]
     rest = next(ln for ln in lines if ln not in redirected)
-    assert "lib/libother.so.1" in rest and "x11-demo" not in rest
+    assert "lib/libother.so.1" in rest and "x11-demo" not in rest and "libxkbcommon" not in rest
     assert rest.endswith(("use the union mode for an unmodified run", "absent on this system"))
