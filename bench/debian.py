@@ -94,6 +94,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--program", default="inkscape")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument(
+        "--install-runs", type=int, default=7, help="rounds of cpk install vs cp -a (default 7)"
+    )
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--work", type=Path, help="scratch directory (default: a new temporary one)")
     args = ap.parse_args()
@@ -126,10 +129,14 @@ def main() -> None:
     cpus: list[tuple[float, float]] = []  # CPU seconds (user + system): dpkg-deb, cpk
     for _ in range(args.runs):
         rm(work / "dpkg-x")
+        # Nothing left dirty from the step before: cpk's add ends with a
+        # syncfs, which would otherwise write out dpkg-deb's output too.
+        os.sync()
         cpu0 = children_cpu()
         t_dpkg = median_time(dpkg_x, 1)
         cpu1 = children_cpu()
         rm(work / "home")
+        os.sync()
         cpu2 = children_cpu()
         t_add = median_time(lambda: cpk(env, "store", "add", "--jobs", str(args.jobs), *debs), 1)
         cpu3 = children_cpu()
@@ -151,22 +158,45 @@ def main() -> None:
     apt_out = subprocess.run(apt, capture_output=True, text=True, check=True).stdout
     count_apt = sum(1 for line in apt_out.splitlines() if line.startswith("Inst "))
 
+    # Interleaved, one of each per round, into the same parent directory:
+    # cp -a's time swings with the machine's load and with where the disk
+    # puts new directories, and both sides must meet the same swings.
     where = work / "where"
-    t_install = median_time(
-        lambda: cpk(env, "install", args.program, where, check=False),
-        args.runs,
-        before=lambda: rm(where),
-    )
-    installed = where.exists() and (where / "bin").exists()
-    t_cp = (
-        median_time(
-            lambda: subprocess.run(["cp", "-a", str(where), str(work / "where-copy")], check=True),
-            args.runs,
-            before=lambda: rm(work / "where-copy"),
+    installs: list[float] = []
+    copies: list[float] = []
+    installed = False
+    install = [sys.executable, "-m", "contentpkg", "install", args.program, str(where)]
+    for _ in range(args.install_runs):
+        rm(where)
+        rm(work / "where-copy")
+        os.sync()
+        installs.append(
+            median_time(lambda: subprocess.run(install, env=env, capture_output=True), 1)
         )
-        if installed
-        else float("nan")
-    )
+        installed = where.exists() and (where / "bin").exists()
+        if not installed:
+            break
+        rm(work / "where-copy")
+        os.sync()
+        copies.append(
+            median_time(
+                lambda: subprocess.run(
+                    ["cp", "-a", str(where), str(work / "where-copy")], check=True
+                ),
+                1,
+            )
+        )
+    t_install = statistics.median(installs)
+    SAMPLES[t_install] = installs
+    t_cp = statistics.median(copies) if copies else float("nan")
+    if copies:
+        SAMPLES[t_cp] = copies
+
+    def per_round(label: str, ratios: list[float]) -> None:
+        print(
+            f"{label} median {statistics.median(ratios):.3f} "
+            f"[{min(ratios):.3f}-{max(ratios):.3f}] over {len(ratios)} rounds"
+        )
 
     def row(what: str, mine: float, theirs: float, ref: str, goal: str) -> None:
         print(
@@ -175,15 +205,22 @@ def main() -> None:
         )
 
     print(
-        f"medians of {args.runs} runs [min-max], {args.jobs} parallel jobs on both sides, "
+        f"medians of {args.runs} runs ({args.install_runs} for install) [min-max], "
+        f"{args.jobs} parallel jobs on both sides, "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
+    # File creation costs differ by directory on some disks: both sides
+    # write below one parent, named here.
+    print(f"cpk's store, dpkg-deb's output, WHERE and its copy are all under {work}")
     row(f"cpk store add ({len(debs)} .debs)", t_add, t_dpkg, "dpkg-deb -x", "<= 1.5")
     cpu_dpkg, cpu_add = (statistics.median(c[i] for c in cpus) for i in range(2))
     print(
         f"{'  CPU time, user + system':<34} {cpu_add:8.2f}s {'':<14} {'':<28} {cpu_dpkg:8.2f}s "
         f"{'':<14} ratio {cpu_add / cpu_dpkg:6.3f}  (less noisy than wall time on a busy machine)"
     )
+    # Each round ran both sides back to back: its own ratio shares its
+    # moment's load, so the spread of ratios is narrower than of times.
+    per_round(f"{'  ratio per round':<34}", [r[1] / r[0] for r in rounds])
     row("cpk store add again (re-add)", t_readd, t_dpkg, "dpkg-deb -x", "<= 0.05")
     row(
         f"resolution ({count_cpk} packages)",
@@ -194,6 +231,8 @@ def main() -> None:
     )
     if installed:
         row("cpk install, warm store", t_install, t_cp, "cp -a of the result", "<= 0.5")
+        ratios = [i / c for i, c in zip(installs, copies, strict=True)]
+        per_round(f"{'  ratio per round':<34}", ratios)
     else:
         print(f"cpk install {args.program}: failed; no install figure")
     print(

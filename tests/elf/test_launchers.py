@@ -144,6 +144,24 @@ def test_launcher_points_the_compiled_in_path_into_where(tmp_path: Path, cpk_hom
     check = run_cpk("env", "--check", where)
     assert check.returncode == 0, check.stdout + check.stderr
 
+    # A file the post-install step wrote is checked against the hash
+    # recorded when it ran: changed, then missing, each one line naming it.
+    step = "post-install step bin/libgvc9-config-update-1.0 -c"
+    (where / config).write_text("libgvplugin_other.so.9 other\n")
+    check = run_cpk("env", "--check", where)
+    lines = [ln for ln in check.stderr.splitlines() if config in ln]
+    assert check.returncode == 1 and len(lines) == 1, check.stderr
+    assert f"{config}: content changed (written by the {step})" in lines[0]
+    (where / config).unlink()
+    check = run_cpk("env", "--check", where)
+    lines = [ln for ln in check.stderr.splitlines() if config in ln]
+    assert check.returncode == 1 and len(lines) == 1, check.stderr
+    assert f"{config}: missing (written by the {step}; install again to rerun it)" in lines[0]
+    # Installing again reruns the step; the check is clean again.
+    run_cpk("install", "libgvc9", where, check=True)
+    assert (where / config).read_text() == "libgvplugin_demo.so.9 demo\n"
+    assert run_cpk("env", "--check", where).returncode == 0
+
     # A changed launcher is named like any changed file of WHERE.
     os.chmod(where / "bin/dot", 0o755)
     (where / "bin/dot").write_text("#!/bin/sh\nexit 0\n")
@@ -208,3 +226,152 @@ def test_the_shipped_table_names_variables_inside_where_and_complete_steps() -> 
         "libgvc6",
         "libmagickcore-6.q16-7t64",
     ]
+
+
+DATA_PROGRAM = r"""
+#include <stdio.h>
+#include <stdlib.h>
+int main(void) {
+  const char *dir = getenv("VAR");
+  char path[4096];
+  if (dir) snprintf(path, sizeof path, "%s%s", dir, "NAME");
+  else snprintf(path, sizeof path, "%s%s", "COMPILED", "TAIL");
+  FILE *f = fopen(path, "r");
+  if (!f) { perror(path); return 2; }
+  char line[256] = {0};
+  if (!fgets(line, sizeof line, f)) line[0] = 0;
+  printf("%s", line);
+  return 0;
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("lib", "data", "variable", "name", "compiled", "tail", "data_file", "redirected_to"),
+    [
+        # libthai opens $LIBTHAI_DICTDIR/thbrk.tri; its binary holds the file's path.
+        (
+            "libthai0", "libthai-data", "LIBTHAI_DICTDIR", "/thbrk.tri",
+            "/usr/share/libthai/thbrk.tri", "", "usr/share/libthai/thbrk.tri",
+            "share/libthai/thbrk.tri",
+        ),
+        # libX11 reads $XLOCALEDIR/locale.dir; its binary holds the directory.
+        (
+            "libx11-6", "libx11-data", "XLOCALEDIR", "/locale.dir",
+            "/usr/share/X11/locale", "/locale.dir", "usr/share/X11/locale/locale.dir",
+            "share/X11/locale",
+        ),
+        # libxkbcommon reads layouts below $XKB_CONFIG_ROOT.
+        (
+            "libxkbcommon0", "xkb-data", "XKB_CONFIG_ROOT", "/rules/evdev",
+            "/usr/share/X11/xkb", "/rules/evdev", "usr/share/X11/xkb/rules/evdev",
+            "share/X11/xkb",
+        ),
+        # fontconfig reads $FONTCONFIG_FILE, the configuration file itself.
+        (
+            "libfontconfig1", "fontconfig-config", "FONTCONFIG_FILE", "",
+            "/etc/fonts/fonts.conf", "", "etc/fonts/fonts.conf", "etc/fonts/fonts.conf",
+        ),
+    ],
+)  # fmt: skip
+def test_data_read_by_a_library_at_a_compiled_in_path_comes_from_where(
+    tmp_path: Path,
+    cpk_home: Path,
+    lib: str,
+    data: str,
+    variable: str,
+    name: str,
+    compiled: str,
+    tail: str,
+    data_file: str,
+    redirected_to: str,
+) -> None:
+    """The shipped table's entries for libthai, libX11, xkbcommon and fontconfig: a program
+    whose closure holds the library reads the data package's copy in WHERE
+    (and in a copy of WHERE), and the report names the path as redirected."""
+    from support.debs import Deb
+
+    src = tmp_path / "prog.c"
+    src.write_text(
+        DATA_PROGRAM.replace("VAR", variable)
+        .replace("NAME", name)
+        .replace("COMPILED", compiled)
+        .replace("TAIL", tail)
+    )
+    assert CC is not None
+    binary = tmp_path / "prog"
+    subprocess.run([CC, "-O0", "-o", str(binary), str(src)], check=True, capture_output=True)
+    text = f"{data}'s copy\n"
+    lib_deb = Deb(
+        lib, architecture=ARCH, fields={"Depends": data},
+        files={f"usr/bin/{lib}-demo": binary.read_bytes()},
+    ).build(tmp_path / f"{lib}.deb")  # fmt: skip
+    data_deb = Deb(data, architecture="all", files={data_file: text.encode()}).build(
+        tmp_path / f"{data}.deb"
+    )
+    run_cpk("store", "add", lib_deb, data_deb, check=True)
+    where = tmp_path / "where"
+    report = run_cpk("install", lib, where, check=True).stderr
+    assert f"read {compiled} \u2014 redirected to WHERE/{redirected_to} by {variable}" in report, (
+        report
+    )
+    if lib == "libfontconfig1":
+        # What the variables cannot redirect is said, not implied.
+        assert "fonts are read from the directories fonts.conf names" in report
+        assert "not from WHERE/share/fonts" in report
+    env = {k: v for k, v in os.environ.items() if k != variable}
+    for copy in (where, tmp_path / "copy"):
+        if copy != where:
+            subprocess.run(["cp", "-a", str(where), str(copy)], check=True)
+        out = subprocess.run(
+            [copy / "bin" / f"{lib}-demo"], env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0 and out.stdout == text, out.stderr
+    bare = subprocess.run([where / "bin/.unwrapped" / f"{lib}-demo"], env=env, capture_output=True)
+    assert bare.stdout != text.encode()  # the compiled-in path: the system's copy, or nothing
+
+
+def test_a_reader_whose_package_takes_no_variable_keeps_its_state(
+    tmp_path: Path, cpk_home: Path
+) -> None:
+    """libX11 (here: a program in libx11-6) honours XLOCALEDIR, and so does
+    xkbcommon, whose table entry sets it too though the launcher took
+    libX11's value; another library of the closure that names the same
+    directory (as GTK 3 does) takes no variable, so its line says so."""
+    from support.debs import Deb
+    from support.elfbuild import build_lib
+
+    src = tmp_path / "prog.c"
+    compiled = "/usr/share/X11/locale"
+    src.write_text(
+        DATA_PROGRAM.replace("VAR", "XLOCALEDIR")
+        .replace("NAME", "/locale.dir")
+        .replace("COMPILED", compiled)
+        .replace("TAIL", "/locale.dir")
+    )
+    assert CC is not None
+    binary = tmp_path / "prog"
+    subprocess.run([CC, "-O0", "-o", str(binary), str(src)], check=True, capture_output=True)
+    other = build_lib(tmp_path / "libother.so.1", "other", compiled, soname="libother.so.1")
+    xkb = build_lib(tmp_path / "libxkb.so.0", "xkb", compiled, soname="libxkbcommon.so.0")
+    debs = [
+        Deb("libx11-6", architecture=ARCH,
+            fields={"Depends": "libx11-data, libother1, libxkbcommon0"},
+            files={"usr/bin/x11-demo": binary.read_bytes()}),
+        Deb("libxkbcommon0", architecture=ARCH,
+            files={f"usr/lib/{TRIPLET}/libxkbcommon.so.0": xkb.read_bytes()}),
+        Deb("libx11-data", architecture="all",
+            files={"usr/share/X11/locale/locale.dir": b"WHERE's locale.dir\n"}),
+        Deb("libother1", architecture=ARCH,
+            files={f"usr/lib/{TRIPLET}/libother.so.1": other.read_bytes()}),
+    ]  # fmt: skip
+    run_cpk("store", "add", *[d.build(tmp_path / f"{d.name}.deb") for d in debs], check=True)
+    report = run_cpk("install", "libx11-6", tmp_path / "where", check=True).stderr
+    lines = [ln for ln in report.splitlines() if f"read {compiled} \u2014" in ln]
+    assert len(lines) == 2, report
+    redirected = [ln for ln in lines if "redirected to WHERE/share/X11/locale by XLOCALEDIR" in ln]
+    assert len(redirected) == 1 and "libother" not in redirected[0], lines
+    assert "lib/libxkbcommon.so.0" in redirected[0]
+    rest = next(ln for ln in lines if ln not in redirected)
+    assert "lib/libother.so.1" in rest and "x11-demo" not in rest and "libxkbcommon" not in rest
+    assert rest.endswith(("use the union mode for an unmodified run", "absent on this system"))

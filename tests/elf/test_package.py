@@ -450,3 +450,70 @@ def test_deb_recorded_by_bare_hex_is_still_found(
     for spelling in (f"sha256:{digest}", digest):
         found = store.find_source(spelling)
         assert found is not None and found.path == entry
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb to build a .deb")
+def test_files_without_a_runpath_share_one_patchelf_process_and_each_gets_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four ELF files with no RUNPATH (two of them one inode, as a .deb's hard
+    link members are) and one whose RUNPATH takes the new value in place: one
+    patchelf process for the four, each file its own value (readelf is the
+    witness), the hard-linked names no longer one inode, and both names of
+    the program run."""
+    from contentpkg.context import Context
+    from contentpkg.elf import package, patching
+    from contentpkg.store import Store
+
+    tree = tmp_path / "pkg"
+    lib = build_lib(tree / "usr/lib/libone.so.1", "one", "one", soname="libone.so.1")
+    build_lib(tree / "usr/lib/libtwo.so.2", "two", "two", soname="libtwo.so.2")
+    long_slot = "/opt/" + "a-long-build-directory/" * 4 + "lib"
+    build_lib(tree / "usr/lib/libslot.so.3", "slot", "slot", soname="libslot.so.3",
+              runpath=long_slot)  # fmt: skip
+    exe = build_exe(tree / "usr/bin/prog", ["one"], libs=[lib])
+    os.link(exe, tree / "usr/bin/prog-alias")
+    for c in tree.rglob("*.c"):
+        c.unlink()
+    (tree / "DEBIAN").mkdir()
+    (tree / "DEBIAN/control").write_text(
+        "Package: many\nVersion: 1.0\nArchitecture: "
+        + {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, "amd64")
+        + "\nMaintainer: T <t@example.org>\nDescription: several ELF files\n"
+    )
+    deb = tmp_path / "many.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(tree), str(deb)],
+                   check=True, capture_output=True)  # fmt: skip
+
+    calls: list[list[str]] = []
+    real = subprocess.run
+
+    def counting(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        if os.path.basename(str(args[0])) == "patchelf":
+            calls.append([str(a) for a in args])
+        return real(args, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+    monkeypatch.setattr(patching.subprocess, "run", counting)
+    result, _notes = package.add_package(Store.open(ctx=Context.from_environ()), deb)
+    entry = result.entry.path
+    assert len(calls) == 1, calls
+    patched = {os.path.basename(a) for a in calls[0][calls[0].index("--set-rpath") + 2 :]}
+    assert len(patched) == 4 and "libslot.so.3" not in patched
+    expected = {
+        "lib/libone.so.1": "libone.so.1",
+        "lib/libtwo.so.2": "libtwo.so.2",
+        "lib/libslot.so.3": "libslot.so.3",
+        "bin/prog": "prog",
+        "bin/prog-alias": "prog-alias",
+    }
+    for rel, name in expected.items():
+        assert dynamic(entry / rel)["RUNPATH"] == [RUNPATH.format(name)], rel
+        assert meta(entry)["elf"][rel]["runpath"] == RUNPATH.format(name)
+        assert stat.S_IMODE(os.stat(entry / rel).st_mode) in (0o444, 0o555)
+    assert os.stat(entry / "bin/prog").st_ino != os.stat(entry / "bin/prog-alias").st_ino
+    for name in ("prog", "prog-alias"):
+        # An entry is not an env dir: its lib/ is named for the loader here.
+        env = dict(os.environ, LD_LIBRARY_PATH=str(entry / "lib"))
+        out = subprocess.run([entry / "bin" / name], capture_output=True, text=True, env=env)
+        assert out.returncode == 0 and out.stdout == "one\n", out.stderr
+    assert run_cpk("store", "verify").returncode == 0

@@ -231,3 +231,86 @@ def test_a_small_file_is_copied_with_one_read(
     assert (digest, size) == hashing.hash_file(tmp_path / "copy.txt")
     assert (tmp_path / "copy.txt").read_bytes() == src.read_bytes()
     assert mode == 0o444
+
+
+def test_a_publish_that_fails_partway_reports_exactly_what_was_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second rename of a batch fails (the store's directory out of room):
+    the first entry is in the store and reported added; only the rest fail."""
+    import errno
+
+    from contentpkg.store import staging
+
+    real = staging.Slot.publish
+    calls: list[Path] = []
+
+    def publish(self: staging.Slot, final: Path, *, durable: bool = True) -> bool:
+        calls.append(final)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, final, durable=durable)
+
+    monkeypatch.setattr(staging.Slot, "publish", publish)
+    ctx = Context.from_environ()
+    debs = _debs(tmp_path, 3)
+    added = package.add_packages(ctx, debs, jobs=1)
+    root = Store.open(ctx=ctx).user.root
+    published = {parse_dirname(n)[0] for n in _published(root)}  # type: ignore[index]
+    assert len(calls) == 2 and len(published) == 1
+    ok = [a for a in added if a.result is not None]
+    failed = [a for a in added if a.result is None]
+    assert [a.result.entry.name for a in ok] == sorted(published)  # type: ignore[union-attr]
+    assert ok[0].result.created and not ok[0].result.pending and ok[0].error is None  # type: ignore[union-attr]
+    assert ok[0].result.entry.path.is_dir()  # type: ignore[union-attr]
+    assert len(failed) == 2 and all("no space left" in (a.error or "") for a in failed)
+    assert os.listdir(root / STAGING) == []
+    # Adding again puts in what failed and finds what was published.
+    monkeypatch.setattr(staging.Slot, "publish", real)
+    again = package.add_packages(ctx, debs, jobs=1)
+    assert all(a.error is None for a in again)
+    assert sorted(a.result.created for a in again) == [False, True, True]  # type: ignore[union-attr]
+
+
+def test_repeated_small_files_of_a_deb_are_linked_as_unpacked_never_written_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same icon in three directories, and the same bytes once executable:
+    the copies are hard links made while unpacking (no second file created,
+    none unlinked afterwards), the executable one stays apart, and the entry
+    hashes and verifies as if each had been written."""
+    icon = b"\x89PNG same icon bytes\n" * 50
+    files: dict[str, bytes | str] = {
+        "usr/share/icons/16/app.png": icon,
+        "usr/share/icons/32/app.png": icon,
+        "usr/share/icons/48/app.png": icon,
+        "usr/bin/app-icon": icon,  # the Deb helper makes usr/bin/ files executable
+        "usr/share/doc/app/README": b"other\n",
+    }
+    deb = Deb("app", files=files).build(tmp_path / "app.deb")
+    created: list[str] = []
+    unlinked: list[str] = []
+    real_open, real_unlink = os.open, os.unlink
+
+    def counting_open(path, flags, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if flags & os.O_CREAT and "app.png" in str(path):
+            created.append(str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def counting_unlink(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        unlinked.append(str(path))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    monkeypatch.setattr(os, "unlink", counting_unlink)
+    result, _ = package.add_package(Store.open(ctx=Context.from_environ()), deb)
+    monkeypatch.undo()
+    entry = result.entry.path
+    assert len(created) == 1
+    assert not [p for p in unlinked if "app.png" in p or "app-icon" in p]
+    inodes = {os.stat(entry / "share/icons" / d / "app.png").st_ino for d in ("16", "32", "48")}
+    assert len(inodes) == 1
+    assert os.stat(entry / "bin/app-icon").st_ino not in inodes
+    assert os.access(entry / "bin/app-icon", os.X_OK)
+    assert hashing.tree_hash(entry) == result.entry.content_hash
+    assert result.entry.metadata["stored_size"] == result.entry.metadata["size"] - 2 * len(icon)

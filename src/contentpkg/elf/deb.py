@@ -20,6 +20,7 @@ mapped paths, where they matter.
 from __future__ import annotations
 
 import bz2
+import errno
 import gzip
 import hashlib
 import io
@@ -757,6 +758,8 @@ class _Extraction:
         self.placed: dict[str, _Placed] = {"": _Placed("d", "", "./")}
         self.privileged: list[str] = []
         self.aliases: list[str] = []
+        #: (sha256, executable) -> the first path written with those bytes
+        self.by_content: dict[tuple[str, bool], str] = {}
 
     def fail(self, member: str, problem: str) -> CpkError:
         return CpkError(f"{self.pkg.path}: member {member!r} {problem}")
@@ -912,22 +915,55 @@ class _Extraction:
         # at open, so this descriptor still writes, and sealing the entry
         # later has no file left to chmod.
         mode = 0o555 if info.mode & stat.S_IXUSR else 0o444
+        executable = bool(mode & stat.S_IXUSR)
+        first = _read(source)
+        whole = None  # the sha256, when the first read holds the whole file
+        if len(first) == info.size:
+            whole = hashlib.sha256(first).hexdigest()
+            if self._link_twin(info.name, mapped, full, first, whole, executable):
+                return
         digest = hashlib.sha256()
         size = 0
-        head = b""
+        head = first[:4]
         fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         with open(fd, "wb") as out:
-            while chunk := _read(source):
-                if not size:
-                    head = chunk[:4]
+            chunk = first
+            while chunk:
                 size += len(chunk)
-                digest.update(chunk)
+                if whole is None:
+                    digest.update(chunk)
                 out.write(chunk)
+                chunk = _read(source)
             if stat.S_IMODE(os.fstat(out.fileno()).st_mode) != mode:
                 os.fchmod(out.fileno(), mode)  # a umask took bits away
-        self.placed[mapped] = _Placed(
-            "f", digest.hexdigest(), info.name, size, bool(mode & stat.S_IXUSR), head == _ELF
-        )
+        # tarfile reads a member no further than its header's size, so a
+        # first read of that size was the whole file.
+        hexdigest = whole or digest.hexdigest()
+        self.by_content.setdefault((hexdigest, executable), mapped)
+        self.placed[mapped] = _Placed("f", hexdigest, info.name, size, executable, head == _ELF)
+
+    def _link_twin(
+        self, member: str, mapped: str, full: str, data: bytes, digest: str, executable: bool
+    ) -> bool:
+        """Hard-link full to a file this package already wrote with the same
+        bytes and executable bit; False (nothing done) if there is none.
+
+        Packages repeat files (an icon in several sizes' directories, the
+        same translation twice): the entry stores them once anyway (the
+        store's ``share_identical``), and linking here, with the whole small
+        file in hand, spares creating, writing and then unlinking the copy.
+        """
+        twin = self.by_content.get((digest, executable))
+        if twin is None:
+            return False
+        try:
+            os.link(os.path.join(self.dest, twin), full, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno != errno.EMLINK:  # a file system's link limit: write a copy
+                raise
+            return False
+        self.placed[mapped] = _Placed("f", digest, member, len(data), executable, data[:4] == _ELF)
+        return True
 
     def records(self) -> list[FileRecord]:
         """What was written, as the content hash records it (the root left out)."""

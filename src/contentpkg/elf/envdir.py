@@ -985,7 +985,14 @@ def install(
         link_mode = check_link_mode(link_mode or old.get("link_mode") or "auto")
         same_mode = link_mode == old.get("link_mode", "auto")
         more_docs = with_docs and not old.get("with_docs")
-        if not fresh and not new_tools and not more_docs and same_mode and old:
+        if (
+            not fresh
+            and not new_tools
+            and not more_docs
+            and same_mode
+            and old
+            and not _steps_stale(source, old)
+        ):
             # Already there: a no-op (a profile then discards its new generation).
             result = InstallResult(where=source, changed=False)
             result.programs = [(p, e.dirname) for e in wanted for p in _bin_links(e)]
@@ -1082,6 +1089,17 @@ class _locked:
         self.lock.__exit__(None, None, None)
 
 
+def _steps_stale(where: Path, manifest: dict[str, Any]) -> bool:
+    """Whether a file a post-install step wrote is missing or changed: the
+    install that finds everything else in place runs the step again."""
+    from contentpkg.elf.launchers import file_sha256
+
+    return any(
+        file_sha256(where / rel) != (row or {}).get("sha256")
+        for rel, row in (manifest.get("post_install") or {}).items()
+    )
+
+
 def _apply(
     store: Store,
     where: Path,
@@ -1110,9 +1128,16 @@ def _apply(
     assert result is not None
     result.where = where
     result.link_mode = link_mode
-    from contentpkg.elf.launchers import redirections
+    from contentpkg.elf.launchers import package_of, redirections
 
-    result.compiled_paths = redirections(launch, _compiled_paths(plan))
+    # Which Debian package each placed file is from: a redirection is
+    # claimed only for readers whose package honours the variable.
+    readers = {
+        p.path: package_of(plan.entries[p.entry])
+        for p in plan.files.values()
+        if p.entry is not None and p.entry in plan.entries
+    }
+    result.compiled_paths = redirections(launch, _compiled_paths(plan), readers)
     result.notes += launch.notes
     old = read_manifest(where) or {}
     old_files: dict[str, dict[str, Any]] = old.get("files", {})
@@ -1206,9 +1231,7 @@ def _same(full: Path, p: _Placement) -> bool:
         return False
 
 
-def _put(
-    where: Path, p: _Placement, link_mode: str = "auto", made: set[Path] | None = None
-) -> str:
+def _put(where: Path, p: _Placement, link_mode: str = "auto", made: set[Path] | None = None) -> str:
     """Place one file or link atomically: build beside it, then rename; say how.
 
     Where nothing is in the way (a fresh WHERE), the file or link is made

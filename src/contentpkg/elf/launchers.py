@@ -79,6 +79,10 @@ class Variable:
     paths: tuple[str, ...]
     prefix: bool
     package: str
+    #: WHERE paths below ``paths`` the program builds from the variable
+    #: (``share/libthai/thbrk.tri`` from LIBTHAI_DICTDIR): the report may
+    #: call their compiled-in twins redirected too (``redirects`` in the table).
+    covers: tuple[str, ...] = ()
 
 
 @dataclass
@@ -95,6 +99,9 @@ class LaunchPlan:
     programs: dict[str, list[Variable]] = field(default_factory=dict)
     steps: list[Step] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: package -> the variables its table entry sets (launcher or not: two
+    #: packages may set one variable, and a launcher sets it once)
+    by_package: dict[str, list[Variable]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,15 @@ def _check_spec(pattern: str, spec: Any) -> None:
     for step in spec.get("post-install") or []:
         if not isinstance(step, dict) or not {"run", "creates"} <= set(step):
             raise CpkError(f"{where}: a post-install step needs run and creates")
+    for name, items in (spec.get("redirects") or {}).items():
+        if name not in (spec.get("env") or {}):
+            raise CpkError(f"{where}: redirects.{name} names no variable of env")
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            raise CpkError(f"{where}: redirects.{name} must be a list of paths")
+        if any(v.startswith("/") or ".." in v.split("/") for v in items):
+            raise CpkError(f"{where}: redirects.{name} must stay inside WHERE")
+    if not isinstance(spec.get("note", ""), str):
+        raise CpkError(f"{where}: note must be a string")
 
 
 def rules_for(packages: Iterable[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -197,7 +213,12 @@ def _variables(pkg: str, spec: dict[str, Any], paths: _Paths, notes: list[str]) 
             if hit is not None:
                 found.append(hit)
         if any(p != "." for p in found):
-            out.append(Variable(name, tuple(found), name in prefix, pkg))
+            covers = tuple(
+                hit
+                for item in (spec.get("redirects") or {}).get(name, [])
+                if (hit := paths.match(item)) is not None
+            )
+            out.append(Variable(name, tuple(found), name in prefix, pkg, covers))
         else:
             notes.append(f"{pkg}: {name} not set: WHERE holds none of {value}")
     return out
@@ -213,10 +234,13 @@ def plan_launchers(
     ``paths`` are every path WHERE will hold."""
     plan = LaunchPlan()
     where = _Paths(paths)
-    by_package: dict[str, list[Variable]] = {}
+    by_package = plan.by_package
     for pkg, spec in rules_for(packages):
         variables = _variables(pkg, spec, where, plan.notes)
         by_package[pkg] = variables
+        if spec.get("note"):
+            # What the variables cannot redirect, said once per install.
+            plan.notes.append(f"{pkg}: {spec['note']}")
         env = tuple((v.name, ":".join(v.paths)) for v in variables)
         for step in spec.get("post-install") or []:
             run = _placed(packages.get(pkg, {}), step["run"])
@@ -404,8 +428,12 @@ def _facts(p: Placed, entries: Mapping[str, Entry]) -> dict[str, Any] | None:
     return facts if isinstance(facts, dict) else None
 
 
-def _package(entry: Entry) -> str:
+def package_of(entry: Entry) -> str:
+    """The Debian package an entry was made from (or its name)."""
     return str((entry.metadata.get("deb") or {}).get("package") or entry.name)
+
+
+_package = package_of
 
 
 def _closure(
@@ -438,32 +466,60 @@ def _closure(
 
 
 def redirections(
-    plan: LaunchPlan, compiled: list[tuple[str, list[str], str]]
+    plan: LaunchPlan,
+    compiled: list[tuple[str, list[str], str]],
+    packages: Mapping[str, str] | None = None,
 ) -> list[tuple[str, list[str], str]]:
     """The compiled-in path report with each path the launchers redirect said so.
 
     A path is redirected when a variable of some launcher names WHERE's
     copy of it (``/usr/lib/x86_64-linux-gnu/graphviz`` and GVBINDIR =
     ``lib/x86_64-linux-gnu/graphviz``). Exactly: a variable naming a
-    directory says nothing of the other paths under it a program may build.
+    directory says nothing of the other paths under it a program may build,
+    save those the table's ``redirects`` names for it (a file the program
+    reads from that directory by a fixed name).
+
+    ``packages`` maps each reader (a file of WHERE) to its Debian package.
+    Given, only readers from a package whose table entry sets the variable
+    are called redirected: libX11 honours XLOCALEDIR, but GTK, naming the
+    same directory, does not, and its line keeps the state it had.
     """
-    by_path: dict[str, tuple[str, list[str]]] = {}
+    by_path: dict[str, tuple[str, set[str], list[str]]] = {}
     for program, variables in sorted(plan.programs.items()):
         for v in variables:
-            for p in v.paths:
+            for p in (*v.paths, *v.covers):
                 if p != ".":
-                    by_path.setdefault(p, (v.name, []))[1].append(program)
+                    by_path.setdefault(p, (v.name, set(), []))[2].append(program)
+    # Which packages honour the variable at that path: every package whose
+    # table entry sets it there, whether or not its launcher was the one
+    # chosen to set it (one value per variable per launcher).
+    for path, (name, honouring, _programs) in by_path.items():
+        for pkg, variables in plan.by_package.items():
+            if any(v.name == name and path in (*v.paths, *v.covers) for v in variables):
+                honouring.add(pkg)
     out = []
     for absolute, readers, state in compiled:
         rel = map_path(absolute.lstrip("/"))
-        hit = rel if rel in by_path else None
-        if hit is not None:
-            variable, programs = by_path[hit]
+        if rel not in by_path:
+            out.append((absolute, readers, state))
+            continue
+        variable, honouring, programs = by_path[rel]
+        covered = [r for r in readers if packages is None or packages.get(r) in honouring]
+        rest = [r for r in readers if r not in covered]
+        if covered:
+            programs = sorted(set(programs))
             shown = ", ".join(programs[:2]) + (
                 f" +{len(programs) - 2} more" if len(programs) > 2 else ""
             )
-            state = f"redirected to WHERE/{hit} by {variable} (launchers: {shown})"
-        out.append((absolute, readers, state))
+            out.append(
+                (
+                    absolute,
+                    covered,
+                    f"redirected to WHERE/{rel} by {variable} (launchers: {shown})",
+                )
+            )
+        if rest:
+            out.append((absolute, rest, state))
     return out
 
 
@@ -495,7 +551,7 @@ def run_steps(
         if (
             not changed
             and old.get("step") == step.describe()
-            and _sha256(target) == old.get("sha256")
+            and file_sha256(target) == old.get("sha256")
         ):
             made[step.creates] = dict(old)
             continue
@@ -518,7 +574,7 @@ def run_steps(
         except (OSError, subprocess.TimeoutExpired) as exc:
             notes.append(f"{step.package}: post-install step {step.describe()} failed: {exc}")
             continue
-        digest = _sha256(target)
+        digest = file_sha256(target)
         if proc.returncode != 0 or digest is None:
             tail = " | ".join(proc.stderr.strip().splitlines()[-2:])[:300]
             notes.append(
@@ -532,7 +588,7 @@ def run_steps(
     return made, notes
 
 
-def _sha256(path: Path) -> str | None:
+def file_sha256(path: Path) -> str | None:
     try:
         with open(path, "rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from contentpkg.elf.patching import patch_file
+from contentpkg.elf.patching import fits_in_place, grow_runpaths, patch_file, runpath_for
 from contentpkg.elf.reader import (
     ELF_MAGIC,
     ElfError,
@@ -261,9 +261,21 @@ def _add_chunk(
                     continue
                 results.append(Added(path, result, notes))
     except CpkError as exc:
-        # Publishing failed (the disk filled, say): none of the chunk's
-        # staged entries is in the store, and each path says why.
-        return [a if a.error else Added(a.path, None, [], str(exc)) for a in results]
+        # Publishing failed (the disk filled, say) partway: what was renamed
+        # into the store before the failure is there, whole, and is reported
+        # as added; every path still pending says why it is not. When none
+        # was pending (the last directory flush failed), the published ones
+        # carry the failure as a note: it must not go unsaid.
+        pending = any(a.result is not None and a.result.pending for a in results)
+        note = [] if pending else [f"added, but finishing the publish failed: {exc}"]
+        return [
+            a
+            if a.error or a.result is None
+            else Added(a.path, None, [], str(exc))
+            if a.result.pending
+            else Added(a.path, a.result, [*a.notes, *note])
+            for a in results
+        ]
     return results
 
 
@@ -440,7 +452,21 @@ def _patch_tree(
     if not candidates:
         return
 
-    def one(rel: str) -> tuple[str, dict[str, Any], str]:
+    def facts_of(
+        rel: str, info: ElfInfo, patched: ElfInfo, original: str, current: str
+    ) -> tuple[str, dict[str, Any], str]:
+        facts = patched.facts()
+        facts["original_runpath"] = info.runpath
+        facts["original_rpath"] = info.rpath
+        facts["original_sha256"] = original
+        facts["sha256"] = current
+        return rel, facts, original
+
+    #: Files whose RUNPATH must be added rather than rewritten: patched
+    #: together, with one patchelf call, once the others are done.
+    grow: list[tuple[str, ElfInfo, str]] = []
+
+    def one(rel: str) -> tuple[str, dict[str, Any], str] | None:
         full = root / rel
         try:
             info = read_elf(full)
@@ -450,6 +476,9 @@ def _patch_tree(
             raise ElfError(str(exc).replace(str(full), rel)) from None
         check_native(info, rel)
         original = hashes.get(rel) or hash_file(full)[0]
+        if _needs_runpath(info) and not fits_in_place(info, runpath_for(rel, info)):
+            grow.append((rel, info, original))  # list.append is atomic: threads share it
+            return None
         mode = os.stat(full).st_mode
         tmp = full.with_name(full.name + ".cpk-patched")
         patched = _patch(full, tmp, rel, info)
@@ -463,25 +492,30 @@ def _patch_tree(
             current = hash_file(full)[0]
         else:
             current = original  # nothing written: the file is as it came
-        facts = patched.facts()
-        facts["original_runpath"] = info.runpath
-        facts["original_rpath"] = info.rpath
-        facts["original_sha256"] = original
-        facts["sha256"] = current
-        return rel, facts, original
+        return facts_of(rel, info, patched, original, current)
 
     workers = min(8, (os.cpu_count() or 2) * 2, len(candidates))
     with ThreadPoolExecutor(workers) as pool:
-        for rel, facts, original in pool.map(one, sorted(candidates)):
-            scan.elf[rel] = facts
-            if original != facts["sha256"]:
-                scan.original_rows.append((original, rel))
+        done = [r for r in pool.map(one, sorted(candidates)) if r is not None]
+        grow.sort()
+        grown = grow_runpaths([(root / rel, rel, info) for rel, info, _o in grow])
+        hashed = pool.map(lambda item: hash_file(root / item[0])[0], grow)
+        for (rel, info, original), current in zip(grow, hashed, strict=True):
+            done.append(facts_of(rel, info, grown[root / rel], original, current))
+    for rel, facts, original in sorted(done):
+        scan.elf[rel] = facts
+        if original != facts["sha256"]:
+            scan.original_rows.append((original, rel))
+
+
+def _needs_runpath(info: ElfInfo) -> bool:
+    # Static (and static-pie) programs never consult a search path, and
+    # patchelf's rewrite breaks a static-pie's self-relocation.
+    return info.has_dynamic and not info.is_static
 
 
 def _patch(full: Path, tmp: Path, rel: str, info: ElfInfo) -> ElfInfo:
-    if not info.has_dynamic or info.is_static:
-        # Static (and static-pie) programs never consult a search path, and
-        # patchelf's rewrite breaks a static-pie's self-relocation.
+    if not _needs_runpath(info):
         return info
     return patch_file(full, tmp, rel, info)
 

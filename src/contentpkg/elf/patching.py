@@ -18,10 +18,19 @@ on some libraries). It runs on a private copy with ``--output``; the file
 being imported is never modified. Both set DT_RUNPATH and drop DT_RPATH:
 RUNPATH is the one the loader does not inherit, so an env dir's choices for
 one object never leak into another's.
+
+Files that need the string added are patched together (:func:`grow_runpaths`):
+one patchelf process for all of them gives each a placeholder as long as
+the longest RUNPATH they need, and each then gets its own value in place,
+as above. patchelf takes one value per call and every file's differs (its
+``_deps`` directory), and a process per file cost more than the patching
+(hundreds of ELF files in a closure; a process start is slow on a loaded
+machine).
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import stat
@@ -140,12 +149,75 @@ def patch_file(src: Path, dest: Path, relpath: str, info: ElfInfo) -> ElfInfo:
             why = (proc.stderr.strip().splitlines() or ["no message"])[-1]
             raise ElfError(f"{relpath}: patchelf failed: {why}")
         _compact(dest, int(page))
-    patched = read_elf(dest)
+    return _checked(dest, relpath, info, wanted, os.stat(src).st_mode)
+
+
+def fits_in_place(info: ElfInfo, wanted: str) -> bool:
+    """Whether the file's own search path string might take wanted in place
+    (the file is read to be sure only then: most have none at all)."""
+    old = info.runpath if info.runpath is not None else info.rpath
+    return old is not None and len(old.encode()) >= len(wanted.encode())
+
+
+def grow_runpaths(files: list[tuple[Path, str, ElfInfo]]) -> dict[Path, ElfInfo]:
+    """Give each (path, relpath, facts) file the store's RUNPATH where it does
+    not fit in place; return each path's new facts.
+
+    The files are patched where they are (a staging slot's private copies):
+    a hard link to another name is broken first, since each name gets its
+    own ``_deps`` directory. One patchelf call writes a placeholder as long
+    as the longest value into all of them; each is then rewritten in place,
+    compacted and checked as :func:`patch_file` does. If the shared call
+    fails, each file is patched alone, so the error names the file.
+    """
+    if not files:
+        return {}
+    wanted = {path: runpath_for(rel, info) for path, rel, info in files}
+    modes = {}
+    for path, _rel, _info in files:
+        st = os.stat(path)
+        modes[path] = stat.S_IMODE(st.st_mode)
+        if st.st_nlink > 1:
+            tmp = path.with_name(path.name + ".cpk-unlinked")
+            shutil.copyfile(path, tmp)
+            os.unlink(path)
+            os.rename(tmp, path)
+        os.chmod(path, modes[path] | stat.S_IWUSR)  # patchelf writes in place
+    page = os.sysconf("SC_PAGE_SIZE")
+    try:
+        placeholder = "X" * max(len(w.encode()) for w in wanted.values())
+        done = _patchelf([path for path, _r, _i in files], placeholder, page) is None
+        out = {}
+        for path, rel, info in files:
+            if not done or not _rewrite_in_place(path, path, wanted[path]):
+                why = _patchelf([path], wanted[path], page)
+                if why is not None:
+                    raise ElfError(f"{rel}: patchelf failed: {why}")
+            _compact(path, page)
+            out[path] = _checked(path, rel, info, wanted[path], modes[path])
+        return out
+    finally:
+        for path, mode in modes.items():
+            os.chmod(path, mode)
+
+
+def _patchelf(paths: list[Path], runpath: str, page: int) -> str | None:
+    """Set runpath on paths in place with one patchelf call; why it failed, or None."""
+    command = [patchelf_command(), "--page-size", str(page), "--set-rpath", runpath]
+    proc = subprocess.run([*command, *map(str, paths)], capture_output=True, text=True)
+    if proc.returncode == 0:
+        return None
+    return (proc.stderr.strip().splitlines() or ["no message"])[-1]
+
+
+def _checked(path: Path, relpath: str, info: ElfInfo, wanted: str, mode: int) -> ElfInfo:
+    """The patched file's facts, refused unless it is exactly what was asked."""
+    patched = read_elf(path)
     if patched.runpath != wanted or patched.rpath is not None:
         raise ElfError(f"{relpath}: patchelf left RUNPATH {patched.runpath!r}, not {wanted!r}")
     if patched.needed != info.needed or patched.soname != info.soname:
         raise ElfError(f"{relpath}: patchelf changed DT_NEEDED or SONAME")
-    check_runpath(relpath, patched.runpath, os.stat(src).st_mode)
+    check_runpath(relpath, patched.runpath, mode)
     return patched
 
 
@@ -159,7 +231,22 @@ def _rewrite_in_place(src: Path, dest: Path, wanted: str) -> bool:
     is zeroed, and a DT_RPATH becomes a DT_RUNPATH: one tag changed, one
     string overwritten, nothing moved.
     """
+    if dest == src:
+        # Edited through a shared mapping: nothing read or written but the
+        # bytes that change (a grown file's placeholder, a few hundred MiB
+        # of libraries in a large closure).
+        with open(dest, "r+b") as f, mmap.mmap(f.fileno(), 0) as mapped:
+            return _edit_runpath(mapped, wanted)
     data = bytearray(src.read_bytes())
+    if not _edit_runpath(data, wanted):
+        return False
+    dest.write_bytes(data)
+    return True
+
+
+def _edit_runpath(data: bytearray | mmap.mmap, wanted: str) -> bool:
+    """:func:`_rewrite_in_place` on the file's bytes; False (data untouched)
+    if wanted does not fit."""
     table = dynamic_table(data)
     if table is None:
         return False
@@ -182,7 +269,6 @@ def _rewrite_in_place(src: Path, dest: Path, wanted: str) -> bool:
     data[start:stop] = encoded + b"\0" * (stop - start - len(encoded))
     if tag == DT_RPATH:
         struct.pack_into(table.fmt, data, pos, DT_RUNPATH, index)
-    dest.write_bytes(data)
     return True
 
 
@@ -201,9 +287,17 @@ def _compact(path: Path, page: int) -> None:
     and section headers, the header tables themselves) move with it. Hand-written because patchelf
     offers no layout option for this and no other tool edits ELF layouts.
     """
-    data = bytearray(path.read_bytes())
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        out = _compacted(data, page)
+    if out is not None:
+        path.write_bytes(out)
+
+
+def _compacted(data: mmap.mmap, page: int) -> bytearray | None:
+    """:func:`_compact`'s new file content, or None when there is no gap to close
+    (read through a mapping: most files need nothing, and are not copied)."""
     if data[:4] != b"\x7fELF":
-        return
+        return None
     is64 = data[4] == 2
     end = "<" if data[5] == 1 else ">"
     if is64:
@@ -224,7 +318,7 @@ def _compact(path: Path, page: int) -> None:
     ]
     loads = [ph for ph in phdrs if ph[0] == 1]
     if not loads:
-        return
+        return None
     last = max(loads, key=lambda ph: ph[ph_off_i])
     old = last[ph_off_i]
     vaddr = last[3 if is64 else 2]
@@ -237,7 +331,7 @@ def _compact(path: Path, page: int) -> None:
     new = low + ((vaddr - low) % page)
     delta = old - new
     if delta < page:
-        return
+        return None
     for ph in phdrs:
         if ph[ph_off_i] >= old:
             ph[ph_off_i] -= delta
@@ -248,10 +342,10 @@ def _compact(path: Path, page: int) -> None:
             sh[sh_off_i] -= delta
     e_phoff -= delta if e_phoff >= old else 0
     e_shoff -= delta if e_shoff >= old else 0
-    out = data[:new] + data[old:]
+    out = bytearray(data[:new]) + data[old:]
     struct.pack_into(end + ("QQ" if is64 else "II"), out, 32 if is64 else 28, e_phoff, e_shoff)
     for i, ph in enumerate(phdrs):
         struct.pack_into(ph_fmt, out, e_phoff + i * e_phentsize, *ph)
     for i, sh in enumerate(shdrs):
         struct.pack_into(sh_fmt, out, e_shoff + i * e_shentsize, *sh)
-    path.write_bytes(out)
+    return out

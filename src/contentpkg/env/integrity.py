@@ -78,7 +78,32 @@ def changed_env_files(path: Path, manifest: Mapping[str, Any]) -> list[ChangedFi
         problems: list[str] = []
         _check_one(path, rel, row, problems)
         found += [ChangedFile(path, rel, row.get("entry"), line) for line in problems]
+    # Files a post-install step wrote (graphviz's config6a): from no entry,
+    # but recorded with their hash when the step ran (elf/launchers.py).
+    for rel, row in sorted((manifest.get("post_install") or {}).items()):
+        problem = _check_step_file(path, rel, row)
+        if problem:
+            found.append(ChangedFile(path, rel, None, problem))
     return found
+
+
+def _check_step_file(path: Path, rel: str, row: Mapping[str, Any]) -> str | None:
+    """What is wrong with a file a post-install step wrote, or None."""
+    origin = f"written by the post-install step {row.get('step', '?')}"
+    full = path / rel
+    try:
+        st = os.lstat(full)
+    except OSError:
+        return f"{rel}: missing ({origin}; install again to rerun it)"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{rel}: no longer a regular file ({origin})"
+    try:
+        digest, _ = hash_file(full)
+    except OSError as exc:
+        return f"{rel}: cannot read ({exc.strerror or exc})"
+    if digest != row.get("sha256"):
+        return f"{rel}: content changed ({origin})"
+    return None
 
 
 def _check_one(path: Path, rel: str, row: Mapping[str, Any], problems: list[str]) -> None:

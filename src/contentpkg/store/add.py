@@ -78,6 +78,9 @@ class AddResult:
 
     entry: Entry
     created: bool  # False when an identical entry was already in the store
+    #: True while the entry waits for its batch to publish it; a batch that
+    #: fails partway leaves it True only for the entries not renamed in.
+    pending: bool = False
 
 
 @dataclass
@@ -112,7 +115,8 @@ def publishing_together(store: Store) -> Iterator[None]:
     transaction, then one rename each and one fsync of the store directory.
     An entry is never visible before it is durable. If the block raises,
     nothing staged in it is published. A failure to publish raises as
-    :func:`add_built` would; entries renamed before it stay, each whole.
+    :func:`add_built` would; entries renamed before it stay, each whole,
+    and their results say so (``pending`` is False for exactly those).
     """
     if _BATCH.get() is not None:  # nested: the outer block publishes
         yield
@@ -214,7 +218,9 @@ def _build(
                 return staged
             if batch is not None and batch.root == root:
                 # Published when the batch ends; the entry's path is final now.
-                staged.result = AddResult(_entry_at(store, root, staged.dirname), created=True)
+                staged.result = AddResult(
+                    _entry_at(store, root, staged.dirname), created=True, pending=True
+                )
                 batch.staged.append(staged)
                 return staged.result
             _publish(store, root, [staged])
@@ -324,6 +330,7 @@ def _publish(store: Store, root: Path, staged: list[_Staged]) -> None:
             s.result = AddResult(_entry_at(store, root, s.dirname), created)
         else:
             s.result.created = created
+            s.result.pending = False  # in the store now, whatever fails next
     fsync_dir(root)
 
 
