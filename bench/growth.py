@@ -150,6 +150,13 @@ def env_rows(args: argparse.Namespace, uv: str) -> None:
                     for tool, a, b in (("cpk", before, middle), ("uv", middle, after)):
                         cpu = (b.ru_utime - a.ru_utime) + (b.ru_stime - a.ru_stime)
                         found.setdefault(f"{tool}-buildcpu", []).append(cpu)
+                    # The same build without the run memo (in the cache): the full
+                    # path, as for a project never run on this machine.
+                    for name in ("views", "envs"):
+                        remove_tree(home / name)
+                    (cpk_proj / ".venv").unlink()
+                    shutil.rmtree(work / "cpk-cache" / "run-memo")
+                    found.setdefault("cpk-buildfull", []).append(timed(run, cpk_proj, env))
                     cpk_py = str(Path(os.path.realpath(cpk_proj / ".venv")) / "bin" / "python")
                     # The build row's floor: the two interpreters it starts.
                     tool_python = str(Path(cpk[0]).parent / "python")
@@ -196,6 +203,15 @@ def env_rows(args: argparse.Namespace, uv: str) -> None:
             f"{count:>8}    floor {floor * 1000:>7.1f}ms ({floor / uv_built:.2f}x uv's build),"
             f" CPU {floor_cpu * 1000:.1f}ms; cpk build above it {(built - floor) * 1000:+.1f}ms"
             f" wall, {(built_cpu - floor_cpu) * 1000:+.1f}ms CPU"
+        )
+    print("build without the run memo (deleted with the views): the full path")
+    for count, found in rows.items():
+        samples = found["cpk-buildfull"]
+        full, uv_built = statistics.median(samples), statistics.median(found["uv-build"])
+        spread = f"{min(samples) * 1000:.0f}-{max(samples) * 1000:.0f}"
+        print(
+            f"{count:>8} buildfull {full * 1000:>7.1f}ms ({full / uv_built:.2f}x uv's build)"
+            f"   {spread}"
         )
     sizes = list(rows)
     for key in keys:

@@ -520,11 +520,13 @@ class Case:
     def cold_views(self) -> None:
         log(f"{self.result.label}: environments from a warm store / cache")
 
-        def cpk_cold(*areas: str) -> float:
+        def cpk_cold(*areas: str, memo: bool = True) -> float:
             for name in ("views", "envs", *areas):
                 if (self.home / name).exists():
                     remove_tree(self.home / name)
             (self.cpk_proj / ".venv").unlink(missing_ok=True)
+            if not memo:  # the full path: plan from the project and its lock
+                shutil.rmtree(self.work / "cpk-cache" / "run-memo", ignore_errors=True)
             return timed([*self.cpk, "run", "python", "-c", "pass"], self.cpk_proj, self.env)
 
         def uv_cold(*extra: str) -> float:
@@ -546,7 +548,7 @@ class Case:
         label = self.result.label
         samples: dict[str, list[float]] = {
             "cpk-view": [], "uv-sync": [], "uv-sync-pyc": [], "cpk-view-nopool": [],
-            "cpk-view-floor": [], "python-bare": [],
+            "cpk-view-floor": [], "python-bare": [], "cpk-view-nomemo": [],
         }  # fmt: skip
         for _ in range(self.args.runs):
             samples["cpk-view"].append(record(f"{label}:cpk-view", cpk_cold()))
@@ -559,6 +561,9 @@ class Case:
             # the first view of these entries makes every symlink itself.
             samples["cpk-view-nopool"].append(record(f"{label}:cpk-view-nopool",
                                                      cpk_cold("links")))  # fmt: skip
+            # Without the run memo (a project never run here): the full path.
+            samples["cpk-view-nomemo"].append(record(f"{label}:cpk-view-nomemo",
+                                                     cpk_cold(memo=False)))  # fmt: skip
         self.result.times.update({k: statistics.median(v) for k, v in samples.items()})
 
     # 4: ten projects with the same lock
@@ -669,6 +674,7 @@ def cpu_rows(label: str, w: int) -> None:
     line("import every top-level package", "cpk-import", "uv-import")
     line("env from warm store / uv sync", "cpk-view", "uv-sync")
     line("  floor of that row [f]", "cpk-view-floor", "uv-sync")
+    line("  cpk without its run memo [g]", "cpk-view-nomemo", "uv-sync")
 
 
 def report(results: Sequence[Results], args: argparse.Namespace) -> None:
@@ -696,6 +702,7 @@ def report(results: Sequence[Results], args: argparse.Namespace) -> None:
         row("env from warm store: cpk run / uv sync [c]", t["cpk-view"], t["uv-sync"], "<= 0.25x")
         row("  against uv sync --compile-bytecode", t["cpk-view"], t["uv-sync-pyc"])
         row("  cpk with the link pool deleted too [e]", t["cpk-view-nopool"], t["uv-sync"])
+        row("  cpk with its run memo deleted too [g]", t["cpk-view-nomemo"], t["uv-sync"])
         row("  floor: cpk's python + the env's python [f]", t["cpk-view-floor"], t["uv-sync"])
         row("  floor: python -I -S -c pass", t["python-bare"], t["uv-sync"])
         above = t["cpk-view"] - t["cpk-view-floor"]
@@ -737,7 +744,10 @@ def report(results: Sequence[Results], args: argparse.Namespace) -> None:
         "[e] the pool of shared symlinks (links/ under CPK_HOME) is made when wheels enter the\n"
         "    store and kept with it; this row deletes it too, so the view makes every symlink\n"
         "[f] what cpk's row cannot go below: starting its own interpreter (`python -c pass`\n"
-        "    with the tool's site) and then the env's `bin/python -c pass`, timed beside it"
+        "    with the tool's site) and then the env's `bin/python -c pass`, timed beside it\n"
+        "[c], [g] with the inputs unchanged, the run memo (in the cache) rebuilds the deleted\n"
+        "    view from its recipe; [g] deletes the memo too: the full path, as for a project\n"
+        "    never run on this machine (parser, project, lock, source lookups)"
     )
 
 

@@ -230,6 +230,65 @@ def test_the_hot_path_check_sees_a_memo_miss(tmp_path: Path, index: LocalIndex) 
     assert third_party <= {m.split(".")[0] for m in _imported(startup.stderr)}, sorted(third_party)
 
 
+def test_a_deleted_view_is_made_again_from_the_memo(tmp_path: Path, index: LocalIndex) -> None:
+    """Views are derived: with views/ gone and every input unchanged, the memo's
+    recipe rebuilds the same view without the parser, the project or the lock."""
+    from contentpkg.fs import remove_tree
+
+    root = project(tmp_path, "alpha")
+    probe = ("python", "-c", "import alpha; print('probe ran', alpha.__name__)")
+    run(index, root, *probe, check=True)
+    view = os.readlink(root / ".venv")
+    (memo,) = (Path(os.environ["CPK_CACHE_DIR"]) / "run-memo").iterdir()
+    written = memo.stat()
+    remove_tree(Path(view).parent)
+    (root / ".venv").unlink()
+    startup = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "pass"],
+        cwd=root, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    again = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "contentpkg", "run", "--index-url", index.url,
+         *probe],
+        cwd=root, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "probe ran alpha"
+    assert "Composed environment in" in again.stderr
+    assert os.readlink(root / ".venv") == view
+    assert (Path(view) / "pyvenv.cfg").is_file()
+    loaded = _imported(again.stderr) - _imported(startup.stderr)
+    assert "contentpkg.python.envs.rebuild" in loaded
+    skipped = {"contentpkg.cli.parser", "contentpkg.context", "contentpkg.python.run.plan",
+               "contentpkg.python.lock", "contentpkg.python.project", "tomllib"}  # fmt: skip
+    assert not loaded & skipped, sorted(loaded & skipped)
+    # The memo still holds: nothing it watches changed, so it is not rewritten.
+    after = memo.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+
+
+def test_a_deleted_view_whose_entry_is_gone_takes_the_full_path(
+    tmp_path: Path, index: LocalIndex
+) -> None:
+    """The recipe names store entries; one collected since sends the run back
+    to the full path, which fetches it again."""
+    from contentpkg.fs import remove_tree
+
+    root = project(tmp_path, "alpha")
+    run(index, root, "python", "-c", "pass", check=True)
+    view = Path(os.readlink(root / ".venv"))
+    entries = (view / ".cpk" / "refs").read_text().split()
+    remove_tree(view.parent)
+    (root / ".venv").unlink()
+    store = Path(os.environ["CPK_HOME"]) / "store"
+    remove_tree(store / entries[0])
+    proc = run(index, root, "python", "-c", "import alpha; print('ok')")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+    assert (store / entries[0]).is_dir()
+    assert os.readlink(root / ".venv") == str(view)
+
+
 def _count_calls(*functions: object) -> tuple[Counter[str], object]:
     """A profile hook counting calls of functions (by code object), and the counts."""
     codes = {f.__code__: f.__name__ for f in functions}  # type: ignore[attr-defined]
@@ -353,8 +412,11 @@ def test_the_memo_path_imports_only_the_standard_library() -> None:
     fs = _imports_of(SRC / "fs.py", "contentpkg")
     ours = {m for m in memo if m.split(".")[0] not in sys.stdlib_module_names}
     # errors and fs are standard library only (fs: checked next), and lazy.
+    # The rebuild of a deleted view is imported only on that miss (a hit
+    # loads nothing of it: test_warm_run_loads_only_the_standard_library...).
     assert ours <= {"contentpkg.errors", "contentpkg.errors.ExecError", "contentpkg.fs",
-                    "contentpkg.fs.write_cache"}, ours  # fmt: skip
+                    "contentpkg.fs.write_cache", "contentpkg.python.envs.rebuild",
+                    "contentpkg.python.envs.rebuild.rebuild_view"}, ours  # fmt: skip
     assert {m for m in fs if m.split(".")[0] not in sys.stdlib_module_names} == set()
     errors = _imports_of(SRC / "errors.py", "contentpkg")
     assert {m for m in errors if m.split(".")[0] not in sys.stdlib_module_names} == set()

@@ -132,7 +132,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         if lead.get("directory") and not _moved_to(str(lead["directory"])):
             return 2
         try:
-            try_fast(run_argv)
+            try_fast(run_argv, quiet=bool(lead.get("quiet")))
         except Exception as exc:
             # Named here, not imported above: the memo's path loads nothing
             # it does not need, and an error is the rare case.

@@ -191,8 +191,12 @@ def memo_path(cache_dir: str | os.PathLike[str], key: str) -> str:
     return os.path.join(cache_dir, MEMO_DIR, f"{h:016x}.marshal")
 
 
-def try_fast(args: Sequence[str]) -> None:
-    """Exec the command if a valid memo says where; return otherwise."""
+def try_fast(args: Sequence[str], *, quiet: bool = False) -> None:
+    """Exec the command if a valid memo says where; return otherwise.
+
+    ``quiet`` (``cpk -q run``) keeps the lines a rebuilt view would print
+    (its summary; its conflicts are warnings, printed anyway).
+    """
     parsed = split_run_args(args)
     if parsed is None or not parsed[1]:
         return
@@ -208,8 +212,24 @@ def try_fast(args: Sequence[str]) -> None:
     for recorded in memo["stats"]:
         if stat_of(recorded[0]) != tuple(recorded):
             return
-    for path in memo["exists"]:
-        if not os.path.exists(path):
+    if not all(os.path.exists(path) for path in memo["exists"]):
+        # Only the environment is gone (its view deleted or collected), the
+        # inputs are as they were: the same view, made again from the
+        # store, without the parser, the project's files or the lock.
+        recipe = memo.get("rebuild")
+        if not recipe:
+            return
+        from contentpkg.python.envs.rebuild import rebuild_view
+
+        said = rebuild_view(recipe)
+        if said is None:
+            return  # something else changed too: the full path says what
+        summary, warnings = said
+        if not quiet:
+            print(summary, file=sys.stderr)
+        for warning in warnings:
+            print(f"cpk: warning: {warning}", file=sys.stderr)
+        if not all(os.path.exists(path) for path in memo["exists"]):
             return
     argv = [*memo["prefix"], *command]
     # The memo is shared by every command; whether this one is in the
@@ -262,9 +282,13 @@ def write_memo(
     exists: Iterable[str],
     *,
     strict: bool = False,
+    rebuild: Mapping[str, object] | None = None,
 ) -> str | None:
     """Remember that these ``cpk run`` arguments, with these files as they
     are now, run in env; return the memo's path (None when nothing was written).
+
+    ``rebuild`` is how to make env again if it is deleted while every input
+    stays as it is (see :func:`try_fast`), or None when only the full path can.
 
     ``cache_dir`` and ``environ`` are the command's context: the same
     directory and variables :func:`try_fast` derives from the process.
@@ -285,6 +309,7 @@ def write_memo(
         # Whether a command from outside the environment is refused
         # (--strict-command, CPK_STRICT_COMMAND, [tool.cpk] strict-command).
         "strict": strict,
+        "rebuild": dict(rebuild) if rebuild is not None else None,
     }
     # Only a missed memo writes one, so the file-system module (standard
     # library too, but bigger) is loaded only then. The memo is a cache:

@@ -16,6 +16,7 @@ writer unless something must be made.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -368,6 +369,51 @@ def memo_facts(prepared: Prepared, plan: RunPlan) -> tuple[list[str], list[str],
     return inputs, absent, exists
 
 
+def rebuild_recipe(prepared: Prepared, plan: RunPlan) -> dict[str, Any] | None:
+    """What :mod:`contentpkg.python.envs.rebuild` needs to make the view
+    again when only the view is gone (deleted, collected) and every input the
+    memo watches is unchanged: the view's path, its entries in their order,
+    the interpreter's facts and the project's ``.venv`` link with its gc root.
+
+    None when the environment is more than a shared view (a project overlay)
+    or the project's ``.venv`` is not cpk's link to it: those take the full path.
+    """
+    import json
+
+    from contentpkg.python.envs.views import VIEW_JSON
+
+    env = prepared.env
+    found = prepared.inputs
+    if found is None or found.kind not in ("pyproject", "requirements"):
+        return None
+    if os.path.lexists(env / ".cpk" / "view"):
+        return None  # an overlay on a view: its project build is not recorded here
+    dot = found.root / ".venv"
+    if not os.path.islink(dot) or os.readlink(dot) != os.fspath(env):
+        return None
+    root = f"venv-{hashlib.sha256(os.fsencode(dot)).hexdigest()[:20]}"
+    try:
+        names = json.loads((env / ".cpk" / VIEW_JSON).read_text())["entries"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    store = plan.store
+    paths = []
+    for name in names:
+        entry = store.entry(name)
+        if entry is None:
+            return None
+        paths.append(os.fspath(entry.path))
+    return {
+        "home": os.fspath(store.home),
+        "store": os.fspath(store.user.root),
+        "view": os.fspath(env),
+        "entries": paths,
+        "python": prepared.python.to_json(),
+        "venv": os.fspath(dot),
+        "root": [os.fspath(store.roots_dir / root), os.fspath(dot)],
+    }
+
+
 @dataclass
 class Launch:
     """A command ready to exec in its environment, and what to say first."""
@@ -433,6 +479,7 @@ def run(options: Options, request: RunRequest, memo_args: Sequence[str] | None =
             os.fspath(prepared.env),
             *memo_facts(prepared, plan),
             strict=strict,
+            rebuild=rebuild_recipe(prepared, plan),
         )
     return Launch(prepared.env, plan.argv, environ, prepared, memo)
 
