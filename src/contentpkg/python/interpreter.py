@@ -22,7 +22,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -182,6 +181,8 @@ def find_python(python: str | os.PathLike[str]) -> Path:
     names = [text]
     if text.replace(".", "").isdigit():
         names.insert(0, f"python{text}")  # "3.12" means python3.12 on PATH
+    import shutil  # only for a name to find on PATH: shutil loads bz2 and lzma
+
     for name in names:
         found = shutil.which(name)
         if found:

@@ -44,9 +44,7 @@ reaches keeps it (and its entries) alive in ``gc``.
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
-import io
 import json
 import os
 import re
@@ -380,26 +378,32 @@ def link_merged(
     unchecked-hash (PEP 552) and never compared with the source.
     """
     skip = set(skip_top)
-    children: dict[str, list[tuple[str, Path]]] = {}
+    # Paths as strings until a name turns out shared: most names have one
+    # provider and need only a link, and a pathlib join per name is most of
+    # the Python time of a view of hundreds of small packages.
+    children: dict[str, list[tuple[str, str]]] = {}
     for owner, directory in providers:
+        base = os.fspath(directory)
         try:
-            names = os.listdir(directory)
+            names = os.listdir(base)
         except (FileNotFoundError, NotADirectoryError):
             continue
         for name in names:
             if name in skip or (not prefix and name == ".cpk"):
                 continue
-            children.setdefault(name, []).append((owner, directory / name))
+            children.setdefault(name, []).append((owner, f"{base}/{name}"))
     owners: dict[str, str] = {}  # file name -> the provider whose copy is linked
+    into = os.fspath(dest)
     for name in sorted(children):
-        found = children[name]
-        target = dest / name
         if name == PYCACHE:
             continue  # after the sources, whose owners it needs
-        if len(found) == 1:
-            symlink(found[0][1], target)
-            owners[name] = found[0][0]
+        if len(children[name]) == 1:
+            owner, path = children[name][0]
+            symlink(path, f"{into}/{name}")
+            owners[name] = owner
             continue
+        found = [(o, Path(p)) for o, p in children[name]]
+        target = dest / name
         dirs = [(o, p) for o, p in found if p.is_dir() and not p.is_symlink()]
         if len(dirs) == len(found):
             target.mkdir()
@@ -411,7 +415,11 @@ def link_merged(
         for owner, other in found[1:]:
             if not _same_file(first, other):
                 conflicts.append(Conflict(f"{prefix}{name}", first_owner, owner))
-    caches = [(o, p) for o, p in children.get(PYCACHE, ()) if p.is_dir() and not p.is_symlink()]
+    caches = [
+        (o, Path(p))
+        for o, p in children.get(PYCACHE, ())
+        if os.path.isdir(p) and not os.path.islink(p)
+    ]
     if caches:
         _link_bytecode(dest / PYCACHE, caches, owners, symlink)
 
@@ -585,6 +593,10 @@ def _write_records(
         source = entry.path / SITE / dist_info
         if not link.is_symlink() or os.readlink(link) != os.fspath(source):
             continue  # another distribution's dist-info won the name
+        # Here, not at the top: only distributions with scripts or data pay.
+        import csv
+        import io
+
         try:
             rows = list(csv.reader(io.StringIO((source / "RECORD").read_text(encoding="utf-8"))))
         except (OSError, UnicodeDecodeError, csv.Error):
