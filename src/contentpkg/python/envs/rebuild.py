@@ -49,7 +49,8 @@ def rebuild_view(recipe: Mapping[str, object]) -> tuple[str, list[str]] | None:
             dict(recipe["python"]),  # type: ignore[call-overload]
             str(recipe["python"]["executable"]),  # type: ignore[index]
         )
-        paths = [str(p) for p in recipe["entries"]]  # type: ignore[attr-defined]
+        names = [str(n) for n in recipe["entries"]]  # type: ignore[attr-defined]
+        roots = [str(r) for r in recipe["layers"]]  # type: ignore[attr-defined]
     except (KeyError, TypeError, ValueError):
         return None
     # The .venv and its root as the full path left them; anything else
@@ -63,13 +64,14 @@ def rebuild_view(recipe: Mapping[str, object]) -> tuple[str, list[str]] | None:
         return None
     entries = []
     layers: dict[str, LocalStore | SystemStore] = {os.fspath(user.root): user}
-    for path in paths:
-        parent, name = os.path.split(path)
+    for name in names:
         parts = parse_dirname(name)
-        if parts is None or not os.path.isdir(path):
+        # The first layer holding it, as the store's own lookup goes.
+        parent = next((r for r in roots if os.path.isdir(f"{r}/{name}")), None)
+        if parts is None or parent is None:
             return None  # collected meanwhile: the full path fetches it again
         layer = layers.setdefault(parent, SystemStore(Path(parent)))
-        entries.append(Entry(Path(path), *parts, layer=layer))
+        entries.append(Entry(Path(f"{parent}/{name}"), *parts, layer=layer))
     store = Store(home, [user])
     try:
         with collector_lock(user.root):

@@ -397,17 +397,14 @@ def rebuild_recipe(prepared: Prepared, plan: RunPlan) -> dict[str, Any] | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     store = plan.store
-    paths = []
-    for name in names:
-        entry = store.entry(name)
-        if entry is None:
-            return None
-        paths.append(os.fspath(entry.path))
     return {
         "home": os.fspath(store.home),
         "store": os.fspath(store.user.root),
+        # Where the entries are found, in lookup order: the rebuild looks
+        # each up (it stats each anyway), not this full path.
+        "layers": [os.fspath(layer.root) for layer in store.layers],
         "view": os.fspath(env),
-        "entries": paths,
+        "entries": [str(name) for name in names],
         "python": prepared.python.to_json(),
         "venv": os.fspath(dot),
         "root": [os.fspath(store.roots_dir / root), os.fspath(dot)],
