@@ -267,6 +267,34 @@ def test_a_deleted_view_is_made_again_from_the_memo(tmp_path: Path, index: Local
     assert (after.st_ino, after.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
 
 
+def test_a_view_rebuilt_from_the_memo_says_its_conflicts_again(tmp_path: Path) -> None:
+    """Nothing silent: two distributions installing one file are named when the
+    view is made again, as when it was first made; ``-q`` drops only the summary."""
+    from contentpkg.fs import remove_tree
+
+    dists = tmp_path / "dists"
+    make_wheel(dists, "one", "1.0", files={"shared.py": "WHO = 'one'\n"})
+    make_wheel(dists, "two", "1.0", files={"shared.py": "WHO = 'two'\n"})
+    root = project(tmp_path, "one", "two")
+    probe = ("python", "-c", "import shared; print(shared.WHO)")
+    with LocalIndex(dists) as index:
+        first = run(index, root, *probe)
+        assert first.returncode == 0 and first.stdout.strip() == "one", first.stderr
+        assert "shared.py is installed by both" in first.stderr
+        (memo,) = (Path(os.environ["CPK_CACHE_DIR"]) / "run-memo").iterdir()
+        written = (memo.stat().st_ino, memo.stat().st_mtime_ns)
+        for quiet in (False, True):
+            remove_tree(Path(os.readlink(root / ".venv")).parent)
+            (root / ".venv").unlink()
+            again = run_cpk(*(["-q"] if quiet else []), "run", "--index-url", index.url, *probe,
+                            cwd=root)  # fmt: skip
+            assert again.returncode == 0 and again.stdout.strip() == "one", again.stderr
+            assert "shared.py is installed by both" in again.stderr
+            assert ("Composed environment" in again.stderr) is not quiet
+            # Made from the memo's recipe: the full path would have rewritten it.
+            assert (memo.stat().st_ino, memo.stat().st_mtime_ns) == written
+
+
 def test_a_deleted_view_whose_entry_is_gone_takes_the_full_path(
     tmp_path: Path, index: LocalIndex
 ) -> None:
