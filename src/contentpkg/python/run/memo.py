@@ -194,8 +194,8 @@ def memo_path(cache_dir: str | os.PathLike[str], key: str) -> str:
 def try_fast(args: Sequence[str], *, quiet: bool = False) -> None:
     """Exec the command if a valid memo says where; return otherwise.
 
-    ``quiet`` (``cpk -q run``) keeps the lines a rebuilt view would print
-    (its summary; its conflicts are warnings, printed anyway).
+    ``quiet`` (``cpk -q run``) silences a rebuilt view's summary line; its
+    conflicts are warnings, printed anyway, as the full path prints them.
     """
     parsed = split_run_args(args)
     if parsed is None or not parsed[1]:
