@@ -14,10 +14,13 @@ module imports nothing at the top: the parser is built only when needed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+# typing is not imported at run time: with what it pulls in, it costs more
+# than a short command's own work (``cpk ldd FILE``); the idiom below is the
+# one type checkers recognise.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
 #: Options after the command are parsed into these names and merged with
 #: the top parser's by :func:`settle`: argparse would otherwise let the
