@@ -45,20 +45,16 @@ names it lists, and symbol-version checks (which never change what is mapped).
 
 from __future__ import annotations
 
-import dataclasses
 import errno
-import hashlib
-import json
+import marshal
 import os
 import re
 import stat
 import struct
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+import zlib
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
-from typing import Literal
 
 from contentpkg.context import Bucket
 from contentpkg.elf import ldcache
@@ -76,7 +72,15 @@ from contentpkg.elf.reader import (
     read_elf,
 )
 from contentpkg.errors import CpkError
-from contentpkg.fs import write_cache
+
+# Names for annotations only: typing and collections.abc cost more at start
+# than a whole ``cpk ldd`` resolve (see cli/ldd.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping
+    from typing import Literal
+
+    Mode = Literal["exec", "list"]
 
 # Reasons an object was found (LoadedObject.reason).
 MAIN = "main"
@@ -89,8 +93,6 @@ DEFAULT_DIR = "default"
 SLASH = "path"
 LOADED = "loaded"
 MISSING = "missing"
-
-Mode = Literal["exec", "list"]
 
 #: What the kernel names the vDSO on each machine (it is in the loader's
 #: list of loaded objects, so a request for that name is satisfied).
@@ -326,7 +328,7 @@ def system_config(tunables: str = "") -> LoaderConfig:
     )
 
 
-def cached_system_config(cache_dir: Path, tunables: str = "") -> LoaderConfig:
+def cached_system_config(cache_dir: str | os.PathLike[str], tunables: str = "") -> LoaderConfig:
     """:func:`system_config`, kept in the cache between processes.
 
     Asking the loader (``ld.so --help``) costs a process start, most of what
@@ -342,35 +344,64 @@ def cached_system_config(cache_dir: Path, tunables: str = "") -> LoaderConfig:
     except OSError:
         return system_config(tunables)
     host = os.uname()
-    identity = [
+    identity = (
         interpreter, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
         tunables, host.nodename, host.release, host.machine,
-    ]  # fmt: skip
-    key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()
-    path = cache_dir / Bucket.LOADER.value / key[:2] / f"{key}.json"
+    )  # fmt: skip
+    # marshal, not json, and a CRC for the file name, not sha256: json and
+    # hashlib (OpenSSL) would cost more at start than reading the answer.
+    # The identity is stored in the file and compared whole, so two
+    # identities sharing a CRC only take turns in one file.
+    raw = marshal.dumps(identity)
+    name = f"{zlib.crc32(raw):08x}-{len(raw)}.marshal"
+    path = os.path.join(cache_dir, Bucket.LOADER.value, name[:2], name)
     try:
-        fields = json.loads(path.read_bytes())
-        return LoaderConfig(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-        )
-    except (OSError, ValueError, TypeError):
+        with open(path, "rb") as f:
+            stored, fields = marshal.loads(f.read())
+        if stored == identity:
+            return LoaderConfig(**fields)
+    except (OSError, ValueError, EOFError, TypeError):
         pass  # absent, or written by another version: ask the loader
     config = system_config(tunables)
-    write_cache(path, json.dumps(dataclasses.asdict(config)))
+    from contentpkg.fs import write_cache  # only when writing: pathlib, typing
+
+    fields = {name: getattr(config, name) for name in _CONFIG_FIELDS}
+    write_cache(path, marshal.dumps((identity, fields)))
     return config
+
+
+#: LoaderConfig's fields, as cached_system_config stores them.
+_CONFIG_FIELDS = (
+    "interpreter", "system_dirs", "hwcaps", "supported_hwcaps", "legacy", "platform",
+    "lib", "elf_class", "machine", "cache_path",
+)  # fmt: skip
 
 
 # --- the report ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class SearchDir:
-    """One directory of a search list, and where it came from."""
+    """One directory of a search list, and where it came from.
 
-    directory: str  # as searched: expanded, no trailing slash ("" = the cwd)
-    source: str  # RPATH, RUNPATH, LD_LIBRARY_PATH, system search path
-    owner: str | None = None  # path of the object whose RPATH/RUNPATH it is
-    element: str | None = None  # the text of the element before expansion
+    A plain class, not a dataclass: each ``@dataclass`` generates its code
+    when the module is imported, which costs ``cpk ldd`` more than a resolve.
+    """
+
+    __slots__ = ("directory", "element", "owner", "source")
+
+    def __init__(
+        self, directory: str, source: str, owner: str | None = None, element: str | None = None
+    ) -> None:
+        self.directory = directory  # as searched: expanded, no trailing slash ("" = the cwd)
+        self.source = source  # RPATH, RUNPATH, LD_LIBRARY_PATH, system search path
+        self.owner = owner  # path of the object whose RPATH/RUNPATH it is
+        self.element = element  # the text of the element before expansion
+
+    def __repr__(self) -> str:
+        return (
+            f"SearchDir({self.directory!r}, {self.source!r}, owner={self.owner!r}, "
+            f"element={self.element!r})"
+        )
 
     def describe(self) -> str:
         where = f" of {self.owner}" if self.owner else ""
@@ -419,15 +450,27 @@ class LoadedObject:
         }
 
 
-@dataclass(frozen=True)
 class Request:
-    """A request satisfied by an object already loaded."""
+    """A request satisfied by an object already loaded (a plain class: see SearchDir)."""
 
-    name: str
-    requested_by: str
-    path: str  # the loaded object's path
-    would_find: str | None = None  # what the requester's own search finds instead
-    would_reason: str | None = None
+    __slots__ = ("name", "path", "requested_by", "would_find", "would_reason")
+
+    def __init__(
+        self,
+        name: str,
+        requested_by: str,
+        path: str,
+        would_find: str | None = None,
+        would_reason: str | None = None,
+    ) -> None:
+        self.name = name
+        self.requested_by = requested_by
+        self.path = path  # the loaded object's path
+        self.would_find = would_find  # what the requester's own search finds instead
+        self.would_reason = would_reason
+
+    def __repr__(self) -> str:
+        return f"Request({self.name!r}, {self.requested_by!r}, {self.path!r})"
 
 
 @dataclass
@@ -533,30 +576,59 @@ def _special(path: str, mode: int) -> str:
     return f"{path}: {what}, not a regular file (ld.so {blocks}; cpk does not open it)"
 
 
-@dataclass
 class _Candidate:
-    path: str
-    st: os.stat_result
-    info: ElfInfo
+    __slots__ = ("info", "path", "st")
+
+    def __init__(self, path: str, st: os.stat_result, info: ElfInfo) -> None:
+        self.path = path
+        self.st = st
+        self.info = info
 
 
 # --- link maps -----------------------------------------------------------------
 
 
-@dataclass(eq=False)
 class _Map:
-    name: str
-    realname: str
-    info: ElfInfo | None
-    origin: str | None
-    loader: _Map | None
-    file_id: tuple[int, int] | None
-    kind: str  # main, rtld, vdso, lib, faked
-    names: list[str] = field(default_factory=list)
-    report: LoadedObject | None = None
-    reserved: bool = False
-    rpath: list[SearchDir] | None = None
-    runpath: list[SearchDir] | None = None
+    """One link map (glibc's struct link_map), as much as the search needs."""
+
+    __slots__ = (
+        "file_id",
+        "info",
+        "kind",
+        "loader",
+        "name",
+        "names",
+        "origin",
+        "realname",
+        "report",
+        "reserved",
+        "rpath",
+        "runpath",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        name: str,
+        realname: str,
+        info: ElfInfo | None,
+        origin: str | None,
+        loader: _Map | None,
+        file_id: tuple[int, int] | None,
+        kind: str,  # main, rtld, vdso, lib, faked
+        names: list[str],
+    ) -> None:
+        self.name = name
+        self.realname = realname
+        self.info = info
+        self.origin = origin
+        self.loader = loader
+        self.file_id = file_id
+        self.kind = kind
+        self.names = names
+        self.report: LoadedObject | None = None
+        self.reserved = False
+        self.rpath: list[SearchDir] | None = None
+        self.runpath: list[SearchDir] | None = None
 
     @property
     def soname(self) -> str | None:
