@@ -21,9 +21,13 @@ def build_ldd_parser(command: str | None = None) -> argparse.ArgumentParser:
     import argparse
 
     from contentpkg.cli.examples import EXAMPLES
-    from contentpkg.cli.options import add_global_options, command_parser_class
+    from contentpkg.cli.options import (
+        add_global_options,
+        command_parser_class,
+        help_formatter_class,
+    )
 
-    parser = argparse.ArgumentParser(prog="cpk")
+    parser = argparse.ArgumentParser(prog="cpk", formatter_class=help_formatter_class())
     add_global_options(parser, top=True)
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=command_parser_class(EXAMPLES)
