@@ -29,8 +29,13 @@ def build_ldd_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="cpk", formatter_class=help_formatter_class())
     add_global_options(parser, top=True)
+    # prog given: argparse would otherwise format the top parser's usage
+    # (with the terminal's width) only to find "cpk" again.
     commands = parser.add_subparsers(
-        dest="command", metavar="COMMAND", parser_class=command_parser_class(EXAMPLES)
+        dest="command",
+        metavar="COMMAND",
+        parser_class=command_parser_class(EXAMPLES),
+        prog="cpk",
     )
     add_ldd_command(commands)
     return parser

@@ -53,7 +53,6 @@ import stat
 import struct
 import sys
 import zlib
-from dataclasses import dataclass, field
 from functools import cache
 
 from contentpkg.context import Bucket
@@ -121,20 +120,65 @@ class LoaderError(CpkError):
 # --- the loader's own configuration -------------------------------------------
 
 
-@dataclass(frozen=True)
 class LoaderConfig:
-    """What this machine's ld.so searches, as the loader itself reports it."""
+    """What this machine's ld.so searches, as the loader itself reports it.
 
-    interpreter: str  # the system loader (default PT_INTERP)
-    system_dirs: tuple[str, ...]  # without trailing slash, in search order
-    hwcaps: tuple[str, ...]  # glibc-hwcaps subdirectories searched, best first
-    supported_hwcaps: tuple[str, ...]  # ... and those the CPU supports at all
-    legacy: tuple[str, ...]  # legacy hwcap names, lowest bit first (glibc < 2.37)
-    platform: str | None  # $PLATFORM (AT_PLATFORM)
-    lib: str  # $LIB
-    elf_class: int
-    machine: int
-    cache_path: str = ldcache.DEFAULT_CACHE
+    This module's classes are plain ones with ``__slots__``, not dataclasses:
+    ``cpk ldd`` imports the module at every start, and each ``@dataclass``
+    generates its methods' code then (together more than a resolve costs).
+    """
+
+    __slots__ = (
+        "cache_path",
+        "elf_class",
+        "hwcaps",
+        "interpreter",
+        "legacy",
+        "lib",
+        "machine",
+        "platform",
+        "supported_hwcaps",
+        "system_dirs",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        interpreter: str,  # the system loader (default PT_INTERP)
+        system_dirs: tuple[str, ...],  # without trailing slash, in search order
+        hwcaps: tuple[str, ...],  # glibc-hwcaps subdirectories searched, best first
+        supported_hwcaps: tuple[str, ...],  # ... and those the CPU supports at all
+        legacy: tuple[str, ...],  # legacy hwcap names, lowest bit first (glibc < 2.37)
+        platform: str | None,  # $PLATFORM (AT_PLATFORM)
+        lib: str,  # $LIB
+        elf_class: int,
+        machine: int,
+        cache_path: str = ldcache.DEFAULT_CACHE,
+    ) -> None:
+        self.interpreter = interpreter
+        self.system_dirs = system_dirs
+        self.hwcaps = hwcaps
+        self.supported_hwcaps = supported_hwcaps
+        self.legacy = legacy
+        self.platform = platform
+        self.lib = lib
+        self.elf_class = elf_class
+        self.machine = machine
+        self.cache_path = cache_path
+
+    def fields(self) -> dict[str, object]:
+        """Every field by name (what the cache between processes stores)."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LoaderConfig):
+            return NotImplemented
+        return self.fields() == other.fields()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.fields().values()))
+
+    def __repr__(self) -> str:
+        return "LoaderConfig(" + ", ".join(f"{k}={v!r}" for k, v in self.fields().items()) + ")"
 
     @property
     def subdirs(self) -> tuple[str, ...]:
@@ -365,16 +409,8 @@ def cached_system_config(cache_dir: str | os.PathLike[str], tunables: str = "") 
     config = system_config(tunables)
     from contentpkg.fs import write_cache  # only when writing: pathlib, typing
 
-    fields = {name: getattr(config, name) for name in _CONFIG_FIELDS}
-    write_cache(path, marshal.dumps((identity, fields)))
+    write_cache(path, marshal.dumps((identity, config.fields())))
     return config
-
-
-#: LoaderConfig's fields, as cached_system_config stores them.
-_CONFIG_FIELDS = (
-    "interpreter", "system_dirs", "hwcaps", "supported_hwcaps", "legacy", "platform",
-    "lib", "elf_class", "machine", "cache_path",
-)  # fmt: skip
 
 
 # --- the report ----------------------------------------------------------------
@@ -411,21 +447,51 @@ class SearchDir:
         return f"{self.source}{where}: {shown}"
 
 
-@dataclass
 class LoadedObject:
     """One object the loader maps (or would have, when missing)."""
 
-    name: str  # the name first requested (DT_NEEDED, LD_PRELOAD, PT_INTERP)
-    path: str | None  # the path it is opened under; None when missing
-    requested_by: str | None  # the requester's path, "LD_PRELOAD"; None: interpreter
-    reason: str  # one of the reason constants above
-    detail: str  # what found it, in words
-    soname: str | None = None
-    hwcaps: str | None = None  # subdirectory (glibc-hwcaps/x86-64-v3, tls, ...)
-    search: SearchDir | None = None  # the directory that found it
-    searched: tuple[str, ...] = ()  # for a missing object: what was searched
-    skipped: tuple[str, ...] = ()  # candidates passed over (wrong class/machine/OS)
-    also_requested_by: list[str] = field(default_factory=list)
+    __slots__ = (
+        "also_requested_by",
+        "detail",
+        "hwcaps",
+        "name",
+        "path",
+        "reason",
+        "requested_by",
+        "search",
+        "searched",
+        "skipped",
+        "soname",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        name: str,  # the name first requested (DT_NEEDED, LD_PRELOAD, PT_INTERP)
+        path: str | None,  # the path it is opened under; None when missing
+        requested_by: str | None,  # the requester's path, "LD_PRELOAD"; None: interpreter
+        reason: str,  # one of the reason constants above
+        detail: str,  # what found it, in words
+        soname: str | None = None,
+        hwcaps: str | None = None,  # subdirectory (glibc-hwcaps/x86-64-v3, tls, ...)
+        search: SearchDir | None = None,  # the directory that found it
+        searched: tuple[str, ...] = (),  # for a missing object: what was searched
+        skipped: tuple[str, ...] = (),  # candidates passed over (wrong class/machine/OS)
+        also_requested_by: list[str] | None = None,
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.requested_by = requested_by
+        self.reason = reason
+        self.detail = detail
+        self.soname = soname
+        self.hwcaps = hwcaps
+        self.search = search
+        self.searched = searched
+        self.skipped = skipped
+        self.also_requested_by = [] if also_requested_by is None else also_requested_by
+
+    def __repr__(self) -> str:
+        return f"LoadedObject({self.name!r}, {self.path!r}, reason={self.reason!r})"
 
     @property
     def missing(self) -> bool:
@@ -473,20 +539,48 @@ class Request:
         return f"Request({self.name!r}, {self.requested_by!r}, {self.path!r})"
 
 
-@dataclass
 class LoadReport:
     """Everything the loader maps for one file, in its order."""
 
-    file: str
-    mode: Mode
-    origin: str | None  # $ORIGIN of the main object
-    interpreter: str | None
-    soname: str | None
-    objects: list[LoadedObject]  # load order, missing ones in place (as ldd lists)
-    shared: list[Request] = field(default_factory=list)  # "already loaded" requests
-    error: str | None = None  # a fatal loader error; loading stopped there
-    warnings: list[str] = field(default_factory=list)
-    static: bool = False
+    __slots__ = (
+        "error",
+        "file",
+        "interpreter",
+        "mode",
+        "objects",
+        "origin",
+        "shared",
+        "soname",
+        "static",
+        "warnings",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        file: str,
+        mode: Mode,
+        origin: str | None,  # $ORIGIN of the main object
+        interpreter: str | None,
+        soname: str | None,
+        objects: list[LoadedObject],  # load order, missing ones in place (as ldd lists)
+        shared: list[Request] | None = None,  # "already loaded" requests
+        error: str | None = None,  # a fatal loader error; loading stopped there
+        warnings: list[str] | None = None,
+        static: bool = False,
+    ) -> None:
+        self.file = file
+        self.mode = mode
+        self.origin = origin
+        self.interpreter = interpreter
+        self.soname = soname
+        self.objects = objects
+        self.shared = [] if shared is None else shared
+        self.error = error
+        self.warnings = [] if warnings is None else warnings
+        self.static = static
+
+    def __repr__(self) -> str:
+        return f"LoadReport({self.file!r}, {self.mode!r}, <{len(self.objects)} objects>)"
 
     @property
     def missing(self) -> list[LoadedObject]:
