@@ -81,6 +81,11 @@ def clean_env(home: Path | None = None) -> dict[str, str]:
     """This environment without the loader's variables or other stores."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LD_")}
     env.pop("CPK_STORE_PATH", None)
+    # The tool has its own byte-compiled copy: a PYTHONPATH naming the
+    # checkout (how this script is run from one) would put the checkout's
+    # sources ahead of it, compiled again at every start under
+    # PYTHONDONTWRITEBYTECODE, and time that instead.
+    env.pop("PYTHONPATH", None)
     if home is not None:
         env["CPK_HOME"] = str(home)
     return env
