@@ -32,7 +32,7 @@ samples), page cache warm for every side. cpk runs as an installed tool
 would (its own virtualenv with a byte-compiled copy of this checkout, as
 in bench/python_run.py). The machines are noisy: read the ratios.
 
-    python bench/elf.py [--repeat 15] [--quick] [--program NAME]
+    python bench/elf.py [--repeat 15] [--quick] [--program NAME] [--ldd-only]
 """
 
 from __future__ import annotations
@@ -81,6 +81,11 @@ def clean_env(home: Path | None = None) -> dict[str, str]:
     """This environment without the loader's variables or other stores."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LD_")}
     env.pop("CPK_STORE_PATH", None)
+    # The tool has its own byte-compiled copy: a PYTHONPATH naming the
+    # checkout (how this script is run from one) would put the checkout's
+    # sources ahead of it, compiled again at every start under
+    # PYTHONDONTWRITEBYTECODE, and time that instead.
+    env.pop("PYTHONPATH", None)
     if home is not None:
         env["CPK_HOME"] = str(home)
     return env
@@ -428,6 +433,9 @@ class LddRow:
     #: (``-I -S``), and with the site module as ``cpk`` starts it.
     floor: list[float] = field(default_factory=list)
     floor_site: list[float] = field(default_factory=list)
+    #: The interpreter with site importing ``contentpkg.context``: the
+    #: settings every cpk command builds first (dataclasses, enum, pathlib).
+    floor_context: list[float] = field(default_factory=list)
     #: CPU time (user + system) of each command's samples, by the same keys.
     cpu: dict[str, list[float]] = field(default_factory=dict)
 
@@ -470,6 +478,9 @@ def bench_ldd(files: list[Path], cpk: list[str], work: Path, rounds: int) -> Ldd
             "resolve": lambda p=path: in_process(lambda: resolve(p, os.environ)),
             "floor": lambda: timed([python, "-I", "-S", "-c", "pass"], work, env),
             "floor_site": lambda: timed([python, "-c", "pass"], work, env),
+            "floor_context": lambda: timed(
+                [python, "-c", "import contentpkg.context"], work, env
+            ),
         }
         for fn in commands.values():
             fn()
@@ -634,6 +645,11 @@ def report_ldd(bench: LddBench) -> None:
         f"{'floor: python -c pass (site)':<34} {'':>4} {ldd:>7.1f}ms {floor_site:>7.1f}ms "
         f"{floor_site / ldd:>6.2f}x"
     )
+    floor_context = statistics.median(median_ms(r.floor_context) for r in rows)
+    print(
+        f"{'  + import contentpkg.context':<34} {'':>4} {ldd:>7.1f}ms {floor_context:>7.1f}ms "
+        f"{floor_context / ldd:>6.2f}x"
+    )
 
     def cpu(key: str) -> float:
         return statistics.median(statistics.median(r.cpu[key]) * 1000 for r in rows)
@@ -641,9 +657,12 @@ def report_ldd(bench: LddBench) -> None:
     print(
         f"CPU time, medians: ldd {cpu('ldd'):.1f} ms, cpk ldd {cpu('cpk'):.1f} ms "
         f"({cpu('cpk') / cpu('ldd'):.2f}x), python -I -S {cpu('floor'):.1f} ms "
-        f"({cpu('floor') / cpu('ldd'):.2f}x), python with site {cpu('floor_site'):.1f} ms; "
+        f"({cpu('floor') / cpu('ldd'):.2f}x), python with site {cpu('floor_site'):.1f} ms, "
+        f"+ contentpkg.context {cpu('floor_context'):.1f} ms "
+        f"({cpu('floor_context') / cpu('ldd'):.2f}x); "
         f"cpk ldd above its floor (site): {cpk - floor_site:.1f} ms wall, "
-        f"{cpu('cpk') - cpu('floor_site'):.1f} ms CPU"
+        f"{cpu('cpk') - cpu('floor_site'):.1f} ms CPU, of which the context "
+        f"{cpu('floor_context') - cpu('floor_site'):.1f} ms CPU"
     )
     largest = ", ".join(f"{name} {sec * 1000:.0f} ms" for name, sec in bench.imports)
     print(
@@ -664,6 +683,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, help="rounds per timing (default 15, quick 5)")
     parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
     parser.add_argument("--program", help="the /usr/bin program to package (default: picked)")
+    parser.add_argument(
+        "--ldd-only", action="store_true", help="only part 3, cpk ldd against ldd"
+    )
     args = parser.parse_args()
     rounds = args.repeat or (5 if args.quick else 15)
     for tool in ("ldd", "cp"):
@@ -691,15 +713,16 @@ def main() -> None:
                     f"{rounds} rounds"
                 )
 
-                log(f"1. cpk install vs cp -r, {rounds} rounds")
-                times = bench_install(program, tree, work, cpk, home, rounds)
-                report_install(program, times, files, size)
+                if not args.ldd_only:
+                    log(f"1. cpk install vs cp -r, {rounds} rounds")
+                    times = bench_install(program, tree, work, cpk, home, rounds)
+                    report_install(program, times, files, size)
 
-                where = work / "env"
-                run([*cpk, "install", program.name, str(where)], work, clean_env(home))
-                log(f"2. start-up, {rounds * 10} samples of each")
-                startup = bench_startup(program, where, rounds * 10)
-                report_startup(program, startup, where)
+                    where = work / "env"
+                    run([*cpk, "install", program.name, str(where)], work, clean_env(home))
+                    log(f"2. start-up, {rounds * 10} samples of each")
+                    startup = bench_startup(program, where, rounds * 10)
+                    report_startup(program, startup, where)
 
                 why = loader_available(cpk, work)
                 if why is not None:

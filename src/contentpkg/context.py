@@ -75,7 +75,7 @@ class Bucket(enum.Enum):
     DIRECT_ARCHIVES = "direct-v1"
     #: What the system's ld.so reports about itself (``ld.so --help``), by
     #: the loader's stat and the machine.
-    LOADER = "loader-v1"
+    LOADER = "loader-v2"
     #: Index pages as parsed into file lists (``marshal``), by the page's hash.
     PARSED_PAGES = "parsed-pages-v1"
 

@@ -624,7 +624,7 @@ def test_loader_configuration_is_cached_by_the_loaders_stat(
 
     first = cached_system_config(tmp_path)
     assert first == system_config()
-    written = list((tmp_path / "loader-v1").rglob("*.json"))
+    written = list((tmp_path / "loader-v2").rglob("*.marshal"))
     assert len(written) == 1
 
     # The next process reads the answer: ld.so is not started again.
@@ -636,7 +636,7 @@ def test_loader_configuration_is_cached_by_the_loaders_stat(
     # Other tunables are another question, kept beside the first answer.
     monkeypatch.undo()
     cached_system_config(tmp_path, "glibc.cpu.hwcaps=-AVX2")
-    assert len(list((tmp_path / "loader-v1").rglob("*.json"))) == 2
+    assert len(list((tmp_path / "loader-v2").rglob("*.marshal"))) == 2
     # A damaged file is asked again and rewritten, never trusted.
-    written[0].write_text("{not json")
+    written[0].write_bytes(b"\xffnot marshal")
     assert cached_system_config(tmp_path) == first

@@ -160,6 +160,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if rest[:1] == ["enter"]:
         # A union's start-up: its one parser, none of the other commands' imports.
         from contentpkg.cli.union import build_enter_parser as build_parser
+    elif rest[:1] == ["ldd"]:
+        # Run once per file: its one parser, none of the other commands' imports.
+        from contentpkg.cli.ldd import build_ldd_parser as build_parser
     else:
         from contentpkg.cli.parser import build_parser
 
@@ -180,7 +183,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except CpkError as exc:
         print(f"cpk: error: {exc}", file=sys.stderr)
         return 2
-    _show_core_messages(args.verbose)
+    if getattr(args, "core_logs", True):  # a command whose core never logs says so
+        _show_core_messages(args.verbose)
     func = getattr(args, "func", None)
     if func is None:
         from contentpkg.cli.parser import usage

@@ -1,4 +1,7 @@
-"""``cpk install``, ``cpk uninstall`` and ``cpk ldd``: native programs and env dirs."""
+"""``cpk install``, ``cpk uninstall`` and ``cpk fetch --deb``: native programs and env dirs.
+
+``cpk ldd`` is in ``cli/ldd.py``: it runs once per file, so it loads none of this.
+"""
 
 from __future__ import annotations
 
@@ -220,89 +223,3 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     )
     _print_install(result, "kept")
     return 0
-
-
-def _through_launcher(file: Any) -> Any:
-    """The program a cpk launcher in an env dir runs, said on stderr; else file.
-
-    The launcher is a shell script: what the loader does is the program's."""
-    import os
-    import stat
-
-    try:
-        # Only a regular file is read: a FIFO would block (launcher_of's rule).
-        shell = stat.S_ISREG(os.stat(file).st_mode)
-        if shell:
-            with open(file, "rb") as f:
-                shell = f.read(10) == b"#!/bin/sh\n"
-    except OSError:
-        shell = False
-    if not shell:
-        # Not even a shell script: the launcher module (a third of what
-        # ``cpk ldd FILE`` would import) is not needed to say so.
-        return file
-    from contentpkg.elf.launchers import launcher_of
-
-    launched = launcher_of(file)
-    if launched is None:
-        return file
-    real, variables = launched
-    print(
-        f"{file}: a cpk launcher; it sets {', '.join(variables) or 'nothing'} and runs {real}",
-        file=sys.stderr,
-    )
-    return real
-
-
-def cmd_ldd(args: argparse.Namespace) -> int:
-    import json
-
-    from contentpkg.elf.loader import cached_system_config, resolve
-
-    tunables = args.ctx.environ.get("GLIBC_TUNABLES", "")
-    config = cached_system_config(args.ctx.cache_dir, tunables)
-    report = resolve(_through_launcher(args.file), args.ctx.environ, explain=True, config=config)
-    if args.json:
-        print(json.dumps(report.to_json(), indent=1))
-        return 0 if report.ok else 1
-    kind = "program" if report.mode == "exec" else "examined as ld.so --list does"
-    head = [kind, f"$ORIGIN {report.origin}"]
-    if report.interpreter:
-        head.append(f"interpreter {report.interpreter}")
-    print(f"{report.file} ({'; '.join(head)})")
-    if report.static:
-        how = "no DT_NEEDED entries" if report.interpreter else "the kernel runs it, no loader"
-        print(f"  statically linked: {how}")
-    for obj in report.objects:
-        if obj.path is None:
-            print(f"  {obj.name} => not found")
-            why = f"searched {'; '.join(obj.searched)}" if obj.searched else "searched nothing"
-        else:
-            print(f"  {obj.name}" + (f" => {obj.path}" if obj.path != obj.name else ""))
-            why = obj.detail + (f" (in {obj.hwcaps})" if obj.hwcaps else "")
-        who = f"needed by {obj.requested_by}" if obj.requested_by else "not named by any DT_NEEDED"
-        if obj.also_requested_by:
-            who += f" (and {len(obj.also_requested_by)} more)"
-        print(f"      {who}; {why}")
-        for skipped in obj.skipped:
-            print(f"      passed over {skipped}")
-    overridden = [r for r in report.shared if r.would_find]
-    if overridden:
-        print("already loaded, ahead of the requester's own search:")
-        for r in overridden:
-            print(
-                f"  {r.name} needed by {r.requested_by}: uses {r.path}; "
-                f"its own search finds {r.would_find} ({r.would_reason})"
-            )
-    for warning in report.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    mapped = sum(1 for o in report.objects if o.path is not None)
-    missing = len(report.missing)
-    print(
-        f"{mapped} objects mapped" + (f", {missing} not found" if missing else ""),
-        file=sys.stderr,
-    )
-    if report.error:
-        print(f"cpk: error: the loader stops: {report.error}", file=sys.stderr)
-    return 0 if report.ok else 1
-

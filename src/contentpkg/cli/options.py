@@ -14,10 +14,13 @@ module imports nothing at the top: the parser is built only when needed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+# typing is not imported at run time: with what it pulls in, it costs more
+# than a short command's own work (``cpk ldd FILE``); the idiom below is the
+# one type checkers recognise.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
 #: Options after the command are parsed into these names and merged with
 #: the top parser's by :func:`settle`: argparse would otherwise let the
@@ -104,11 +107,50 @@ def add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         )
 
 
+def help_formatter_class() -> type[argparse.HelpFormatter]:
+    """argparse's help formatter, asking the terminal's width only to format help.
+
+    argparse makes a formatter for every ``add_argument`` (to check the
+    metavar), and each asks ``shutil`` for the terminal's width: importing
+    shutil (with zlib, bz2 and lzma) is then part of every command's start,
+    though only ``--help`` and usage errors format anything.
+    """
+    import argparse
+
+    class LazyWidthFormatter(argparse.HelpFormatter):
+        def __init__(
+            self,
+            prog: str,
+            indent_increment: int = 2,
+            max_help_position: int = 24,
+            width: int | None = None,
+        ) -> None:
+            self._asked = (max_help_position, width)
+            # A placeholder width: format_help sets the real one first.
+            super().__init__(prog, indent_increment, max_help_position, width or 80)
+
+        def format_help(self) -> str:
+            max_help_position, width = self._asked
+            if width is None:
+                import shutil
+
+                width = shutil.get_terminal_size().columns - 2
+            self._width = width
+            self._max_help_position = min(
+                max_help_position, max(width - 20, self._indent_increment * 2)
+            )
+            return super().format_help()
+
+    return LazyWidthFormatter
+
+
 def command_parser_class(examples: dict[str, str]) -> type[argparse.ArgumentParser]:
     """The parser class of every command (made on first use: see the module
     docstring for why argparse is not imported at the top); ``examples``
     gives each command, by its name after ``cpk``, the example its help ends with."""
     import argparse
+
+    formatter = help_formatter_class()
 
     class CommandParser(argparse.ArgumentParser):
         """A command's parser: the global options come with it.
@@ -121,6 +163,7 @@ def command_parser_class(examples: dict[str, str]) -> type[argparse.ArgumentPars
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs.setdefault("conflict_handler", "resolve")
+            kwargs.setdefault("formatter_class", formatter)
             name = str(kwargs.get("prog", "")).partition(" ")[2]
             if name in examples and not kwargs.get("epilog"):
                 kwargs["epilog"] = f"example: {examples[name]}"

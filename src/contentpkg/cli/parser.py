@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from contentpkg.cli.elf import cmd_fetch_any, cmd_install, cmd_ldd, cmd_uninstall
+from contentpkg.cli.elf import cmd_fetch_any, cmd_install, cmd_uninstall
 from contentpkg.cli.env import (
     cmd_env,
     cmd_exec,
@@ -511,19 +511,11 @@ def _add_run_alone(commands: Any) -> None:
 
 
 def _add_ldd_command(commands: Any) -> None:
-    """``cpk ldd``: run once per file, so its parser stands alone."""
-    p = commands.add_parser(
-        "ldd",
-        help="explain where the loader finds each library of a program",
-        description="List every object glibc's loader maps for FILE, in its order, with "
-        "the path and the reason (which RPATH/RUNPATH element, LD_LIBRARY_PATH, "
-        "ld.so.cache, a system directory, glibc-hwcaps, already loaded) and what is "
-        "missing; exit 1 when something is missing. Programs are examined as the kernel "
-        "starts them, libraries as 'ld.so --list' does. Nothing is executed.",
-    )
-    p.add_argument("file", metavar="FILE", help="an ELF program or shared library")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=cmd_ldd)
+    """``cpk ldd``: defined beside its command (``cpk ldd ...`` builds it alone,
+    through ``cli/ldd.py:build_ldd_parser``)."""
+    from contentpkg.cli.ldd import add_ldd_command
+
+    add_ldd_command(commands)
 
 
 def _add_environment_commands(commands: Any) -> None:

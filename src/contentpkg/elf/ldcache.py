@@ -28,11 +28,13 @@ from __future__ import annotations
 import os
 import stat
 import struct
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from functools import cache
 
 from contentpkg.errors import CpkError
+
+TYPE_CHECKING = False  # the idiom type checkers know; typing is not imported
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 #: Where ld.so reads its cache (glibc's LD_SO_CACHE).
 DEFAULT_CACHE = "/etc/ld.so.cache"
@@ -78,16 +80,46 @@ class CacheError(CpkError):
     """The cache file exists but cannot be parsed."""
 
 
-@dataclass(frozen=True)
 class CacheEntry:
-    """One line of the cache: a name, the file it points at, and its tags."""
+    """One line of the cache: a name, the file it points at, and its tags.
 
-    soname: str
-    path: str
-    flags: int
-    hwcap: int = 0
-    osversion: int = 0
-    hwcaps: str | None = None  # glibc-hwcaps subdirectory, for extension entries
+    Plain classes here, not dataclasses: ``cpk ldd`` imports this module
+    at every start and makes one entry per cache line (hundreds), and a
+    dataclass costs both its generated code at import and a slower
+    ``__init__`` for a frozen one.
+    """
+
+    __slots__ = ("flags", "hwcap", "hwcaps", "osversion", "path", "soname")
+
+    def __init__(
+        self,
+        soname: str,
+        path: str,
+        flags: int,
+        hwcap: int = 0,
+        osversion: int = 0,
+        hwcaps: str | None = None,  # glibc-hwcaps subdirectory, for extension entries
+    ) -> None:
+        self.soname = soname
+        self.path = path
+        self.flags = flags
+        self.hwcap = hwcap
+        self.osversion = osversion
+        self.hwcaps = hwcaps
+
+    def _key(self) -> tuple[str, str, int, int, int, str | None]:
+        return (self.soname, self.path, self.flags, self.hwcap, self.osversion, self.hwcaps)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CacheEntry):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"CacheEntry({', '.join(map(repr, self._key()))})"
 
     @property
     def is_hwcaps(self) -> bool:
@@ -100,17 +132,26 @@ class CacheEntry:
         return (self.hwcap >> 32) & ISA_LEVEL_MASK
 
 
-@dataclass(frozen=True)
 class LdCache:
     """A parsed cache: the entries the loader searches, in the file's order."""
 
-    path: str
-    layout: str  # "new", "old" or "old+new"
-    entries: tuple[CacheEntry, ...]
-    generator: str | None = None
-    _index: dict[str, list[CacheEntry]] = field(
-        default_factory=dict, repr=False, compare=False, hash=False
-    )
+    __slots__ = ("_index", "entries", "generator", "layout", "path")
+
+    def __init__(
+        self,
+        path: str,
+        layout: str,  # "new", "old" or "old+new"
+        entries: tuple[CacheEntry, ...],
+        generator: str | None = None,
+    ) -> None:
+        self.path = path
+        self.layout = layout
+        self.entries = entries
+        self.generator = generator
+        self._index: dict[str, list[CacheEntry]] = {}
+
+    def __repr__(self) -> str:
+        return f"LdCache({self.path!r}, {self.layout!r}, <{len(self.entries)} entries>)"
 
     def by_soname(self) -> Mapping[str, list[CacheEntry]]:
         """soname -> its entries, in the cache's order."""

@@ -45,20 +45,15 @@ names it lists, and symbol-version checks (which never change what is mapped).
 
 from __future__ import annotations
 
-import dataclasses
 import errno
-import hashlib
-import json
+import marshal
 import os
 import re
 import stat
 import struct
 import sys
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+import zlib
 from functools import cache
-from pathlib import Path
-from typing import Literal
 
 from contentpkg.context import Bucket
 from contentpkg.elf import ldcache
@@ -76,7 +71,15 @@ from contentpkg.elf.reader import (
     read_elf,
 )
 from contentpkg.errors import CpkError
-from contentpkg.fs import write_cache
+
+# Names for annotations only: typing and collections.abc cost more at start
+# than a whole ``cpk ldd`` resolve (see cli/ldd.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping
+    from typing import Literal
+
+    Mode = Literal["exec", "list"]
 
 # Reasons an object was found (LoadedObject.reason).
 MAIN = "main"
@@ -89,8 +92,6 @@ DEFAULT_DIR = "default"
 SLASH = "path"
 LOADED = "loaded"
 MISSING = "missing"
-
-Mode = Literal["exec", "list"]
 
 #: What the kernel names the vDSO on each machine (it is in the loader's
 #: list of loaded objects, so a request for that name is satisfied).
@@ -119,20 +120,65 @@ class LoaderError(CpkError):
 # --- the loader's own configuration -------------------------------------------
 
 
-@dataclass(frozen=True)
 class LoaderConfig:
-    """What this machine's ld.so searches, as the loader itself reports it."""
+    """What this machine's ld.so searches, as the loader itself reports it.
 
-    interpreter: str  # the system loader (default PT_INTERP)
-    system_dirs: tuple[str, ...]  # without trailing slash, in search order
-    hwcaps: tuple[str, ...]  # glibc-hwcaps subdirectories searched, best first
-    supported_hwcaps: tuple[str, ...]  # ... and those the CPU supports at all
-    legacy: tuple[str, ...]  # legacy hwcap names, lowest bit first (glibc < 2.37)
-    platform: str | None  # $PLATFORM (AT_PLATFORM)
-    lib: str  # $LIB
-    elf_class: int
-    machine: int
-    cache_path: str = ldcache.DEFAULT_CACHE
+    This module's classes are plain ones with ``__slots__``, not dataclasses:
+    ``cpk ldd`` imports the module at every start, and each ``@dataclass``
+    generates its methods' code then (together more than a resolve costs).
+    """
+
+    __slots__ = (
+        "cache_path",
+        "elf_class",
+        "hwcaps",
+        "interpreter",
+        "legacy",
+        "lib",
+        "machine",
+        "platform",
+        "supported_hwcaps",
+        "system_dirs",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        interpreter: str,  # the system loader (default PT_INTERP)
+        system_dirs: tuple[str, ...],  # without trailing slash, in search order
+        hwcaps: tuple[str, ...],  # glibc-hwcaps subdirectories searched, best first
+        supported_hwcaps: tuple[str, ...],  # ... and those the CPU supports at all
+        legacy: tuple[str, ...],  # legacy hwcap names, lowest bit first (glibc < 2.37)
+        platform: str | None,  # $PLATFORM (AT_PLATFORM)
+        lib: str,  # $LIB
+        elf_class: int,
+        machine: int,
+        cache_path: str = ldcache.DEFAULT_CACHE,
+    ) -> None:
+        self.interpreter = interpreter
+        self.system_dirs = system_dirs
+        self.hwcaps = hwcaps
+        self.supported_hwcaps = supported_hwcaps
+        self.legacy = legacy
+        self.platform = platform
+        self.lib = lib
+        self.elf_class = elf_class
+        self.machine = machine
+        self.cache_path = cache_path
+
+    def fields(self) -> dict[str, object]:
+        """Every field by name (what the cache between processes stores)."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LoaderConfig):
+            return NotImplemented
+        return self.fields() == other.fields()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.fields().values()))
+
+    def __repr__(self) -> str:
+        return "LoaderConfig(" + ", ".join(f"{k}={v!r}" for k, v in self.fields().items()) + ")"
 
     @property
     def subdirs(self) -> tuple[str, ...]:
@@ -326,7 +372,7 @@ def system_config(tunables: str = "") -> LoaderConfig:
     )
 
 
-def cached_system_config(cache_dir: Path, tunables: str = "") -> LoaderConfig:
+def cached_system_config(cache_dir: str | os.PathLike[str], tunables: str = "") -> LoaderConfig:
     """:func:`system_config`, kept in the cache between processes.
 
     Asking the loader (``ld.so --help``) costs a process start, most of what
@@ -342,35 +388,56 @@ def cached_system_config(cache_dir: Path, tunables: str = "") -> LoaderConfig:
     except OSError:
         return system_config(tunables)
     host = os.uname()
-    identity = [
+    identity = (
         interpreter, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
         tunables, host.nodename, host.release, host.machine,
-    ]  # fmt: skip
-    key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()
-    path = cache_dir / Bucket.LOADER.value / key[:2] / f"{key}.json"
+    )  # fmt: skip
+    # marshal, not json, and a CRC for the file name, not sha256: json and
+    # hashlib (OpenSSL) would cost more at start than reading the answer.
+    # The identity is stored in the file and compared whole, so two
+    # identities sharing a CRC only take turns in one file.
+    raw = marshal.dumps(identity)
+    name = f"{zlib.crc32(raw):08x}-{len(raw)}.marshal"
+    path = os.path.join(cache_dir, Bucket.LOADER.value, name[:2], name)
     try:
-        fields = json.loads(path.read_bytes())
-        return LoaderConfig(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-        )
-    except (OSError, ValueError, TypeError):
+        with open(path, "rb") as f:
+            stored, fields = marshal.loads(f.read())
+        if stored == identity:
+            return LoaderConfig(**fields)
+    except (OSError, ValueError, EOFError, TypeError):
         pass  # absent, or written by another version: ask the loader
     config = system_config(tunables)
-    write_cache(path, json.dumps(dataclasses.asdict(config)))
+    from contentpkg.fs import write_cache  # only when writing: pathlib, typing
+
+    write_cache(path, marshal.dumps((identity, config.fields())))
     return config
 
 
 # --- the report ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class SearchDir:
-    """One directory of a search list, and where it came from."""
+    """One directory of a search list, and where it came from.
 
-    directory: str  # as searched: expanded, no trailing slash ("" = the cwd)
-    source: str  # RPATH, RUNPATH, LD_LIBRARY_PATH, system search path
-    owner: str | None = None  # path of the object whose RPATH/RUNPATH it is
-    element: str | None = None  # the text of the element before expansion
+    A plain class, not a dataclass: each ``@dataclass`` generates its code
+    when the module is imported, which costs ``cpk ldd`` more than a resolve.
+    """
+
+    __slots__ = ("directory", "element", "owner", "source")
+
+    def __init__(
+        self, directory: str, source: str, owner: str | None = None, element: str | None = None
+    ) -> None:
+        self.directory = directory  # as searched: expanded, no trailing slash ("" = the cwd)
+        self.source = source  # RPATH, RUNPATH, LD_LIBRARY_PATH, system search path
+        self.owner = owner  # path of the object whose RPATH/RUNPATH it is
+        self.element = element  # the text of the element before expansion
+
+    def __repr__(self) -> str:
+        return (
+            f"SearchDir({self.directory!r}, {self.source!r}, owner={self.owner!r}, "
+            f"element={self.element!r})"
+        )
 
     def describe(self) -> str:
         where = f" of {self.owner}" if self.owner else ""
@@ -380,21 +447,51 @@ class SearchDir:
         return f"{self.source}{where}: {shown}"
 
 
-@dataclass
 class LoadedObject:
     """One object the loader maps (or would have, when missing)."""
 
-    name: str  # the name first requested (DT_NEEDED, LD_PRELOAD, PT_INTERP)
-    path: str | None  # the path it is opened under; None when missing
-    requested_by: str | None  # the requester's path, "LD_PRELOAD"; None: interpreter
-    reason: str  # one of the reason constants above
-    detail: str  # what found it, in words
-    soname: str | None = None
-    hwcaps: str | None = None  # subdirectory (glibc-hwcaps/x86-64-v3, tls, ...)
-    search: SearchDir | None = None  # the directory that found it
-    searched: tuple[str, ...] = ()  # for a missing object: what was searched
-    skipped: tuple[str, ...] = ()  # candidates passed over (wrong class/machine/OS)
-    also_requested_by: list[str] = field(default_factory=list)
+    __slots__ = (
+        "also_requested_by",
+        "detail",
+        "hwcaps",
+        "name",
+        "path",
+        "reason",
+        "requested_by",
+        "search",
+        "searched",
+        "skipped",
+        "soname",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        name: str,  # the name first requested (DT_NEEDED, LD_PRELOAD, PT_INTERP)
+        path: str | None,  # the path it is opened under; None when missing
+        requested_by: str | None,  # the requester's path, "LD_PRELOAD"; None: interpreter
+        reason: str,  # one of the reason constants above
+        detail: str,  # what found it, in words
+        soname: str | None = None,
+        hwcaps: str | None = None,  # subdirectory (glibc-hwcaps/x86-64-v3, tls, ...)
+        search: SearchDir | None = None,  # the directory that found it
+        searched: tuple[str, ...] = (),  # for a missing object: what was searched
+        skipped: tuple[str, ...] = (),  # candidates passed over (wrong class/machine/OS)
+        also_requested_by: list[str] | None = None,
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.requested_by = requested_by
+        self.reason = reason
+        self.detail = detail
+        self.soname = soname
+        self.hwcaps = hwcaps
+        self.search = search
+        self.searched = searched
+        self.skipped = skipped
+        self.also_requested_by = [] if also_requested_by is None else also_requested_by
+
+    def __repr__(self) -> str:
+        return f"LoadedObject({self.name!r}, {self.path!r}, reason={self.reason!r})"
 
     @property
     def missing(self) -> bool:
@@ -419,31 +516,71 @@ class LoadedObject:
         }
 
 
-@dataclass(frozen=True)
 class Request:
-    """A request satisfied by an object already loaded."""
+    """A request satisfied by an object already loaded (a plain class: see SearchDir)."""
 
-    name: str
-    requested_by: str
-    path: str  # the loaded object's path
-    would_find: str | None = None  # what the requester's own search finds instead
-    would_reason: str | None = None
+    __slots__ = ("name", "path", "requested_by", "would_find", "would_reason")
+
+    def __init__(
+        self,
+        name: str,
+        requested_by: str,
+        path: str,
+        would_find: str | None = None,
+        would_reason: str | None = None,
+    ) -> None:
+        self.name = name
+        self.requested_by = requested_by
+        self.path = path  # the loaded object's path
+        self.would_find = would_find  # what the requester's own search finds instead
+        self.would_reason = would_reason
+
+    def __repr__(self) -> str:
+        return f"Request({self.name!r}, {self.requested_by!r}, {self.path!r})"
 
 
-@dataclass
 class LoadReport:
     """Everything the loader maps for one file, in its order."""
 
-    file: str
-    mode: Mode
-    origin: str | None  # $ORIGIN of the main object
-    interpreter: str | None
-    soname: str | None
-    objects: list[LoadedObject]  # load order, missing ones in place (as ldd lists)
-    shared: list[Request] = field(default_factory=list)  # "already loaded" requests
-    error: str | None = None  # a fatal loader error; loading stopped there
-    warnings: list[str] = field(default_factory=list)
-    static: bool = False
+    __slots__ = (
+        "error",
+        "file",
+        "interpreter",
+        "mode",
+        "objects",
+        "origin",
+        "shared",
+        "soname",
+        "static",
+        "warnings",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        file: str,
+        mode: Mode,
+        origin: str | None,  # $ORIGIN of the main object
+        interpreter: str | None,
+        soname: str | None,
+        objects: list[LoadedObject],  # load order, missing ones in place (as ldd lists)
+        shared: list[Request] | None = None,  # "already loaded" requests
+        error: str | None = None,  # a fatal loader error; loading stopped there
+        warnings: list[str] | None = None,
+        static: bool = False,
+    ) -> None:
+        self.file = file
+        self.mode = mode
+        self.origin = origin
+        self.interpreter = interpreter
+        self.soname = soname
+        self.objects = objects
+        self.shared = [] if shared is None else shared
+        self.error = error
+        self.warnings = [] if warnings is None else warnings
+        self.static = static
+
+    def __repr__(self) -> str:
+        return f"LoadReport({self.file!r}, {self.mode!r}, <{len(self.objects)} objects>)"
 
     @property
     def missing(self) -> list[LoadedObject]:
@@ -533,30 +670,59 @@ def _special(path: str, mode: int) -> str:
     return f"{path}: {what}, not a regular file (ld.so {blocks}; cpk does not open it)"
 
 
-@dataclass
 class _Candidate:
-    path: str
-    st: os.stat_result
-    info: ElfInfo
+    __slots__ = ("info", "path", "st")
+
+    def __init__(self, path: str, st: os.stat_result, info: ElfInfo) -> None:
+        self.path = path
+        self.st = st
+        self.info = info
 
 
 # --- link maps -----------------------------------------------------------------
 
 
-@dataclass(eq=False)
 class _Map:
-    name: str
-    realname: str
-    info: ElfInfo | None
-    origin: str | None
-    loader: _Map | None
-    file_id: tuple[int, int] | None
-    kind: str  # main, rtld, vdso, lib, faked
-    names: list[str] = field(default_factory=list)
-    report: LoadedObject | None = None
-    reserved: bool = False
-    rpath: list[SearchDir] | None = None
-    runpath: list[SearchDir] | None = None
+    """One link map (glibc's struct link_map), as much as the search needs."""
+
+    __slots__ = (
+        "file_id",
+        "info",
+        "kind",
+        "loader",
+        "name",
+        "names",
+        "origin",
+        "realname",
+        "report",
+        "reserved",
+        "rpath",
+        "runpath",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        name: str,
+        realname: str,
+        info: ElfInfo | None,
+        origin: str | None,
+        loader: _Map | None,
+        file_id: tuple[int, int] | None,
+        kind: str,  # main, rtld, vdso, lib, faked
+        names: list[str],
+    ) -> None:
+        self.name = name
+        self.realname = realname
+        self.info = info
+        self.origin = origin
+        self.loader = loader
+        self.file_id = file_id
+        self.kind = kind
+        self.names = names
+        self.report: LoadedObject | None = None
+        self.reserved = False
+        self.rpath: list[SearchDir] | None = None
+        self.runpath: list[SearchDir] | None = None
 
     @property
     def soname(self) -> str | None:

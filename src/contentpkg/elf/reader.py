@@ -17,10 +17,12 @@ import mmap
 import os
 import stat
 import struct
-from dataclasses import dataclass
-from pathlib import Path
 
 from contentpkg.errors import CpkError
+
+TYPE_CHECKING = False  # the idiom type checkers know; typing is not imported
+if TYPE_CHECKING:
+    from pathlib import Path
 
 ELF_MAGIC = b"\x7fELF"
 
@@ -81,22 +83,71 @@ class NotElf(ElfError):
     """The file does not start with the ELF magic: a plain file."""
 
 
-@dataclass(frozen=True)
 class ElfInfo:
-    """The loader-relevant facts of one ELF file."""
+    """The loader-relevant facts of one ELF file.
 
-    elf_class: int  # 32 or 64
-    little_endian: bool
-    machine: int
-    osabi: int
-    type: int
-    interpreter: str | None = None
-    soname: str | None = None
-    needed: tuple[str, ...] = ()
-    rpath: str | None = None
-    runpath: str | None = None
-    flags_1: int = 0
-    has_dynamic: bool = False
+    A plain class with ``__slots__``, compared and hashed by its fields, not
+    a dataclass: ``cpk ldd`` imports this module at every start, and each
+    ``@dataclass`` generates its methods' code at import.
+    """
+
+    __slots__ = (
+        "elf_class",
+        "flags_1",
+        "has_dynamic",
+        "interpreter",
+        "little_endian",
+        "machine",
+        "needed",
+        "osabi",
+        "rpath",
+        "runpath",
+        "soname",
+        "type",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        elf_class: int,  # 32 or 64
+        little_endian: bool,
+        machine: int,
+        osabi: int,
+        type: int,
+        interpreter: str | None = None,
+        soname: str | None = None,
+        needed: tuple[str, ...] = (),
+        rpath: str | None = None,
+        runpath: str | None = None,
+        flags_1: int = 0,
+        has_dynamic: bool = False,
+    ) -> None:
+        self.elf_class = elf_class
+        self.little_endian = little_endian
+        self.machine = machine
+        self.osabi = osabi
+        self.type = type
+        self.interpreter = interpreter
+        self.soname = soname
+        self.needed = needed
+        self.rpath = rpath
+        self.runpath = runpath
+        self.flags_1 = flags_1
+        self.has_dynamic = has_dynamic
+
+    def _key(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ElfInfo):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"ElfInfo({fields})"
 
     @property
     def machine_name(self) -> str:
@@ -386,21 +437,45 @@ def check_native(info: ElfInfo, name: str | Path) -> None:
 # --- where things are, for editing in place and for scanning ------------------
 
 
-@dataclass(frozen=True)
 class DynamicTable:
     """The dynamic segment as file offsets: what an in-place edit needs.
 
     ``entries`` are (file offset of the entry, tag, value) up to and not
     including the first DT_NULL; ``capacity`` is how many entries the
-    segment has room for (spare DT_NULLs after the first count).
+    segment has room for (spare DT_NULLs after the first count). A plain
+    class for the reason ElfInfo is one.
     """
 
-    fmt: str  # struct format of one entry (tag, value)
-    entries: tuple[tuple[int, int, int], ...]
-    capacity: int
-    dynamic_offset: int
-    strtab_offset: int
-    strtab_size: int
+    __slots__ = (
+        "capacity",
+        "dynamic_offset",
+        "entries",
+        "fmt",
+        "strtab_offset",
+        "strtab_size",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        fmt: str,  # struct format of one entry (tag, value)
+        entries: tuple[tuple[int, int, int], ...],
+        capacity: int,
+        dynamic_offset: int,
+        strtab_offset: int,
+        strtab_size: int,
+    ) -> None:
+        self.fmt = fmt
+        self.entries = entries
+        self.capacity = capacity
+        self.dynamic_offset = dynamic_offset
+        self.strtab_offset = strtab_offset
+        self.strtab_size = strtab_size
+
+    def __repr__(self) -> str:
+        return (
+            f"DynamicTable({self.fmt!r}, <{len(self.entries)} entries>, "
+            f"capacity={self.capacity}, dynamic_offset={self.dynamic_offset})"
+        )
 
 
 def dynamic_table(data: bytes | bytearray | mmap.mmap) -> DynamicTable | None:
