@@ -67,6 +67,14 @@ Populate = Callable[[Path], "list[FileRecord] | None"]
 _CHUNK = 1 << 20
 
 
+class SealedFiles(list[FileRecord]):
+    """Records from a writer that created every file with its sealed mode
+    (0444, or 0555 when executable) and changed none afterwards, so sealing
+    the entry need not stat each file again: only directories are left open.
+    A populate callback that alters files returns a plain list instead.
+    """
+
+
 @dataclass
 class AddResult:
     """The entry an add made or found.
@@ -302,7 +310,7 @@ def _stage(
     meta_dir.mkdir()
     (meta_dir / ENTRY_JSON).write_bytes(dump_metadata(meta))
     (meta_dir / FILES_JSON).write_bytes(dump_files(records))
-    seal(slot.path, top=False)
+    seal(slot.path, top=False, files_sealed=isinstance(records, SealedFiles))
     rows = [(r.value, r.path) for r in records if r.kind in "fx"]
     return _Staged(slot, dirname, [*rows, *extra_rows], source_hash)
 
@@ -389,7 +397,7 @@ def _check_staged(root: Path, records: list[FileRecord]) -> None:
                 raise CpkError(f"{r.path}: symlink to {target!r} points outside the tree")
 
 
-def seal(root: Path, *, top: bool = True) -> None:
+def seal(root: Path, *, top: bool = True, files_sealed: bool = False) -> None:
     """Give everything below root the one mode an entry's content has.
 
     Files are 0444, or 0555 when their owner may execute them (the only mode
@@ -398,7 +406,9 @@ def seal(root: Path, *, top: bool = True) -> None:
     interrupted writer (a killed bytecode compile) left open. ``top=False``
     leaves root itself alone: a staged entry's directory must stay writable
     until it has been renamed into place. Setuid and setgid are refused
-    rather than silently dropped.
+    rather than silently dropped. ``files_sealed`` says every file below
+    root already has its sealed mode (see :class:`SealedFiles`) and only the
+    directories are sealed, sparing an lstat per file.
     """
     # Bottom-up, and the metadata directory last: a reader takes a sealed
     # metadata directory to mean the whole entry is sealed (bytecode's
@@ -409,16 +419,16 @@ def seal(root: Path, *, top: bool = True) -> None:
     # Post-order with scandir: its entry types spare an lstat for every
     # directory and symlink; files are lstat'ed (through the entry, once)
     # because their mode is what is checked.
-    _seal_below(top_dir, top_dir, last)
+    _seal_below(top_dir, top_dir, last, files_sealed)
     if os.path.isdir(last) and not os.path.islink(last):
-        _seal_below(last, top_dir, last)
+        _seal_below(last, top_dir, last, False)  # written after the copy
         if stat.S_IMODE(os.lstat(last).st_mode) != 0o555:
             os.chmod(last, 0o555)
     if top and stat.S_IMODE(os.lstat(root).st_mode) != 0o555:
         os.chmod(root, 0o555)
 
 
-def _seal_below(directory: str, root: str, last: str) -> None:
+def _seal_below(directory: str, root: str, last: str, files_sealed: bool) -> None:
     """Seal everything inside directory (not directory itself), deepest
     first; the root's metadata directory is left to the caller."""
     with os.scandir(directory) as it:
@@ -431,6 +441,8 @@ def _seal_below(directory: str, root: str, last: str) -> None:
             if item.path != last:
                 dirs.append(item)
             continue
+        if files_sealed:
+            continue
         st = item.stat(follow_symlinks=False)
         if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
             rel = os.path.relpath(item.path, root)
@@ -439,7 +451,7 @@ def _seal_below(directory: str, root: str, last: str) -> None:
         if stat.S_IMODE(st.st_mode) != mode:
             os.chmod(item.path, mode)
     for item in dirs:
-        _seal_below(item.path, root, last)
+        _seal_below(item.path, root, last, files_sealed)
         # The entry's stat is from the scan, before its contents were sealed;
         # a directory's own mode is not changed by sealing what it holds.
         if stat.S_IMODE(item.stat(follow_symlinks=False).st_mode) != 0o555:
@@ -479,8 +491,11 @@ def check_source(src: Path, st: os.stat_result) -> None:
         _check_mode(src.name, st)
         return
     real_root = os.path.realpath(src)
-    # scandir's entry types need no system call for directories and
-    # symlinks; only files are lstat'ed, for their setuid/setgid bits.
+    # scandir's entry types need no system call: only symlinks (resolved)
+    # and special files (named in the error) cost one. Regular files' setuid
+    # and setgid bits are checked by the copy, on the descriptor it reads:
+    # a refusal there discards the private staging slot, so the store is
+    # unchanged all the same, and each file is stat'ed once, not twice.
     top = os.fspath(src)
     stack = [""]
     while stack:
@@ -503,7 +518,7 @@ def check_source(src: Path, st: os.stat_result) -> None:
                     raise CpkError(f"{full}: symlink to {target!r} points outside the tree")
             elif item.is_dir(follow_symlinks=False):
                 stack.append(rel + "/")
-            else:
+            elif not item.is_file(follow_symlinks=False):
                 _check_mode(rel, item.stat(follow_symlinks=False), item.path)
 
 
@@ -537,7 +552,10 @@ def copy_tree(src: Path, dest: Path, elf: list[str] | None = None) -> list[FileR
     cost beyond creating the file is otherwise mostly pathlib objects and
     the kernel walking the same leading directories again for each name.
     """
-    records: list[FileRecord] = []
+    # Files are created with their sealed mode unless the umask takes bits
+    # from it; only then does sealing have to look at each file again.
+    mask = _umask()
+    records: list[FileRecord] = SealedFiles() if mask is not None and not mask & 0o555 else []
     append = records.append
     dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     src_root = os.open(src, dir_flags)
@@ -585,6 +603,19 @@ def copy_tree(src: Path, dest: Path, elf: list[str] | None = None) -> list[FileR
     finally:
         os.close(src_root)
     return records
+
+
+def _umask() -> int | None:
+    """The process's umask, read without changing it (``os.umask`` can only
+    set it, a race with any thread creating files); None where unknown."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return None
 
 
 def copy_file(src: Path, dst: Path) -> tuple[str, int, int]:
