@@ -10,7 +10,9 @@ Two trees: 10,000 small files, and a few large files. For each, it times
 * its floors, in the same rounds: ``cp -r`` of the tree into the same parent
   directory as cpk's stores (creating the files, which on this disk costs
   far more than reading and hashing them), and the interpreter's start
-  (``python3 -I -S -c pass``).
+  both bare (``python3 -I -S -c pass``) and as cpk's command starts it,
+  with the site packages' start-up files (``python3 -c pass``: whatever
+  ``.pth`` files the machine's Python runs, cpk pays too).
 
 and prints each as a ratio to ``sha256sum`` measured in the same run. The
 machines are noisy: read the ratios, not the seconds.
@@ -103,6 +105,10 @@ def python_start() -> None:
     subprocess.run([sys.executable, "-I", "-S", "-c", "pass"], check=True)
 
 
+def python_site_start() -> None:
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+
 def cpk_add(tree: Path, work: Path) -> Callable[[], None]:
     counter = iter(range(10**6))
 
@@ -154,17 +160,18 @@ def main() -> None:
         print(f"stores and copies under {work}")
         print(
             f"{'tree':<20} {'sha256sum':<24} {'cpk hash':<30} {'cpk store add':<30} "
-            f"{'floor: cp -r':<30} {'floor: python -I -S':<30}"
+            f"{'floor: cp -r':<30} {'floor: python -I -S':<30} {'floor: python (site)':<30}"
         )
         for label, tree in trees.items():
             sha256sum(tree)  # warm the page cache for both sides
-            base, hashed, added, copied, started = interleaved(
+            base, hashed, added, copied, started, site_started = interleaved(
                 [
                     lambda t=tree: sha256sum(t),
                     lambda t=tree: cpk_hash(t),
                     cpk_add(tree, work),
                     copy_tree(tree, work),
                     python_start,
+                    python_site_start,
                 ],
                 args.runs,
             )
@@ -173,7 +180,7 @@ def main() -> None:
             floor = statistics.median(base)
             print(
                 f"{label:<20} {cell(base):<24} {cell(hashed, floor):<30} {cell(added, floor):<30} "
-                f"{cell(copied, floor):<30} {cell(started, floor)}"
+                f"{cell(copied, floor):<30} {cell(started, floor):<30} {cell(site_started, floor)}"
             )
             above = statistics.median(added) - statistics.median(copied)
             print(
