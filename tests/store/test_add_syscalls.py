@@ -130,3 +130,15 @@ def test_a_setuid_file_found_by_the_copy_leaves_the_store_unchanged(
     ]
     assert sorted(p.name for p in (cpk_home / "store").iterdir()) == before
     assert os.listdir(cpk_home / "store" / ".staging") == []
+
+
+def test_a_tree_named_through_a_symlink_is_added_as_the_tree(
+    tmp_path: Path, cpk_home: Path
+) -> None:
+    """Only names below the source are opened without following links;
+    the source as the command line names it may be a link to the tree."""
+    src = _tree(tmp_path / "src", 4)
+    os.symlink(src, tmp_path / "link")
+    proc = run_cpk("store", "add", tmp_path / "link", "--name", "l", "--version", "1", check=True)
+    entry = Path(proc.stdout.strip().splitlines()[-1])
+    assert tree_hash(entry) == tree_hash(src)

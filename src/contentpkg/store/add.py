@@ -558,7 +558,9 @@ def copy_tree(src: Path, dest: Path, elf: list[str] | None = None) -> list[FileR
     records: list[FileRecord] = SealedFiles() if mask is not None and not mask & 0o555 else []
     append = records.append
     dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    src_root = os.open(src, dir_flags)
+    # The source itself may be a symlink to the tree (as the command line
+    # names it); below it, nothing is followed.
+    src_root = os.open(src, dir_flags & ~os.O_NOFOLLOW)
     try:
         dest_root = os.open(dest, dir_flags)
         try:
