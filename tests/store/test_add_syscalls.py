@@ -126,7 +126,7 @@ def test_a_setuid_file_found_by_the_copy_leaves_the_store_unchanged(
     proc = run_cpk("store", "add", src, "--name", "b", "--version", "1")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "cpk: error: d3/f3.txt: has the setuid or setgid bit; the store refuses such files"
+        f"cpk: error: {src}/d3/f3.txt: has the setuid or setgid bit; the store refuses such files"
     ]
     assert sorted(p.name for p in (cpk_home / "store").iterdir()) == before
     assert os.listdir(cpk_home / "store" / ".staging") == []
@@ -142,3 +142,18 @@ def test_a_tree_named_through_a_symlink_is_added_as_the_tree(
     proc = run_cpk("store", "add", tmp_path / "link", "--name", "l", "--version", "1", check=True)
     entry = Path(proc.stdout.strip().splitlines()[-1])
     assert tree_hash(entry) == tree_hash(src)
+
+
+def test_an_unreadable_file_is_named_by_its_path(tmp_path: Path, cpk_home: Path) -> None:
+    """Files are opened by name in their directory; the error still names
+    the input file in full."""
+    src = _tree(tmp_path / "src", 4)
+    bad = src / "d2" / "f2.txt"
+    bad.chmod(0)
+    proc = run_cpk("store", "add", src, "--name", "u", "--version", "1")
+    bad.chmod(0o644)
+    if os.geteuid() == 0 and proc.returncode == 0:
+        pytest.skip("root reads any file")
+    assert proc.returncode == 1
+    [line] = proc.stderr.strip().splitlines()
+    assert str(bad) in line and "Permission denied" in line

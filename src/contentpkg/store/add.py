@@ -561,6 +561,7 @@ def copy_tree(src: Path, dest: Path, elf: list[str] | None = None) -> list[FileR
     # The source itself may be a symlink to the tree (as the command line
     # names it); below it, nothing is followed.
     src_root = os.open(src, dir_flags & ~os.O_NOFOLLOW)
+    src_top = os.path.join(os.fspath(src), "")  # messages name the input's files
     try:
         dest_root = os.open(dest, dir_flags)
         try:
@@ -589,7 +590,9 @@ def copy_tree(src: Path, dest: Path, elf: list[str] | None = None) -> list[FileR
                                 append(FileRecord(rel, "d", ""))
                                 stack.append(rel + "/")
                             else:
-                                digest, size, mode, head = _copy_at(src_fd, dest_fd, name, rel)
+                                digest, size, mode, head = _copy_at(
+                                    src_fd, dest_fd, name, src_top + rel
+                                )
                                 if elf is not None and head == _ELF_MAGIC:
                                     elf.append(rel)
                                 kind = "x" if mode & stat.S_IXUSR else "f"
@@ -638,6 +641,7 @@ def _copy_at(
 ) -> tuple[str, int, int, bytes]:
     """Copy name from the directory src_dir to dest_dir (descriptors, or None
     for paths), hashing as it goes: (hex, size, mode, first four bytes).
+    ``shown`` is the source's path as errors name it.
 
     One read for a small file: the first read asks for one byte more than
     fstat's size (a small buffer for a small file: a 1 MiB one costs an
@@ -648,7 +652,12 @@ def _copy_at(
     through this process to be hashed anyway, and for files of a few KiB the
     extra system call costs more than it saves.
     """
-    fd_in = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=src_dir)
+    try:
+        fd_in = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=src_dir)
+    except OSError as exc:
+        # Opened by its name in its directory: say which input file it was.
+        exc.filename = shown
+        raise
     try:
         st = os.fstat(fd_in)
         _check_mode(shown, st)  # it may have changed since the check pass
