@@ -9,8 +9,12 @@ Two trees: 10,000 small files, and a few large files. For each, it times
   seal, sync, publish), including the interpreter's start-up;
 * its floors, in the same rounds: ``cp -r`` of the tree into the same parent
   directory as cpk's stores (creating the files, which on this disk costs
-  far more than reading and hashing them), and the interpreter's start
-  (``python3 -I -S -c pass``).
+  far more than reading and hashing them), the same followed by one
+  ``syncfs`` (``sync -f``: the copy made durable, as cpk makes an entry
+  before publishing it), and the interpreter's start
+  both bare (``python3 -I -S -c pass``) and as cpk's command starts it,
+  with the site packages' start-up files (``python3 -c pass``: whatever
+  ``.pth`` files the machine's Python runs, cpk pays too).
 
 and prints each as a ratio to ``sha256sum`` measured in the same run. The
 machines are noisy: read the ratios, not the seconds.
@@ -65,6 +69,10 @@ def interleaved(fns: list[Callable[[], object]], runs: int) -> list[list[float]]
     out: list[list[float]] = [[] for _ in fns]
     for _ in range(runs):
         for i, fn in enumerate(fns):
+            # Untimed: write back what the previous side left dirty, or cpk's
+            # syncfs (which flushes the whole file system) would pay for the
+            # copy that ran before it.
+            os.sync()
             out[i].extend(times_of(fn, 1))
     return out
 
@@ -88,19 +96,35 @@ def cpk_hash(tree: Path) -> None:
     tree_hash(tree)
 
 
-def copy_tree(tree: Path, work: Path) -> Callable[[], None]:
+def copy_tree(tree: Path, work: Path, label: str = "copy") -> Callable[[], None]:
     """``cp -r`` of the tree to a new directory beside cpk's stores."""
     counter = iter(range(10**6))
 
     def run() -> None:
-        dest = work / f"home-copy{next(counter)}"
+        dest = work / f"home-{label}{next(counter)}"
         subprocess.run(["cp", "-r", str(tree), str(dest)], check=True)
+
+    return run
+
+
+def copy_tree_durably(tree: Path, work: Path) -> Callable[[], None]:
+    """``cp -r`` then ``sync -f`` (one syncfs): the copy made durable, as a
+    store entry must be before it is published."""
+    copy = copy_tree(tree, work, "synced-copy")
+
+    def run() -> None:
+        copy()
+        subprocess.run(["sync", "-f", str(work)], check=True)
 
     return run
 
 
 def python_start() -> None:
     subprocess.run([sys.executable, "-I", "-S", "-c", "pass"], check=True)
+
+
+def python_site_start() -> None:
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
 
 
 def cpk_add(tree: Path, work: Path) -> Callable[[], None]:
@@ -154,17 +178,20 @@ def main() -> None:
         print(f"stores and copies under {work}")
         print(
             f"{'tree':<20} {'sha256sum':<24} {'cpk hash':<30} {'cpk store add':<30} "
-            f"{'floor: cp -r':<30} {'floor: python -I -S':<30}"
+            f"{'floor: cp -r':<30} {'floor: cp -r; sync -f':<30} {'floor: python -I -S':<30} "
+            f"{'floor: python (site)':<30}"
         )
         for label, tree in trees.items():
             sha256sum(tree)  # warm the page cache for both sides
-            base, hashed, added, copied, started = interleaved(
+            base, hashed, added, copied, synced, started, site_started = interleaved(
                 [
                     lambda t=tree: sha256sum(t),
                     lambda t=tree: cpk_hash(t),
                     cpk_add(tree, work),
                     copy_tree(tree, work),
+                    copy_tree_durably(tree, work),
                     python_start,
+                    python_site_start,
                 ],
                 args.runs,
             )
@@ -173,13 +200,15 @@ def main() -> None:
             floor = statistics.median(base)
             print(
                 f"{label:<20} {cell(base):<24} {cell(hashed, floor):<30} {cell(added, floor):<30} "
-                f"{cell(copied, floor):<30} {cell(started, floor)}"
+                f"{cell(copied, floor):<30} {cell(synced, floor):<30} {cell(started, floor):<30} "
+                f"{cell(site_started, floor)}"
             )
-            above = statistics.median(added) - statistics.median(copied)
-            print(
-                f"{'':<20} cpk store add - cp -r: {above:+.3f}s "
-                f"({statistics.median(added) / statistics.median(copied):.2f}x cp -r)"
-            )
+            for what, times in (("cp -r", copied), ("cp -r; sync -f", synced)):
+                above = statistics.median(added) - statistics.median(times)
+                print(
+                    f"{'':<20} cpk store add - {what}: {above:+.3f}s "
+                    f"({statistics.median(added) / statistics.median(times):.2f}x {what})"
+                )
         print(
             f"medians of {args.runs} interleaved runs [min-max]; ratios are cpk time / "
             f"sha256sum time (goal for store add of the small files: <= 1.5x); "

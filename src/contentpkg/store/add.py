@@ -67,6 +67,14 @@ Populate = Callable[[Path], "list[FileRecord] | None"]
 _CHUNK = 1 << 20
 
 
+class SealedFiles(list[FileRecord]):
+    """Records from a writer that created every file with its sealed mode
+    (0444, or 0555 when executable) and changed none afterwards, so sealing
+    the entry need not stat each file again: only directories are left open.
+    A populate callback that alters files returns a plain list instead.
+    """
+
+
 @dataclass
 class AddResult:
     """The entry an add made or found.
@@ -302,7 +310,7 @@ def _stage(
     meta_dir.mkdir()
     (meta_dir / ENTRY_JSON).write_bytes(dump_metadata(meta))
     (meta_dir / FILES_JSON).write_bytes(dump_files(records))
-    seal(slot.path, top=False)
+    seal(slot.path, top=False, files_sealed=isinstance(records, SealedFiles))
     rows = [(r.value, r.path) for r in records if r.kind in "fx"]
     return _Staged(slot, dirname, [*rows, *extra_rows], source_hash)
 
@@ -389,7 +397,7 @@ def _check_staged(root: Path, records: list[FileRecord]) -> None:
                 raise CpkError(f"{r.path}: symlink to {target!r} points outside the tree")
 
 
-def seal(root: Path, *, top: bool = True) -> None:
+def seal(root: Path, *, top: bool = True, files_sealed: bool = False) -> None:
     """Give everything below root the one mode an entry's content has.
 
     Files are 0444, or 0555 when their owner may execute them (the only mode
@@ -398,39 +406,56 @@ def seal(root: Path, *, top: bool = True) -> None:
     interrupted writer (a killed bytecode compile) left open. ``top=False``
     leaves root itself alone: a staged entry's directory must stay writable
     until it has been renamed into place. Setuid and setgid are refused
-    rather than silently dropped.
+    rather than silently dropped. ``files_sealed`` says every file below
+    root already has its sealed mode (see :class:`SealedFiles`) and only the
+    directories are sealed, sparing an lstat per file.
     """
     # Bottom-up, and the metadata directory last: a reader takes a sealed
     # metadata directory to mean the whole entry is sealed (bytecode's
     # ``_is_done``), so a kill during sealing must never leave it sealed
     # while something below the entry is still open.
-    last = os.path.join(root, META_DIR)
-    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
-        for f in filenames:
-            full = os.path.join(dirpath, f)
-            st = os.lstat(full)
-            if stat.S_ISLNK(st.st_mode):
-                continue
-            if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
-                rel = os.path.relpath(full, root)
-                raise CpkError(f"{rel}: setuid/setgid file refused")
-            mode = 0o555 if st.st_mode & stat.S_IXUSR else 0o444
-            if stat.S_IMODE(st.st_mode) != mode:
-                os.chmod(full, mode)
-        for d in dirnames:
-            full = os.path.join(dirpath, d)
-            if full == last:
-                continue
-            if not os.path.islink(full) and stat.S_IMODE(os.lstat(full).st_mode) != 0o555:
-                os.chmod(full, 0o555)
-    if (
-        os.path.isdir(last)
-        and not os.path.islink(last)
-        and stat.S_IMODE(os.lstat(last).st_mode) != 0o555
-    ):
-        os.chmod(last, 0o555)
+    top_dir = os.fspath(root)
+    last = os.path.join(top_dir, META_DIR)
+    # Post-order with scandir: its entry types spare an lstat for every
+    # directory and symlink; files are lstat'ed (through the entry, once)
+    # because their mode is what is checked.
+    _seal_below(top_dir, top_dir, last, files_sealed)
+    if os.path.isdir(last) and not os.path.islink(last):
+        _seal_below(last, top_dir, last, False)  # written after the copy
+        if stat.S_IMODE(os.lstat(last).st_mode) != 0o555:
+            os.chmod(last, 0o555)
     if top and stat.S_IMODE(os.lstat(root).st_mode) != 0o555:
         os.chmod(root, 0o555)
+
+
+def _seal_below(directory: str, root: str, last: str, files_sealed: bool) -> None:
+    """Seal everything inside directory (not directory itself), deepest
+    first; the root's metadata directory is left to the caller."""
+    with os.scandir(directory) as it:
+        items = list(it)
+    dirs = []
+    for item in items:
+        if item.is_symlink():
+            continue
+        if item.is_dir(follow_symlinks=False):
+            if item.path != last:
+                dirs.append(item)
+            continue
+        if files_sealed:
+            continue
+        st = item.stat(follow_symlinks=False)
+        if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+            rel = os.path.relpath(item.path, root)
+            raise CpkError(f"{rel}: setuid/setgid file refused")
+        mode = 0o555 if st.st_mode & stat.S_IXUSR else 0o444
+        if stat.S_IMODE(st.st_mode) != mode:
+            os.chmod(item.path, mode)
+    for item in dirs:
+        _seal_below(item.path, root, last, files_sealed)
+        # The entry's stat is from the scan, before its contents were sealed;
+        # a directory's own mode is not changed by sealing what it holds.
+        if stat.S_IMODE(item.stat(follow_symlinks=False).st_mode) != 0o555:
+            os.chmod(item.path, 0o555)
 
 
 def add_path(store: Store, src: Path, name: str, version: str) -> AddResult:
@@ -466,27 +491,35 @@ def check_source(src: Path, st: os.stat_result) -> None:
         _check_mode(src.name, st)
         return
     real_root = os.path.realpath(src)
-    for dirpath, dirnames, filenames in os.walk(src):
-        rel_dir = os.path.relpath(dirpath, src)
-        if rel_dir == "." and (META_DIR in dirnames or META_DIR in filenames):
-            raise CpkError(f"{src}/{META_DIR}: name reserved for entry metadata")
-        dirnames[:] = [d for d in dirnames if d not in DERIVED_DIRS]
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            rel = os.path.normpath(os.path.join(rel_dir, name))
-            lst = os.lstat(full)
-            if stat.S_ISLNK(lst.st_mode):
+    # scandir's entry types need no system call: only symlinks (resolved)
+    # and special files (named in the error) cost one. Regular files' setuid
+    # and setgid bits are checked by the copy, on the descriptor it reads:
+    # a refusal there discards the private staging slot, so the store is
+    # unchanged all the same, and each file is stat'ed once, not twice.
+    top = os.fspath(src)
+    stack = [""]
+    while stack:
+        prefix = stack.pop()
+        with os.scandir(os.path.join(top, prefix) if prefix else top) as it:
+            items = list(it)
+        for item in items:
+            name = item.name
+            if name in DERIVED_DIRS:
+                continue  # not copied, so not checked
+            if not prefix and name == META_DIR:
+                raise CpkError(f"{src}/{META_DIR}: name reserved for entry metadata")
+            rel = prefix + name
+            if item.is_symlink():
+                full = item.path
                 target = os.readlink(full)
                 resolved = os.path.realpath(full)
                 inside = resolved == real_root or resolved.startswith(real_root + os.sep)
                 if os.path.isabs(target) or not inside:
                     raise CpkError(f"{full}: symlink to {target!r} points outside the tree")
-                if name in dirnames:
-                    dirnames.remove(name)  # os.walk does not follow it; be explicit
-            elif stat.S_ISDIR(lst.st_mode):
-                continue
-            else:
-                _check_mode(rel, lst, full)
+            elif item.is_dir(follow_symlinks=False):
+                stack.append(rel + "/")
+            elif not item.is_file(follow_symlinks=False):
+                _check_mode(rel, item.stat(follow_symlinks=False), item.path)
 
 
 def _check_mode(rel: str, st: os.stat_result, shown: str | None = None) -> None:
@@ -513,32 +546,81 @@ def copy_tree(src: Path, dest: Path, elf: list[str] | None = None) -> list[FileR
     ``elf``, when given, receives the relative path of every file that
     starts with the ELF magic: the copy has just read those bytes, so a
     caller that patches ELF files need not open every file again to find them.
+
+    Every name is opened relative to its directory's descriptor (``dir_fd``)
+    and paths stay plain strings: for a tree of small files the per-file
+    cost beyond creating the file is otherwise mostly pathlib objects and
+    the kernel walking the same leading directories again for each name.
     """
-    records: list[FileRecord] = []
-    stack = [("", os.fspath(src))]
-    while stack:
-        prefix, directory = stack.pop()
-        with os.scandir(directory) as it:
-            items = list(it)
-        for item in items:
-            if item.name in DERIVED_DIRS:
-                continue
-            rel = prefix + item.name
-            target = dest / rel
-            if item.is_symlink():
-                link = os.readlink(item.path)
-                os.symlink(link, target)
-                records.append(FileRecord(rel, "l", link))
-            elif item.is_dir(follow_symlinks=False):
-                os.mkdir(target, 0o755)
-                records.append(FileRecord(rel, "d", ""))
-                stack.append((rel + "/", item.path))
-            else:
-                digest, size, mode, head = _copy_file(Path(item.path), target)
-                if elf is not None and head == _ELF_MAGIC:
-                    elf.append(rel)
-                records.append(FileRecord(rel, "x" if mode & stat.S_IXUSR else "f", digest, size))
+    # Files are created with their sealed mode unless the umask takes bits
+    # from it; only then does sealing have to look at each file again.
+    mask = _umask()
+    records: list[FileRecord] = SealedFiles() if mask is not None and not mask & 0o555 else []
+    append = records.append
+    dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    # The source itself may be a symlink to the tree (as the command line
+    # names it); below it, nothing is followed.
+    src_root = os.open(src, dir_flags & ~os.O_NOFOLLOW)
+    src_top = os.path.join(os.fspath(src), "")  # messages name the input's files
+    try:
+        dest_root = os.open(dest, dir_flags)
+        try:
+            stack = [""]
+            while stack:
+                prefix = stack.pop()
+                # One directory's pair of descriptors at a time: a deep tree
+                # never holds more than four open.
+                src_fd = os.open(prefix, dir_flags, dir_fd=src_root) if prefix else src_root
+                try:
+                    dest_fd = os.open(prefix, dir_flags, dir_fd=dest_root) if prefix else dest_root
+                    try:
+                        with os.scandir(src_fd) as it:
+                            items = list(it)
+                        for item in items:
+                            name = item.name
+                            if name in DERIVED_DIRS:
+                                continue
+                            rel = prefix + name
+                            if item.is_symlink():
+                                link = os.readlink(name, dir_fd=src_fd)
+                                os.symlink(link, name, dir_fd=dest_fd)
+                                append(FileRecord(rel, "l", link))
+                            elif item.is_dir(follow_symlinks=False):
+                                os.mkdir(name, 0o755, dir_fd=dest_fd)
+                                append(FileRecord(rel, "d", ""))
+                                stack.append(rel + "/")
+                            else:
+                                digest, size, mode, head = _copy_at(
+                                    src_fd, dest_fd, name, src_top + rel
+                                )
+                                if elf is not None and head == _ELF_MAGIC:
+                                    elf.append(rel)
+                                kind = "x" if mode & stat.S_IXUSR else "f"
+                                append(FileRecord(rel, kind, digest, size))
+                    finally:
+                        if dest_fd != dest_root:
+                            os.close(dest_fd)
+                finally:
+                    if src_fd != src_root:
+                        os.close(src_fd)
+        finally:
+            os.close(dest_root)
+    finally:
+        os.close(src_root)
     return records
+
+
+def _umask() -> int | None:
+    """The process's umask, read without changing it (``os.umask`` can only
+    set it, a race with any thread creating files); None where unknown."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return None
 
 
 def copy_file(src: Path, dst: Path) -> tuple[str, int, int]:
@@ -548,42 +630,83 @@ def copy_file(src: Path, dst: Path) -> tuple[str, int, int]:
     checked at open, so writing through the descriptor still works, and the
     seal pass has nothing left to change.
     """
-    return _copy_file(src, dst)[:3]
+    return _copy_at(None, None, os.fspath(src), os.fspath(src), os.fspath(dst))[:3]
 
 
 _ELF_MAGIC = b"\x7fELF"
 
 
-def _copy_file(src: Path, dst: Path) -> tuple[str, int, int, bytes]:
-    """:func:`copy_file`, also giving the file's first four bytes."""
-    fd_in = os.open(src, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+def _copy_at(
+    src_dir: int | None, dest_dir: int | None, name: str, shown: str, dest_name: str | None = None
+) -> tuple[str, int, int, bytes]:
+    """Copy name from the directory src_dir to dest_dir (descriptors, or None
+    for paths), hashing as it goes: (hex, size, mode, first four bytes).
+    ``shown`` is the source's path as errors name it.
+
+    One read for a small file: the first read asks for one byte more than
+    fstat's size (a small buffer for a small file: a 1 MiB one costs an
+    mmap, mremap and munmap each time), and a short read that reaches that
+    size is the end, which spares the read that would return nothing. The
+    bytes are hashed as they pass, never read a second time. read/write
+    rather than ``copy_file_range``/``sendfile``: the bytes must pass
+    through this process to be hashed anyway, and for files of a few KiB the
+    extra system call costs more than it saves.
+    """
+    try:
+        fd_in = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=src_dir)
+    except OSError as exc:
+        # Opened by its name in its directory: say which input file it was.
+        exc.filename = shown
+        raise
     try:
         st = os.fstat(fd_in)
-        _check_mode(str(src), st)  # it may have changed since the check pass
+        _check_mode(shown, st)  # it may have changed since the check pass
         mode = 0o555 if st.st_mode & stat.S_IXUSR else 0o444
-        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        h = hashlib.sha256()
+        fd_out = os.open(
+            dest_name or name,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+            mode,
+            dir_fd=dest_dir,
+        )
         size = 0
         head = b""
-        # The first read asks for one byte more than fstat's size (a small
-        # buffer for a small file: a 1 MiB one costs an mmap, mremap and
-        # munmap each time); a short read that reaches that size is the
-        # end, which spares the read that would return nothing.
         want = min(_CHUNK, st.st_size + 1)
         try:
-            while chunk := os.read(fd_in, want):
-                if not size:
-                    head = chunk[:4]
+            chunk = os.read(fd_in, want)
+            if len(chunk) <= st.st_size and len(chunk) < want:
+                # The whole file in one read (the common case): one digest
+                # call, one write, no loop.
+                h = hashlib.sha256(chunk)
+                head = chunk[:4]
+                size = len(chunk)
+                _write_all(fd_out, chunk)
+                if size != st.st_size:  # a short read: copy what is left
+                    size = _copy_rest(fd_in, fd_out, h, size)
+            else:
+                h = hashlib.sha256()
+                head = chunk[:4]
                 h.update(chunk)
-                size += len(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd_out, view) :]
-                if size == st.st_size and len(chunk) < want:
-                    break
-                want = _CHUNK
+                size = len(chunk)
+                _write_all(fd_out, chunk)
+                if chunk:
+                    size = _copy_rest(fd_in, fd_out, h, size)
         finally:
             os.close(fd_out)
     finally:
         os.close(fd_in)
     return h.hexdigest(), size, mode, head
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _copy_rest(fd_in: int, fd_out: int, h: Any, size: int) -> int:
+    """Copy and hash until end of file, in large chunks; the size copied."""
+    while chunk := os.read(fd_in, _CHUNK):
+        h.update(chunk)
+        size += len(chunk)
+        _write_all(fd_out, chunk)
+    return size
