@@ -28,6 +28,7 @@ What the namespaces register comes in as a :class:`Registry` argument, so
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,9 +96,11 @@ def in_use(environment: Path) -> bool:
     return False
 
 
-def _held_environments(store: Store, registry: Registry) -> list[Path]:
-    """Environments (views, farms, merged sites) a running process holds."""
-    held: list[Path] = []
+def _environments(store: Store, registry: Registry) -> Iterator[tuple[str, Path, str, Path]]:
+    """Every environment directory (views, farms, merged sites), in a stable
+    order: its area, the area's directory, its name, and its real path (roots
+    and holds name the resolved path, and the home may be reached by a link).
+    Hidden names are staging and gc debris, never environments."""
     for area in registry.environment_areas:
         base = store.home / area
         try:
@@ -105,8 +108,14 @@ def _held_environments(store: Store, registry: Registry) -> list[Path]:
         except FileNotFoundError:
             continue
         real_base = Path(os.path.realpath(base))
-        held += [real_base / n for n in names if not n.startswith(".") and in_use(base / n)]
-    return held
+        for name in names:
+            if not name.startswith("."):
+                yield area, base, name, real_base / name
+
+
+def _held_environments(store: Store, registry: Registry) -> list[Path]:
+    """Environments (views, farms, merged sites) a running process holds."""
+    return [real for _a, base, name, real in _environments(store, registry) if in_use(base / name)]
 
 
 def add_root(store: Store, name: str, target: Path) -> Path:
@@ -375,21 +384,12 @@ def _sweep_environments(
     Each goes first by one rename to a hidden name, so a concurrent reader
     sees it whole or not at all; builders hold the collector lock shared.
     """
-    for area in registry.environment_areas:
-        base = store.home / area
-        try:
-            names = sorted(os.listdir(base))
-        except FileNotFoundError:
+    for area, base, name, real in _environments(store, registry):
+        if real in live:
             continue
-        real_base = Path(os.path.realpath(base))
-        for name in names:
-            if name.startswith("."):
-                continue
-            if real_base / name in live:
-                continue
-            size = disk_usage(base / name)
-            report.removed_environments.append((f"{area}/{name}", size))
-            if not report.dry_run:
-                doomed = base / f".staging-gc-{name}-{os.getpid()}"
-                os.rename(base / name, doomed)
-                remove_tree(doomed)
+        size = disk_usage(base / name)
+        report.removed_environments.append((f"{area}/{name}", size))
+        if not report.dry_run:
+            doomed = base / f".staging-gc-{name}-{os.getpid()}"
+            os.rename(base / name, doomed)
+            remove_tree(doomed)
