@@ -823,13 +823,7 @@ class IndexClient:
             return None  # the archive path says it is gone, in its words
         actual = hashlib.sha256(data).hexdigest()
         if actual != file.sha256:
-            raise HashMismatchError(
-                f"{file.filename}: sha256 mismatch (expected {file.sha256}, got {actual})",
-                subject=file.filename,
-                expected=file.sha256,
-                actual=actual,
-                details=[f"downloaded from {redact(file.url)}"],
-            )
+            raise _mismatch(file, actual, f"downloaded from {redact(file.url)}")
         import io
 
         metadata = wheel_metadata_from_archive(io.BytesIO(data), file.filename)
@@ -912,12 +906,7 @@ class IndexClient:
             if file.sha256 is not None:
                 actual = self._once("local-verify", str(path), lambda: hash_file(path)[0])
                 if actual != file.sha256:
-                    raise HashMismatchError(
-                        f"{file.filename}: sha256 mismatch (expected {file.sha256}, got {actual})",
-                        subject=file.filename,
-                        expected=file.sha256,
-                        actual=actual,
-                    )
+                    raise _mismatch(file, actual)
             return path
         return self._once("archive", file.url, lambda: self._pinned_archive(file))
 
@@ -1003,3 +992,15 @@ def _quietly(fn: Callable[..., Any], *args: Any) -> None:
         fn(*args)
     except Exception:
         pass
+
+
+def _mismatch(file: DistFile, actual: str, *details: str) -> HashMismatchError:
+    """The one refusal of a file whose bytes are not the ones its index or lock named."""
+    assert file.sha256 is not None
+    return HashMismatchError(
+        f"{file.filename}: sha256 mismatch (expected {file.sha256}, got {actual})",
+        subject=file.filename,
+        expected=file.sha256,
+        actual=actual,
+        details=list(details),
+    )
