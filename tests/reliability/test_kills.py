@@ -148,6 +148,26 @@ def _fresh_project(project: Path, dest: Path) -> Path:
     return dest
 
 
+def test_warm_sync_sweeps_the_lock_of_a_slot_killed_after_publishing(
+    fresh_home: Homes, sync_project: tuple[LocalIndex, Path]
+) -> None:
+    """A kill between an entry's rename into place and its slot's close
+    leaves only the slot's lock file; the next sync finds every entry
+    present and adds nothing, yet must still sweep it (the window a random
+    kill hit once in CI)."""
+    index, project = sync_project
+    home, cache = fresh_home()
+    env = cpk_env(home, cache)
+    _ok(_sync_argv(index), env, project)
+    entries_before = sorted(p.name for p in (home / "store").iterdir())
+    staging = home / "store" / ".staging"
+    staging.mkdir(exist_ok=True)
+    (staging / "999999-0123456789ab.lock").touch()  # its owner is gone: the lock is free
+    _ok(_sync_argv(index), env, project)
+    assert staging_debris(home) == []
+    assert sorted(p.name for p in (home / "store").iterdir()) == entries_before
+
+
 @pytest.mark.parametrize("trials", TRIALS)
 def test_sync_killed_at_random_points(
     tmp_path: Path, fresh_home: Homes, sync_project: tuple[LocalIndex, Path], trials: int

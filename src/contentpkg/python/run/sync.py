@@ -383,7 +383,14 @@ class Session:
 
     def _materialize(self, wanted: list[tuple[str, str, DistFile]]) -> list[Materialized]:
         from contentpkg.python.install.bytecode import BytecodePipeline
+        from contentpkg.store.staging import clean_stale
 
+        # A run killed between publishing an entry and dropping its slot
+        # leaves the slot's lock file behind. Every add sweeps such debris
+        # first, but a sync that finds everything present adds nothing, so
+        # it would stay until the next add or gc: sweep here as well (one
+        # listdir of a directory that is usually empty or absent).
+        clean_stale(self.store.user.root)
         items: list[Materialized] = []
         missing: list[tuple[str, str, DistFile]] = []
         for name, version, file in wanted:
