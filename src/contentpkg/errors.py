@@ -58,21 +58,42 @@ class InvalidInputError(CpkError):
 
 
 class HashMismatchError(CpkError):
-    """Bytes did not hash to what a lock, an index, RECORD or the store expected."""
+    """Bytes did not hash to what a lock, an index, RECORD or the store expected.
+
+    The one line is composed here from the parts, so that a wheel, a
+    ``.deb``, a registry blob and an image are refused in the same words:
+    ``SUBJECT: sha256 mismatch (expected E from EXPECTED_FROM, got A from
+    ORIGIN); HINT``, the optional parts left out when empty. ``subject`` is
+    what was checked (a file name, a URL, a wheel member, a blob);
+    ``expected_from`` who named the expected hash (``the index``, ``its
+    RECORD``); ``origin`` where the bytes came from (a URL, a registry), so
+    a mirror serving other bytes can be told from a corrupt cache; ``hint``
+    what the user can make of it.
+    """
 
     def __init__(
         self,
-        message: str,
         *,
         subject: str,
         expected: str,
         actual: str,
+        algorithm: str = "sha256",
+        expected_from: str = "",
+        origin: str = "",
+        hint: str = "",
         details: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(message, details)
+        named = f" from {expected_from}" if expected_from else ""
+        got = f" from {origin}" if origin else ""
+        tail = f"; {hint}" if hint else ""
+        message = f"{subject}: {algorithm} mismatch (expected {expected}{named}, got {actual}{got})"
+        super().__init__(message + tail, details)
         self.subject = subject
         self.expected = expected
         self.actual = actual
+        self.algorithm = algorithm
+        self.expected_from = expected_from
+        self.origin = origin
 
 
 class ResolutionError(CpkError):

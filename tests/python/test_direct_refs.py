@@ -249,6 +249,7 @@ def test_archive_urls_are_locked_with_their_hash_and_checked(
     refused = run_cpk("lock", cwd=other, env=fresh)
     assert refused.returncode == 1
     assert "sha256 mismatch" in refused.stderr and "Traceback" not in refused.stderr
+    assert f"(expected {'0' * 64} from the URL's #sha256, got " in refused.stderr
     assert not (other / "pylock.toml").exists()
 
 

@@ -358,6 +358,8 @@ def test_hash_mismatch_is_rejected_and_leaves_nothing(
     assert str(info.value).startswith(
         f"{file.filename}: sha256 mismatch (expected {file.sha256}, got "
     )
+    # Where the other bytes came from, so a bad mirror can be told from a bad cache.
+    assert str(info.value).endswith(f" from {file.url})")
     assert os.listdir(tmp_path / "out") == []
 
 

@@ -283,7 +283,7 @@ CASES: list[tuple[str, dict, Callable[[Path], Path] | None, str]] = [
         None,
         "RECORD",
     ),
-    ("record-wrong-hash", {"tamper": _record_edit(_wrong_hash)}, None, "RECORD hash"),
+    ("record-wrong-hash", {"tamper": _record_edit(_wrong_hash)}, None, "from its RECORD"),
     ("record-wrong-size", {"tamper": _record_edit(_wrong_size)}, None, "RECORD says"),
     (
         "record-lists-absent-file",

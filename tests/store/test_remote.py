@@ -332,7 +332,7 @@ def published(
     ("fault", "message"),
     [
         (Fault("/blobs/sha256:", "truncate", times=-1), "after"),
-        (Fault("/blobs/sha256:", "alter", times=-1), "hashes to"),
+        (Fault("/blobs/sha256:", "alter", times=-1), "sha256 mismatch"),
         # The two that wait out bounded retries run with the slow variants.
         pytest.param(
             Fault("/blobs/sha256:", "drop", times=-1), "connection", marks=pytest.mark.slow

@@ -150,11 +150,7 @@ def download(
                 if actual != p.sha256:
                     # Raised inside the block: the partial file goes, nothing is cached.
                     raise HashMismatchError(
-                        f"{p.url}: sha256 {actual} does not match the index's {p.sha256}; "
-                        "refusing it",
-                        subject=p.url,
-                        expected=p.sha256,
-                        actual=actual,
+                        subject=p.url, expected=p.sha256, actual=actual, expected_from="the index"
                     )
         finally:
             task.done()

@@ -198,11 +198,11 @@ def verify_image(ctx: Context, entry: Entry) -> Path:
         raise CpkError(f"{path}: image of {entry.dirname} unreadable ({exc.strerror})") from None
     if actual != record["sha256"]:
         raise HashMismatchError(
-            f"{path}: image of {entry.dirname} has sha256 {actual}, its metadata says "
-            f"{record['sha256']}; refusing to mount it",
             subject=str(path),
             expected=record["sha256"],
             actual=actual,
+            expected_from=f"the metadata of {entry.dirname}",
+            hint="refusing to mount it",
         )
     return path
 

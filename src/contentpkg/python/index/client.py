@@ -743,12 +743,12 @@ class IndexClient:
                     actual = hashlib.new(algo, data).hexdigest()
                     if actual != expected.lower():
                         raise HashMismatchError(
-                            f"{file.filename}.metadata: {algo} mismatch "
-                            f"(expected {expected}, got {actual})",
                             subject=f"{file.filename}.metadata",
                             expected=expected,
                             actual=actual,
-                            details=[f"downloaded from {redact(file.url)}.metadata"],
+                            algorithm=algo,
+                            expected_from="the index",
+                            origin=f"{redact(file.url)}.metadata",
                         )
         if data is None:
             if not file.is_wheel:
@@ -823,7 +823,7 @@ class IndexClient:
             return None  # the archive path says it is gone, in its words
         actual = hashlib.sha256(data).hexdigest()
         if actual != file.sha256:
-            raise _mismatch(file, actual, f"downloaded from {redact(file.url)}")
+            raise _mismatch(file, actual, redact(file.url))
         import io
 
         metadata = wheel_metadata_from_archive(io.BytesIO(data), file.filename)
@@ -906,7 +906,7 @@ class IndexClient:
             if file.sha256 is not None:
                 actual = self._once("local-verify", str(path), lambda: hash_file(path)[0])
                 if actual != file.sha256:
-                    raise _mismatch(file, actual)
+                    raise _mismatch(file, actual, str(path))
             return path
         return self._once("archive", file.url, lambda: self._pinned_archive(file))
 
@@ -994,13 +994,9 @@ def _quietly(fn: Callable[..., Any], *args: Any) -> None:
         pass
 
 
-def _mismatch(file: DistFile, actual: str, *details: str) -> HashMismatchError:
+def _mismatch(file: DistFile, actual: str, origin: str = "") -> HashMismatchError:
     """The one refusal of a file whose bytes are not the ones its index or lock named."""
     assert file.sha256 is not None
     return HashMismatchError(
-        f"{file.filename}: sha256 mismatch (expected {file.sha256}, got {actual})",
-        subject=file.filename,
-        expected=file.sha256,
-        actual=actual,
-        details=list(details),
+        subject=file.filename, expected=file.sha256, actual=actual, origin=origin
     )

@@ -714,11 +714,7 @@ class HttpSession:
             if sha256 is not None and actual != sha256.lower():
                 task.done(None)
                 raise HashMismatchError(
-                    f"{name}: sha256 mismatch (expected {sha256}, got {actual})",
-                    subject=name,
-                    expected=sha256,
-                    actual=actual,
-                    details=[f"downloaded from {redact(url)}"],
+                    subject=name, expected=sha256, actual=actual, origin=redact(url)
                 )
         task.done(f"downloaded {name}")
         return actual

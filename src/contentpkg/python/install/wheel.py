@@ -186,11 +186,10 @@ def add_wheel(
             want = _normalise_sha256(filename, expected_sha256)
             if want != digest:
                 raise HashMismatchError(
-                    f"{filename}: sha256 {digest} does not match the expected {want}"
-                    " (corrupt or truncated download?)",
                     subject=filename,
                     expected=want,
                     actual=digest,
+                    hint="corrupt or truncated download?",
                 )
         source_hash = f"sha256:{digest}"
         found = store.find_source(source_hash)
@@ -739,17 +738,19 @@ def _extract(
             digest = (other or sha256).digest()
             if not _record_digest_matches(digest, record.hash_.value):
                 hint = (
-                    " (the wheel's own sha256 matched the published one: the wheel was"
-                    " built this way; ask its maintainers for a fixed wheel, or pin"
-                    " another version)"
+                    "the wheel's own sha256 matched the published one, so the wheel was"
+                    " built this way: ask its maintainers for a fixed wheel, or pin"
+                    " another version"
                     if verified
                     else ""
                 )
                 raise HashMismatchError(
-                    f"{where} does not match its RECORD hash{hint}",
                     subject=where,
                     expected=record.hash_.value,
                     actual=_urlsafe_b64(digest),
+                    algorithm=record.hash_.name,
+                    expected_from="its RECORD",
+                    hint=hint,
                 )
         if dest is not None:
             records.append(FileRecord(dest, "x" if executable else "f", sha256.hexdigest(), size))

@@ -186,11 +186,14 @@ class DirectSources:
         got = self.client.http.download(plain, dest, sha256=None)
         if wanted is not None and got != wanted:
             dest.unlink(missing_ok=True)
+            from contentpkg.python.index.http import redact
+
             raise HashMismatchError(
-                f"{url}: sha256 mismatch (expected {wanted}, got {got})",
                 subject=filename,
                 expected=wanted,
                 actual=got,
+                expected_from="the URL's #sha256",
+                origin=redact(plain),
             )
         file = DistFile(filename, plain, {"sha256": got}, size=dest.stat().st_size)
         metadata = self._stored_metadata(got)

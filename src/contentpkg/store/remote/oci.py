@@ -643,14 +643,10 @@ class Registry:
         if size is not None and received != size:
             why = f"truncated blob (got {received} of {size} bytes)"
             raise TransferError(f"{self.url}: {what}: {why}", remote=str(self.url))
-        actual = "sha256:" + h.hexdigest()
-        if actual != digest:
+        actual = h.hexdigest()
+        if actual != expected:
             raise HashMismatchError(
-                f"{self.url}: {what}: the blob served hashes to {actual[:19]}...,"
-                f" not {digest[:19]}...",
-                subject=what,
-                expected=digest,
-                actual=actual,
+                subject=what, expected=expected, actual=actual, origin=str(self.url)
             )
 
     def push_blob(
