@@ -91,6 +91,24 @@ class AddResult:
     pending: bool = False
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What one :func:`add_built` call asks for, carried whole through
+    building and staging (see there for each field's meaning)."""
+
+    name: str
+    version: str
+    kind: str
+    populate: Populate
+    source: str | None
+    source_hash: str | None
+    extra: dict[str, Any] | None
+    references: Iterable[str]
+    #: Read only after populate ran: a populate callback may fill it.
+    extra_file_rows: Iterable[tuple[str, str]]
+    describe: Callable[[list[FileRecord]], dict[str, Any]] | None
+
+
 @dataclass
 class _Staged:
     """A sealed entry in its slot, waiting to be made durable and published."""
@@ -185,8 +203,19 @@ def add_built(
             clean_stale(root)
             if batch is not None:
                 batch.cleaned = True
-        return _build(store, root, name, version, kind, populate, source, source_hash,
-                      extra, references, extra_file_rows, describe)  # fmt: skip
+        request = _Request(
+            name=name,
+            version=version,
+            kind=kind,
+            populate=populate,
+            source=source,
+            source_hash=source_hash,
+            extra=extra,
+            references=references,
+            extra_file_rows=extra_file_rows,
+            describe=describe,
+        )
+        return _build(store, root, request)
     except OSError as exc:
         # Out of room or a read-only store is the disk's state, not the
         # input's fault: say what ran out, where, doing what. Other errors
@@ -200,27 +229,13 @@ def add_built(
 _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 
 
-def _build(
-    store: Store,
-    root: Path,
-    name: str,
-    version: str,
-    kind: str,
-    populate: Populate,
-    source: str | None,
-    source_hash: str | None,
-    extra: dict[str, Any] | None,
-    references: Iterable[str],
-    extra_file_rows: Iterable[tuple[str, str]],
-    describe: Callable[[list[FileRecord]], dict[str, Any]] | None,
-) -> AddResult:
+def _build(store: Store, root: Path, request: _Request) -> AddResult:
     """The staged build and publish of :func:`add_built`."""
     batch = _BATCH.get()
     with collector_lock(root):
         slot = Slot(root)
         try:
-            staged = _stage(store, root, slot, name, version, kind, populate, source,
-                            source_hash, extra, references, extra_file_rows, describe)  # fmt: skip
+            staged = _stage(store, root, slot, request)
             if isinstance(staged, AddResult):
                 slot.close()
                 return staged
@@ -248,32 +263,19 @@ def _entry_at(store: Store, root: Path, dirname: str) -> Entry:
     return Entry(root / dirname, *parts, layer=store.user)
 
 
-def _stage(
-    store: Store,
-    root: Path,
-    slot: Slot,
-    name: str,
-    version: str,
-    kind: str,
-    populate: Populate,
-    source: str | None,
-    source_hash: str | None,
-    extra: dict[str, Any] | None,
-    references: Iterable[str],
-    extra_file_rows: Iterable[tuple[str, str]],
-    describe: Callable[[list[FileRecord]], dict[str, Any]] | None,
-) -> _Staged | AddResult:
+def _stage(store: Store, root: Path, slot: Slot, request: _Request) -> _Staged | AddResult:
     """Populate, check, hash, describe and seal one entry in its slot.
 
     Returns the existing entry's result when an identical one is already
     in the store (nothing to publish).
     """
-    records = populate(slot.path)
+    records = request.populate(slot.path)
     if records is None:
         records = scan_tree(slot.path)
     _check_staged(slot.path, records)
     full_hash = content_hash(records)
-    dirname = f"{name},{version},{short_hash(full_hash)}"
+    dirname = f"{request.name},{request.version},{short_hash(full_hash)}"
+    source_hash = request.source_hash
     existing = store.entry(dirname)
     if existing is not None:
         if source_hash:
@@ -282,25 +284,25 @@ def _stage(
 
     meta: dict[str, Any] = {
         "format": METADATA_FORMAT,
-        "kind": kind,
-        "name": name,
-        "version": version,
+        "kind": request.kind,
+        "name": request.name,
+        "version": request.version,
         "content_hash": full_hash,
-        "source": source,
+        "source": request.source,
         "source_hash": source_hash,
         "size": sum(r.size for r in records),
         "file_count": sum(1 for r in records if r.kind in "fx"),
         "dependencies": [],
         "provides": {},
-        "references": sorted(set(references)),
+        "references": sorted(set(request.references)),
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    meta.update(extra or {})
-    if describe is not None:
-        meta.update(describe(records))
+    meta.update(request.extra or {})
+    if request.describe is not None:
+        meta.update(request.describe(records))
     # Consumed only now: a populate callback may have filled it. Kept in
     # the metadata so a rebuilt files table has these rows too.
-    extra_rows = sorted({(str(sha), str(rel)) for sha, rel in extra_file_rows})
+    extra_rows = sorted({(str(sha), str(rel)) for sha, rel in request.extra_file_rows})
     if extra_rows:
         meta[lookup.EXTRA_ROWS_KEY] = [list(row) for row in extra_rows]
     stored = share_identical(slot.path, records)
