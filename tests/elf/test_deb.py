@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 from support.cli import tree_snapshot
+from support.debs import DPKG_DEB, dpkg_build, needs_dpkg_deb
+from support.hostile import ar_archive
 
 from contentpkg.elf import deb
 from contentpkg.elf.deb import extract_data, map_path, parse_relations, read_deb
 from contentpkg.errors import CpkError
-
-DPKG_DEB = shutil.which("dpkg-deb")
-needs_dpkg_deb = pytest.mark.skipif(DPKG_DEB is None, reason="needs dpkg-deb to build .deb files")
 
 MULTIARCH = "x86_64-linux-gnu"
 
@@ -76,34 +75,12 @@ def build_tree(root: Path) -> Path:
     return root
 
 
-def dpkg_build(tree: Path, out: Path, compression: str = "xz") -> Path:
-    assert DPKG_DEB is not None
-    subprocess.run(
-        [DPKG_DEB, "--root-owner-group", f"-Z{compression}", "--build", str(tree), str(out)],
-        check=True,
-        capture_output=True,
-    )
-    return out
-
-
 @pytest.fixture(scope="module")
 def built_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if DPKG_DEB is None:
         pytest.skip("needs dpkg-deb to build .deb files")
     work = tmp_path_factory.mktemp("deb")
-    return dpkg_build(build_tree(work / "tree"), work / "tool.deb")
-
-
-def ar_archive(members: list[tuple[str, bytes]]) -> bytes:
-    """An ar archive as dpkg writes it: a 60-byte header per member, even padding."""
-    out = bytearray(b"!<arch>\n")
-    for name, data in members:
-        header = f"{name:<16}{0:<12}{0:<6}{0:<6}{0o100644:<8o}{len(data):<10}`\n"
-        assert len(header) == 60
-        out += header.encode("ascii") + data
-        if len(data) % 2:
-            out += b"\n"
-    return bytes(out)
+    return dpkg_build(build_tree(work / "tree"), work / "tool.deb", compression="xz")
 
 
 def tar_bytes(entries: list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]], comp: str) -> bytes:
@@ -178,7 +155,7 @@ def unpack(path: Path, dest: Path) -> list[str]:
 def test_read_deb_built_by_dpkg(tmp_path: Path, compression: str) -> None:
     if compression == "zstd" and shutil.which("zstd") is None:
         pytest.importorskip("zstandard")
-    path = dpkg_build(build_tree(tmp_path / "tree"), tmp_path / "t.deb", compression)
+    path = dpkg_build(build_tree(tmp_path / "tree"), tmp_path / "t.deb", compression=compression)
     pkg = read_deb(path)
     assert (pkg.name, pkg.version, pkg.architecture) == ("tool", "1:2.5-1", "amd64")
     assert pkg.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -345,7 +322,7 @@ def zstd_via(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
 
 @needs_dpkg_deb
 def test_zstd(tmp_path: Path, zstd_via: str) -> None:
-    path = dpkg_build(build_tree(tmp_path / "tree"), tmp_path / "t.deb", "zstd")
+    path = dpkg_build(build_tree(tmp_path / "tree"), tmp_path / "t.deb", compression="zstd")
     dest = tmp_path / "out"
     unpack(path, dest)
     assert (dest / "bin" / "tool").read_text() == "#!/bin/sh\necho tool\n"
@@ -357,7 +334,7 @@ def test_zstd_truncated_inside_the_stream(tmp_path: Path, zstd_via: str) -> None
     # Enough content that the cut falls inside the tar, not in its padding.
     tree = build_tree(tmp_path / "tree")
     (tree / "usr" / "share" / "big").write_bytes(os.urandom(200_000))
-    good = dpkg_build(tree, tmp_path / "t.deb", "zstd")
+    good = dpkg_build(tree, tmp_path / "t.deb", compression="zstd")
     path = cut_data_member(good, tmp_path / "cut.deb")
     dest = tmp_path / "out"
     dest.mkdir()

@@ -23,16 +23,12 @@ from pathlib import Path
 
 import pytest
 from support.cli import run_cpk
+from support.debs import dpkg_build, needs_dpkg_deb
 from support.elfbuild import CC, build_exe, build_lib, needs_cc
 
-DPKG_DEB = shutil.which("dpkg-deb")
 TRIPLET = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
-ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
 
-pytestmark = [
-    needs_cc,
-    pytest.mark.skipif(DPKG_DEB is None, reason="needs dpkg-deb to build .deb files"),
-]
+pytestmark = [needs_cc, needs_dpkg_deb]
 
 PROGRAM = r"""
 #include <dlfcn.h>
@@ -63,24 +59,6 @@ int main(void) {
 """
 
 
-def _deb(tree: Path, control: dict[str, str], out: Path) -> Path:
-    (tree / "DEBIAN").mkdir(parents=True, exist_ok=True)
-    fields = {"Version": "1.0", "Architecture": ARCH, "Maintainer": "T <t@example.org>"}
-    fields.update(control)
-    fields.setdefault("Description", f"{control['Package']} for the tests")
-    text = "".join(f"{k}: {v}\n" for k, v in fields.items())
-    (tree / "DEBIAN" / "control").write_text(text)
-    for c in tree.rglob("*.c"):
-        c.unlink()
-    assert DPKG_DEB is not None
-    subprocess.run(
-        [DPKG_DEB, "--root-owner-group", "-Zgzip", "--build", str(tree), str(out)],
-        check=True,
-        capture_output=True,
-    )
-    return out
-
-
 def _cc(*args: str) -> None:
     assert CC is not None
     proc = subprocess.run([CC, *args], capture_output=True, text=True)
@@ -96,7 +74,9 @@ def build_demo(work: Path, datadir: str) -> list[Path]:
     plugdep = build_lib(
         t / libdir / "libplugdep.so.1", "plugdep", "plugdep", soname="libplugdep.so.1"
     )
-    debs.append(_deb(t, {"Package": "libplugdep1"}, work / "libplugdep1.deb"))
+    debs.append(
+        dpkg_build(t, work / "libplugdep1.deb", {"Package": "libplugdep1"}, drop_c_sources=True)
+    )
     # libsnd7: its file is libsnd.so.7.0 and programs name that file (as
     # libsndio's users do), though its SONAME is libsnd.so.7.
     link = work / "link"
@@ -104,12 +84,12 @@ def build_demo(work: Path, datadir: str) -> list[Path]:
     t = work / "libsnd7"
     build_lib(t / libdir / "libsnd.so.7.0", "snd", "snd", soname="libsnd.so.7")
     os.symlink("libsnd.so.7.0", t / libdir / "libsnd.so.7")
-    debs.append(_deb(t, {"Package": "libsnd7"}, work / "libsnd7.deb"))
+    debs.append(dpkg_build(t, work / "libsnd7.deb", {"Package": "libsnd7"}, drop_c_sources=True))
     # demo-core: a documentation directory demo links into.
     t = work / "demo-core"
     (t / "usr/share/doc/demo-core/hooks").mkdir(parents=True)
     (t / "usr/share/doc/demo-core/hooks/hook.txt").write_text("hook\n")
-    debs.append(_deb(t, {"Package": "demo-core"}, work / "demo-core.deb"))
+    debs.append(dpkg_build(t, work / "demo-core.deb", {"Package": "demo-core"}))
     # demo itself.
     t = work / "demo"
     src = work / "demo.c"
@@ -127,7 +107,7 @@ def build_demo(work: Path, datadir: str) -> list[Path]:
     os.symlink("../../common-licenses/Apache-2.0", doc / "LICENSE")
     os.symlink("../demo-core/hooks", doc / "hooks")
     control = {"Package": "demo", "Depends": "libc6, libsnd7, libplugdep1, demo-core"}
-    debs.append(_deb(t, control, work / "demo.deb"))
+    debs.append(dpkg_build(t, work / "demo.deb", control, drop_c_sources=True))
     assert nosoname.exists()
     return debs
 
@@ -265,7 +245,7 @@ def test_identical_files_and_hard_links_are_stored_once(tmp_path: Path, cpk_home
     (share / "d").write_text("other bytes\n")
     (share / "x").write_text("same bytes\n" * 100)
     (share / "x").chmod(0o755)  # the executable bit is content: kept apart
-    deb = _deb(tree, {"Package": "twins", "Architecture": "all"}, tmp_path / "twins.deb")
+    deb = dpkg_build(tree, tmp_path / "twins.deb", {"Package": "twins", "Architecture": "all"})
     run_cpk("store", "add", deb, check=True)
     entry = _entry_dir(cpk_home, "twins") / "share/twins"
     inodes = {name: os.stat(entry / name).st_ino for name in "abcdx"}
@@ -389,7 +369,9 @@ def test_docs_packages_are_named_and_brought(tmp_path: Path) -> None:
     (tree / "usr/bin").mkdir(parents=True)
     (tree / "usr/bin/tool").write_text("#!/bin/sh\necho tool\n")
     (tree / "usr/bin/tool").chmod(0o755)
-    run_cpk("store", "add", _deb(tree, {"Package": "tool"}, tmp_path / "tool.deb"), check=True)
+    run_cpk(
+        "store", "add", dpkg_build(tree, tmp_path / "tool.deb", {"Package": "tool"}), check=True
+    )
     where = tmp_path / "W"
     report = run_cpk("install", "tool", where, check=True).stderr
     assert "tool: no man pages in the package; Debian ships some in tool-doc or tool-man" in report
@@ -397,7 +379,7 @@ def test_docs_packages_are_named_and_brought(tmp_path: Path) -> None:
     (doc / "usr/share/man/man1").mkdir(parents=True)
     (doc / "usr/share/man/man1/tool.1").write_text(".TH TOOL 1\n")
     control = {"Package": "tool-doc", "Architecture": "all"}
-    run_cpk("store", "add", _deb(doc, control, tmp_path / "tool-doc.deb"), check=True)
+    run_cpk("store", "add", dpkg_build(doc, tmp_path / "tool-doc.deb", control), check=True)
     where2 = tmp_path / "W2"
     report = run_cpk("install", "tool", where2, check=True).stderr
     assert "tool: documentation in the store: tool-doc; --with-docs installs it" in report

@@ -15,24 +15,19 @@ from __future__ import annotations
 import filecmp
 import json
 import os
-import shutil
 import subprocess
 import sysconfig
 from pathlib import Path
 
 import pytest
 from support.cli import run_cpk
+from support.debs import ARCH, dpkg_build, needs_dpkg_deb
 from support.elfbuild import CC, needs_cc
 
-DPKG_DEB = shutil.which("dpkg-deb")
 TRIPLET = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
-ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
 COMPILED = f"/usr/lib/{TRIPLET}/graphviz"
 
-pytestmark = [
-    needs_cc,
-    pytest.mark.skipif(DPKG_DEB is None, reason="needs dpkg-deb to build .deb files"),
-]
+pytestmark = [needs_cc, needs_dpkg_deb]
 
 PROGRAM = r"""
 #include <libgen.h>
@@ -77,19 +72,8 @@ def _build(work: Path) -> Path:
     plugins = tree / "usr/lib" / TRIPLET / "graphviz"
     plugins.mkdir(parents=True)
     (plugins / "libgvplugin_demo.so.9").write_text("not really a plugin\n")
-    (tree / "DEBIAN").mkdir()
-    (tree / "DEBIAN/control").write_text(
-        f"Package: libgvc9\nVersion: 1.0\nArchitecture: {ARCH}\n"
-        "Maintainer: T <t@example.org>\nDescription: a graphviz look-alike\n"
-    )
-    out = work / "libgvc9.deb"
-    assert DPKG_DEB is not None
-    subprocess.run(
-        [DPKG_DEB, "--root-owner-group", "-Zgzip", "--build", str(tree), str(out)],
-        check=True,
-        capture_output=True,
-    )
-    return out
+    control = {"Package": "libgvc9", "Description": "a graphviz look-alike"}
+    return dpkg_build(tree, work / "libgvc9.deb", control)
 
 
 def _run(program: Path) -> subprocess.CompletedProcess[str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from support.cli import run_cpk, tree_snapshot
+from support.debs import dpkg_build, needs_dpkg_deb
 from support.elfbuild import CC, build_exe, build_lib, needs_cc
 
 pytestmark = [
@@ -393,29 +394,22 @@ def test_bad_requires_value_is_one_clear_line(value: str, prefix: Path, cpk_home
     assert_refused(cpk_home, args, ["--requires", value])
 
 
-def _build_deb(tmp: Path, prefix: Path, arch: str) -> Path:
+def _build_deb(tmp: Path, prefix: Path) -> Path:
     root = tmp / "debroot"
     shutil.copytree(prefix, root / "usr", symlinks=True)
-    (root / "DEBIAN").mkdir()
-    (root / "DEBIAN" / "control").write_text(
-        "Package: hello\nVersion: 1:2.5-1\nArchitecture: "
-        f"{arch}\nMaintainer: t <t@example.org>\nDepends: libc6 (>= 2.34)\n"
-        "Description: says hello\n more text\n"
-    )
-    out = tmp / "hello_2.5-1.deb"
-    subprocess.run(
-        ["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", root, out],
-        check=True,
-        capture_output=True,
-    )
-    return out
+    control = {
+        "Package": "hello",
+        "Version": "1:2.5-1",
+        "Depends": "libc6 (>= 2.34)",
+        "Description": "says hello\n more text",
+    }
+    return dpkg_build(root, tmp / "hello_2.5-1.deb", control)
 
 
-@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+@needs_dpkg_deb
 def test_deb_import_takes_name_version_depends_and_patches(prefix: Path, tmp_path: Path) -> None:
     pytest.importorskip("contentpkg.elf.deb", reason="deb reader not written yet")
-    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True)
-    deb = _build_deb(tmp_path, prefix, arch.stdout.strip())
+    deb = _build_deb(tmp_path, prefix)
     entry = add(deb)
     assert entry.name.startswith("hello,2.5-1,")
     m = meta(entry)
@@ -428,7 +422,7 @@ def test_deb_import_takes_name_version_depends_and_patches(prefix: Path, tmp_pat
     assert m["provides"]["PATH"] == ["bin/hello"]
 
 
-@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+@needs_dpkg_deb
 def test_deb_recorded_by_bare_hex_is_still_found(
     prefix: Path, tmp_path: Path, cpk_home: Path
 ) -> None:
@@ -436,8 +430,7 @@ def test_deb_recorded_by_bare_hex_is_still_found(
     the bare hex: adding the same .deb again finds them, unpacking nothing."""
     from contentpkg.store.layers import LocalStore
 
-    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True)
-    deb = _build_deb(tmp_path, prefix, arch.stdout.strip())
+    deb = _build_deb(tmp_path, prefix)
     entry = add(deb)
     sources = cpk_home / "store" / ".sources"
     digest = sha256(deb)
@@ -452,7 +445,7 @@ def test_deb_recorded_by_bare_hex_is_still_found(
         assert found is not None and found.path == entry
 
 
-@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb to build a .deb")
+@needs_dpkg_deb
 def test_files_without_a_runpath_share_one_patchelf_process_and_each_gets_its_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -473,17 +466,8 @@ def test_files_without_a_runpath_share_one_patchelf_process_and_each_gets_its_ow
               runpath=long_slot)  # fmt: skip
     exe = build_exe(tree / "usr/bin/prog", ["one"], libs=[lib])
     os.link(exe, tree / "usr/bin/prog-alias")
-    for c in tree.rglob("*.c"):
-        c.unlink()
-    (tree / "DEBIAN").mkdir()
-    (tree / "DEBIAN/control").write_text(
-        "Package: many\nVersion: 1.0\nArchitecture: "
-        + {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, "amd64")
-        + "\nMaintainer: T <t@example.org>\nDescription: several ELF files\n"
-    )
-    deb = tmp_path / "many.deb"
-    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(tree), str(deb)],
-                   check=True, capture_output=True)  # fmt: skip
+    control = {"Package": "many", "Description": "several ELF files"}
+    deb = dpkg_build(tree, tmp_path / "many.deb", control, drop_c_sources=True)
 
     calls: list[list[str]] = []
     real = subprocess.run

@@ -1,5 +1,10 @@
 """``.deb`` files and a signed Debian archive, assembled by the tests.
 
+Two ways to make a ``.deb``: :func:`dpkg_build` has ``dpkg-deb`` build one
+from a tree on disk (ELF files compiled into it, symlinks, modes), as Debian
+builds its packages; :class:`Deb` writes one from a few files in memory,
+without dpkg, for archives of many small packages.
+
 The archive is what apt reads: ``dists/<suite>/InRelease`` clear-signed
 with a throwaway key (``gpg`` in a temporary GNUPGHOME), ``Packages.xz``
 per component and architecture, by-hash copies, and the ``.deb`` files
@@ -18,10 +23,61 @@ import shutil
 import subprocess
 import tarfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 GPG = shutil.which("gpg")
+DPKG_DEB = shutil.which("dpkg-deb")
+needs_dpkg_deb = pytest.mark.skipif(DPKG_DEB is None, reason="needs dpkg-deb to build .deb files")
+
+#: This machine's Debian architecture, as a package built for it names it.
+ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+
+
+def dpkg_build(
+    tree: Path,
+    out: Path,
+    control: Mapping[str, str] | None = None,
+    *,
+    compression: str = "gzip",
+    drop_c_sources: bool = False,
+) -> Path:
+    """Build ``out`` from ``tree`` with ``dpkg-deb --build``; return ``out``.
+
+    ``control``, when given, is written to ``tree/DEBIAN/control`` first:
+    its fields in order, after defaults for those a test rarely cares about
+    (version 1.0, this machine's architecture, a maintainer), the
+    description last as dpkg writes it (a multi-line one continues with
+    ``\n ``). Without it the tree already holds its control file.
+    ``drop_c_sources`` removes the ``.c`` files that :mod:`support.elfbuild`
+    leaves beside what it compiles, which a package would not ship.
+    Owners are root's (``--root-owner-group``), as in Debian's packages.
+    """
+    assert DPKG_DEB is not None, "mark the test with needs_dpkg_deb"
+    if control is not None:
+        fields = {
+            "Package": control["Package"],
+            "Version": "1.0",
+            "Architecture": ARCH,
+            "Maintainer": "T <t@example.org>",
+            **control,
+        }
+        fields["Description"] = fields.pop("Description", f"{control['Package']} for the tests")
+        (tree / "DEBIAN").mkdir(parents=True, exist_ok=True)
+        text = "".join(f"{k}: {v}\n" for k, v in fields.items())
+        (tree / "DEBIAN" / "control").write_text(text)
+    if drop_c_sources:
+        for c in tree.rglob("*.c"):
+            c.unlink()
+    subprocess.run(
+        [DPKG_DEB, "--root-owner-group", f"-Z{compression}", "--build", str(tree), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out
 
 
 def _tar(files: dict[str, bytes | str], *, mode: int = 0o644) -> bytes:
