@@ -151,8 +151,10 @@ def main() -> None:
     overlays = bool(bwrap) and bwrap_overlays()
     work = Path(tempfile.mkdtemp(prefix="cpk-bench-union-"))
     # Every side's files (store, farm, the plain directories) are under work.
-    print(f"files under {work.parent} (uid {os.getuid()}, "
-          f"{'privileged: kernel mounts, no user namespace' if privileged() else 'unprivileged'})")
+    print(
+        f"files under {work.parent} (uid {os.getuid()}, "
+        f"{'privileged: kernel mounts, no user namespace' if privileged() else 'unprivileged'})"
+    )
     try:
         ctx = Context.from_environ(
             {**os.environ, "CPK_HOME": str(work / "home"), "CPK_CACHE_DIR": str(work / "cache")}
@@ -164,9 +166,11 @@ def main() -> None:
         if bwrap and not overlays:
             print("(this bwrap has no --overlay-src: it binds the store read-only, no overlay)")
         ns_argv = ["unshare", "-m" if privileged() else "-Urm", "/bin/true"]
-        print("(union: the namespace, mounts and exec of exec_in_union, farm cached; "
-              f"unshare: util-linux's {' '.join(ns_argv[:2])}, a namespace and no mount, for "
-              "scale; cpk enter: the whole command, beside python3 -I -S -c pass, its floor)")
+        print(
+            "(union: the namespace, mounts and exec of exec_in_union, farm cached; "
+            f"unshare: util-linux's {' '.join(ns_argv[:2])}, a namespace and no mount, for "
+            "scale; cpk enter: the whole command, beside python3 -I -S -c pass, its floor)"
+        )
         print(f"{'entries':>8} {'plain':>8} {'union':>8} {'+ms':>6} {'unshare':>8} {'+ms':>6} "
               f"{'bwrap':>8} {'+ms':>6} {'cpk enter':>10} {'python':>7}")  # fmt: skip
         for n in (10, 300):

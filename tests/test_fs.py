@@ -39,9 +39,7 @@ def test_durable_writes_fsync_the_file_and_its_directory(tmp_path: Path, fsyncs:
     assert fsyncs == [0, 1, 1, 1]
 
 
-def test_caches_are_renamed_into_place_but_never_fsynced(
-    tmp_path: Path, fsyncs: list[int]
-) -> None:
+def test_caches_are_renamed_into_place_but_never_fsynced(tmp_path: Path, fsyncs: list[int]) -> None:
     assert fs.write_cache(tmp_path / "deep" / "page.json", b"{}")
     fs.write_atomic(tmp_path / "memo", b"x", durable=False)
     fs.replace_symlink(tmp_path / ".venv", "views/abc", durable=False)

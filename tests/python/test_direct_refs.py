@@ -146,9 +146,7 @@ def test_git_dependency_locks_a_commit_builds_once_and_holds_until_upgrade(
     assert builds(tmp_path) == 2
 
 
-def test_a_locked_commit_no_branch_reaches_is_fetched_by_its_id(
-    tmp_path: Path, repo: Path
-) -> None:
+def test_a_locked_commit_no_branch_reaches_is_fetched_by_its_id(tmp_path: Path, repo: Path) -> None:
     first = git(repo, "rev-parse", "HEAD")
     root = app(tmp_path / "app", f'"gitpkg @ git+{repo.as_uri()}@main"')
     run_cpk("lock", cwd=root, check=True)

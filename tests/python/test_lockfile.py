@@ -473,6 +473,7 @@ def test_a_warm_lock_read_parses_no_toml(tmp_path: Path, monkeypatch: pytest.Mon
     warm = [read_lock(lock_path, cache_dir=cache) for _ in range(5)]
     assert len(parses) == 2  # five warm reads, no parse
     assert len(cold.packages) == 100
+
     def facts(lock: Any) -> list[tuple[str, str, str | None, list[str]]]:
         return [(p.name, p.version, p.sha256, [w.sha256 for w in p.wheels]) for p in lock.packages]
 

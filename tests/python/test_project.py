@@ -301,9 +301,7 @@ def test_requirements_file_includes_options_continuations(tmp_path: Path) -> Non
     assert inputs.index.extra_index_urls == ("https://extra.example/simple",)
     # The same directory named twice, relative to two files, is one entry.
     assert inputs.index.find_links == (str(tmp_path / "proj" / "links"),)
-    assert inputs.hashes == {
-        "rich": ("sha256:012345" + "0" * 58, "sha256:abcdef" + "0" * 58)
-    }
+    assert inputs.hashes == {"rich": ("sha256:012345" + "0" * 58, "sha256:abcdef" + "0" * 58)}
     assert inputs.sources["bee"].path == tmp_path / "B"
     assert inputs.sources["bee"].editable
     assert inputs.files == (

@@ -51,9 +51,7 @@ def index(tmp_path: Path, backend_wheels: Path):
         root, "checker", "1.0", requires_dist=["selfproj"],
         files={"checker/__init__.py": "import selfproj\nSEEN = selfproj.WHERE\n"},
     )  # fmt: skip
-    make_wheel(
-        root, "selfproj", "9.9", files={"selfproj/__init__.py": "WHERE = 'index'\n"}
-    )
+    make_wheel(root, "selfproj", "9.9", files={"selfproj/__init__.py": "WHERE = 'index'\n"})
     with LocalIndex(root) as served:
         yield served
 
@@ -77,10 +75,10 @@ def test_c_extension_is_compiled_in_place_and_imports(tmp_path: Path, index: Loc
     (root / "cext" / "_speed.c").write_text(
         "#include <Python.h>\n"
         "static PyObject *add(PyObject *s, PyObject *a) {\n"
-        "  long x, y; if (!PyArg_ParseTuple(a, \"ll\", &x, &y)) return NULL;\n"
+        '  long x, y; if (!PyArg_ParseTuple(a, "ll", &x, &y)) return NULL;\n'
         "  return PyLong_FromLong(x + y); }\n"
-        "static PyMethodDef m[] = {{\"add\", add, METH_VARARGS, \"\"}, {0}};\n"
-        "static struct PyModuleDef d = {PyModuleDef_HEAD_INIT, \"_speed\", 0, -1, m};\n"
+        'static PyMethodDef m[] = {{"add", add, METH_VARARGS, ""}, {0}};\n'
+        'static struct PyModuleDef d = {PyModuleDef_HEAD_INIT, "_speed", 0, -1, m};\n'
         "PyMODINIT_FUNC PyInit__speed(void) { return PyModule_Create(&d); }\n"
     )
     (root / "setup.py").write_text(
@@ -91,7 +89,7 @@ def test_c_extension_is_compiled_in_place_and_imports(tmp_path: Path, index: Loc
         '[project]\nname = "cext"\nversion = "1.0"\n'
         '[build-system]\nrequires = ["setuptools>=64", "wheel"]\n'
         'build-backend = "setuptools.build_meta"\n'
-        "[tool.setuptools]\npackages = [\"cext\"]\n"
+        '[tool.setuptools]\npackages = ["cext"]\n'
     )
     proc = py(index, root, "import cext, cext._speed as s; print(cext.add(2, 3), s.__file__)")
     assert proc.returncode == 0, proc.stderr
@@ -132,8 +130,7 @@ def test_setup_cfg_only_project_is_found_and_built(tmp_path: Path, index: LocalI
     )
     (root / "sub").mkdir()
     code = (
-        "import cfgonly, beta, importlib.metadata as m;"
-        "print(m.version('cfgonly'), cfgonly.VALUE)"
+        "import cfgonly, beta, importlib.metadata as m;print(m.version('cfgonly'), cfgonly.VALUE)"
     )
     proc = py(index, root / "sub", code)
     assert proc.returncode == 0, proc.stderr
@@ -214,9 +211,7 @@ def test_build_failure_is_one_line_naming_project_backend_and_log(
     assert "Traceback" not in proc.stderr
 
 
-def test_no_editable_puts_the_built_wheel_into_the_store(
-    tmp_path: Path, index: LocalIndex
-) -> None:
+def test_no_editable_puts_the_built_wheel_into_the_store(tmp_path: Path, index: LocalIndex) -> None:
     root = intree_project(tmp_path)
     proc = py(index, root, "import intree; print(intree.__file__)", "--no-editable")
     assert proc.returncode == 0, proc.stderr
@@ -233,7 +228,7 @@ def test_the_project_satisfies_requirements_on_its_own_name(
     root = intree_project(tmp_path, "selfproj")
     text = (root / "pyproject.toml").read_text()
     (root / "pyproject.toml").write_text(
-        text.replace("dynamic = [\"version\"]\n", 'version = "0.3"\n')
+        text.replace('dynamic = ["version"]\n', 'version = "0.3"\n')
         + '[dependency-groups]\ndev = ["checker"]\n'
     )
     code = "import checker, importlib.metadata as m; print(checker.SEEN, m.version('selfproj'))"

@@ -323,11 +323,15 @@ def test_conflict_shows_the_chain_from_the_roots(
     with pytest.raises(ResolutionError) as info:
         resolve(["top"], index_client, target)
     assert str(info.value) == "no version of leaf matches leaf>=3"
-    assert info.value.chains == info.value.details == [
-        "top 1.0 requires mid>=2",
-        "mid 2.0 requires leaf>=3",
-        "no version of leaf matches leaf>=3 (available: 1.0)",
-    ]
+    assert (
+        info.value.chains
+        == info.value.details
+        == [
+            "top 1.0 requires mid>=2",
+            "mid 2.0 requires leaf>=3",
+            "no version of leaf matches leaf>=3 (available: 1.0)",
+        ]
+    )
 
 
 def test_root_conflict_and_missing_versions(

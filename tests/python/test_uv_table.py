@@ -100,7 +100,7 @@ def test_path_editable_and_workspace_sources(tmp_path: Path, public: LocalIndex)
     # A member names a sibling: found through the workspace root above it.
     sibling = member(tmp_path / "ws" / "packages" / "n", "n", '"m"')
     with (sibling / "pyproject.toml").open("a") as f:
-        f.write('[tool.uv.sources]\nm = { workspace = true }\n')
+        f.write("[tool.uv.sources]\nm = { workspace = true }\n")
     assert load_project(sibling).sources["m"].path == tmp_path / "ws" / "packages" / "m"
 
     run_cpk("lock", cwd=root, check=True)
@@ -175,7 +175,7 @@ def test_ignored_keys_warn_in_one_line(tmp_path: Path, public: LocalIndex) -> No
         tmp_path / "w",
         '"gamma"',
         '[tool.uv]\ndev-dependencies = ["x"]\nno-build = true\ncache-dir = ".c"\n'
-        'default-groups = []\nmade-up-key = 1\n',
+        "default-groups = []\nmade-up-key = 1\n",
         public,
     )
     out = run_cpk("lock", cwd=root, check=True)

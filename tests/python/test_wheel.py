@@ -602,9 +602,7 @@ def test_record_digests_in_hex_are_accepted(tmp_path: Path, cpk_home: Path) -> N
     assert (entry.path / "site-packages" / "hexrec" / "__init__.py").is_file()
 
 
-def test_record_hex_mismatch_names_the_matching_wheel_hash(
-    tmp_path: Path, cpk_home: Path
-) -> None:
+def test_record_hex_mismatch_names_the_matching_wheel_hash(tmp_path: Path, cpk_home: Path) -> None:
     def tamper(members: Members) -> Members:
         recorded = _hex_record(members)
         evil = b"__version__ = '6.6'\n"

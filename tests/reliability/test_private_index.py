@@ -289,9 +289,7 @@ def test_a_run_with_credentials_writes_them_nowhere(
     assert _files_holding_the_secret(cache, cpk_home, work) == []
 
 
-def test_another_token_keeps_the_lock_fresh(
-    servers: tuple[Server, Server], tmp_path: Path
-) -> None:
+def test_another_token_keeps_the_lock_fresh(servers: tuple[Server, Server], tmp_path: Path) -> None:
     """Credentials choose nothing that is resolved: a CI token beside a
     developer's, or a rotated one, must not make the lock out of date."""
     private, _ = servers

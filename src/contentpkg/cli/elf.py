@@ -82,9 +82,7 @@ def cmd_fetch_any(args: argparse.Namespace) -> int:
     if args.dry_run:
         from contentpkg.elf.archive.fetch import resolve_names
 
-        resolution = resolve_names(
-            args.ctx, args.requirements, recommends=args.with_recommends
-        )
+        resolution = resolve_names(args.ctx, args.requirements, recommends=args.with_recommends)
         for p in resolution.packages:
             print(f"{p.name} {p.version}")
         for name, why in sorted(resolution.system.items()):

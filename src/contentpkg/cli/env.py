@@ -231,9 +231,7 @@ def env_shell(args: argparse.Namespace) -> int:
 def cmd_path_add(args: argparse.Namespace) -> int:
     from contentpkg.env.shellrc import add_to_path
 
-    result = add_to_path(
-        args.directory, args.shell, dry_run=args.dry_run, environ=args.ctx.environ
-    )
+    result = add_to_path(args.directory, args.shell, dry_run=args.dry_run, environ=args.ctx.environ)
     for change in result.changes:
         shells = ", ".join(change.shells)
         if change.action == "unchanged":
@@ -254,4 +252,3 @@ def cmd_path_add(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return 0
-

@@ -79,9 +79,7 @@ def add_project_commands(
         "direct requirements down; a package already shown is marked (*). Locks first "
         "when the inputs changed, unless --frozen.",
     )
-    p.add_argument(
-        "--depth", "-d", type=_levels, metavar="N", help="show N levels below the roots"
-    )
+    p.add_argument("--depth", "-d", type=_levels, metavar="N", help="show N levels below the roots")
     p.add_argument("--invert", metavar="NAME", help="show what depends on NAME instead")
     p.add_argument("--outdated", action="store_true", help="show the newest version the index has")
     p.add_argument("--frozen", action="store_true", help="read pylock.toml as it is")

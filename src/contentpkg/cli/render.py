@@ -45,7 +45,6 @@ def local_time(moment: Any) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-
 def command_reporter(ctx: Context) -> Reporter:
     """The reporter a command gives the core, from the global output options
     (``-q``, ``--no-progress``, ``--color``): one rule for every command."""

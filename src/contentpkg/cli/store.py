@@ -98,8 +98,7 @@ def cmd_store_ls(args: argparse.Namespace) -> int:
         print("no entries" + (f" match {args.pattern!r}" if args.pattern else ""), file=sys.stderr)
         return 0
     rows = [
-        [e.name, e.version, e.short_hash[:12], human(e.size), e.kind, e.layer.role]
-        for e in entries
+        [e.name, e.version, e.short_hash[:12], human(e.size), e.kind, e.layer.role] for e in entries
     ]
     print(table(rows, ["NAME", "VERSION", "HASH", "SIZE", "KIND", "LAYER"]))
     return 0
@@ -239,4 +238,3 @@ def cmd_identify(args: argparse.Namespace) -> int:
                 f"[{entry.layer.role}] {entry.path / rel}"
             )
     return status
-

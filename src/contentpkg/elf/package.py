@@ -188,7 +188,15 @@ def _add_deb(
         ],
     }
     result, more = _add(
-        store, src, name, version, populate, source_hash, requires, extra=extra, notes=notes,
+        store,
+        src,
+        name,
+        version,
+        populate,
+        source_hash,
+        requires,
+        extra=extra,
+        notes=notes,
         elf=elf,
     )
     return result, more

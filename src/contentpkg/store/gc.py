@@ -62,8 +62,7 @@ class GcReport:
     @property
     def freed(self) -> int:
         return sum(
-            size
-            for _, size in [*self.removed, *self.removed_environments, *self.removed_derived]
+            size for _, size in [*self.removed, *self.removed_environments, *self.removed_derived]
         )
 
 

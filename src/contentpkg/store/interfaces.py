@@ -58,4 +58,3 @@ class StoreWriter(Protocol):
     ) -> AddResult:
         """Build an entry with populate in staging and publish it with one rename."""
         ...
-

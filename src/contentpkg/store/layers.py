@@ -160,9 +160,7 @@ class Store:
         # success) and fail only at the first write: say so at once.
         for directory in (ctx.home, ctx.store_dir):
             if directory.exists() and not directory.is_dir():
-                raise CpkError(
-                    f"{directory}: not a directory (cpk's home is set by CPK_HOME)"
-                )
+                raise CpkError(f"{directory}: not a directory (cpk's home is set by CPK_HOME)")
         layers: list[Layer] = []
         project = find_project_store(cwd or Path.cwd())
         if project is not None:

@@ -505,9 +505,7 @@ def _parse_direct(where: str, base: str, name: str, entry: dict[str, Any]) -> Lo
             raise LockUnreadableError(f"{where}: vcs needs a url or path")
         sub = vcs.get("subdirectory")
         url = f"git+{repo}@{commit}" + (f"#subdirectory={sub}" if sub else "")
-        file = LockedFile(
-            git_filename(name, commit), url, {"sha256": vcs_source_key(commit, sub)}
-        )
+        file = LockedFile(git_filename(name, commit), url, {"sha256": vcs_source_key(commit, sub)})
     else:
         archive = entry.get("archive")
         if not isinstance(archive, dict):
@@ -575,8 +573,10 @@ def _parse_file(where: str, base: str, entry: Any, kind: str) -> LockedFile:
         raise LockUnreadableError(f"{where}: {kind} {name} has no hashes")
     for algorithm, value in hashes.items():
         want = _HEX_LENGTHS.get(str(algorithm).lower())
-        if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F]+", value) or (
-            want is not None and len(value) != want
+        if (
+            not isinstance(value, str)
+            or not re.fullmatch(r"[0-9a-fA-F]+", value)
+            or (want is not None and len(value) != want)
         ):
             raise LockUnreadableError(
                 f"{where}: {kind} {name} has a malformed {algorithm} hash {str(value)[:80]!r}"

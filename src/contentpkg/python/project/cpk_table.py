@@ -49,9 +49,7 @@ def read_tool_table(
     no_index = tool.get("no-index", False)
     if not isinstance(no_index, bool):
         raise CpkError(f"{file}: [tool.cpk].no-index must be true or false")
-    extra = strings(
-        tool.get("extra-index-url"), file, "[tool.cpk].extra-index-url", single_ok=True
-    )
+    extra = strings(tool.get("extra-index-url"), file, "[tool.cpk].extra-index-url", single_ok=True)
     links = strings(tool.get("find-links"), file, "[tool.cpk].find-links", single_ok=True)
     index = IndexSettings(
         index_url=index_url.strip() if index_url else None,
@@ -79,6 +77,8 @@ def read_tool_table(
     if default_groups is not None and default_groups != "all":
         default_groups = strings(default_groups, file, "[tool.cpk].default-groups")
     return index, sources, default_groups
+
+
 def is_package(data: dict[str, Any], tool: dict[str, Any], file: Path) -> bool:
     """Whether the project itself is installed (editable) into its environment.
 
@@ -92,5 +92,3 @@ def is_package(data: dict[str, Any], tool: dict[str, Any], file: Path) -> bool:
     if not isinstance(package, bool):
         raise CpkError(f"{file}: [tool.cpk] package must be true or false")
     return package
-
-

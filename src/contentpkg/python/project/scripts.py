@@ -76,5 +76,3 @@ def read_script_metadata(script: Path, *, validate: bool = True) -> ScriptInputs
         tool=tool,
         files=(script,),
     )
-
-

@@ -133,9 +133,7 @@ def command_line_places(
     extras = list(getattr(options, "extra_index_urls", None) or [])
     if index_env is None:
         index_env = Context.from_environ().index
-    indexes, found_links = index_settings(
-        None, links, tool, project_dir=root, index_env=index_env
-    )
+    indexes, found_links = index_settings(None, links, tool, project_dir=root, index_env=index_env)
     if index_url is not None or extras:
         primary = [index_url] if index_url is not None else indexes
         indexes, _ = index_settings(
