@@ -473,6 +473,27 @@ def test_metadata_far_from_the_end_costs_one_more_range(
     ]
 
 
+@pytest.mark.parametrize("blob", [1_000, 300_000], ids=["whole", "by-range"])
+def test_metadata_of_a_wheel_that_vendors_another_dist_info(
+    local_index: LocalIndex, client_factory: Factory, blob: int
+) -> None:
+    """Two ``.dist-info/METADATA`` at the top: the one the file name names is
+    the wheel's, whether the wheel is read whole or through range requests."""
+    local_index.metadata_files = False
+    path = local_index.root / "host-1.0-py3-none-any.whl"
+    own = b"Metadata-Version: 2.1\nName: host\nVersion: 1.0\nRequires-Dist: alpha\n"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("host/blob.bin", os.urandom(blob))
+        zf.writestr("guest-2.0.dist-info/METADATA", b"Metadata-Version: 2.1\nName: guest\n")
+        zf.writestr("host-1.0.dist-info/METADATA", own)
+        zf.writestr("host-1.0.dist-info/RECORD", "")
+    client = client_factory(local_index.url)
+    (wheel,) = client.project_files("host")
+    assert client.metadata(wheel) == own
+    gets = [r for r in local_index.requests if r.path == f"/files/{path.name}"]
+    assert all(("Range" in r.headers) == (blob > 1_000) for r in gets) and gets
+
+
 def test_metadata_falls_back_to_the_wheel_when_ranges_are_not_served(
     local_index: LocalIndex, client_factory: Factory, tmp_path: Path
 ) -> None:

@@ -40,8 +40,8 @@ from contentpkg.fs import TMP_PREFIX, discard, make_tmp_dir, replace_path, write
 from contentpkg.progress import QUIET, Reporter
 from contentpkg.python.index.dists import DistFile
 from contentpkg.python.index.filenames import FileName as FileName
+from contentpkg.python.index.filenames import metadata_member, split_filename
 from contentpkg.python.index.filenames import parse_filename as parse_filename
-from contentpkg.python.index.filenames import split_filename
 from contentpkg.python.index.http import HttpSession, Page, file_url_path, is_file_url, redact
 from contentpkg.python.index.releases import ProjectFiles, canonical_part, group_rows, to_row
 
@@ -305,19 +305,12 @@ def wheel_metadata_from_archive(path: Path | IO[bytes], filename: str) -> bytes:
     ``<name>-<version>.dist-info/METADATA``."""
     try:
         with zipfile.ZipFile(path) as zf:
-            candidates = [
-                n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
-            ]
-            parsed = parse_filename(filename)
-            if parsed is not None and len(candidates) > 1:
-                candidates = [
-                    n for n in candidates if canonicalize_name(n.split("-", 1)[0]) == parsed.name
-                ] or candidates
-            if len(candidates) != 1:
+            member = metadata_member(zf.namelist(), filename)
+            if member is None:
                 raise InvalidInputError(
                     f"{filename}: wheel has no single .dist-info/METADATA", path=filename
                 )
-            return zf.read(candidates[0])
+            return zf.read(member)
     except (
         zipfile.BadZipFile,
         OSError,

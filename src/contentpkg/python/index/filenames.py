@@ -9,6 +9,7 @@ its release is looked at.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -17,6 +18,7 @@ from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
     NormalizedName,
+    canonicalize_name,
     parse_sdist_filename,
     parse_wheel_filename,
 )
@@ -72,3 +74,20 @@ def split_filename(filename: str) -> tuple[str, str] | None:
             name, sep, version = filename[: -len(suffix)].rpartition("-")
             return (name, version) if sep else None
     return None
+
+
+def metadata_member(names: Iterable[str], filename: str) -> str | None:
+    """The wheel's own ``<name>-<version>.dist-info/METADATA`` among its
+    members' names; None when there is not exactly one.
+
+    A wheel that vendors another distribution keeps a second ``.dist-info``
+    at its top; the file name says which project's is the wheel's.
+    """
+    candidates = [n for n in names if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+    if len(candidates) > 1:
+        parsed = parse_filename(filename)
+        if parsed is not None:
+            candidates = [
+                n for n in candidates if canonicalize_name(n.split("-", 1)[0]) == parsed.name
+            ] or candidates
+    return candidates[0] if len(candidates) == 1 else None

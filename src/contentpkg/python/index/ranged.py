@@ -21,8 +21,7 @@ import zipfile
 import zlib
 from typing import TYPE_CHECKING
 
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
-from packaging.version import InvalidVersion
+from contentpkg.python.index.filenames import metadata_member
 
 if TYPE_CHECKING:
     from contentpkg.python.index.http import HttpSession
@@ -104,21 +103,11 @@ def wheel_metadata_by_range(http: HttpSession, url: str, filename: str, size: in
     remote = _RangeFile(http, url, size)
     try:
         with zipfile.ZipFile(remote) as zf:  # type: ignore[arg-type]
-            candidates = [
-                n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
-            ]
-            if len(candidates) > 1:
-                try:
-                    project = parse_wheel_filename(filename)[0]
-                except (InvalidWheelFilename, InvalidVersion):
-                    project = None
-                candidates = [
-                    n for n in candidates if canonicalize_name(n.split("-", 1)[0]) == project
-                ] or candidates
-            if len(candidates) != 1:
+            member = metadata_member(zf.namelist(), filename)
+            if member is None:
                 raise InvalidInputError(
                     f"{filename}: wheel has no single .dist-info/METADATA", path=filename
                 )
-            return zf.read(candidates[0])
+            return zf.read(member)
     except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as exc:
         raise InvalidInputError(f"{filename}: not a valid wheel ({exc})", path=filename) from None
