@@ -22,7 +22,7 @@ from pathlib import Path
 
 from contentpkg.elf.archive import http
 from contentpkg.elf.archive.release import ArchiveTrustError, IndexFile, Release
-from contentpkg.errors import CpkError
+from contentpkg.errors import CpkError, HashMismatchError
 from contentpkg.fs import write_cache
 
 #: Fields resolution and fetching need; the rest of each stanza is skipped.
@@ -91,10 +91,18 @@ def load_index(release: Release, component: str, arch: str, cache: Path) -> Inde
             url = f"{base}{directory}/by-hash/SHA256/{wanted.sha256}"
         raw = http.get(url).body
         actual = hashlib.sha256(raw).hexdigest()
-        if actual != wanted.sha256 or len(raw) != wanted.size:
+        if actual != wanted.sha256:
+            raise HashMismatchError(
+                subject=url,
+                expected=wanted.sha256,
+                actual=actual,
+                expected_from="the signed Release",
+                hint="refusing the index",
+            )
+        if len(raw) != wanted.size:
             raise ArchiveTrustError(
-                f"{url}: sha256 {actual[:16]}... does not match the signed Release's "
-                f"{wanted.sha256[:16]}...; refusing the index"
+                f"{url}: {len(raw)} bytes, but the signed Release says {wanted.size};"
+                " refusing the index"
             )
         write_cache(raw_path, raw)
     text = _decompress(raw, suffix, label)
