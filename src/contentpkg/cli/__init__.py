@@ -236,9 +236,6 @@ def _context(args: object) -> object:
     """The one Context of the command: settings read from the environment
     here, once, with the global options on top; the core takes them from
     it and never reads os.environ itself."""
-    import dataclasses
-    from pathlib import Path
-
     from contentpkg.context import Context
     from contentpkg.errors import CpkError
 
@@ -247,24 +244,24 @@ def _context(args: object) -> object:
     except ValueError as exc:  # a setting's bad value, named by the context
         raise CpkError(str(exc)) from None
     a: dict = vars(args)
-    output = dataclasses.replace(
-        ctx.output,
+    output = ctx.output.replace(
         quiet=a["quiet"],
         verbose=a["verbose"],
         color=a["color"],
         progress=not a["no_progress"],
     )
-    ctx = dataclasses.replace(ctx, offline=a["offline"], no_cache=a["no_cache"], output=output)
+    ctx = ctx.replace(offline=a["offline"], no_cache=a["no_cache"], output=output)
     if a["no_cache"]:
         # Imported here: tempfile (with shutil, random, weakref) is a
         # noticeable part of a short command's start, and only this needs it.
         import tempfile
+        from pathlib import Path
 
         # A cache of this command's own, gone when it ends: nothing is read
         # from the user's cache, nothing kept in it (the store still is).
         scratch = tempfile.TemporaryDirectory(prefix="cpk-no-cache-")
         a["scratch_cache"] = scratch
-        ctx = dataclasses.replace(ctx, cache_dir=Path(scratch.name))
+        ctx = ctx.replace(cache_dir=Path(scratch.name))
     return ctx
 
 
