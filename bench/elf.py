@@ -506,11 +506,11 @@ def once_per_process(
     """What a ``cpk ldd`` process pays once: the loader's configuration (asked
     of ``ld.so --help``), parsing /etc/ld.so.cache, and its largest imports."""
     from contentpkg.elf.ldcache import DEFAULT_CACHE, parse_cache
-    from contentpkg.elf.loader import system_config
+    from contentpkg.elf.loader import forget_system_config, system_config
 
     configs, parses = [], []
     for _ in range(5):
-        system_config.cache_clear()
+        forget_system_config()
         configs.append(in_process(system_config))
         parses.append(in_process(lambda: parse_cache(Path(DEFAULT_CACHE).read_bytes())))
     python = str(Path(cpk[0]).parent / "python")

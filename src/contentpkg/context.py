@@ -447,9 +447,12 @@ def loader_settings(environ: Mapping[str, str] | None = None) -> tuple[str, Mapp
     reads (``NO_COLOR``, ``FORCE_COLOR``). It runs once per file, in loops,
     and building a Context (pathlib, every setting parsed) would cost more
     than its answer. The directory is the Context's ``cache_dir``, by the
-    same rule, as a string.
+    same rule, as a string. A bad value of a setting every command checks
+    (``CPK_HTTP_TIMEOUT``...) is the same ValueError as from a Context.
     """
     env = os.environ if environ is None else environ
+    _number(env, "CPK_HTTP_TIMEOUT", DEFAULT_HTTP_TIMEOUT, float)
+    _number(env, "CPK_HTTP_RETRIES", DEFAULT_HTTP_RETRIES, int)
     return _user_dir_str(env, "CPK_CACHE_DIR", "XDG_CACHE_HOME", ".cache"), env
 
 

@@ -16,6 +16,7 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import Any
 
 #: A shell's status for a process killed by SIGPIPE (128 + 13), which is
 #: what ``cpk store ls | head -1`` gives, as ``ls | head -1`` does.
@@ -154,6 +155,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
                 print(f"{name} is up to date ({count} package{'' if count == 1 else 's'})",
                       file=sys.stderr)  # fmt: skip
             return 0
+    if rest[:1] == ["ldd"]:
+        # Run once per file, in loops: its common forms are read without
+        # argparse (help, errors and anything unusual go to the parser).
+        from contentpkg.cli.ldd import parse_fast
+
+        fast = parse_fast(lead, rest[1:])
+        if fast is not None:
+            return _call(fast)
     from contentpkg.cli.options import settle
     from contentpkg.errors import CpkError
 
@@ -190,8 +199,15 @@ def _main(argv: Sequence[str] | None = None) -> int:
         from contentpkg.cli.parser import usage
 
         return usage(parser)
+    return _call(args)
+
+
+def _call(args: Any) -> int:
+    """Run the command args name, its failures as one line and a status."""
+    from contentpkg.errors import CpkError
+
     try:
-        return func(args)
+        return args.func(args)
     except CpkError as exc:
         print(f"{_error_prefix(args)}{exc}", file=sys.stderr)
         for line in exc.details:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import stat
 import struct
-from functools import cache
 
 from contentpkg.errors import CpkError
 
@@ -309,11 +308,19 @@ def _parse_new(data: bytes, base: int, name: str) -> tuple[tuple[CacheEntry, ...
     return tuple(out), generator
 
 
-@cache
-def _read_cached(path: str, _identity: tuple[int, int, int, int]) -> LdCache:
-    with open(path, "rb") as f:
-        # The size stat gave, not "to EOF": a bounded read.
-        return parse_cache(f.read(_identity[2]), path)
+#: Caches parsed in this process, by path and identity (a dict, not
+#: functools.cache, whose import brings collections: ``cpk ldd`` starts
+#: once per file).
+_PARSED: dict[tuple[str, tuple[int, int, int, int]], LdCache] = {}
+
+
+def _read_cached(path: str, identity: tuple[int, int, int, int]) -> LdCache:
+    parsed = _PARSED.get((path, identity))
+    if parsed is None:
+        with open(path, "rb") as f:
+            # The size stat gave, not "to EOF": a bounded read.
+            parsed = _PARSED[path, identity] = parse_cache(f.read(identity[2]), path)
+    return parsed
 
 
 def read_cache(path: str = DEFAULT_CACHE) -> LdCache | None:

@@ -48,12 +48,10 @@ from __future__ import annotations
 import errno
 import marshal
 import os
-import re
 import stat
 import struct
 import sys
 import zlib
-from functools import cache
 
 from contentpkg.context import Bucket
 from contentpkg.elf import ldcache
@@ -73,7 +71,10 @@ from contentpkg.elf.reader import (
 from contentpkg.errors import CpkError
 
 # Names for annotations only: typing and collections.abc cost more at start
-# than a whole ``cpk ldd`` resolve (see cli/ldd.py).
+# than a whole ``cpk ldd`` resolve (see cli/ldd.py). For the same reason
+# neither ``re`` (with enum, functools and collections) nor ``functools`` is
+# imported at the top: the few patterns below are split by hand, and
+# ``ld.so --help`` (read only when its answer is not cached) imports re.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -202,9 +203,9 @@ class LoaderConfig:
         """Highest x86-64 ISA level the CPU supports (0 baseline .. 3 v4)."""
         best = 0
         for name in self.supported_hwcaps:
-            m = re.fullmatch(r"x86-64-v(\d)", name)
-            if m:
-                best = max(best, int(m.group(1)) - 1)
+            level = name.removeprefix("x86-64-v")
+            if level != name and len(level) == 1 and level in "0123456789":
+                best = max(best, int(level) - 1)
         return best
 
     @property
@@ -242,6 +243,8 @@ def _default_interpreter(machine: int) -> str:
 
 def parse_loader_help(text: str) -> dict[str, object]:
     """The search facts in ``ld.so --help`` output (glibc 2.33+)."""
+    import re  # only here: a cached answer (the common case) needs none
+
     section = None
     dirs: list[str] = []
     hwcaps: list[str] = []
@@ -315,7 +318,11 @@ def _cpu_hwcaps() -> list[str]:
     return out
 
 
-@cache
+#: :func:`system_config`'s answers in this process, by tunables (a dict, not
+#: functools.cache: see the note on imports at the top).
+_SYSTEM_CONFIGS: dict[str, LoaderConfig] = {}
+
+
 def system_config(tunables: str = "") -> LoaderConfig:
     """This machine's loader configuration (asked once per process).
 
@@ -324,6 +331,18 @@ def system_config(tunables: str = "") -> LoaderConfig:
     supports. The loader is asked with nothing else in its environment, so
     the answer is the machine's, not the caller's ``LD_*`` settings.
     """
+    known = _SYSTEM_CONFIGS.get(tunables)
+    if known is None:
+        known = _SYSTEM_CONFIGS[tunables] = _ask_loader(tunables)
+    return known
+
+
+def forget_system_config() -> None:
+    """Ask the loader again on the next :func:`system_config` (benchmarks, tests)."""
+    _SYSTEM_CONFIGS.clear()
+
+
+def _ask_loader(tunables: str) -> LoaderConfig:
     elf_class, machine = host_arch()
     interpreter = _default_interpreter(machine)
     facts: dict[str, object] = {}
@@ -819,7 +838,9 @@ def _describe_list(dirs: list[SearchDir]) -> list[str]:
 
 def _split_path(text: str, seps: str) -> list[str]:
     """strsep over every separator: empty elements are kept (they mean the cwd)."""
-    return re.split("[" + re.escape(seps) + "]", text)
+    for sep in seps[1:]:
+        text = text.replace(sep, seps[0])
+    return text.split(seps[0])
 
 
 # --- the emulation -------------------------------------------------------------
@@ -1252,7 +1273,7 @@ class _Loader:
 
     def preloads(self) -> Iterator[str]:
         if self.preload:
-            for word in re.split(r"[ :]", self.preload):
+            for word in _split_path(self.preload, " :"):
                 if word:
                     yield word
 
@@ -1283,7 +1304,10 @@ def _same_file(a: str, b: str) -> bool:
 
 def _kernel_version() -> int:
     """The running kernel as ld.so's dl_osversion (major << 16 | minor << 8 | patch)."""
-    parts = re.findall(r"\d+", os.uname().release)[:3]
+    # The first three runs of digits ("6.1.0-18-amd64" -> 6, 1, 0).
+    release = os.uname().release
+    spaced = "".join(c if c in "0123456789" else " " for c in release)
+    parts = spaced.split()[:3]
     nums = [int(p) for p in parts] + [0] * (3 - len(parts))
     return (min(nums[0], 255) << 16) | (min(nums[1], 255) << 8) | min(nums[2], 255)
 
