@@ -71,6 +71,7 @@ _NOT_FOR_LDD = {
     "tempfile",
     "subprocess",
     "contentpkg.fs",
+    "zlib",
 }
 
 #: Everything of contentpkg a warm ``cpk ldd FILE`` loads: its command, the
@@ -88,7 +89,7 @@ _LDD_OWN = {
 }
 #: ... and of the standard library, beyond what a bare interpreter (``-S``)
 #: starts with: what ``site`` loads anyway (os and its path module, stat),
-#: and the loader's own (struct, mmap, zlib for a CRC, errno).
+#: and the loader's own (struct, mmap, errno).
 _LDD_STDLIB = {
     "__future__",
     "os",
@@ -102,8 +103,6 @@ _LDD_STDLIB = {
     "struct",
     "_struct",
     "mmap",
-    "zlib",
-    "binascii",
 }
 
 _CHILD = """

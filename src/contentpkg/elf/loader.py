@@ -51,7 +51,6 @@ import os
 import stat
 import struct
 import sys
-import zlib
 
 from contentpkg.context import Bucket
 from contentpkg.elf import ldcache
@@ -411,12 +410,15 @@ def cached_system_config(cache_dir: str | os.PathLike[str], tunables: str = "") 
         interpreter, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
         tunables, host.nodename, host.release, host.machine,
     )  # fmt: skip
-    # marshal, not json, and a CRC for the file name, not sha256: json and
-    # hashlib (OpenSSL) would cost more at start than reading the answer.
-    # The identity is stored in the file and compared whole, so two
-    # identities sharing a CRC only take turns in one file.
+    # marshal, not json, and a checksum for the file name, not sha256: json
+    # and hashlib (OpenSSL) would cost more at start than reading the answer,
+    # and so would zlib's CRC where zlib is a shared library (it loads
+    # libz). The bytes read as one integer, modulo the largest 32-bit prime,
+    # spread names as well, in one C call. The identity is stored in the
+    # file and compared whole, so two identities sharing a name only take
+    # turns in one file.
     raw = marshal.dumps(identity)
-    name = f"{zlib.crc32(raw):08x}-{len(raw)}.marshal"
+    name = f"{int.from_bytes(raw, 'little') % 4294967291:08x}-{len(raw)}.marshal"
     path = os.path.join(cache_dir, Bucket.LOADER.value, name[:2], name)
     try:
         with open(path, "rb") as f:
