@@ -159,6 +159,14 @@ class _Settings:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is frozen: use replace() to change {name!r}")
 
+    # Pickled (a Context goes to process pools) and copied field by field:
+    # the default for slots would set them with the refused __setattr__.
+    def __getstate__(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self._set(**state)
+
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"{type(self).__name__} is frozen: cannot delete {name!r}")
 
@@ -322,6 +330,9 @@ class Context(_Settings):
         "strict_command",
         "system_stores",
     )
+    #: The environment is left out of repr: it holds whatever secrets the
+    #: user's shell does (the registry password among them).
+    _hidden = ("environ",)
     #: The user's contentpkg directory: user store, roots, views, profiles.
     home: Path
     #: The download and build cache (separate from the store).
