@@ -8,10 +8,13 @@ load), never a time.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from support.cli import run_cpk
 
 import contentpkg
@@ -199,3 +202,36 @@ def test_ldd_help_and_usage_errors_are_the_parser_s(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "FILE" in missing.stderr
     bad = run_cpk("ldd", program, cwd=tmp_path, env={"CPK_HTTP_TIMEOUT": "soon"})
     assert bad.returncode == 2 and "CPK_HTTP_TIMEOUT" in bad.stderr
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_a_warm_ldd_starts_nothing_and_writes_nothing(tmp_path: Path) -> None:
+    """On a warm cache, ``cpk ldd FILE`` runs no process (ld.so's answer is
+    read from the cache), reads /etc/ld.so.cache once, and opens nothing
+    for writing: the system calls of a real run, through strace."""
+    program = os.path.realpath(sys.executable)
+    _ldd_in_bare_interpreter(program, tmp_path)  # the cold run keeps ld.so's answer
+    src = str(Path(contentpkg.__file__).resolve().parents[1])
+    log = tmp_path / "ldd.strace"
+    child = _CHILD.format(src=src, argv=["ldd", program])
+    done = subprocess.run(
+        ["strace", "-f", "-qq", "-o", os.fspath(log),
+         "-e", "trace=%process,openat,open,creat,rename,renameat,renameat2,mkdir,unlink",
+         sys.executable, "-S", "-c", child],
+        env={**os.environ, "CPK_CACHE_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    if done.returncode != 0 and not log.exists():
+        pytest.skip(f"strace cannot trace here: {done.stderr.strip()[:200]}")
+    assert done.returncode == 0, done.stderr
+    calls = log.read_text().splitlines()
+    started = [c for c in calls if re.search(r"\b(execve|clone3?|fork|vfork)\(", c)]
+    assert len(started) == 1 and "execve(" in started[0]  # the interpreter itself
+    # The interpreter's own loader reads the cache at its start; cpk, once.
+    ours = calls[next(i for i, c in enumerate(calls) if "contentpkg" in c) :]
+    assert sum('"/etc/ld.so.cache"' in c for c in ours) == 1
+    writes = [c for c in calls if re.search(r"O_WRONLY|O_RDWR|O_CREAT|rename|mkdir|unlink", c)]
+    assert writes == []
+    assert any('.marshal"' in c for c in calls)  # the loader's answer, read from the cache
