@@ -871,6 +871,8 @@ class _Loader:
         self.llp = env.get("LD_LIBRARY_PATH")
         self.preload = env.get("LD_PRELOAD")
         self.shared: list[Request] = []
+        #: own_search's answers, by name and whose search lists apply.
+        self.own_searches: dict[tuple[object, ...], tuple[_Candidate | None, str]] = {}
         # ld.so keeps, per directory and subdirectory, whether it exists.
         self.status: dict[str, bool] = {}
         self.osversion = _kernel_version()
@@ -1154,10 +1156,7 @@ class _Loader:
             m.report.also_requested_by.append(requester)
         would = would_reason = None
         if self.explain and "/" not in name and m.kind in ("lib", "rtld"):
-            try:
-                cand, _reason, detail, *_ = self.search(loader, name)
-            except _Fatal:
-                cand = None
+            cand, detail = self.own_search(loader, name)
             # Only a different file is worth telling: the same one reached by
             # another path changes nothing.
             if (
@@ -1167,6 +1166,36 @@ class _Loader:
             ):
                 would, would_reason = cand.path, detail
         self.shared.append(Request(name, requester, path, would, would_reason))
+
+    def own_search(self, loader: _Map, name: str) -> tuple[_Candidate | None, str]:
+        """(what loader's own search finds for name, and why), for the report.
+
+        Every library asks for libc and its like again, and most search the
+        same lists (no RPATH or RUNPATH of their own): a program with fifty
+        libraries would search a thousand times for sixty names. The answer
+        depends only on the name and whose search lists apply (the RPATH
+        owners up the chain, the RUNPATH owner, DF_1_NODEFLIB), so it is
+        searched once per such key.
+        """
+        owners: tuple[int, ...] = ()
+        if not loader.has_runpath:
+            chain = []
+            m: _Map | None = loader
+            while m is not None:
+                if self.rpath_of(m):
+                    chain.append(id(m))
+                m = m.loader
+            owners = tuple(chain)
+        runpath = id(loader) if self.runpath_of(loader) else None
+        key = (name, owners, runpath, loader.nodeflib)
+        known = self.own_searches.get(key)
+        if known is None:
+            try:
+                cand, _reason, detail, *_ = self.search(loader, name)
+            except _Fatal:
+                cand, detail = None, ""
+            known = self.own_searches[key] = (cand, detail)
+        return known
 
     # -- the whole load --
 
