@@ -757,9 +757,6 @@ class _Map:
     def nodeflib(self) -> bool:
         return bool(self.info and self.info.nodeflib)
 
-    def matches(self, name: str) -> bool:
-        return name == self.realname or name in self.names or name == self.soname
-
 
 def _origin_of(realname: str) -> str | None:
     """l_origin of an object opened as realname (_dl_new_object): textual."""
@@ -866,6 +863,9 @@ class _Loader:
             # ld.so ignores a cache it cannot read; so do we, but say so.
             self.cache, self.cache_problem = None, str(exc)
         self.chain: list[_Map] = []
+        #: The first object of the chain each name or file identity matches.
+        self.named: dict[str, _Map] = {}
+        self.by_file: dict[tuple[int, int], _Map] = {}
         self.main: _Map | None = None
         self.env_dirs: list[SearchDir] = []
         self.llp = env.get("LD_LIBRARY_PATH")
@@ -1082,14 +1082,12 @@ class _Loader:
 
     def map_object(self, loader: _Map, name: str, requester: str, trace: bool = True) -> _Map:
         """_dl_map_object: an already loaded object, a new one, or a faked one."""
-        for m in self.chain:
-            if m.kind == "faked":
-                continue
-            if m.matches(name):
-                if m.soname == name and name not in m.names:
-                    m.names.append(name)
-                self.note_shared(loader, name, requester, m)
-                return m
+        m = self.named.get(name)
+        if m is not None:
+            if m.soname == name and name not in m.names:
+                m.names.append(name)
+            self.note_shared(loader, name, requester, m)
+            return m
         skipped: list[str] = []
         searched: list[str] = []
         search_dir = None
@@ -1115,16 +1113,17 @@ class _Loader:
                 searched=tuple(searched),
                 skipped=tuple(skipped),
             )
-            self.chain.append(faked)
+            self.add(faked)
             return faked
         # _dl_map_object_from_fd: the same file already mapped is reused.
         file_id = (cand.st.st_dev, cand.st.st_ino)
-        for m in self.chain:
-            if m.file_id == file_id:
-                if name not in m.names:
-                    m.names.append(name)
-                self.note_shared(loader, name, requester, m)
-                return m
+        m = self.by_file.get(file_id)
+        if m is not None:
+            if name not in m.names:
+                m.names.append(name)
+                self.named.setdefault(name, m)
+            self.note_shared(loader, name, requester, m)
+            return m
         info = cand.info
         if info.type != ET_DYN:
             raise _Fatal(f"{cand.path}: cannot dynamically load executable")
@@ -1144,8 +1143,22 @@ class _Loader:
             search=search_dir,
             skipped=tuple(skipped),
         )
-        self.chain.append(new)
+        self.add(new)
         return new
+
+    def add(self, m: _Map) -> None:
+        """Append m to the loader's list, and index it by what a request
+        matches (its names, real name and DT_SONAME; its file): the first
+        object in the list that matches wins, as ld.so's walk of the list
+        finds it, without walking it for every request."""
+        self.chain.append(m)
+        if m.kind == "faked":
+            return  # never matched: a later request searches again
+        for key in (*m.names, m.realname, m.soname):
+            if key is not None:
+                self.named.setdefault(key, m)
+        if m.file_id is not None:
+            self.by_file.setdefault(m.file_id, m)
 
     def note_shared(self, loader: _Map, name: str, requester: str, m: _Map) -> None:
         """Record a request that an already loaded object satisfied."""
@@ -1257,9 +1270,11 @@ class _Loader:
         )
         vdso_name = _VDSO.get(config.machine)
         # The loader's list starts as: the program, ld.so, the vDSO (rtld.c).
-        self.chain = [main, rtld]
+        self.chain, self.named, self.by_file = [], {}, {}
+        self.add(main)
+        self.add(rtld)
         if vdso_name:
-            self.chain.append(_Map(vdso_name, vdso_name, None, None, None, None, "vdso", []))
+            self.add(_Map(vdso_name, vdso_name, None, None, None, None, "vdso", []))
         if self.llp:
             self.env_dirs = self.decompose(self.llp, main, "LD_LIBRARY_PATH", ":;")
         known = [main]
