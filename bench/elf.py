@@ -429,13 +429,15 @@ class LddRow:
     ldd: list[float]
     cpk: list[float]
     resolve: list[float]
-    #: cpk's floor, timed in the same rounds: its interpreter's bare start
-    #: (``-I -S``), and with the site module as ``cpk`` starts it.
+    #: cpk's floors, timed in the same rounds: the interpreter's bare start
+    #: (``-I -S``), the base ``python3`` with its site, and the tool's own
+    #: interpreter (its virtualenv's site, as ``cpk`` starts).
     floor: list[float] = field(default_factory=list)
     floor_site: list[float] = field(default_factory=list)
-    #: The interpreter with site importing ``contentpkg.context``: the
-    #: settings every cpk command builds first (dataclasses, enum, pathlib).
-    floor_context: list[float] = field(default_factory=list)
+    floor_venv: list[float] = field(default_factory=list)
+    #: The tool's interpreter importing what ``cpk ldd FILE`` imports (its
+    #: command, the settings, the loader), and nothing run.
+    imports: list[float] = field(default_factory=list)
     #: CPU time (user + system) of each command's samples, by the same keys.
     cpu: dict[str, list[float]] = field(default_factory=dict)
 
@@ -443,8 +445,9 @@ class LddRow:
 @dataclass
 class LddBench:
     rows: list[LddRow]
-    config: float  # seconds: system_config(), cold
-    cache: float  # seconds: parsing /etc/ld.so.cache
+    config: float  # seconds: system_config(), cold (ld.so --help)
+    cached_config: float  # seconds: cached_system_config(), read from the cache
+    cache: float  # seconds: reading /etc/ld.so.cache
     imports: list[tuple[str, float]]
 
 
@@ -465,8 +468,11 @@ def loader_available(cpk: list[str], work: Path) -> str | None:
 def bench_ldd(files: list[Path], cpk: list[str], work: Path, rounds: int) -> LddBench:
     from contentpkg.elf.loader import resolve
 
-    env = clean_env(work / "ldd-home")
+    # A private cache too: the loader's configuration is kept there.
+    env = {**clean_env(work / "ldd-home"), "CPK_CACHE_DIR": str(work / "ldd-cache")}
     python = interpreter_of(cpk)
+    base = os.path.realpath(python)  # the python3 the tool's virtualenv was made from
+    ldd_imports = "import contentpkg.cli, contentpkg.cli.ldd, contentpkg.elf.loader"
     rows = []
     for path in files:
         log(f"ldd / cpk ldd / resolve: {path}")
@@ -477,10 +483,9 @@ def bench_ldd(files: list[Path], cpk: list[str], work: Path, rounds: int) -> Ldd
             "cpk": lambda p=path: timed([*cpk, "ldd", str(p)], work, env),
             "resolve": lambda p=path: in_process(lambda: resolve(p, os.environ)),
             "floor": lambda: timed([python, "-I", "-S", "-c", "pass"], work, env),
-            "floor_site": lambda: timed([python, "-c", "pass"], work, env),
-            "floor_context": lambda: timed(
-                [python, "-c", "import contentpkg.context"], work, env
-            ),
+            "floor_site": lambda: timed([base, "-c", "pass"], work, env),
+            "floor_venv": lambda: timed([python, "-c", "pass"], work, env),
+            "imports": lambda: timed([python, "-c", ldd_imports], work, env),
         }
         for fn in commands.values():
             fn()
@@ -502,20 +507,23 @@ def interpreter_of(cpk: list[str]) -> str:
 
 def once_per_process(
     path: Path, cpk: list[str], work: Path, env: dict[str, str]
-) -> tuple[float, float, list[tuple[str, float]]]:
+) -> tuple[float, float, float, list[tuple[str, float]]]:
     """What a ``cpk ldd`` process pays once: the loader's configuration (asked
-    of ``ld.so --help``), parsing /etc/ld.so.cache, and its largest imports."""
+    of ``ld.so --help`` on the first run, then read from the cache), reading
+    /etc/ld.so.cache, and its largest imports."""
     from contentpkg.elf.ldcache import DEFAULT_CACHE, parse_cache
-    from contentpkg.elf.loader import system_config
+    from contentpkg.elf.loader import cached_system_config, forget_system_config, system_config
 
-    configs, parses = [], []
+    configs, cached, parses = [], [], []
     for _ in range(5):
-        system_config.cache_clear()
+        forget_system_config()
         configs.append(in_process(system_config))
+        cached.append(in_process(lambda: cached_system_config(env["CPK_CACHE_DIR"])))
         parses.append(in_process(lambda: parse_cache(Path(DEFAULT_CACHE).read_bytes())))
     python = str(Path(cpk[0]).parent / "python")
     imports = top_imports([python, "-X", "importtime", *cpk, "ldd", str(path)], work, env)
-    return statistics.median(configs), statistics.median(parses), imports
+    medians = (statistics.median(configs), statistics.median(cached), statistics.median(parses))
+    return (*medians, imports)
 
 
 def in_process(fn: Callable[[], object]) -> float:
@@ -616,65 +624,72 @@ def report_startup(program: Program, s: Startup, where: Path) -> None:
 
 def report_ldd(bench: LddBench) -> None:
     rows = bench.rows
-    print(f"\n== 3. cpk ldd vs ldd on {len(rows)} ELF files ==")
+    print(f"\n== 3. cpk ldd vs ldd on {len(rows)} ELF files, CPU time (user + system) ==")
     print(
         f"{'file':<34} {'libs':>4} {'ldd':>9} {'min-max':>13} {'cpk ldd':>9} {'min-max':>13} "
         f"{'ratio':>7} {'resolve()':>10}"
     )
+
+    def own(r: LddRow, key: str) -> list[float]:
+        return r.cpu[key]
+
     for r in rows:
-        ldd, cpk, res = median_ms(r.ldd), median_ms(r.cpk), median_ms(r.resolve)
+        ldd, cpk, res = median_ms(own(r, "ldd")), median_ms(own(r, "cpk")), median_ms(r.resolve)
         print(
-            f"{r.path.name[:34]:<34} {r.libs:>4} {ldd:>7.1f}ms {span_ms(r.ldd):>13} "
-            f"{cpk:>7.1f}ms {span_ms(r.cpk):>13} {cpk / ldd:>6.2f}x {res:>8.2f}ms"
+            f"{r.path.name[:34]:<34} {r.libs:>4} {ldd:>7.1f}ms {span_ms(own(r, 'ldd')):>13} "
+            f"{cpk:>7.1f}ms {span_ms(own(r, 'cpk')):>13} {cpk / ldd:>6.2f}x {res:>8.2f}ms"
         )
-    ldd = statistics.median(median_ms(r.ldd) for r in rows)
-    cpk = statistics.median(median_ms(r.cpk) for r in rows)
-    res = statistics.median(median_ms(r.resolve) for r in rows)
-    per_file = statistics.median(median_ms(r.cpk) / median_ms(r.ldd) for r in rows)
-    print(
-        f"{'median over the files':<34} {'':>4} {ldd:>7.1f}ms {cpk:>7.1f}ms "
-        f"{per_file:>6.2f}x {res:>8.2f}ms"
-    )
-    floor = statistics.median(median_ms(r.floor) for r in rows)
-    floor_site = statistics.median(median_ms(r.floor_site) for r in rows)
-    print(
-        f"{'floor: python -I -S -c pass':<34} {'':>4} {ldd:>7.1f}ms {floor:>7.1f}ms "
-        f"{floor / ldd:>6.2f}x"
-    )
-    print(
-        f"{'floor: python -c pass (site)':<34} {'':>4} {ldd:>7.1f}ms {floor_site:>7.1f}ms "
-        f"{floor_site / ldd:>6.2f}x"
-    )
-    floor_context = statistics.median(median_ms(r.floor_context) for r in rows)
-    print(
-        f"{'  + import contentpkg.context':<34} {'':>4} {ldd:>7.1f}ms {floor_context:>7.1f}ms "
-        f"{floor_context / ldd:>6.2f}x"
-    )
 
     def cpu(key: str) -> float:
+        """CPU ms (user + system): the median over the files of each file's median."""
         return statistics.median(statistics.median(r.cpu[key]) * 1000 for r in rows)
 
+    def cpu_span(key: str) -> str:
+        """min-max over the files of each file's median CPU."""
+        values = [statistics.median(r.cpu[key]) * 1000 for r in rows]
+        return f"[{min(values):.1f}-{max(values):.1f}]"
+
+    print("\nCPU time, user + system, median over the files (goal: cpk ldd <= 3x ldd):")
+    print(f"{'measure':<44} {'CPU':>8} {'min-max':>13} {'/ ldd':>7} {'wall':>8}")
+    cpu_ldd = cpu("ldd")
+    for label, key in (
+        ("ldd FILE", "ldd"),
+        ("cpk ldd FILE", "cpk"),
+        ("floor: python3 -I -S -c pass", "floor"),
+        ("floor: python3 -c pass (its site)", "floor_site"),
+        ("floor: the tool's python -c pass (venv)", "floor_venv"),
+        ("  + cpk ldd's imports, nothing run", "imports"),
+    ):
+        wall = statistics.median(median_ms(getattr(r, key)) for r in rows)
+        print(
+            f"{label:<44} {cpu(key):>6.1f}ms {cpu_span(key):>13} {cpu(key) / cpu_ldd:>6.2f}x "
+            f"{wall:>6.1f}ms"
+        )
+    per_file = statistics.median(
+        statistics.median(r.cpu["cpk"]) / statistics.median(r.cpu["ldd"]) for r in rows
+    )
+    over = [statistics.median(r.cpu["cpk"]) / statistics.median(r.cpu["ldd"]) for r in rows]
     print(
-        f"CPU time, medians: ldd {cpu('ldd'):.1f} ms, cpk ldd {cpu('cpk'):.1f} ms "
-        f"({cpu('cpk') / cpu('ldd'):.2f}x), python -I -S {cpu('floor'):.1f} ms "
-        f"({cpu('floor') / cpu('ldd'):.2f}x), python with site {cpu('floor_site'):.1f} ms, "
-        f"+ contentpkg.context {cpu('floor_context'):.1f} ms "
-        f"({cpu('floor_context') / cpu('ldd'):.2f}x); "
-        f"cpk ldd above its floor (site): {cpk - floor_site:.1f} ms wall, "
-        f"{cpu('cpk') - cpu('floor_site'):.1f} ms CPU, of which the context "
-        f"{cpu('floor_context') - cpu('floor_site'):.1f} ms CPU"
+        f"cpk ldd / ldd, CPU, per file: median {per_file:.2f}x [{min(over):.2f}-{max(over):.2f}]; "
+        f"above the tool's interpreter: imports {cpu('imports') - cpu('floor_venv'):.1f} ms, "
+        f"the rest (settings, loader configuration, ld.so.cache, resolve, output, exit) "
+        f"{cpu('cpk') - cpu('imports'):.1f} ms"
     )
     largest = ", ".join(f"{name} {sec * 1000:.0f} ms" for name, sec in bench.imports)
     print(
-        "libs: the libraries ldd lists; ratio: cpk ldd / ldd, per file (the last line: the\n"
-        "median of the ratios); resolve(): contentpkg.elf.loader.resolve in this process,\n"
-        "with the loader's configuration and /etc/ld.so.cache already read\n"
+        "libs: the libraries ldd lists; ldd, cpk ldd: CPU medians of the rounds [min-max];\n"
+        "ratio: cpk ldd / ldd per file (the last line: the median of the ratios);\n"
+        "resolve(): contentpkg.elf.loader.resolve in this process (wall), with the loader's\n"
+        "configuration and /etc/ld.so.cache already read\n"
         "ldd is a shell script that runs the loader twice (ld.so --verify FILE, then\n"
         "LD_TRACE_LOADED_OBJECTS=1 ld.so FILE); cpk ldd starts an interpreter and pays,\n"
-        f"once per process: the loader's configuration (ld.so --help) {bench.config * 1000:.1f} ms,"
-        f"\nparsing /etc/ld.so.cache {bench.cache * 1000:.1f} ms, and its imports (largest, "
-        f"-X importtime, as in [d]):\n{largest}\n"
-        "what dominates cpk ldd: that start-up; the emulation itself is the resolve() column"
+        f"once per process: the loader's configuration {bench.cached_config * 1000:.2f} ms "
+        f"read from the cache\n(asking ld.so --help, the first run only: "
+        f"{bench.config * 1000:.1f} ms), reading /etc/ld.so.cache "
+        f"{bench.cache * 1000:.2f} ms,\nand its imports (largest, -X importtime, as in [d]): "
+        f"{largest}\n"
+        "what dominates cpk ldd: the interpreter's own start (the floors); the emulation\n"
+        "itself is the resolve() column"
     )
 
 
@@ -710,7 +725,7 @@ def main() -> None:
                 )
                 print(
                     f"ELF bench: {program.original}, CPython {sys.version.split()[0]}, "
-                    f"{rounds} rounds"
+                    f"{rounds} rounds; every side's outputs under {work} (TMPDIR picks it)"
                 )
 
                 if not args.ldd_only:
@@ -732,7 +747,8 @@ def main() -> None:
                     report_ldd(bench_ldd(files_ldd, cpk, work, rounds))
                 print(f"\nmedians of {rounds} rounds; the machines are noisy: read the ratios")
             finally:
-                for path in (home, work / "envs", work / "env", work / "ldd-home"):
+                kept = ("envs", "env", "ldd-home", "ldd-cache")
+                for path in (home, *(work / name for name in kept)):
                     remove_tree(path)
     except BenchError as exc:
         sys.exit(f"bench/elf.py: {exc}")

@@ -13,7 +13,11 @@ path imports this module.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+# collections.abc for annotations only: at run time it brings collections
+# (keyword, operator, reprlib), more than ``cpk ldd FILE`` spends answering.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 class CpkError(Exception):

@@ -224,3 +224,25 @@ def test_bad_caches_are_one_error() -> None:
         parse_cache(ldcache.NEW_MAGIC + struct.pack("<IIB3xI12x", 1000, 0, 2, 0))
     with pytest.raises(CacheError, match="truncated"):
         parse_cache(ldcache.OLD_MAGIC + b"\0" + struct.pack("<I", 50))
+
+
+def test_a_bad_string_anywhere_is_an_error_when_the_cache_is_read() -> None:
+    """Entries are decoded as a lookup reaches them, but every string is
+    checked when the cache is read: a broken last entry is refused at once,
+    not in the middle of some later search."""
+    x86 = 0x0303
+    rows = [(f"libt{i}.so.1", f"/l/libt{i}.so.1", x86, 0) for i in range(9, 0, -1)]
+    good = _new_cache(rows, [])
+    parsed = parse_cache(good)
+    assert len(parsed.entries) == 9 and parsed.entries[-1].soname == "libt1.so.1"
+    assert [e.soname for e in parsed.entries[:2]] == ["libt9.so.1", "libt8.so.1"]
+    # The last entry's path pointed past the end of the file.
+    last = 48 + 24 * 8
+    broken = bytearray(good)
+    struct.pack_into("<I", broken, last + 8, len(good) + 100)
+    with pytest.raises(CacheError, match="out of range"):
+        parse_cache(bytes(broken))
+    # No NUL after the last string: its end is unknown.
+    strings_end = good.index(b"/l/libt1.so.1\0") + len("/l/libt1.so.1")
+    with pytest.raises(CacheError, match="unterminated"):
+        parse_cache(good[:strings_end])

@@ -374,6 +374,37 @@ def test_conflicting_sonames_first_loaded_wins(tmp_path: Path) -> None:
     assert shadow and shadow[0].would_find == str(y) and shadow[0].path == str(x)
 
 
+def test_each_requester_s_own_search_follows_its_own_runpath(tmp_path: Path) -> None:
+    """The report's "its own search finds" is each requester's: a second
+    library with the same RUNPATH as the first finds the loaded file, a third
+    with another RUNPATH finds its own, though all three ask for one name
+    (own searches are kept per name and per whose lists apply, not per name)."""
+    x = build_lib(tmp_path / "x" / "libconf.so.1", "conf", "X", soname="libconf.so.1")
+    y = build_lib(tmp_path / "y" / "libconf.so.1", "conf", "Y", soname="libconf.so.1")
+    made = {}
+    for func, answer, where in (("ay", "a", x), ("cee", "c", x), ("bee", "b", y)):
+        made[func] = build_lib(
+            tmp_path / answer / f"lib{answer}.so",
+            func,
+            answer,
+            soname=f"lib{answer}.so",
+            calls=["conf"],
+            libs=[where],
+            runpath=str(where.parent),
+        )
+    exe = build_exe(
+        tmp_path / "prog",
+        ["ay", "cee", "bee"],
+        libs=list(made.values()),
+        runpath=":".join(str(made[f].parent) for f in ("ay", "cee", "bee")),
+    )
+    report = check(exe, answers=["a>X", "c>X", "b>X"])
+    shared = {r.requested_by: r for r in report.shared if r.name == "libconf.so.1"}
+    assert set(shared) == {str(made["cee"]), str(made["bee"])}
+    assert shared[str(made["cee"])].would_find is None  # the same file: nothing to tell
+    assert shared[str(made["bee"])].would_find == str(y)
+
+
 @needs_patchelf
 def test_same_file_under_another_name_is_not_mapped_twice(tmp_path: Path) -> None:
     """Matching is also by file identity: liby.so -> liby.so.1 is one object."""

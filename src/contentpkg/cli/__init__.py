@@ -16,6 +16,7 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import Any
 
 #: A shell's status for a process killed by SIGPIPE (128 + 13), which is
 #: what ``cpk store ls | head -1`` gives, as ``ls | head -1`` does.
@@ -154,6 +155,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
                 print(f"{name} is up to date ({count} package{'' if count == 1 else 's'})",
                       file=sys.stderr)  # fmt: skip
             return 0
+    if rest[:1] == ["ldd"]:
+        # Run once per file, in loops: its common forms are read without
+        # argparse (help, errors and anything unusual go to the parser).
+        from contentpkg.cli.ldd import parse_fast
+
+        fast = parse_fast(lead, rest[1:])
+        if fast is not None:
+            return _call(fast)
     from contentpkg.cli.options import settle
     from contentpkg.errors import CpkError
 
@@ -190,8 +199,15 @@ def _main(argv: Sequence[str] | None = None) -> int:
         from contentpkg.cli.parser import usage
 
         return usage(parser)
+    return _call(args)
+
+
+def _call(args: Any) -> int:
+    """Run the command args name, its failures as one line and a status."""
+    from contentpkg.errors import CpkError
+
     try:
-        return func(args)
+        return args.func(args)
     except CpkError as exc:
         print(f"{_error_prefix(args)}{exc}", file=sys.stderr)
         for line in exc.details:
@@ -236,9 +252,6 @@ def _context(args: object) -> object:
     """The one Context of the command: settings read from the environment
     here, once, with the global options on top; the core takes them from
     it and never reads os.environ itself."""
-    import dataclasses
-    from pathlib import Path
-
     from contentpkg.context import Context
     from contentpkg.errors import CpkError
 
@@ -247,24 +260,24 @@ def _context(args: object) -> object:
     except ValueError as exc:  # a setting's bad value, named by the context
         raise CpkError(str(exc)) from None
     a: dict = vars(args)
-    output = dataclasses.replace(
-        ctx.output,
+    output = ctx.output.replace(
         quiet=a["quiet"],
         verbose=a["verbose"],
         color=a["color"],
         progress=not a["no_progress"],
     )
-    ctx = dataclasses.replace(ctx, offline=a["offline"], no_cache=a["no_cache"], output=output)
+    ctx = ctx.replace(offline=a["offline"], no_cache=a["no_cache"], output=output)
     if a["no_cache"]:
         # Imported here: tempfile (with shutil, random, weakref) is a
         # noticeable part of a short command's start, and only this needs it.
         import tempfile
+        from pathlib import Path
 
         # A cache of this command's own, gone when it ends: nothing is read
         # from the user's cache, nothing kept in it (the store still is).
         scratch = tempfile.TemporaryDirectory(prefix="cpk-no-cache-")
         a["scratch_cache"] = scratch
-        ctx = dataclasses.replace(ctx, cache_dir=Path(scratch.name))
+        ctx = ctx.replace(cache_dir=Path(scratch.name))
     return ctx
 
 

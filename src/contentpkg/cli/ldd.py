@@ -1,9 +1,13 @@
 """``cpk ldd``: where the loader finds each library of a program, and why.
 
 A command run once per file, often in loops over many files: its start-up
-is most of its cost, so it has its parser alone (:func:`build_ldd_parser`)
-and this module imports nothing of the other commands, nor anything of the
-core until the command runs.
+is most of its cost. So its common forms (``cpk ldd FILE``, with ``--json``
+and the global options before the command) are read by :func:`parse_fast`
+without argparse, and without a Context (``context.loader_settings`` gives
+the two settings it needs); help, errors and anything else go to its parser
+alone (:func:`build_ldd_parser`), so messages and ``--help`` are argparse's.
+This module imports nothing of the other commands, nor anything of the core
+until the command runs.
 """
 
 from __future__ import annotations
@@ -14,6 +18,61 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     from typing import Any
+
+
+#: The global options before ``ldd`` that change nothing ldd does (-q, -v:
+#: its report is its output; --offline and --no-progress: no network, no
+#: progress) or only the colour of an error line (--color). --directory and
+#: --no-cache (a scratch cache for the loader's configuration) go to the parser.
+_FAST_GLOBALS = frozenset({"quiet", "verbose", "no_progress", "offline", "color"})
+_COLORS = ("auto", "always", "never")
+
+
+class LddSettings:
+    """What ``cpk ldd`` reads of a Context: where the loader's configuration
+    is cached, the environment the loader would see, and the output options
+    (the colour of an error line)."""
+
+    __slots__ = ("cache_dir", "environ", "output")
+
+    def __init__(self, cache_dir: Any, environ: Any, output: Any) -> None:
+        self.cache_dir = cache_dir
+        self.environ = environ
+        self.output = output
+
+
+class LddArgs:
+    """The arguments of ``cpk ldd``, by the names its parser gives them."""
+
+    __slots__ = ("ctx", "file", "json")
+
+    def __init__(self, file: str, json: bool, ctx: LddSettings) -> None:
+        self.file = file
+        self.json = json
+        self.ctx = ctx
+
+    def func(self, args: Any) -> int:
+        """What the parser's ``set_defaults(func=...)`` gives: the command."""
+        return cmd_ldd(args)
+
+
+def parse_fast(lead: dict[str, object], args: list[str]) -> LddArgs | None:
+    """``cpk [globals] ldd FILE [--json]`` read without argparse; None for
+    anything else (``--help``, a typo, two files, an option after FILE that
+    is not ``--json``), which the parser then reads and answers."""
+    if not set(lead) <= _FAST_GLOBALS or lead.get("color", "auto") not in _COLORS:
+        return None
+    files = [a for a in args if a != "--json"]
+    if len(files) != 1 or files[0].startswith("-"):
+        return None
+    from contentpkg.context import Output, loader_settings
+
+    try:
+        cache_dir, environ = loader_settings()
+    except ValueError:
+        return None  # a setting's bad value: the full path says which, as for any command
+    output = Output.from_environ(environ, color=lead.get("color", "auto"))
+    return LddArgs(files[0], len(files) != len(args), LddSettings(cache_dir, environ, output))
 
 
 def build_ldd_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -28,13 +28,13 @@ from __future__ import annotations
 import os
 import stat
 import struct
-from functools import cache
 
 from contentpkg.errors import CpkError
 
 TYPE_CHECKING = False  # the idiom type checkers know; typing is not imported
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
+    from typing import Any
 
 #: Where ld.so reads its cache (glibc's LD_SO_CACHE).
 DEFAULT_CACHE = "/etc/ld.so.cache"
@@ -141,7 +141,7 @@ class LdCache:
         self,
         path: str,
         layout: str,  # "new", "old" or "old+new"
-        entries: tuple[CacheEntry, ...],
+        entries: Sequence[CacheEntry],
         generator: str | None = None,
     ) -> None:
         self.path = path
@@ -264,7 +264,7 @@ def _parse_old(data: bytes, name: str) -> LdCache:
     return LdCache(name, "old", tuple(out))
 
 
-def _parse_new(data: bytes, base: int, name: str) -> tuple[tuple[CacheEntry, ...], str | None]:
+def _parse_new(data: bytes, base: int, name: str) -> tuple[Sequence[CacheEntry], str | None]:
     # struct cache_file_new: magic+version[20], nlibs, len_strings, flags (u8),
     # padding[3], extension_offset, unused[3], then 24-byte entries.
     nlibs, _len_strings, endian, ext_offset = struct.unpack_from("<IIB3xI", data, base + 20)
@@ -290,14 +290,73 @@ def _parse_new(data: bytes, base: int, name: str) -> tuple[tuple[CacheEntry, ...
                         hwcaps_names[j] = _string(data, string_at, name)
                 elif tag == _TAG_GENERATOR:
                     generator = data[offset : offset + size].decode("utf-8", "replace")
-    out = []
-    for i in range(nlibs):
-        flags, key, value, osversion, hwcap = struct.unpack_from("<iIIIQ", data, base + 48 + i * 24)
-        hwcaps = None
-        if is_hwcaps_extension(hwcap):
-            hwcaps = hwcaps_names.get(hwcap & 0xFFFFFFFF)
-        out.append(
-            CacheEntry(
+    start = base + 48
+    rows = list(struct.iter_unpack("<iIIIQ", data[start : start + nlibs * 24]))
+    entries = _Entries(data, base, name, rows, hwcaps_names)
+    if rows:
+        # Every string is checked now, as a full parse would: a string
+        # offset past the end, or no NUL after the last string, is an error
+        # when the cache is read, not in the middle of a search. (The lowest
+        # offset needs no check: a NUL after the highest ends every string.)
+        top = base + max(max(row[1], row[2]) for row in rows)
+        if top >= len(data) or data.find(b"\0", top) < 0:
+            tuple(entries)  # raises the error naming the first bad string
+    return entries, generator
+
+
+class _Entries:
+    """A new-format cache's entries, each decoded when first read.
+
+    ld.so finds a name by binary search, so a lookup reads a dozen entries;
+    decoding all of a desktop's thousand-odd cost more than a whole ``cpk
+    ldd`` resolve (which runs once per process). A sequence like the tuple
+    it stands for: indexing, slices, ``len`` and iteration.
+    """
+
+    __slots__ = ("_base", "_data", "_decoded", "_hwcaps_names", "_name", "_rows")
+
+    def __init__(
+        self,
+        data: bytes,
+        base: int,
+        name: str,
+        rows: list[tuple[int, int, int, int, int]],
+        hwcaps_names: dict[int, str],
+    ) -> None:
+        self._data = data
+        self._base = base
+        self._name = name
+        self._rows = rows
+        self._hwcaps_names = hwcaps_names
+        self._decoded: list[CacheEntry | None] = [None] * len(rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return tuple(self._entry(i) for i in range(*index.indices(len(self._rows))))
+        if index < 0:
+            index += len(self._rows)
+        if not 0 <= index < len(self._rows):
+            raise IndexError("cache entry index out of range")
+        return self._entry(index)
+
+    def __iter__(self) -> Iterator[CacheEntry]:
+        return (self._entry(i) for i in range(len(self._rows)))
+
+    def __repr__(self) -> str:
+        return f"<{len(self._rows)} ld.so cache entries>"
+
+    def _entry(self, i: int) -> CacheEntry:
+        entry = self._decoded[i]
+        if entry is None:
+            flags, key, value, osversion, hwcap = self._rows[i]
+            hwcaps = None
+            if is_hwcaps_extension(hwcap):
+                hwcaps = self._hwcaps_names.get(hwcap & 0xFFFFFFFF)
+            data, base, name = self._data, self._base, self._name
+            entry = self._decoded[i] = CacheEntry(
                 soname=_string(data, base + key, name),
                 path=_string(data, base + value, name),
                 flags=flags,
@@ -305,15 +364,22 @@ def _parse_new(data: bytes, base: int, name: str) -> tuple[tuple[CacheEntry, ...
                 osversion=osversion,
                 hwcaps=hwcaps,
             )
-        )
-    return tuple(out), generator
+        return entry
 
 
-@cache
-def _read_cached(path: str, _identity: tuple[int, int, int, int]) -> LdCache:
-    with open(path, "rb") as f:
-        # The size stat gave, not "to EOF": a bounded read.
-        return parse_cache(f.read(_identity[2]), path)
+#: Caches parsed in this process, by path and identity (a dict, not
+#: functools.cache, whose import brings collections: ``cpk ldd`` starts
+#: once per file).
+_PARSED: dict[tuple[str, tuple[int, int, int, int]], LdCache] = {}
+
+
+def _read_cached(path: str, identity: tuple[int, int, int, int]) -> LdCache:
+    parsed = _PARSED.get((path, identity))
+    if parsed is None:
+        with open(path, "rb") as f:
+            # The size stat gave, not "to EOF": a bounded read.
+            parsed = _PARSED[path, identity] = parse_cache(f.read(identity[2]), path)
+    return parsed
 
 
 def read_cache(path: str = DEFAULT_CACHE) -> LdCache | None:
@@ -383,7 +449,7 @@ def libcmp(p1: str, p2: str) -> int:
 
 
 def search_cache(
-    entries: tuple[CacheEntry, ...] | list[CacheEntry],
+    entries: Sequence[CacheEntry],
     name: str,
     *,
     flags_ok: frozenset[int],

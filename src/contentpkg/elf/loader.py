@@ -48,12 +48,9 @@ from __future__ import annotations
 import errno
 import marshal
 import os
-import re
 import stat
 import struct
 import sys
-import zlib
-from functools import cache
 
 from contentpkg.context import Bucket
 from contentpkg.elf import ldcache
@@ -73,7 +70,10 @@ from contentpkg.elf.reader import (
 from contentpkg.errors import CpkError
 
 # Names for annotations only: typing and collections.abc cost more at start
-# than a whole ``cpk ldd`` resolve (see cli/ldd.py).
+# than a whole ``cpk ldd`` resolve (see cli/ldd.py). For the same reason
+# neither ``re`` (with enum, functools and collections) nor ``functools`` is
+# imported at the top: the few patterns below are split by hand, and
+# ``ld.so --help`` (read only when its answer is not cached) imports re.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -202,9 +202,9 @@ class LoaderConfig:
         """Highest x86-64 ISA level the CPU supports (0 baseline .. 3 v4)."""
         best = 0
         for name in self.supported_hwcaps:
-            m = re.fullmatch(r"x86-64-v(\d)", name)
-            if m:
-                best = max(best, int(m.group(1)) - 1)
+            level = name.removeprefix("x86-64-v")
+            if level != name and len(level) == 1 and level in "0123456789":
+                best = max(best, int(level) - 1)
         return best
 
     @property
@@ -242,6 +242,8 @@ def _default_interpreter(machine: int) -> str:
 
 def parse_loader_help(text: str) -> dict[str, object]:
     """The search facts in ``ld.so --help`` output (glibc 2.33+)."""
+    import re  # only here: a cached answer (the common case) needs none
+
     section = None
     dirs: list[str] = []
     hwcaps: list[str] = []
@@ -315,7 +317,11 @@ def _cpu_hwcaps() -> list[str]:
     return out
 
 
-@cache
+#: :func:`system_config`'s answers in this process, by tunables (a dict, not
+#: functools.cache: see the note on imports at the top).
+_SYSTEM_CONFIGS: dict[str, LoaderConfig] = {}
+
+
 def system_config(tunables: str = "") -> LoaderConfig:
     """This machine's loader configuration (asked once per process).
 
@@ -324,6 +330,18 @@ def system_config(tunables: str = "") -> LoaderConfig:
     supports. The loader is asked with nothing else in its environment, so
     the answer is the machine's, not the caller's ``LD_*`` settings.
     """
+    known = _SYSTEM_CONFIGS.get(tunables)
+    if known is None:
+        known = _SYSTEM_CONFIGS[tunables] = _ask_loader(tunables)
+    return known
+
+
+def forget_system_config() -> None:
+    """Ask the loader again on the next :func:`system_config` (benchmarks, tests)."""
+    _SYSTEM_CONFIGS.clear()
+
+
+def _ask_loader(tunables: str) -> LoaderConfig:
     elf_class, machine = host_arch()
     interpreter = _default_interpreter(machine)
     facts: dict[str, object] = {}
@@ -392,12 +410,15 @@ def cached_system_config(cache_dir: str | os.PathLike[str], tunables: str = "") 
         interpreter, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
         tunables, host.nodename, host.release, host.machine,
     )  # fmt: skip
-    # marshal, not json, and a CRC for the file name, not sha256: json and
-    # hashlib (OpenSSL) would cost more at start than reading the answer.
-    # The identity is stored in the file and compared whole, so two
-    # identities sharing a CRC only take turns in one file.
+    # marshal, not json, and a checksum for the file name, not sha256: json
+    # and hashlib (OpenSSL) would cost more at start than reading the answer,
+    # and so would zlib's CRC where zlib is a shared library (it loads
+    # libz). The bytes read as one integer, modulo the largest 32-bit prime,
+    # spread names as well, in one C call. The identity is stored in the
+    # file and compared whole, so two identities sharing a name only take
+    # turns in one file.
     raw = marshal.dumps(identity)
-    name = f"{zlib.crc32(raw):08x}-{len(raw)}.marshal"
+    name = f"{int.from_bytes(raw, 'little') % 4294967291:08x}-{len(raw)}.marshal"
     path = os.path.join(cache_dir, Bucket.LOADER.value, name[:2], name)
     try:
         with open(path, "rb") as f:
@@ -736,9 +757,6 @@ class _Map:
     def nodeflib(self) -> bool:
         return bool(self.info and self.info.nodeflib)
 
-    def matches(self, name: str) -> bool:
-        return name == self.realname or name in self.names or name == self.soname
-
 
 def _origin_of(realname: str) -> str | None:
     """l_origin of an object opened as realname (_dl_new_object): textual."""
@@ -819,7 +837,9 @@ def _describe_list(dirs: list[SearchDir]) -> list[str]:
 
 def _split_path(text: str, seps: str) -> list[str]:
     """strsep over every separator: empty elements are kept (they mean the cwd)."""
-    return re.split("[" + re.escape(seps) + "]", text)
+    for sep in seps[1:]:
+        text = text.replace(sep, seps[0])
+    return text.split(seps[0])
 
 
 # --- the emulation -------------------------------------------------------------
@@ -843,11 +863,16 @@ class _Loader:
             # ld.so ignores a cache it cannot read; so do we, but say so.
             self.cache, self.cache_problem = None, str(exc)
         self.chain: list[_Map] = []
+        #: The first object of the chain each name or file identity matches.
+        self.named: dict[str, _Map] = {}
+        self.by_file: dict[tuple[int, int], _Map] = {}
         self.main: _Map | None = None
         self.env_dirs: list[SearchDir] = []
         self.llp = env.get("LD_LIBRARY_PATH")
         self.preload = env.get("LD_PRELOAD")
         self.shared: list[Request] = []
+        #: own_search's answers, by name and whose search lists apply.
+        self.own_searches: dict[tuple[object, ...], tuple[_Candidate | None, str]] = {}
         # ld.so keeps, per directory and subdirectory, whether it exists.
         self.status: dict[str, bool] = {}
         self.osversion = _kernel_version()
@@ -1057,14 +1082,12 @@ class _Loader:
 
     def map_object(self, loader: _Map, name: str, requester: str, trace: bool = True) -> _Map:
         """_dl_map_object: an already loaded object, a new one, or a faked one."""
-        for m in self.chain:
-            if m.kind == "faked":
-                continue
-            if m.matches(name):
-                if m.soname == name and name not in m.names:
-                    m.names.append(name)
-                self.note_shared(loader, name, requester, m)
-                return m
+        m = self.named.get(name)
+        if m is not None:
+            if m.soname == name and name not in m.names:
+                m.names.append(name)
+            self.note_shared(loader, name, requester, m)
+            return m
         skipped: list[str] = []
         searched: list[str] = []
         search_dir = None
@@ -1090,16 +1113,17 @@ class _Loader:
                 searched=tuple(searched),
                 skipped=tuple(skipped),
             )
-            self.chain.append(faked)
+            self.add(faked)
             return faked
         # _dl_map_object_from_fd: the same file already mapped is reused.
         file_id = (cand.st.st_dev, cand.st.st_ino)
-        for m in self.chain:
-            if m.file_id == file_id:
-                if name not in m.names:
-                    m.names.append(name)
-                self.note_shared(loader, name, requester, m)
-                return m
+        m = self.by_file.get(file_id)
+        if m is not None:
+            if name not in m.names:
+                m.names.append(name)
+                self.named.setdefault(name, m)
+            self.note_shared(loader, name, requester, m)
+            return m
         info = cand.info
         if info.type != ET_DYN:
             raise _Fatal(f"{cand.path}: cannot dynamically load executable")
@@ -1119,8 +1143,22 @@ class _Loader:
             search=search_dir,
             skipped=tuple(skipped),
         )
-        self.chain.append(new)
+        self.add(new)
         return new
+
+    def add(self, m: _Map) -> None:
+        """Append m to the loader's list, and index it by what a request
+        matches (its names, real name and DT_SONAME; its file): the first
+        object in the list that matches wins, as ld.so's walk of the list
+        finds it, without walking it for every request."""
+        self.chain.append(m)
+        if m.kind == "faked":
+            return  # never matched: a later request searches again
+        for key in (*m.names, m.realname, m.soname):
+            if key is not None:
+                self.named.setdefault(key, m)
+        if m.file_id is not None:
+            self.by_file.setdefault(m.file_id, m)
 
     def note_shared(self, loader: _Map, name: str, requester: str, m: _Map) -> None:
         """Record a request that an already loaded object satisfied."""
@@ -1131,10 +1169,7 @@ class _Loader:
             m.report.also_requested_by.append(requester)
         would = would_reason = None
         if self.explain and "/" not in name and m.kind in ("lib", "rtld"):
-            try:
-                cand, _reason, detail, *_ = self.search(loader, name)
-            except _Fatal:
-                cand = None
+            cand, detail = self.own_search(loader, name)
             # Only a different file is worth telling: the same one reached by
             # another path changes nothing.
             if (
@@ -1144,6 +1179,36 @@ class _Loader:
             ):
                 would, would_reason = cand.path, detail
         self.shared.append(Request(name, requester, path, would, would_reason))
+
+    def own_search(self, loader: _Map, name: str) -> tuple[_Candidate | None, str]:
+        """(what loader's own search finds for name, and why), for the report.
+
+        Every library asks for libc and its like again, and most search the
+        same lists (no RPATH or RUNPATH of their own): a program with fifty
+        libraries would search a thousand times for sixty names. The answer
+        depends only on the name and whose search lists apply (the RPATH
+        owners up the chain, the RUNPATH owner, DF_1_NODEFLIB), so it is
+        searched once per such key.
+        """
+        owners: tuple[int, ...] = ()
+        if not loader.has_runpath:
+            chain = []
+            m: _Map | None = loader
+            while m is not None:
+                if self.rpath_of(m):
+                    chain.append(id(m))
+                m = m.loader
+            owners = tuple(chain)
+        runpath = id(loader) if self.runpath_of(loader) else None
+        key = (name, owners, runpath, loader.nodeflib)
+        known = self.own_searches.get(key)
+        if known is None:
+            try:
+                cand, _reason, detail, *_ = self.search(loader, name)
+            except _Fatal:
+                cand, detail = None, ""
+            known = self.own_searches[key] = (cand, detail)
+        return known
 
     # -- the whole load --
 
@@ -1205,9 +1270,11 @@ class _Loader:
         )
         vdso_name = _VDSO.get(config.machine)
         # The loader's list starts as: the program, ld.so, the vDSO (rtld.c).
-        self.chain = [main, rtld]
+        self.chain, self.named, self.by_file = [], {}, {}
+        self.add(main)
+        self.add(rtld)
         if vdso_name:
-            self.chain.append(_Map(vdso_name, vdso_name, None, None, None, None, "vdso", []))
+            self.add(_Map(vdso_name, vdso_name, None, None, None, None, "vdso", []))
         if self.llp:
             self.env_dirs = self.decompose(self.llp, main, "LD_LIBRARY_PATH", ":;")
         known = [main]
@@ -1252,7 +1319,7 @@ class _Loader:
 
     def preloads(self) -> Iterator[str]:
         if self.preload:
-            for word in re.split(r"[ :]", self.preload):
+            for word in _split_path(self.preload, " :"):
                 if word:
                     yield word
 
@@ -1283,7 +1350,10 @@ def _same_file(a: str, b: str) -> bool:
 
 def _kernel_version() -> int:
     """The running kernel as ld.so's dl_osversion (major << 16 | minor << 8 | patch)."""
-    parts = re.findall(r"\d+", os.uname().release)[:3]
+    # The first three runs of digits ("6.1.0-18-amd64" -> 6, 1, 0).
+    release = os.uname().release
+    spaced = "".join(c if c in "0123456789" else " " for c in release)
+    parts = spaced.split()[:3]
     nums = [int(p) for p in parts] + [0] * (3 - len(parts))
     return (min(nums[0], 255) << 16) | (min(nums[1], 255) << 8) | min(nums[2], 255)
 
