@@ -156,7 +156,8 @@ def env_rows(args: argparse.Namespace, uv: str) -> None:
                         remove_tree(home / name)
                     (cpk_proj / ".venv").unlink()
                     shutil.rmtree(work / "cpk-cache" / "run-memo")
-                    found.setdefault("cpk-buildfull", []).append(timed(run, cpk_proj, env))
+                    found.setdefault("cpk-buildfullcpu", []).append(cpu_timed(run, cpk_proj, env))
+                    found.setdefault("cpk-buildfull", []).append(LAST_WALL[0])
                     cpk_py = str(Path(os.path.realpath(cpk_proj / ".venv")) / "bin" / "python")
                     # The build row's floor: the two interpreters it starts.
                     tool_python = str(Path(cpk[0]).parent / "python")
@@ -165,6 +166,12 @@ def env_rows(args: argparse.Namespace, uv: str) -> None:
                     floor_cpu += cpu_timed([cpk_py, "-c", "pass"], cpk_proj, env)
                     found.setdefault("cpk-floor", []).append(floor_wall + LAST_WALL[0])
                     found.setdefault("cpk-floorcpu", []).append(floor_cpu)
+                    # The same with cpk's own start bare (no site, no .pth files).
+                    bare_cpu = cpu_timed([tool_python, "-I", "-S", "-c", "pass"], cpk_proj, env)
+                    bare_wall = LAST_WALL[0]
+                    bare_cpu += cpu_timed([cpk_py, "-c", "pass"], cpk_proj, env)
+                    found.setdefault("cpk-floorbare", []).append(bare_wall + LAST_WALL[0])
+                    found.setdefault("cpk-floorbarecpu", []).append(bare_cpu)
                     for tool, python, proj, runner in (
                         ("cpk", cpk_py, cpk_proj, run),
                         ("uv", uv_py, uv_proj, [uv, "run", "--offline", "python", "-c", "pass"]),
@@ -204,14 +211,27 @@ def env_rows(args: argparse.Namespace, uv: str) -> None:
             f" CPU {floor_cpu * 1000:.1f}ms; cpk build above it {(built - floor) * 1000:+.1f}ms"
             f" wall, {(built_cpu - floor_cpu) * 1000:+.1f}ms CPU"
         )
+    print("the same floor with cpk's own start bare (python -I -S): what no Python tool goes below")
+    for count, found in rows.items():
+        floor, floor_cpu = (
+            statistics.median(found[k]) for k in ("cpk-floorbare", "cpk-floorbarecpu")
+        )
+        uv_built = statistics.median(found["uv-build"])
+        uv_cpu = statistics.median(found["uv-buildcpu"])
+        print(
+            f"{count:>8}    floor {floor * 1000:>7.1f}ms ({floor / uv_built:.2f}x uv's build),"
+            f" CPU {floor_cpu * 1000:.1f}ms ({floor_cpu / uv_cpu:.2f}x uv's CPU)"
+        )
     print("build without the run memo (deleted with the views): the full path")
     for count, found in rows.items():
         samples = found["cpk-buildfull"]
         full, uv_built = statistics.median(samples), statistics.median(found["uv-build"])
+        full_cpu = statistics.median(found["cpk-buildfullcpu"])
+        uv_cpu = statistics.median(found["uv-buildcpu"])
         spread = f"{min(samples) * 1000:.0f}-{max(samples) * 1000:.0f}"
         print(
             f"{count:>8} buildfull {full * 1000:>7.1f}ms ({full / uv_built:.2f}x uv's build)"
-            f"   {spread}"
+            f"   {spread}; CPU {full_cpu * 1000:.1f}ms ({full_cpu / uv_cpu:.2f}x uv's)"
         )
     sizes = list(rows)
     for key in keys:
@@ -228,15 +248,15 @@ def main() -> None:
     parser.add_argument("--env", action="store_true", help="also the environment rows")
     parser.add_argument("--env-only", action="store_true", help="only the environment rows")
     args = parser.parse_args()
+    # The binary itself, as bench/python_run.py finds it: a shim on PATH (as
+    # pyenv makes) would add a shell's start-up to every uv sample.
+    from python_run import uv_command
+
+    (uv,) = uv_command()
+    print(f"cpk's and uv's projects, stores and caches are all under {tempfile.gettempdir()}")
     if args.env_only:
-        uv = shutil.which("uv")
-        if uv is None:
-            sys.exit("bench/growth.py needs uv on PATH (pip install uv)")
         env_rows(args, uv)
         return
-    uv = shutil.which("uv")
-    if uv is None:
-        sys.exit("bench/growth.py needs uv on PATH (pip install uv)")
     cpk = [sys.executable, "-m", "contentpkg"]
     rows: dict[int, dict[str, list[float]]] = {}
     for count in args.sizes:
