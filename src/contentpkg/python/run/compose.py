@@ -158,6 +158,8 @@ def env_for(
     shapes it, so an existing overlay is current. None means "missing" when
     the overlay would need ``project``, the build, and it is not given.
     """
+    if project_key is None and not inputs.sources:
+        return view  # nothing to overlay, by overlay_needed's rule, without its module
     from contentpkg.python.envs.overlay import ensure_overlay, overlay_needed, overlay_path
 
     if not overlay_needed(inputs, project_key):

@@ -194,12 +194,24 @@ def _backend_metadata(
 
 def _project_key(plan: RunPlan) -> str | None:
     """The build key of the project's editable install, if it has one."""
-    from contentpkg.python.build.project import build_key, builds_project
-
     inputs = plan.run_inputs
-    if not builds_project(inputs):
+    if not _builds_project(inputs):
         return None
+    from contentpkg.python.build.project import build_key
+
     return build_key(inputs.root, plan.python, plan.options.ctx.environ)
+
+
+def _builds_project(inputs: ProjectInputs) -> bool:
+    """:func:`~contentpkg.python.build.project.builds_project`, asked only
+    of a project that can be built at all: a virtual one (no
+    ``[build-system]``) never is, and the build module (its dataclasses,
+    ``glob``, the metadata readers) is then never loaded."""
+    if not inputs.installable:
+        return False
+    from contentpkg.python.build.project import builds_project
+
+    return builds_project(inputs)
 
 
 def _with_inputs(
@@ -346,9 +358,9 @@ def memo_facts(prepared: Prepared, plan: RunPlan) -> tuple[list[str], list[str],
         inputs += [os.fspath(f) for f in plan.run_inputs.files]
     if found is not None:
         inputs += [os.fspath(f) for f in found.files]
-        from contentpkg.python.build.project import builds_project, key_files
+        if _builds_project(plan.run_inputs):
+            from contentpkg.python.build.project import key_files
 
-        if builds_project(plan.run_inputs):
             # What the build key hashes: a changed setup.py (or a file named
             # in cache-keys) rebuilds the project on the next run.
             inputs += [os.fspath(f) for f in key_files(found.root)]
