@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,16 +23,30 @@ if TYPE_CHECKING:
     from contentpkg.python.build.project import BuiltProject
 
 
-@dataclass
 class Prepared:
-    """An environment ready to exec in, and what to tell the user about it."""
+    """An environment ready to exec in, and what to tell the user about it.
 
-    env: Path  # the directory to use as VIRTUAL_ENV
-    python: InterpreterInfo
-    inputs: ProjectInputs | None
-    conflicts: list = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    lock_path: Path | None = None
+    A plain class, like the run's other records (:class:`.plan.RunPlan`,
+    :class:`.lockstate.LockState`): each dataclass costs ``cpk run`` the
+    generation of its methods at import, on every memo miss."""
+
+    __slots__ = ("conflicts", "env", "inputs", "lock_path", "notes", "python")
+
+    def __init__(
+        self,
+        env: Path,
+        python: InterpreterInfo,
+        inputs: ProjectInputs | None,
+        conflicts: list | None = None,
+        notes: list[str] | None = None,
+        lock_path: Path | None = None,
+    ) -> None:
+        self.env = env  # the directory to use as VIRTUAL_ENV
+        self.python = python
+        self.inputs = inputs
+        self.conflicts = conflicts if conflicts is not None else []
+        self.notes = notes if notes is not None else []
+        self.lock_path = lock_path
 
 
 def entries_of(store: Store, lock: Lock) -> list[tuple[str, Entry]] | None:
