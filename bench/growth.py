@@ -131,6 +131,11 @@ def env_rows(args: argparse.Namespace, uv: str) -> None:
                 # The lock's index (fingerprinted) but no request: the server is gone.
                 run = [*cpk, "run", "--offline", "--index-url", url, "python", "-c", "pass"]
                 timed(run, cpk_proj, env)
+                base = base_env = None
+                if args.baseline is not None:
+                    base = install_cpk(work / "base-tool", args.baseline / "src" / "contentpkg")
+                    base_env = {**env, "CPK_CACHE_DIR": str(work / "base-cache")}
+                    timed([*base, *run[len(cpk) :]], cpk_proj, base_env)  # its memo, once
                 cpk_py = str(Path(os.path.realpath(cpk_proj / ".venv")) / "bin" / "python")
                 uv_py = str(uv_proj / ".venv" / "bin" / "python")
                 found: dict[str, list[float]] = {}
@@ -158,6 +163,20 @@ def env_rows(args: argparse.Namespace, uv: str) -> None:
                     shutil.rmtree(work / "cpk-cache" / "run-memo")
                     found.setdefault("cpk-buildfullcpu", []).append(cpu_timed(run, cpk_proj, env))
                     found.setdefault("cpk-buildfull", []).append(LAST_WALL[0])
+                    if base is not None:
+                        # The baseline checkout's cpk, same rows, own cache, between.
+                        base_run = [*base, *run[len(cpk) :]]
+                        for memo in (True, False):
+                            for name in ("views", "envs"):
+                                remove_tree(home / name)
+                            (cpk_proj / ".venv").unlink()
+                            if not memo:
+                                shutil.rmtree(work / "base-cache" / "run-memo")
+                            key = "base-build" if memo else "base-buildfull"
+                            found.setdefault(f"{key}cpu", []).append(
+                                cpu_timed(base_run, cpk_proj, base_env)
+                            )
+                            found.setdefault(key, []).append(LAST_WALL[0])
                     cpk_py = str(Path(os.path.realpath(cpk_proj / ".venv")) / "bin" / "python")
                     # The build row's floor: the two interpreters it starts.
                     tool_python = str(Path(cpk[0]).parent / "python")
@@ -233,6 +252,21 @@ def env_rows(args: argparse.Namespace, uv: str) -> None:
             f"{count:>8} buildfull {full * 1000:>7.1f}ms ({full / uv_built:.2f}x uv's build)"
             f"   {spread}; CPU {full_cpu * 1000:.1f}ms ({full_cpu / uv_cpu:.2f}x uv's)"
         )
+    if args.baseline is not None:
+        print(f"the baseline checkout's cpk ({args.baseline}), timed between: with / without memo")
+        for count, found in rows.items():
+            uv_built = statistics.median(found["uv-build"])
+            uv_cpu = statistics.median(found["uv-buildcpu"])
+            for key in ("build", "buildfull"):
+                for tool in ("cpk", "base"):
+                    wall = statistics.median(found[f"{tool}-{key}"])
+                    cpu = statistics.median(found[f"{tool}-{key}cpu"])
+                    spread = "-".join(f"{f(found[f'{tool}-{key}']) * 1000:.0f}" for f in (min, max))
+                    print(
+                        f"{count:>8} {tool:>4} {key:>9} {wall * 1000:>7.1f}ms"
+                        f" ({wall / uv_built:.2f}x uv) {spread}; CPU {cpu * 1000:.1f}ms"
+                        f" ({cpu / uv_cpu:.2f}x uv)"
+                    )
     sizes = list(rows)
     for key in keys:
         for tool in ("cpk", "uv"):
@@ -247,6 +281,10 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.02)
     parser.add_argument("--env", action="store_true", help="also the environment rows")
     parser.add_argument("--env-only", action="store_true", help="only the environment rows")
+    parser.add_argument(
+        "--baseline", type=Path, metavar="CHECKOUT",
+        help="another checkout: its cpk's environment build rows timed between this one's",
+    )  # fmt: skip
     args = parser.parse_args()
     # The binary itself, as bench/python_run.py finds it: a shim on PATH (as
     # pyenv makes) would add a shell's start-up to every uv sample.
