@@ -293,5 +293,8 @@ def test_record_rows_with_quotes_go_through_csv() -> None:
         ("a/b.py,sha256=x,3", "a/b.py"),
         ('"a/x,y.txt",sha256=z,5', "a/x,y.txt"),
     ]
+    odd = "a/x\u2028y.py,sha256=w,1\rb.py,sha256=v,2\n"  # a line separator inside a name
+    assert _record_rows(odd) == [("a/x\u2028y.py,sha256=w,1", "a/x\u2028y.py"),
+                                 ("b.py,sha256=v,2", "b.py")]  # fmt: skip
     assert _record_line(["../../../bin/t", "sha256=q", "9"]) == "../../../bin/t,sha256=q,9"
     assert _record_line(['we"ird,name', "", ""]) == '"we""ird,name",,'

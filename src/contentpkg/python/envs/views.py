@@ -689,8 +689,12 @@ def _record_rows(text: str) -> list[tuple[str, str]]:
     """Each row of a RECORD as (its CSV text on one line, its path)."""
     if '"' not in text:
         # No quotes: no field holds a comma or a line break, so each line
-        # is one row, and its path is the text before the first comma.
-        return [(line, line.partition(",")[0]) for line in text.splitlines() if line]
+        # is one row, and its path is the text before the first comma. Lines
+        # end where csv ends them (\n, \r\n, \r), not at every character
+        # str.splitlines() takes for one (\x85, \u2028 may be in a name).
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        return [(line, line.partition(",")[0]) for line in text.split("\n") if line]
     import csv
     import io
 
