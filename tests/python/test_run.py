@@ -245,6 +245,11 @@ def test_a_deleted_view_is_made_again_from_the_memo(tmp_path: Path, index: Local
     view = os.readlink(root / ".venv")
     (memo,) = (Path(os.environ["CPK_CACHE_DIR"]) / "run-memo").iterdir()
     written = memo.stat()
+    # The recipe keeps what a view needs of the interpreter, not its wheel tags.
+    import marshal
+
+    facts = marshal.loads(memo.read_bytes())["rebuild"]["python"]
+    assert facts["tags"] == [] and facts["version"] and facts["site_packages"]
     remove_tree(Path(view).parent)
     (root / ".venv").unlink()
     startup = subprocess.run(
