@@ -131,6 +131,11 @@ def env_rows(args: argparse.Namespace, uv: str) -> None:
                 # The lock's index (fingerprinted) but no request: the server is gone.
                 run = [*cpk, "run", "--offline", "--index-url", url, "python", "-c", "pass"]
                 timed(run, cpk_proj, env)
+                base = base_env = None
+                if args.baseline is not None:
+                    base = install_cpk(work / "base-tool", args.baseline / "src" / "contentpkg")
+                    base_env = {**env, "CPK_CACHE_DIR": str(work / "base-cache")}
+                    timed([*base, *run[len(cpk) :]], cpk_proj, base_env)  # its memo, once
                 cpk_py = str(Path(os.path.realpath(cpk_proj / ".venv")) / "bin" / "python")
                 uv_py = str(uv_proj / ".venv" / "bin" / "python")
                 found: dict[str, list[float]] = {}
@@ -156,7 +161,22 @@ def env_rows(args: argparse.Namespace, uv: str) -> None:
                         remove_tree(home / name)
                     (cpk_proj / ".venv").unlink()
                     shutil.rmtree(work / "cpk-cache" / "run-memo")
-                    found.setdefault("cpk-buildfull", []).append(timed(run, cpk_proj, env))
+                    found.setdefault("cpk-buildfullcpu", []).append(cpu_timed(run, cpk_proj, env))
+                    found.setdefault("cpk-buildfull", []).append(LAST_WALL[0])
+                    if base is not None:
+                        # The baseline checkout's cpk, same rows, own cache, between.
+                        base_run = [*base, *run[len(cpk) :]]
+                        for memo in (True, False):
+                            for name in ("views", "envs"):
+                                remove_tree(home / name)
+                            (cpk_proj / ".venv").unlink()
+                            if not memo:
+                                shutil.rmtree(work / "base-cache" / "run-memo")
+                            key = "base-build" if memo else "base-buildfull"
+                            found.setdefault(f"{key}cpu", []).append(
+                                cpu_timed(base_run, cpk_proj, base_env)
+                            )
+                            found.setdefault(key, []).append(LAST_WALL[0])
                     cpk_py = str(Path(os.path.realpath(cpk_proj / ".venv")) / "bin" / "python")
                     # The build row's floor: the two interpreters it starts.
                     tool_python = str(Path(cpk[0]).parent / "python")
@@ -165,6 +185,12 @@ def env_rows(args: argparse.Namespace, uv: str) -> None:
                     floor_cpu += cpu_timed([cpk_py, "-c", "pass"], cpk_proj, env)
                     found.setdefault("cpk-floor", []).append(floor_wall + LAST_WALL[0])
                     found.setdefault("cpk-floorcpu", []).append(floor_cpu)
+                    # The same with cpk's own start bare (no site, no .pth files).
+                    bare_cpu = cpu_timed([tool_python, "-I", "-S", "-c", "pass"], cpk_proj, env)
+                    bare_wall = LAST_WALL[0]
+                    bare_cpu += cpu_timed([cpk_py, "-c", "pass"], cpk_proj, env)
+                    found.setdefault("cpk-floorbare", []).append(bare_wall + LAST_WALL[0])
+                    found.setdefault("cpk-floorbarecpu", []).append(bare_cpu)
                     for tool, python, proj, runner in (
                         ("cpk", cpk_py, cpk_proj, run),
                         ("uv", uv_py, uv_proj, [uv, "run", "--offline", "python", "-c", "pass"]),
@@ -204,15 +230,43 @@ def env_rows(args: argparse.Namespace, uv: str) -> None:
             f" CPU {floor_cpu * 1000:.1f}ms; cpk build above it {(built - floor) * 1000:+.1f}ms"
             f" wall, {(built_cpu - floor_cpu) * 1000:+.1f}ms CPU"
         )
+    print("the same floor with cpk's own start bare (python -I -S): what no Python tool goes below")
+    for count, found in rows.items():
+        floor, floor_cpu = (
+            statistics.median(found[k]) for k in ("cpk-floorbare", "cpk-floorbarecpu")
+        )
+        uv_built = statistics.median(found["uv-build"])
+        uv_cpu = statistics.median(found["uv-buildcpu"])
+        print(
+            f"{count:>8}    floor {floor * 1000:>7.1f}ms ({floor / uv_built:.2f}x uv's build),"
+            f" CPU {floor_cpu * 1000:.1f}ms ({floor_cpu / uv_cpu:.2f}x uv's CPU)"
+        )
     print("build without the run memo (deleted with the views): the full path")
     for count, found in rows.items():
         samples = found["cpk-buildfull"]
         full, uv_built = statistics.median(samples), statistics.median(found["uv-build"])
+        full_cpu = statistics.median(found["cpk-buildfullcpu"])
+        uv_cpu = statistics.median(found["uv-buildcpu"])
         spread = f"{min(samples) * 1000:.0f}-{max(samples) * 1000:.0f}"
         print(
             f"{count:>8} buildfull {full * 1000:>7.1f}ms ({full / uv_built:.2f}x uv's build)"
-            f"   {spread}"
+            f"   {spread}; CPU {full_cpu * 1000:.1f}ms ({full_cpu / uv_cpu:.2f}x uv's)"
         )
+    if args.baseline is not None:
+        print(f"the baseline checkout's cpk ({args.baseline}), timed between: with / without memo")
+        for count, found in rows.items():
+            uv_built = statistics.median(found["uv-build"])
+            uv_cpu = statistics.median(found["uv-buildcpu"])
+            for key in ("build", "buildfull"):
+                for tool in ("cpk", "base"):
+                    wall = statistics.median(found[f"{tool}-{key}"])
+                    cpu = statistics.median(found[f"{tool}-{key}cpu"])
+                    spread = "-".join(f"{f(found[f'{tool}-{key}']) * 1000:.0f}" for f in (min, max))
+                    print(
+                        f"{count:>8} {tool:>4} {key:>9} {wall * 1000:>7.1f}ms"
+                        f" ({wall / uv_built:.2f}x uv) {spread}; CPU {cpu * 1000:.1f}ms"
+                        f" ({cpu / uv_cpu:.2f}x uv)"
+                    )
     sizes = list(rows)
     for key in keys:
         for tool in ("cpk", "uv"):
@@ -227,16 +281,20 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.02)
     parser.add_argument("--env", action="store_true", help="also the environment rows")
     parser.add_argument("--env-only", action="store_true", help="only the environment rows")
+    parser.add_argument(
+        "--baseline", type=Path, metavar="CHECKOUT",
+        help="another checkout: its cpk's environment build rows timed between this one's",
+    )  # fmt: skip
     args = parser.parse_args()
+    # The binary itself, as bench/python_run.py finds it: a shim on PATH (as
+    # pyenv makes) would add a shell's start-up to every uv sample.
+    from python_run import uv_command
+
+    (uv,) = uv_command()
+    print(f"cpk's and uv's projects, stores and caches are all under {tempfile.gettempdir()}")
     if args.env_only:
-        uv = shutil.which("uv")
-        if uv is None:
-            sys.exit("bench/growth.py needs uv on PATH (pip install uv)")
         env_rows(args, uv)
         return
-    uv = shutil.which("uv")
-    if uv is None:
-        sys.exit("bench/growth.py needs uv on PATH (pip install uv)")
     cpk = [sys.executable, "-m", "contentpkg"]
     rows: dict[int, dict[str, list[float]]] = {}
     for count in args.sizes:

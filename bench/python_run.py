@@ -99,14 +99,17 @@ def tool_path(name: str) -> str | None:
     return shutil.which(name)
 
 
-def install_cpk(dest: Path) -> list[str]:
+def install_cpk(dest: Path, package: Path | None = None) -> list[str]:
     """cpk as ``pipx``/``uv tool install`` would leave it: its own virtualenv
     holding a byte-compiled copy of this checkout's package and a console
     script. The checkout's own bytecode goes stale while it is edited, and
     with PYTHONDONTWRITEBYTECODE every start would compile it again; and
     this interpreter's site-packages may carry ``.pth`` files that run code
     at every start. The tool's site-packages reaches the dependencies
-    through a plain path line, which runs no ``.pth`` of theirs."""
+    through a plain path line, which runs no ``.pth`` of theirs.
+
+    ``package`` is the ``contentpkg`` directory to copy (default: the one
+    imported here), e.g. another checkout's, to time two versions side by side."""
     import compileall
     import sysconfig
     import venv
@@ -116,7 +119,7 @@ def install_cpk(dest: Path) -> list[str]:
     venv.create(dest, with_pip=False, symlinks=True)
     site = site_packages(dest)
     shutil.copytree(
-        Path(contentpkg.__file__).parent,
+        package or Path(contentpkg.__file__).parent,
         site / "contentpkg",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
@@ -410,7 +413,8 @@ class Results:
 
 class Case:
     def __init__(self, work: Path, label: str, deps: list[str], imports: list[str],
-                 links: Path | None, cpk: list[str], args: argparse.Namespace) -> None:  # fmt: skip
+                 links: Path | None, cpk: list[str], args: argparse.Namespace,
+                 baseline: list[str] | None = None) -> None:  # fmt: skip
         self.work = work
         self.deps = deps
         self.imports = imports
@@ -433,6 +437,9 @@ class Case:
         )
         self.cpk_proj = work / "cpk-proj"
         self.uv_proj = work / "uv-proj"
+        #: Another checkout's cpk, timed beside this one's (``--baseline``).
+        self.baseline = baseline
+        self.base_env = {**self.env, "CPK_CACHE_DIR": str(work / "base-cache")}
         self.result = Results(label)
 
     # setup
@@ -520,50 +527,65 @@ class Case:
     def cold_views(self) -> None:
         log(f"{self.result.label}: environments from a warm store / cache")
 
-        def cpk_cold(*areas: str, memo: bool = True) -> float:
+        def cpk_cold(*areas: str, memo: bool = True, tool: list[str] | None = None) -> float:
             for name in ("views", "envs", *areas):
                 if (self.home / name).exists():
                     remove_tree(self.home / name)
             (self.cpk_proj / ".venv").unlink(missing_ok=True)
+            # The baseline keeps its own cache (memos, parsed locks,
+            # interpreter facts), so neither side deletes the other's memo.
+            env = self.env if tool is None else self.base_env
             if not memo:  # the full path: plan from the project and its lock
-                shutil.rmtree(self.work / "cpk-cache" / "run-memo", ignore_errors=True)
-            return timed([*self.cpk, "run", "python", "-c", "pass"], self.cpk_proj, self.env)
+                shutil.rmtree(Path(env["CPK_CACHE_DIR"]) / "run-memo", ignore_errors=True)
+            return timed([*(tool or self.cpk), "run", "python", "-c", "pass"], self.cpk_proj, env)
 
         def uv_cold(*extra: str) -> float:
             shutil.rmtree(self.uv_proj / ".venv", ignore_errors=True)
             return timed([*self.uv, "sync", *extra], self.uv_proj, self.env)
 
         # The floor of cpk's row: the two interpreters it starts (its own,
-        # then the environment's for ``python -c pass``), timed between.
+        # then the environment's for ``python -c pass``), timed between;
+        # its own start measured bare (-I -S: no site, no .pth) and with its
+        # site, since which one a user's install gets depends on how it was
+        # installed. At a few tiny packages uv's whole sync can be below it.
         tool_python = str(Path(self.cpk[0]).parent / "python")
         env_python = str(self.cpk_proj / ".venv" / "bin" / "python")
 
-        def floor() -> float:
-            wall = timed([tool_python, "-c", "pass"], self.cpk_proj, self.env)
+        def floor(*flags: str) -> float:
+            wall = timed([tool_python, *flags, "-c", "pass"], self.cpk_proj, self.env)
             cpu = LAST_CPU[0]
             wall += timed([env_python, "-c", "pass"], self.cpk_proj, self.env)
             LAST_CPU[0] += cpu
             return wall
 
         label = self.result.label
-        samples: dict[str, list[float]] = {
-            "cpk-view": [], "uv-sync": [], "uv-sync-pyc": [], "cpk-view-nopool": [],
-            "cpk-view-floor": [], "python-bare": [], "cpk-view-nomemo": [],
-        }  # fmt: skip
+        keys = ["cpk-view", "uv-sync", "uv-sync-pyc", "cpk-view-nopool", "cpk-view-floor",
+                "cpk-view-floor-bare", "python-bare", "cpk-view-nomemo"]  # fmt: skip
+        if self.baseline:
+            keys += ["base-view", "base-view-nomemo"]
+            cpk_cold(memo=False, tool=self.baseline)  # its cache warmed once, as ours was
+        samples: dict[str, list[float]] = {k: [] for k in keys}
+
+        def sample(key: str, wall: float) -> None:
+            samples[key].append(record(f"{label}:{key}", wall))
+
         for _ in range(self.args.runs):
-            samples["cpk-view"].append(record(f"{label}:cpk-view", cpk_cold()))
-            samples["cpk-view-floor"].append(record(f"{label}:cpk-view-floor", floor()))
-            bare = timed([tool_python, "-I", "-S", "-c", "pass"], self.cpk_proj, self.env)
-            samples["python-bare"].append(record(f"{label}:python-bare", bare))
-            samples["uv-sync"].append(record(f"{label}:uv-sync", uv_cold()))
+            sample("cpk-view", cpk_cold())
+            sample("cpk-view-floor", floor())
+            sample("cpk-view-floor-bare", floor("-I", "-S"))
+            sample("python-bare", timed([tool_python, "-I", "-S", "-c", "pass"],
+                                        self.cpk_proj, self.env))  # fmt: skip
+            sample("uv-sync", uv_cold())
+            if self.baseline:
+                # The same two rows with the baseline checkout's cpk, between.
+                sample("base-view", cpk_cold(tool=self.baseline))
+                sample("base-view-nomemo", cpk_cold(memo=False, tool=self.baseline))
             samples["uv-sync-pyc"].append(uv_cold("--compile-bytecode"))
             # The link pool is made when wheels enter the store; without it
             # the first view of these entries makes every symlink itself.
-            samples["cpk-view-nopool"].append(record(f"{label}:cpk-view-nopool",
-                                                     cpk_cold("links")))  # fmt: skip
+            sample("cpk-view-nopool", cpk_cold("links"))
             # Without the run memo (a project never run here): the full path.
-            samples["cpk-view-nomemo"].append(record(f"{label}:cpk-view-nomemo",
-                                                     cpk_cold(memo=False)))  # fmt: skip
+            sample("cpk-view-nomemo", cpk_cold(memo=False))
         self.result.times.update({k: statistics.median(v) for k, v in samples.items()})
 
     # 4: ten projects with the same lock
@@ -632,7 +654,8 @@ class Case:
         self.startup()
         self.imports_time()
         self.cold_views()
-        self.ten_projects()
+        if not self.args.skip_disk:
+            self.ten_projects()
         return self.result
 
 
@@ -673,8 +696,12 @@ def cpu_rows(label: str, w: int) -> None:
     line("run overhead over bin/python", "cpk-run", "uv-run", "cpk-python", "uv-python")
     line("import every top-level package", "cpk-import", "uv-import")
     line("env from warm store / uv sync", "cpk-view", "uv-sync")
-    line("  floor of that row [f]", "cpk-view-floor", "uv-sync")
     line("  cpk without its run memo [g]", "cpk-view-nomemo", "uv-sync")
+    if f"cpu:{label}:base-view" in SAMPLES:
+        line("  baseline checkout [h]", "base-view", "uv-sync")
+        line("  baseline checkout without its memo [h]", "base-view-nomemo", "uv-sync")
+    line("  floor: cpk's python + env's python [f]", "cpk-view-floor", "uv-sync")
+    line("  floor: same, cpk's as -I -S [f]", "cpk-view-floor-bare", "uv-sync")
 
 
 def report(results: Sequence[Results], args: argparse.Namespace) -> None:
@@ -703,12 +730,22 @@ def report(results: Sequence[Results], args: argparse.Namespace) -> None:
         row("  against uv sync --compile-bytecode", t["cpk-view"], t["uv-sync-pyc"])
         row("  cpk with the link pool deleted too [e]", t["cpk-view-nopool"], t["uv-sync"])
         row("  cpk with its run memo deleted too [g]", t["cpk-view-nomemo"], t["uv-sync"])
+        if "base-view" in t:
+            row("  baseline checkout's cpk [h]", t["base-view"], t["uv-sync"])
+            row("  baseline, run memo deleted too [h]", t["base-view-nomemo"], t["uv-sync"])
         row("  floor: cpk's python + the env's python [f]", t["cpk-view-floor"], t["uv-sync"])
-        row("  floor: python -I -S -c pass", t["python-bare"], t["uv-sync"])
+        row("  floor: same, cpk's python -I -S [f]", t["cpk-view-floor-bare"], t["uv-sync"])
+        row("  floor: python -I -S -c pass alone", t["python-bare"], t["uv-sync"])
         above = t["cpk-view"] - t["cpk-view-floor"]
         row("  cpk above its floor", above, t["uv-sync"], sign=True)
+        above = t["cpk-view-nomemo"] - t["cpk-view-floor"]
+        row("  cpk without its memo, above its floor", above, t["uv-sync"], sign=True)
         cpu_rows(r.label, w)
         d = r.disk
+        if not d:
+            for note in r.notes:
+                print(f"  note: {note}")
+            continue
         cpk_b = d["cpk-shared"][0] + d["cpk-projects"][0]
         cpk_i = d["cpk-shared"][1] + d["cpk-projects"][1]
         print(f"{f'{PROJECTS} projects, same lock [d]':<{w}} {'MiB':>10} {'inodes':>10}  cpk/x")
@@ -744,10 +781,16 @@ def report(results: Sequence[Results], args: argparse.Namespace) -> None:
         "[e] the pool of shared symlinks (links/ under CPK_HOME) is made when wheels enter the\n"
         "    store and kept with it; this row deletes it too, so the view makes every symlink\n"
         "[f] what cpk's row cannot go below: starting its own interpreter (`python -c pass`\n"
-        "    with the tool's site) and then the env's `bin/python -c pass`, timed beside it\n"
+        "    with the tool's site, or bare with -I -S) and then the env's `bin/python -c pass`,\n"
+        "    timed beside it; where uv's sync is close to it, no Python tool can reach the goal\n"
         "[c], [g] with the inputs unchanged, the run memo (in the cache) rebuilds the deleted\n"
         "    view from its recipe; [g] deletes the memo too: the full path, as for a project\n"
         "    never run on this machine (parser, project, lock, source lookups)"
+        + (
+            f"\n[h] the same rows with {args.baseline}'s cpk (own cache), timed between these"
+            if args.baseline is not None
+            else ""
+        )
     )
 
 
@@ -757,6 +800,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=10, help="samples per round, small timings")
     parser.add_argument("--synthetic", type=int, default=500, help="packages in the synthetic set")
     parser.add_argument("--skip-network", action="store_true", help="only the synthetic set")
+    parser.add_argument("--skip-disk", action="store_true", help="leave out the ten-project rows")
+    parser.add_argument(
+        "--baseline", type=Path, metavar="CHECKOUT",
+        help="another checkout (e.g. `git worktree add` of main): its cpk's environment rows "
+        "are timed between this one's, as before/after in the same run",
+    )  # fmt: skip
     args = parser.parse_args()
 
     uv_version = run([*uv_command(), "--version"], Path.cwd(), dict(os.environ)).strip()
@@ -765,22 +814,27 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="cpk-bench-run-") as tmp:
             work = Path(tmp)
+            # File creation costs differ by an order of magnitude between
+            # directories of one disk: both tools write under this one.
+            print(f"cpk's and uv's environments, stores and caches are all under {work.parent}")
             try:
                 cpk = install_cpk(work / "cpk-tool")
+                base = None
+                if args.baseline is not None:
+                    base = install_cpk(work / "base-tool", args.baseline / "src" / "contentpkg")
                 if not args.skip_network:
                     case_dir = work / "pypi"
                     case_dir.mkdir()
                     label = f"{len(NETWORK_DEPENDENCIES)}-package project from PyPI"
-                    case = Case(
-                        case_dir, label, NETWORK_DEPENDENCIES, NETWORK_IMPORTS, None, cpk, args
-                    )
+                    deps, imports = NETWORK_DEPENDENCIES, NETWORK_IMPORTS
+                    case = Case(case_dir, label, deps, imports, None, cpk, args, base)
                     results.append(case.all())
                 case_dir = work / "synthetic"
                 links = case_dir / "wheels"
                 log(f"building {args.synthetic} synthetic wheels")
                 deps, imports = build_synthetic(links, args.synthetic)
                 label = f"synthetic project of {args.synthetic} packages"
-                results.append(Case(case_dir, label, deps, imports, links, cpk, args).all())
+                results.append(Case(case_dir, label, deps, imports, links, cpk, args, base).all())
             finally:
                 # Store entries are read-only; TemporaryDirectory cannot remove them.
                 for home in work.glob("*/cpk-home"):

@@ -223,6 +223,10 @@ def test_the_hot_path_check_sees_a_memo_miss(tmp_path: Path, index: LocalIndex) 
     # cpk's own modules, but no third-party library (no packaging, resolvelib,
     # urllib3, rich), whose imports would cost more than the check itself.
     third_party = {m.split(".")[0] for m in outside} - {"contentpkg"}
+    # A project with no [build-system] is never built and has no checkouts
+    # to overlay: neither module is loaded for it.
+    unneeded = {"contentpkg.python.build.project", "contentpkg.python.envs.overlay"}
+    assert not outside & unneeded, sorted(outside & unneeded)
     startup = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", "pass"],
         cwd=root, capture_output=True, text=True, check=True,
@@ -241,6 +245,11 @@ def test_a_deleted_view_is_made_again_from_the_memo(tmp_path: Path, index: Local
     view = os.readlink(root / ".venv")
     (memo,) = (Path(os.environ["CPK_CACHE_DIR"]) / "run-memo").iterdir()
     written = memo.stat()
+    # The recipe keeps what a view needs of the interpreter, not its wheel tags.
+    import marshal
+
+    facts = marshal.loads(memo.read_bytes())["rebuild"]["python"]
+    assert facts["tags"] == [] and facts["version"] and facts["site_packages"]
     remove_tree(Path(view).parent)
     (root / ".venv").unlink()
     startup = subprocess.run(
@@ -259,8 +268,10 @@ def test_a_deleted_view_is_made_again_from_the_memo(tmp_path: Path, index: Local
     assert (Path(view) / "pyvenv.cfg").is_file()
     loaded = _imported(again.stderr) - _imported(startup.stderr)
     assert "contentpkg.python.envs.rebuild" in loaded
+    # Nor logging: only a repaired files table logs, and the rebuild repairs none.
     skipped = {"contentpkg.cli.parser", "contentpkg.context", "contentpkg.python.run.plan",
-               "contentpkg.python.lock", "contentpkg.python.project", "tomllib"}  # fmt: skip
+               "contentpkg.python.lock", "contentpkg.python.project", "tomllib",
+               "logging"}  # fmt: skip
     assert not loaded & skipped, sorted(loaded & skipped)
     # The memo still holds: nothing it watches changed, so it is not rewritten.
     after = memo.stat()

@@ -217,3 +217,84 @@ def test_tools_work_in_a_view(tmp_path: Path) -> None:
         [coverage, "report"], cwd=project, capture_output=True, text=True, env=env, check=True
     ).stdout
     assert "tests/test_it.py" in report and "100%" in report, report
+
+
+def test_the_finder_is_compiled_once_for_every_view(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compiled finder is pooled by what it is made from: a second view
+    links the same inode and compiles nothing."""
+    import contentpkg.python.envs.views as views
+
+    if not sys.implementation.cache_tag:
+        pytest.skip("this interpreter writes no bytecode")
+    compiled: list[bytes] = []
+    real = views._unchecked_pyc
+    monkeypatch.setattr(views, "_unchecked_pyc", lambda s: compiled.append(s) or real(s))
+    entries = _entries(tmp_path)
+    store, python = Store.open(), interpreter_info()
+    first = ensure_view(store, entries, python)
+    second = ensure_view(store, list(reversed(entries)), python)
+    assert len(compiled) == 1
+    name = f"__pycache__/{FINDER}.{sys.implementation.cache_tag}.pyc"
+    one, two = (os.stat(v.site_packages / name) for v in (first, second))
+    assert one.st_ino == two.st_ino and one.st_nlink >= 3
+
+
+def test_a_rewritten_record_keeps_the_wheels_rows_as_written(tmp_path: Path) -> None:
+    """A distribution with scripts gets its own RECORD in the view: the
+    wheel's rows copied line for line, its ``.data`` rows moved to where the
+    view put them, the scripts added, as pip does."""
+    import csv
+    import io
+
+    store = Store.open()
+    wheel = make_wheel(
+        tmp_path / "dists",
+        "tooly",
+        "1.0",
+        files={"tooly/__init__.py": "def main():\n    pass\n"},
+        entry_points={"console_scripts": {"tooly": "tooly:main"}},
+        data={"data/share/tooly.txt": "shared\n"},
+    )
+    entry = add_wheel(store, wheel).entry
+    view = ensure_view(store, [entry], interpreter_info())
+    dist_info = next(p for p in view.site_packages.iterdir() if p.name.endswith(".dist-info"))
+    assert not dist_info.is_symlink()  # its own directory: a rewritten RECORD
+    source = entry.path / "site-packages" / dist_info.name / "RECORD"
+    theirs = source.read_text(encoding="utf-8").splitlines()
+    ours = (dist_info / "RECORD").read_text(encoding="utf-8")
+    rows = {r[0]: r for r in csv.reader(io.StringIO(ours))}
+    kept = [line for line in theirs if line.startswith("tooly/__init__.py,")]
+    assert kept and kept[0] in ours.splitlines()
+    assert "../../../share/tooly.txt" in rows
+    script = rows["../../../bin/tooly"]
+    assert script[1].startswith("sha256=") and script[2] == str(
+        (view.bin_dir / "tooly").stat().st_size
+    )
+    assert list(rows)[-1] == f"{dist_info.name}/RECORD"
+    # What importlib.metadata makes of it, in the view's own interpreter.
+    probe = "import importlib.metadata as m; print(sorted(str(f) for f in m.files('tooly')))"
+    done = subprocess.run(
+        [os.fspath(view.python_path), "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert "../../../bin/tooly" in done.stdout and "tooly/__init__.py" in done.stdout
+
+
+def test_record_rows_with_quotes_go_through_csv() -> None:
+    """Rows are copied as their own text only when the file has no quote;
+    a quoted path (a comma in it) is read and written by ``csv``."""
+    from contentpkg.python.envs.views import _record_line, _record_rows
+
+    plain = "a/b.py,sha256=x,3\r\nc.py,sha256=y,4\n\n"
+    assert _record_rows(plain) == [("a/b.py,sha256=x,3", "a/b.py"), ("c.py,sha256=y,4", "c.py")]
+    quoted = 'a/b.py,sha256=x,3\n"a/x,y.txt",sha256=z,5\n'
+    assert _record_rows(quoted) == [
+        ("a/b.py,sha256=x,3", "a/b.py"),
+        ('"a/x,y.txt",sha256=z,5', "a/x,y.txt"),
+    ]
+    odd = "a/x\u2028y.py,sha256=w,1\rb.py,sha256=v,2\n"  # a line separator inside a name
+    assert _record_rows(odd) == [("a/x\u2028y.py,sha256=w,1", "a/x\u2028y.py"),
+                                 ("b.py,sha256=v,2", "b.py")]  # fmt: skip
+    assert _record_line(["../../../bin/t", "sha256=q", "9"]) == "../../../bin/t,sha256=q,9"
+    assert _record_line(['we"ird,name', "", ""]) == '"we""ird,name",,'

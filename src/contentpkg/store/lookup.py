@@ -23,7 +23,6 @@ it); one locked past the busy timeout is one error line, not a traceback.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -44,8 +43,16 @@ BUSY_TIMEOUT = 120.0
 #: files (an ELF file's hash before patching), kept so a rebuild has them.
 EXTRA_ROWS_KEY = "extra_file_rows"
 
-_log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+
+
+def _warn(message: str, *args: object) -> None:
+    """Log a repair as a warning. ``logging`` (with threading, traceback and
+    string) is imported here, not at the top: a view rebuilt from the run
+    memo looks sources up through this module and logs nothing."""
+    import logging
+
+    logging.getLogger(__name__).warning(message, *args)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -190,7 +197,7 @@ def _writing(
                 conn.close()
         count = rebuild_files(store_root, broken_ino=seen)
         if count is not None:
-            _log.warning("%s: %s; rebuilt it from %d entries", path, reason, count)
+            _warn("%s: %s; rebuilt it from %d entries", path, reason, count)
     raise AssertionError("unreachable")
 
 
@@ -288,7 +295,7 @@ def _refill_if_lost(store_root: Path, conn: sqlite3.Connection) -> None:
         raise
     if rows:
         path = store_root / FILES_DB
-        _log.warning("%s: empty beside %d entries; rebuilt it from them", path, entries)
+        _warn("%s: empty beside %d entries; rebuilt it from them", path, entries)
 
 
 def _enable_wal(store_root: Path, conn: sqlite3.Connection) -> None:

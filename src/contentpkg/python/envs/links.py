@@ -30,7 +30,7 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from contentpkg.store import Entry, Store
@@ -130,6 +130,28 @@ class LinkPool:
         os.chmod(dest, 0o444)
         self.plain += 1
 
+    def made_file(self, key: str, make: Callable[[], bytes], dest: str | os.PathLike[str]) -> None:
+        """:meth:`file` for bytes that cost more to make than to look up (the
+        view's compiled finder): pooled under ``key``, a hash of what they
+        are made from, so ``make`` runs only when the pool lacks them."""
+        pooled = f"{self.root}/f-{key}"
+        if self.enabled:
+            if not os.path.exists(pooled):
+                from contentpkg.fs import write_cache
+
+                write_cache(pooled, make(), mode=0o444)
+            try:
+                os.link(pooled, dest)
+                self.shared += 1
+                return
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINK and not isinstance(exc, FileNotFoundError):
+                    raise
+        with open(dest, "wb") as f:
+            f.write(make())
+        os.chmod(dest, 0o444)
+        self.plain += 1
+
     def prepare(self, entry: Entry) -> None:
         """Make the pool symlinks a view of a wheel entry will want: one per
         top-level name of its site-packages, so that composing a view later
@@ -151,7 +173,8 @@ class PoolGarbage:
     it is missing already. Removing the pool's name never breaks a view: a
     view holds its own hard link to the symlink inode, which lives on while
     any view names it, and a live view's entries are live, so its targets
-    stay. A pooled file (``f-...``) goes when no view links it any more
+    stay. A pooled file (``f-...``: named by the hash of its bytes, or of
+    what they are made from) goes when no view links it any more
     (``st_nlink`` 1: only the pool's name). Pool symlinks into other layers
     are left: gc does not sweep those layers, so their targets live on.
     A builder racing with this finds the pool name gone and makes it again

@@ -45,6 +45,8 @@ def rebuild_view(recipe: Mapping[str, object]) -> tuple[str, list[str]] | None:
         view = str(recipe["view"])
         dot = str(recipe["venv"])
         root_link, root_target = (str(p) for p in recipe["root"])  # type: ignore[attr-defined]
+        # The recipe's facts hold no wheel tags and no markers, which a view
+        # never asks for (plan.rebuild_recipe leaves them out).
         python = InterpreterInfo.from_json(
             dict(recipe["python"]),  # type: ignore[call-overload]
             str(recipe["python"]["executable"]),  # type: ignore[index]

@@ -49,7 +49,6 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from contentpkg.errors import CpkError
@@ -72,15 +71,35 @@ PYCACHE = "__pycache__"
 Symlinker = Callable[[str | os.PathLike[str], str | os.PathLike[str]], None]
 
 
-@dataclass(frozen=True)
 class Conflict:
     """One path that two distributions both install, with different bytes,
-    or (with a ``reason``) a script the view refused to install at all."""
+    or (with a ``reason``) a script the view refused to install at all.
 
-    path: str  # relative to site-packages (or to the prefix, for data)
-    winner: str  # entry dirname whose file is used: the first declared
-    loser: str
-    reason: str = ""  # why loser's path is not installed, when no entry won
+    A plain class, as :class:`View` is: generating a dataclass's methods
+    at import costs every ``cpk run`` that builds a view more than its
+    conflicts ever do."""
+
+    __slots__ = ("loser", "path", "reason", "winner")
+
+    def __init__(self, path: str, winner: str, loser: str, reason: str = "") -> None:
+        self.path = path  # relative to site-packages (or to the prefix, for data)
+        self.winner = winner  # entry dirname whose file is used: the first declared
+        self.loser = loser
+        self.reason = reason  # why loser's path is not installed, when no entry won
+
+    def as_dict(self) -> dict[str, str]:
+        """What ``view.json`` records, and ``Conflict(**d)`` reads back."""
+        return {"path": self.path, "winner": self.winner, "loser": self.loser,
+                "reason": self.reason}  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Conflict) and other.as_dict() == self.as_dict()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.as_dict().values()))
+
+    def __repr__(self) -> str:
+        return f"Conflict({self.path!r}, {self.winner!r}, {self.loser!r}, {self.reason!r})"
 
     def describe(self) -> str:
         """The one warning line a user sees for it."""
@@ -109,13 +128,28 @@ def script_name_problem(name: str) -> str | None:
     return None
 
 
-@dataclass
 class View:
-    path: Path
-    python: InterpreterInfo
-    entries: list[str]
-    conflicts: list[Conflict] = field(default_factory=list)
-    created: bool = False
+    """A built view: where it is, for which interpreter, of which entries."""
+
+    __slots__ = ("conflicts", "created", "entries", "path", "python")
+
+    def __init__(
+        self,
+        path: Path,
+        python: InterpreterInfo,
+        entries: list[str],
+        conflicts: list[Conflict] | None = None,
+        created: bool = False,
+    ) -> None:
+        self.path = path
+        self.python = python
+        self.entries = entries
+        self.conflicts = conflicts if conflicts is not None else []
+        #: Whether this call built it (another process may have, meanwhile).
+        self.created = created
+
+    def __repr__(self) -> str:
+        return f"View({str(self.path)!r}, {len(self.entries)} entries)"
 
     @property
     def bin_dir(self) -> Path:
@@ -269,7 +303,7 @@ def _build(
         "python": python.base_executable or python.executable,
         "version": python.version,
         "entries": [e.dirname for e in entries],
-        "conflicts": [c.__dict__ for c in conflicts],
+        "conflicts": [c.as_dict() for c in conflicts],
     }
     (meta / VIEW_JSON).write_text(json.dumps(data, indent=1) + "\n")
     return conflicts
@@ -300,24 +334,37 @@ def install_finder(site: Path, python: InterpreterInfo, pool: LinkPool) -> None:
     if os.path.lexists(site / f"{FINDER}.py"):
         return  # a distribution's own module of that name: leave it
     pool.file(source, site / f"{FINDER}.py")
-    pyc = _unchecked_pyc(source, python)
-    if pyc is not None:
+    if _compiles_for(python):
         cache = site / PYCACHE
         cache.mkdir(exist_ok=True)
-        pool.file(pyc, cache / f"{FINDER}.{python.cache_tag}.pyc")
+        # Named by what it is compiled from, so a view whose pool has it
+        # already links it without compiling the finder again.
+        import importlib.util
+
+        made_from = b"cpk-finder-pyc\0" + importlib.util.MAGIC_NUMBER + b"\0" + source
+        pool.made_file(
+            hashlib.sha256(made_from).hexdigest()[:40],
+            lambda: _unchecked_pyc(source),
+            cache / f"{FINDER}.{python.cache_tag}.pyc",
+        )
     pool.file(FINDER_PTH.encode(), site / f"{FINDER}.pth")
 
 
-def _unchecked_pyc(source: bytes, python: InterpreterInfo) -> bytes | None:
-    """PEP 552 unchecked-hash bytecode of source for python, if this
-    interpreter's bytecode is python's (same cache tag and magic number)."""
+def _compiles_for(python: InterpreterInfo) -> bool:
+    """Whether this interpreter's bytecode is python's (same cache tag and
+    magic number), so that it can compile the view's finder for it."""
     import importlib.util
     import sys
 
     if python.cache_tag is None or python.cache_tag != sys.implementation.cache_tag:
-        return None
-    if python.magic_number not in (None, importlib.util.MAGIC_NUMBER.hex()):
-        return None
+        return False
+    return python.magic_number in (None, importlib.util.MAGIC_NUMBER.hex())
+
+
+def _unchecked_pyc(source: bytes) -> bytes:
+    """PEP 552 unchecked-hash bytecode of the finder's source, for this interpreter."""
+    import importlib.util
+
     # importlib's own writer of hash-based .pyc (what py_compile uses),
     # without py_compile's detour through files.
     from importlib._bootstrap_external import _code_to_hash_pyc  # type: ignore[attr-defined]
@@ -593,46 +640,89 @@ def _write_records(
         source = entry.path / SITE / dist_info
         if not link.is_symlink() or os.readlink(link) != os.fspath(source):
             continue  # another distribution's dist-info won the name
-        # Here, not at the top: only distributions with scripts or data pay.
-        import csv
-        import io
-
         try:
-            rows = list(csv.reader(io.StringIO((source / "RECORD").read_text(encoding="utf-8"))))
-        except (OSError, UnicodeDecodeError, csv.Error):
+            text = (source / "RECORD").read_text(encoding="utf-8")
+            rows = _record_rows(text)
+        except (OSError, UnicodeDecodeError, ValueError):
             continue
         data_dir = dist_info[: -len(".dist-info")] + ".data/"
         headers = root / "include" / "site" / f"python{python.short_version}" / entry.name
-        out: list[list[str]] = []
+        out: list[str] = []
         listed: set[str] = set()
-        for row in rows:
-            if not row or row[0] == f"{dist_info}/RECORD":
+        for line, path in rows:
+            if path == f"{dist_info}/RECORD":
                 continue
-            path = row[0]
             if not path.startswith(data_dir):
-                out.append(row)
+                out.append(line)  # as the wheel wrote it: most rows of a big RECORD
                 continue
+            row = _record_fields(line)
             scheme, _, rest = path[len(data_dir) :].partition("/")
             if scheme in ("purelib", "platlib"):
-                out.append([rest, *row[1:]])
+                out.append(_record_line([rest, *row[1:]]))
             elif scheme == "scripts":
                 if rest in mine:  # else an earlier entry's script has the name
-                    out.append(_row(root / "bin" / rest, site))
+                    out.append(_record_line(_row(root / "bin" / rest, site)))
                     listed.add(rest)
             elif scheme == "data":
-                out.append([os.path.relpath(root / rest, site), *row[1:]])
+                out.append(_record_line([os.path.relpath(root / rest, site), *row[1:]]))
             elif scheme == "headers":
-                out.append([os.path.relpath(headers / rest, site), *row[1:]])
-        out += [_row(root / "bin" / name, site) for name in mine if name not in listed]
-        out.append([f"{dist_info}/RECORD", "", ""])
+                out.append(_record_line([os.path.relpath(headers / rest, site), *row[1:]]))
+        out += [_record_line(_row(root / "bin" / n, site)) for n in mine if n not in listed]
+        out.append(_record_line([f"{dist_info}/RECORD", "", ""]))
         link.unlink()
         link.mkdir()
         for child in sorted(os.listdir(source)):
             if child != "RECORD":
                 symlink(source / child, link / child)
-        text = io.StringIO()
-        csv.writer(text, lineterminator="\n").writerows(out)
-        (link / "RECORD").write_text(text.getvalue(), encoding="utf-8")
+        (link / "RECORD").write_text("".join(f"{line}\n" for line in out), encoding="utf-8")
+
+
+# RECORD is CSV, but a view rewrites only its few ``.data`` rows and adds
+# its scripts: the thousands of other rows of a big distribution (numpy,
+# botocore) are copied as written. Read and written again through ``csv``
+# they were most of the time a view with such distributions took to build.
+# A row is kept as its own CSV text; only a RECORD with a quote character
+# (a path with a comma or a quote in it) is read through ``csv`` as a whole.
+
+
+def _record_rows(text: str) -> list[tuple[str, str]]:
+    """Each row of a RECORD as (its CSV text on one line, its path)."""
+    if '"' not in text:
+        # No quotes: no field holds a comma or a line break, so each line
+        # is one row, and its path is the text before the first comma. Lines
+        # end where csv ends them (\n, \r\n, \r), not at every character
+        # str.splitlines() takes for one (\x85, \u2028 may be in a name).
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        return [(line, line.partition(",")[0]) for line in text.split("\n") if line]
+    import csv
+    import io
+
+    try:
+        return [(_record_line(row), row[0]) for row in csv.reader(io.StringIO(text)) if row]
+    except csv.Error as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _record_fields(line: str) -> list[str]:
+    """The fields of one row's CSV text, as :func:`_record_rows` gave it."""
+    if '"' not in line:
+        return line.split(",")
+    import csv
+
+    return next(csv.reader([line]))
+
+
+def _record_line(fields: Sequence[str]) -> str:
+    """One RECORD row as ``csv.writer`` writes it (quotes only where needed)."""
+    if not any(c in f for f in fields for c in ',"\r\n'):
+        return ",".join(fields)
+    import csv
+    import io
+
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerow(fields)
+    return text.getvalue()[:-1]
 
 
 def _row(path: Path, site: Path) -> list[str]:

@@ -11,7 +11,7 @@ were read before the edit: a failed ``add`` leaves nothing to clean up.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from contentpkg.errors import NotFoundError
@@ -57,7 +57,7 @@ def change_project(
     if after != before:
         write_atomic(pyproject, after, mode=mode, exact_mode=True)
     try:
-        outcome = sync_project(replace(options, project=pyproject.parent)) if sync else None
+        outcome = sync_project(options.replace(project=pyproject.parent)) if sync else None
     except BaseException:
         if after != before:
             write_atomic(pyproject, before, mode=mode, exact_mode=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,16 +23,30 @@ if TYPE_CHECKING:
     from contentpkg.python.build.project import BuiltProject
 
 
-@dataclass
 class Prepared:
-    """An environment ready to exec in, and what to tell the user about it."""
+    """An environment ready to exec in, and what to tell the user about it.
 
-    env: Path  # the directory to use as VIRTUAL_ENV
-    python: InterpreterInfo
-    inputs: ProjectInputs | None
-    conflicts: list = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    lock_path: Path | None = None
+    A plain class, like the run's other records (:class:`.plan.RunPlan`,
+    :class:`.lockstate.LockState`): each dataclass costs ``cpk run`` the
+    generation of its methods at import, on every memo miss."""
+
+    __slots__ = ("conflicts", "env", "inputs", "lock_path", "notes", "python")
+
+    def __init__(
+        self,
+        env: Path,
+        python: InterpreterInfo,
+        inputs: ProjectInputs | None,
+        conflicts: list | None = None,
+        notes: list[str] | None = None,
+        lock_path: Path | None = None,
+    ) -> None:
+        self.env = env  # the directory to use as VIRTUAL_ENV
+        self.python = python
+        self.inputs = inputs
+        self.conflicts = conflicts if conflicts is not None else []
+        self.notes = notes if notes is not None else []
+        self.lock_path = lock_path
 
 
 def entries_of(store: Store, lock: Lock) -> list[tuple[str, Entry]] | None:
@@ -158,6 +171,8 @@ def env_for(
     shapes it, so an existing overlay is current. None means "missing" when
     the overlay would need ``project``, the build, and it is not given.
     """
+    if project_key is None and not inputs.sources:
+        return view  # nothing to overlay, by overlay_needed's rule, without its module
     from contentpkg.python.envs.overlay import ensure_overlay, overlay_needed, overlay_path
 
     if not overlay_needed(inputs, project_key):

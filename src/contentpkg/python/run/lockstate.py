@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,18 +23,24 @@ if TYPE_CHECKING:
     from contentpkg.python.project.pyproject import Declared
 
 
-@dataclass(frozen=True)
 class LockState:
-    """A lock file, what it holds, and whether it can be used as it is."""
+    """A lock file, what it holds, and whether it can be used as it is.
 
-    path: Path
-    #: The fingerprint of the inputs the lock is for.
-    fingerprint: str
-    #: What the file holds (None: missing, or unreadable and to be replaced).
-    found: Lock | None
-    #: The lock to use without resolving: ``found`` when it is current, or
-    #: under ``--frozen``; None when it must be (re)made.
-    usable: Lock | None
+    A plain class (see :class:`.compose.Prepared` for why)."""
+
+    __slots__ = ("fingerprint", "found", "path", "usable")
+
+    def __init__(
+        self, path: Path, fingerprint: str, found: Lock | None, usable: Lock | None
+    ) -> None:
+        self.path = path
+        #: The fingerprint of the inputs the lock is for.
+        self.fingerprint = fingerprint
+        #: What the file holds (None: missing, or unreadable and to be replaced).
+        self.found = found
+        #: The lock to use without resolving: ``found`` when it is current, or
+        #: under ``--frozen``; None when it must be (re)made.
+        self.usable = usable
 
     @property
     def fresh(self) -> bool:
@@ -157,14 +162,22 @@ def universal_fingerprint(
     return fingerprint, declared
 
 
-@dataclass
 class LockOutcome:
     """What ``cpk lock`` did: the file, and whether it was current or changed."""
 
-    path: Path
-    fresh: bool  # the lock was already up to date (nothing resolved)
-    changed: bool  # the file's bytes changed
-    packages: int
+    __slots__ = ("changed", "fresh", "packages", "path")
+
+    def __init__(self, path: Path, fresh: bool, changed: bool, packages: int) -> None:
+        self.path = path
+        self.fresh = fresh  # the lock was already up to date (nothing resolved)
+        self.changed = changed  # the file's bytes changed
+        self.packages = packages
+
+    def __repr__(self) -> str:
+        return (
+            f"LockOutcome({str(self.path)!r}, fresh={self.fresh}, changed={self.changed},"
+            f" packages={self.packages})"
+        )
 
 
 def project_inputs(options: Options, *, validate: bool = True) -> ProjectInputs:

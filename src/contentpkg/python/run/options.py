@@ -8,47 +8,94 @@ fields it gets instead of probing an object for them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from contentpkg.context import Context
 from contentpkg.progress import QUIET, Reporter
 
 
-@dataclass(frozen=True)
 class Options:
-    """Where to look, for which Python, with which context."""
+    """Where to look, for which Python, with which context.
 
-    #: Where things live and the environment's settings, read once.
-    ctx: Context
-    #: The project directory (None: found upward from the working directory).
-    project: Path | None = None
-    #: The target interpreter: a path, a command or a version (None: this one).
-    python: str | None = None
-    index_url: str | None = None
-    extra_index_urls: tuple[str, ...] = ()
-    find_links: tuple[str, ...] = ()
-    offline: bool = False
-    refresh: bool = False  # revalidate every cached index page
-    prereleases: bool = False
-    prefer_store: bool = False
-    extras: tuple[str, ...] = ()
-    groups: tuple[str, ...] = ()
-    #: Install the project itself as a built wheel entry, not editable.
-    no_editable: bool = False
-    #: A command missing from the environment is an error (``--strict-command``).
-    strict_command: bool = False
-    #: The rest of the selection from a universal lock, as uv's flags
-    #: (``--all-extras``, ``--all-groups``, ``--no-default-groups``,
-    #: ``--only-group``, ``--no-dev``).
-    all_extras: bool = False
-    all_groups: bool = False
-    no_default_groups: bool = False
-    only_groups: tuple[str, ...] = ()
-    no_dev: bool = False
-    #: Progress of downloads and builds; the CLI's starts ``rich`` only when
-    #: first used, so a run that makes nothing never imports it.
-    reporter: Reporter = field(default=QUIET, compare=False)
+    A plain class rather than a dataclass: every ``cpk run`` that misses its
+    memo imports this module, and generating twenty fields' methods cost it
+    more than a millisecond. Treated as immutable: :meth:`replace` makes a
+    changed copy."""
+
+    __slots__ = (
+        "all_extras", "all_groups", "ctx", "extra_index_urls", "extras", "find_links",
+        "groups", "index_url", "no_default_groups", "no_dev", "no_editable", "offline",
+        "only_groups", "prefer_store", "prereleases", "project", "python", "refresh",
+        "reporter", "strict_command",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        ctx: Context,
+        project: Path | None = None,
+        python: str | None = None,
+        index_url: str | None = None,
+        extra_index_urls: tuple[str, ...] = (),
+        find_links: tuple[str, ...] = (),
+        offline: bool = False,
+        refresh: bool = False,
+        prereleases: bool = False,
+        prefer_store: bool = False,
+        extras: tuple[str, ...] = (),
+        groups: tuple[str, ...] = (),
+        no_editable: bool = False,
+        strict_command: bool = False,
+        all_extras: bool = False,
+        all_groups: bool = False,
+        no_default_groups: bool = False,
+        only_groups: tuple[str, ...] = (),
+        no_dev: bool = False,
+        reporter: Reporter = QUIET,
+    ) -> None:
+        #: Where things live and the environment's settings, read once.
+        self.ctx = ctx
+        #: The project directory (None: found upward from the working directory).
+        self.project = project
+        #: The target interpreter: a path, a command or a version (None: this one).
+        self.python = python
+        self.index_url = index_url
+        self.extra_index_urls = extra_index_urls
+        self.find_links = find_links
+        self.offline = offline
+        self.refresh = refresh  # revalidate every cached index page
+        self.prereleases = prereleases
+        self.prefer_store = prefer_store
+        self.extras = extras
+        self.groups = groups
+        #: Install the project itself as a built wheel entry, not editable.
+        self.no_editable = no_editable
+        #: A command missing from the environment is an error (``--strict-command``).
+        self.strict_command = strict_command
+        #: The rest of the selection from a universal lock, as uv's flags
+        #: (``--all-extras``, ``--all-groups``, ``--no-default-groups``,
+        #: ``--only-group``, ``--no-dev``).
+        self.all_extras = all_extras
+        self.all_groups = all_groups
+        self.no_default_groups = no_default_groups
+        self.only_groups = only_groups
+        self.no_dev = no_dev
+        #: Progress of downloads and builds; the CLI's starts ``rich`` only when
+        #: first used, so a run that makes nothing never imports it.
+        self.reporter = reporter
+
+    def replace(self, **changes: Any) -> Options:
+        """A copy with ``changes`` (field names as keywords), as ``dataclasses.replace``."""
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields.update(changes)
+        return Options(**fields)
+
+    def __repr__(self) -> str:
+        given = (
+            f"{n}={getattr(self, n)!r}" for n in self.__slots__ if n not in ("ctx", "reporter")
+        )
+        return f"Options({', '.join(given)})"
 
     @property
     def default_selection(self) -> bool:
@@ -93,23 +140,39 @@ class Options:
             close()
 
 
-@dataclass(frozen=True)
 class RunRequest:
-    """What ``cpk run`` (or ``cpk shell``) was asked, beyond the options."""
+    """What ``cpk run`` (or ``cpk shell``) was asked, beyond the options.
 
-    command: tuple[str, ...]
-    #: Requirements added for this run only (``--with``); the lock is not changed.
-    with_requirements: tuple[str, ...] = ()
-    #: Use the project's lock as it is (``--frozen``).
-    frozen: bool = False
-    #: Fail when the project's lock is out of date (``--locked``).
-    locked: bool = False
-    #: An env dir of native packages (``--with-elf``): its ``bin/`` and
-    #: ``lib/`` go on ``PATH`` and ``LD_LIBRARY_PATH`` of the command.
-    native: Path | None = None
-    #: The working directory's project plays no part: the environment is
-    #: the ``--with`` requirements alone (a tool's, as ``uv tool`` makes it).
-    isolated: bool = False
+    A plain class, as :class:`Options` is."""
+
+    __slots__ = ("command", "frozen", "isolated", "locked", "native", "with_requirements")
+
+    def __init__(
+        self,
+        command: tuple[str, ...],
+        with_requirements: tuple[str, ...] = (),
+        *,
+        frozen: bool = False,
+        locked: bool = False,
+        native: Path | None = None,
+        isolated: bool = False,
+    ) -> None:
+        self.command = command
+        #: Requirements added for this run only (``--with``); the lock is not changed.
+        self.with_requirements = with_requirements
+        #: Use the project's lock as it is (``--frozen``).
+        self.frozen = frozen
+        #: Fail when the project's lock is out of date (``--locked``).
+        self.locked = locked
+        #: An env dir of native packages (``--with-elf``): its ``bin/`` and
+        #: ``lib/`` go on ``PATH`` and ``LD_LIBRARY_PATH`` of the command.
+        self.native = native
+        #: The working directory's project plays no part: the environment is
+        #: the ``--with`` requirements alone (a tool's, as ``uv tool`` makes it).
+        self.isolated = isolated
+
+    def __repr__(self) -> str:
+        return f"RunRequest({self.command!r}, {self.with_requirements!r})"
 
 
 def index_places(options: Options, inputs: object | None) -> tuple[list[str], list[str]]:

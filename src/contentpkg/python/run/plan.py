@@ -20,7 +20,7 @@ import hashlib
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -59,27 +59,46 @@ from contentpkg.store import Store
 __all__ = ["Launch", "RunPlan", "plan_run", "prepare", "run", "shell"]
 
 
-@dataclass(frozen=True)
 class RunPlan:
-    """What ``cpk run`` decided before making anything."""
+    """What ``cpk run`` decided before making anything.
 
-    options: Options
-    request: RunRequest
-    #: The command as exec'd (a bare ``x.py`` runs as ``python x.py``).
-    argv: tuple[str, ...]
-    #: The project, or the PEP 723 script, as found (None: ``--with`` alone).
-    inputs: ProjectInputs | None
-    #: What the environment holds: ``inputs`` plus any ``--with`` requirements.
-    run_inputs: ProjectInputs
-    python: InterpreterInfo
-    store: Store
-    #: The (indexes, find-links) every fingerprint was computed under.
-    places: tuple[list[str], list[str]]
-    #: The project's own ``pylock.toml`` (None for a script or no project).
-    project_lock: LockState | None
-    #: The lock the environment is made from: the project's, or a derived
-    #: lock in the cache for a script or a ``--with`` run.
-    env_lock: LockState
+    A plain class (see :class:`.compose.Prepared` for why)."""
+
+    __slots__ = (
+        "argv", "env_lock", "inputs", "options", "places", "project_lock", "python",
+        "request", "run_inputs", "store",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        options: Options,
+        request: RunRequest,
+        argv: tuple[str, ...],
+        inputs: ProjectInputs | None,
+        run_inputs: ProjectInputs,
+        python: InterpreterInfo,
+        store: Store,
+        places: tuple[list[str], list[str]],
+        project_lock: LockState | None,
+        env_lock: LockState,
+    ) -> None:
+        self.options = options
+        self.request = request
+        #: The command as exec'd (a bare ``x.py`` runs as ``python x.py``).
+        self.argv = argv
+        #: The project, or the PEP 723 script, as found (None: ``--with`` alone).
+        self.inputs = inputs
+        #: What the environment holds: ``inputs`` plus any ``--with`` requirements.
+        self.run_inputs = run_inputs
+        self.python = python
+        self.store = store
+        #: The (indexes, find-links) every fingerprint was computed under.
+        self.places = places
+        #: The project's own ``pylock.toml`` (None for a script or no project).
+        self.project_lock = project_lock
+        #: The lock the environment is made from: the project's, or a derived
+        #: lock in the cache for a script or a ``--with`` run.
+        self.env_lock = env_lock
 
     @property
     def derived(self) -> bool:
@@ -194,12 +213,24 @@ def _backend_metadata(
 
 def _project_key(plan: RunPlan) -> str | None:
     """The build key of the project's editable install, if it has one."""
-    from contentpkg.python.build.project import build_key, builds_project
-
     inputs = plan.run_inputs
-    if not builds_project(inputs):
+    if not _builds_project(inputs):
         return None
+    from contentpkg.python.build.project import build_key
+
     return build_key(inputs.root, plan.python, plan.options.ctx.environ)
+
+
+def _builds_project(inputs: ProjectInputs) -> bool:
+    """:func:`~contentpkg.python.build.project.builds_project`, asked only
+    of a project that can be built at all: a virtual one (no
+    ``[build-system]``) never is, and the build module (its dataclasses,
+    ``glob``, the metadata readers) is then never loaded."""
+    if not inputs.installable:
+        return False
+    from contentpkg.python.build.project import builds_project
+
+    return builds_project(inputs)
 
 
 def _with_inputs(
@@ -346,9 +377,9 @@ def memo_facts(prepared: Prepared, plan: RunPlan) -> tuple[list[str], list[str],
         inputs += [os.fspath(f) for f in plan.run_inputs.files]
     if found is not None:
         inputs += [os.fspath(f) for f in found.files]
-        from contentpkg.python.build.project import builds_project, key_files
+        if _builds_project(plan.run_inputs):
+            from contentpkg.python.build.project import key_files
 
-        if builds_project(plan.run_inputs):
             # What the build key hashes: a changed setup.py (or a file named
             # in cache-keys) rebuilds the project on the next run.
             inputs += [os.fspath(f) for f in key_files(found.root)]
@@ -397,6 +428,10 @@ def rebuild_recipe(prepared: Prepared, plan: RunPlan) -> dict[str, Any] | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     store = plan.store
+    # A view needs neither the interpreter's wheel tags (some 900 strings for
+    # a manylinux CPython) nor its markers: left out, the memo every warm
+    # run reads is an eighth of the size.
+    python = {**prepared.python.to_json(), "tags": [], "markers": {}}
     return {
         "home": os.fspath(store.home),
         "store": os.fspath(store.user.root),
@@ -405,24 +440,33 @@ def rebuild_recipe(prepared: Prepared, plan: RunPlan) -> dict[str, Any] | None:
         "layers": [os.fspath(layer.root) for layer in store.layers],
         "view": os.fspath(env),
         "entries": [str(name) for name in names],
-        "python": prepared.python.to_json(),
+        "python": python,
         "venv": os.fspath(dot),
         "root": [os.fspath(store.roots_dir / root), os.fspath(dot)],
     }
 
 
-@dataclass
 class Launch:
     """A command ready to exec in its environment, and what to say first."""
 
-    env: Path
-    argv: tuple[str, ...]
-    #: The environment the command inherits (before ``exec_in`` adds the
-    #: environment's ``bin/`` and ``VIRTUAL_ENV``).
-    environ: dict[str, str]
-    prepared: Prepared
-    #: The memo written for the next identical run (None: none written).
-    memo: str | None = None
+    __slots__ = ("argv", "env", "environ", "memo", "prepared")
+
+    def __init__(
+        self,
+        env: Path,
+        argv: tuple[str, ...],
+        environ: dict[str, str],
+        prepared: Prepared,
+        memo: str | None = None,
+    ) -> None:
+        self.env = env
+        self.argv = argv
+        #: The environment the command inherits (before ``exec_in`` adds the
+        #: environment's ``bin/`` and ``VIRTUAL_ENV``).
+        self.environ = environ
+        self.prepared = prepared
+        #: The memo written for the next identical run (None: none written).
+        self.memo = memo
 
     @property
     def notes(self) -> list[str]:
