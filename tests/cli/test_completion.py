@@ -49,6 +49,8 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
 
 # An interactive zsh in a pseudo-terminal, TAB typed, and every candidate
 # the completion system adds printed (compadd wrapped), as a user's zsh runs it.
+# The next line is typed only once the first candidate is out: zle skips a
+# completion when it finds typeahead, which a loaded machine made likely.
 _ZSH_CAPTURE = r"""
 zmodload zsh/zpty || exit 3
 zpty z zsh -f -i
@@ -59,9 +61,10 @@ zpty -w z 'bindkey "^I" complete-word; setopt no_beep no_list_beep'
 zpty -w z "print -r -- READY"
 zpty -r z line '*READY*'
 zpty -w -n z "$2"$'\t'
+zpty -r z first '*CAND:*'
 zpty -w z $'\x15print -r -- DO""NE'
 zpty -r z out '*DONE*'
-print -r -- "$out" | tr -d '\r' | grep -a '^CAND:' | sort -u
+print -r -- "$first$out" | tr -d '\r' | grep -a '^CAND:' | sort -u
 zpty -d z
 """
 
