@@ -39,7 +39,7 @@ network (PyPI, Debian's archive), ``uv`` and ``docker-registry`` on PATH
 (and ``mksquashfs`` for the images row).
 
     python bench/remote.py [--runs 5] [--dir PARENT] [--deb ffmpeg] [--skip-python]
-                           [--skip-debian]
+                           [--skip-debian] [--baseline-src OTHER/src]
 
 ``--dir`` chooses the parent of the work directory (default: the system's
 temporary directory). File creation costs differ by directory on one disk
@@ -153,7 +153,7 @@ def make_images(store: Path, dest: Path) -> list[Path]:
 
 
 def python_part(work: Path, env: dict[str, str], url: str, key: Path, runs: int,
-                server: int) -> None:  # fmt: skip
+                server: int, baseline: str | None) -> None:  # fmt: skip
     cpk = [sys.executable, "-m", "contentpkg"]
     uv = shutil.which("uv") or sys.exit("needs uv on PATH")
     proj = work / "proj"
@@ -169,8 +169,8 @@ def python_part(work: Path, env: dict[str, str], url: str, key: Path, runs: int,
               "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}  # fmt: skip
     run([uv, "sync"], uv_proj, uv_env)  # warms uv's cache and writes uv.lock
 
-    rows = ["registry", "index cold", "uv warm", "floor cp -a", "floor cp+sync", "floor tar -x",
-            "images cp+sync", "python -S"]  # fmt: skip
+    rows = ["registry", "registry base", "index cold", "uv warm", "floor cp -a", "floor cp+sync",
+            "floor tar -x", "images cp+sync", "python -S"]  # fmt: skip
     layers = zstd_blobs(work / "registry")
     times: dict[str, list[float]] = {k: [] for k in rows}
     served: list[float] = []
@@ -198,6 +198,18 @@ def python_part(work: Path, env: dict[str, str], url: str, key: Path, runs: int,
         flush = run(["sync", "-f", str(floor)], work, env, "floor cp+sync")
         CPU["floor cp+sync"][-1] += CPU["floor cp -a"][-1]
         times["floor cp+sync"].append(copy + flush)
+
+    def baseline_side(n: int) -> None:
+        # Another checkout's cpk (--baseline-src), pulling in the same round:
+        # a change measured against what it changed, under the same load.
+        if baseline is None:
+            return
+        pulled = {**fresh(env, work, f"r{n}-base"), "CPK_REMOTES": url, "PYTHONPATH": baseline}
+        run([*cpk, "key", "trust", f"{key}.pub"], proj, pulled)
+        settle()
+        times["registry base"].append(
+            run([*cpk, "sync", "--frozen"], proj, pulled, "registry base")
+        )
 
     def tar_side(n: int) -> None:
         # The layers as served, decompressed and unpacked by tar and zstd
@@ -236,7 +248,7 @@ def python_part(work: Path, env: dict[str, str], url: str, key: Path, runs: int,
         settle()
         times["index cold"].append(run([*cpk, "sync", "--frozen"], proj, cold, "index cold"))
 
-    sides = [registry_side, tar_side, images_side, uv_side, cold_side]
+    sides = [registry_side, baseline_side, tar_side, images_side, uv_side, cold_side]
     for n in range(runs):
         # Every round writes into directories never used before, deleted only
         # at the end: measured here, creating files just after a tree of the
@@ -272,7 +284,10 @@ def python_part(work: Path, env: dict[str, str], url: str, key: Path, runs: int,
               f" {cpu['registry'] / cpu[other]:5.2f}x cpu{goal}")  # fmt: skip
     # Round by round, against the other side measured in the same round: what
     # the load and the disk did to both in that round cancels out.
-    for other in ("index cold", "uv warm", "floor cp -a", "floor cp+sync", "floor tar -x"):
+    for other in ("registry base", "index cold", "uv warm", "floor cp -a", "floor cp+sync",
+                  "floor tar -x"):  # fmt: skip
+        if not times[other]:
+            continue
         ratios = [a / b for a, b in zip(times["registry"], times[other], strict=True)]
         cpu_ratios = [a / b for a, b in zip(CPU["registry"], CPU[other], strict=True)]
         print(f"  per round, registry / {other:<13}: {statistics.median(ratios):5.2f}x wall"
@@ -337,6 +352,9 @@ def main() -> None:
     parser.add_argument("--skip-python", action="store_true")
     parser.add_argument("--skip-debian", action="store_true")
     parser.add_argument("--dir", help="parent of the work directory (default: the system's)")
+    parser.add_argument("--baseline-src", metavar="DIR",
+                        help="also pull with the cpk whose package is under DIR (a checkout's"
+                        " src/), in the same rounds: a before/after under one load")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cpk-bench-remote-", dir=args.dir) as tmp:
         work = Path(tmp)
@@ -351,7 +369,7 @@ def main() -> None:
                            check=True, stderr=subprocess.DEVNULL)  # fmt: skip
             url = f"oci://127.0.0.1:{port}/bench"
             if not args.skip_python:
-                python_part(work, env, url, key, args.runs, proc.pid)
+                python_part(work, env, url, key, args.runs, proc.pid, args.baseline_src)
             if not args.skip_debian:
                 debian_part(work, env, url, key, args.runs, args.deb)
             print(f"medians of {args.runs} runs")
