@@ -1065,3 +1065,57 @@ def test_a_pull_links_files_shared_between_its_entries_and_unpacks_them_in_paral
     assert reader.stats.most_unpacking >= 2
     assert proxy.state.max_inflight >= 2
     assert three.entries() == two.entries()
+
+
+def _layer(members: list[tuple[str, str, bytes]]) -> bytes:
+    """A tar.zst of (name, type "f"/"d"/"l"/"h", data or link target) members."""
+    import io
+    import tarfile
+
+    import zstandard
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, data in members:
+            info = tarfile.TarInfo(name)
+            if kind == "d":
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif kind in "lh":
+                info.type = tarfile.SYMTYPE if kind == "l" else tarfile.LNKTYPE
+                info.linkname = data.decode()
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return zstandard.ZstdCompressor().compress(raw.getvalue())
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ([("../evil", "f", b"x")], "unsafe path"),
+        ([("/abs", "f", b"x")], "unsafe path"),
+        ([("a", "d", b""), ("a/../../evil", "f", b"x")], "unsafe path"),
+        ([("a", "d", b""), ("a/./b", "f", b"x")], "unsafe path"),
+        # Through a symlink the layer made: its parent is no directory it created.
+        ([("up", "l", b".."), ("up/evil", "f", b"x")], "unsafe path"),
+        ([("nodir/f", "f", b"x")], "unsafe path"),
+        ([("f", "f", b"x"), ("f", "f", b"y")], "path twice"),
+        ([("d", "d", b""), ("d", "d", b"")], "unsafe path"),
+        ([("f", "f", b"x"), ("g", "h", b"f")], "of type"),
+    ],
+)
+def test_an_unpack_refuses_layers_that_reach_outside_or_repeat_a_path(
+    tmp_path: Path, members: list[tuple[str, str, bytes]], message: str
+) -> None:
+    import io
+
+    from contentpkg.errors import CpkError
+
+    dest = tmp_path / "slot" / "entry"
+    dest.mkdir(parents=True)
+    with pytest.raises(CpkError, match=message):
+        layout.unpack(io.BytesIO(_layer(members)), dest, "test", layout.SameFiles())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slot"]
+    assert sorted(p.name for p in (tmp_path / "slot").iterdir()) == ["entry"]

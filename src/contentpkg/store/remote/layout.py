@@ -357,17 +357,16 @@ def unpack(fileobj: BinaryIO, dest: Path, where: str, same: SameFiles | None = N
             reader = _TarReader(zr, where, same)
             for rel, kind, mode, size, link in reader.members():
                 parts = rel.split("/")
-                parent = rel.rpartition("/")[0]
                 if (
-                    rel.startswith("/")
-                    or "\0" in rel
-                    or any(p in ("", ".", "..") for p in parts)
-                    or parent not in dirs
+                    "\0" in rel
+                    # A leading "/" splits into an empty first part.
+                    or not _UNSAFE_PARTS.isdisjoint(parts)
+                    or rel.rpartition("/")[0] not in dirs
                     or rel in dirs
                 ):
                     raise CpkError(f"{where}: the layer holds an unsafe path {rel!r}")
-                full = os.path.join(root, rel)
-                is_derived = any(p in DERIVED_DIRS for p in parts[:-1])
+                full = f"{root}/{rel}"
+                is_derived = not DERIVED_DIRS.isdisjoint(parts[:-1])
                 content = not is_derived and parts[0] != META_DIR and parts[-1] not in DERIVED_DIRS
                 if kind == "d":
                     os.mkdir(full, 0o755)
@@ -402,6 +401,10 @@ def unpack(fileobj: BinaryIO, dest: Path, where: str, same: SameFiles | None = N
     return Unpacked(
         records, derived, sorted(dirs - {""}), reader.written, reader.linked, reader.hashed
     )
+
+
+#: Path components a layer's member may not have (empty, ``.``, ``..``).
+_UNSAFE_PARTS = frozenset({"", ".", ".."})
 
 
 def _drain(fileobj: BinaryIO) -> None:
@@ -453,6 +456,14 @@ class _TarReader:
                 raise EOFError("truncated tar")
             data += more
         return data
+
+    def _skip(self, n: int) -> None:
+        """Pass over n bytes (a member's padding) without copying them."""
+        while n:
+            got = len(self._take(n))
+            if not got:
+                raise EOFError("truncated tar")
+            n -= got
 
     def _bad(self, why: str) -> CpkError:
         return CpkError(f"{self.where}: the layer is not a cpk tarball ({why})")
@@ -519,7 +530,7 @@ class _TarReader:
             self._write(path, mode, first, size - len(first), h)
             digest = h.hexdigest()
         if size % 512:
-            self._exact(512 - size % 512)
+            self._skip(512 - size % 512)
         return digest
 
     def _write(self, path: str, mode: int, first: memoryview, left: int, h: Any | None) -> None:
