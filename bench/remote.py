@@ -176,6 +176,8 @@ def python_part(work: Path, env: dict[str, str], url: str, key: Path, runs: int,
     served: list[float] = []
     counts = ""
 
+    seed_store = Path(seed["CPK_HOME"]) / "store"
+
     def registry_side(n: int) -> None:
         nonlocal counts
         pulled = {**fresh(env, work, f"r{n}-pull"), "CPK_REMOTES": url}
@@ -184,12 +186,18 @@ def python_part(work: Path, env: dict[str, str], url: str, key: Path, runs: int,
         before = server_cpu(server)
         times["registry"].append(run([*cpk, "sync", "--frozen"], proj, pulled, "registry"))
         served.append(server_cpu(server) - before)
-        # The floor: the same entries, already decompressed and in the page
-        # cache, copied into an empty directory beside the others; then made
-        # durable, as cpk makes a pull before it says it is done.
         store = Path(pulled["CPK_HOME"]) / "store"
-        entries = sorted(str(p) for p in store.iterdir() if "," in p.name)
+        entries = [p for p in store.iterdir() if "," in p.name]
         counts = f"{len(entries)} entries, {count_files(store)} files and directories"
+
+    def copy_side(n: int) -> None:
+        # The floor: the same entries (the seed's, bit-identical to a pull's),
+        # already decompressed and in the page cache, copied into an empty
+        # directory beside the others; then made durable, as cpk makes a
+        # pull before it says it is done. A side of its own: in two runs with
+        # the pulls' roles swapped, the pull right after it came out some 10%
+        # dearer than the one before it.
+        entries = sorted(str(p) for p in seed_store.iterdir() if "," in p.name)
         floor = work / f"r{n}-floor"
         floor.mkdir()
         settle()
@@ -248,8 +256,11 @@ def python_part(work: Path, env: dict[str, str], url: str, key: Path, runs: int,
         settle()
         times["index cold"].append(run([*cpk, "sync", "--frozen"], proj, cold, "index cold"))
 
-    sides = [registry_side, baseline_side, tar_side, images_side, uv_side, cold_side]
     for n in range(runs):
+        # The two pulls swap places every round: whichever runs second in a
+        # pair was seen to pay more, so neither may always be second.
+        pulls = [registry_side, baseline_side][:: 1 if n % 2 == 0 else -1]
+        sides = [*pulls, copy_side, tar_side, images_side, uv_side, cold_side]
         # Every round writes into directories never used before, deleted only
         # at the end: measured here, creating files just after a tree of the
         # same size was deleted nearby cost 2-5x the system time (ext4
