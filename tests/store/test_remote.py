@@ -26,6 +26,7 @@ from contentpkg.store import Store
 from contentpkg.store.hashing import tree_hash
 from contentpkg.store.remote import layout
 from contentpkg.store.remote.oci import RemoteUrl
+from contentpkg.store.remote.pull import Ref
 from contentpkg.store.verify import verify_entry
 
 
@@ -957,3 +958,164 @@ def test_the_index_table_is_fetched_once_per_process(
                 reader.close()
         assert len(proxy.requests("GET", "/cpk-index/manifests/table")) == 3
         assert len(proxy.requests("GET", "/cpk-index/blobs/")) == 1
+
+
+# -- what one pull does per file ------------------------------------------------------
+
+
+def test_an_unpack_links_files_an_earlier_one_wrote_and_hashes_each_byte_once(
+    tmp_path: Path,
+) -> None:
+    store = Home(tmp_path / "h").store()
+    from contentpkg.store.add import add_path
+
+    entry = add_path(store, _prefix(tmp_path, "same", "s" * 30), "same", "1").entry
+    packed = layout.pack(entry, tmp_path / "l.tar.zst")
+    files = [p for p in entry.path.rglob("*") if p.is_file() and not p.is_symlink()]
+    same = layout.SameFiles()
+    first, second = tmp_path / "first", tmp_path / "second"
+    results = []
+    for dest in (first, second):
+        dest.mkdir()
+        with open(packed.layer, "rb") as f:
+            results.append(layout.unpack(f, dest, "test", same))
+    # The first writes every file; the second, the same bytes with the same
+    # modes, writes none and links all, and neither reads a file back to
+    # hash it: each member's bytes are hashed once, from the stream.
+    size = sum(p.stat().st_size for p in files)
+    assert (results[0].written, results[0].linked, results[0].hashed) == (len(files), 0, size)
+    assert (results[1].written, results[1].linked, results[1].hashed) == (0, len(files), size)
+    for p in files:
+        rel = p.relative_to(entry.path)
+        a, b = (first / rel).stat(), (second / rel).stat()
+        assert a.st_ino == b.st_ino and stat.S_IMODE(b.st_mode) in (0o444, 0o555)
+    assert results[0].records == results[1].records
+
+    # A target gone (its slot discarded) or none offered: the file is written.
+    from contentpkg.fs import remove_tree
+
+    remove_tree(first)
+    third = tmp_path / "third"
+    third.mkdir()
+    with open(packed.layer, "rb") as f:
+        again = layout.unpack(f, third, "test", same)
+    assert (again.written, again.linked) == (len(files), 0)
+
+
+def _refs(home: Home, names: list[str]) -> list[tuple[Ref, None]]:
+    """Where home's entries of these names are on a registry it pushed to."""
+    refs = []
+    for name in names:
+        e = home.store().resolve(name)
+        tag = layout.tag_for(e.version, e.short_hash)
+        refs.append((Ref(layout.repository_for(name), tag, e.dirname), None))
+    return refs
+
+
+def test_a_pull_links_files_shared_between_its_entries_and_unpacks_them_in_parallel(
+    tmp_path: Path, registry: Registry, keys: tuple[Path, Path]
+) -> None:
+    from contentpkg.store.entry import Entry
+    from contentpkg.store.remote.pull import RemoteStore
+
+    key, pub = keys
+    one = Home(tmp_path / "one")
+    names = ["l1", "l2", "l3"]
+    for name in names:
+        # The same text: each entry's README and script have the same bytes
+        # and modes as the others' (under other names).
+        one.cpk("store", "add", _prefix(tmp_path, name, "shared"), "--name", name, "--version", "1")
+    prefix = "links"
+    one.cpk("store", "push", _url(registry.host, prefix), "--all", "--sign-key", key)
+
+    # In turn (one job): the first entry writes, the next two link.
+    two = Home(tmp_path / "two")
+    two.cpk("key", "trust", pub)
+    url = RemoteUrl.parse(_url(registry.host, prefix))
+    reader = RemoteStore(url, two.store(), Context.from_environ(two.env), jobs=1)
+    try:
+        pulled = reader.pull_many(_refs(one, names))
+    finally:
+        reader.close()
+    assert all(isinstance(e, Entry) for e in pulled), pulled
+    entries = [e for e in pulled if isinstance(e, Entry)]
+    files = [p for e in entries for p in e.path.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert reader.stats.entries == 3
+    assert reader.stats.files_linked == 2 * 2
+    assert reader.stats.files_written == len(files) - 4
+    assert reader.stats.bytes_hashed == sum(p.stat().st_size for p in files)
+    readmes = {(e.path / "share" / "doc" / "README").stat().st_ino for e in entries}
+    assert len(readmes) == 1
+    assert all(verify_entry(e) == [] for e in entries)
+    assert two.entries() == {k: v for k, v in one.entries().items() if k.split(",")[0] in names}
+
+    # In parallel: each layer's request is held until another is in flight,
+    # which only happens if a second unpack has started beside the first.
+    three = Home(tmp_path / "three")
+    three.cpk("key", "trust", pub)
+    with FaultProxy(registry.base) as proxy:
+        proxy.hold("/blobs/")
+        url = RemoteUrl.parse(_url(proxy.host, prefix))
+        reader = RemoteStore(url, three.store(), Context.from_environ(three.env))
+        try:
+            pulled = reader.pull_many(_refs(one, names))
+        finally:
+            reader.close()
+    assert all(isinstance(e, Entry) for e in pulled), pulled
+    assert reader.stats.most_unpacking >= 2
+    assert proxy.state.max_inflight >= 2
+    assert three.entries() == two.entries()
+
+
+def _layer(members: list[tuple[str, str, bytes]]) -> bytes:
+    """A tar.zst of (name, type "f"/"d"/"l"/"h", data or link target) members."""
+    import io
+    import tarfile
+
+    import zstandard
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, data in members:
+            info = tarfile.TarInfo(name)
+            if kind == "d":
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif kind in "lh":
+                info.type = tarfile.SYMTYPE if kind == "l" else tarfile.LNKTYPE
+                info.linkname = data.decode()
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return zstandard.ZstdCompressor().compress(raw.getvalue())
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ([("../evil", "f", b"x")], "unsafe path"),
+        ([("/abs", "f", b"x")], "unsafe path"),
+        ([("a", "d", b""), ("a/../../evil", "f", b"x")], "unsafe path"),
+        ([("a", "d", b""), ("a/./b", "f", b"x")], "unsafe path"),
+        # Through a symlink the layer made: its parent is no directory it created.
+        ([("up", "l", b".."), ("up/evil", "f", b"x")], "unsafe path"),
+        ([("nodir/f", "f", b"x")], "unsafe path"),
+        ([("f", "f", b"x"), ("f", "f", b"y")], "path twice"),
+        ([("d", "d", b""), ("d", "d", b"")], "unsafe path"),
+        ([("f", "f", b"x"), ("g", "h", b"f")], "of type"),
+    ],
+)
+def test_an_unpack_refuses_layers_that_reach_outside_or_repeat_a_path(
+    tmp_path: Path, members: list[tuple[str, str, bytes]], message: str
+) -> None:
+    import io
+
+    from contentpkg.errors import CpkError
+
+    dest = tmp_path / "slot" / "entry"
+    dest.mkdir(parents=True)
+    with pytest.raises(CpkError, match=message):
+        layout.unpack(io.BytesIO(_layer(members)), dest, "test", layout.SameFiles())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slot"]
+    assert sorted(p.name for p in (tmp_path / "slot").iterdir()) == ["entry"]

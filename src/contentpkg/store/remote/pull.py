@@ -106,6 +106,20 @@ def read_index_table(
 
 
 @dataclass
+class PullStats:
+    """What a reader's pulls did, counted: for the tests to assert the
+    mechanisms (files linked not written, bytes hashed once, unpacks
+    overlapping) and for anyone profiling a pull."""
+
+    entries: int = 0
+    files_written: int = 0
+    files_linked: int = 0
+    bytes_hashed: int = 0
+    #: The most unpacks that ran at once.
+    most_unpacking: int = 0
+
+
+@dataclass
 class _Staged:
     """An entry unpacked and checked in its staging slot, not yet published."""
 
@@ -143,6 +157,12 @@ class RemoteStore:
         self._table: dict[str, layout.IndexRow] | None = None
         #: Signature checks run here, beside the manifest or the layer they vouch for.
         self._side: ThreadPoolExecutor | None = None
+        #: The files a batch has written, which its later files may link to;
+        #: only within a batch, whose slots stay where they are until all
+        #: are published (a published slot's paths have moved).
+        self._same: layout.SameFiles | None = None
+        self.stats = PullStats()
+        self._unpacking = 0
 
     def close(self) -> None:
         with self._lock:
@@ -356,6 +376,7 @@ class RemoteStore:
         staged: list[Entry | _Staged | RemoteError] = []
         with collector_lock(root):
             self._batch = True
+            self._same = layout.SameFiles()
             try:
                 if len(items) <= 1:
                     staged = [one(i) for i in items]
@@ -364,6 +385,7 @@ class RemoteStore:
                         staged = list(pool.map(one, items))
             finally:
                 self._batch = False
+                self._same = None
             published = iter(self._publish([r for r in staged if isinstance(r, _Staged)]))
         results: list[Entry | RemoteError] = [
             next(published) if isinstance(r, _Staged) else r for r in staged
@@ -561,12 +583,23 @@ class RemoteStore:
             # checked at the end of the stream and the tree after it, all
             # before the slot is published; a failure discards the slot.
             chunks = self.registry.blob_chunks(repo, digest, size)
+            with self._lock:
+                self._unpacking += 1
+                self.stats.most_unpacking = max(self.stats.most_unpacking, self._unpacking)
             try:
-                unpacked = layout.unpack(_Stream(chunks, task, signature), slot.path, where)
+                unpacked = layout.unpack(
+                    _Stream(chunks, task, signature), slot.path, where, self._same
+                )
             finally:
+                with self._lock:
+                    self._unpacking -= 1
                 chunks.close()
                 if task is not None:
                     task.done()
+            with self._lock:
+                self.stats.files_written += unpacked.written
+                self.stats.files_linked += unpacked.linked
+                self.stats.bytes_hashed += unpacked.hashed
             signature.result()  # verified before anything else is believed
             try:
                 config = (slot.path / META_DIR / ENTRY_JSON).read_bytes()
@@ -642,6 +675,7 @@ class RemoteStore:
                 if self.reporter is not None:
                     self.reporter.note(f"pulled {entry.name} {entry.version}")
                 entries.append(entry)
+            self.stats.entries += len(entries)
         finally:
             for item in batch:
                 item.slot.close()
