@@ -37,6 +37,7 @@ import hashlib
 import heapq
 import importlib.util
 import json
+import logging
 import marshal
 import os
 import py_compile
@@ -62,6 +63,8 @@ from contentpkg.store.locks import collector_lock, entry_lock
 
 if TYPE_CHECKING:
     from contentpkg.python.interpreter import InterpreterInfo
+
+_log = logging.getLogger(__name__)
 
 SITE_PACKAGES = "site-packages"
 PYCACHE = "__pycache__"
@@ -511,6 +514,13 @@ class StagedCompile:
         self._pipeline._wait_for(self)
         if self.error is not None:
             raise CpkError(f"{self._label}: {self.error}")
+        _log.debug(
+            "%s: %d modules compiled while unpacking, in %d batches, by %d processes",
+            self._label,
+            sum(len(b.files) for b in self._waiting),
+            len(self._waiting),
+            len(self.workers),
+        )
         body = {
             "cache_tag": self._tag,
             "skipped": sorted(self.skipped),
@@ -537,6 +547,7 @@ class StagedCompile:
         """A worker's answer for batch (called with the pipeline's lock held)."""
         self.outstanding -= 1
         self.workers.add(pid)
+        self._pipeline.compiled_by.setdefault(self._label, set()).add(pid)
         if "error" in reply:
             self.error = self.error or str(reply["error"])
             return
@@ -547,6 +558,7 @@ class StagedCompile:
                 self.skipped.append(relative)
             else:
                 self.hashes[name] = digest
+        self._pipeline.modules_compiled += len(batch.files)
 
 
 class BytecodePipeline:
@@ -598,6 +610,11 @@ class BytecodePipeline:
         self._wake_r, self._wake_w = -1, -1
         #: Worker processes started, for tests and reports.
         self.workers_started = 0
+        #: For tests and reports: the pids of the processes that compiled
+        #: each staged wheel's batches, by wheel; and how many modules the
+        #: batches held (each module is in exactly one batch).
+        self.compiled_by: dict[str, set[int]] = {}
+        self.modules_compiled = 0
 
     def __enter__(self) -> BytecodePipeline:
         return self

@@ -446,7 +446,10 @@ class Session:
                     )
                     # Downloading and unpacking wait on the network and the disk,
                     # not the CPU: threads overlap them, as the GIL is released.
-                    items.extend(self.client.http.map(add, wheels))
+                    # An add then waits for its wheel's bytecode; more threads
+                    # than transfers keep those waits from holding up downloads.
+                    http = self.client.http
+                    items.extend(http.map(add, wheels, threads=4 * http.jobs))
                     # Builds resolve their own requirements through this session,
                     # whose state is not shared between threads: one at a time.
                     items.extend(add(m) for m in missing if not m[2].is_wheel)
