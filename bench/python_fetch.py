@@ -25,7 +25,12 @@ Times are medians of ``--runs`` runs; the network and the machine are noisy,
 so read the ratios. Needs network access to PyPI and ``uv`` on PATH (it is in
 the test extras).
 
-    python bench/python_fetch.py [--runs 3]
+    python bench/python_fetch.py [--runs 3] [--work DIR]
+
+Both tools write under one parent directory (``--work``, default the
+system's temporary directory), printed with the results: creating a file
+costs several times more in some directory trees than in others on the same
+disk, and the cold rows create tens of thousands.
 """
 
 from __future__ import annotations
@@ -105,6 +110,9 @@ def summary_seconds(stderr: str, word: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--work", type=Path, default=None, help="parent directory of every tool's outputs"
+    )
     args = parser.parse_args()
     uv = shutil.which("uv")
     if uv is None:
@@ -122,7 +130,7 @@ def main() -> None:
     sizes: dict[str, int] = {}
     noop: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in NOOP_ROWS}
     for _ in range(args.runs):
-        with tempfile.TemporaryDirectory(prefix="cpk-bench-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="cpk-bench-", dir=args.work) as tmp:
             work = Path(tmp)
             env = dict(os.environ)
             env.update(
@@ -232,6 +240,7 @@ def main() -> None:
         f"{sizes['cpk cache'] / mib:.1f} MiB)"
     )
     print(f"medians of {args.runs} runs; ratios are cpk / uv")
+    print(f"every tool's stores, caches and projects were under {args.work or tempfile.gettempdir()}")
 
 
 if __name__ == "__main__":
