@@ -240,7 +240,8 @@ def main() -> None:
         f"{sizes['cpk cache'] / mib:.1f} MiB)"
     )
     print(f"medians of {args.runs} runs; ratios are cpk / uv")
-    print(f"every tool's stores, caches and projects were under {args.work or tempfile.gettempdir()}")
+    parent = args.work or tempfile.gettempdir()
+    print(f"every tool's stores, caches and projects were under {parent}")
 
 
 if __name__ == "__main__":
