@@ -605,6 +605,7 @@ class BytecodePipeline:
         self._closed = False
         self._cancelled = False
         self._managed = False  # the managing thread has ended
+        self._prestart = 0  # workers to start before any work: start_workers()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = -1, -1
@@ -628,6 +629,20 @@ class BytecodePipeline:
             ensure_bytecode(self._store, entry, self._python)
         if self._error is not None:
             raise self._error
+
+    def start_workers(self) -> None:
+        """Start every worker now, before there is work for them.
+
+        For a caller about to download what they will compile: their
+        interpreters start while the network is the bottleneck, not when the
+        first module is waiting. Not for when all may already be compiled.
+        """
+        if self._in_caller or self._target is None or self._target.executable is not None:
+            return
+        with self._lock:
+            self._prestart = self._jobs
+            self._start_locked()
+        self._wake()
 
     def staged(self, slot: Path, label: str) -> StagedCompile | None:
         """A compile of the wheel being unpacked into slot, or None when its
@@ -748,12 +763,27 @@ class BytecodePipeline:
         busy: dict[int, Any] = {}  # pid -> the job it is compiling
         failed = True
         with tempfile.TemporaryFile() as errors, selectors.DefaultSelector() as selector:
+
+            def spawn() -> subprocess.Popen[str]:
+                # The workers' stderr goes to a private temporary file (one
+                # open file shared by all, so writes append), whose last line
+                # explains a worker that died.
+                proc = subprocess.Popen(
+                    cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True
+                )
+                workers.append(proc)
+                self.workers_started += 1
+                selector.register(proc.stdout, selectors.EVENT_READ, proc)  # type: ignore[arg-type]
+                return proc
+
             try:
                 selector.register(self._wake_r, selectors.EVENT_READ, None)
                 while True:
                     with self._lock:
                         if self._cancelled:
                             break
+                        while len(workers) < min(self._prestart, self._jobs):
+                            idle.append(spawn())
                         while self._pending and (idle or len(workers) < self._jobs):
                             job = heapq.heappop(self._pending)[-1]
                             if isinstance(job, _Batch):
@@ -763,22 +793,7 @@ class BytecodePipeline:
                                 message: Any = {"files": job.files}
                             else:
                                 message = (job, executable)
-                            if idle:
-                                proc = idle.pop()
-                            else:
-                                # The workers' stderr goes to a private temporary
-                                # file (one open file shared by all, so writes
-                                # append), whose last line explains a worker that died.
-                                proc = subprocess.Popen(
-                                    cmd,
-                                    stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE,
-                                    stderr=errors,
-                                    text=True,
-                                )
-                                workers.append(proc)
-                                self.workers_started += 1
-                                selector.register(proc.stdout, selectors.EVENT_READ, proc)  # type: ignore[arg-type]
+                            proc = idle.pop() if idle else spawn()
                             busy[proc.pid] = job
                             _send(proc, message)
                         if self._closed and not self._pending and len(idle) == len(workers):

@@ -427,6 +427,8 @@ class Session:
         with BytecodePipeline(self.store, self.python, jobs=self.bytecode_jobs) as compiling:
             compiling.submit_many([item.entry for item in items])
             if missing:
+                # Their start overlaps the first downloads.
+                compiling.start_workers()
                 started = time.monotonic()
                 # Builds inside fetch their build requirements through here too:
                 # count from this call's start, not from zero.
