@@ -19,13 +19,23 @@ in the same run and with the same interpreter:
   samples per run, wall and CPU time, beside the interpreter's own start
   as its floor (``python3 -I -S -c pass``, and ``python3 -c pass`` with
   the site imports every ``cpk`` command pays), and cpk minus that floor;
-* size: the store (``$CPK_HOME``) against uv's cache directory.
+* size: the store (``$CPK_HOME``) against uv's cache directory;
+* floors of the cold sync, measured on what it stored, in the same run:
+  compiling every module the store holds (in memory, nothing written) on as
+  many processes as cpk uses, and ``cp -r`` of the store beside it (creating
+  its files and directories). cpk cannot finish before either, whatever
+  it overlaps; uv without ``--compile-bytecode`` pays neither in full.
 
 Times are medians of ``--runs`` runs; the network and the machine are noisy,
 so read the ratios. Needs network access to PyPI and ``uv`` on PATH (it is in
 the test extras).
 
-    python bench/python_fetch.py [--runs 3]
+    python bench/python_fetch.py [--runs 3] [--work DIR]
+
+Both tools write under one parent directory (``--work``, default the
+system's temporary directory), printed with the results: creating a file
+costs several times more in some directory trees than in others on the same
+disk, and the cold rows create tens of thousands.
 """
 
 from __future__ import annotations
@@ -102,9 +112,57 @@ def summary_seconds(stderr: str, word: str) -> float:
     return value / 1000 if found.group(2) == "ms" else value
 
 
+#: Compiles the files named on stdin, one per line, writing nothing.
+_COMPILE_ONLY = (
+    "import sys\n"
+    "for path in sys.stdin.read().splitlines():\n"
+    "    with open(path, 'rb') as f:\n"
+    "        try:\n"
+    "            compile(f.read(), path, 'exec', dont_inherit=True)\n"
+    "        except Exception:\n"
+    "            pass\n"
+)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def compile_floor(store: Path) -> float:
+    """Seconds to compile every module under the store's site-packages in
+    memory, spread by size over one process per core (as cpk's workers)."""
+    sources = sorted(
+        (os.path.getsize(os.path.join(d, f)), os.path.join(d, f))
+        for entry in store.iterdir()
+        for d, _, files in os.walk(entry / "site-packages")
+        if not d.endswith("__pycache__")
+        for f in files
+        if f.endswith(".py")
+    )
+    shares: list[list[str]] = [[] for _ in range(_cores())]
+    loads = [0] * len(shares)
+    for size, path in reversed(sources):  # largest first, to the least loaded
+        i = loads.index(min(loads))
+        shares[i].append(path)
+        loads[i] += size
+    start = time.perf_counter()
+    cmd = [sys.executable, "-I", "-S", "-c", _COMPILE_ONLY]
+    procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, text=True) for _ in shares]
+    for proc, share in zip(procs, shares, strict=True):
+        assert proc.stdin is not None
+        proc.stdin.write("\n".join(share))
+        proc.stdin.close()
+    for proc in procs:
+        proc.wait()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--work", type=Path, default=None, help="parent directory of every tool's outputs"
+    )
     args = parser.parse_args()
     uv = shutil.which("uv")
     if uv is None:
@@ -116,13 +174,13 @@ def main() -> None:
         for k in (
             *("cpk-cold", "uv-cold", "uvc-cold", "cpk-lock", "uv-lock"),
             *("cpk-warm", "uv-warm", "cpk-noop", "uv-noop"),
-            *("cpk-resolved", "cpk-fetched"),
+            *("cpk-resolved", "cpk-fetched", "floor-compile", "floor-cp"),
         )
     }
     sizes: dict[str, int] = {}
     noop: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in NOOP_ROWS}
     for _ in range(args.runs):
-        with tempfile.TemporaryDirectory(prefix="cpk-bench-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="cpk-bench-", dir=args.work) as tmp:
             work = Path(tmp)
             env = dict(os.environ)
             env.update(
@@ -178,6 +236,12 @@ def main() -> None:
             sizes["cpk store"] = disk_usage(work / "cpk-home")
             sizes["cpk cache"] = disk_usage(work / "cpk-cache")
             sizes["uv cache"] = disk_usage(work / "uv-cache")
+            results["floor-compile"].append(compile_floor(work / "cpk-home" / "store"))
+            start = time.perf_counter()
+            subprocess.run(["cp", "-r", str(work / "cpk-home" / "store"), str(work / "cp-floor")],
+                           check=True)  # fmt: skip
+            results["floor-cp"].append(time.perf_counter() - start)
+            remove_tree(work / "cp-floor")
             remove_tree(work / "cpk-home")
 
     med = {k: statistics.median(v) for k, v in results.items()}
@@ -204,6 +268,11 @@ def main() -> None:
         f" the rest {med['cpk-cold'] - resolved - fetched:.2f}s"
         " (start-up, lock file, bytecode not done by the end of the fetch)"
     )
+    for label, key in (
+        (f"compiling every stored module, in memory, {_cores()} processes", "floor-compile"),
+        ("cp -r of the store, beside it", "floor-cp"),
+    ):
+        print(f"  floor: {label}: {med[key]:.2f}s ({spread(key)})")
     print(
         f"\nno-op lock, {len(noop['cpk lock'][0])} samples: {'wall ms':>9} {'min-max':>9}"
         f" {'CPU ms':>7} {'min-max':>9}"
@@ -232,6 +301,8 @@ def main() -> None:
         f"{sizes['cpk cache'] / mib:.1f} MiB)"
     )
     print(f"medians of {args.runs} runs; ratios are cpk / uv")
+    parent = args.work or tempfile.gettempdir()
+    print(f"every tool's stores, caches and projects were under {parent}")
 
 
 if __name__ == "__main__":

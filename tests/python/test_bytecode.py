@@ -590,3 +590,99 @@ def test_pipeline_error_in_a_worker_is_raised_by_the_block(tmp_path: Path) -> No
     assert pipeline.workers_started == 1
     assert compiled_tags(entry) == []
     assert_sealed(entry)
+
+
+# --- compiled while unpacking ------------------------------------------------------
+
+
+def _big_module(i: int) -> str:
+    return "".join(f"def f{i}_{k}(x):\n    return [x + {k} for _ in range(3)]\n" for k in range(40))
+
+
+def test_a_large_wheel_is_compiled_by_every_worker_while_it_unpacks(tmp_path: Path) -> None:
+    # 160 modules of ~2.7 KiB make ten batches: the first goes to the first
+    # worker while it starts, the second finds it busy and starts the other.
+    modules = {f"big/m{i:03}.py": _big_module(i) for i in range(160)}
+    modules.update({"big/__init__.py": "", "big/data.txt": "not python\n"})
+    modules["big/sub/broken.py"] = "print 'python 2'\n"
+    wheel = make_wheel(tmp_path / "wheels", "big", "1.0", files=modules)
+    sources = sorted(n for n in modules if n.endswith(".py"))
+    store = Store.open()
+    with BytecodePipeline(store, jobs=2) as pipeline:
+        entry = add_wheel(store, wheel, bytecode=pipeline).entry
+        # Published compiled: handing it in again finds nothing to do.
+        assert compiled_tags(entry) == [TAG]
+        pipeline.submit(entry)
+    assert len(pipeline.compiled_by[wheel.name]) == 2, "one worker compiled the whole wheel"
+    assert pipeline.workers_started == 2
+    assert pipeline.modules_compiled == len(sources)  # each module in exactly one batch
+    marker = json.loads(bytecode_marker(entry, TAG).read_text())
+    assert marker["skipped"] == ["big/sub/broken.py"]
+    compiled = {
+        f"site-packages/{os.path.dirname(s)}/__pycache__/{os.path.basename(s)[:-3]}.{TAG}.pyc"
+        for s in sources
+        if s != "big/sub/broken.py"
+    }
+    assert set(marker["files"]) == compiled
+    assert set(pyc_files(entry)) == compiled
+    for data in pyc_files(entry).values():
+        assert data[:4] == importlib.util.MAGIC_NUMBER
+        assert int.from_bytes(data[4:8], "little") == 0b01  # unchecked hash
+    assert_sealed(entry)
+    assert verify_entry(entry) == []
+
+
+def test_bytecode_compiled_while_unpacking_is_what_imports_run(tmp_path: Path) -> None:
+    files = {"demo/__init__.py": "def where():\n    return where.__code__.co_filename\n"}
+    wheel = make_wheel(tmp_path / "wheels", "demo", "1.0", files=files)
+    store = Store.open()
+    with BytecodePipeline(store, jobs=2) as pipeline:
+        entry = add_wheel(store, wheel, bytecode=pipeline).entry
+    site = entry.path / "site-packages"
+    pyc = site / "demo" / "__pycache__" / f"__init__.{TAG}.pyc"
+    # Compiled in a staging directory: the code names its path inside
+    # site-packages, never the slot, so the bytes are the same in any store.
+    assert str(entry.path).encode() not in pyc.read_bytes()
+    assert b".staging" not in pyc.read_bytes()
+    before = snapshot(entry.path)
+    code = (
+        f"import sys; sys.path.insert(0, {str(site)!r}); import demo; "
+        "print(demo.__cached__); print(demo.where())"
+    )
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-v", "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert f"# code object from '{pyc}'" in done.stderr  # loaded from our .pyc
+    # ... and the code names the path it was imported from, as a plain install's would.
+    assert done.stdout.splitlines() == [str(pyc), str(site / "demo" / "__init__.py")]
+    assert snapshot(entry.path) == before
+
+
+def test_a_wheel_that_fails_while_compiling_leaves_nothing_and_the_pipeline_goes_on(
+    tmp_path: Path,
+) -> None:
+    modules = {f"bad/m{i:03}.py": _big_module(i) for i in range(80)}
+    wheel = make_wheel(tmp_path / "wheels", "bad", "1.0", files=modules)
+    # The last member's bytes no longer match RECORD: found only after the
+    # modules before it were sent to the workers.
+    import zipfile
+
+    broken = tmp_path / "broken" / wheel.name
+    broken.parent.mkdir()
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(broken, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "bad/m079.py":
+                data = data.replace(b"x + 1", b"x - 1")
+            dst.writestr(info, data)
+    good = make_wheel(tmp_path / "wheels", "good", "1.0", files={"good/__init__.py": "G = 1\n"})
+    store = Store.open()
+    with BytecodePipeline(store, jobs=2) as pipeline:
+        with pytest.raises(CpkError, match="does not match its RECORD hash"):
+            add_wheel(store, broken, bytecode=pipeline)
+        entry = add_wheel(store, good, bytecode=pipeline).entry
+    assert [e.name for e in store.entries()] == ["good"]
+    assert compiled_tags(entry) == [TAG]
+    staging = store.user.root / ".staging"
+    assert not staging.exists() or [p for p in staging.iterdir() if p.is_dir()] == []

@@ -569,3 +569,27 @@ def test_markup_the_html_parser_asserts_on_is_one_line() -> None:
         parse_html_page(b"<![OCTYPE html><a href='a-1.0.tar.gz'>a</a>", "https://i.example/s/a/")
     assert "not an HTML page an index serves" in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_more_threads_than_jobs_still_transfer_at_most_jobs_at_once(tmp_path: Path) -> None:
+    # A fetch runs more threads than transfers, since each add also waits
+    # for its wheel's bytecode; the session keeps the transfers to `jobs`.
+    from contentpkg.python.index.http import HttpSession
+
+    dists = tmp_path / "dists"
+    wheels = [make_wheel(dists, f"p{i}", "1.0", files={f"p{i}/__init__.py": ""}) for i in range(6)]
+    session = HttpSession(tmp_path / "cache", jobs=2)
+    with LocalIndex(dists, latency=0.3) as index:
+
+        def get(wheel: Path) -> str:
+            dest = tmp_path / "got" / wheel.name
+            return session.download(
+                index.base_url + index.file_path(wheel.name), dest, sha256=sha256(wheel)
+            )
+
+        try:
+            digests = session.map(get, wheels, threads=6)
+        finally:
+            session.close()
+    assert digests == [sha256(w) for w in wheels]
+    assert index.max_in_flight == 2

@@ -76,16 +76,20 @@ def _session(sid: int) -> list[int]:
 
 
 def _pyc_count(home: Path) -> int:
+    """Bytecode written so far: in published entries, and in the staging
+    slots where a wheel is compiled while it is unpacked."""
     count = 0
     store = home / "store"
-    try:
-        entries = os.listdir(store)
-    except FileNotFoundError:
-        return 0
-    for entry in entries:
+    dirs = []
+    for parent in (store, store / ".staging"):
+        try:
+            dirs += [parent / name for name in os.listdir(parent)]
+        except OSError:
+            continue
+    for entry in dirs:
         for name in PACKAGES:
             try:
-                count += len(os.listdir(store / entry / "site-packages" / name / "__pycache__"))
+                count += len(os.listdir(entry / "site-packages" / name / "__pycache__"))
             except OSError:
                 continue
     return count

@@ -309,7 +309,7 @@ def _stage(store: Store, root: Path, slot: Slot, request: _Request) -> _Staged |
     if stored != meta["size"]:
         meta["stored_size"] = stored
     meta_dir = slot.path / META_DIR
-    meta_dir.mkdir()
+    meta_dir.mkdir(exist_ok=True)  # populate may have put derived records there (bytecode)
     (meta_dir / ENTRY_JSON).write_bytes(dump_metadata(meta))
     (meta_dir / FILES_JSON).write_bytes(dump_files(records))
     seal(slot.path, top=False, files_sealed=isinstance(records, SealedFiles))

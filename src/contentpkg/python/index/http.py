@@ -323,6 +323,11 @@ class HttpSession:
         self.backoff = max(0.0, backoff)
         self.timeout = timeout
         self.jobs = max(1, jobs)
+        # At most ``jobs`` transfers at once, however many threads ask:
+        # callers may run more threads than that when each also waits on
+        # something else (a wheel's bytecode), and the pool keeps ``jobs``
+        # connections per host.
+        self._transfers = threading.BoundedSemaphore(self.jobs)
         self._pool: urllib3.PoolManager | None = None
         self._pool_lock = threading.Lock()
 
@@ -670,7 +675,8 @@ class HttpSession:
         """
         name = dest.name
         try:
-            return self._download(url, dest, sha256=sha256, size=size, reporter=reporter)
+            with self._transfers:
+                return self._download(url, dest, sha256=sha256, size=size, reporter=reporter)
         except OSError as exc:
             # Reads (a file: URL, the network) become CpkError or _Retryable
             # below; an OSError here is the cache failing to take the bytes.
@@ -758,16 +764,19 @@ class HttpSession:
         finally:
             response.release_conn()
 
-    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    def map(self, fn: Callable[[T], R], items: Iterable[T], threads: int | None = None) -> list[R]:
         """fn over items on the download threads, results in input order.
 
         Every item runs even when one fails, so no download is abandoned
         half-written; the first failure in input order is then raised.
+        ``threads`` (default ``jobs``) may be more than ``jobs`` when fn
+        also waits on something other than the network; downloads still
+        run at most ``jobs`` at a time.
         """
         items = list(items)
         if len(items) <= 1:
             return [fn(item) for item in items]
-        with ThreadPoolExecutor(max_workers=min(self.jobs, len(items))) as pool:
+        with ThreadPoolExecutor(max_workers=min(threads or self.jobs, len(items))) as pool:
             futures = [pool.submit(fn, item) for item in items]
         return [future.result() for future in futures]
 

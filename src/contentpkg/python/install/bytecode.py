@@ -20,6 +20,13 @@ Many entries are compiled by worker processes that die with cpk: each asks
 the kernel for SIGKILL when its parent goes (``PR_SET_PDEATHSIG``) and none
 holds the caller's stdout or stderr, so killing cpk (SIGKILL, SIGTERM, an
 OOM kill) never leaves workers behind to keep ``cpk sync | tee`` waiting.
+
+A wheel being unpacked is compiled while it is unpacked (:class:`StagedCompile`):
+its ``.py`` files go to the workers in small batches as they are written
+into the entry's private staging directory, so one large wheel is spread over
+every worker, its compile overlaps its own unpacking, and the entry is
+published once, whole, with its bytecode and marker, under the one
+``syncfs`` that publishing does anyway.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ import hashlib
 import heapq
 import importlib.util
 import json
+import logging
+import marshal
 import os
 import py_compile
 import selectors
@@ -54,6 +63,8 @@ from contentpkg.store.locks import collector_lock, entry_lock
 
 if TYPE_CHECKING:
     from contentpkg.python.interpreter import InterpreterInfo
+
+_log = logging.getLogger(__name__)
 
 SITE_PACKAGES = "site-packages"
 PYCACHE = "__pycache__"
@@ -256,6 +267,64 @@ def _compile_here(site: Path, dirs: list[Path], cache_tag: str) -> list[str]:
     return skipped
 
 
+#: PEP 552's flags word for "hash-based, source not checked".
+_UNCHECKED_HASH_FLAGS = (0b01).to_bytes(4, "little")
+
+
+def _compile_files(jobs: Sequence[Sequence[str]]) -> list[str | None]:
+    """Compile each ``(source, cfile, dfile)`` into a new unchecked-hash ``.pyc``.
+
+    Returns, in order, the sha256 of each ``.pyc`` written, or None for a
+    source that does not compile (skipped, as pip skips it). For a staging
+    directory only: each ``.pyc`` is created in place, read-only, with no
+    temporary file and rename (the staging directory is private and is
+    published whole, after one ``syncfs``), and its hash comes from the bytes
+    in memory instead of reading the file back for the marker.
+
+    ``dfile`` is the name compiled into the code objects. It is the path
+    inside site-packages, not the staging path (which dies with the slot):
+    the import system replaces it with the path it loaded the source from
+    (``_imp._fix_co_filename``), and the bytes of a ``.pyc`` then depend only
+    on its source, the same in every store.
+
+    py_compile would write through a temporary file and rename, and
+    re-derive what we already know; the format it writes is PEP 552's:
+    magic number, flags, the source's hash, the marshalled code.
+    """
+    made: set[str] = set()
+    digests: list[str | None] = []
+    for source, cfile, dfile in jobs:
+        with open(source, "rb") as f:
+            data = f.read()
+        try:
+            code = compile(data, dfile, "exec", dont_inherit=True, optimize=0)
+        except Exception:  # what py_compile reports as PyCompileError
+            digests.append(None)
+            continue
+        pyc = b"".join(
+            (
+                importlib.util.MAGIC_NUMBER,
+                _UNCHECKED_HASH_FLAGS,
+                importlib.util.source_hash(data),
+                marshal.dumps(code),
+            )
+        )
+        parent = os.path.dirname(cfile)
+        if parent not in made:
+            with contextlib.suppress(FileExistsError):  # another worker made it
+                os.mkdir(parent, 0o755)
+            made.add(parent)
+        fd = os.open(cfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        try:
+            view = memoryview(pyc)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        digests.append(hashlib.sha256(pyc).hexdigest())
+    return digests
+
+
 #: compileall, run by another interpreter so that it dies with its caller, as
 #: our own workers do (``PR_SET_PDEATHSIG``, then the check that the caller
 #: did not die first); the rest of argv is compileall's.
@@ -360,12 +429,146 @@ def ensure_bytecode_many(
         pipeline.submit_many(todo)
 
 
+#: A wheel's sources go to the workers in batches of about this much source,
+#: or this many files: small enough that a large wheel is spread over every
+#: worker while it is still being unpacked, large enough that a batch's round
+#: trip over the pipes is noise beside compiling it.
+_BATCH_BYTES = 64 << 10
+_BATCH_FILES = 16
+
+
+def _cores() -> int:
+    """The cores this process may run on (its affinity), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class _Batch:
+    """Sources of one staged wheel, compiled together by one worker."""
+
+    __slots__ = ("cancelled", "files", "names", "owner", "sent")
+
+    def __init__(self, owner: StagedCompile, files: list[tuple[str, str, str]], names: list[str]):
+        self.owner = owner
+        self.files = files  # (source, cfile, dfile), as the worker takes them
+        self.names = names  # each cfile's path inside the entry, for the marker
+        self.cancelled = False
+        self.sent = False
+
+
+class StagedCompile:
+    """One wheel's bytecode, compiled into its staging directory as it is unpacked.
+
+    Made by :meth:`BytecodePipeline.staged`. The unpacker calls :meth:`add`
+    for every ``.py`` it has written under site-packages, and :meth:`finish`
+    before the entry is sealed and published: it waits for the last batch and
+    writes the marker beside the entry's metadata, so the entry appears with
+    its bytecode or not at all, and is never opened again to add it. After
+    any failure in between, :meth:`abandon` withdraws the batches not yet
+    sent and waits for those being compiled, so that no worker writes into a
+    slot that is being removed.
+    """
+
+    def __init__(self, pipeline: BytecodePipeline, slot: Path, label: str, cache_tag: str):
+        self._pipeline = pipeline
+        self._slot = slot
+        self._site = slot / SITE_PACKAGES
+        self._label = label
+        self._tag = cache_tag
+        self._files: list[tuple[str, str, str]] = []
+        self._names: list[str] = []
+        self._bytes = 0
+        self._waiting: list[_Batch] = []
+        # Guarded by the pipeline's lock:
+        self.outstanding = 0
+        self.hashes: dict[str, str] = {}
+        self.skipped: list[str] = []
+        self.error: str | None = None
+        #: Pids of the workers that compiled a batch of this wheel.
+        self.workers: set[int] = set()
+
+    def add(self, relative: str, size: int) -> None:
+        """Queue site-packages/relative (a ``.py`` just written) for compiling."""
+        folder, _, name = relative.rpartition("/")
+        cache = f"{folder}/{PYCACHE}" if folder else PYCACHE
+        cfile = f"{cache}/{name[:-3]}.{self._tag}.pyc"
+        self._files.append((str(self._site / relative), str(self._site / cfile), relative))
+        self._names.append(f"{SITE_PACKAGES}/{cfile}")
+        self._bytes += size
+        if self._bytes >= _BATCH_BYTES or len(self._files) >= _BATCH_FILES:
+            self._send()
+
+    def _send(self) -> None:
+        if not self._files:
+            return
+        batch = _Batch(self, self._files, self._names)
+        self._files, self._names, self._bytes = [], [], 0
+        self._waiting.append(batch)
+        self._pipeline._queue_batch(batch)
+
+    def finish(self) -> None:
+        """Wait for every batch, then write the marker into the staged entry."""
+        self._send()
+        self._pipeline._wait_for(self)
+        if self.error is not None:
+            raise CpkError(f"{self._label}: {self.error}")
+        _log.debug(
+            "%s: %d modules compiled while unpacking, in %d batches, by %d processes",
+            self._label,
+            sum(len(b.files) for b in self._waiting),
+            len(self._waiting),
+            len(self.workers),
+        )
+        body = {
+            "cache_tag": self._tag,
+            "skipped": sorted(self.skipped),
+            "files": dict(sorted(self.hashes.items())),
+        }
+        meta = self._slot / META_DIR
+        meta.mkdir(exist_ok=True)
+        # Neither atomic nor durable on its own: the slot is private until it
+        # is published, and publishing syncs the file system first.
+        fd = os.open(
+            meta / f"{_MARKER_PREFIX}{self._tag}",
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+            0o444,
+        )
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(body, indent=1) + "\n")
+
+    def abandon(self) -> None:
+        """Withdraw what is not sent and wait for what is (the add failed)."""
+        self._files, self._names = [], []
+        self._pipeline._withdraw(self)
+
+    def _apply(self, batch: _Batch, reply: dict[str, Any], pid: int) -> None:
+        """A worker's answer for batch (called with the pipeline's lock held)."""
+        self.outstanding -= 1
+        self.workers.add(pid)
+        self._pipeline.compiled_by.setdefault(self._label, set()).add(pid)
+        if "error" in reply:
+            self.error = self.error or str(reply["error"])
+            return
+        for (_, _, relative), name, digest in zip(
+            batch.files, batch.names, reply["digests"], strict=True
+        ):
+            if digest is None:
+                self.skipped.append(relative)
+            else:
+                self.hashes[name] = digest
+        self._pipeline.modules_compiled += len(batch.files)
+
+
 class BytecodePipeline:
     """Compile entries as they are handed in, while the caller goes on.
 
     A fetch hands each entry in as soon as it is in the store, so compiling
     the first ones overlaps downloading the rest instead of waiting for the
     last download (on a cold sync the compile is most of the CPU time).
+    Better still, a wheel being unpacked hands in its sources as it writes
+    them (:meth:`staged`), in batches that every worker shares.
     Leaving the ``with`` block waits for every compile and raises the first
     error; leaving it by an exception kills the workers instead of waiting.
 
@@ -377,31 +580,42 @@ class BytecodePipeline:
     lives until they are gone, and die with it (``PR_SET_PDEATHSIG`` fires
     when the thread that started a child exits). Workers are started only
     when there is work no running worker is free for, never more than
-    ``jobs`` (default: one per core). With ``jobs`` 1 (``contentpkg.use()``:
+    ``jobs`` (default: one per core this process may use), and each serves
+    many jobs, so its start is paid once. With ``jobs`` 1 (``contentpkg.use()``:
     a worker would re-run someone else's ``__main__``) everything is
-    compiled in the calling thread when the block ends.
+    compiled in the calling thread.
     """
 
     def __init__(self, store: Store, python: Any = None, jobs: int | None = None) -> None:
         self._store = store
         self._python = python
         self._target = _target(python)
-        self._jobs = jobs or os.cpu_count() or 1
+        self._jobs = jobs or _cores()
         # Only when asked: one worker still overlaps a fetch on one core.
         self._in_caller = jobs == 1
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._seen: set[str] = set()
-        #: (-size, order, entry path): a heap, so the largest waiting entry goes first.
-        self._pending: list[tuple[int, int, str]] = []
+        #: (rank, -size, order, job): a heap. Batches of wheels being unpacked
+        #: go first (an add is waiting for them), then whole entries, the
+        #: largest first so no core idles at the end.
+        self._pending: list[tuple[int, int, int, Any]] = []
         self._order = 0
         self._inline: list[Entry] = []  # jobs == 1: compiled at the end, here
         self._closed = False
         self._cancelled = False
+        self._managed = False  # the managing thread has ended
+        self._prestart = 0  # workers to start before any work: start_workers()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = -1, -1
         #: Worker processes started, for tests and reports.
         self.workers_started = 0
+        #: For tests and reports: the pids of the processes that compiled
+        #: each staged wheel's batches, by wheel; and how many modules the
+        #: batches held (each module is in exactly one batch).
+        self.compiled_by: dict[str, set[int]] = {}
+        self.modules_compiled = 0
 
     def __enter__(self) -> BytecodePipeline:
         return self
@@ -415,6 +629,29 @@ class BytecodePipeline:
             ensure_bytecode(self._store, entry, self._python)
         if self._error is not None:
             raise self._error
+
+    def start_workers(self) -> None:
+        """Start every worker now, before there is work for them.
+
+        For a caller about to download what they will compile: their
+        interpreters start while the network is the bottleneck, not when the
+        first module is waiting. Not for when all may already be compiled.
+        """
+        if self._in_caller or self._target is None or self._target.executable is not None:
+            return
+        with self._lock:
+            self._prestart = self._jobs
+            self._start_locked()
+        self._wake()
+
+    def staged(self, slot: Path, label: str) -> StagedCompile | None:
+        """A compile of the wheel being unpacked into slot, or None when its
+        entry is to be compiled once published instead (for another
+        interpreter, whose compileall runs per entry)."""
+        target = self._target
+        if target is None or target.executable is not None or self._error is not None:
+            return None
+        return StagedCompile(self, slot, label, target.cache_tag)
 
     def submit(self, entry: Entry) -> None:
         """Compile entry soon (at once when a worker is free); no-op when done."""
@@ -437,14 +674,56 @@ class BytecodePipeline:
                 return
             for entry in todo:
                 self._order += 1
-                heapq.heappush(self._pending, (-entry.size, self._order, str(entry.path)))
-            if self._thread is None:
-                self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-                self._thread = threading.Thread(
-                    target=self._manage, name="cpk-bytecode", daemon=True
-                )
-                self._thread.start()
+                heapq.heappush(self._pending, (1, -entry.size, self._order, str(entry.path)))
+            self._start_locked()
         self._wake()
+
+    def _start_locked(self) -> None:
+        if self._thread is None:
+            self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self._thread = threading.Thread(target=self._manage, name="cpk-bytecode", daemon=True)
+            self._thread.start()
+
+    def _queue_batch(self, batch: _Batch) -> None:
+        if self._in_caller:
+            # One process: compile now, in the unpacking thread.
+            try:
+                reply: dict[str, Any] = {"digests": _compile_files(batch.files)}
+            except OSError as exc:
+                reply = {"error": _write_error(exc)}
+            with self._lock:
+                batch.owner.outstanding += 1
+                batch.owner._apply(batch, reply, os.getpid())
+            return
+        with self._lock:
+            batch.owner.outstanding += 1
+            if self._managed:  # the workers are gone: nothing will answer
+                batch.owner.outstanding -= 1
+                batch.owner.error = batch.owner.error or "compiling bytecode was stopped"
+                return
+            self._order += 1
+            heapq.heappush(self._pending, (0, 0, self._order, batch))
+            self._start_locked()
+        self._wake()
+
+    def _wait_for(self, owner: StagedCompile) -> None:
+        with self._lock:
+            while owner.outstanding and not self._managed:
+                self._changed.wait()
+            if owner.outstanding:
+                error = self._error
+                owner.error = owner.error or (
+                    str(error) if error is not None else "compiling bytecode was stopped"
+                )
+
+    def _withdraw(self, owner: StagedCompile) -> None:
+        with self._lock:
+            for batch in owner._waiting:
+                if not batch.sent and not batch.cancelled:
+                    batch.cancelled = True
+                    owner.outstanding -= 1
+            while owner.outstanding and not self._managed:
+                self._changed.wait()
 
     def _wake(self) -> None:
         if self._wake_w >= 0:
@@ -481,33 +760,42 @@ class BytecodePipeline:
         executable = self._target.executable if self._target else None
         workers: list[subprocess.Popen[str]] = []
         idle: list[subprocess.Popen[str]] = []
+        busy: dict[int, Any] = {}  # pid -> the job it is compiling
         failed = True
         with tempfile.TemporaryFile() as errors, selectors.DefaultSelector() as selector:
+
+            def spawn() -> subprocess.Popen[str]:
+                # The workers' stderr goes to a private temporary file (one
+                # open file shared by all, so writes append), whose last line
+                # explains a worker that died.
+                proc = subprocess.Popen(
+                    cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True
+                )
+                workers.append(proc)
+                self.workers_started += 1
+                selector.register(proc.stdout, selectors.EVENT_READ, proc)  # type: ignore[arg-type]
+                return proc
+
             try:
                 selector.register(self._wake_r, selectors.EVENT_READ, None)
                 while True:
                     with self._lock:
                         if self._cancelled:
                             break
+                        while len(workers) < min(self._prestart, self._jobs):
+                            idle.append(spawn())
                         while self._pending and (idle or len(workers) < self._jobs):
-                            path = heapq.heappop(self._pending)[2]
-                            if idle:
-                                proc = idle.pop()
+                            job = heapq.heappop(self._pending)[-1]
+                            if isinstance(job, _Batch):
+                                if job.cancelled:
+                                    continue
+                                job.sent = True
+                                message: Any = {"files": job.files}
                             else:
-                                # The workers' stderr goes to a private temporary
-                                # file (one open file shared by all, so writes
-                                # append), whose last line explains a worker that died.
-                                proc = subprocess.Popen(
-                                    cmd,
-                                    stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE,
-                                    stderr=errors,
-                                    text=True,
-                                )
-                                workers.append(proc)
-                                self.workers_started += 1
-                                selector.register(proc.stdout, selectors.EVENT_READ, proc)  # type: ignore[arg-type]
-                            _send(proc, (path, executable))
+                                message = (job, executable)
+                            proc = idle.pop() if idle else spawn()
+                            busy[proc.pid] = job
+                            _send(proc, message)
                         if self._closed and not self._pending and len(idle) == len(workers):
                             failed = False
                             break
@@ -522,7 +810,12 @@ class BytecodePipeline:
                             why = _last_line(proc, errors)
                             raise CpkError(f"compiling bytecode: a worker died ({why})")
                         reply = json.loads(line)
-                        if "error" in reply:
+                        job = busy.pop(proc.pid)
+                        if isinstance(job, _Batch):
+                            with self._lock:
+                                job.owner._apply(job, reply, proc.pid)
+                                self._changed.notify_all()
+                        elif "error" in reply:
                             raise CpkError(reply["error"])
                         idle.append(proc)
             except BaseException as exc:  # handed to the caller, raised there
@@ -538,6 +831,10 @@ class BytecodePipeline:
                     proc.wait()
                     if proc.stdout is not None:
                         proc.stdout.close()
+                # Whoever waits for a batch learns that no answer will come.
+                with self._lock:
+                    self._managed = True
+                    self._changed.notify_all()
 
 
 # --- worker processes ------------------------------------------------------------
@@ -549,7 +846,7 @@ _WORKER = (
 _PR_SET_PDEATHSIG = 1
 
 
-def _send(proc: subprocess.Popen[str], job: tuple[str, str | None]) -> None:
+def _send(proc: subprocess.Popen[str], job: Any) -> None:
     """Give proc one job: a JSON line; its answer is one JSON line too."""
     assert proc.stdin is not None
     proc.stdin.write(json.dumps(job) + "\n")
@@ -585,13 +882,26 @@ def _worker_main(parent: int) -> None:
     """
     _die_with_parent(parent)
     for line in sys.stdin:
-        entry_path, executable = json.loads(line)
-        try:
-            reply: dict[str, Any] = {"ok": _ensure_in_worker(entry_path, executable)}
-        except CpkError as exc:
-            reply = {"error": str(exc)}
+        job = json.loads(line)
+        reply: dict[str, Any]
+        if isinstance(job, dict):  # a batch of a wheel's sources, into its staging slot
+            try:
+                reply = {"digests": _compile_files(job["files"])}
+            except OSError as exc:
+                reply = {"error": _write_error(exc)}
+        else:
+            entry_path, executable = job
+            try:
+                reply = {"ok": _ensure_in_worker(entry_path, executable)}
+            except CpkError as exc:
+                reply = {"error": str(exc)}
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()
+
+
+def _write_error(exc: OSError) -> str:
+    """What a batch that could not be written says (a full disk, a quota)."""
+    return f"cannot write bytecode ({exc.strerror or exc})"
 
 
 def _ensure_in_worker(entry_path: str, executable: str | None) -> bool:

@@ -49,11 +49,11 @@ import re
 import stat
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from installer.records import InvalidRecordEntry, RecordEntry, parse_record_file
@@ -71,6 +71,9 @@ from contentpkg.store.add import AddResult, add_built
 from contentpkg.store.entry import Entry
 from contentpkg.store.hashing import DERIVED_DIRS, FileRecord
 from contentpkg.store.layers import Store
+
+if TYPE_CHECKING:
+    from contentpkg.python.install.bytecode import BytecodePipeline
 
 KIND = "wheel"
 
@@ -164,6 +167,7 @@ def add_wheel(
     source: str | None = None,
     max_size: int = MAX_SIZE,
     max_ratio: int = MAX_RATIO,
+    bytecode: BytecodePipeline | None = None,
 ) -> AddResult:
     """Add a wheel to the user store, or find the entry already made from it.
 
@@ -171,8 +175,10 @@ def add_wheel(
     optionally prefixed ``sha256:`` or ``sha256=``); ``source`` is where the
     wheel came from (a URL), recorded in the metadata, and whose last path
     component names the wheel when the file itself is stored under another
-    name. Any problem raises :class:`CpkError` with one line naming the
-    wheel, and leaves the store as it was.
+    name. With ``bytecode``, the wheel's modules are compiled by that
+    pipeline's workers while the rest is still being unpacked, and the entry
+    is published with its bytecode. Any problem raises :class:`CpkError`
+    with one line naming the wheel, and leaves the store as it was.
     """
     filename = _wheel_filename(wheel_path, source)
     try:
@@ -203,10 +209,22 @@ def add_wheel(
             operation = f"extracting {filename}"
 
             def populate(slot: Path) -> list[FileRecord]:
-                return _extract(
-                    zf, plan, slot, wheel_size, max_size, max_ratio,
-                    verified=expected_sha256 is not None,
-                )  # fmt: skip
+                staged = bytecode.staged(slot, filename) if bytecode is not None else None
+                if staged is None:
+                    return _extract(
+                        zf, plan, slot, wheel_size, max_size, max_ratio,
+                        verified=expected_sha256 is not None,
+                    )  # fmt: skip
+                try:
+                    records = _extract(
+                        zf, plan, slot, wheel_size, max_size, max_ratio,
+                        verified=expected_sha256 is not None, on_module=staged.add,
+                    )  # fmt: skip
+                    staged.finish()
+                except BaseException:
+                    staged.abandon()
+                    raise
+                return records
 
             try:
                 result = add_built(
@@ -662,11 +680,14 @@ def _extract(
     max_ratio: int,
     *,
     verified: bool = False,
+    on_module: Callable[[str, int], None] | None = None,
 ) -> list[FileRecord]:
     """Stream every member into the slot, checking RECORD and the bounds.
 
     ``verified`` says the wheel's own sha256 matched what the index or lock
-    publishes, which a RECORD mismatch message then names.
+    publishes, which a RECORD mismatch message then names. ``on_module``
+    is told of each ``.py`` under site-packages (its path there, its size)
+    once it is written and checked, so it can be compiled meanwhile.
 
     Byte counts are the decompressed bytes actually produced, not the sizes
     the headers declare, so a lying header cannot carry a bomb past the
@@ -754,7 +775,12 @@ def _extract(
                 )
         if dest is not None:
             records.append(FileRecord(dest, "x" if executable else "f", sha256.hexdigest(), size))
+            if on_module is not None and dest.endswith(".py") and dest.startswith(_SITE_PREFIX):
+                on_module(dest[len(_SITE_PREFIX) :], size)
     return records
+
+
+_SITE_PREFIX = SITE_PACKAGES + "/"
 
 
 def _record_digest_matches(digest: bytes, written: str) -> bool:

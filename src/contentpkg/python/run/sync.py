@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     # Imported where a client is made: its HTTP stack is most of what a
     # no-op `cpk lock` would otherwise load.
     from contentpkg.python.index.client import IndexClient
+    from contentpkg.python.install.bytecode import BytecodePipeline
 
 #: Build requirements may themselves come as sdists needing builds; a chain
 #: deeper than this is a cycle (setuptools needing setuptools from source).
@@ -426,6 +427,8 @@ class Session:
         with BytecodePipeline(self.store, self.python, jobs=self.bytecode_jobs) as compiling:
             compiling.submit_many([item.entry for item in items])
             if missing:
+                # Their start overlaps the first downloads.
+                compiling.start_workers()
                 started = time.monotonic()
                 # Builds inside fetch their build requirements through here too:
                 # count from this call's start, not from zero.
@@ -433,14 +436,22 @@ class Session:
                 with tempfile.TemporaryDirectory(prefix="cpk-fetch-", dir=self._scratch()) as tmp:
 
                     def add(m: tuple[str, str, DistFile]) -> Materialized:
-                        made = self._add(m, Path(tmp))
-                        compiling.submit(made.entry)
+                        made = self._add(m, Path(tmp), compiling)
+                        compiling.submit(made.entry)  # a no-op when it came compiled
                         return made
 
-                    wheels = [m for m in missing if m[2].is_wheel]
+                    # Largest first: the big wheels take longest to download,
+                    # unpack and compile, and starting them last would leave
+                    # one core compiling alone after everything else is done.
+                    wheels = sorted(
+                        (m for m in missing if m[2].is_wheel), key=lambda m: -(m[2].size or 0)
+                    )
                     # Downloading and unpacking wait on the network and the disk,
                     # not the CPU: threads overlap them, as the GIL is released.
-                    items.extend(self.client.http.map(add, wheels))
+                    # An add then waits for its wheel's bytecode; more threads
+                    # than transfers keep those waits from holding up downloads.
+                    http = self.client.http
+                    items.extend(http.map(add, wheels, threads=4 * http.jobs))
                     # Builds resolve their own requirements through this session,
                     # whose state is not shared between threads: one at a time.
                     items.extend(add(m) for m in missing if not m[2].is_wheel)
@@ -452,8 +463,11 @@ class Session:
                 )
         return sorted(items, key=lambda i: i.name)
 
-    def _add(self, item: tuple[str, str, DistFile], tmp: Path) -> Materialized:
-        """Download one file and make its entry (building an sdist first)."""
+    def _add(
+        self, item: tuple[str, str, DistFile], tmp: Path, compiling: BytecodePipeline | None = None
+    ) -> Materialized:
+        """Download one file and make its entry (building an sdist first),
+        compiled by ``compiling``'s workers as it is unpacked."""
         from contentpkg.python.install.wheel import add_wheel
         from contentpkg.store import lookup
 
@@ -466,11 +480,13 @@ class Session:
             path = self.client.download(file, tmp)
             self._downloaded.append(path.stat().st_size)
         if file.is_wheel:
-            result = add_wheel(self.store, path, expected_sha256=file.sha256, source=file.url)
+            result = add_wheel(
+                self.store, path, expected_sha256=file.sha256, source=file.url, bytecode=compiling
+            )
             how = "fetched"
         else:
             started = time.monotonic()
-            result = add_wheel(self.store, self._build(path), source=file.url)
+            result = add_wheel(self.store, self._build(path), source=file.url, bytecode=compiling)
             self.options.reporter.summary(
                 f"Built {name} {version} in {elapsed(time.monotonic() - started)}"
             )
