@@ -679,7 +679,7 @@ def test_a_wheel_that_fails_while_compiling_leaves_nothing_and_the_pipeline_goes
     good = make_wheel(tmp_path / "wheels", "good", "1.0", files={"good/__init__.py": "G = 1\n"})
     store = Store.open()
     with BytecodePipeline(store, jobs=2) as pipeline:
-        with pytest.raises(CpkError, match="sha256 mismatch .* from its RECORD"):
+        with pytest.raises(CpkError, match=r"sha256 mismatch .* from its RECORD"):
             add_wheel(store, broken, bytecode=pipeline)
         entry = add_wheel(store, good, bytecode=pipeline).entry
     assert [e.name for e in store.entries()] == ["good"]
