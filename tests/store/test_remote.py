@@ -1049,12 +1049,14 @@ def test_a_pull_links_files_shared_between_its_entries_and_unpacks_them_in_paral
     assert all(verify_entry(e) == [] for e in entries)
     assert two.entries() == {k: v for k, v in one.entries().items() if k.split(",")[0] in names}
 
-    # In parallel: each layer's request is held until another is in flight,
-    # which only happens if a second unpack has started beside the first.
+    # In parallel: each layer's request is held until another layer's is in
+    # flight, which only happens once a second unpack has started (a layer
+    # is requested from inside its unpack). Any other request releasing it
+    # let a loaded machine finish the first unpack before the second began.
     three = Home(tmp_path / "three")
     three.cpk("key", "trust", pub)
     with FaultProxy(registry.base) as proxy:
-        proxy.hold("/blobs/")
+        proxy.hold("/blobs/", alike=True)
         url = RemoteUrl.parse(_url(proxy.host, prefix))
         reader = RemoteStore(url, three.store(), Context.from_environ(three.env))
         try:

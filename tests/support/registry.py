@@ -237,6 +237,11 @@ class _State:
     #: things at once gets both answered, one that asks in turn does not
     #: overlap and shows it in max_inflight.
     gate: str | None = None
+    #: Hold a gated request until another *gated* request is in flight
+    #: (or 15 s pass), not just any request: a client's other requests
+    #: (a manifest, a signature) cannot release it.
+    gate_alike: bool = False
+    gated: int = 0
     changed: threading.Condition = field(default_factory=threading.Condition)
     #: The client ends (address, port) that requests came from: one per connection.
     peers: set[tuple[str, int]] = field(default_factory=set)
@@ -270,9 +275,11 @@ class FaultProxy:
     def requests(self, method: str, part: str) -> list[tuple[str, str, int]]:
         return [row for row in self.state.log if row[0] == method and part in row[1]]
 
-    def hold(self, part: str) -> None:
-        """Hold requests for paths containing part until another is in flight."""
+    def hold(self, part: str, *, alike: bool = False) -> None:
+        """Hold requests for paths containing part until another is in
+        flight, or with ``alike`` until another such request is."""
         self.state.gate = part
+        self.state.gate_alike = alike
 
     def __enter__(self) -> FaultProxy:
         self.thread.start()
@@ -330,14 +337,19 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                 state.peers.add(self.client_address[:2])
                 state.inflight += 1
                 state.max_inflight = max(state.max_inflight, state.inflight)
+                gated = state.gate is not None and state.gate in self.path
+                state.gated += gated
                 state.changed.notify_all()
-                if state.gate is not None and state.gate in self.path:
+                if gated and state.gate_alike:
+                    state.changed.wait_for(lambda: state.gated > 1, timeout=15)
+                elif gated:
                     state.changed.wait_for(lambda: state.inflight > 1, timeout=5)
             try:
                 self._serve()
             finally:
                 with state.changed:
                     state.inflight -= 1
+                    state.gated -= gated
 
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
