@@ -238,7 +238,7 @@ class _State:
     #: overlap and shows it in max_inflight.
     gate: str | None = None
     #: Hold a gated request until another *gated* request is in flight
-    #: (or 15 s pass), not just any request: a client's other requests
+    #: (or 10 s pass), not just any request: a client's other requests
     #: (a manifest, a signature) cannot release it.
     gate_alike: bool = False
     gated: int = 0
@@ -341,7 +341,7 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                 state.gated += gated
                 state.changed.notify_all()
                 if gated and state.gate_alike:
-                    state.changed.wait_for(lambda: state.gated > 1, timeout=15)
+                    state.changed.wait_for(lambda: state.gated > 1, timeout=10)
                 elif gated:
                     state.changed.wait_for(lambda: state.inflight > 1, timeout=5)
             try:
