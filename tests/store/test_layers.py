@@ -167,3 +167,41 @@ def test_source_hash_finds_an_identical_entry_in_a_read_only_layer(
     found = Store.open().find_source("sha256:" + "ab" * 32)
     assert found is not None and found.path == in_system.path
     assert [e.layer.role for e in Store.open().entries()] == ["system"]
+
+
+def test_a_source_hash_is_found_with_one_stat_of_its_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync finds every locked package by its source hash: one readlink and
+    one stat each, the entry built from the path already checked; a link left
+    dangling by a collected entry finds nothing."""
+    from contentpkg.fs import remove_tree
+    from contentpkg.store.add import add_built
+
+    def populate(dest: Path) -> None:
+        (dest / "payload").write_text(dest.name)
+
+    made = {
+        f"sha256:{i:064x}": add_built(
+            Store.open(), f"pkg{i}", "1", "generic", populate, source_hash=f"sha256:{i:064x}"
+        ).entry
+        for i in range(3)
+    }
+    store = Store.open()
+    stats: list[str] = []
+    real_stat = os.stat
+
+    def counting_stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        stats.append(os.fspath(path))  # type: ignore[arg-type]
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", counting_stat)
+    for source, entry in made.items():
+        found = store.find_source(source)
+        assert found is not None and found.path == entry.path and found.name == entry.name
+        assert found.layer is store.user and found.dirname == entry.dirname
+    assert stats == [os.fspath(e.path) for e in made.values()]
+    monkeypatch.undo()
+    gone = next(iter(made))
+    remove_tree(made[gone].path)
+    assert store.find_source(gone) is None

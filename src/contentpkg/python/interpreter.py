@@ -23,7 +23,6 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -72,7 +71,13 @@ json.dump(facts(), sys.stdout)
 )
 
 
-@dataclass(frozen=True)
+#: InterpreterInfo's fields, in its constructor's order.
+_INFO_FIELDS = (
+    "executable", "version", "implementation", "markers", "tags", "cache_tag",
+    "site_packages", "magic_number", "base_executable", "soabi", "ext_suffix", "platform",
+)  # fmt: skip
+
+
 class InterpreterInfo:
     """What a resolver, an installer and a builder must know about a target
     interpreter.
@@ -80,13 +85,20 @@ class InterpreterInfo:
     ``tags`` are the supported wheel tags, most preferred first, as strings
     (``cp311-cp311-manylinux_2_17_x86_64``); ``site_packages`` is relative to
     an environment's root (``lib/python3.11/site-packages``).
+
+    A plain frozen class, not a dataclass: rebuilding a view on ``cpk run``
+    needs one, and importing ``dataclasses`` (which loads ``inspect``) and
+    generating the methods cost that path milliseconds. Not slotted, so
+    ``cached_property`` can keep ``tag_ranks`` in the instance's dict.
+    Equality ignores ``markers`` (they follow from the rest) and the hash
+    also ``tags``, as the dataclass this was declared them.
     """
 
     executable: str  # as given (a venv's, a wrapper), made absolute
     version: str  # full version, "3.11.7"
     implementation: str  # sys.implementation.name, "cpython"
-    markers: dict[str, str] = field(hash=False, compare=False)
-    tags: tuple[str, ...] = field(hash=False)
+    markers: dict[str, str]
+    tags: tuple[str, ...]
     cache_tag: str | None  # "cpython-311"; None when bytecode is disabled
     site_packages: str
     magic_number: str | None  # importlib.util.MAGIC_NUMBER in hex: the .pyc format
@@ -94,6 +106,57 @@ class InterpreterInfo:
     soabi: str | None  # sysconfig's SOABI, "cpython-311-x86_64-linux-gnu"
     ext_suffix: str | None  # sysconfig's EXT_SUFFIX, ".cpython-311-x86_64-linux-gnu.so"
     platform: str  # sysconfig.get_platform(), "linux-x86_64"
+
+    def __init__(
+        self,
+        executable: str,
+        version: str,
+        implementation: str,
+        markers: dict[str, str],
+        tags: tuple[str, ...],
+        cache_tag: str | None,
+        site_packages: str,
+        magic_number: str | None,
+        base_executable: str,
+        soabi: str | None,
+        ext_suffix: str | None,
+        platform: str,
+    ) -> None:
+        self.__dict__.update(
+            executable=executable,
+            version=version,
+            implementation=implementation,
+            markers=markers,
+            tags=tags,
+            cache_tag=cache_tag,
+            site_packages=site_packages,
+            magic_number=magic_number,
+            base_executable=base_executable,
+            soabi=soabi,
+            ext_suffix=ext_suffix,
+            platform=platform,
+        )
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"InterpreterInfo is frozen: cannot assign {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"InterpreterInfo is frozen: cannot delete {name!r}")
+
+    def _compared(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, n) for n in _INFO_FIELDS if n != "markers")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not InterpreterInfo:
+            return NotImplemented
+        return self._compared() == other._compared()
+
+    def __hash__(self) -> int:
+        return hash(tuple(getattr(self, n) for n in _INFO_FIELDS if n not in ("markers", "tags")))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in _INFO_FIELDS)
+        return f"InterpreterInfo({shown})"
 
     @property
     def version_info(self) -> tuple[int, ...]:

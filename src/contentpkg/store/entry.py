@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,13 +64,50 @@ def parse_dirname(dirname: str) -> tuple[str, str, str] | None:
     return parts[0], parts[1], parts[2]
 
 
-@dataclass(frozen=True)
 class Spec:
-    """What a user typed to name entries: ``name[,version[,hash-prefix]]``."""
+    """What a user typed to name entries: ``name[,version[,hash-prefix]]``.
+
+    Plain frozen classes here (this and :class:`Entry`), not dataclasses:
+    rebuilding a view on ``cpk run`` imports this module, and the
+    ``dataclasses`` import plus generating the methods cost that path
+    milliseconds.
+    """
+
+    __slots__ = ("hash_prefix", "name", "version")
 
     name: str
-    version: str | None = None
-    hash_prefix: str | None = None
+    version: str | None
+    hash_prefix: str | None
+
+    def __init__(
+        self, name: str, version: str | None = None, hash_prefix: str | None = None
+    ) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "version", version)
+        object.__setattr__(self, "hash_prefix", hash_prefix)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Spec is frozen: cannot assign {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Spec is frozen: cannot delete {name!r}")
+
+    def _key(self) -> tuple[str, str | None, str | None]:
+        return (self.name, self.version, self.hash_prefix)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Spec:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return "Spec(name={!r}, version={!r}, hash_prefix={!r})".format(*self._key())
+
+    def __reduce__(self) -> tuple[type[Spec], tuple[str, str | None, str | None]]:
+        return (Spec, self._key())
 
     @classmethod
     def parse(cls, text: str) -> Spec:
@@ -94,15 +130,36 @@ class Spec:
         return ",".join(p for p in (self.name, self.version, self.hash_prefix) if p)
 
 
-@dataclass(frozen=True, eq=False)
 class Entry:
-    """One entry of one store layer."""
+    """One entry of one store layer.
+
+    Compared by identity, as entries of different layers may share a name.
+    Not slotted: ``dirname`` and ``metadata`` are cached in the instance's
+    dict, which ``cached_property`` writes past the refused ``__setattr__``.
+    """
 
     path: Path
     name: str
     version: str
     short_hash: str
-    layer: Layer = field(repr=False)
+    layer: Layer
+
+    def __init__(self, path: Path, name: str, version: str, short_hash: str, layer: Layer) -> None:
+        self.__dict__.update(
+            path=path, name=name, version=version, short_hash=short_hash, layer=layer
+        )
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Entry is frozen: cannot assign {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Entry is frozen: cannot delete {name!r}")
+
+    def __repr__(self) -> str:
+        return (
+            f"Entry(path={self.path!r}, name={self.name!r}, version={self.version!r},"
+            f" short_hash={self.short_hash!r})"
+        )
 
     @cached_property
     def dirname(self) -> str:

@@ -24,7 +24,6 @@ import hashlib
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 TREE_FORMAT = b"cpk-tree-1\0"
@@ -49,19 +48,56 @@ def b32(digest: bytes) -> str:
     return base64.b32encode(digest).decode("ascii").rstrip("=").translate(_TO_NIX)
 
 
-@dataclass(frozen=True, slots=True)
 class FileRecord:
     """One path of a tree as the content hash sees it.
 
     ``kind`` is ``d``, ``f``, ``x`` or ``l``; ``value`` is the hex sha256 of a
     file, the target of a symlink, or empty for a directory; ``size`` is the
     file's length (0 for the others).
+
+    A plain frozen class rather than a dataclass: ``cpk run`` rebuilding a
+    view imports this module, and ``dataclasses`` (with the ``inspect`` it
+    loads) plus generating the methods cost that path milliseconds.
     """
+
+    __slots__ = ("kind", "path", "size", "value")
 
     path: str
     kind: str
     value: str
-    size: int = 0
+    size: int
+
+    def __init__(self, path: str, kind: str, value: str, size: int = 0) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "path", path)
+        setattr_(self, "kind", kind)
+        setattr_(self, "value", value)
+        setattr_(self, "size", size)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"FileRecord is frozen: cannot assign {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"FileRecord is frozen: cannot delete {name!r}")
+
+    def _key(self) -> tuple[str, str, str, int]:
+        return (self.path, self.kind, self.value, self.size)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not FileRecord:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return "FileRecord(path={!r}, kind={!r}, value={!r}, size={!r})".format(*self._key())
+
+    # Records cross process pools (batch adds): rebuilt through __init__, as
+    # the default for slots would set them with the refused __setattr__.
+    def __reduce__(self) -> tuple[type[FileRecord], tuple[str, str, str, int]]:
+        return (FileRecord, self._key())
 
     def serialise(self) -> bytes:
         return b"%s\0%s\0%s\0" % (

@@ -232,8 +232,13 @@ class Store:
             path = layer.source_path(source_hash)
             if path is None:
                 continue
-            owner = next((o for o in self.layers if o.root == path.parent), None)
-            entry = owner.entry(path.name) if owner else None
+            parent = path.parent
+            owner = next((o for o in self.layers if o.root == parent), None)
+            # source_path() has just seen the directory: only the name is
+            # left to check, not a second stat (this runs once per locked
+            # package on every sync).
+            parts = parse_dirname(path.name) if owner else None
+            entry = Entry(path, *parts, layer=owner) if owner and parts else None
             if entry is None:  # a layer reached under another spelling
                 found = self.containing(path)
                 entry = found[0] if found and not found[1] else None
