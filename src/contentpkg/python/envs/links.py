@@ -110,35 +110,20 @@ class LinkPool:
     def file(self, data: bytes, dest: str | os.PathLike[str]) -> None:
         """Make ``dest`` a read-only file holding data, as a hard link to the
         pool's copy of those bytes (named by their hash) when it can."""
-        if self.enabled:
-            pooled = f"{self.root}/f-{hashlib.sha256(data).hexdigest()[:40]}"
-            if not os.path.exists(pooled):
-                from contentpkg.fs import write_cache
-
-                # Whole or absent (renamed into place); read-only, since
-                # every view that links it shares the one inode.
-                write_cache(pooled, data, mode=0o444)
-            try:
-                os.link(pooled, dest)
-                self.shared += 1
-                return
-            except OSError as exc:
-                if exc.errno not in _NO_HARD_LINK and not isinstance(exc, FileNotFoundError):
-                    raise
-        with open(dest, "wb") as f:
-            f.write(data)
-        os.chmod(dest, 0o444)
-        self.plain += 1
+        key = hashlib.sha256(data).hexdigest()[:40] if self.enabled else ""
+        self.made_file(key, lambda: data, dest)
 
     def made_file(self, key: str, make: Callable[[], bytes], dest: str | os.PathLike[str]) -> None:
         """:meth:`file` for bytes that cost more to make than to look up (the
         view's compiled finder): pooled under ``key``, a hash of what they
         are made from, so ``make`` runs only when the pool lacks them."""
-        pooled = f"{self.root}/f-{key}"
         if self.enabled:
+            pooled = f"{self.root}/f-{key}"
             if not os.path.exists(pooled):
                 from contentpkg.fs import write_cache
 
+                # Whole or absent (renamed into place); read-only, since
+                # every view that links it shares the one inode.
                 write_cache(pooled, make(), mode=0o444)
             try:
                 os.link(pooled, dest)
