@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from support.cli import run_cpk, tree_snapshot
+from support.debs import Deb
 from support.index import LocalIndex
 from support.registry import Fault, FaultProxy, Registry, need_registry
 from support.wheels import make_wheel
@@ -609,31 +610,8 @@ def test_chunked_uploads_resume_where_the_registry_says_they_stopped(
 
 def _deb(path: Path, name: str, depends: str, files: dict[str, bytes]) -> Path:
     """A minimal .deb as dpkg writes it: ar of debian-binary, control and data tars."""
-    import io
-    import tarfile
-
-    def tar(members: dict[str, bytes]) -> bytes:
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w:gz") as t:
-            for member, data in members.items():
-                info = tarfile.TarInfo(member)
-                info.size, info.mode = len(data), 0o755 if "/bin/" in member else 0o644
-                t.addfile(info, io.BytesIO(data))
-        return buf.getvalue()
-
-    control = f"Package: {name}\nVersion: 1.0-1\nArchitecture: all\nDescription: t\n"
-    if depends:
-        control += f"Depends: {depends}\n"
-    out = bytearray(b"!<arch>\n")
-    for member, data in (
-        ("debian-binary", b"2.0\n"),
-        ("control.tar.gz", tar({"./control": control.encode()})),
-        ("data.tar.gz", tar(files)),
-    ):
-        out += f"{member:<16}{0:<12}{0:<6}{0:<6}{0o100644:<8o}{len(data):<10}`\n".encode()
-        out += data + (b"\n" if len(data) % 2 else b"")
-    path.write_bytes(bytes(out))
-    return path
+    fields = {"Depends": depends} if depends else {}
+    return Deb(name, "1.0-1", "all", fields, dict(files)).build(path)
 
 
 def test_a_debian_package_travels_with_its_dependencies_and_is_found_by_its_hash(
@@ -644,9 +622,9 @@ def test_a_debian_package_travels_with_its_dependencies_and_is_found_by_its_hash
     key, pub = keys
     one = Home(tmp_path / "one")
     app = _deb(
-        tmp_path / "app.deb", "app", "libdata (>= 1)", {"./usr/bin/app": b"#!/bin/sh\ncat $0\n"}
+        tmp_path / "app.deb", "app", "libdata (>= 1)", {"usr/bin/app": b"#!/bin/sh\ncat $0\n"}
     )
-    lib = _deb(tmp_path / "libdata.deb", "libdata", "", {"./usr/share/libdata/x": b"x" * 99})
+    lib = _deb(tmp_path / "libdata.deb", "libdata", "", {"usr/share/libdata/x": b"x" * 99})
     one.cpk("store", "add", app)
     one.cpk("store", "add", lib)
     url = _url(registry.host, "debs")

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from support.hostile import ar_archive
+
 GPG = shutil.which("gpg")
 DPKG_DEB = shutil.which("dpkg-deb")
 needs_dpkg_deb = pytest.mark.skipif(DPKG_DEB is None, reason="needs dpkg-deb to build .deb files")
@@ -107,17 +109,6 @@ def _tar(files: dict[str, bytes | str], *, mode: int = 0o644) -> bytes:
     return buf.getvalue()
 
 
-def _ar(members: list[tuple[str, bytes]]) -> bytes:
-    out = bytearray(b"!<arch>\n")
-    for name, data in members:
-        header = f"{name:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(data):<10}`\n"
-        out += header.encode()
-        out += data
-        if len(data) % 2:
-            out += b"\n"
-    return bytes(out)
-
-
 @dataclass
 class Deb:
     """One binary package: its control fields and its files."""
@@ -142,7 +133,7 @@ class Deb:
     def build(self, path: Path) -> Path:
         files = self.files or {f"usr/share/doc/{self.name}/README": f"{self.name}\n".encode()}
         path.write_bytes(
-            _ar(
+            ar_archive(
                 [
                     ("debian-binary", b"2.0\n"),
                     ("control.tar.gz", _tar({"control": self.control().encode()})),
