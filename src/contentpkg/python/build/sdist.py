@@ -83,10 +83,7 @@ def build_sdist_wheel(
     starts from (``ctx.environ``; None: this process's), cleaned of what
     would leak the user's setup into the build.
     """
-    sdist_path = Path(sdist_path)
-    interp = _interpreter(python, cache_dir)
-    slot = _cache_slot(cache_dir, sdist_path, interp)
-    cached = _cached_wheel(slot)
+    sdist_path, interp, slot, cached = _lookup(sdist_path, python, cache_dir)
     if cached is not None:
         return cached
     with _Build(sdist_path, interp, resolve_build_requires, reporter, environ) as build:
@@ -110,10 +107,7 @@ def sdist_metadata(
     wheel and reads its metadata. The sdist's own PKG-INFO is not trusted:
     before metadata 2.2 any field of it may differ from the built wheel's.
     """
-    sdist_path = Path(sdist_path)
-    interp = _interpreter(python, cache_dir)
-    slot = _cache_slot(cache_dir, sdist_path, interp)
-    cached = _cached_wheel(slot)
+    sdist_path, interp, slot, cached = _lookup(sdist_path, python, cache_dir)
     if cached is not None:
         return _wheel_metadata(cached)
     try:
@@ -147,6 +141,22 @@ def sdist_metadata(
         build.check_name(_metadata_name(data), "metadata")
         _publish(slot, data, "METADATA")
         return data
+
+
+def _lookup(
+    sdist_path: Path,
+    python: str | os.PathLike[str] | InterpreterInfo | None,
+    cache_dir: Path | None,
+) -> tuple[Path, InterpreterInfo, Path, Path | None]:
+    """The interpreter, the built-wheel cache slot, and the wheel cached there.
+
+    Both the build and the metadata query start here: the slot is keyed by
+    the sdist's bytes and the interpreter, so either finds the other's wheel.
+    """
+    sdist_path = Path(sdist_path)
+    interp = _interpreter(python, cache_dir)
+    slot = _cache_slot(cache_dir, sdist_path, interp)
+    return sdist_path, interp, slot, _cached_wheel(slot)
 
 
 def _interpreter(
