@@ -698,9 +698,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, help="rounds per timing (default 15, quick 5)")
     parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
     parser.add_argument("--program", help="the /usr/bin program to package (default: picked)")
-    parser.add_argument(
-        "--ldd-only", action="store_true", help="only part 3, cpk ldd against ldd"
-    )
+    parser.add_argument("--ldd-only", action="store_true", help="only part 3, cpk ldd against ldd")
     args = parser.parse_args()
     rounds = args.repeat or (5 if args.quick else 15)
     for tool in ("ldd", "cp"):

@@ -471,8 +471,8 @@ def _remote_environment(env: Mapping[str, str]) -> RemoteEnvironment:
     from pathlib import Path
 
     home = Path(env.get("HOME") or os.path.expanduser("~"))
-    docker_dir = Path(env["DOCKER_CONFIG"]).expanduser() if env.get("DOCKER_CONFIG") else (
-        home / ".docker"
+    docker_dir = (
+        Path(env["DOCKER_CONFIG"]).expanduser() if env.get("DOCKER_CONFIG") else (home / ".docker")
     )
     return RemoteEnvironment(
         remotes=tuple(env.get("CPK_REMOTES", "").split()),

@@ -201,4 +201,3 @@ def cmd_ldd(args: argparse.Namespace) -> int:
     if report.error:
         print(f"cpk: error: the loader stops: {report.error}", file=sys.stderr)
     return 0 if report.ok else 1
-
