@@ -294,7 +294,24 @@ def _fail(name: str, what: str) -> ElfError:
     return ElfError(f"{name}: malformed ELF file ({what})")
 
 
-def _parse(data: bytes | mmap.mmap, name: str) -> ElfInfo:
+#: What :func:`_header` returns: is64, byte order, e_type, e_machine, osabi,
+#: the dynamic entries' struct format, the PT_LOAD segments as (vaddr,
+#: offset, filesz), and the PT_DYNAMIC and PT_INTERP segments as (offset, size).
+_Header = tuple[
+    bool,
+    str,
+    int,
+    int,
+    int,
+    str,
+    list[tuple[int, int, int]],
+    tuple[int, int] | None,
+    tuple[int, int] | None,
+]
+
+
+def _header(data: bytes | bytearray | mmap.mmap, name: str) -> _Header:
+    """The ELF header's facts and the program headers' segments, checked."""
     if len(data) < 16:
         raise ElfError(f"{name}: truncated ELF file")
     ei_class, ei_data, ei_version, osabi = data[4], data[5], data[6], data[7]
@@ -324,7 +341,7 @@ def _parse(data: bytes | mmap.mmap, name: str) -> ElfInfo:
 
     loads: list[tuple[int, int, int]] = []  # (vaddr, offset, filesz)
     dynamic: tuple[int, int] | None = None
-    interp: str | None = None
+    interp: tuple[int, int] | None = None
     for i in range(e_phnum):
         raw = struct.unpack_from(ph_fmt, data, e_phoff + i * e_phentsize)
         if is64:
@@ -338,14 +355,22 @@ def _parse(data: bytes | mmap.mmap, name: str) -> ElfInfo:
         elif p_type == PT_DYNAMIC:
             dynamic = (p_offset, p_filesz)
         elif p_type == PT_INTERP:
-            # The kernel refuses a PT_INTERP longer than PATH_MAX; reading
-            # at most MAX_STRING of it keeps a hostile segment from being
-            # copied whole.
-            interp = (
-                data[p_offset : p_offset + min(p_filesz, MAX_STRING)]
-                .split(b"\0", 1)[0]
-                .decode("utf-8", "surrogateescape")
-            )
+            interp = (p_offset, p_filesz)
+    return is64, end, e_type, e_machine, osabi, dyn_fmt, loads, dynamic, interp
+
+
+def _parse(data: bytes | mmap.mmap, name: str) -> ElfInfo:
+    is64, end, e_type, e_machine, osabi, dyn_fmt, loads, dynamic, interp_at = _header(data, name)
+    interp: str | None = None
+    if interp_at is not None:
+        # The kernel refuses a PT_INTERP longer than PATH_MAX; reading at
+        # most MAX_STRING of it keeps a hostile segment from being copied whole.
+        p_offset, p_filesz = interp_at
+        interp = (
+            data[p_offset : p_offset + min(p_filesz, MAX_STRING)]
+            .split(b"\0", 1)[0]
+            .decode("utf-8", "surrogateescape")
+        )
 
     base = dict(
         elf_class=64 if is64 else 32,
@@ -486,32 +511,8 @@ def dynamic_table(data: bytes | bytearray | mmap.mmap) -> DynamicTable | None:
     info = parse_elf(data)  # type: ignore[arg-type]
     if not info.has_dynamic:
         return None
-    is64 = data[4] == 2
-    end = "<" if data[5] == 1 else ">"
-    if is64:
-        e_phoff, e_phentsize, e_phnum = (
-            struct.unpack_from(end + "Q", data, 32)[0],
-            *struct.unpack_from(end + "HH", data, 54),
-        )
-        ph_fmt, dyn_fmt = end + "IIQQQQQQ", end + "qQ"
-    else:
-        e_phoff, e_phentsize, e_phnum = (
-            struct.unpack_from(end + "I", data, 28)[0],
-            *struct.unpack_from(end + "HH", data, 42),
-        )
-        ph_fmt, dyn_fmt = end + "IIIIIIII", end + "iI"
-    loads: list[tuple[int, int, int]] = []
-    dynamic = (0, 0)
-    for i in range(e_phnum):
-        raw = struct.unpack_from(ph_fmt, data, e_phoff + i * e_phentsize)
-        if is64:
-            p_type, _pf, p_offset, p_vaddr, _pa, p_filesz, _memsz, _align = raw
-        else:
-            p_type, p_offset, p_vaddr, _pa, p_filesz, _memsz, _pf, _align = raw
-        if p_type == PT_LOAD:
-            loads.append((p_vaddr, p_offset, p_filesz))
-        elif p_type == PT_DYNAMIC:
-            dynamic = (p_offset, p_filesz)
+    *_facts, dyn_fmt, loads, dynamic, _interp = _header(data, "")
+    assert dynamic is not None  # parse_elf found it
     size = struct.calcsize(dyn_fmt)
     entries = []
     off, length = dynamic
