@@ -1408,13 +1408,9 @@ def _verify_header(head: bytes, fd: int, config: LoaderConfig, osversion: int) -
     # What the header points at is read only inside the file: a hostile
     # offset or size (up to 2**64) must not become a huge allocation.
     size = os.fstat(fd).st_size
-    phdrs = head[e_phoff : e_phoff + length]
-    if len(phdrs) < length:
-        if e_phoff + length > size:
-            return "cannot read file data"
-        phdrs = os.pread(fd, length, e_phoff)
-        if len(phdrs) != length:
-            return "cannot read file data"
+    phdrs = _read_at(fd, head, size, e_phoff, length)
+    if phdrs is None:
+        return "cannot read file data"
     for i in range(e_phnum):
         raw = struct.unpack_from(ph_fmt, phdrs, i * ph_size)
         if is64:
@@ -1423,18 +1419,27 @@ def _verify_header(head: bytes, fd: int, config: LoaderConfig, osversion: int) -
             p_type, p_offset, _va, _pa, p_filesz, _memsz, _flags, p_align = raw
         if p_type != _PT_NOTE or p_filesz < 32 or p_align not in (4, 8):
             continue
-        note = head[p_offset : p_offset + p_filesz]
-        if len(note) < p_filesz:
-            if p_offset + p_filesz > size:
-                return "cannot read file data"
-            note = os.pread(fd, p_filesz, p_offset)
-            if len(note) != p_filesz:
-                return "cannot read file data"
+        note = _read_at(fd, head, size, p_offset, p_filesz)
+        if note is None:
+            return "cannot read file data"
         verdict = _abi_note(note, p_align, end, osversion)
         if verdict is None:
             continue
         return verdict or None
     return None
+
+
+def _read_at(fd: int, head: bytes, size: int, offset: int, length: int) -> bytes | None:
+    """length bytes at offset: from the head already read, else from the file;
+    None past the file's end (size) or on a short read, as ld.so fails."""
+    data = head[offset : offset + length]
+    if len(data) < length:
+        if offset + length > size:
+            return None
+        data = os.pread(fd, length, offset)
+        if len(data) != length:
+            return None
+    return data
 
 
 def _abi_note(note: bytes, align: int, end: str, osversion: int) -> str | None:
