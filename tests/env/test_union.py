@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.debs import _ar, _tar
+from tests.support.debs import _tar
+from tests.support.hostile import ar_archive
 from tests.support.processes import userns_unavailable
 
 NOBODY = 65534
@@ -105,7 +106,9 @@ def build_deb(
     data = _tar_with_modes(files, {f"usr/lib/{PROG}/helper": 0o755})
     path = where / f"{PROG}_{version}_{_arch()}.deb"
     path.write_bytes(
-        _ar([("debian-binary", b"2.0\n"), ("control.tar.gz", _tar(control)), ("data.tar.gz", data)])
+        ar_archive(
+            [("debian-binary", b"2.0\n"), ("control.tar.gz", _tar(control)), ("data.tar.gz", data)]
+        )
     )
     return path
 
@@ -608,8 +611,9 @@ def test_ld_so_conf_d_directories_reach_the_loader_cache(sandbox: Path) -> None:
         "etc/ld.so.conf.d/privtool.conf": b"# the private library\n/usr/lib/privtool\n",
     }
     deb.write_bytes(
-        _ar([("debian-binary", b"2.0\n"), ("control.tar.gz", _tar({"control": control.encode()})),
-             ("data.tar.gz", _tar(files))])
+        ar_archive([("debian-binary", b"2.0\n"),
+                    ("control.tar.gz", _tar({"control": control.encode()})),
+                    ("data.tar.gz", _tar(files))])
     )  # fmt: skip
     if _as_user():
         subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(where)], check=True)
