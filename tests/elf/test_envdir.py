@@ -210,6 +210,15 @@ def test_foreign_file_is_never_overwritten(app_store: Path) -> None:
     assert tree_snapshot(where) == before
 
 
+def test_where_that_is_a_file_is_refused_in_one_line(app_store: Path) -> None:
+    where = app_store / "W"
+    where.write_text("mine\n")
+    proc = run_cpk("install", "app", where)
+    assert proc.returncode == 1
+    assert proc.stderr == f"cpk: error: {where}: not a directory\n"
+    assert where.read_text() == "mine\n"
+
+
 def test_upgrade_and_remove(app_store: Path) -> None:
     tree = app_store / "app"
     (tree / "share" / "man" / "man1" / "app.1").write_text(".TH APP 1\n.SH NAME\napp two\n")

@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from contentpkg.elf.versions import newest_first
-from contentpkg.errors import CpkError, MissingLibraryError
+from contentpkg.errors import CpkError, InvalidInputError, MissingLibraryError
 from contentpkg.fs import flocked, replace_path, replace_symlink, write_atomic
 from contentpkg.store.entry import Entry, Spec
 from contentpkg.store.hashing import META_DIR, hash_file
@@ -1068,6 +1068,8 @@ class _locked:
         self.created: list[Path] = []
 
     def __enter__(self) -> None:
+        if os.path.lexists(self.where) and not os.path.isdir(self.where):
+            raise InvalidInputError(f"{self.where}: not a directory", path=str(self.where))
         meta = self.where / META_DIR
         for d in reversed([meta, *meta.parents]):
             if not d.exists():
