@@ -465,7 +465,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if status != 304 and self.command != "HEAD":
-            self.wfile.write(body)
+            try:
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                # The client went away mid-answer (uv drops a response it no
+                # longer needs): theirs to decide, not a server error to print.
+                self.close_connection = True
 
     def do_HEAD(self) -> None:
         """GET's headers without the body (uv asks this before range requests)."""
