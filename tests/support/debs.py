@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -167,8 +168,10 @@ class Archive:
     def make_key(self) -> None:
         """A throwaway signing key and the exported public keyring gpgv reads."""
         assert GPG is not None
-        self.gnupghome = self.root.parent / f"{self.root.name}-gnupg"
-        self.gnupghome.mkdir(mode=0o700, exist_ok=True)
+        # The agent's sockets live in GNUPGHOME, and a socket's path must fit
+        # in 108 bytes: pytest's directories outgrow that once its run counter
+        # reaches four digits under xdist. A short directory of its own does not.
+        self.gnupghome = Path(tempfile.mkdtemp(prefix="cpk-gnupg-"))
         self._gpg(
             "--quick-gen-key",
             "--passphrase",
@@ -194,6 +197,8 @@ class Archive:
                 capture_output=True,
                 check=False,
             )
+        shutil.rmtree(self.gnupghome, ignore_errors=True)
+        self.gnupghome = None
 
     def _gpg(self, *args: str, capture: bool = False, stdin: bytes | None = None) -> bytes:
         assert GPG is not None and self.gnupghome is not None
