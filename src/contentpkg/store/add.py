@@ -730,8 +730,14 @@ def _run_batches(
     # Imported here: most adds (a wheel, a .deb) never copy a tree.
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cpk-copy") as pool:
-        futures = [pool.submit(copy_batch, b) for b in batches]
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cpk-copy") as pool:
+            futures = [pool.submit(copy_batch, b) for b in batches]
+    except BaseException:
+        # Interrupted while waiting (^C): the other threads stop at their
+        # next file rather than write on into a slot being discarded.
+        failed.set()
+        raise
     # Every thread has ended here (the pool's exit waits for them).
     for future in futures:
         if future.exception() is not None:
