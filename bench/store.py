@@ -121,10 +121,15 @@ def per_round(times: list[float], others: list[float]) -> str:
 
 
 def sha256sum(tree: Path) -> None:
-    files = [str(p) for p in tree.rglob("*") if p.is_file()]
-    # xargs-style batches keep the command line within limits.
-    for i in range(0, len(files), 2000):
-        subprocess.run(["sha256sum", *files[i : i + 2000]], check=True, stdout=subprocess.DEVNULL)
+    """``find | xargs sha256sum``, as one would hash a tree from a shell: the
+    listing in ``find``, not in this process (a Python ``rglob`` of 10,000
+    files took some 0.2 s, more than the hashing, and made the floor look
+    twice as slow as it is)."""
+    subprocess.run(
+        ["sh", "-c", 'find "$1" -type f -print0 | xargs -0 sha256sum', "sh", str(tree)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def cpk_hash(tree: Path) -> None:
