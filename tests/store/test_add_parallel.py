@@ -174,3 +174,49 @@ def test_each_source_directory_is_listed_twice_and_the_entry_not_at_all(
         return sum(1 for line in lines if "getdents64(" in line and line.endswith("= 0"))
 
     assert (listed(large) - listed(small)) / (many - few) == 2
+
+
+@needs_strace
+def test_the_threaded_copy_costs_no_more_system_calls_per_file(tmp_path: Path) -> None:
+    """On threads, each file still costs one open, read, write and close of
+    the source and of the copy, one fstat and no chmod: the threads add
+    per batch of files, not per file."""
+
+    def tree(root: Path, files: int) -> Path:
+        for i in range(files):
+            d = root / f"d{i % 5}"
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"f{i}.txt").write_bytes(os.urandom(100 + i % 900))
+        return root
+
+    def counts(src: Path, label: str) -> dict[str, int]:
+        log = tmp_path / f"{label}.count"
+        env = dict(os.environ, CPK_HOME=os.fspath(tmp_path / f"home-{label}"))
+        subprocess.run(
+            ["strace", "-f", "-c", "-o", os.fspath(log), sys.executable, "-m", "contentpkg",
+             "store", "add", os.fspath(src), "--name", "t", "--version", "1"],
+            env=env, check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        found: dict[str, int] = {}
+        for line in log.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 5 and parts[3].isdigit() and parts[-1] != "total":
+                found[parts[-1]] = int(parts[3])
+        return found
+
+    # Both above the threshold, in as many directories, each under a batch.
+    few, many = 300, 900
+    small, large = (
+        counts(tree(tmp_path / "few", few), "few"),
+        counts(tree(tmp_path / "many", many), "many"),
+    )
+
+    def per_file(*names: str) -> float:
+        return sum(large.get(n, 0) - small.get(n, 0) for n in names) / (many - few)
+
+    assert per_file("openat", "open") == 2
+    assert per_file("close") == 2
+    assert per_file("read") == 1
+    assert per_file("write") == 1
+    assert per_file("fstat", "newfstatat", "statx") == 1
+    assert per_file("chmod", "fchmod", "fchmodat") == 0
