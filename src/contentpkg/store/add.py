@@ -492,11 +492,11 @@ def add_path(store: Store, src: Path, name: str, version: str) -> AddResult:
         raise CpkError(f"{src}: {exc.strerror}") from None
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
         raise CpkError(f"{src}: not a regular file or directory")
-    check_source(src, st)  # before anything is written
+    listing = check_source(src, st)  # before anything is written
 
     def populate(dest: Path) -> list[FileRecord]:
         if stat.S_ISDIR(st.st_mode):
-            return copy_tree(src, dest)
+            return copy_tree(src, dest, listing=listing)
         digest, size, mode = copy_file(src, dest / src.name)
         return [FileRecord(src.name, "x" if mode & stat.S_IXUSR else "f", digest, size)]
 
@@ -505,11 +505,20 @@ def add_path(store: Store, src: Path, name: str, version: str) -> AddResult:
     return add_built(store, name, version, "generic", populate, source=str(src.absolute()))
 
 
-def check_source(src: Path, st: os.stat_result) -> None:
-    """Walk the input once without writing, so bad input changes nothing."""
+#: What :func:`check_source` saw of a tree, for :func:`copy_tree` to copy
+#: without listing it again: per directory (its prefix, ``""`` or ending in
+#: ``/``, parents before children), its entries as (name, kind, symlink
+#: target), kind ``l``, ``d`` or ``f`` (anything else: the copy's fstat
+#: refuses what is not a regular file), derived directories left out.
+Listing = list[tuple[str, list[tuple[str, str, str]]]]
+
+
+def check_source(src: Path, st: os.stat_result) -> Listing | None:
+    """Walk the input once without writing, so bad input changes nothing;
+    a directory's listing (see :data:`Listing`), None for a file."""
     if stat.S_ISREG(st.st_mode):
         _check_mode(src.name, st)
-        return
+        return None
     real_root = os.path.realpath(src)
     # scandir's entry types need no system call: only symlinks (resolved)
     # and special files (named in the error) cost one. Regular files' setuid
@@ -517,11 +526,14 @@ def check_source(src: Path, st: os.stat_result) -> None:
     # a refusal there discards the private staging slot, so the store is
     # unchanged all the same, and each file is stat'ed once, not twice.
     top = os.fspath(src)
+    listing: Listing = []
     stack = [""]
     while stack:
         prefix = stack.pop()
         with os.scandir(os.path.join(top, prefix) if prefix else top) as it:
             items = list(it)
+        seen: list[tuple[str, str, str]] = []
+        listing.append((prefix, seen))
         for item in items:
             name = item.name
             if name in DERIVED_DIRS:
@@ -536,10 +548,17 @@ def check_source(src: Path, st: os.stat_result) -> None:
                 inside = resolved == real_root or resolved.startswith(real_root + os.sep)
                 if os.path.isabs(target) or not inside:
                     raise CpkError(f"{full}: symlink to {target!r} points outside the tree")
+                # The copy makes the link the check saw, not whatever the
+                # name may point to by then.
+                seen.append((name, "l", target))
             elif item.is_dir(follow_symlinks=False):
                 stack.append(rel + "/")
-            elif not item.is_file(follow_symlinks=False):
-                _check_mode(rel, item.stat(follow_symlinks=False), item.path)
+                seen.append((name, "d", ""))
+            else:
+                if not item.is_file(follow_symlinks=False):
+                    _check_mode(rel, item.stat(follow_symlinks=False), item.path)
+                seen.append((name, "f", ""))
+    return listing
 
 
 def _check_mode(rel: str, st: os.stat_result, shown: str | None = None) -> None:
@@ -560,16 +579,21 @@ def _check_mode(rel: str, st: os.stat_result, shown: str | None = None) -> None:
         raise CpkError(f"{shown}: has the setuid or setgid bit; the store refuses such files")
 
 
-def copy_tree(src: Path, dest: Path, elf: list[str] | None = None) -> list[FileRecord]:
+def copy_tree(
+    src: Path, dest: Path, elf: list[str] | None = None, listing: Listing | None = None
+) -> list[FileRecord]:
     """Copy a checked tree into dest, hashing each file as it is copied.
 
     ``elf``, when given, receives the relative path of every file that
     starts with the ELF magic: the copy has just read those bytes, so a
     caller that patches ELF files need not open every file again to find them.
+    ``listing``, when given, is what :func:`check_source` saw of src, and
+    the copy does not list the tree again.
 
     Two passes. The first, in this thread, lists the source directory by
-    directory and makes every directory and symlink of the copy, so the
-    second finds each file's directory already there. The second copies the
+    directory (or takes the check's listing) and makes every directory and
+    symlink of the copy, so the second finds each file's directory already
+    there. The second copies the
     files in batches of one directory's files each, on
     :func:`copy_workers` threads: creating a file is most of what the copy
     costs (the kernel allocating an inode, which on ext4 can run in two
@@ -592,7 +616,10 @@ def copy_tree(src: Path, dest: Path, elf: list[str] | None = None) -> list[FileR
     try:
         dest_root = os.open(dest, _DIR_FLAGS)
         try:
-            batches = _make_dirs(src_root, dest_root, records)
+            if listing is None:
+                batches = _make_dirs(src_root, dest_root, records)
+            else:
+                batches = _make_listed(dest_root, listing, records)
             copied = _run_batches(src_root, dest_root, src_top, batches)
         finally:
             os.close(dest_root)
@@ -674,6 +701,32 @@ def _make_dirs(src_root: int, dest_root: int, records: list[FileRecord]) -> list
         finally:
             if src_fd != src_root:
                 os.close(src_fd)
+    return batches
+
+
+def _make_listed(dest_root: int, listing: Listing, records: list[FileRecord]) -> list[_FileBatch]:
+    """:func:`_make_dirs` from the check's listing: the source is not listed
+    again, and its directories not opened (symlink targets are known)."""
+    append = records.append
+    batches: list[_FileBatch] = []
+    for prefix, items in listing:
+        dest_fd = os.open(prefix, _DIR_FLAGS, dir_fd=dest_root) if prefix else dest_root
+        try:
+            files: list[str] = []
+            for name, kind, link in items:
+                if kind == "f":
+                    files.append(name)
+                elif kind == "d":
+                    os.mkdir(name, 0o755, dir_fd=dest_fd)
+                    append(FileRecord(prefix + name, "d", ""))
+                else:
+                    os.symlink(link, name, dir_fd=dest_fd)
+                    append(FileRecord(prefix + name, "l", link))
+            for i in range(0, len(files), _BATCH_FILES):
+                batches.append((prefix, files[i : i + _BATCH_FILES]))
+        finally:
+            if dest_fd != dest_root:
+                os.close(dest_fd)
     return batches
 
 
