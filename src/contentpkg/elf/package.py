@@ -100,12 +100,20 @@ def add_package(
     check_part("name", name)
     check_part("version", version)
     if stat.S_ISDIR(st.st_mode):
-        check_source(src, st)
+        listing = check_source(src, st)
         # The copy hashes every file and notes the ELF ones as it goes: no
-        # second pass over the tree needs to read them again.
+        # second pass over the tree needs to read them again (nor list it:
+        # the check's listing is the copy's).
         elf: list[str] = []
         return _add(
-            store, src, name, version, lambda d: copy_tree(src, d, elf), None, requires, elf=elf
+            store,
+            src,
+            name,
+            version,
+            lambda d: copy_tree(src, d, elf, listing),
+            None,
+            requires,
+            elf=elf,
         )
     if not stat.S_ISREG(st.st_mode):
         raise CpkError(f"{src}: not a regular file, directory or .deb")

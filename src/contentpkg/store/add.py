@@ -24,6 +24,7 @@ import hashlib
 import os
 import shutil
 import stat
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -69,8 +70,10 @@ _CHUNK = 1 << 20
 
 class SealedFiles(list[FileRecord]):
     """Records from a writer that created every file with its sealed mode
-    (0444, or 0555 when executable) and changed none afterwards, so sealing
-    the entry need not stat each file again: only directories are left open.
+    (0444, or 0555 when executable) and changed none afterwards, and that
+    made no directory the records leave out. Sealing the entry then need
+    neither stat each file again nor list each directory: it changes the
+    recorded directories' modes, and lists only the metadata directory.
     A populate callback that alters files returns a plain list instead.
     """
 
@@ -312,7 +315,12 @@ def _stage(store: Store, root: Path, slot: Slot, request: _Request) -> _Staged |
     meta_dir.mkdir(exist_ok=True)  # populate may have put derived records there (bytecode)
     (meta_dir / ENTRY_JSON).write_bytes(dump_metadata(meta))
     (meta_dir / FILES_JSON).write_bytes(dump_files(records))
-    seal(slot.path, top=False, files_sealed=isinstance(records, SealedFiles))
+    if isinstance(records, SealedFiles):
+        seal(
+            slot.path, top=False, files_sealed=True, dirs=[r.path for r in records if r.kind == "d"]
+        )
+    else:
+        seal(slot.path, top=False)
     rows = [(r.value, r.path) for r in records if r.kind in "fx"]
     return _Staged(slot, dirname, [*rows, *extra_rows], source_hash)
 
@@ -399,7 +407,9 @@ def _check_staged(root: Path, records: list[FileRecord]) -> None:
                 raise CpkError(f"{r.path}: symlink to {target!r} points outside the tree")
 
 
-def seal(root: Path, *, top: bool = True, files_sealed: bool = False) -> None:
+def seal(
+    root: Path, *, top: bool = True, files_sealed: bool = False, dirs: list[str] | None = None
+) -> None:
     """Give everything below root the one mode an entry's content has.
 
     Files are 0444, or 0555 when their owner may execute them (the only mode
@@ -410,7 +420,9 @@ def seal(root: Path, *, top: bool = True, files_sealed: bool = False) -> None:
     until it has been renamed into place. Setuid and setgid are refused
     rather than silently dropped. ``files_sealed`` says every file below
     root already has its sealed mode (see :class:`SealedFiles`) and only the
-    directories are sealed, sparing an lstat per file.
+    directories are sealed, sparing an lstat per file; ``dirs`` with it
+    lists every directory below root except the metadata directory
+    (relative paths), sparing the listing of each.
     """
     # Bottom-up, and the metadata directory last: a reader takes a sealed
     # metadata directory to mean the whole entry is sealed (bytecode's
@@ -421,7 +433,13 @@ def seal(root: Path, *, top: bool = True, files_sealed: bool = False) -> None:
     # Post-order with scandir: its entry types spare an lstat for every
     # directory and symlink; files are lstat'ed (through the entry, once)
     # because their mode is what is checked.
-    _seal_below(top_dir, top_dir, last, files_sealed)
+    if files_sealed and dirs is not None:
+        # Deepest first, as the walk below would: a directory is closed
+        # only after everything inside it.
+        for rel in sorted(dirs, key=lambda d: -d.count("/")):
+            os.chmod(os.path.join(top_dir, rel), 0o555)
+    else:
+        _seal_below(top_dir, top_dir, last, files_sealed)
     if os.path.isdir(last) and not os.path.islink(last):
         _seal_below(last, top_dir, last, False)  # written after the copy
         if stat.S_IMODE(os.lstat(last).st_mode) != 0o555:
@@ -474,11 +492,11 @@ def add_path(store: Store, src: Path, name: str, version: str) -> AddResult:
         raise CpkError(f"{src}: {exc.strerror}") from None
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
         raise CpkError(f"{src}: not a regular file or directory")
-    check_source(src, st)  # before anything is written
+    listing = check_source(src, st)  # before anything is written
 
     def populate(dest: Path) -> list[FileRecord]:
         if stat.S_ISDIR(st.st_mode):
-            return copy_tree(src, dest)
+            return copy_tree(src, dest, listing=listing)
         digest, size, mode = copy_file(src, dest / src.name)
         return [FileRecord(src.name, "x" if mode & stat.S_IXUSR else "f", digest, size)]
 
@@ -487,11 +505,20 @@ def add_path(store: Store, src: Path, name: str, version: str) -> AddResult:
     return add_built(store, name, version, "generic", populate, source=str(src.absolute()))
 
 
-def check_source(src: Path, st: os.stat_result) -> None:
-    """Walk the input once without writing, so bad input changes nothing."""
+#: What :func:`check_source` saw of a tree, for :func:`copy_tree` to copy
+#: without listing it again: per directory (its prefix, ``""`` or ending in
+#: ``/``, parents before children), its entries as (name, kind, symlink
+#: target), kind ``l``, ``d`` or ``f`` (anything else: the copy's fstat
+#: refuses what is not a regular file), derived directories left out.
+Listing = list[tuple[str, list[tuple[str, str, str]]]]
+
+
+def check_source(src: Path, st: os.stat_result) -> Listing | None:
+    """Walk the input once without writing, so bad input changes nothing;
+    a directory's listing (see :data:`Listing`), None for a file."""
     if stat.S_ISREG(st.st_mode):
         _check_mode(src.name, st)
-        return
+        return None
     real_root = os.path.realpath(src)
     # scandir's entry types need no system call: only symlinks (resolved)
     # and special files (named in the error) cost one. Regular files' setuid
@@ -499,11 +526,14 @@ def check_source(src: Path, st: os.stat_result) -> None:
     # a refusal there discards the private staging slot, so the store is
     # unchanged all the same, and each file is stat'ed once, not twice.
     top = os.fspath(src)
+    listing: Listing = []
     stack = [""]
     while stack:
         prefix = stack.pop()
         with os.scandir(os.path.join(top, prefix) if prefix else top) as it:
             items = list(it)
+        seen: list[tuple[str, str, str]] = []
+        listing.append((prefix, seen))
         for item in items:
             name = item.name
             if name in DERIVED_DIRS:
@@ -518,10 +548,17 @@ def check_source(src: Path, st: os.stat_result) -> None:
                 inside = resolved == real_root or resolved.startswith(real_root + os.sep)
                 if os.path.isabs(target) or not inside:
                     raise CpkError(f"{full}: symlink to {target!r} points outside the tree")
+                # The copy makes the link the check saw, not whatever the
+                # name may point to by then.
+                seen.append((name, "l", target))
             elif item.is_dir(follow_symlinks=False):
                 stack.append(rel + "/")
-            elif not item.is_file(follow_symlinks=False):
-                _check_mode(rel, item.stat(follow_symlinks=False), item.path)
+                seen.append((name, "d", ""))
+            else:
+                if not item.is_file(follow_symlinks=False):
+                    _check_mode(rel, item.stat(follow_symlinks=False), item.path)
+                seen.append((name, "f", ""))
+    return listing
 
 
 def _check_mode(rel: str, st: os.stat_result, shown: str | None = None) -> None:
@@ -542,12 +579,26 @@ def _check_mode(rel: str, st: os.stat_result, shown: str | None = None) -> None:
         raise CpkError(f"{shown}: has the setuid or setgid bit; the store refuses such files")
 
 
-def copy_tree(src: Path, dest: Path, elf: list[str] | None = None) -> list[FileRecord]:
+def copy_tree(
+    src: Path, dest: Path, elf: list[str] | None = None, listing: Listing | None = None
+) -> list[FileRecord]:
     """Copy a checked tree into dest, hashing each file as it is copied.
 
     ``elf``, when given, receives the relative path of every file that
     starts with the ELF magic: the copy has just read those bytes, so a
     caller that patches ELF files need not open every file again to find them.
+    ``listing``, when given, is what :func:`check_source` saw of src, and
+    the copy does not list the tree again.
+
+    Two passes. The first, in this thread, lists the source directory by
+    directory (or takes the check's listing) and makes every directory and
+    symlink of the copy, so the second finds each file's directory already
+    there. The second copies the
+    files in batches of one directory's files each, on
+    :func:`copy_workers` threads: creating a file is most of what the copy
+    costs (the kernel allocating an inode, which on ext4 can run in two
+    directories at once), and the system calls release the GIL while one
+    thread hashes and another creates.
 
     Every name is opened relative to its directory's descriptor (``dir_fd``)
     and paths stay plain strings: for a tree of small files the per-file
@@ -558,58 +609,193 @@ def copy_tree(src: Path, dest: Path, elf: list[str] | None = None) -> list[FileR
     # from it; only then does sealing have to look at each file again.
     mask = _umask()
     records: list[FileRecord] = SealedFiles() if mask is not None and not mask & 0o555 else []
-    append = records.append
-    dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     # The source itself may be a symlink to the tree (as the command line
     # names it); below it, nothing is followed.
-    src_root = os.open(src, dir_flags & ~os.O_NOFOLLOW)
+    src_root = os.open(src, _DIR_FLAGS & ~os.O_NOFOLLOW)
     src_top = os.path.join(os.fspath(src), "")  # messages name the input's files
     try:
-        dest_root = os.open(dest, dir_flags)
+        dest_root = os.open(dest, _DIR_FLAGS)
         try:
-            stack = [""]
-            while stack:
-                prefix = stack.pop()
-                # One directory's pair of descriptors at a time: a deep tree
-                # never holds more than four open.
-                src_fd = os.open(prefix, dir_flags, dir_fd=src_root) if prefix else src_root
-                try:
-                    dest_fd = os.open(prefix, dir_flags, dir_fd=dest_root) if prefix else dest_root
-                    try:
-                        with os.scandir(src_fd) as it:
-                            items = list(it)
-                        for item in items:
-                            name = item.name
-                            if name in DERIVED_DIRS:
-                                continue
-                            rel = prefix + name
-                            if item.is_symlink():
-                                link = os.readlink(name, dir_fd=src_fd)
-                                os.symlink(link, name, dir_fd=dest_fd)
-                                append(FileRecord(rel, "l", link))
-                            elif item.is_dir(follow_symlinks=False):
-                                os.mkdir(name, 0o755, dir_fd=dest_fd)
-                                append(FileRecord(rel, "d", ""))
-                                stack.append(rel + "/")
-                            else:
-                                digest, size, mode, head = _copy_at(
-                                    src_fd, dest_fd, name, src_top + rel
-                                )
-                                if elf is not None and head == _ELF_MAGIC:
-                                    elf.append(rel)
-                                kind = "x" if mode & stat.S_IXUSR else "f"
-                                append(FileRecord(rel, kind, digest, size))
-                    finally:
-                        if dest_fd != dest_root:
-                            os.close(dest_fd)
-                finally:
-                    if src_fd != src_root:
-                        os.close(src_fd)
+            if listing is None:
+                batches = _make_dirs(src_root, dest_root, records)
+            else:
+                batches = _make_listed(dest_root, listing, records)
+            copied = _run_batches(src_root, dest_root, src_top, batches)
         finally:
             os.close(dest_root)
     finally:
         os.close(src_root)
+    for batch_records, batch_elf in copied:
+        records.extend(batch_records)
+        if elf is not None:
+            elf.extend(batch_elf)
     return records
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+#: Files per batch of the copy: a directory's files, split when there are
+#: more, so one large directory still spreads over the workers.
+_BATCH_FILES = 256
+
+#: Fewer files than this are copied in the calling thread: starting threads
+#: costs more than a small tree's creation could overlap.
+_THREADED_FILES = 256
+
+#: The most threads a copy uses: past two or three, they only queue for
+#: the GIL and the file system's own locks.
+_MAX_COPY_WORKERS = 4
+
+
+def copy_workers(files: int) -> int:
+    """Threads to copy files files with: one per CPU this process may run
+    on (``sched_getaffinity``, which a container or ``taskset`` narrows),
+    at most :data:`_MAX_COPY_WORKERS`, and one for a small tree."""
+    if files < _THREADED_FILES:
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, _MAX_COPY_WORKERS))
+
+
+def _make_dirs(src_root: int, dest_root: int, records: list[FileRecord]) -> list[_FileBatch]:
+    """The first pass of :func:`copy_tree`: list every source directory,
+    make the copy's directories and symlinks (their records appended), and
+    return the files to copy in batches of (directory prefix, names)."""
+    append = records.append
+    batches: list[_FileBatch] = []
+    stack = [""]
+    while stack:
+        prefix = stack.pop()
+        # One directory's pair of descriptors at a time: a deep tree never
+        # holds more than four open.
+        src_fd = os.open(prefix, _DIR_FLAGS, dir_fd=src_root) if prefix else src_root
+        try:
+            dest_fd = os.open(prefix, _DIR_FLAGS, dir_fd=dest_root) if prefix else dest_root
+            try:
+                with os.scandir(src_fd) as it:
+                    items = list(it)
+                files: list[str] = []
+                for item in items:
+                    name = item.name
+                    if name in DERIVED_DIRS:
+                        continue
+                    rel = prefix + name
+                    if item.is_symlink():
+                        link = os.readlink(name, dir_fd=src_fd)
+                        os.symlink(link, name, dir_fd=dest_fd)
+                        append(FileRecord(rel, "l", link))
+                    elif item.is_dir(follow_symlinks=False):
+                        os.mkdir(name, 0o755, dir_fd=dest_fd)
+                        append(FileRecord(rel, "d", ""))
+                        stack.append(rel + "/")
+                    else:
+                        files.append(name)
+                for i in range(0, len(files), _BATCH_FILES):
+                    batches.append((prefix, files[i : i + _BATCH_FILES]))
+            finally:
+                if dest_fd != dest_root:
+                    os.close(dest_fd)
+        finally:
+            if src_fd != src_root:
+                os.close(src_fd)
+    return batches
+
+
+def _make_listed(dest_root: int, listing: Listing, records: list[FileRecord]) -> list[_FileBatch]:
+    """:func:`_make_dirs` from the check's listing: the source is not listed
+    again, and its directories not opened (symlink targets are known)."""
+    append = records.append
+    batches: list[_FileBatch] = []
+    for prefix, items in listing:
+        dest_fd = os.open(prefix, _DIR_FLAGS, dir_fd=dest_root) if prefix else dest_root
+        try:
+            files: list[str] = []
+            for name, kind, link in items:
+                if kind == "f":
+                    files.append(name)
+                elif kind == "d":
+                    os.mkdir(name, 0o755, dir_fd=dest_fd)
+                    append(FileRecord(prefix + name, "d", ""))
+                else:
+                    os.symlink(link, name, dir_fd=dest_fd)
+                    append(FileRecord(prefix + name, "l", link))
+            for i in range(0, len(files), _BATCH_FILES):
+                batches.append((prefix, files[i : i + _BATCH_FILES]))
+        finally:
+            if dest_fd != dest_root:
+                os.close(dest_fd)
+    return batches
+
+
+#: A batch of the copy: a directory's prefix (``""`` or ending in ``/``)
+#: and names of files in it.
+_FileBatch = tuple[str, list[str]]
+
+
+def _run_batches(
+    src_root: int, dest_root: int, src_top: str, batches: list[_FileBatch]
+) -> list[tuple[list[FileRecord], list[str]]]:
+    """The second pass of :func:`copy_tree`: copy every batch's files, on
+    threads when the tree is large enough; each batch's records and ELF
+    files, in the batches' order.
+
+    A failure stops the other threads at their next file and is raised once
+    all have stopped: nothing writes into the slot after the copy returns
+    or raises (the caller discards the slot). With several failures, the
+    one of the earliest batch is raised.
+    """
+    files = sum(len(names) for _, names in batches)
+    workers = min(copy_workers(files), len(batches))
+    failed = threading.Event()
+
+    def copy_batch(batch: _FileBatch) -> tuple[list[FileRecord], list[str]]:
+        prefix, names = batch
+        out: list[FileRecord] = []
+        elf: list[str] = []
+        src_fd = os.open(prefix, _DIR_FLAGS, dir_fd=src_root) if prefix else src_root
+        try:
+            dest_fd = os.open(prefix, _DIR_FLAGS, dir_fd=dest_root) if prefix else dest_root
+            try:
+                for name in names:
+                    if failed.is_set():
+                        break
+                    rel = prefix + name
+                    digest, size, mode, head = _copy_at(src_fd, dest_fd, name, src_top + rel)
+                    if head == _ELF_MAGIC:
+                        elf.append(rel)
+                    out.append(FileRecord(rel, "x" if mode & stat.S_IXUSR else "f", digest, size))
+            finally:
+                if dest_fd != dest_root:
+                    os.close(dest_fd)
+        except BaseException:
+            failed.set()
+            raise
+        finally:
+            if src_fd != src_root:
+                os.close(src_fd)
+        return out, elf
+
+    if workers <= 1:
+        return [copy_batch(b) for b in batches]
+    # Imported here: most adds (a wheel, a .deb) never copy a tree.
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cpk-copy") as pool:
+            futures = [pool.submit(copy_batch, b) for b in batches]
+    except BaseException:
+        # Interrupted while waiting (^C): the other threads stop at their
+        # next file rather than write on into a slot being discarded.
+        failed.set()
+        raise
+    # Every thread has ended here (the pool's exit waits for them).
+    for future in futures:
+        if future.exception() is not None:
+            raise future.exception()  # type: ignore[misc]
+    return [future.result() for future in futures]
 
 
 def _umask() -> int | None:

@@ -1,0 +1,229 @@
+"""``cpk store add`` of a large tree: files copied on several threads.
+
+Creating files is most of what adding a tree of small files costs, and the
+kernel can create files in two directories at once, so the copy runs on one
+thread per CPU the process may use. These tests watch the real command
+under ``strace -f``: which threads created the entry's files, how often each
+directory was listed, and that the entry is the one a single thread made
+(the same content hash, fixed below, the same modes, verified).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from support.cli import run_cpk
+
+from contentpkg.store.hashing import tree_hash
+
+needs_strace = pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+
+#: The content hash of :func:`_golden_tree`, as contentpkg computed it before
+#: the copy was split over threads: any change to what a tree hashes to
+#: (record order, the executable bit, symlinks, derived directories) shows.
+GOLDEN_HASH = "sha256:wffc6dzpgjnrf9sazdj20i55b9myi8cdbhjrlhvxjxy96b0n8r1h"
+
+
+def _golden_tree(root: Path) -> Path:
+    """640 files over 24 directories, some executable, some empty, a
+    symlink, an empty directory and a derived directory the hash leaves out."""
+    for i in range(640):
+        d = root / f"d{i % 8}" / f"sub{i % 3}"
+        d.mkdir(parents=True, exist_ok=True)
+        seed = hashlib.sha256(b"%d" % i).digest()
+        (d / f"f{i}.dat").write_bytes(seed * (i % 97))
+        if i % 11 == 0:
+            (d / f"f{i}.dat").chmod(0o755)
+    (root / "empty").mkdir()
+    (root / "d0" / "link").symlink_to("sub0/f0.dat")
+    (root / "d1" / "__pycache__").mkdir()
+    (root / "d1" / "__pycache__" / "x.pyc").write_bytes(b"derived")
+    return root
+
+
+def _traced_add(
+    tmp_path: Path, src: Path, label: str, preexec: Callable[[], None] | None = None
+) -> tuple[Path, list[str]]:
+    """One ``cpk store add`` of src under ``strace -f``: the entry and the
+    trace's lines."""
+    log = tmp_path / f"{label}.strace"
+    env = dict(os.environ, CPK_HOME=os.fspath(tmp_path / f"home-{label}"))
+    proc = subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=openat,getdents64", "-o", os.fspath(log),
+         sys.executable, "-m", "contentpkg", "store", "add", os.fspath(src),
+         "--name", "t", "--version", "1"],
+        env=env, check=True, capture_output=True, text=True, timeout=120, preexec_fn=preexec,
+    )  # fmt: skip
+    return Path(proc.stdout.strip().splitlines()[-1]), log.read_text().splitlines()
+
+
+def _creators(lines: list[str], pattern: str) -> dict[str, int]:
+    """Files created (``openat`` with ``O_CREAT``) whose name matches
+    pattern, counted by the thread that created them."""
+    found: dict[str, int] = {}
+    for line in lines:
+        if "O_CREAT" in line and re.search(pattern, line):
+            pid = line.split(None, 1)[0]
+            found[pid] = found.get(pid, 0) + 1
+    return found
+
+
+@needs_strace
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_a_large_tree_is_copied_on_several_threads(tmp_path: Path) -> None:
+    """2,000 files in 40 directories: enough batches that every worker the
+    pool starts gets some, however the machine schedules them."""
+    src = tmp_path / "src"
+    for i in range(2000):
+        d = src / f"d{i % 40}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}.dat").write_bytes(b"%d" % i * (1 + i % 50))
+    entry, lines = _traced_add(tmp_path, src, "many")
+    creators = _creators(lines, r'"f\d+\.dat"')
+    assert sum(creators.values()) == 2000
+    # The pool starts a thread per batch submitted while the others are
+    # busy, up to one per CPU (at most 4).
+    assert 2 <= len(creators) <= min(len(os.sched_getaffinity(0)), 4), creators
+    assert tree_hash(entry) == tree_hash(src)
+
+
+@needs_strace
+def test_one_cpu_copies_on_one_thread(tmp_path: Path) -> None:
+    """The workers follow the CPUs the process may run on, as ``taskset``
+    or a container's cpuset narrows them."""
+    src = _golden_tree(tmp_path / "src")
+    cpu = min(os.sched_getaffinity(0))
+    entry, lines = _traced_add(tmp_path, src, "one", preexec=lambda: os.sched_setaffinity(0, {cpu}))
+    creators = _creators(lines, r'"f\d+\.dat"')
+    assert sum(creators.values()) == 640
+    assert len(creators) == 1, creators
+    assert tree_hash(entry) == GOLDEN_HASH
+
+
+def test_the_entry_is_the_one_a_single_thread_made(tmp_path: Path, cpk_home: Path) -> None:
+    """The content hash is the one contentpkg gave this tree before the
+    copy was split (a constant); every file and directory is sealed, the
+    executable bit kept, the derived directory left out, and verify agrees."""
+    src = _golden_tree(tmp_path / "src")
+    assert tree_hash(src) == GOLDEN_HASH
+    proc = run_cpk("store", "add", src, "--name", "g", "--version", "1", check=True)
+    entry = Path(proc.stdout.strip().splitlines()[-1])
+    assert entry.name == "g,1," + GOLDEN_HASH.split(":")[1][:32]
+    assert tree_hash(entry) == GOLDEN_HASH
+    assert not (entry / "d1" / "__pycache__").exists()
+    assert os.readlink(entry / "d0" / "link") == "sub0/f0.dat"
+    for dirpath, dirnames, filenames in os.walk(entry):
+        for d in dirnames:
+            assert stat.S_IMODE(os.lstat(os.path.join(dirpath, d)).st_mode) == 0o555, d
+        for f in filenames:
+            path = os.path.join(dirpath, f)
+            if os.path.islink(path):
+                continue
+            mode = stat.S_IMODE(os.lstat(path).st_mode)
+            rel = os.path.relpath(path, entry)
+            if rel.startswith(".cpk/"):
+                assert mode == 0o444, rel
+                continue
+            wanted = 0o555 if os.stat(src / rel).st_mode & stat.S_IXUSR else 0o444
+            assert mode == wanted, rel
+    verified = run_cpk("store", "verify", check=True)
+    assert "1 intact, 0 corrupt" in verified.stderr
+
+
+def test_a_refusal_in_one_thread_leaves_the_store_unchanged(tmp_path: Path, cpk_home: Path) -> None:
+    """A setuid file found by one of the copying threads: one line naming
+    it, every thread stopped, the slot discarded, nothing published."""
+    run_cpk("store", "add", _golden_tree(tmp_path / "good"), "--name", "g", "--version", "1",
+            check=True)  # fmt: skip
+    before = sorted(p.name for p in (cpk_home / "store").iterdir())
+    src = _golden_tree(tmp_path / "bad")
+    bad = src / "d5" / "sub2" / "f605.dat"
+    bad.chmod(0o4755)
+    proc = run_cpk("store", "add", src, "--name", "b", "--version", "1")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"cpk: error: {bad}: has the setuid or setgid bit; the store refuses such files"
+    ]
+    assert sorted(p.name for p in (cpk_home / "store").iterdir()) == before
+    assert os.listdir(cpk_home / "store" / ".staging") == []
+
+
+@needs_strace
+def test_each_source_directory_is_listed_once_and_the_entry_not_at_all(
+    tmp_path: Path,
+) -> None:
+    """The check pass lists each source directory, and the copy makes the
+    tree from that listing; sealing takes the copy's directories from its
+    records instead of listing the entry's."""
+
+    def tree(root: Path, dirs: int) -> Path:
+        for i in range(dirs):
+            (root / f"d{i}").mkdir(parents=True)
+            (root / f"d{i}" / "f.txt").write_bytes(b"%d" % i)
+        return root
+
+    few, many = 10, 50
+    _, small = _traced_add(tmp_path, tree(tmp_path / "few", few), "few")
+    _, large = _traced_add(tmp_path, tree(tmp_path / "many", many), "many")
+
+    def listed(lines: list[str]) -> int:
+        # Each listing is a getdents64 that returns entries and one that
+        # returns 0 at the end; count the ends.
+        return sum(1 for line in lines if "getdents64(" in line and line.endswith("= 0"))
+
+    assert (listed(large) - listed(small)) / (many - few) == 1
+
+
+@needs_strace
+def test_the_threaded_copy_costs_no_more_system_calls_per_file(tmp_path: Path) -> None:
+    """On threads, each file still costs one open, read, write and close of
+    the source and of the copy, one fstat and no chmod: the threads add
+    per batch of files, not per file."""
+
+    def tree(root: Path, files: int) -> Path:
+        for i in range(files):
+            d = root / f"d{i % 5}"
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"f{i}.txt").write_bytes(os.urandom(100 + i % 900))
+        return root
+
+    def counts(src: Path, label: str) -> dict[str, int]:
+        log = tmp_path / f"{label}.count"
+        env = dict(os.environ, CPK_HOME=os.fspath(tmp_path / f"home-{label}"))
+        subprocess.run(
+            ["strace", "-f", "-c", "-o", os.fspath(log), sys.executable, "-m", "contentpkg",
+             "store", "add", os.fspath(src), "--name", "t", "--version", "1"],
+            env=env, check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        found: dict[str, int] = {}
+        for line in log.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 5 and parts[3].isdigit() and parts[-1] != "total":
+                found[parts[-1]] = int(parts[3])
+        return found
+
+    # Both above the threshold, in as many directories, each under a batch.
+    few, many = 300, 900
+    small, large = (
+        counts(tree(tmp_path / "few", few), "few"),
+        counts(tree(tmp_path / "many", many), "many"),
+    )
+
+    def per_file(*names: str) -> float:
+        return sum(large.get(n, 0) - small.get(n, 0) for n in names) / (many - few)
+
+    assert per_file("openat", "open") == 2
+    assert per_file("close") == 2
+    assert per_file("read") == 1
+    assert per_file("write") == 1
+    assert per_file("fstat", "newfstatat", "statx") == 1
+    assert per_file("chmod", "fchmod", "fchmodat") == 0
