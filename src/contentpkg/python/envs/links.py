@@ -19,9 +19,15 @@ the view. Symlinks are created whole by one ``symlink(2)``, so concurrent
 builders can only race to make an identical one, and the loser uses the
 winner's.
 
+The files a view writes (its finder, ``pyvenv.cfg``, scripts, rewritten
+``RECORD`` files, its metadata) are pooled too, read-only, named by the hash
+of their bytes (:meth:`LinkPool.file`), and every link the pool makes is
+noted in :attr:`LinkPool.linked`, from which the view's plan is recorded
+(:mod:`.replay`, kept here as ``v-<view key>``).
+
 ``cpk store gc`` removes, through :class:`PoolGarbage`, the pool symlinks
-whose target entry it removes (or that an older gc left dangling) and the
-pooled files no view links any more.
+whose target entry it removes (or that an older gc left dangling), the
+pooled files no view links any more, and the plans of views that are gone.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every file of a view is a hard link to an inode of the link pool
 (:mod:`.links`): the symlinks into entries, the import finder, and the
-files the builder writes (``pyvenv.cfg``, scripts, rewritten ``RECORD``\\ s,
+files the builder writes (``pyvenv.cfg``, scripts, rewritten ``RECORD`` files,
 ``.cpk/refs``, ``view.json``), which it puts in the pool by the hash of
 their bytes. So once a view is built, what it is can be written down as a
 list of operations: make this directory, link this pool name here, and

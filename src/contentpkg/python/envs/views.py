@@ -30,6 +30,11 @@ the other way to keep imports as cheap as a plain virtualenv's:
   scripts gets a real ``.dist-info`` directory whose ``RECORD`` names where
   the view put those files, as pip rewrites it on install; every other
   ``.dist-info`` is one link (see :func:`_write_records`).
+* The files a view writes itself (``pyvenv.cfg``, scripts, those
+  ``RECORD`` files, ``.cpk/``) are hard links to read-only copies in the pool,
+  named by the hash of their bytes. So a view is nothing but directories
+  and pool inodes, and the builder leaves its plan in the pool: a deleted
+  view is made again from it by links alone (:mod:`.replay`).
 
 A shared library's ``$ORIGIN`` is the path it was opened under, so C
 extensions that find vendored libraries next to themselves (numpy's
