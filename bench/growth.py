@@ -117,6 +117,9 @@ def env_rows(args: argparse.Namespace, uv: str) -> None:
                     PYTHONDONTWRITEBYTECODE="1",
                 )
                 env.pop("VIRTUAL_ENV", None)
+                # The tools run their own copies: a PYTHONPATH naming the
+                # checkout's src/ would run the checkout's code in both.
+                env.pop("PYTHONPATH", None)
                 with LocalIndex(work / "dists", formats=("json",)) as index:
                     env["UV_INDEX_URL"] = url = index.url
                     cpk_proj, uv_proj = work / "cpk", work / "uv"

@@ -138,8 +138,12 @@ def install_cpk(dest: Path, package: Path | None = None) -> list[str]:
 
 
 def checkout_cpk() -> list[str]:
-    found = tool_path("cpk")
-    return [found] if found else [sys.executable, "-m", "contentpkg"]
+    """This checkout's cpk, run by this interpreter with its site (the
+    commands get no PYTHONPATH, and an installed ``cpk`` script may be
+    another checkout's)."""
+    src = str(REPO / "src")
+    code = f"import sys\nsys.path.insert(0, {src!r})\nfrom contentpkg.cli import main\n"
+    return [sys.executable, "-c", code + "sys.exit(main())"]
 
 
 def uv_command() -> list[str]:
@@ -423,7 +427,10 @@ class Case:
         self.cpk = cpk
         self.uv = uv_command()
         self.home = work / "cpk-home"
-        self.env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+        # Not PYTHONPATH either: this script is often started with the
+        # checkout's src/ on it, which every cpk it times would inherit, so
+        # that both tools (and the baseline) would run the checkout's code.
+        self.env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
         self.env.update(
             CPK_HOME=str(self.home),
             CPK_CACHE_DIR=str(work / "cpk-cache"),
@@ -527,10 +534,14 @@ class Case:
     def cold_views(self) -> None:
         log(f"{self.result.label}: environments from a warm store / cache")
 
-        def cpk_cold(*areas: str, memo: bool = True, tool: list[str] | None = None) -> float:
+        def cpk_cold(*areas: str, memo: bool = True, tool: list[str] | None = None,
+                     plans: bool = True) -> float:  # fmt: skip
             for name in ("views", "envs", *areas):
                 if (self.home / name).exists():
                     remove_tree(self.home / name)
+            if not plans:  # the views' plans in the pool: the builder makes them
+                for plan in (self.home / "links").glob("v-*"):
+                    plan.unlink()
             (self.cpk_proj / ".venv").unlink(missing_ok=True)
             # The baseline keeps its own cache (memos, parsed locks,
             # interpreter facts), so neither side deletes the other's memo.
@@ -559,8 +570,9 @@ class Case:
             return wall
 
         label = self.result.label
-        keys = ["cpk-view", "uv-sync", "uv-sync-pyc", "cpk-view-nopool", "cpk-view-floor",
-                "cpk-view-floor-bare", "python-bare", "cpk-view-nomemo"]  # fmt: skip
+        keys = ["cpk-view", "uv-sync", "uv-sync-pyc", "cpk-view-nopool", "cpk-view-noplan",
+                "cpk-view-floor", "cpk-view-floor-bare", "python-bare",
+                "cpk-view-nomemo"]  # fmt: skip
         if self.baseline:
             keys += ["base-view", "base-view-nomemo"]
             cpk_cold(memo=False, tool=self.baseline)  # its cache warmed once, as ours was
@@ -584,6 +596,8 @@ class Case:
             # The link pool is made when wheels enter the store; without it
             # the first view of these entries makes every symlink itself.
             sample("cpk-view-nopool", cpk_cold("links"))
+            # Without the views' plans: the builder, from the memo's recipe.
+            sample("cpk-view-noplan", cpk_cold(plans=False))
             # Without the run memo (a project never run here): the full path.
             sample("cpk-view-nomemo", cpk_cold(memo=False))
         self.result.times.update({k: statistics.median(v) for k, v in samples.items()})
@@ -697,6 +711,7 @@ def cpu_rows(label: str, w: int) -> None:
     line("import every top-level package", "cpk-import", "uv-import")
     line("env from warm store / uv sync", "cpk-view", "uv-sync")
     line("  cpk without its run memo [g]", "cpk-view-nomemo", "uv-sync")
+    line("  cpk without the views' plans [i]", "cpk-view-noplan", "uv-sync")
     if f"cpu:{label}:base-view" in SAMPLES:
         line("  baseline checkout [h]", "base-view", "uv-sync")
         line("  baseline checkout without its memo [h]", "base-view-nomemo", "uv-sync")
@@ -722,13 +737,14 @@ def report(results: Sequence[Results], args: argparse.Namespace) -> None:
         over_u = t["uv-run"] - t["uv-python"]
         row("  run overhead over bin/python", over_c, over_u, "<= 1x", sign=True)
         over_k = t["cpk-run-checkout"] - t["cpk-python"]
-        row("  same, via the checkout's `cpk` script [a]", over_k, over_u, sign=True)
+        row("  same, the checkout's src/ on its python [a]", over_k, over_u, sign=True)
         row("import every top-level package [b]", t["cpk-import"], t["uv-import"], "<= 1.02x")
         if "cpk-view-import" in t:
             row("  the shared view alone, no overlay", t["cpk-view-import"], t["uv-import"])
         row("env from warm store: cpk run / uv sync [c]", t["cpk-view"], t["uv-sync"], "<= 0.25x")
         row("  against uv sync --compile-bytecode", t["cpk-view"], t["uv-sync-pyc"])
         row("  cpk with the link pool deleted too [e]", t["cpk-view-nopool"], t["uv-sync"])
+        row("  cpk with the views' plans deleted too [i]", t["cpk-view-noplan"], t["uv-sync"])
         row("  cpk with its run memo deleted too [g]", t["cpk-view-nomemo"], t["uv-sync"])
         if "base-view" in t:
             row("  baseline checkout's cpk [h]", t["base-view"], t["uv-sync"])
@@ -771,7 +787,7 @@ def report(results: Sequence[Results], args: argparse.Namespace) -> None:
         f"\nmedians: start-up and imports of {args.runs}x{args.reps} interleaved samples, "
         f"builds of {args.runs}; ratios are cpk / uv (or cpk / x)\n"
         "cpk runs from its own virtualenv, byte-compiled, as an installed tool would\n"
-        "[a] the checkout's console script: this interpreter's site-packages .pth files run at\n"
+        "[a] this checkout's src/ run by this interpreter: its site-packages .pth files run at\n"
         "    its start, and any module edited since its bytecode was written is compiled again\n"
         "[b] each env's bin/python on one script; the projects have no [build-system], so\n"
         "    both treat them as virtual: cpk runs in the shared view, uv in its .venv\n"
@@ -785,7 +801,10 @@ def report(results: Sequence[Results], args: argparse.Namespace) -> None:
         "    timed beside it; where uv's sync is close to it, no Python tool can reach the goal\n"
         "[c], [g] with the inputs unchanged, the run memo (in the cache) rebuilds the deleted\n"
         "    view from its recipe; [g] deletes the memo too: the full path, as for a project\n"
-        "    never run on this machine (parser, project, lock, source lookups)"
+        "    never run on this machine (parser, project, lock, source lookups)\n"
+        "[i] a built view leaves its plan in the pool (links/v-<key>: its directories and the\n"
+        "    pool names it links); [c] makes the deleted view from it, this row deletes the\n"
+        "    plans too, so the view is built from the entries as the first time"
         + (
             f"\n[h] the same rows with {args.baseline}'s cpk (own cache), timed between these"
             if args.baseline is not None

@@ -234,17 +234,53 @@ def test_the_hot_path_check_sees_a_memo_miss(tmp_path: Path, index: LocalIndex) 
     assert third_party <= {m.split(".")[0] for m in _imported(startup.stderr)}, sorted(third_party)
 
 
+def _tree(root: Path) -> list[tuple]:
+    """Everything a directory holds, as a comparison sees it: each path with
+    its type, mode and target or bytes, and for a non-directory its inode
+    (two views whose files are the same pool inodes compare equal)."""
+    out = []
+    for directory, dirs, files in os.walk(root):
+        for name in sorted(dirs + files):
+            path = os.path.join(directory, name)
+            st = os.lstat(path)
+            rel = os.path.relpath(path, root)
+            if os.path.islink(path):
+                out.append((rel, "link", st.st_mode, os.readlink(path), st.st_ino))
+            elif os.path.isdir(path):
+                out.append((rel, "dir", st.st_mode))
+            else:
+                out.append((rel, "file", st.st_mode, Path(path).read_bytes(), st.st_ino))
+    return sorted(out)
+
+
+#: What remaking a deleted view from the memo loads besides the hot path's
+#: modules: the rebuild, the plan's replay, and two standard C modules.
+REBUILD_MODULES = {
+    "contentpkg.python.envs",
+    "contentpkg.python.envs.rebuild",
+    "contentpkg.python.envs.replay",
+    "errno",
+    "fcntl",
+}
+
+
 def test_a_deleted_view_is_made_again_from_the_memo(tmp_path: Path, index: LocalIndex) -> None:
     """Views are derived: with views/ gone and every input unchanged, the memo's
-    recipe rebuilds the same view without the parser, the project or the lock."""
+    recipe makes the same view again from the view's plan (links from the
+    pool, nothing written), without the parser, the project, the lock, or
+    any module of the builder or the store."""
     from contentpkg.fs import remove_tree
+    from contentpkg.python.envs.replay import LINKS, PLAN_PREFIX
 
     root = project(tmp_path, "alpha")
     probe = ("python", "-c", "import alpha; print('probe ran', alpha.__name__)")
     run(index, root, *probe, check=True)
     view = os.readlink(root / ".venv")
+    before = _tree(Path(view))
     (memo,) = (Path(os.environ["CPK_CACHE_DIR"]) / "run-memo").iterdir()
     written = memo.stat()
+    plan = Path(os.environ["CPK_HOME"]) / LINKS / f"{PLAN_PREFIX}{os.path.basename(view)}"
+    planned = plan.stat()
     # The recipe keeps what a view needs of the interpreter, not its wheel tags.
     import marshal
 
@@ -252,31 +288,72 @@ def test_a_deleted_view_is_made_again_from_the_memo(tmp_path: Path, index: Local
     assert facts["tags"] == [] and facts["version"] and facts["site_packages"]
     remove_tree(Path(view).parent)
     (root / ".venv").unlink()
-    startup = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "pass"],
+    # Started as the console script starts it, without site (whose .pth files
+    # here may load modules themselves), so that only cpk's imports show.
+    script = "import sys; from contentpkg.cli import main; sys.exit(main())"
+    spec = importlib.util.find_spec("contentpkg")
+    assert spec is not None and spec.origin is not None
+    nosite = {**os.environ, "PYTHONPATH": str(Path(spec.origin).parent.parent)}
+    bare = subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", "-c", "pass"],
         cwd=root, capture_output=True, text=True, check=True,
     )  # fmt: skip
     again = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "contentpkg", "run", "--index-url", index.url,
+        [sys.executable, "-S", "-X", "importtime", "-c", script, "run", "--index-url", index.url,
          *probe],
-        cwd=root, capture_output=True, text=True, timeout=120,
+        cwd=root, capture_output=True, text=True, timeout=120, env=nosite,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == "probe ran alpha"
     assert "Composed environment in" in again.stderr
     assert os.readlink(root / ".venv") == view
-    assert (Path(view) / "pyvenv.cfg").is_file()
-    loaded = _imported(again.stderr) - _imported(startup.stderr)
-    assert "contentpkg.python.envs.rebuild" in loaded
-    # Nor logging: only a repaired files table logs, and the rebuild repairs none.
-    # Nor dataclasses: the entries and interpreter facts it builds are plain classes.
-    skipped = {"contentpkg.cli.parser", "contentpkg.context", "contentpkg.python.run.plan",
-               "contentpkg.python.lock", "contentpkg.python.project", "tomllib",
-               "logging", "dataclasses", "inspect"}  # fmt: skip
-    assert not loaded & skipped, sorted(loaded & skipped)
+    # The same view: every path, mode, target and byte, and every file the
+    # very inode it was (a link from the pool, no file written).
+    assert _tree(Path(view)) == before
+    # Made from its plan, which stays as the builder wrote it.
+    assert (plan.stat().st_ino, plan.stat().st_mtime_ns) == (planned.st_ino, planned.st_mtime_ns)
+    extra = _imported(again.stderr) - _imported(bare.stderr) - HOT_PATH_MODULES
+    # os and what it loads are what any command needs; site loads them, -S does not.
+    allowed = {"__future__", "os", "posixpath", "genericpath", "stat", "_stat", "_collections_abc"}
+    assert extra - allowed == REBUILD_MODULES, sorted(extra - allowed)
     # The memo still holds: nothing it watches changed, so it is not rewritten.
     after = memo.stat()
     assert (after.st_ino, after.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+
+
+def test_a_deleted_view_without_its_plan_is_built_again_from_the_memo(
+    tmp_path: Path, index: LocalIndex
+) -> None:
+    """The plan is derived data too: without it (or with a pool name it links
+    collected), the memo's rebuild takes the builder, which makes the same
+    view and writes the plan again; a replay that stops leaves nothing staged."""
+    from contentpkg.fs import remove_tree
+    from contentpkg.python.envs.replay import LINKS, PLAN_PREFIX
+
+    root = project(tmp_path, "alpha")
+    probe = ("python", "-c", "import alpha; print('probe ran', alpha.__name__)")
+    run(index, root, *probe, check=True)
+    view = Path(os.readlink(root / ".venv"))
+    pool = Path(os.environ["CPK_HOME"]) / LINKS
+    plan = pool / f"{PLAN_PREFIX}{view.name}"
+    # A file only this view links (its script, whose #! names the view).
+    script = view / "bin" / "alpha-tool"
+    (pooled,) = (p for p in pool.iterdir() if p.stat().st_ino == script.stat().st_ino)
+    contents = {p.relative_to(view): p.read_bytes() for p in view.rglob("*") if p.is_file()}
+    for damaged in (plan, pooled):
+        planned = plan.stat()
+        damaged.unlink()
+        remove_tree(view)
+        (root / ".venv").unlink()
+        again = run(index, root, *probe)
+        assert again.returncode == 0 and again.stdout.strip() == "probe ran alpha", again.stderr
+        assert "Composed environment in" in again.stderr
+        made = {p.relative_to(view): p.read_bytes() for p in view.rglob("*") if p.is_file()}
+        assert made == contents
+        # Written anew by the builder (a new file: not the one it had).
+        assert (plan.stat().st_ino, plan.stat().st_mtime_ns) != (
+            planned.st_ino, planned.st_mtime_ns)  # fmt: skip
+        assert not [n for n in os.listdir(view.parent) if n.startswith(".tmp-")]
 
 
 def test_a_view_rebuilt_from_the_memo_says_its_conflicts_again(tmp_path: Path) -> None:

@@ -996,3 +996,33 @@ def test_bytecode_is_taken_from_the_source_that_won(tmp_path: Path) -> None:
     assert (dest / "pkg" / "mod.py").read_text() == "WHO = 'first'\n"
     # Bytecode is derived: only the source is a conflict.
     assert [(c.path, c.winner, c.loser) for c in conflicts] == [("pkg/mod.py", "first", "second")]
+
+
+def test_a_view_made_again_from_its_plan_is_the_view_that_was_built(parity: Parity) -> None:
+    """The plain project's view (namespaces merged, ``.data``, headers,
+    scripts, a C extension), deleted and made again by ``cpk run`` from its
+    plan in the pool: the same tree, the same inodes, the same answers."""
+    from contentpkg.fs import remove_tree
+    from contentpkg.python.envs.replay import LINKS, PLAN_PREFIX
+
+    def tree(root: Path) -> list[tuple]:
+        out = []
+        for directory, dirs, files in os.walk(root):
+            for name in dirs + files:
+                path = os.path.join(directory, name)
+                st = os.lstat(path)
+                kind = "dir" if os.path.isdir(path) and not os.path.islink(path) else st.st_ino
+                out.append((os.path.relpath(path, root), st.st_mode, kind))
+        return sorted(out)
+
+    view = Path(os.readlink(parity.plain / ".venv"))
+    plan = Path(parity.cpk_env["CPK_HOME"]) / LINKS / f"{PLAN_PREFIX}{view.name}"
+    before, planned = tree(view), plan.stat()
+    remove_tree(view)
+    (parity.plain / ".venv").unlink()
+    proc = parity.cpk(parity.plain, "python", "probe.py")
+    assert proc.returncode == 0, proc.stderr
+    assert "Composed environment in" in proc.stderr
+    assert tree(view) == before
+    assert (plan.stat().st_ino, plan.stat().st_mtime_ns) == (planned.st_ino, planned.st_mtime_ns)
+    assert json.loads(proc.stdout) == parity.probes["view"]

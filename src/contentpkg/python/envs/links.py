@@ -19,9 +19,15 @@ the view. Symlinks are created whole by one ``symlink(2)``, so concurrent
 builders can only race to make an identical one, and the loser uses the
 winner's.
 
+The files a view writes (its finder, ``pyvenv.cfg``, scripts, rewritten
+``RECORD`` files, its metadata) are pooled too, read-only, named by the hash
+of their bytes (:meth:`LinkPool.file`), and every link the pool makes is
+noted in :attr:`LinkPool.linked`, from which the view's plan is recorded
+(:mod:`.replay`, kept here as ``v-<view key>``).
+
 ``cpk store gc`` removes, through :class:`PoolGarbage`, the pool symlinks
-whose target entry it removes (or that an older gc left dangling) and the
-pooled files no view links any more.
+whose target entry it removes (or that an older gc left dangling), the
+pooled files no view links any more, and the plans of views that are gone.
 """
 
 from __future__ import annotations
@@ -33,10 +39,10 @@ import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from contentpkg.python.envs.replay import LINKS, PLAN_PREFIX, VIEWS
 from contentpkg.store import Entry, Store
 
-#: The pool's directory under the home, beside ``store/`` and ``views/``.
-LINKS = "links"
+__all__ = ["LINKS", "LinkPool", "PoolGarbage"]
 SITE = "site-packages"
 
 #: What link(2) says when a hard link cannot be made here (another file
@@ -56,6 +62,9 @@ class LinkPool:
         self.shared = 0
         self.made = 0
         self.plain = 0
+        #: Each path this pool made, by the pool name its inode has: what a
+        #: view's plan (:mod:`.replay`) records to make the view again.
+        self.linked: dict[str, str] = {}
 
     @classmethod
     def of(cls, store: Store) -> LinkPool:
@@ -74,6 +83,7 @@ class LinkPool:
                 try:
                     os.link(pooled, dest, follow_symlinks=False)
                     self.shared += 1
+                    self.linked[os.fspath(dest)] = pooled[len(self.root) + 1 :]
                     return
                 except FileNotFoundError:
                     if not self._make(pooled, target):
@@ -107,13 +117,27 @@ class LinkPool:
             return False
         return True
 
-    def file(self, data: bytes, dest: str | os.PathLike[str]) -> None:
+    def file(self, data: bytes, dest: str | os.PathLike[str], *, executable: bool = False) -> None:
         """Make ``dest`` a read-only file holding data, as a hard link to the
-        pool's copy of those bytes (named by their hash) when it can."""
-        key = hashlib.sha256(data).hexdigest()[:40] if self.enabled else ""
-        self.made_file(key, lambda: data, dest)
+        pool's copy of those bytes (named by their hash) when it can.
 
-    def made_file(self, key: str, make: Callable[[], bytes], dest: str | os.PathLike[str]) -> None:
+        ``executable`` files (a view's scripts) are mode 0555: the mode is
+        the inode's, so it is part of what the name is a hash of."""
+        key = ""
+        if self.enabled:
+            h = hashlib.sha256(b"cpk-executable\0" if executable else b"")
+            h.update(data)
+            key = h.hexdigest()[:40]
+        self.made_file(key, lambda: data, dest, mode=0o555 if executable else 0o444)
+
+    def made_file(
+        self,
+        key: str,
+        make: Callable[[], bytes],
+        dest: str | os.PathLike[str],
+        *,
+        mode: int = 0o444,
+    ) -> None:
         """:meth:`file` for bytes that cost more to make than to look up (the
         view's compiled finder): pooled under ``key``, a hash of what they
         are made from, so ``make`` runs only when the pool lacks them."""
@@ -124,17 +148,18 @@ class LinkPool:
 
                 # Whole or absent (renamed into place); read-only, since
                 # every view that links it shares the one inode.
-                write_cache(pooled, make(), mode=0o444)
+                write_cache(pooled, make(), mode=mode)
             try:
                 os.link(pooled, dest)
                 self.shared += 1
+                self.linked[os.fspath(dest)] = f"f-{key}"
                 return
             except OSError as exc:
                 if exc.errno not in _NO_HARD_LINK and not isinstance(exc, FileNotFoundError):
                     raise
         with open(dest, "wb") as f:
             f.write(make())
-        os.chmod(dest, 0o444)
+        os.chmod(dest, mode)
         self.plain += 1
 
     def prepare(self, entry: Entry) -> None:
@@ -160,7 +185,8 @@ class PoolGarbage:
     any view names it, and a live view's entries are live, so its targets
     stay. A pooled file (``f-...``: named by the hash of its bytes, or of
     what they are made from) goes when no view links it any more
-    (``st_nlink`` 1: only the pool's name). Pool symlinks into other layers
+    (``st_nlink`` 1: only the pool's name). A view's plan (``v-...``,
+    :mod:`.replay`) goes when its view is gone. Pool symlinks into other layers
     are left: gc does not sweep those layers, so their targets live on.
     A builder racing with this finds the pool name gone and makes it again
     (or falls back to a plain link): the pool is derived data.
@@ -173,6 +199,7 @@ class PoolGarbage:
         except (FileNotFoundError, NotADirectoryError):
             return []
         dead_names = {e.dirname for e in dead}
+        views = store.home / VIEWS
         user = store.user.root
         bases = {os.fspath(user) + os.sep, os.path.realpath(user) + os.sep}
         doomed = []
@@ -184,6 +211,13 @@ class PoolGarbage:
                 continue
             if stat.S_ISREG(st.st_mode):
                 if name.startswith("f-") and st.st_nlink == 1:
+                    doomed.append(path)
+                elif (
+                    name.startswith(PLAN_PREFIX)
+                    and not views.joinpath(name[len(PLAN_PREFIX) :]).is_dir()
+                ):
+                    # A view's plan goes with the view: the files it names
+                    # that only that view linked go now too (nlink 1).
                     doomed.append(path)
                 continue
             if not stat.S_ISLNK(st.st_mode):

@@ -30,6 +30,11 @@ the other way to keep imports as cheap as a plain virtualenv's:
   scripts gets a real ``.dist-info`` directory whose ``RECORD`` names where
   the view put those files, as pip rewrites it on install; every other
   ``.dist-info`` is one link (see :func:`_write_records`).
+* The files a view writes itself (``pyvenv.cfg``, scripts, those
+  ``RECORD`` files, ``.cpk/``) are hard links to read-only copies in the pool,
+  named by the hash of their bytes. So a view is nothing but directories
+  and pool inodes, and the builder leaves its plan in the pool: a deleted
+  view is made again from it by links alone (:mod:`.replay`).
 
 A shared library's ``$ORIGIN`` is the path it was opened under, so C
 extensions that find vendored libraries next to themselves (numpy's
@@ -53,15 +58,13 @@ from pathlib import Path
 
 from contentpkg.errors import CpkError
 from contentpkg.fs import discard, make_tmp_dir, publish_dir, remove_tree
+from contentpkg.python.envs import replay
 from contentpkg.python.envs.links import LinkPool
+from contentpkg.python.envs.replay import VIEW_FORMAT, VIEWS
 from contentpkg.python.interpreter import InterpreterInfo
 from contentpkg.store import Entry, Store
 from contentpkg.store.hashing import b32
 
-# 2: merged ``__pycache__`` per source owner; RECORD rewritten for ``.data``.
-# 3: the import finder (_cpk_finder), links from the shared pool.
-VIEW_FORMAT = 3
-VIEWS = "views"
 VIEW_JSON = "view.json"
 SITE = "site-packages"
 PYCACHE = "__pycache__"
@@ -69,6 +72,9 @@ PYCACHE = "__pycache__"
 #: How a view makes one symlink: ``os.symlink``, or a pool's hard link to a
 #: shared one (:class:`~contentpkg.python.envs.links.LinkPool`).
 Symlinker = Callable[[str | os.PathLike[str], str | os.PathLike[str]], None]
+#: How a view writes one file (path, bytes): in place, or as a hard link to
+#: the pool's copy of those bytes (:meth:`.links.LinkPool.file`).
+Writer = Callable[[Path, bytes], None]
 
 
 class Conflict:
@@ -195,13 +201,29 @@ def ensure_view(store: Store, entries: Sequence[Entry], python: InterpreterInfo)
     meta = final / ".cpk" / VIEW_JSON
     if meta.is_file():
         return _load(final, python)
+    pool = LinkPool.of(store)
+    paths = [os.fspath(e.path) for e in entries]
+    # Made before and deleted since: its plan makes it again by links alone.
+    plan = replay.load(pool.root, final.name, paths)
+    if plan is not None:
+        made = replay.make(plan, pool.root, os.fspath(final))
+        if made:
+            conflicts = [Conflict(**c) for c in plan["conflicts"]]
+            return View(final, python, names, conflicts, created=True)
+        if made is not None:
+            return _load(final, python)  # another process published it first
     staging: Path | None = None
     try:
         staging = make_tmp_dir(final.parent, final.name)
-        conflicts = _build(staging, final, entries, python, LinkPool.of(store))
+        conflicts = _build(staging, final, entries, python, pool)
+        ops = replay.record(os.fspath(staging), pool.linked)
         # Not durable (fs's rule): a view is derived from the store and
         # rebuilt when missing, so a crash costs only a rebuild.
         created = publish_dir(staging, final, durable=False)
+        if created and ops is not None:
+            replay.save(pool.root, final.name, paths, ops,
+                        [c.as_dict() for c in conflicts],
+                        [c.describe() for c in conflicts])  # fmt: skip
     except OSError as exc:
         if not meta.is_file():
             raise CpkError(f"cannot build the view in {final.parent}: {exc}") from None
@@ -258,10 +280,17 @@ def _build(
     per target between all views (see :mod:`.links`).
     """
     symlink = pool.symlink
+
+    def write(path: Path, data: bytes) -> None:
+        pool.file(data, path)
+
+    def write_executable(path: Path, data: bytes) -> None:
+        pool.file(data, path, executable=True)
+
     for entry in entries:
         if entry.kind != "wheel":
             raise CpkError(f"{entry.dirname}: a {entry.kind} entry cannot be in a Python view")
-    write_skeleton(root, python, prompt="cpk", symlink=symlink)
+    write_skeleton(root, python, prompt="cpk", symlink=symlink, write=write)
     site = root / python.site_packages
     site.mkdir(parents=True)
     conflicts: list[Conflict] = []
@@ -293,11 +322,12 @@ def _build(
         root_final=final,
         dropped=conflicts,
         layout=layout,
+        write=write_executable,
     )
-    _write_records(root, site, entries, written, python, symlink, layout)
+    _write_records(root, site, entries, written, python, symlink, layout, write)
     meta = root / ".cpk"
     meta.mkdir()
-    (meta / "refs").write_text("".join(f"{e.dirname}\n" for e in entries))
+    write(meta / "refs", "".join(f"{e.dirname}\n" for e in entries).encode())
     data = {
         "format": VIEW_FORMAT,
         "python": python.base_executable or python.executable,
@@ -305,7 +335,7 @@ def _build(
         "entries": [e.dirname for e in entries],
         "conflicts": [c.as_dict() for c in conflicts],
     }
-    (meta / VIEW_JSON).write_text(json.dumps(data, indent=1) + "\n")
+    write(meta / VIEW_JSON, (json.dumps(data, indent=1) + "\n").encode())
     return conflicts
 
 
@@ -374,7 +404,11 @@ def _unchecked_pyc(source: bytes) -> bytes:
 
 
 def write_skeleton(
-    root: Path, python: InterpreterInfo, prompt: str, symlink: Symlinker = os.symlink
+    root: Path,
+    python: InterpreterInfo,
+    prompt: str,
+    symlink: Symlinker = os.symlink,
+    write: Writer | None = None,
 ) -> None:
     """``pyvenv.cfg`` and ``bin/python*``: what makes CPython treat root as a venv.
 
@@ -385,13 +419,15 @@ def write_skeleton(
     """
     base = python.base_executable or python.executable
     version = ".".join(map(str, python.version_info))
-    (root / "pyvenv.cfg").write_text(
-        f"home = {os.path.dirname(base)}\n"
-        "include-system-site-packages = false\n"
-        f"version = {version}\n"
-        f"executable = {base}\n"
-        f"prompt = {prompt}\n",
-        encoding="utf-8",
+    (write or _write_file)(
+        root / "pyvenv.cfg",
+        (
+            f"home = {os.path.dirname(base)}\n"
+            "include-system-site-packages = false\n"
+            f"version = {version}\n"
+            f"executable = {base}\n"
+            f"prompt = {prompt}\n"
+        ).encode(),
     )
     bin_dir = root / "bin"
     bin_dir.mkdir(exist_ok=True)
@@ -553,6 +589,7 @@ def write_scripts(
     root_final: Path | None = None,
     dropped: list[Conflict] | None = None,
     layout: dict[str, frozenset[str]] | None = None,
+    write: Writer | None = None,
 ) -> dict[str, list[str]]:
     """Console and GUI scripts of the entries, and their data-scheme scripts.
 
@@ -565,6 +602,7 @@ def write_scripts(
     """
     owners = {p.name: "" for p in bin_dir.iterdir()}
     written: dict[str, list[str]] = {}
+    write_executable = write or _write_executable
 
     def claim(entry: Entry, name: str) -> bool:
         problem = script_name_problem(name)
@@ -589,7 +627,7 @@ def write_scripts(
                 attr = attr.split("[")[0].strip()
                 if not attr or not claim(entry, name):
                     continue
-                _write_executable(bin_dir / name, launcher(python, module.strip(), attr))
+                write_executable(bin_dir / name, launcher(python, module.strip(), attr))
                 mine.append(name)
         scripts = entry.path / "scripts"
         if ("scripts" in layout[entry.dirname]) if layout is not None else scripts.is_dir():
@@ -601,7 +639,7 @@ def write_scripts(
                 # at the environment's interpreter on install.
                 if data.startswith((b"#!python", b"#!/usr/bin/env python")):
                     data = shebang(python) + data[data.index(b"\n") + 1 :]
-                _write_executable(bin_dir / path.name, data)
+                write_executable(bin_dir / path.name, data)
                 mine.append(path.name)
     return written
 
@@ -614,6 +652,7 @@ def _write_records(
     python: InterpreterInfo,
     symlink: Symlinker = os.symlink,
     layout: dict[str, frozenset[str]] | None = None,
+    write: Writer | None = None,
 ) -> None:
     """Make ``RECORD`` name the files where the view installed them.
 
@@ -674,7 +713,7 @@ def _write_records(
         for child in sorted(os.listdir(source)):
             if child != "RECORD":
                 symlink(source / child, link / child)
-        (link / "RECORD").write_text("".join(f"{line}\n" for line in out), encoding="utf-8")
+        (write or _write_file)(link / "RECORD", "".join(f"{line}\n" for line in out).encode())
 
 
 # RECORD is CSV, but a view rewrites only its few ``.data`` rows and adds
@@ -735,3 +774,7 @@ def _row(path: Path, site: Path) -> list[str]:
 def _write_executable(path: Path, data: bytes) -> None:
     path.write_bytes(data)
     path.chmod(0o755)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
