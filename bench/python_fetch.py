@@ -30,7 +30,15 @@ Times are medians of ``--runs`` runs; the network and the machine are noisy,
 so read the ratios. Needs network access to PyPI and ``uv`` on PATH (it is in
 the test extras).
 
-    python bench/python_fetch.py [--runs 3] [--work DIR]
+    python bench/python_fetch.py [--runs 3] [--work DIR] [--cold-only]
+
+``--cold-only`` runs just the three cold syncs (cpk, uv, uv compiling;
+and with ``--other-src DIR`` the ``cpk sync`` of another checkout's
+``src``, for a before/after in the same run), in an order that rotates
+from run to run, and prints wall and CPU time
+(user + system of the command and every process it waited for) for each,
+and for cpk the CPU of its main process beside its bytecode workers'
+(from its ``-v`` log), so where a cold sync spends its CPU shows.
 
 Both tools write under one parent directory (``--work``, default the
 system's temporary directory), printed with the results: creating a file
@@ -157,17 +165,126 @@ def compile_floor(store: Path) -> float:
     return time.perf_counter() - start
 
 
+_CPU_LINE = re.compile(
+    r"CPU so far: this process ([0-9.]+)s \(user ([0-9.]+)s, system ([0-9.]+)s\),"
+    r" reaped workers ([0-9.]+)s"
+)
+
+
+def cpu_run(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, str]:
+    """(wall, CPU, stderr) of one run of cmd; CPU counts every process it reaped."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, done.stderr
+
+
+def cold_only(
+    runs: int, work_parent: Path | None, cpk: list[str], uv: str, other: Path | None = None
+) -> None:
+    """The three cold syncs, interleaved, with their CPU time; with ``other``
+    (a checkout's ``src`` directory), that version's ``cpk sync`` as a
+    fourth row, for a before/after in one run."""
+    rows: tuple[str, ...] = ("cpk sync", "uv sync", "uv sync --compile-bytecode")
+    if other is not None:
+        rows = (*rows, "cpk sync (other)")
+    walls: dict[str, list[float]] = {k: [] for k in rows}
+    cpus: dict[str, list[float]] = {k: [] for k in rows}
+    main_cpu: dict[str, list[float]] = {k: [] for k in rows if k.startswith("cpk")}
+    worker_cpu: dict[str, list[float]] = {k: [] for k in rows if k.startswith("cpk")}
+    for run in range(runs):
+        with tempfile.TemporaryDirectory(prefix="cpk-bench-", dir=work_parent) as tmp:
+            work = Path(tmp)
+            env = dict(os.environ)
+            env.update(
+                CPK_HOME=str(work / "cpk-home"),
+                CPK_CACHE_DIR=str(work / "cpk-cache"),
+                UV_PYTHON=sys.executable,
+                UV_PYTHON_DOWNLOADS="never",
+                UV_NO_PROGRESS="1",
+            )
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            commands = {
+                "cpk sync": ([*cpk, "-v", "sync"], "cpk-proj", "cpk-cache"),
+                "uv sync": ([uv, "sync"], "uv-proj", "uv-cache"),
+                "uv sync --compile-bytecode": (
+                    [uv, "sync", "--compile-bytecode"], "uvc-proj", "uvc-cache",
+                ),
+                "cpk sync (other)": ([*cpk, "-v", "sync"], "other-proj", "other-cache"),
+            }  # fmt: skip
+            shift = run % len(rows)
+            for name in rows[shift:] + rows[:shift]:  # rotates: none always first
+                cmd, proj, cache = commands[name]
+                write_project(work / proj)
+                subprocess.run(["sync", "-f", str(work)], check=True)
+                run_env = dict(env, UV_CACHE_DIR=str(work / cache))
+                if name == "cpk sync (other)":
+                    run_env.update(
+                        PYTHONPATH=str(other),
+                        CPK_HOME=str(work / "other-home"),
+                        CPK_CACHE_DIR=str(work / "other-cache"),
+                    )
+                wall, cpu, said = cpu_run(cmd, work / proj, run_env)
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+                if name in main_cpu:
+                    found = _CPU_LINE.search(said)
+                    if found is not None:
+                        main_cpu[name].append(float(found.group(1)))
+                        worker_cpu[name].append(float(found.group(4)))
+            for home in ("cpk-home", "other-home"):
+                if (work / home).exists():
+                    remove_tree(work / home)
+
+    def cell(values: list[float]) -> str:
+        return f"{statistics.median(values):6.2f}s [{min(values):.2f}-{max(values):.2f}]"
+
+    print(f"{'cold sync, ' + str(runs) + ' runs':<28} {'wall':>21} {'CPU':>21}")
+    for name in rows:
+        print(f"  {name:<26} {cell(walls[name]):>21} {cell(cpus[name]):>21}")
+    for name in main_cpu:
+        if main_cpu[name]:
+            print(f"  {name}: main process {'':>10} {cell(main_cpu[name]):>21}")
+            print(f"  {name}: bytecode workers {'':>6} {cell(worker_cpu[name]):>21}")
+    cpk_wall = statistics.median(walls["cpk sync"])
+    for name in rows[1:]:
+        ratios = [c / u for c, u in zip(walls["cpk sync"], walls[name], strict=True)]
+        print(
+            f"  cpk / {name}: {cpk_wall / statistics.median(walls[name]):.2f}x"
+            f" (per run {min(ratios):.2f}-{max(ratios):.2f}),"
+            f" CPU {statistics.median(cpus['cpk sync']) / statistics.median(cpus[name]):.2f}x"
+        )
+    parent = work_parent or tempfile.gettempdir()
+    print(f"every tool's store, caches and project were under {parent}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
         "--work", type=Path, default=None, help="parent directory of every tool's outputs"
     )
+    parser.add_argument(
+        "--cold-only", action="store_true", help="only the cold syncs, with their CPU time"
+    )
+    parser.add_argument(
+        "--other-src",
+        type=Path,
+        default=None,
+        help="with --cold-only: another checkout's src directory, run as a fourth row",
+    )
     args = parser.parse_args()
     uv = shutil.which("uv")
     if uv is None:
         sys.exit("bench/python_fetch.py needs uv on PATH (pip install uv)")
     cpk = [sys.executable, "-m", "contentpkg"]
+    if args.cold_only:
+        cold_only(args.runs, args.work, cpk, uv, args.other_src)
+        return
 
     results: dict[str, list[float]] = {
         k: []
