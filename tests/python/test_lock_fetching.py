@@ -358,3 +358,46 @@ def test_small_wheels_are_read_in_memory_and_kept_for_the_download(
     tree.corrupt(other.filename)
     with pytest.raises(HashMismatchError):
         client.metadata(other)
+
+
+def test_wheels_are_downloaded_largest_first(
+    tmp_path: Path, client_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The largest wheels take longest to download, unpack and compile:
+    asked for first, they do not leave one core working alone at the end.
+    Sizes grow with the names here, so name order is the wrong order."""
+    import os
+
+    from contentpkg.context import Context
+    from contentpkg.python.index.dists import Pin
+    from contentpkg.python.run.options import Options
+    from contentpkg.python.run.sync import Session
+
+    root = tmp_path / "dists"
+    names = [f"w{i:02}" for i in range(12)]
+    for i, name in enumerate(names):
+        # Incompressible and above the size read whole for its metadata,
+        # so every wheel is one download request of its own.
+        make_wheel(root, name, "1.0", files={f"{name}/blob.bin": os.urandom((i + 3) << 16)})
+    monkeypatch.setenv("CPK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    with LocalIndex(root, metadata_files=False) as served:
+        options = Options(ctx=Context.from_environ(), index_url=served.url)
+        session = Session.open(options, None, None)
+        # One transfer at a time (and four threads), so the order the index
+        # sees is the order the downloads were started in.
+        session._client = client = client_factory(served.url, jobs=1)
+        pins = [Pin(n, "1.0", tuple(client.project_files(n))) for n in names]
+        served.clear_log()
+        try:
+            done = session.materialize_pins(pins)
+        finally:
+            session.close()
+        asked = [p.rsplit("/", 1)[-1].split("-", 1)[0] for p in served.paths()]
+    assert sorted(m.name for m in done) == names
+    assert sorted(asked) == names  # each wheel downloaded once
+    largest, smallest = set(names[-4:]), set(names[:4])
+    # The four threads take the four largest first; within them the order
+    # is the threads' race, but none of the smallest comes before them.
+    assert set(asked[:4]) == largest, asked
+    assert set(asked[-4:]) == smallest, asked
