@@ -195,6 +195,7 @@ def cold_only(
     walls: dict[str, list[float]] = {k: [] for k in rows}
     cpus: dict[str, list[float]] = {k: [] for k in rows}
     main_cpu: dict[str, list[float]] = {k: [] for k in rows if k.startswith("cpk")}
+    floors: dict[str, list[float]] = {"compile": [], "cp": []}
     worker_cpu: dict[str, list[float]] = {k: [] for k in rows if k.startswith("cpk")}
     for run in range(runs):
         with tempfile.TemporaryDirectory(prefix="cpk-bench-", dir=work_parent) as tmp:
@@ -236,7 +237,17 @@ def cold_only(
                     if found is not None:
                         main_cpu[name].append(float(found.group(1)))
                         worker_cpu[name].append(float(found.group(4)))
-            for home in ("cpk-home", "other-home"):
+            # Floors, on what cpk stored, in the same run: compiling every
+            # module (in memory) on as many processes as cpk's workers, and
+            # creating the store's files again (cp -r, then sync).
+            floors["compile"].append(compile_floor(work / "cpk-home" / "store"))
+            subprocess.run(["sync", "-f", str(work)], check=True)
+            start = time.perf_counter()
+            subprocess.run(["cp", "-r", str(work / "cpk-home" / "store"), str(work / "cp-floor")],
+                           check=True)  # fmt: skip
+            subprocess.run(["sync", "-f", str(work)], check=True)
+            floors["cp"].append(time.perf_counter() - start)
+            for home in ("cpk-home", "other-home", "cp-floor"):
                 if (work / home).exists():
                     remove_tree(work / home)
 
@@ -250,6 +261,8 @@ def cold_only(
         if main_cpu[name]:
             print(f"  {name}: main process {'':>10} {cell(main_cpu[name]):>21}")
             print(f"  {name}: bytecode workers {'':>6} {cell(worker_cpu[name]):>21}")
+    print(f"  floor: compiling every stored module, {_cores()} processes {cell(floors['compile'])}")
+    print(f"  floor: cp -r of the store, then sync -f           {cell(floors['cp'])}")
     cpk_wall = statistics.median(walls["cpk sync"])
     for name in rows[1:]:
         ratios = [c / u for c, u in zip(walls["cpk sync"], walls[name], strict=True)]
