@@ -54,6 +54,7 @@ def _warn(message: str, *args: object) -> None:
 
     logging.getLogger(__name__).warning(message, *args)
 
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     sha256 TEXT NOT NULL,
