@@ -252,17 +252,24 @@ def test_write_rejects_what_it_cannot_lock(tmp_path: Path) -> None:
     assert not lock_path.exists()
 
 
-def test_foreign_lock_is_not_overwritten_unless_forced(tmp_path: Path) -> None:
+def test_foreign_lock_is_not_overwritten_unless_forced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     lock_path = tmp_path / LOCK_FILENAME
     lock_path.write_text('lock-version = "1.0"\ncreated-by = "pip"\n' + VALID_PACKAGE)
     with pytest.raises(CpkError, match="written by pip, not cpk; not replacing it"):
         write_lock(lock_path, sample(), "f" * 64)
     assert "pip" in lock_path.read_text()
     assert write_lock(lock_path, sample(), "f" * 64, force=True)
-    # A lock broken by a merge conflict is regenerated without force.
+    assert not caplog.records  # a lock that reads is replaced without a word
+    # A lock broken by a merge conflict is regenerated without force, and
+    # that is said: the file may hold a hand edit.
     lock_path.write_text("<<<<<<< HEAD\n" + lock_path.read_text())
     assert write_lock(lock_path, sample(), "f" * 64)
     assert read_lock(lock_path).fingerprint == "f" * 64
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith(f"{lock_path}: lock file is not valid TOML")
+    assert said.endswith("; replacing it")
 
 
 def test_stale_detection(tmp_path: Path) -> None:

@@ -658,11 +658,12 @@ def write_lock(
         raise CpkError(f"{path}: cannot read lock file: {error.strerror}") from None
     if old == data:
         return False
-    if old is not None and not force:
-        author = _author(old)
-        if author and author != created_by:
-            raise CpkError(f"{path}: written by {author}, not {created_by}; not replacing it")
+    author = _author(old) if old is not None else None
+    if author and author != created_by and not force:
+        raise CpkError(f"{path}: written by {author}, not {created_by}; not replacing it")
     _check_standard(path, document)
+    if old is not None and author is None:
+        _say_if_unreadable(path)  # not TOML, or no created-by: read it to say why
     _atomic_write(path, data)
     if cache_dir is not None:
         # What reading these bytes back would parse is the document itself
@@ -671,6 +672,21 @@ def write_lock(
         # follows every write costs no TOML parsing.
         _remember_parse(cache_dir, data, document)
     return True
+
+
+def _say_if_unreadable(path: Path) -> None:
+    """Replacing a lock that does not read (merge-conflict markers, a hand
+    edit gone wrong) is how it gets fixed, but it may hold someone's edit:
+    say so, once, where it is replaced (not where it is merely read, which
+    ``--check`` and ``--locked`` do too)."""
+    try:
+        read_lock(path)
+    except LockUnreadableError as exc:
+        import logging
+
+        logging.getLogger(__name__).warning("%s; replacing it", exc)
+    except CpkError:
+        pass  # gone meanwhile: nothing is replaced
 
 
 def _check_standard(path: Path, document: dict[str, Any]) -> None:

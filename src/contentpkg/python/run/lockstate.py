@@ -67,13 +67,9 @@ def lock_state(
     if path.is_file():
         try:
             found = read_lock(path, cache_dir=cache_dir)
-        except LockUnreadableError as exc:
+        except LockUnreadableError:
             if frozen:
                 raise
-            # Replacing what the user may have edited by hand is never silent.
-            import logging
-
-            logging.getLogger(__name__).warning("%s; locking anew", exc)
     usable = found if found is not None and (frozen or found.fingerprint == fingerprint) else None
     if usable is None and frozen:
         raise NotFoundError(f"{path}: no lock file (--frozen uses it as it is)", what=str(path))
