@@ -190,6 +190,23 @@ def make_tmp_dir(parent: str | os.PathLike[str], name: str) -> Path:
     return path
 
 
+def tmp_owner_alive(tmp_name: str) -> bool:
+    """Whether the process that made a temporary name (``.tmp-NAME.PID.HEX``,
+    as :func:`make_tmp_dir` makes it) still runs; True when the name is not
+    of that form, since then it is not ours to judge."""
+    try:
+        pid = int(tmp_name.rsplit(".", 2)[-2])
+    except (ValueError, IndexError):
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_tree(path: str | os.PathLike[str]) -> None:
     """Delete a file or a tree that may be read-only (entries are made so).
 

@@ -383,3 +383,58 @@ def test_the_replay_takes_the_collector_lock_and_says_durations_as_everyone(
         ]
     for seconds in (0.0004, 0.0126, 0.5, 0.9994, 1.0, 2.25, 75.0):
         assert _elapsed(seconds) == elapsed(seconds)
+
+
+def test_a_plan_is_replayed_only_by_the_builder_that_made_it(tmp_path: Path) -> None:
+    """Some of a view's bytes come from cpk's own code (the finder, script
+    launchers): a plan recorded by other builder code, or one that is
+    malformed, is not replayed; the builder makes the view and a new plan."""
+    import marshal
+
+    from contentpkg.fs import remove_tree
+    from contentpkg.python.envs import replay
+
+    entries = _entries(tmp_path)
+    store, python = Store.open(), interpreter_info()
+    view = ensure_view(store, entries, python)
+    plan_file = store.home / LINKS / f"{replay.PLAN_PREFIX}{view.path.name}"
+    paths = [os.fspath(e.path) for e in entries]
+    pool = os.fspath(store.home / LINKS)
+    assert replay.load(pool, view.path.name, paths) is not None
+    plan = marshal.loads(plan_file.read_bytes())
+    for broken in (
+        {**plan, "builder": [("views.py", 1, 1)]},  # another cpk's builder
+        {k: v for k, v in plan.items() if k != "ops"},
+        {**plan, "conflicts": None},
+    ):
+        plan_file.chmod(0o644)
+        plan_file.write_bytes(marshal.dumps(broken))
+        assert replay.load(pool, view.path.name, paths) is None
+        remove_tree(view.path)
+        fresh = [Entry(e.path, e.name, e.version, e.short_hash, e.layer) for e in entries]
+        again = ensure_view(store, fresh, python)
+        assert [e for e in fresh if "metadata" in vars(e)], "the builder did not run"
+        assert again.path == view.path
+        assert replay.load(pool, view.path.name, paths) is not None  # a plan of its own
+
+
+def test_gc_removes_a_view_staged_by_a_process_that_is_gone(tmp_path: Path) -> None:
+    """A builder killed between staging and publishing leaves a staged view
+    whose hard links would pin pool files for ever; gc removes it once its
+    process is gone, and leaves a live builder's alone."""
+    from contentpkg.namespaces import registry
+    from contentpkg.store.gc import collect
+
+    entries = _entries(tmp_path)
+    store = Store.open()
+    view = ensure_view(store, entries, interpreter_info())
+    child = subprocess.Popen(["true"])
+    child.wait()
+    staged_dead = view.path.parent / f".tmp-{view.path.name}.{child.pid}.0123abcd"
+    staged_live = view.path.parent / f".tmp-{view.path.name}.{os.getpid()}.0123abcd"
+    for staged in (staged_dead, staged_live):
+        staged.mkdir()
+        os.link(view.path / "pyvenv.cfg", staged / "pyvenv.cfg")
+    collect(store, registry())
+    assert not staged_dead.exists()
+    assert (staged_live / "pyvenv.cfg").is_file()

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contentpkg.fs import remove_tree, replace_symlink, write_atomic
+from contentpkg.fs import TMP_PREFIX, remove_tree, replace_symlink, tmp_owner_alive, write_atomic
 from contentpkg.store import lookup
 from contentpkg.store.entry import Entry, parse_dirname
 from contentpkg.store.layers import Store
@@ -110,6 +110,22 @@ def _environments(store: Store, registry: Registry) -> Iterator[tuple[str, Path,
         for name in names:
             if not name.startswith("."):
                 yield area, base, name, real_base / name
+
+
+def _clean_stale_environments(store: Store, registry: Registry) -> None:
+    """Remove environments a builder staged and never published, once the
+    process that staged them is gone: a crash between staging and rename
+    leaves them, and their hard links would keep pool files from ever
+    being collected."""
+    for area in registry.environment_areas:
+        base = store.home / area
+        try:
+            names = os.listdir(base)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if name.startswith(TMP_PREFIX) and not tmp_owner_alive(name):
+                remove_tree(base / name)
 
 
 def _held_environments(store: Store, registry: Registry) -> list[Path]:
@@ -310,6 +326,7 @@ def collect(store: Store, registry: Registry, dry_run: bool = False) -> GcReport
     with lock(root, exclusive=True):
         if not dry_run:
             clean_stale(root)
+            _clean_stale_environments(store, registry)
         environments: set[Path] = set()
         live = live_entries(store, registry, report, environments)
         report.live = len(live)

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contentpkg.errors import CpkError, HashMismatchError
-from contentpkg.fs import make_tmp_dir, remove_tree
+from contentpkg.fs import make_tmp_dir, remove_tree, tmp_owner_alive
 from contentpkg.store.hashing import hash_file
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ class ImageGarbage:
             if name.endswith(f".{FORMAT}"):
                 if name.removesuffix(f".{FORMAT}") not in named:
                     out.append(where / name)
-            elif name.startswith(".tmp-") and not _alive(name):
+            elif name.startswith(".tmp-") and not tmp_owner_alive(name):
                 out.append(where / name)
         return out
 
@@ -169,21 +169,6 @@ def _staged_images(store: Store) -> list[str]:
         if isinstance(image, dict) and image.get("sha256"):
             found.append(str(image["sha256"]))
     return found
-
-
-def _alive(tmp_name: str) -> bool:
-    """Whether the process that made a staging directory (``.tmp-NAME.PID.HEX``) runs."""
-    try:
-        pid = int(tmp_name.rsplit(".", 2)[-2])
-    except (ValueError, IndexError):
-        return True  # not ours to judge
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def verify_image(ctx: Context, entry: Entry) -> Path:

@@ -111,6 +111,7 @@ def save(
     plan = {
         "format": PLAN_FORMAT,
         "view_format": VIEW_FORMAT,
+        "builder": builder_stamp(),
         "entries": entries,
         "ops": ops,
         # As view.json records them, and the lines they are said in, so a
@@ -133,9 +134,34 @@ def load(pool_root: str, key: str, entries: list[str]) -> dict | None:
         or plan.get("format") != PLAN_FORMAT
         or plan.get("view_format") != VIEW_FORMAT
         or plan.get("entries") != entries
+        or plan.get("builder") != builder_stamp()
+        or not isinstance(plan.get("ops"), list)
+        or not isinstance(plan.get("conflicts"), list)
+        or not isinstance(plan.get("warnings"), list)
     ):
         return None
     return plan
+
+
+def builder_stamp() -> list[tuple[str, int, int]]:
+    """The builder's own modules, by name, size and modification time.
+
+    Some of a view's bytes come from cpk's code, not from entries (the
+    import finder, scripts' launchers, ``pyvenv.cfg``), and a change there
+    need not change :data:`VIEW_FORMAT`. A plan made by other code is not
+    replayed: the builder makes the view again, as it would have before
+    plans existed. A stat per module, not a hash: this runs on ``cpk run``'s
+    path.
+    """
+    here = os.path.dirname(__file__)
+    stamp = []
+    with os.scandir(here) as it:
+        for item in it:
+            if item.name.endswith(".py"):
+                st = item.stat()
+                stamp.append((item.name, st.st_size, st.st_mtime_ns))
+    stamp.sort()
+    return stamp
 
 
 def make(plan: dict, pool_root: str, final: str) -> bool | None:
@@ -160,9 +186,12 @@ def make(plan: dict, pool_root: str, final: str) -> bool | None:
                 mkdir(f"{staging}/{rel}")
             else:
                 symlink(arg, f"{staging}/{rel}")
-    except (OSError, ValueError, TypeError):
+    except (OSError, KeyError, ValueError, TypeError):
         _discard(staging)
         return None
+    except BaseException:  # ^C: leave nothing half-made behind
+        _discard(staging)
+        raise
     try:
         os.rename(staging, final)
     except OSError as exc:
