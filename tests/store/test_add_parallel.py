@@ -227,3 +227,91 @@ def test_the_threaded_copy_costs_no_more_system_calls_per_file(tmp_path: Path) -
     assert per_file("write") == 1
     assert per_file("fstat", "newfstatat", "statx") == 1
     assert per_file("chmod", "fchmod", "fchmodat") == 0
+
+
+def _checked(src: Path) -> object:
+    from contentpkg.store.add import check_source
+
+    return check_source(src, os.lstat(src))
+
+
+def test_a_directory_swapped_for_a_symlink_after_the_check_is_not_followed(
+    tmp_path: Path,
+) -> None:
+    """The copy opens each source directory one name at a time without
+    following links: a directory replaced by a symlink to elsewhere between
+    the check and the copy fails the copy instead of copying elsewhere's bytes."""
+    from contentpkg.store.add import copy_tree
+
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "f").write_text("mine\n")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "f").write_text("SECRET\n")
+    listing = _checked(src)
+    shutil.rmtree(src / "a")
+    (src / "a").symlink_to(tmp_path / "outside")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(OSError) as caught:
+        copy_tree(src, dest, listing=listing)  # type: ignore[arg-type]
+    assert caught.value.filename == f"{src}/a"
+    assert not any(p.read_text() == "SECRET\n" for p in dest.rglob("*") if p.is_file())
+
+
+def test_a_file_swapped_for_a_fifo_after_the_check_is_refused_at_once(tmp_path: Path) -> None:
+    """Opening a FIFO for reading waits for a writer: the copy opens
+    without blocking, so the one-line refusal comes instead of a hang."""
+    from contentpkg.errors import CpkError
+    from contentpkg.store.add import copy_tree
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(300):  # enough for the threaded copy
+        (src / f"f{i}").write_text(f"{i}\n")
+    listing = _checked(src)
+    (src / "f7").unlink()
+    os.mkfifo(src / "f7")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(CpkError, match=r"src/f7: is a FIFO; entries hold only"):
+        copy_tree(src, dest, listing=listing)  # type: ignore[arg-type]
+
+
+def test_an_interrupted_copy_waits_for_its_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """^C while the copy's threads work: they stop at their next file and
+    have ended when the interrupt reaches the caller, which then discards a
+    slot nothing writes into any more."""
+    import signal
+    import threading
+    import time
+
+    from contentpkg.store import add
+
+    src = tmp_path / "src"
+    for d in range(8):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(100):
+            (src / f"d{d}" / f"f{i}").write_text(f"{i}\n")
+    main = threading.get_ident()
+    real = add._copy_at
+    calls: list[int] = []
+
+    def slow_copy(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 5:
+            signal.pthread_kill(main, signal.SIGINT)  # as a terminal's ^C does
+        time.sleep(0.002)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(add, "_copy_at", slow_copy)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        add.copy_tree(src, dest, listing=_checked(src))  # type: ignore[arg-type]
+    assert not [t for t in threading.enumerate() if t.name.startswith("cpk-copy")]
+    copied = len(calls)
+    time.sleep(0.05)
+    assert len(calls) == copied < 800  # nothing copied after the caller got control

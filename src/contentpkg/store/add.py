@@ -671,7 +671,7 @@ def _make_dirs(src_root: int, dest_root: int, records: list[FileRecord]) -> list
         prefix = stack.pop()
         # One directory's pair of descriptors at a time: a deep tree never
         # holds more than four open.
-        src_fd = os.open(prefix, _DIR_FLAGS, dir_fd=src_root) if prefix else src_root
+        src_fd = _open_below(src_root, prefix) if prefix else src_root
         try:
             dest_fd = os.open(prefix, _DIR_FLAGS, dir_fd=dest_root) if prefix else dest_root
             try:
@@ -730,6 +730,27 @@ def _make_listed(dest_root: int, listing: Listing, records: list[FileRecord]) ->
     return batches
 
 
+def _open_below(root: int, prefix: str, shown: str = "") -> int:
+    """The source directory ``prefix`` (``"a/b/"``) below the descriptor
+    root, opened one name at a time, each with ``O_NOFOLLOW``: a path with
+    several names (or a trailing slash) follows symlinks on the way, so a
+    directory replaced by a symlink since the check listed it would be
+    copied from wherever it points. This way it fails (ELOOP, ENOTDIR)."""
+    fd = root
+    try:
+        for name in prefix.rstrip("/").split("/"):
+            below = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            if fd != root:
+                os.close(fd)
+            fd = below
+    except OSError as exc:
+        if fd != root:
+            os.close(fd)
+        exc.filename = shown + prefix.rstrip("/")
+        raise
+    return fd
+
+
 #: A batch of the copy: a directory's prefix (``""`` or ending in ``/``)
 #: and names of files in it.
 _FileBatch = tuple[str, list[str]]
@@ -755,43 +776,45 @@ def _run_batches(
         prefix, names = batch
         out: list[FileRecord] = []
         elf: list[str] = []
-        src_fd = os.open(prefix, _DIR_FLAGS, dir_fd=src_root) if prefix else src_root
+        src_fd = dest_fd = -1
         try:
+            src_fd = _open_below(src_root, prefix, src_top) if prefix else src_root
             dest_fd = os.open(prefix, _DIR_FLAGS, dir_fd=dest_root) if prefix else dest_root
-            try:
-                for name in names:
-                    if failed.is_set():
-                        break
-                    rel = prefix + name
-                    digest, size, mode, head = _copy_at(src_fd, dest_fd, name, src_top + rel)
-                    if head == _ELF_MAGIC:
-                        elf.append(rel)
-                    out.append(FileRecord(rel, "x" if mode & stat.S_IXUSR else "f", digest, size))
-            finally:
-                if dest_fd != dest_root:
-                    os.close(dest_fd)
+            for name in names:
+                if failed.is_set():
+                    break
+                rel = prefix + name
+                digest, size, mode, head = _copy_at(src_fd, dest_fd, name, src_top + rel)
+                if head == _ELF_MAGIC:
+                    elf.append(rel)
+                out.append(FileRecord(rel, "x" if mode & stat.S_IXUSR else "f", digest, size))
         except BaseException:
             failed.set()
             raise
         finally:
-            if src_fd != src_root:
-                os.close(src_fd)
+            for fd, root in ((dest_fd, dest_root), (src_fd, src_root)):
+                if fd not in (-1, root):
+                    os.close(fd)
         return out, elf
 
     if workers <= 1:
         return [copy_batch(b) for b in batches]
     # Imported here: most adds (a wheel, a .deb) never copy a tree.
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, wait
 
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cpk-copy")
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cpk-copy") as pool:
-            futures = [pool.submit(copy_batch, b) for b in batches]
+        futures = [pool.submit(copy_batch, b) for b in batches]
+        wait(futures)
     except BaseException:
         # Interrupted while waiting (^C): the other threads stop at their
-        # next file rather than write on into a slot being discarded.
+        # next file, and are waited for, so that nothing writes on into the
+        # slot the caller is about to discard.
         failed.set()
+        pool.shutdown(wait=True, cancel_futures=True)
         raise
-    # Every thread has ended here (the pool's exit waits for them).
+    pool.shutdown(wait=True)
+    # Every thread has ended here.
     for future in futures:
         if future.exception() is not None:
             raise future.exception()  # type: ignore[misc]
@@ -841,7 +864,11 @@ def _copy_at(
     extra system call costs more than it saves.
     """
     try:
-        fd_in = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=src_dir)
+        # O_NONBLOCK: a FIFO put in a file's place since the check would
+        # block this open for ever; opened at once, fstat refuses it.
+        fd_in = os.open(
+            name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=src_dir
+        )
     except OSError as exc:
         # Opened by its name in its directory: say which input file it was.
         exc.filename = shown
