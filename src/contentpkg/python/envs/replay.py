@@ -171,7 +171,7 @@ def make(plan: dict, pool_root: str, final: str) -> bool | None:
     (a pool name missing): nothing is left behind, and the caller builds.
     Not durable, as the builder's views are not: a view is derived data."""
     parent, _, name = final.rpartition("/")
-    # fs.make_tmp_dir's name, so that clean_stale_views recognises a crashed one.
+    # fs.make_tmp_dir's name, so that gc recognises one whose process is gone.
     staging = f"{parent}/.tmp-{name}.{os.getpid()}.{os.urandom(4).hex()}"
     try:
         os.makedirs(staging)

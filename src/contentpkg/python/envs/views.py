@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from contentpkg.errors import CpkError
-from contentpkg.fs import discard, make_tmp_dir, publish_dir, remove_tree
+from contentpkg.fs import discard, make_tmp_dir, publish_dir
 from contentpkg.python.envs import replay
 from contentpkg.python.envs.links import LinkPool
 from contentpkg.python.envs.replay import VIEW_FORMAT, VIEWS
@@ -242,26 +242,6 @@ def _load(path: Path, python: InterpreterInfo) -> View:
     data = json.loads((path / ".cpk" / VIEW_JSON).read_text())
     conflicts = [Conflict(**c) for c in data.get("conflicts", [])]
     return View(path, python, list(data["entries"]), conflicts)
-
-
-def clean_stale_views(store: Store) -> None:
-    """Remove half-built views left by crashed builders (older than an hour)."""
-    import time
-
-    root = views_dir(store)
-    try:
-        names = os.listdir(root)
-    except FileNotFoundError:
-        return
-    for name in names:
-        # fs.make_tmp_dir's prefix; ".staging-" is what older cpk left.
-        if name.startswith((".tmp-", ".staging-")):
-            path = root / name
-            try:
-                if time.time() - path.stat().st_mtime > 3600:
-                    remove_tree(path)
-            except OSError:
-                pass
 
 
 # --- building ---------------------------------------------------------------------
