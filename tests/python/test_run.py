@@ -141,6 +141,29 @@ def _imported(importtime_log: str) -> set[str]:
 
 
 #: What a warm ``cpk run`` may load besides the standard library.
+def _console_imports(root: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """``cpk ARGS`` started as its console script starts it (``-m`` would load
+    runpy, which loads modules itself), without site (whose .pth files here
+    may load modules too): the process, and what it loaded beyond a bare
+    interpreter, the hot path's modules, and os with what os loads (any
+    command needs those; site loads them, -S does not)."""
+    script = "import sys; from contentpkg.cli import main; sys.exit(main())"
+    # Without site an editable install's finder is not there: point at the package.
+    spec = importlib.util.find_spec("contentpkg")
+    assert spec is not None and spec.origin is not None
+    nosite = {**os.environ, "PYTHONPATH": str(Path(spec.origin).parent.parent)}
+    bare = subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", "-c", "pass"],
+        cwd=root, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", "-c", script, *args],
+        cwd=root, capture_output=True, text=True, timeout=120, env=nosite,
+    )  # fmt: skip
+    allowed = {"__future__", "os", "posixpath", "genericpath", "stat", "_stat", "_collections_abc"}
+    return proc, _imported(proc.stderr) - _imported(bare.stderr) - HOT_PATH_MODULES - allowed
+
+
 HOT_PATH_MODULES = {
     "contentpkg",
     "contentpkg.cli",
@@ -184,25 +207,9 @@ def test_warm_run_loads_only_the_standard_library_and_the_memo(
     # zlib...), started as the console script starts it (``-m`` would load
     # runpy, which loads those itself), without site (whose .pth files here
     # may load them too), so that only cpk's own imports show.
-    script = "import sys; from contentpkg.cli import main; sys.exit(main())"
-    # Without site an editable install's finder is not there: point at the package.
-    spec = importlib.util.find_spec("contentpkg")
-    assert spec is not None and spec.origin is not None
-    nosite = {**os.environ, "PYTHONPATH": str(Path(spec.origin).parent.parent)}
-    bare = subprocess.run(
-        [sys.executable, "-S", "-X", "importtime", "-c", "pass"],
-        cwd=root, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    console = subprocess.run(
-        [sys.executable, "-S", "-X", "importtime", "-c", script, "run", "--index-url", index.url,
-         *probe],
-        cwd=root, capture_output=True, text=True, timeout=120, env=nosite,
-    )  # fmt: skip
+    console, extra = _console_imports(root, "run", "--index-url", index.url, *probe)
     assert console.stdout.strip() == "probe ran alpha", console.stderr
-    extra = _imported(console.stderr) - _imported(bare.stderr) - HOT_PATH_MODULES
-    # os and what it loads are what any command needs; site loads them, -S does not.
-    allowed = {"__future__", "os", "posixpath", "genericpath", "stat", "_stat", "_collections_abc"}
-    assert extra <= allowed, " ".join(sorted(extra))
+    assert not extra, " ".join(sorted(extra))
 
 
 def test_the_hot_path_check_sees_a_memo_miss(tmp_path: Path, index: LocalIndex) -> None:
@@ -288,21 +295,7 @@ def test_a_deleted_view_is_made_again_from_the_memo(tmp_path: Path, index: Local
     assert facts["tags"] == [] and facts["version"] and facts["site_packages"]
     remove_tree(Path(view).parent)
     (root / ".venv").unlink()
-    # Started as the console script starts it, without site (whose .pth files
-    # here may load modules themselves), so that only cpk's imports show.
-    script = "import sys; from contentpkg.cli import main; sys.exit(main())"
-    spec = importlib.util.find_spec("contentpkg")
-    assert spec is not None and spec.origin is not None
-    nosite = {**os.environ, "PYTHONPATH": str(Path(spec.origin).parent.parent)}
-    bare = subprocess.run(
-        [sys.executable, "-S", "-X", "importtime", "-c", "pass"],
-        cwd=root, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    again = subprocess.run(
-        [sys.executable, "-S", "-X", "importtime", "-c", script, "run", "--index-url", index.url,
-         *probe],
-        cwd=root, capture_output=True, text=True, timeout=120, env=nosite,
-    )  # fmt: skip
+    again, extra = _console_imports(root, "run", "--index-url", index.url, *probe)
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == "probe ran alpha"
     assert "Composed environment in" in again.stderr
@@ -312,10 +305,7 @@ def test_a_deleted_view_is_made_again_from_the_memo(tmp_path: Path, index: Local
     assert _tree(Path(view)) == before
     # Made from its plan, which stays as the builder wrote it.
     assert (plan.stat().st_ino, plan.stat().st_mtime_ns) == (planned.st_ino, planned.st_mtime_ns)
-    extra = _imported(again.stderr) - _imported(bare.stderr) - HOT_PATH_MODULES
-    # os and what it loads are what any command needs; site loads them, -S does not.
-    allowed = {"__future__", "os", "posixpath", "genericpath", "stat", "_stat", "_collections_abc"}
-    assert extra - allowed == REBUILD_MODULES, sorted(extra - allowed)
+    assert extra == REBUILD_MODULES, sorted(extra)
     # The memo still holds: nothing it watches changed, so it is not rewritten.
     after = memo.stat()
     assert (after.st_ino, after.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support.cli import run_cpk
+from support.cli import add_syscall_counts, run_cpk
 
 from contentpkg.store.hashing import tree_hash
 
@@ -196,26 +196,11 @@ def test_the_threaded_copy_costs_no_more_system_calls_per_file(tmp_path: Path) -
             (d / f"f{i}.txt").write_bytes(os.urandom(100 + i % 900))
         return root
 
-    def counts(src: Path, label: str) -> dict[str, int]:
-        log = tmp_path / f"{label}.count"
-        env = dict(os.environ, CPK_HOME=os.fspath(tmp_path / f"home-{label}"))
-        subprocess.run(
-            ["strace", "-f", "-c", "-o", os.fspath(log), sys.executable, "-m", "contentpkg",
-             "store", "add", os.fspath(src), "--name", "t", "--version", "1"],
-            env=env, check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
-        found: dict[str, int] = {}
-        for line in log.read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 5 and parts[3].isdigit() and parts[-1] != "total":
-                found[parts[-1]] = int(parts[3])
-        return found
-
     # Both above the threshold, in as many directories, each under a batch.
     few, many = 300, 900
     small, large = (
-        counts(tree(tmp_path / "few", few), "few"),
-        counts(tree(tmp_path / "many", many), "many"),
+        add_syscall_counts(tmp_path, tree(tmp_path / "few", few), "few"),
+        add_syscall_counts(tmp_path, tree(tmp_path / "many", many), "many"),
     )
 
     def per_file(*names: str) -> float:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.cli import run_cpk
+from support.cli import add_syscall_counts, run_cpk
 
 from contentpkg.store.hashing import tree_hash
 
@@ -38,31 +38,13 @@ def _tree(root: Path, files: int) -> Path:
     return root
 
 
-def _counts(tmp_path: Path, src: Path, label: str) -> dict[str, int]:
-    """System calls of one ``cpk store add`` of src into a new store."""
-    log = tmp_path / f"{label}.strace"
-    env = dict(os.environ, CPK_HOME=os.fspath(tmp_path / f"home-{label}"))
-    subprocess.run(
-        ["strace", "-f", "-c", "-o", os.fspath(log), sys.executable, "-m", "contentpkg",
-         "store", "add", os.fspath(src), "--name", "t", "--version", "1"],
-        env=env, check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    counts: dict[str, int] = {}
-    for line in log.read_text().splitlines():
-        parts = line.split()
-        # "% time  seconds  usecs/call  calls  [errors]  syscall"
-        if len(parts) >= 5 and parts[3].isdigit() and parts[-1] != "total":
-            counts[parts[-1]] = int(parts[3])
-    return counts
-
-
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
 def test_each_file_costs_one_open_read_write_and_stat_and_no_chmod_or_fsync(
     tmp_path: Path,
 ) -> None:
     few, many = 40, 120
-    small = _counts(tmp_path, _tree(tmp_path / "few", few), "few")
-    large = _counts(tmp_path, _tree(tmp_path / "many", many), "many")
+    small = add_syscall_counts(tmp_path, _tree(tmp_path / "few", few), "few")
+    large = add_syscall_counts(tmp_path, _tree(tmp_path / "many", many), "many")
     added = many - few
 
     def per_file(*names: str) -> float:

@@ -43,3 +43,22 @@ def tree_snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
             size = st.st_size if not os.path.isdir(full) else 0
             snap[os.path.relpath(full, root)] = (st.st_mode, size, target)
     return snap
+
+
+def add_syscall_counts(work: Path, src: Path, label: str) -> dict[str, int]:
+    """System calls by name of one ``cpk store add`` of src into a new store
+    under work, as ``strace -f -c`` counts them (threads included)."""
+    log = work / f"{label}.strace"
+    env = dict(os.environ, CPK_HOME=os.fspath(work / f"home-{label}"))
+    subprocess.run(
+        ["strace", "-f", "-c", "-o", os.fspath(log), sys.executable, "-m", "contentpkg",
+         "store", "add", os.fspath(src), "--name", "t", "--version", "1"],
+        env=env, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    counts: dict[str, int] = {}
+    for line in log.read_text().splitlines():
+        parts = line.split()
+        # "% time  seconds  usecs/call  calls  [errors]  syscall"
+        if len(parts) >= 5 and parts[3].isdigit() and parts[-1] != "total":
+            counts[parts[-1]] = int(parts[3])
+    return counts
